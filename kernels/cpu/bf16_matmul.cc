@@ -1,0 +1,44 @@
+#include "kernels/cpu/bf16_matmul.h"
+
+#include <vector>
+
+#include "kernels/bf16.h"
+#include "kernels/cpu/parallel.h"
+
+namespace bitserve::cpu {
+namespace {
+
+// Eight independent partial sums let the compiler vectorize without reassociating floats itself.
+inline float Dot(const float* a, const float* b, int64_t k) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  float tail = 0;
+  for (; i < k; ++i) tail += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
+}  // namespace
+
+void Bf16Matmul(const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, float* y) {
+  ParallelFor(n, 256, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(k);
+    for (int64_t j = begin; j < end; ++j) {
+      const uint16_t* wr = w + j * k;
+      for (int64_t i = 0; i < k; ++i) row[i] = Bf16ToFloat(wr[i]);
+      for (int64_t t = 0; t < m; ++t) y[t * n + j] = Dot(x + t * k, row.data(), k);
+    }
+  });
+}
+
+void Bf16GatherRows(const uint16_t* table, int64_t dim, const int32_t* ids, int64_t count,
+                    float* out) {
+  for (int64_t t = 0; t < count; ++t) {
+    const uint16_t* src = table + static_cast<int64_t>(ids[t]) * dim;
+    for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = Bf16ToFloat(src[i]);
+  }
+}
+
+}  // namespace bitserve::cpu

@@ -1,0 +1,24 @@
+// What the engine needs to know about a GPU before it sizes its kernels and memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace bitserve::cuda {
+
+struct DeviceInfo {
+  int index = 0;
+  std::string name;
+  int compute_major = 0, compute_minor = 0;
+  int multiprocessors = 0;
+  int64_t global_memory_bytes = 0;
+  int64_t l2_bytes = 0;
+  int64_t max_shared_per_block_optin = 0;
+};
+
+// FailedPrecondition when no CUDA device is visible or `index` is out of range.
+absl::StatusOr<DeviceInfo> QueryDevice(int index);
+
+}  // namespace bitserve::cuda

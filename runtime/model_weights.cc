@@ -1,0 +1,227 @@
+#include "runtime/model_weights.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/bf16.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/status_macros.h"
+#include "runtime/safetensors_archive.h"
+#include "runtime/ternary_packing.h"
+
+namespace bitserve {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+std::string Where(const SafetensorsArchive::Entry& e) {
+  return absl::StrCat(e.file->path().string(), ": tensor ", e.info->name);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  float v;
+  if (exp == 0) {
+    v = std::ldexp(static_cast<float>(frac), -24);
+  } else if (exp == 31) {
+    v = frac ? NAN : INFINITY;
+  } else {
+    v = std::ldexp(static_cast<float>(frac | 0x400), static_cast<int>(exp) - 25);
+  }
+  return sign ? -v : v;
+}
+
+// Norm weights and scales: any float dtype, converted exactly to float32.
+absl::StatusOr<std::vector<float>> ReadFloats(const SafetensorsArchive::Entry& e) {
+  const size_t n = static_cast<size_t>(e.info->num_elements());
+  std::vector<float> out(n);
+  const uint8_t* p = e.bytes.data();
+  for (size_t i = 0; i < n; ++i) {
+    switch (e.info->dtype) {
+      case DType::kBF16: {
+        uint16_t b;
+        std::memcpy(&b, p + 2 * i, 2);
+        out[i] = Bf16ToFloat(b);
+        break;
+      }
+      case DType::kF16: {
+        uint16_t b;
+        std::memcpy(&b, p + 2 * i, 2);
+        out[i] = HalfToFloat(b);
+        break;
+      }
+      case DType::kF32:
+        std::memcpy(&out[i], p + 4 * i, 4);
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(Where(e), ": dtype ", std::string(DTypeName(e.info->dtype)),
+                                                       " is not a float type (BF16, F16 or F32)"));
+    }
+    if (!std::isfinite(out[i])) {
+      return absl::DataLossError(absl::StrCat(Where(e), ": element ", i, " is not finite"));
+    }
+  }
+  return out;
+}
+
+std::vector<uint16_t> ReadBf16(const SafetensorsArchive::Entry& e) {
+  std::vector<uint16_t> out(static_cast<size_t>(e.info->num_elements()));
+  std::memcpy(out.data(), e.bytes.data(), out.size() * 2);
+  return out;
+}
+
+class Loader {
+ public:
+  Loader(const ModelConfig& config, const SafetensorsArchive& archive)
+      : config_(config), archive_(archive) {
+    for (TensorLayout& t : CheckpointLayout(config)) layout_.emplace(t.name, std::move(t));
+  }
+
+  // Every expected tensor present with the right dtype and shape; nothing unexpected.
+  absl::Status CheckInventory() const {
+    for (const auto& [name, want] : layout_) {
+      const SafetensorsArchive::Entry* e = archive_.Find(name);
+      if (e == nullptr) {
+        return absl::NotFoundError(absl::StrCat(
+            "checkpoint is missing tensor ", name, " (", std::string(DTypeName(want.dtype)), " ",
+            ShapeString(want.shape), ") required by config.json",
+            want.role == TensorRole::kLmHead ? " (tie_word_embeddings is false)" : ""));
+      }
+      if (e->info->shape != want.shape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Where(*e), ": shape ", ShapeString(e->info->shape), " does not match config.json, which implies ",
+            ShapeString(want.shape)));
+      }
+      const bool float_ok = want.role == TensorRole::kNorm || want.role == TensorRole::kWeightScale;
+      const DType got = e->info->dtype;
+      const bool dtype_ok = got == want.dtype || (float_ok && (got == DType::kF16 || got == DType::kF32));
+      if (!dtype_ok) {
+        return absl::InvalidArgumentError(absl::StrCat(Where(*e), ": dtype ", std::string(DTypeName(got)),
+                                                       ", expected ", std::string(DTypeName(want.dtype))));
+      }
+    }
+    for (const std::string& name : archive_.TensorNames()) {
+      if (layout_.count(name)) continue;
+      const SafetensorsArchive::Entry* e = archive_.Find(name);
+      std::string hint;
+      if (name == "lm_head.weight") hint = " (config.json has tie_word_embeddings true)";
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(*e), ": unexpected tensor for this config", hint));
+    }
+    return absl::OkStatus();
+  }
+
+  const SafetensorsArchive::Entry& Get(const std::string& name) const { return *archive_.Find(name); }
+
+  absl::StatusOr<std::vector<float>> Floats(const std::string& name) const { return ReadFloats(Get(name)); }
+
+  absl::StatusOr<TernaryMatrix> Ternary(const std::string& prefix) const {
+    const SafetensorsArchive::Entry& w = Get(prefix + ".weight");
+    const SafetensorsArchive::Entry& s = Get(prefix + ".weight_scale");
+    TernaryMatrix m;
+    m.rows = w.info->shape[0] * 4;
+    m.cols = w.info->shape[1];
+    m.values.resize(static_cast<size_t>(m.rows * m.cols));
+    RETURN_IF_ERROR(UnpackTernary(w.bytes, m.rows, m.cols, m.values, Where(w)));
+    ASSIGN_OR_RETURN(std::vector<float> scale, ReadFloats(s));
+    if (!(scale[0] > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(s), ": weight_scale must be positive, got ", scale[0]));
+    }
+    m.alpha = config_.linear_class == LinearClass::kAutoBitLinear ? scale[0] : 1.0f / scale[0];
+    return m;
+  }
+
+ private:
+  const ModelConfig& config_;
+  const SafetensorsArchive& archive_;
+  std::map<std::string, TensorLayout> layout_;
+};
+
+absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
+  const std::string p = absl::StrCat("model.layers.", index, ".");
+  LayerWeights l;
+  ASSIGN_OR_RETURN(l.input_norm, loader.Floats(p + "input_layernorm.weight"));
+  ASSIGN_OR_RETURN(l.post_attention_norm, loader.Floats(p + "post_attention_layernorm.weight"));
+  ASSIGN_OR_RETURN(l.attn_sub_norm, loader.Floats(p + "self_attn.attn_sub_norm.weight"));
+  ASSIGN_OR_RETURN(l.ffn_sub_norm, loader.Floats(p + "mlp.ffn_sub_norm.weight"));
+  ASSIGN_OR_RETURN(l.q, loader.Ternary(p + "self_attn.q_proj"));
+  ASSIGN_OR_RETURN(l.k, loader.Ternary(p + "self_attn.k_proj"));
+  ASSIGN_OR_RETURN(l.v, loader.Ternary(p + "self_attn.v_proj"));
+  ASSIGN_OR_RETURN(l.o, loader.Ternary(p + "self_attn.o_proj"));
+  ASSIGN_OR_RETURN(l.gate, loader.Ternary(p + "mlp.gate_proj"));
+  ASSIGN_OR_RETURN(l.up, loader.Ternary(p + "mlp.up_proj"));
+  ASSIGN_OR_RETURN(l.down, loader.Ternary(p + "mlp.down_proj"));
+  return l;
+}
+
+}  // namespace
+
+std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
+  std::vector<TensorLayout> t;
+  const int64_t h = c.hidden_size, inter = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
+  t.push_back({"model.embed_tokens.weight", TensorRole::kEmbedding, DType::kBF16, {c.vocab_size, h}});
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    auto norm = [&](const std::string& name, int64_t n) {
+      t.push_back({p + name, TensorRole::kNorm, DType::kBF16, {n}});
+    };
+    auto ternary = [&](const std::string& name, int64_t out, int64_t in) {
+      t.push_back({p + name + ".weight", TensorRole::kTernary, DType::kU8, {out / 4, in}});
+      t.push_back({p + name + ".weight_scale", TensorRole::kWeightScale, DType::kBF16, {1}});
+    };
+    norm("input_layernorm.weight", h);
+    ternary("self_attn.q_proj", q, h);
+    ternary("self_attn.k_proj", kv, h);
+    ternary("self_attn.v_proj", kv, h);
+    norm("self_attn.attn_sub_norm.weight", q);
+    ternary("self_attn.o_proj", h, q);
+    norm("post_attention_layernorm.weight", h);
+    ternary("mlp.gate_proj", inter, h);
+    ternary("mlp.up_proj", inter, h);
+    norm("mlp.ffn_sub_norm.weight", inter);
+    ternary("mlp.down_proj", h, inter);
+  }
+  t.push_back({"model.norm.weight", TensorRole::kNorm, DType::kBF16, {h}});
+  if (!c.tie_word_embeddings) {
+    t.push_back({"lm_head.weight", TensorRole::kLmHead, DType::kBF16, {c.vocab_size, h}});
+  }
+  return t;
+}
+
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir) {
+  ModelWeights w;
+  ASSIGN_OR_RETURN(w.config, LoadModelConfig(dir));
+  ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(dir));
+  Loader loader(w.config, archive);
+  RETURN_IF_ERROR(loader.CheckInventory());
+
+  w.embedding = ReadBf16(loader.Get("model.embed_tokens.weight"));
+  if (!w.config.tie_word_embeddings) w.lm_head = ReadBf16(loader.Get("lm_head.weight"));
+  ASSIGN_OR_RETURN(w.final_norm, loader.Floats("model.norm.weight"));
+
+  // Layers decode independently: spread them over the CPU threads.
+  const int n = w.config.num_hidden_layers;
+  w.layers.resize(n);
+  std::vector<absl::Status> status(n);
+  cpu::ParallelFor(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      absl::StatusOr<LayerWeights> layer = LoadLayer(loader, static_cast<int>(i));
+      if (layer.ok()) {
+        w.layers[i] = *std::move(layer);
+      } else {
+        status[i] = layer.status();
+      }
+    }
+  });
+  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+  return w;
+}
+
+}  // namespace bitserve

@@ -1,0 +1,55 @@
+// A BitNet b1.58 checkpoint in host memory, in the CPU engine's layout: ternary matrices decoded
+// to int8 [out, in] with their weight_scale folded into one multiplier, norms in float32, the
+// embedding (and an untied LM head) kept as bf16.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model_config.h"
+#include "runtime/safetensors_header.h"
+
+namespace bitserve {
+
+struct TernaryMatrix {
+  int64_t rows = 0;  // output features
+  int64_t cols = 0;  // input features
+  std::vector<int8_t> values;  // [rows, cols] in {-1, 0, +1}
+  float alpha = 1.0f;          // real weight = values * alpha
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm, attn_sub_norm, post_attention_norm, ffn_sub_norm;
+  TernaryMatrix q, k, v, o, gate, up, down;
+};
+
+struct ModelWeights {
+  ModelConfig config;
+  std::vector<uint16_t> embedding;  // [vocab, hidden] bf16
+  std::vector<uint16_t> lm_head;    // [vocab, hidden] bf16; empty when tied to the embedding
+  std::vector<float> final_norm;
+  std::vector<LayerWeights> layers;
+
+  const uint16_t* lm_head_data() const { return lm_head.empty() ? embedding.data() : lm_head.data(); }
+};
+
+// What a checkpoint with this config holds, in file order: names, dtypes and shapes as
+// transformers' BitNetForCausalLM saves them (ternary weights packed as U8 [out/4, in]).
+enum class TensorRole { kEmbedding, kLmHead, kNorm, kTernary, kWeightScale };
+struct TensorLayout {
+  std::string name;
+  TensorRole role;
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+std::vector<TensorLayout> CheckpointLayout(const ModelConfig& config);
+
+// Reads DIR/config.json and DIR's safetensors (single or sharded), checks that the tensors are
+// exactly those of CheckpointLayout (names, dtypes, shapes; norms and scales may be BF16, F16 or
+// F32), and decodes them. Errors name the file and the tensor.
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir);
+
+}  // namespace bitserve

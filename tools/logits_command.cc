@@ -1,0 +1,37 @@
+// bitserve logits --model DIR --tokens 1,2,3 --out F.npy: float32 [T, vocab] of one prefill.
+#include <iostream>
+
+#include "kernels/status_macros.h"
+#include "runtime/cpu_engine.h"
+#include "runtime/npy.h"
+#include "tools/command_line.h"
+
+namespace bitserve::cli {
+
+void AddLogitsCommand(CLI::App& app) {
+  struct Args {
+    std::string model, tokens, out, device = "cpu";
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("logits", "Write the logits of every prompt token as .npy");
+  cmd->add_option("--model", args->model, "Checkpoint directory")->required();
+  cmd->add_option("--tokens", args->tokens, "Comma-separated token ids")->required();
+  cmd->add_option("--out", args->out, "Output .npy file (float32 [tokens, vocab])")->required();
+  cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  cmd->callback([args] {
+    RunOrExit("logits", [&]() -> absl::Status {
+      RETURN_IF_ERROR(CheckDevice(args->device));
+      ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseTokenIds(args->tokens, "--tokens"));
+      EngineOptions options;
+      options.max_sequences = 1;
+      ASSIGN_OR_RETURN(auto engine, CpuEngine::Load(args->model, options));
+      std::vector<float> logits;
+      SequenceChunk chunk{0, tokens, /*all_logits=*/true};
+      RETURN_IF_ERROR(engine->Forward({&chunk, 1}, &logits));
+      const int64_t vocab = engine->config().vocab_size;
+      return WriteNpyFloat32(args->out, {static_cast<int64_t>(tokens.size()), vocab}, logits.data());
+    });
+  });
+}
+
+}  // namespace bitserve::cli
