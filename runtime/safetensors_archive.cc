@@ -27,7 +27,9 @@ constexpr size_t kMaxIndexBytes = 100'000'000;
 
 std::string Quote(std::string_view s) {
   constexpr size_t kMaxShown = 200;
-  return "'" + std::string(s.substr(0, kMaxShown)) + (s.size() > kMaxShown ? "...'" : "'");
+  std::string out = "'";
+  out.append(s.substr(0, kMaxShown)).append(s.size() > kMaxShown ? "...'" : "'");
+  return out;
 }
 
 // False for a missing path; an error when the path cannot be examined at all (e.g. EACCES).

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "runtime/safetensors_archive.h"
 #include "runtime/safetensors_file.h"
@@ -221,7 +222,7 @@ TEST_F(SafetensorsTest, RoundTripSharded) {
 
 TEST_F(SafetensorsTest, RewriteReplacesThePreviousCheckpoint) {
   std::vector<TensorSpec> sharded;
-  for (int i = 0; i < 3; ++i) sharded.push_back(Spec("s" + std::to_string(i), DType::kU8, {8}, 0));
+  for (int i = 0; i < 3; ++i) sharded.push_back(Spec(absl::StrCat("s", i), DType::kU8, {8}, 0));
   ASSERT_TRUE(WriteSafetensors(dir_, std::move(sharded), Options(8)).ok());
   std::vector<TensorSpec> single;
   single.push_back(Spec("one", DType::kU8, {8}, 7));

@@ -31,10 +31,21 @@ def run(case_dir):
     bad = {k: v for k, v in info.items() if v}
     if bad:
         raise SystemExit(f"{model_dir}: transformers did not load the checkpoint cleanly: {bad}")
+    # transformers' BitLinear (linear_class "bitlinear") computes in the dtype it was built with,
+    # which follows config.json's torch_dtype (bfloat16), not from_pretrained's dtype. The
+    # reference semantics are float32 throughout, so switch those modules to float32.
+    built_with = set()
+    for module in model.modules():
+        if type(module).__name__ == "BitLinear":
+            built_with.add(str(module.dtype))
+            module.dtype = torch.float32
+            module.weight_scale.data = module.weight_scale.data.float()
+    if built_with:
+        print(f"{case_dir}: BitLinear modules were built with {sorted(built_with)}; using float32")
     layer = model.model.layers[0].self_attn.q_proj
     w = layer.weight.detach()
     print(f"{case_dir}: q_proj {type(layer).__name__} {tuple(w.shape)} values {sorted(set(w.flatten().tolist()))}"
-          f" weight_scale {float(layer.weight_scale)}", flush=True)
+          f" weight_scale {float(layer.weight_scale)} ({layer.weight_scale.dtype})", flush=True)
     out = {"transformers": transformers.__version__, "torch": torch.__version__, "sequences": []}
     for k, seq in enumerate(prompts):
         ids = list(seq["prompt_ids"])
