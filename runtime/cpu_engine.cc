@@ -28,7 +28,7 @@ void Grow(std::vector<float>& v, int64_t n) {
 void QuantizedLinear(const float* x, int64_t m, const TernaryMatrix& w, std::vector<int8_t>& xq,
                      std::vector<float>& scales, float* y) {
   cpu::ActQuantPerToken(x, m, w.cols, xq.data(), scales.data());
-  cpu::TernaryMatmul(xq.data(), scales.data(), m, w.values.data(), w.rows, w.cols, w.alpha, y);
+  cpu::TernaryMatmul(xq.data(), scales.data(), m, w.values.data(), w.rows, w.cols, w.scale, y);
 }
 
 }  // namespace
@@ -44,7 +44,8 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
 CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
     : weights_(std::move(weights)),
       kv_(weights_.config, options.max_sequences, MaxSeqLen(weights_, options)),
-      inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)) {}
+      inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
+      trace_(options.trace) {}
 
 absl::Status CpuEngine::Validate(std::span<const SequenceChunk> chunks) const {
   std::set<int> slots;
@@ -108,24 +109,28 @@ absl::Status CpuEngine::Forward(std::span<const SequenceChunk> chunks, std::vect
     const LayerWeights& w = weights_.layers[l];
     // Attention block: q, k and v share one quantization of the normed input.
     cpu::RmsNorm(x_.data(), w.input_norm.data(), m, h, eps, a_.data());
+    if (trace_) trace_("qkv_in", l, a_.data(), m, h);
     cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.q.values.data(), qd, h, w.q.alpha, q_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.alpha, k_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.alpha, v_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.q.values.data(), qd, h, w.q.scale, q_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.scale, k_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale, v_.data());
     cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(), inv_freq_.data());
     cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(), inv_freq_.data());
     Attention(l, chunks);
     cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
+    if (trace_) trace_("o_in", l, o_.data(), m, qd);
     QuantizedLinear(o_.data(), m, w.o, aq_, scales_, a_.data());
     cpu::AddInPlace(x_.data(), a_.data(), m * h);
 
     // Feed-forward block: gate and up share one quantization.
     cpu::RmsNorm(x_.data(), w.post_attention_norm.data(), m, h, eps, a_.data());
+    if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
     cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.gate.values.data(), inter, h, w.gate.alpha, g_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.up.values.data(), inter, h, w.up.alpha, u_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.gate.values.data(), inter, h, w.gate.scale, g_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.up.values.data(), inter, h, w.up.scale, u_.data());
     cpu::Relu2Mul(g_.data(), u_.data(), m * inter, g_.data());
     cpu::RmsNorm(g_.data(), w.ffn_sub_norm.data(), m, inter, eps, g_.data());
+    if (trace_) trace_("down_in", l, g_.data(), m, inter);
     QuantizedLinear(g_.data(), m, w.down, aq_, scales_, a_.data());
     cpu::AddInPlace(x_.data(), a_.data(), m * h);
   }

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <string>
 #include <memory>
 #include <span>
 #include <vector>
@@ -15,9 +17,15 @@
 
 namespace bitserve {
 
+// Sees every activation right before it is quantized to int8 (for comparing implementations
+// layer by layer): name is "qkv_in", "o_in", "gate_up_in" or "down_in"; x is [rows, dim].
+using ActivationTrace =
+    std::function<void(const std::string& name, int layer, const float* x, int64_t rows, int64_t dim)>;
+
 struct EngineOptions {
   int max_sequences = 8;    // KV slots
   int64_t max_seq_len = 0;  // tokens per sequence; 0: the model's max_position_embeddings
+  ActivationTrace trace;    // optional
 };
 
 // New tokens of one sequence; they take positions length(slot), length(slot) + 1, ...
@@ -54,6 +62,7 @@ class CpuEngine {
   ModelWeights weights_;
   ContiguousKvCache kv_;
   std::vector<float> inv_freq_;
+  ActivationTrace trace_;
   // Scratch, grown to the largest batch seen and reused.
   std::vector<float> x_, a_, q_, k_, v_, o_, g_, u_, logits_in_;
   std::vector<int8_t> aq_;

@@ -134,7 +134,7 @@ class Loader {
       return absl::InvalidArgumentError(
           absl::StrCat(Where(s), ": weight_scale must be positive, got ", scale[0]));
     }
-    m.alpha = config_.linear_class == LinearClass::kAutoBitLinear ? scale[0] : 1.0f / scale[0];
+    m.scale = {scale[0], config_.linear_class == LinearClass::kBitLinear};
     return m;
   }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/ternary_matmul.h"
 #include "runtime/model_config.h"
 #include "runtime/safetensors_header.h"
 
@@ -18,7 +19,7 @@ struct TernaryMatrix {
   int64_t rows = 0;  // output features
   int64_t cols = 0;  // input features
   std::vector<int8_t> values;  // [rows, cols] in {-1, 0, +1}
-  float alpha = 1.0f;          // real weight = values * alpha
+  cpu::WeightScale scale;      // real weight = values * scale.multiplier()
 };
 
 struct LayerWeights {

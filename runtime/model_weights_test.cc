@@ -57,8 +57,8 @@ TEST(SyntheticCheckpoint, LoadsWithRealisticStatistics) {
   const double n = static_cast<double>(up.values.size());
   EXPECT_NEAR(neg / n, 9.0 / 32, 0.02);
   EXPECT_NEAR(pos / n, 9.0 / 32, 0.02);
-  EXPECT_GT(up.alpha, 0.5 / std::sqrt(0.5625 * 128));
-  EXPECT_LT(up.alpha, 1.5 / std::sqrt(0.5625 * 128));
+  EXPECT_GT(up.scale.multiplier(), 0.5 / std::sqrt(0.5625 * 128));
+  EXPECT_LT(up.scale.multiplier(), 1.5 / std::sqrt(0.5625 * 128));
   for (float g : w->layers[0].input_norm) {
     EXPECT_GT(g, 0.4f);
     EXPECT_LT(g, 1.6f);
@@ -77,7 +77,7 @@ TEST(SyntheticCheckpoint, BitLinearScalesAreDividedAndHeadUntied) {
   auto w = LoadModelWeights(dir.path());
   ASSERT_TRUE(w.ok()) << w.status();
   // Stored weight_scale is 1/alpha for bitlinear, so the folded multiplier is small again.
-  EXPECT_LT(w->layers[0].q.alpha, 1.5 / std::sqrt(0.5625 * 96));
+  EXPECT_LT(w->layers[0].q.scale.multiplier(), 1.5 / std::sqrt(0.5625 * 96));
   EXPECT_EQ(w->lm_head.size(), 777u * 96);
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 #include <unordered_set>
 #include <utility>
@@ -71,6 +72,8 @@ class WeightMapDuplicateFinder {
   bool OnEvent(Json::parse_event_t event, const Json& parsed) {
     using E = Json::parse_event_t;
     if (event == E::object_start || event == E::array_start) {
+      // An index nests 3 deep; refusing far deeper input early bounds the parser's memory.
+      if (containers_.size() >= 16) throw std::length_error("nested more than 16 levels deep");
       containers_.push_back(event == E::object_start);
     } else if (event == E::object_end || event == E::array_end) {
       if (!containers_.empty()) containers_.pop_back();

@@ -21,6 +21,12 @@ using Json = nlohmann::json;
 
 constexpr size_t kMaxRank = 8;
 constexpr uint64_t kMaxDim = uint64_t{1} << 40;
+// A valid header nests 3 deep (root, entry, shape). Deeper input is refused while parsing, before
+// millions of levels (a 100 MB header allows that many) cost gigabytes of parser state; the
+// margin keeps precise type errors for near misses such as "shape": [[1]].
+constexpr int kMaxJsonDepth = 8;
+
+struct JsonTooDeep {};
 
 struct DTypeEntry {
   DType dtype;
@@ -154,8 +160,10 @@ class DuplicateKeyFinder {
       return absl::InvalidArgumentError(
           absl::StrCat(file_name, ": duplicate tensor name ", Quote(key_)));
     }
-    return absl::InvalidArgumentError(absl::StrCat(file_name, ": tensor ", Quote(entry_),
-                                                   ": duplicate key ", Quote(key_)));
+    const std::string owner =
+        entry_ == "__metadata__" ? "\"__metadata__\"" : absl::StrCat("tensor ", Quote(entry_));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_name, ": ", owner, ": duplicate key ", Quote(key_)));
   }
 
  private:
@@ -387,10 +395,18 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
   try {
     root = Json::parse(
         text.begin(), text.end(),
-        [&](int /*depth*/, Json::parse_event_t event, Json& parsed) {
+        [&](int depth, Json::parse_event_t event, Json& parsed) {
+          if ((event == Json::parse_event_t::object_start ||
+               event == Json::parse_event_t::array_start) &&
+              depth >= kMaxJsonDepth) {
+            throw JsonTooDeep();
+          }
           return duplicates.OnEvent(event, parsed);
         },
         /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const JsonTooDeep&) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": header nests JSON more than ",
+                                                   kMaxJsonDepth, " levels deep"));
   } catch (const std::exception& e) {
     // nlohmann echoes the last token, which may be huge.
     return absl::InvalidArgumentError(absl::StrCat(file, ": header is not valid JSON: ",

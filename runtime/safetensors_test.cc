@@ -348,6 +348,11 @@ TEST_F(SafetensorsTest, JsonArray) {
   EXPECT_ERROR(OpenHeader(" {}"), kInvalidArgument, "starting with '{'");
 }
 
+TEST_F(SafetensorsTest, DeeplyNestedJson) {
+  EXPECT_ERROR(OpenHeader("{\"w\":" + std::string(100000, '[') + std::string(100000, ']') + "}"),
+               kInvalidArgument, "levels deep");
+}
+
 TEST_F(SafetensorsTest, DuplicateTensorNames) {
   EXPECT_ERROR(OpenHeader(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
                           R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
@@ -445,6 +450,8 @@ TEST_F(SafetensorsTest, BadMetadata) {
                "\"__metadata__\" key 'format'", "must map to a string");
   EXPECT_ERROR(OpenHeader(R"({"__metadata__":{},"__metadata__":{}})"), kInvalidArgument,
                "\"__metadata__\" appears twice");
+  EXPECT_ERROR(OpenHeader(R"({"__metadata__":{"k":"a","k":"b"}})"), kInvalidArgument,
+               "\"__metadata__\": duplicate key 'k'");
 }
 
 // --- Sharded checkpoints -------------------------------------------------------------------------
@@ -541,6 +548,8 @@ TEST_F(ShardedTest, MalformedIndex) {
   EXPECT_ERROR(OpenArchive(), kInvalidArgument, "model.safetensors.index.json", "JSON object");
   WriteIndex(R"({"metadata":{}})");
   EXPECT_ERROR(OpenArchive(), kInvalidArgument, "model.safetensors.index.json", "\"weight_map\"");
+  WriteIndex(R"({"weight_map":)" + std::string(1000, '[') + std::string(1000, ']') + "}");
+  EXPECT_ERROR(OpenArchive(), kInvalidArgument, "model.safetensors.index.json", "levels deep");
   WriteIndex(R"({"weight_map":{"a":1}})");
   EXPECT_ERROR(OpenArchive(), kInvalidArgument, "'a'", "must map to a file name");
 }

@@ -1,4 +1,5 @@
 // bitserve logits --model DIR --tokens 1,2,3 --out F.npy: float32 [T, vocab] of one prefill.
+#include <filesystem>
 #include <iostream>
 
 #include "kernels/status_macros.h"
@@ -10,7 +11,7 @@ namespace bitserve::cli {
 
 void AddLogitsCommand(CLI::App& app) {
   struct Args {
-    std::string model, tokens, out, device = "cpu";
+    std::string model, tokens, out, trace_dir, device = "cpu";
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("logits", "Write the logits of every prompt token as .npy");
@@ -18,16 +19,27 @@ void AddLogitsCommand(CLI::App& app) {
   cmd->add_option("--tokens", args->tokens, "Comma-separated token ids")->required();
   cmd->add_option("--out", args->out, "Output .npy file (float32 [tokens, vocab])")->required();
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  cmd->add_option("--trace-dir", args->trace_dir,
+                  "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
   cmd->callback([args] {
     RunOrExit("logits", [&]() -> absl::Status {
       RETURN_IF_ERROR(CheckDevice(args->device));
       ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseTokenIds(args->tokens, "--tokens"));
       EngineOptions options;
       options.max_sequences = 1;
+      absl::Status trace_status;
+      if (!args->trace_dir.empty()) {
+        std::filesystem::create_directories(args->trace_dir);
+        options.trace = [&](const std::string& name, int layer, const float* x, int64_t rows, int64_t dim) {
+          auto path = std::filesystem::path(args->trace_dir) / ("L" + std::to_string(layer) + "_" + name + ".npy");
+          trace_status.Update(WriteNpyFloat32(path, {rows, dim}, x));
+        };
+      }
       ASSIGN_OR_RETURN(auto engine, CpuEngine::Load(args->model, options));
       std::vector<float> logits;
       SequenceChunk chunk{0, tokens, /*all_logits=*/true};
       RETURN_IF_ERROR(engine->Forward({&chunk, 1}, &logits));
+      RETURN_IF_ERROR(trace_status);
       const int64_t vocab = engine->config().vocab_size;
       return WriteNpyFloat32(args->out, {static_cast<int64_t>(tokens.size()), vocab}, logits.data());
     });

@@ -90,13 +90,16 @@ TEST(TernaryMatmul, ExactIntegerSumsAndScales) {
   std::vector<int32_t> acc(m * out);
   std::vector<float> y(m * out);
   TernaryMatmulInt32(xq.data(), m, w.data(), out, in, acc.data());
-  TernaryMatmul(xq.data(), scale.data(), m, w.data(), out, in, 0.25f, y.data());
+  std::vector<float> yd(m * out);
+  TernaryMatmul(xq.data(), scale.data(), m, w.data(), out, in, {0.25f, false}, y.data());
+  TernaryMatmul(xq.data(), scale.data(), m, w.data(), out, in, {3.0f, true}, yd.data());
   for (int t = 0; t < m; ++t) {
     for (int o = 0; o < out; ++o) {
       int64_t want = 0;
       for (int i = 0; i < in; ++i) want += int64_t{xq[t * in + i]} * w[o * in + i];
       ASSERT_EQ(acc[t * out + o], want);
-      EXPECT_FLOAT_EQ(y[t * out + o], static_cast<float>(want) / scale[t] * 0.25f);
+      EXPECT_EQ(y[t * out + o], static_cast<float>(want) / scale[t] * 0.25f);
+      EXPECT_EQ(yd[t * out + o], static_cast<float>(want) / (scale[t] * 3.0f));
     }
   }
 }

@@ -27,10 +27,16 @@ void ForEachDot(const int8_t* xq, int64_t m, const int8_t* w, int64_t out, int64
 }  // namespace
 
 void TernaryMatmul(const int8_t* xq, const float* x_scale, int64_t m, const int8_t* w, int64_t out,
-                   int64_t in, float alpha, float* y) {
-  ForEachDot(xq, m, w, out, in, [&](int64_t t, int64_t o, int32_t acc) {
-    y[t * out + o] = static_cast<float>(acc) / x_scale[t] * alpha;
-  });
+                   int64_t in, WeightScale ws, float* y) {
+  if (ws.divide) {
+    ForEachDot(xq, m, w, out, in, [&](int64_t t, int64_t o, int32_t acc) {
+      y[t * out + o] = static_cast<float>(acc) / (x_scale[t] * ws.value);
+    });
+  } else {
+    ForEachDot(xq, m, w, out, in, [&](int64_t t, int64_t o, int32_t acc) {
+      y[t * out + o] = static_cast<float>(acc) / x_scale[t] * ws.value;
+    });
+  }
 }
 
 void TernaryMatmulInt32(const int8_t* xq, int64_t m, const int8_t* w, int64_t out, int64_t in,

@@ -1,16 +1,25 @@
 // Ternary weight x int8 activation product, the reference for every ternary kernel:
-//   y[t][o] = (sum_i xq[t][i] * w[o][i]) / x_scale[t] * alpha
-// with w in {-1, 0, +1}, the sum exact in int32, and the scales applied in float32.
-// alpha is the per-matrix weight multiplier (weight_scale, or 1/weight_scale for bitlinear).
+//   acc[t][o] = sum_i xq[t][i] * w[o][i]        (w in {-1, 0, +1}, exact in int32)
+//   y[t][o]   = acc / x_scale[t] * ws            (autobitlinear: W = T * ws)
+//   y[t][o]   = acc / (x_scale[t] * ws)          (bitlinear:     W = T / ws)
+// in float32, in the order transformers evaluates them, so that the reference reproduces its
+// roundings (a 1-ulp difference can flip the next layer's int8 rounding).
 #pragma once
 
 #include <cstdint>
 
 namespace bitserve::cpu {
 
+// A matrix's stored weight_scale and how it applies.
+struct WeightScale {
+  float value = 1.0f;
+  bool divide = false;  // bitlinear
+  float multiplier() const { return divide ? 1.0f / value : value; }
+};
+
 // xq: [m, in] int8; x_scale: [m]; w: [out, in] int8 holding -1/0/+1; y: [m, out].
 void TernaryMatmul(const int8_t* xq, const float* x_scale, int64_t m, const int8_t* w, int64_t out,
-                   int64_t in, float alpha, float* y);
+                   int64_t in, WeightScale ws, float* y);
 
 // The int32 sums alone (for bit-exact kernel tests): acc: [m, out].
 void TernaryMatmulInt32(const int8_t* xq, int64_t m, const int8_t* w, int64_t out, int64_t in,
