@@ -118,8 +118,8 @@ absl::StatusOr<ShardIndex> ParseIndex(const fs::path& path) {
       return duplicates.OnEvent(event, parsed);
     });
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": not valid JSON: ", std::string(e.what()).substr(0, 300)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": not valid JSON: ", std::string(e.what()).substr(0, 300)));
   }
   if (!root.is_object()) {
     return absl::InvalidArgumentError(
@@ -138,9 +138,9 @@ absl::StatusOr<ShardIndex> ParseIndex(const fs::path& path) {
   }
   for (const auto& [tensor, shard] : weight_map->items()) {
     if (!shard.is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": \"weight_map\" tensor ",
-                                                     Quote(tensor), " must map to a file name, got ",
-                                                     shard.type_name()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": \"weight_map\" tensor ", Quote(tensor),
+                       " must map to a file name, got ", shard.type_name()));
     }
     const auto& shard_name = shard.get_ref<const std::string&>();
     if (!IsPlainFileName(shard_name)) {
@@ -153,17 +153,17 @@ absl::StatusOr<ShardIndex> ParseIndex(const fs::path& path) {
   const auto metadata = root.find("metadata");
   if (metadata != root.end() && !metadata->is_null()) {
     if (!metadata->is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": \"metadata\" must be an object, got ",
-                                                     metadata->type_name()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": \"metadata\" must be an object, got ", metadata->type_name()));
     }
     const auto total = metadata->find("total_size");
     if (total != metadata->end()) {
       if (total->is_number_unsigned()) {
         index.total_size = total->get<uint64_t>();
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            name, ": \"metadata.total_size\" must be a non-negative integer, got ",
-            total->type_name()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, ": \"metadata.total_size\" must be a non-negative integer, got ",
+                         total->type_name()));
       }
     }
   }
@@ -185,8 +185,8 @@ absl::StatusOr<SafetensorsArchive> SafetensorsArchive::Open(const fs::path& dir)
     const fs::path single_path = dir / kSingleFile;
     ASSIGN_OR_RETURN(const bool single, Exists(single_path));
     if (!single) {
-      return absl::NotFoundError(absl::StrCat(dir.string(), ": holds neither ", kSingleFile,
-                                              " nor ", kIndexFile));
+      return absl::NotFoundError(
+          absl::StrCat(dir.string(), ": holds neither ", kSingleFile, " nor ", kIndexFile));
     }
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(single_path));
     for (const TensorInfo& info : file->header().tensors) {
@@ -213,9 +213,9 @@ absl::StatusOr<SafetensorsArchive> SafetensorsArchive::Open(const fs::path& dir)
     for (const TensorInfo& info : file->header().tensors) {
       const auto earlier = archive.entries_.find(info.name);
       if (earlier != archive.entries_.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensor ", Quote(info.name), " appears in two shards: ",
-            earlier->second.file->path().string(), " and ", shard_path.string()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor ", Quote(info.name), " appears in two shards: ",
+                         earlier->second.file->path().string(), " and ", shard_path.string()));
       }
       const auto mapped = index.weight_map.find(info.name);
       if (mapped == index.weight_map.end()) {
@@ -224,9 +224,9 @@ absl::StatusOr<SafetensorsArchive> SafetensorsArchive::Open(const fs::path& dir)
                                                        " does not list"));
       }
       if (mapped->second != shard) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            shard_path.string(), ": holds tensor ", Quote(info.name), ", which ", index_name,
-            " maps to ", Quote(mapped->second)));
+        return absl::InvalidArgumentError(absl::StrCat(shard_path.string(), ": holds tensor ",
+                                                       Quote(info.name), ", which ", index_name,
+                                                       " maps to ", Quote(mapped->second)));
       }
       archive.entries_.emplace(info.name, Entry{&info, file.get(), file->Data(info)});
     }
@@ -235,16 +235,16 @@ absl::StatusOr<SafetensorsArchive> SafetensorsArchive::Open(const fs::path& dir)
   uint64_t total_bytes = 0;
   for (const auto& [tensor, shard] : index.weight_map) {
     if (!archive.entries_.contains(tensor)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_name, ": maps tensor ", Quote(tensor), " to ", (dir / shard).string(),
-                       ", which does not hold it"));
+      return absl::InvalidArgumentError(absl::StrCat(index_name, ": maps tensor ", Quote(tensor),
+                                                     " to ", (dir / shard).string(),
+                                                     ", which does not hold it"));
     }
   }
   for (const auto& [tensor, entry] : archive.entries_) total_bytes += entry.info->num_bytes();
   if (index.total_size && *index.total_size != total_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        index_name, ": \"metadata.total_size\" is ", *index.total_size,
-        " but the shards' tensors hold ", total_bytes, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_name, ": \"metadata.total_size\" is ", *index.total_size,
+                     " but the shards' tensors hold ", total_bytes, " bytes"));
   }
   return archive;
 }

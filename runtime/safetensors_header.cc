@@ -154,7 +154,8 @@ class DuplicateKeyFinder {
   absl::Status ToStatus(const std::string& file_name) const {
     if (!found_) return absl::OkStatus();
     if (depth_ == 1 && key_ == "__metadata__") {
-      return absl::InvalidArgumentError(absl::StrCat(file_name, ": \"__metadata__\" appears twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_name, ": \"__metadata__\" appears twice"));
     }
     if (depth_ == 1) {
       return absl::InvalidArgumentError(
@@ -269,7 +270,8 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const Json& entry
   if (!bytes) return invalid("shape times dtype size overflows 64 bits");
   if (*bytes != info.num_bytes()) {
     return invalid("\"data_offsets\" [", info.begin, ", ", info.end, ") span ", info.num_bytes(),
-                   " bytes, but the shape and dtype ", std::string(DTypeName(info.dtype)), " need ", *bytes);
+                   " bytes, but the shape and dtype ", std::string(DTypeName(info.dtype)), " need ",
+                   *bytes);
   }
   if (info.end > data_size) {
     return absl::DataLossError(absl::StrCat(
@@ -292,10 +294,10 @@ absl::Status CheckCoverage(const std::vector<TensorInfo>& tensors, uint64_t data
           Quote(previous->name), " bytes [", previous->begin, ", ", previous->end, ")"));
     }
     if (t.begin > covered) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file, ": data section bytes [", covered, ", ", t.begin,
-          ") belong to no tensor (hole before tensor ", Quote(t.name),
-          "); tensors must cover the data section contiguously"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": data section bytes [", covered, ", ", t.begin,
+                       ") belong to no tensor (hole before tensor ", Quote(t.name),
+                       "); tensors must cover the data section contiguously"));
     }
     covered = t.end;
     previous = &t;
@@ -348,12 +350,13 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
                                                    file_size));
   }
   if (file_size < 8) {
-    return absl::DataLossError(absl::StrCat(
-        file, ": file is ", file_size, " bytes, shorter than the 8-byte header length"));
+    return absl::DataLossError(absl::StrCat(file, ": file is ", file_size,
+                                            " bytes, shorter than the 8-byte header length"));
   }
   if (prefix.size() < 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file, ": given prefix of ", prefix.size(), " bytes does not hold the 8-byte header length"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": given prefix of ", prefix.size(),
+                     " bytes does not hold the 8-byte header length"));
   }
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | prefix[i];
@@ -386,9 +389,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
         absl::StrCat(file, ": header is not valid UTF-8 (at header byte ", bad, ")"));
   }
   if (text.front() != '{') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file, ": header must be a JSON object starting with '{', but starts with ",
-        Quote(text.substr(0, 1))));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": header must be a JSON object starting with '{', but starts with ",
+                     Quote(text.substr(0, 1))));
   }
   Json root;
   DuplicateKeyFinder duplicates;
@@ -405,12 +408,12 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
         },
         /*allow_exceptions=*/true, /*ignore_comments=*/false);
   } catch (const JsonTooDeep&) {
-    return absl::InvalidArgumentError(absl::StrCat(file, ": header nests JSON more than ",
-                                                   kMaxJsonDepth, " levels deep"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": header nests JSON more than ", kMaxJsonDepth, " levels deep"));
   } catch (const std::exception& e) {
     // nlohmann echoes the last token, which may be huge.
-    return absl::InvalidArgumentError(absl::StrCat(file, ": header is not valid JSON: ",
-                                                   std::string(e.what()).substr(0, 300)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": header is not valid JSON: ", std::string(e.what()).substr(0, 300)));
   }
   RETURN_IF_ERROR(duplicates.ToStatus(file));
   if (!root.is_object()) {

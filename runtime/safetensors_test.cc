@@ -1,6 +1,5 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <atomic>
@@ -46,7 +45,8 @@ std::string U8File(std::initializer_list<std::pair<std::string, size_t>> tensors
   nlohmann::json header = nlohmann::json::object();
   std::string data;
   for (const auto& [name, size] : tensors) {
-    header[name] = {{"dtype", "U8"}, {"shape", {size}}, {"data_offsets", {data.size(), data.size() + size}}};
+    header[name] = {
+        {"dtype", "U8"}, {"shape", {size}}, {"data_offsets", {data.size(), data.size() + size}}};
     for (size_t j = 0; j < size; ++j) data.push_back(static_cast<char>(header.size() + j));
   }
   return RawFile(header.dump(), data);
@@ -66,7 +66,8 @@ WriteOptions Options(uint64_t max_shard_bytes, std::map<std::string, std::string
 
 TensorSpec Spec(std::string name, DType dtype, std::vector<int64_t> shape, uint8_t seed) {
   return TensorSpec{std::move(name), dtype, std::move(shape), [seed](std::span<uint8_t> out) {
-                      for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(seed + i);
+                      for (size_t i = 0; i < out.size(); ++i)
+                        out[i] = static_cast<uint8_t>(seed + i);
                       return absl::OkStatus();
                     }};
 }
@@ -75,7 +76,8 @@ void ExpectBytes(const SafetensorsArchive::Entry* entry, size_t size, uint8_t se
   ASSERT_NE(entry, nullptr);
   ASSERT_EQ(entry->bytes.size(), size) << entry->info->name;
   for (size_t i = 0; i < size; ++i) {
-    ASSERT_EQ(entry->bytes[i], static_cast<uint8_t>(seed + i)) << entry->info->name << " byte " << i;
+    ASSERT_EQ(entry->bytes[i], static_cast<uint8_t>(seed + i))
+        << entry->info->name << " byte " << i;
   }
 }
 
@@ -114,18 +116,18 @@ class SafetensorsTest : public ::testing::Test {
 };
 
 // Every error must carry the right code and name what is wrong (file, tensor, field).
-#define EXPECT_ERROR(status_expr, expected_code, ...)                 \
-  do {                                                                \
-    const absl::Status s_ = (status_expr);                            \
-    EXPECT_EQ(s_.code(), absl::StatusCode::expected_code) << s_;      \
-    for (const char* part : {__VA_ARGS__}) {                          \
-      EXPECT_THAT(std::string(s_.message()), HasSubstr(part)) << s_;  \
-    }                                                                 \
+#define EXPECT_ERROR(status_expr, expected_code, ...)                \
+  do {                                                               \
+    const absl::Status s_ = (status_expr);                           \
+    EXPECT_EQ(s_.code(), absl::StatusCode::expected_code) << s_;     \
+    for (const char* part : {__VA_ARGS__}) {                         \
+      EXPECT_THAT(std::string(s_.message()), HasSubstr(part)) << s_; \
+    }                                                                \
   } while (0)
 
 TEST(DTypeTest, NamesAndSizesRoundTrip) {
-  for (std::string_view name :
-       {"BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32", "U64", "I64", "F64"}) {
+  for (std::string_view name : {"BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32",
+                                "F32", "U64", "I64", "F64"}) {
     auto dtype = ParseDType(name);
     ASSERT_TRUE(dtype.ok()) << name;
     EXPECT_EQ(DTypeName(*dtype), name);
@@ -193,9 +195,9 @@ TEST_F(SafetensorsTest, HeaderBytesAreAlignedAndOrdered) {
 TEST_F(SafetensorsTest, RoundTripSharded) {
   std::vector<TensorSpec> specs;
   specs.push_back(Spec("t0", DType::kU8, {40}, 0));
-  specs.push_back(Spec("t1", DType::kU8, {5, 8}, 1));      // 40 + 40 > 64: new shard
-  specs.push_back(Spec("t2", DType::kF32, {25}, 2));       // 100 > 64: a shard of its own
-  specs.push_back(Spec("t3", DType::kU16, {4}, 3));        // after an oversized shard: new shard
+  specs.push_back(Spec("t1", DType::kU8, {5, 8}, 1));  // 40 + 40 > 64: new shard
+  specs.push_back(Spec("t2", DType::kF32, {25}, 2));   // 100 > 64: a shard of its own
+  specs.push_back(Spec("t3", DType::kU16, {4}, 3));    // after an oversized shard: new shard
   specs.push_back(Spec("t4", DType::kU8, {8}, 4));
   specs.push_back(Spec("t5", DType::kBF16, {0}, 5));
   ASSERT_TRUE(WriteSafetensors(dir_, std::move(specs), Options(64)).ok());
@@ -243,8 +245,8 @@ TEST_F(SafetensorsTest, FailedFillLeavesNoFilesAndKeepsOldCheckpoint) {
   specs.push_back(TensorSpec{"bad.tensor", DType::kU8, {4}, [](std::span<uint8_t>) {
                                return absl::UnavailableError("source went away");
                              }});
-  EXPECT_ERROR(WriteSafetensors(dir_, std::move(specs), Options(4)), kUnavailable,
-               "bad.tensor", "source went away", "model-00002-of-00002.safetensors");
+  EXPECT_ERROR(WriteSafetensors(dir_, std::move(specs), Options(4)), kUnavailable, "bad.tensor",
+               "source went away", "model-00002-of-00002.safetensors");
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(dir_)) files.push_back(entry.path().filename());
   EXPECT_THAT(files, ElementsAre("model.safetensors"));
@@ -274,19 +276,20 @@ TEST_F(SafetensorsTest, EmptyCheckpointRoundTrips) {
 }
 
 TEST_F(SafetensorsTest, ZeroSizedTensorsAndTrailingWhitespaceAreValid) {
-  auto file = SafetensorsFile::Open(Write(
-      "ok.safetensors",
-      RawFile(R"({"b":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
-              R"("a":{"dtype":"F32","shape":[3,0],"data_offsets":[0,0]},)"
-              R"("c":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}  )" "\n\t\r ",
-              "abcd")));
+  auto file = SafetensorsFile::Open(
+      Write("ok.safetensors", RawFile(R"({"b":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                                      R"("a":{"dtype":"F32","shape":[3,0],"data_offsets":[0,0]},)"
+                                      R"("c":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}  )"
+                                      "\n\t\r ",
+                                      "abcd")));
   ASSERT_TRUE(file.ok()) << file.status();
   const auto& tensors = (*file)->header().tensors;
   ASSERT_EQ(tensors.size(), 3u);
   EXPECT_EQ(tensors[0].name, "a");
   EXPECT_EQ(tensors[1].name, "b");
   EXPECT_EQ(tensors[2].name, "c");
-  EXPECT_EQ(std::string(reinterpret_cast<const char*>((*file)->Data(tensors[1]).data()), 4), "abcd");
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>((*file)->Data(tensors[1]).data()), 4),
+            "abcd");
   EXPECT_EQ((*file)->header().Find("c"), &tensors[2]);
 }
 
@@ -358,9 +361,9 @@ TEST_F(SafetensorsTest, DuplicateTensorNames) {
                           R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
                           "ab"),
                kInvalidArgument, "duplicate tensor name 'w'");
-  EXPECT_ERROR(OpenHeader(R"({"w":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})",
-                          "a"),
-               kInvalidArgument, "'w'", "duplicate key 'dtype'");
+  EXPECT_ERROR(
+      OpenHeader(R"({"w":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})", "a"),
+      kInvalidArgument, "'w'", "duplicate key 'dtype'");
 }
 
 TEST_F(SafetensorsTest, EntryNotObject) {
@@ -391,10 +394,12 @@ TEST_F(SafetensorsTest, WrongTypes) {
   EXPECT_ERROR(OpenHeader(R"({"str":{"dtype":"U8","shape":"1","data_offsets":[0,1]}})", "a"),
                kInvalidArgument, "'str'", "\"shape\" must be an array");
   EXPECT_ERROR(OpenHeader(R"({"r9":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],)"
-                          R"("data_offsets":[0,1]}})", "a"),
+                          R"("data_offsets":[0,1]}})",
+                          "a"),
                kInvalidArgument, "'r9'", "rank 9");
   EXPECT_ERROR(OpenHeader(R"({"big":{"dtype":"U8","shape":[1099511627776],)"
-                          R"("data_offsets":[0,1]}})", "a"),
+                          R"("data_offsets":[0,1]}})",
+                          "a"),
                kInvalidArgument, "'big'", "2^40");
   EXPECT_ERROR(OpenHeader(R"({"o3":{"dtype":"U8","shape":[1],"data_offsets":[0,1,1]}})", "a"),
                kInvalidArgument, "'o3'", "\"data_offsets\"", "array of 3");
@@ -418,7 +423,8 @@ TEST_F(SafetensorsTest, ByteLengthMismatch) {
   EXPECT_ERROR(OpenHeader(R"({"w":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,4]}})", "abcd"),
                kInvalidArgument, "'w'", "span 4 bytes", "need 8");
   EXPECT_ERROR(OpenHeader(R"({"ovf":{"dtype":"F64","shape":[1099511627775,1099511627775,)"
-                          R"(1099511627775],"data_offsets":[0,8]}})", "abcdefgh"),
+                          R"(1099511627775],"data_offsets":[0,8]}})",
+                          "abcdefgh"),
                kInvalidArgument, "'ovf'", "overflows");
 }
 
@@ -506,7 +512,8 @@ TEST_F(ShardedTest, TensorInShardMissingFromIndex) {
 TEST_F(ShardedTest, TensorMappedToAnotherShard) {
   WriteTwoShards();
   WriteIndex(R"({"weight_map":{"a":"s1.safetensors","b":"s2.safetensors","c":"s2.safetensors"}})");
-  EXPECT_ERROR(OpenArchive(), kInvalidArgument, "s1.safetensors", "'b'", "maps to 's2.safetensors'");
+  EXPECT_ERROR(OpenArchive(), kInvalidArgument, "s1.safetensors", "'b'",
+               "maps to 's2.safetensors'");
 }
 
 TEST_F(ShardedTest, SameTensorInTwoShards) {
@@ -527,8 +534,8 @@ TEST_F(ShardedTest, TotalSizeMismatch) {
   WriteTwoShards();
   WriteIndex(R"({"metadata":{"total_size":15},"weight_map":{"a":"s1.safetensors",)"
              R"("b":"s1.safetensors","c":"s2.safetensors"}})");
-  EXPECT_ERROR(OpenArchive(), kInvalidArgument, "model.safetensors.index.json", "total_size",
-               "15", "14 bytes");
+  EXPECT_ERROR(OpenArchive(), kInvalidArgument, "model.safetensors.index.json", "total_size", "15",
+               "14 bytes");
   WriteIndex(R"({"metadata":{"total_size":"14"},"weight_map":{}})");
   EXPECT_ERROR(OpenArchive(), kInvalidArgument, "total_size", "non-negative integer");
 }

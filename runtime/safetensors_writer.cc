@@ -266,9 +266,8 @@ absl::Status WriteSafetensors(const fs::path& dir, std::vector<TensorSpec> tenso
       index_text = index.dump(2) + "\n";
     }
   } catch (const std::exception& e) {  // only invalid UTF-8 in metadata is left to fail here
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir.string(), ": cannot encode the header (WriteOptions.metadata): ",
-                     e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir.string(), ": cannot encode the header (WriteOptions.metadata): ", e.what()));
   }
 
   std::error_code ec;

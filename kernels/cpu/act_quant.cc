@@ -13,7 +13,9 @@ void ActQuantPerToken(const float* x, int64_t rows, int64_t dim, int8_t* q, floa
       const float* xr = x + r * dim;
       float max_abs = 0.0f;
       for (int64_t i = 0; i < dim; ++i) max_abs = std::max(max_abs, std::fabs(xr[i]));
-      const float s = 127.0f / std::max(max_abs, 1e-5f);
+      // torch evaluates `127 / tensor` as `tensor.reciprocal() * 127`: two float32 roundings.
+      // Doing the same keeps every int8 rounding decision identical to transformers'.
+      const float s = (1.0f / std::max(max_abs, 1e-5f)) * 127.0f;
       scales[r] = s;
       int8_t* qr = q + r * dim;
       for (int64_t i = 0; i < dim; ++i) {

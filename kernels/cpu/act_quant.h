@@ -1,5 +1,6 @@
 // Per-token symmetric int8 activation quantization of BitNet b1.58 (transformers' ActQuant):
 //   s = 127 / max(|x|, 1e-5);  q = clamp(round_half_even(x * s), -128, 127);  x ~= q / s
+// evaluated in float32 exactly as torch does it: s = (1 / max(|x|, 1e-5)) * 127.
 #pragma once
 
 #include <cstdint>

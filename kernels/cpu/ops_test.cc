@@ -58,7 +58,7 @@ TEST(ActQuant, ZeroRowUsesTheFloorScale) {
   std::vector<int8_t> q(16, 1);
   float s;
   ActQuantPerToken(x.data(), 1, 16, q.data(), &s);
-  EXPECT_EQ(s, 127.0f / 1e-5f);
+  EXPECT_EQ(s, (1.0f / 1e-5f) * 127.0f);
   for (int8_t v : q) EXPECT_EQ(v, 0);
 }
 
@@ -72,7 +72,7 @@ TEST(ActQuant, MatchesFormulaOnRandomRows) {
   for (int r = 0; r < rows; ++r) {
     float m = 0;
     for (int i = 0; i < dim; ++i) m = std::max(m, std::fabs(x[r * dim + i]));
-    EXPECT_EQ(s[r], 127.0f / m);
+    EXPECT_EQ(s[r], (1.0f / m) * 127.0f);  // torch's 127 / t is t.reciprocal() * 127
     for (int i = 0; i < dim; ++i) {
       EXPECT_LE(std::fabs(q[r * dim + i] - x[r * dim + i] * s[r]), 0.5f);
     }

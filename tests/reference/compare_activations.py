@@ -19,7 +19,8 @@ HOOKS = {"qkv_in": "self_attn.q_proj", "o_in": "self_attn.o_proj",
 
 
 def quantize(x):
-    s = np.float32(127) / np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.float32(1e-5))
+    # torch evaluates 127 / t as t.reciprocal() * 127
+    s = (np.float32(1) / np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.float32(1e-5))) * np.float32(127)
     return np.clip(np.round(x * s), -128, 127), x * s
 
 
