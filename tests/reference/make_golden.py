@@ -6,6 +6,11 @@ For every tests/data/golden/NAME/ that holds model/ (a checkpoint written by
 transformers' BitNetForCausalLM in float32 on the CPU (eager attention, no KV cache), generates
 greedily by recomputing the whole sequence at every step, and writes
   NAME/logits_K.npy     float32 [prompt + new tokens, vocab]: logits of the final sequence K
+  NAME/activations_K.npy float32 [prompt + new tokens, sum of widths]: per layer, the inputs of
+                        q_proj, o_proj, gate_proj and down_proj (each right before its int8
+                        quantization), concatenated in that order. The golden test uses them to
+                        tell a rounding tie (x * s within float noise of k + 1/2, which any two
+                        float32 implementations may round apart) from a real disagreement.
   NAME/reference.json   generated ids, top-1 margins and the library versions used.
 Run it where transformers has BitNet (>= 4.52), e.g. on the GPU host:
   python3 tests/reference/make_golden.py tests/data/golden
@@ -20,6 +25,9 @@ import numpy as np
 import torch
 import transformers
 from transformers import BitNetForCausalLM
+
+
+QUANTIZED_INPUTS = ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"]
 
 
 def run(case_dir):
@@ -46,6 +54,11 @@ def run(case_dir):
     w = layer.weight.detach()
     print(f"{case_dir}: q_proj {type(layer).__name__} {tuple(w.shape)} values {sorted(set(w.flatten().tolist()))}"
           f" weight_scale {float(layer.weight_scale)} ({layer.weight_scale.dtype})", flush=True)
+    captured = {}
+    for i, layer in enumerate(model.model.layers):
+        for j, path in enumerate(QUANTIZED_INPUTS):
+            layer.get_submodule(path).register_forward_pre_hook(
+                lambda m, args, key=(i, j): captured.__setitem__(key, args[0][0].detach().float().numpy()))
     out = {"transformers": transformers.__version__, "torch": torch.__version__, "sequences": []}
     for k, seq in enumerate(prompts):
         ids = list(seq["prompt_ids"])
@@ -56,8 +69,11 @@ def run(case_dir):
                 top = torch.topk(logits, 2).values
                 margins.append(float(top[0] - top[1]))
                 ids.append(int(torch.argmax(logits)))
+            captured.clear()
             full = model(torch.tensor([ids])).logits[0].float().numpy()
         np.save(os.path.join(case_dir, f"logits_{k}.npy"), full.astype(np.float32))
+        acts = np.concatenate([captured[key] for key in sorted(captured)], axis=1)
+        np.save(os.path.join(case_dir, f"activations_{k}.npy"), acts.astype(np.float32))
         out["sequences"].append({"prompt_ids": seq["prompt_ids"],
                                  "generated_ids": ids[len(seq["prompt_ids"]):],
                                  "min_greedy_margin": min(margins)})
