@@ -225,6 +225,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir_or_file) {
   std::filesystem::path path = dir_or_file;
   std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("model path ", path.string(), " does not exist"));
+  }
   if (std::filesystem::is_directory(path, ec)) path /= "config.json";
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open model config"));

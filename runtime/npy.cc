@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -20,13 +21,11 @@ constexpr int64_t kMaxElements = int64_t{1} << 36;
 
 absl::Status WriteNpyFloat32(const std::filesystem::path& path, const std::vector<int64_t>& shape,
                              const float* data) {
-  std::string dims;
   int64_t count = 1;
-  for (int64_t d : shape) {
-    absl::StrAppend(&dims, d, ", ");
-    count *= d;
-  }
-  if (shape.size() > 1) dims.resize(dims.size() - 1);  // "(2, 3)", but "(5,)" for one dimension
+  for (int64_t d : shape) count *= d;
+  // Python tuple syntax: "(2, 3)", "(5,)", "()".
+  std::string dims = absl::StrJoin(shape, ", ");
+  if (shape.size() == 1) dims += ",";
   std::string header =
       absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (", dims, "), }");
   // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.

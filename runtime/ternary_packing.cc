@@ -18,7 +18,7 @@ absl::Status UnpackTernary(std::span<const uint8_t> packed, int64_t out, int64_t
       // A byte holds a code of 3 iff some 2-bit field is 0b11.
       if ((byte & (byte >> 1) & 0x55) != 0) {
         return absl::DataLossError(absl::StrCat(
-            "tensor ", tensor_name, ": invalid ternary code 3 in packed byte [", r, ", ", i,
+            tensor_name, ": invalid ternary code 3 in packed byte [", r, ", ", i,
             "] = 0x", absl::Hex(byte), " (codes must be 0, 1, 2 for -1, 0, +1)"));
       }
       for (int k = 0; k < 4; ++k) {

@@ -19,7 +19,7 @@
 namespace bitserve {
 
 // Decodes P ([out/4, in]) into T ([out, in], row-major int8). A code of 3 is a DataLoss error
-// naming `tensor_name` and the byte's position.
+// that starts with `tensor_name` (the file and tensor) and names the byte's position.
 absl::Status UnpackTernary(std::span<const uint8_t> packed, int64_t out, int64_t in,
                            std::span<int8_t> values, absl::string_view tensor_name);
 

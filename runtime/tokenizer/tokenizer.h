@@ -1,0 +1,49 @@
+// Hugging Face `tokenizer.json` byte-level BPE (the LLaMA-3 family): the Split pre-tokenizer with
+// LLaMA-3's regex, byte-level mapping, merges by rank with ignore_merges, added/special tokens.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace bitserve {
+
+struct EncodeOptions {
+  // Whether special-token text inside the input ("<|eot_id|>") becomes the special token. Off by
+  // default: user content must not be able to inject control tokens.
+  bool parse_special = false;
+  bool add_bos = false;  // prepend the BOS token (tokenizer_config.json / post-processor)
+};
+
+class Tokenizer {
+ public:
+  // `path` is tokenizer.json or a directory holding it (and optionally tokenizer_config.json).
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::filesystem::path& path);
+  // `source` names the input in error messages.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(absl::string_view json,
+                                                             absl::string_view source);
+  virtual ~Tokenizer() = default;
+
+  virtual std::vector<int32_t> Encode(absl::string_view text, const EncodeOptions& options = {}) const = 0;
+
+  // The bytes a token stands for: byte-level decoded for BPE tokens (possibly a partial UTF-8
+  // character), the literal text for added/special tokens; empty for an unknown id.
+  virtual const std::string& TokenBytes(int32_t id) const = 0;
+  // Concatenated TokenBytes (invalid UTF-8 is replaced with U+FFFD); skip_special drops special tokens.
+  virtual std::string Decode(std::span<const int32_t> ids, bool skip_special = false) const = 0;
+
+  // Exact lookup of a vocabulary or added token's string form (e.g. "<|eot_id|>").
+  virtual std::optional<int32_t> TokenId(absl::string_view token) const = 0;
+  virtual bool IsSpecial(int32_t id) const = 0;
+  virtual int32_t vocab_size() const = 0;  // largest id + 1
+  virtual std::optional<int32_t> bos_id() const = 0;
+};
+
+}  // namespace bitserve

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `bitserve` command line: make-model, logits, generate, and their errors.
+# Usage: cli_test.sh PATH/TO/bitserve
+set -euo pipefail
+bitserve=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect_error() {  # expect_error SUBSTRING COMMAND...
+  local want=$1; shift
+  if out=$("$@" 2>&1); then fail "succeeded: $*"; fi
+  [[ $out == *"$want"* ]] || fail "error of '$*' lacks '$want': $out"
+}
+
+"$bitserve" make-model --list | grep -q '^bitnet-2b4t' || fail "make-model --list"
+"$bitserve" make-model --preset test-gqa --out "$work/one" --seed 3 2>/dev/null
+"$bitserve" make-model --preset test-gqa --out "$work/sharded" --seed 3 --max-shard-size 150000 2>/dev/null
+ls "$work/sharded"/model-00001-of-*.safetensors >/dev/null || fail "no shards written"
+[[ -f $work/sharded/model.safetensors.index.json ]] || fail "no shard index"
+
+# Same weights sharded or not: same greedy tokens.
+a=$("$bitserve" generate --model "$work/one" --prompt-ids 5,6,7 --max-tokens 6 --ignore-eos --json)
+b=$("$bitserve" generate --model "$work/sharded" --prompt-ids 5,6,7 --max-tokens 6 --ignore-eos --json)
+[[ $a == "$b" ]] || fail "sharded checkpoint generates differently: $a vs $b"
+python3 - "$a" <<'PY' || fail "generate --json fields: $a"
+import json, sys
+r = json.loads(sys.argv[1])
+assert set(r) == {"token_ids", "text", "finish_reason", "prompt_tokens", "completion_tokens"}, r
+assert len(r["token_ids"]) == 6 and r["completion_tokens"] == 6 and r["prompt_tokens"] == 3, r
+assert r["finish_reason"] == "length", r
+assert all(0 <= t < 1024 for t in r["token_ids"]), r
+PY
+
+# logits: float32 [tokens, vocab] in .npy, the last row's argmax is the first greedy token.
+"$bitserve" logits --model "$work/one" --tokens 5,6,7 --out "$work/l.npy"
+python3 - "$work/l.npy" "$a" <<'PY' || fail "logits .npy"
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+assert data[:6] == b"\x93NUMPY", "magic"
+hlen = struct.unpack("<H", data[8:10])[0]
+header = data[10:10 + hlen].decode()
+assert "'<f4'" in header and "(3, 1024)" in header, header
+vals = struct.unpack("<%df" % (3 * 1024), data[10 + hlen:])
+last = vals[2 * 1024:]
+assert max(range(1024), key=lambda i: last[i]) == json.loads(sys.argv[2])["token_ids"][0]
+PY
+
+# Streaming output: token ids as they come, then the finish reason.
+"$bitserve" generate --model "$work/one" --prompt-ids 5,6,7 --max-tokens 3 --ignore-eos | grep -q '\[length\]' \
+  || fail "streaming generate"
+
+expect_error "unknown preset" "$bitserve" make-model --preset nope --out "$work/x"
+expect_error "--tokens" "$bitserve" logits --model "$work/one" --tokens 1,x --out "$work/x.npy"
+expect_error "outside the vocabulary" "$bitserve" logits --model "$work/one" --tokens 1,5000 --out "$work/x.npy"
+expect_error "does not exist" "$bitserve" generate --model "$work/none" --prompt-ids 1
+expect_error "sampling" "$bitserve" generate --model "$work/one" --prompt-ids 1 --temperature 0.7
+expect_error "--device" "$bitserve" generate --model "$work/one" --prompt-ids 1 --device tpu
+cp -r "$work/one" "$work/broken"
+truncate -s 2000 "$work/broken/model.safetensors"
+expect_error "model.safetensors" "$bitserve" generate --model "$work/broken" --prompt-ids 1
+echo "cli_test: all checks passed"
