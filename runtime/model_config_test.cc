@@ -105,7 +105,7 @@ TEST(ModelConfig, RejectsNonJsonAndNonObjects) {
 TEST(ModelConfig, MissingFileNamesThePath) {
   auto c = LoadModelConfig("/nonexistent/model");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(c.status().message()), HasSubstr("/nonexistent/model/config.json"));
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("/nonexistent/model does not exist"));
 }
 
 }  // namespace

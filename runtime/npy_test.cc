@@ -22,7 +22,7 @@ TEST(Npy, RoundTrips) {
   EXPECT_EQ(back->shape, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(back->data, data);
   // The header is padded so that data starts at a multiple of 64 bytes.
-  EXPECT_EQ(std::filesystem::file_size(path), 64u + 6 * 4);
+  EXPECT_EQ((std::filesystem::file_size(path) - 6 * 4) % 64, 0u);
   std::filesystem::remove(path);
 }
 

@@ -69,11 +69,14 @@ class Sampler {
   Sampler(const SamplingParams& params, std::span<const int32_t> prompt);
 
   // Chooses the next token from one row of logits (the whole vocabulary). `logits` is not
-  // modified. Token ids in the prompt or history at or beyond logits.size() are ignored.
+  // modified; NaN logits count as -inf. Prompt or generated ids outside the row are ignored.
   SampleResult Sample(std::span<const float> logits);
 
   // Records a generated token (normally the one Sample returned) for the penalties.
   void Accept(int32_t token);
+
+  // Step 1 alone, in place: for tests, and for a batched device sampler that does steps 2-7 itself.
+  void ApplyPenalties(std::span<float> logits) const;
 
   // The seed in use: params.seed, or the one drawn when it was absent. Passing it back as
   // params.seed reproduces the sequence.
@@ -81,10 +84,9 @@ class Sampler {
   const SamplingParams& params() const { return params_; }
 
  private:
-  void ApplyPenalties(std::span<float> logits) const;
   // Steps 3-7 on scratch_ (penalized logits), returning the chosen token.
   int32_t SampleFromScratch();
-  void FillLogprobs(std::span<const float> logits, SampleResult& result) const;
+  void FillLogprobs(std::span<const float> logits, SampleResult& result);
   double NextUniform();  // [0, 1)
 
   SamplingParams params_;

@@ -1,4 +1,5 @@
 // bitserve generate --model DIR --prompt-ids 1,2,3 [--max-tokens N] [--ignore-eos] [--json]
+#include <chrono>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -53,12 +54,24 @@ void AddGenerateCommand(CLI::App& app) {
       request.ignore_eos = args->ignore_eos;
       EngineOptions options;
       options.max_sequences = 1;
+      using Clock = std::chrono::steady_clock;
+      const auto start = Clock::now();
       ASSIGN_OR_RETURN(auto engine, CpuEngine::Load(args->model, options));
-      std::function<void(int32_t)> stream;
-      if (!args->json) {
-        stream = [](int32_t token) { std::cout << token << " " << std::flush; };
-      }
+      const auto loaded = Clock::now();
+      auto first_token = loaded;
+      std::function<void(int32_t)> stream = [&](int32_t token) {
+        if (first_token == loaded) first_token = Clock::now();
+        if (!args->json) std::cout << token << " " << std::flush;
+      };
       ASSIGN_OR_RETURN(GenerateResult result, GenerateGreedy(*engine, request, 0, stream));
+      const auto done = Clock::now();
+      auto seconds = [](auto d) { return std::chrono::duration<double>(d).count(); };
+      const double decode_s = seconds(done - first_token);
+      const size_t decoded = result.tokens.empty() ? 0 : result.tokens.size() - 1;
+      std::cerr << "generate: load " << seconds(loaded - start) << " s, prefill of "
+                << request.prompt.size() << " tokens " << seconds(first_token - loaded)
+                << " s, decode of " << decoded << " tokens " << decode_s << " s ("
+                << (decode_s > 0 ? decoded / decode_s : 0.0) << " tokens/s)" << std::endl;
       if (args->json) {
         nlohmann::json out = {{"token_ids", result.tokens},
                               {"text", ""},
