@@ -8,8 +8,10 @@
 namespace bitserve::cpu {
 namespace {
 
-// Eight independent partial sums let the compiler vectorize without reassociating floats itself.
-inline float Dot(const float* a, const float* b, int64_t k) {
+// Eight independent partial sums let the compiler vectorize without reassociating floats itself,
+// so the AVX2 and baseline clones (picked at load time) give identical results.
+__attribute__((target_clones("avx2", "default"))) float Dot(const float* a, const float* b,
+                                                            int64_t k) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
@@ -20,14 +22,18 @@ inline float Dot(const float* a, const float* b, int64_t k) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
+__attribute__((target_clones("avx2", "default"))) void WidenRow(const uint16_t* w, int64_t k,
+                                                                 float* row) {
+  for (int64_t i = 0; i < k; ++i) row[i] = Bf16ToFloat(w[i]);
+}
+
 }  // namespace
 
 void Bf16Matmul(const float* x, int64_t m, const uint16_t* w, int64_t n, int64_t k, float* y) {
   ParallelFor(n, 256, [&](int64_t begin, int64_t end) {
     std::vector<float> row(k);
     for (int64_t j = begin; j < end; ++j) {
-      const uint16_t* wr = w + j * k;
-      for (int64_t i = 0; i < k; ++i) row[i] = Bf16ToFloat(wr[i]);
+      WidenRow(w + j * k, k, row.data());
       for (int64_t t = 0; t < m; ++t) y[t * n + j] = Dot(x + t * k, row.data(), k);
     }
   });
