@@ -93,7 +93,9 @@ class Loader {
             ShapeString(want.shape), ") required by config.json",
             want.role == TensorRole::kLmHead ? " (tie_word_embeddings is false)" : ""));
       }
-      if (e->info->shape != want.shape) {
+      // A scale may be stored as shape [1] (transformers) or as a scalar [].
+      const bool scalar_scale = want.role == TensorRole::kWeightScale && e->info->shape.empty();
+      if (e->info->shape != want.shape && !scalar_scale) {
         return absl::InvalidArgumentError(absl::StrCat(
             Where(*e), ": shape ", ShapeString(e->info->shape), " does not match config.json, which implies ",
             ShapeString(want.shape)));

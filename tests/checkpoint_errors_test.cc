@@ -188,6 +188,17 @@ TEST_F(BadCheckpoint, WrongShape) {
                                  HasSubstr("shape [8, 256]"), HasSubstr("[16, 128]")));
 }
 
+TEST_F(BadCheckpoint, ScalarWeightScaleIsAccepted) {
+  Rewrite([](std::vector<TensorSpec>& specs) {
+    for (TensorSpec& s : specs) {
+      if (s.name == "model.layers.0.mlp.up_proj.weight_scale") s.shape = {};
+    }
+  });
+  auto w = LoadModelWeights(dir_);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_GT(w->layers[0].up.scale.value, 0.0f);
+}
+
 TEST_F(BadCheckpoint, ConfigContradictsTensors) {
   EditConfig("\"hidden_size\": 128", "\"hidden_size\": 256");
   EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.embed_tokens.weight"), HasSubstr("[1024, 128]"),
