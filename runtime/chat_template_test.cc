@@ -80,13 +80,22 @@ TEST(ChatTemplate, ConversationRolesAndTrimming) {
   const std::vector<ChatMessage> chat = {{"system", "  Be brief.\n"},
                                          {"user", "\t2+2?\r\n"},
                                          {"assistant", "4"},
-                                         {"user", "\xC2\xA0" "and 3+3?\xE3\x80\x80"}};
+                                         {"user",
+                                          "\xC2\xA0"
+                                          "and 3+3?\xE3\x80\x80"}};
   absl::StatusOr<std::vector<int32_t>> ids = ApplyChatTemplate(tok, chat);
   ASSERT_TRUE(ids.ok()) << ids.status();
-  EXPECT_THAT(tok.pieces, ElementsAre("System: ", "Be brief.", "User: ", "2+2?", "Assistant: ",
-                                      "4", "User: ", "and 3+3?", "Assistant: "));
-  EXPECT_EQ(*ids, Concat({{kBos}, Bytes("System: Be brief."), {kEot}, Bytes("User: 2+2?"), {kEot},
-                          Bytes("Assistant: 4"), {kEot}, Bytes("User: and 3+3?"), {kEot},
+  EXPECT_THAT(tok.pieces, ElementsAre("System: ", "Be brief.", "User: ", "2+2?", "Assistant: ", "4",
+                                      "User: ", "and 3+3?", "Assistant: "));
+  EXPECT_EQ(*ids, Concat({{kBos},
+                          Bytes("System: Be brief."),
+                          {kEot},
+                          Bytes("User: 2+2?"),
+                          {kEot},
+                          Bytes("Assistant: 4"),
+                          {kEot},
+                          Bytes("User: and 3+3?"),
+                          {kEot},
                           Bytes("Assistant: ")}));
 }
 

@@ -41,7 +41,8 @@ size_t AppendFinalUtf8(absl::string_view bytes, bool at_end, std::string& out) {
     int valid = 1;
     while (valid < info.length && i + valid < bytes.size()) {
       const auto b = static_cast<unsigned char>(bytes[i + valid]);
-      const bool ok = valid == 1 ? b >= info.second_lo && b <= info.second_hi : b >= 0x80 && b <= 0xBF;
+      const bool ok =
+          valid == 1 ? b >= info.second_lo && b <= info.second_hi : b >= 0x80 && b <= 0xBF;
       if (!ok) break;
       ++valid;
     }
@@ -61,7 +62,8 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, bool 
     : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
 
 std::string IncrementalDetokenizer::Push(int32_t token) {
-  // A skipped special token leaves pending bytes pending: Decode(skip_special) joins its neighbours.
+  // A skipped special token leaves pending bytes pending: Decode(skip_special) joins its
+  // neighbours.
   if (skip_special_tokens_ && tokenizer_.IsSpecial(token)) return {};
   pending_ += tokenizer_.TokenBytes(token);
   std::string out;

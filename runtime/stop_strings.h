@@ -9,6 +9,7 @@
 
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -20,9 +21,9 @@ namespace bitserve {
 class StopStringMatcher {
  public:
   struct Output {
-    std::string text;          // final text: not part of any stop string
-    bool stopped = false;      // a stop string completed; generation should end
-    std::string stop_string;   // which one, when stopped (vLLM's stop_reason)
+    std::string text;         // final text: not part of any stop string
+    bool stopped = false;     // a stop string completed; generation should end
+    std::string stop_string;  // which one, when stopped (vLLM's stop_reason)
   };
 
   // InvalidArgument for an empty stop string, naming its index. No stop strings is valid.

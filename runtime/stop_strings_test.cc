@@ -1,8 +1,8 @@
 #include "runtime/stop_strings.h"
 
 #include <random>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -21,14 +21,14 @@ StopStringMatcher Make(std::vector<std::string> stops, bool include = false) {
 }
 
 // Texts returned by each Push (and Flush, when no stop string matched), and whether it stopped.
-struct Run {
+struct Streamed {
   std::vector<std::string> texts;
   bool stopped = false;
   std::string stop_string;
 };
 
-Run Feed(StopStringMatcher m, const std::vector<std::string>& chunks) {
-  Run run;
+Streamed Feed(StopStringMatcher m, const std::vector<std::string>& chunks) {
+  Streamed run;
   for (const std::string& chunk : chunks) {
     StopStringMatcher::Output out = m.Push(chunk);
     run.texts.push_back(out.text);
@@ -43,7 +43,7 @@ Run Feed(StopStringMatcher m, const std::vector<std::string>& chunks) {
 }
 
 TEST(StopStrings, NoStopStringsPassEverything) {
-  const Run run = Feed(Make({}), {"a", "bc", ""});
+  const Streamed run = Feed(Make({}), {"a", "bc", ""});
   EXPECT_THAT(run.texts, ElementsAre("a", "bc", "", ""));
   EXPECT_FALSE(run.stopped);
 }
@@ -57,14 +57,14 @@ TEST(StopStrings, EmptyStopStringIsInvalid) {
 }
 
 TEST(StopStrings, StopSpanningChunksIsHeldThenDropped) {
-  const Run run = Feed(Make({"STOP"}), {"abc ST", "O", "P more"});
+  const Streamed run = Feed(Make({"STOP"}), {"abc ST", "O", "P more"});
   EXPECT_THAT(run.texts, ElementsAre("abc ", "", ""));
   EXPECT_TRUE(run.stopped);
   EXPECT_EQ(run.stop_string, "STOP");
 }
 
 TEST(StopStrings, HeldPrefixIsReleasedWhenItFailsToMatch) {
-  const Run run = Feed(Make({"STOP"}), {"a ST", "OR", "E"});
+  const Streamed run = Feed(Make({"STOP"}), {"a ST", "OR", "E"});
   EXPECT_THAT(run.texts, ElementsAre("a ", "STOR", "E", ""));
   EXPECT_FALSE(run.stopped);
 }
@@ -72,7 +72,7 @@ TEST(StopStrings, HeldPrefixIsReleasedWhenItFailsToMatch) {
 TEST(StopStrings, OverlappingCandidates) {
   EXPECT_THAT(Feed(Make({"abc"}), {"ababc"}).texts, ElementsAre("ab"));
   // Byte by byte, "ab" is held, then "aba" releases "ab" and holds "a".
-  const Run run = Feed(Make({"abc"}), {"a", "b", "a", "b", "c"});
+  const Streamed run = Feed(Make({"abc"}), {"a", "b", "a", "b", "c"});
   EXPECT_THAT(run.texts, ElementsAre("", "", "ab", "", ""));
   EXPECT_TRUE(run.stopped);
   EXPECT_THAT(Feed(Make({"aab"}), {"a", "a", "a", "a", "b"}).texts,
@@ -81,11 +81,11 @@ TEST(StopStrings, OverlappingCandidates) {
 
 TEST(StopStrings, SeveralStopStringsFirstToCompleteWins) {
   // "lo w" completes at byte 8, "world" at 11: the earlier completion stops, in one chunk or many.
-  Run run = Feed(Make({"world", "lo w"}), {"hello world"});
+  Streamed run = Feed(Make({"world", "lo w"}), {"hello world"});
   EXPECT_THAT(run.texts, ElementsAre("hel"));
   EXPECT_EQ(run.stop_string, "lo w");
   run = Feed(Make({"world", "lo w"}), {"hel", "lo wo", "rld"});
-  EXPECT_THAT(run.texts, ElementsAre("hel", ""));
+  EXPECT_THAT(run.texts, ElementsAre("he", "l"));  // the first "l" was held: it might start "lo w"
   EXPECT_EQ(run.stop_string, "lo w");
   // Completing at the same byte, the longer one wins (it starts earlier).
   run = Feed(Make({"bc", "abc"}), {"xab", "c"});
@@ -94,7 +94,7 @@ TEST(StopStrings, SeveralStopStringsFirstToCompleteWins) {
 }
 
 TEST(StopStrings, StopAtTheVeryStart) {
-  Run run = Feed(Make({"STOP"}), {"STOPxyz"});
+  Streamed run = Feed(Make({"STOP"}), {"STOPxyz"});
   EXPECT_THAT(run.texts, ElementsAre(""));
   EXPECT_TRUE(run.stopped);
   run = Feed(Make({"\n\n"}), {"\n", "\n"});
@@ -103,7 +103,7 @@ TEST(StopStrings, StopAtTheVeryStart) {
 }
 
 TEST(StopStrings, IncludeStopInOutput) {
-  Run run = Feed(Make({"abc"}, /*include=*/true), {"xxab", "cyy"});
+  Streamed run = Feed(Make({"abc"}, /*include=*/true), {"xxab", "cyy"});
   EXPECT_THAT(run.texts, ElementsAre("xx", "abc"));
   EXPECT_TRUE(run.stopped);
   run = Feed(Make({"END"}, /*include=*/true), {"END"});
@@ -129,7 +129,7 @@ TEST(StopStrings, NothingAfterStop) {
 
 TEST(StopStrings, MultiByteStopString) {
   // "。\n" = E3 80 82 0A, arriving split inside the character.
-  const Run run = Feed(Make({"\xE3\x80\x82\n"}), {"Fin\xE3\x80", "\x82", "\nnext"});
+  const Streamed run = Feed(Make({"\xE3\x80\x82\n"}), {"Fin\xE3\x80", "\x82", "\nnext"});
   EXPECT_THAT(run.texts, ElementsAre("Fin", "", ""));
   EXPECT_TRUE(run.stopped);
 }
@@ -159,7 +159,7 @@ TEST(StopStrings, ResultDoesNotDependOnChunking) {
     std::string text;
     const int len = 1 + static_cast<int>(gen() % 30);
     for (int i = 0; i < len; ++i) text += static_cast<char>('a' + gen() % 3);
-    const Run whole = Feed(Make(stops), {text});
+    const Streamed whole = Feed(Make(stops), {text});
     std::vector<std::string> chunks;
     for (size_t i = 0; i < text.size();) {
       const size_t n = std::min<size_t>(gen() % 4, text.size() - i);  // empty chunks too

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev
+  nlohmann-json3-dev libcli11-dev libutf8proc-dev
   clang libclang-rt-14-dev
 )
 # Node.js and npm run the JS reference tokenizer; some machines have them from another source.

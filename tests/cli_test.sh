@@ -53,7 +53,26 @@ expect_error "unknown preset" "$bitserve" make-model --preset nope --out "$work/
 expect_error "--tokens" "$bitserve" logits --model "$work/one" --tokens 1,x --out "$work/x.npy"
 expect_error "outside the vocabulary" "$bitserve" logits --model "$work/one" --tokens 1,5000 --out "$work/x.npy"
 expect_error "does not exist" "$bitserve" generate --model "$work/none" --prompt-ids 1
-expect_error "sampling" "$bitserve" generate --model "$work/one" --prompt-ids 1 --temperature 0.7
+expect_error "temperature" "$bitserve" generate --model "$work/one" --prompt-ids 1 --temperature -1
+expect_error "no tokenizer.json" "$bitserve" generate --model "$work/one" --prompt "hi"
+
+# Sampling: the same seed reproduces the output, another seed (almost surely) does not.
+s1=$("$bitserve" generate --model "$work/one" --prompt-ids 5 --max-tokens 12 --ignore-eos --temperature 1 --seed 7 --json 2>/dev/null)
+s2=$("$bitserve" generate --model "$work/one" --prompt-ids 5 --max-tokens 12 --ignore-eos --temperature 1 --seed 7 --json 2>/dev/null)
+s3=$("$bitserve" generate --model "$work/one" --prompt-ids 5 --max-tokens 12 --ignore-eos --temperature 1 --seed 8 --json 2>/dev/null)
+[[ $s1 == "$s2" ]] || fail "same seed, different output"
+[[ $s1 != "$s3" ]] || fail "different seeds, same output"
+
+# Text in and out on a model with the LLaMA-3 tokenizer.
+"$bitserve" make-model --preset tiny --out "$work/tiny" 2>/dev/null
+t=$("$bitserve" generate --model "$work/tiny" --chat "hello" --max-tokens 5 --ignore-eos --json 2>/dev/null)
+python3 - "$t" <<'PY' || fail "chat generate: $t"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["prompt_tokens"] == 9 and len(r["token_ids"]) == 5 and isinstance(r["text"], str), r
+PY
+"$bitserve" generate --model "$work/tiny" --prompt "The capital of France is" --max-tokens 4 --ignore-eos \
+  | grep -q '\[length\]' || fail "text streaming"
 expect_error "--device" "$bitserve" generate --model "$work/one" --prompt-ids 1 --device tpu
 cp -r "$work/one" "$work/broken"
 truncate -s 2000 "$work/broken/model.safetensors"

@@ -220,7 +220,7 @@ TEST_P(Golden, GreedyDecodeMatchesTransformers) {
     request.max_new_tokens = static_cast<int>(seq.generated.size());
     request.ignore_eos = true;
     std::vector<float> step_logits;
-    auto result = GenerateGreedy(*engine, request, 1, nullptr, &step_logits);
+    auto result = Generate(*engine, nullptr, request, 1, nullptr, &step_logits);
     ASSERT_TRUE(result.ok()) << result.status();
     // Step i chooses from the logits of row prompt + i - 1: compare the steps before the tie.
     const int64_t first = static_cast<int64_t>(seq.prompt.size()) - 1;

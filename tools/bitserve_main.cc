@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
   bitserve::cli::AddMakeModelCommand(app);
   bitserve::cli::AddLogitsCommand(app);
   bitserve::cli::AddGenerateCommand(app);
+  bitserve::cli::AddTokenizeCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -26,5 +26,6 @@ absl::Status CheckDevice(const std::string& device);
 void AddMakeModelCommand(CLI::App& app);
 void AddLogitsCommand(CLI::App& app);
 void AddGenerateCommand(CLI::App& app);
+void AddTokenizeCommand(CLI::App& app);
 
 }  // namespace bitserve::cli

@@ -39,9 +39,9 @@ class DeviceBuffer {
     const cudaError_t error = cudaMalloc(&ptr, static_cast<size_t>(count) * sizeof(T));
     if (error != cudaSuccess) {
       cudaGetLastError();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cudaMalloc of ", count * static_cast<int64_t>(sizeof(T)), " bytes failed: ",
-          cudaGetErrorString(error)));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cudaMalloc of ", count * static_cast<int64_t>(sizeof(T)),
+                       " bytes failed: ", cudaGetErrorString(error)));
     }
     buffer.ptr_ = static_cast<T*>(ptr);
     buffer.count_ = count;

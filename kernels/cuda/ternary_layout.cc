@@ -113,8 +113,8 @@ void PackedTernaryMatmulInt32Reference(const PackedTernaryMatrix& w, const int8_
             for (int j = 0; j < 4; ++j) {
               uint32_t xw;
               std::memcpy(&xw, xt + k0 + 4 * j, 4);  // little-endian, as on the GPU
-              tile_rows[row_in_tile] = Dp4a((word >> (2 * j)) & 0x03030303u, xw,
-                                            tile_rows[row_in_tile]);
+              tile_rows[row_in_tile] =
+                  Dp4a((word >> (2 * j)) & 0x03030303u, xw, tile_rows[row_in_tile]);
             }
           }
         }

@@ -48,9 +48,9 @@
 
 namespace bitserve::cuda {
 
-inline constexpr int64_t kTernaryRowTile = 16;    // rows per tile
-inline constexpr int64_t kTernaryKTile = 128;     // inputs per tile
-inline constexpr int64_t kTernaryTileWords = 128; // 32-bit words per tile (512 bytes)
+inline constexpr int64_t kTernaryRowTile = 16;     // rows per tile
+inline constexpr int64_t kTernaryKTile = 128;      // inputs per tile
+inline constexpr int64_t kTernaryTileWords = 128;  // 32-bit words per tile (512 bytes)
 
 inline constexpr int64_t PaddedRows(int64_t rows) {
   return (rows + kTernaryRowTile - 1) / kTernaryRowTile * kTernaryRowTile;

@@ -18,7 +18,8 @@ namespace bitserve {
 //   6 \s+(?!\S)                       whitespace, leaving its last char to the next word
 //   7 \s+                             any other whitespace
 inline constexpr absl::string_view kLlama3SplitPattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|)"
+    R"( ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 // Byte length of the pre-token that starts at `text[pos]` (pos < text.size(); text is
 // well-formed UTF-8). The regex matches every character, so pre-tokens tile the text.

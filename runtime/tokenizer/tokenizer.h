@@ -44,6 +44,10 @@ class Tokenizer {
   virtual bool IsSpecial(int32_t id) const = 0;
   virtual int32_t vocab_size() const = 0;  // largest id + 1
   virtual std::optional<int32_t> bos_id() const = 0;
+  // Whether the tokenizer's own files ask for BOS on encode: tokenizer_config.json's
+  // add_bos_token, else a post-processor template that starts with BOS (as LLaMA-3's does).
+  // A hint for callers that build EncodeOptions; Encode itself adds BOS only when asked.
+  virtual bool add_bos_default() const { return false; }
 };
 
 }  // namespace bitserve

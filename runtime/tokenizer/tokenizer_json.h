@@ -18,9 +18,9 @@ struct AddedTokenSpec {
   int32_t id = 0;
   std::string content;
   bool special = false;
-  bool lstrip = false;       // the match also takes the whitespace before it
-  bool rstrip = false;       // the match also takes the whitespace after it
-  bool normalized = false;   // matched after normalization (a second pass; no normalizer here)
+  bool lstrip = false;      // the match also takes the whitespace before it
+  bool rstrip = false;      // the match also takes the whitespace after it
+  bool normalized = false;  // matched after normalization (a second pass; no normalizer here)
 };
 
 struct TokenizerSpec {
