@@ -4,7 +4,9 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "runtime/file_io.h"
 
 namespace bitserve {
 
@@ -36,11 +38,10 @@ absl::StatusOr<GenerationConfig> ParseGenerationConfig(absl::string_view json_te
 absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::filesystem::path& dir,
                                                       const ModelConfig& model) {
   const std::filesystem::path path = dir / "generation_config.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return GenerationConfig{model.eos_token_ids};
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseGenerationConfig(text.str(), path.string(), model.vocab_size);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return GenerationConfig{model.eos_token_ids};
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  return ParseGenerationConfig(text, path.string(), model.vocab_size);
 }
 
 }  // namespace bitserve

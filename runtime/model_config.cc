@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/status_macros.h"
+#include "runtime/file_io.h"
 #include "nlohmann/json.hpp"
 
 namespace bitserve {
@@ -229,11 +230,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir_or_
     return absl::NotFoundError(absl::StrCat("model path ", path.string(), " does not exist"));
   }
   if (std::filesystem::is_directory(path, ec)) path /= "config.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open model config"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseModelConfig(text.str(), path.string());
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  return ParseModelConfig(text, path.string());
 }
 
 std::string ModelConfigToJson(const ModelConfig& c) {

@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/file_io.h"
 #include "runtime/safetensors_archive.h"
 #include "runtime/synthetic_checkpoint.h"
 
@@ -31,12 +32,7 @@ class TempDir {
   fs::path path_;
 };
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadAll(const fs::path& p) { return ReadFileToString(p).value_or(""); }
 
 TEST(SyntheticCheckpoint, LoadsWithRealisticStatistics) {
   TempDir dir;

@@ -10,6 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "kernels/status_macros.h"
+#include "runtime/file_io.h"
 
 namespace bitserve {
 namespace {
@@ -49,11 +51,7 @@ absl::Status WriteNpyFloat32(const std::filesystem::path& path, const std::vecto
 
 absl::StatusOr<NpyArray> ReadNpyFloat32(const std::filesystem::path& path) {
   const std::string name = path.string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(name, ": cannot open"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string bytes = buffer.str();
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFileToString(path));
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": not a float32 .npy file: ", what));
   };

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "runtime/file_io.h"
 #include "nlohmann/json.hpp"
 #include "runtime/cpu_engine.h"
 #include "runtime/generation.h"
@@ -33,12 +34,7 @@ constexpr double kTieWindow = 1e-4;           // in int8 units; observed float n
 constexpr double kMinCoverage = 0.5;
 const fs::path kGoldenRoot = "tests/data/golden";
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string ReadAll(const fs::path& p) { return ReadFileToString(p).value_or(""); }
 
 // torch's ActQuant scale for a row: (1 / max(|x|, 1e-5)) * 127.
 float QuantScale(const float* x, int64_t n) {
