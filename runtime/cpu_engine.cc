@@ -1,7 +1,7 @@
 #include "runtime/cpu_engine.h"
 
 #include <cmath>
-#include <set>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/act_quant.h"
@@ -12,13 +12,10 @@
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/ternary_matmul.h"
 #include "kernels/status_macros.h"
+#include "runtime/moe_ffn.h"
 
 namespace bitserve {
 namespace {
-
-int64_t MaxSeqLen(const ModelWeights& w, const EngineOptions& options) {
-  return options.max_seq_len > 0 ? options.max_seq_len : w.config.max_position_embeddings;
-}
 
 void Grow(std::vector<float>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(n);
@@ -35,53 +32,101 @@ void QuantizedLinear(const float* x, int64_t m, const TernaryMatrix& w, std::vec
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
                                                            const EngineOptions& options) {
+  if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
+  if (options.num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks must be >= 0");
   if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
-  if (options.max_seq_len < 0) return absl::InvalidArgumentError("max_seq_len must be >= 0");
+  if (options.max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
+  if (options.max_batch_tokens < 1) return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
   return std::make_unique<CpuEngine>(std::move(weights), options);
 }
 
+namespace {
+
+int64_t ModelLen(const ModelConfig& c, const EngineOptions& options) {
+  return options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
+}
+
+// Enough blocks for max_sequences sequences of max_model_len tokens (allocated lazily).
+int NumBlocks(const ModelConfig& c, const EngineOptions& options) {
+  if (options.num_kv_blocks > 0) return options.num_kv_blocks;
+  const int64_t per_seq = (ModelLen(c, options) + options.block_size - 1) / options.block_size;
+  return static_cast<int>(std::min<int64_t>(per_seq * options.max_sequences, 1 << 30));
+}
+
+}  // namespace
+
 CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
     : weights_(std::move(weights)),
-      kv_(weights_.config, options.max_sequences, MaxSeqLen(weights_, options)),
+      kv_(weights_.config, NumBlocks(weights_.config, options), options.block_size),
+      max_model_len_(ModelLen(weights_.config, options)),
+      max_batch_tokens_(options.max_batch_tokens),
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
-      trace_(options.trace) {}
+      trace_(options.trace),
+      sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {}
 
-absl::Status CpuEngine::Validate(std::span<const SequenceChunk> chunks) const {
-  std::set<int> slots;
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    const SequenceChunk& chunk = chunks[c];
-    if (chunk.slot < 0 || chunk.slot >= max_sequences()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("slot ", chunk.slot, " outside [0, ", max_sequences(), ")"));
+absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                                max_batch_tokens_));
+  Run(entries);
+
+  // Final norm and LM head, only for the rows that want logits.
+  const ModelConfig& c = config();
+  const int64_t h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  int64_t m = 0;
+  for (const BatchEntry& entry : entries) m += entry.tokens.size();
+  int64_t rows = 0, row0 = 0;
+  Grow(logits_in_, m * h);
+  for (const BatchEntry& entry : entries) {
+    const int64_t n = entry.tokens.size();
+    const int64_t first = entry.logits == LogitsWanted::kAll    ? 0
+                          : entry.logits == LogitsWanted::kLast ? n - 1
+                                                                : n;
+    for (int64_t i = first; i < n; ++i, ++rows) {
+      std::copy_n(x_.data() + (row0 + i) * h, h, logits_in_.data() + rows * h);
     }
-    if (!slots.insert(chunk.slot).second) {
-      return absl::InvalidArgumentError(absl::StrCat("slot ", chunk.slot, " appears twice in one batch"));
-    }
-    if (chunk.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " has no tokens"));
-    for (int32_t id : chunk.tokens) {
-      if (id < 0 || id >= config().vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
-                                                       config().vocab_size, ")"));
-      }
-    }
-    const int64_t end = length(chunk.slot) + static_cast<int64_t>(chunk.tokens.size());
-    if (end > max_seq_len()) {
-      return absl::OutOfRangeError(absl::StrCat("sequence would reach ", end,
-                                                " tokens; the limit is ", max_seq_len()));
-    }
+    row0 += n;
+  }
+  logits->resize(rows * c.vocab_size);
+  if (rows == 0) return absl::OkStatus();
+  cpu::RmsNorm(logits_in_.data(), weights_.final_norm.data(), rows, h, eps, logits_in_.data());
+  cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h, logits->data());
+  return absl::OkStatus();
+}
+
+absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                             std::vector<SampleResult>* results) {
+  size_t sampled = 0;
+  for (const BatchEntry& entry : entries) sampled += entry.logits == LogitsWanted::kLast;
+  if (sampled != samples.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(samples.size(), " sample specs for ", sampled,
+                                                   " entries that are sampled"));
+  }
+  for (const SampleSpec& spec : samples) {
+    if (spec.params == nullptr) return absl::InvalidArgumentError("a sample spec has no params");
+    RETURN_IF_ERROR(spec.params->Validate());
+  }
+  // Only the sampled rows: entries asking for every row are scored, not sampled.
+  std::vector<BatchEntry> last_only(entries.begin(), entries.end());
+  for (BatchEntry& entry : last_only) {
+    if (entry.logits == LogitsWanted::kAll) entry.logits = LogitsWanted::kNone;
+  }
+  RETURN_IF_ERROR(Forward(last_only, &step_logits_));
+  const int64_t vocab = config().vocab_size;
+  results->clear();
+  for (size_t i = 0; i < samples.size(); ++i) {
+    results->push_back(sampler_->SampleFor(
+        samples[i], std::span<const float>(step_logits_.data() + i * vocab, vocab)));
   }
   return absl::OkStatus();
 }
 
-absl::Status CpuEngine::Forward(std::span<const SequenceChunk> chunks, std::vector<float>* logits) {
-  RETURN_IF_ERROR(Validate(chunks));
-  for (const SequenceChunk& chunk : chunks) RETURN_IF_ERROR(kv_.Reserve(chunk.slot, chunk.tokens.size()));
-
+void CpuEngine::Run(std::span<const BatchEntry> entries) {
   const ModelConfig& c = config();
   const int64_t h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   int64_t m = 0;
-  for (const SequenceChunk& chunk : chunks) m += chunk.tokens.size();
+  for (const BatchEntry& entry : entries) m += entry.tokens.size();
   const int64_t widest = std::max({h, inter, qd});
   Grow(x_, m * h);
   Grow(a_, m * widest);
@@ -94,15 +139,15 @@ absl::Status CpuEngine::Forward(std::span<const SequenceChunk> chunks, std::vect
   if (static_cast<int64_t>(aq_.size()) < m * widest) aq_.resize(m * widest);
   Grow(scales_, m);
 
-  std::vector<int32_t> ids;
+  ids_.clear();
   positions_.clear();
-  for (const SequenceChunk& chunk : chunks) {
-    for (size_t i = 0; i < chunk.tokens.size(); ++i) {
-      ids.push_back(chunk.tokens[i]);
-      positions_.push_back(static_cast<int32_t>(length(chunk.slot) + i));
+  for (const BatchEntry& entry : entries) {
+    for (size_t i = 0; i < entry.tokens.size(); ++i) {
+      ids_.push_back(entry.tokens[i]);
+      positions_.push_back(static_cast<int32_t>(entry.start_position + i));
     }
   }
-  cpu::Bf16GatherRows(weights_.embedding.data(), h, ids.data(), m, x_.data());
+  cpu::Bf16GatherRows(weights_.embedding.data(), h, ids_.data(), m, x_.data());
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -116,7 +161,7 @@ absl::Status CpuEngine::Forward(std::span<const SequenceChunk> chunks, std::vect
     cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale, v_.data());
     cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(), inv_freq_.data());
     cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(), inv_freq_.data());
-    Attention(l, chunks);
+    Attention(l, entries);
     cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
     if (trace_) trace_("o_in", l, o_.data(), m, qd);
     QuantizedLinear(o_.data(), m, w.o, aq_, scales_, a_.data());
@@ -125,6 +170,11 @@ absl::Status CpuEngine::Forward(std::span<const SequenceChunk> chunks, std::vect
     // Feed-forward block: gate and up share one quantization.
     cpu::RmsNorm(x_.data(), w.post_attention_norm.data(), m, h, eps, a_.data());
     if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
+    if (c.is_moe()) {  // router + experts (runtime/moe_ffn.h); o_ is free after the attention block
+      MoeFeedForward(w.moe, c, a_.data(), m, o_.data());
+      cpu::AddInPlace(x_.data(), o_.data(), m * h);
+      continue;
+    }
     cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
     cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.gate.values.data(), inter, h, w.gate.scale, g_.data());
     cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.up.values.data(), inter, h, w.up.scale, u_.data());
@@ -134,40 +184,27 @@ absl::Status CpuEngine::Forward(std::span<const SequenceChunk> chunks, std::vect
     QuantizedLinear(g_.data(), m, w.down, aq_, scales_, a_.data());
     cpu::AddInPlace(x_.data(), a_.data(), m * h);
   }
-  for (const SequenceChunk& chunk : chunks) kv_.Advance(chunk.slot, chunk.tokens.size());
-
-  // Final norm and LM head, only for the rows that want logits.
-  int64_t rows = 0, row0 = 0;
-  Grow(logits_in_, m * h);
-  for (const SequenceChunk& chunk : chunks) {
-    const int64_t n = chunk.tokens.size();
-    const int64_t first = chunk.all_logits ? 0 : n - 1;
-    for (int64_t i = first; i < n; ++i, ++rows) {
-      std::copy_n(x_.data() + (row0 + i) * h, h, logits_in_.data() + rows * h);
-    }
-    row0 += n;
-  }
-  cpu::RmsNorm(logits_in_.data(), weights_.final_norm.data(), rows, h, eps, logits_in_.data());
-  logits->resize(rows * c.vocab_size);
-  cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h, logits->data());
-  return absl::OkStatus();
 }
 
-void CpuEngine::Attention(int layer, std::span<const SequenceChunk> chunks) {
+void CpuEngine::Attention(int layer, std::span<const BatchEntry> entries) {
   const ModelConfig& c = config();
   const int64_t qd = c.q_dim(), kvd = c.kv_dim();
   const cpu::AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                                   static_cast<float>(1.0 / std::sqrt(double{1.0} * c.head_dim))};
   int64_t row = 0;
-  for (const SequenceChunk& chunk : chunks) {
-    const int64_t n = chunk.tokens.size();
-    const int64_t start = length(chunk.slot);
+  for (const BatchEntry& entry : entries) {
+    const int64_t n = entry.tokens.size();
+    const int64_t start = entry.start_position;
     for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(k_.data() + (row + i) * kvd, kvd, kv_.KeyRow(layer, chunk.slot, start + i));
-      std::copy_n(v_.data() + (row + i) * kvd, kvd, kv_.ValueRow(layer, chunk.slot, start + i));
+      std::copy_n(k_.data() + (row + i) * kvd, kvd, kv_.KeyRow(layer, entry.block_table, start + i));
+      std::copy_n(v_.data() + (row + i) * kvd, kvd, kv_.ValueRow(layer, entry.block_table, start + i));
     }
-    cpu::AttentionCausal(q_.data() + row * qd, n, start, kv_.Keys(layer, chunk.slot),
-                         kv_.Values(layer, chunk.slot), kvd, shape, o_.data() + row * qd);
+    // The reference attention reads one sequence's history contiguously.
+    Grow(kv_keys_, (start + n) * kvd);
+    Grow(kv_values_, (start + n) * kvd);
+    kv_.Gather(layer, entry.block_table, start + n, kv_keys_.data(), kv_values_.data());
+    cpu::AttentionCausal(q_.data() + row * qd, n, start, kv_keys_.data(), kv_values_.data(), kvd,
+                         shape, o_.data() + row * qd);
     row += n;
   }
 }

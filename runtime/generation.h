@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
 #include "runtime/sampling.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -40,11 +40,16 @@ using GenerateStream = std::function<void(int32_t token, const std::string& text
 // Index of the largest value; the first one on ties, as torch.argmax.
 int32_t ArgMax(std::span<const float> values);
 
-// Runs one sequence in `slot` (released afterwards). `tokenizer` may be null when there are no
-// stop strings and no text is wanted. `step_logits`, when given, receives the logits every token
-// was chosen from ([new tokens, vocab]).
-absl::StatusOr<GenerateResult> Generate(CpuEngine& engine, const Tokenizer* tokenizer,
-                                        const GenerateRequest& request, int slot = 0,
+// Blocks 0, 1, ... covering max_model_len (or all the engine has): one sequence alone.
+std::vector<int32_t> IdentityBlockTable(const Engine& engine);
+
+// Runs one sequence whose KV cache lives in `block_table` (empty: IdentityBlockTable) with
+// sampling on the engine's device. `tokenizer` may be null when there are no stop strings and no
+// text is wanted. `step_logits`, when given, receives the logits every token was chosen from
+// ([new tokens, vocab]); then sampling happens on the host.
+absl::StatusOr<GenerateResult> Generate(Engine& engine, const Tokenizer* tokenizer,
+                                        const GenerateRequest& request,
+                                        std::span<const int32_t> block_table = {},
                                         const GenerateStream& stream = nullptr,
                                         std::vector<float>* step_logits = nullptr);
 

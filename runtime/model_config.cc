@@ -32,6 +32,11 @@ class Fields {
     return it != object_.end() && !it->is_null();
   }
 
+  bool IsEmptyArray(absl::string_view field) const {
+    auto it = object_.find(field);
+    return it != object_.end() && it->is_array() && it->empty();
+  }
+
   absl::StatusOr<int> Int(absl::string_view field, int64_t min, int64_t max) const {
     if (!Has(field)) return Error(field, "is missing");
     const json& v = object_.at(std::string(field));
@@ -126,6 +131,39 @@ absl::StatusOr<std::vector<int>> ParseEos(const json& root, absl::string_view so
   return ids;
 }
 
+// The MoE fields, by Qwen-MoE names (Mixtral's num_local_experts is accepted for num_experts).
+absl::Status ParseMoe(const Fields& f, ModelConfig* c) {
+  const bool qwen = f.Has("num_experts"), mixtral = f.Has("num_local_experts");
+  if (!qwen && !mixtral) return f.Error("num_experts", "is missing (model_type \"bitnet_moe\" needs it)");
+  if (qwen) {
+    ASSIGN_OR_RETURN(c->num_experts, f.Int("num_experts", 1, 1 << 16));
+  }
+  if (mixtral) {
+    ASSIGN_OR_RETURN(int local, f.Int("num_local_experts", 1, 1 << 16));
+    if (qwen && local != c->num_experts) {
+      return f.Error("num_local_experts",
+                     absl::StrCat("(", local, ") disagrees with num_experts (", c->num_experts, ")"));
+    }
+    c->num_experts = local;
+  }
+  ASSIGN_OR_RETURN(c->num_experts_per_tok, f.Int("num_experts_per_tok", 1, 1 << 16));
+  ASSIGN_OR_RETURN(c->moe_intermediate_size, f.Int("moe_intermediate_size", 4, kMaxDim));
+  ASSIGN_OR_RETURN(c->norm_topk_prob, f.Bool("norm_topk_prob", true));
+  if (f.Has("shared_expert_intermediate_size")) {
+    ASSIGN_OR_RETURN(c->shared_expert_intermediate_size,
+                     f.Int("shared_expert_intermediate_size", 0, kMaxDim));
+  }
+  // Qwen-MoE's dense-layer options: bitserve's MoE checkpoints have experts in every layer.
+  if (f.Has("decoder_sparse_step")) {
+    ASSIGN_OR_RETURN(int step, f.Int("decoder_sparse_step", 1, kMaxLayers));
+    if (step != 1) return f.Error("decoder_sparse_step", "must be 1 (every layer has experts)");
+  }
+  if (f.Has("mlp_only_layers") && !f.IsEmptyArray("mlp_only_layers")) {
+    return f.Error("mlp_only_layers", "must be empty (dense layers in an MoE model are not supported)");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::string_view LinearClassName(LinearClass linear_class) {
@@ -160,6 +198,22 @@ absl::Status ModelConfig::Validate() const {
   if (bos_token_id >= vocab_size) {
     return bad("bos_token_id", absl::StrCat(bos_token_id, " is outside the vocabulary [0, ", vocab_size, ")"));
   }
+  if (is_moe()) {
+    if (num_experts_per_tok < 1 || num_experts_per_tok > num_experts) {
+      return bad("num_experts_per_tok", absl::StrCat("must be in [1, num_experts = ", num_experts,
+                                                     "], got ", num_experts_per_tok));
+    }
+    const std::pair<absl::string_view, int> moe_outs[] = {
+        {"moe_intermediate_size", moe_intermediate_size},
+        {"shared_expert_intermediate_size", shared_expert_intermediate_size}};
+    for (const auto& [name, value] : moe_outs) {
+      if (value % 4 != 0) return bad(name, absl::StrCat("must be a multiple of 4, got ", value));
+      if (value > kMaxDim) return bad(name, absl::StrCat("is too large: ", value));
+    }
+    if (moe_intermediate_size < 4) {
+      return bad("moe_intermediate_size", absl::StrCat("must be at least 4, got ", moe_intermediate_size));
+    }
+  }
   if (!(rope_theta > 0)) return bad("rope_theta", "must be positive");
   if (!(rms_norm_eps > 0)) return bad("rms_norm_eps", "must be positive");
   return absl::OkStatus();
@@ -171,15 +225,33 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   if (!root.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": must be a JSON object"));
   Fields f(root, source);
 
+  // "bitnet": transformers' BitNetForCausalLM; "bitnet_moe": bitserve's MoE format.
+  bool moe = false;
   if (f.Has("model_type")) {
     ASSIGN_OR_RETURN(std::string type, f.String("model_type"));
-    if (type != "bitnet") return f.Error("model_type", absl::StrCat("must be \"bitnet\", got \"", type, "\""));
+    if (type != "bitnet" && type != "bitnet_moe") {
+      return f.Error("model_type",
+                     absl::StrCat("must be \"bitnet\" or \"bitnet_moe\", got \"", type, "\""));
+    }
+    moe = type == "bitnet_moe";
   }
   if (f.Has("architectures")) {
+    const std::string want = moe ? "BitNetMoeForCausalLM" : "BitNetForCausalLM";
     const json& arch = root["architectures"];
     bool ok = arch.is_array() && !arch.empty();
-    for (const json& a : arch) ok = ok && a.is_string() && a.get<std::string>() == "BitNetForCausalLM";
-    if (!ok) return f.Error("architectures", absl::StrCat("must be [\"BitNetForCausalLM\"], got ", arch.dump()));
+    for (const json& a : arch) ok = ok && a.is_string() && a.get<std::string>() == want;
+    if (!ok) {
+      return f.Error("architectures", absl::StrCat("must be [\"", want, "\"] for model_type \"",
+                                                   moe ? "bitnet_moe" : "bitnet", "\", got ", arch.dump()));
+    }
+  }
+  if (!moe) {
+    for (absl::string_view field : {"num_experts", "num_local_experts", "num_experts_per_tok"}) {
+      if (f.Has(field)) {
+        return f.Error(field, "is a mixture-of-experts field; such checkpoints need model_type "
+                              "\"bitnet_moe\" (docs/formats.md)");
+      }
+    }
   }
   if (f.Has("hidden_act")) {
     ASSIGN_OR_RETURN(std::string act, f.String("hidden_act"));
@@ -191,7 +263,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
 
   ModelConfig c;
   ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size", 4, kMaxDim));
-  ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size", 4, kMaxDim));
+  if (moe) RETURN_IF_ERROR(ParseMoe(f, &c));
+  if (moe && !f.Has("intermediate_size")) {
+    c.intermediate_size = c.moe_intermediate_size;  // unused by MoE layers; keeps scratch sizes sane
+  } else {
+    ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size", 4, kMaxDim));
+  }
   ASSIGN_OR_RETURN(c.num_hidden_layers, f.Int("num_hidden_layers", 1, kMaxLayers));
   ASSIGN_OR_RETURN(c.num_attention_heads, f.Int("num_attention_heads", 1, kMaxDim));
   c.num_key_value_heads = c.num_attention_heads;
@@ -260,6 +337,15 @@ std::string ModelConfigToJson(const ModelConfig& c) {
         {"linear_class", std::string(LinearClassName(c.linear_class))},
         {"quantization_mode", "offline"}}},
   };
+  if (c.is_moe()) {
+    j["architectures"] = {"BitNetMoeForCausalLM"};
+    j["model_type"] = "bitnet_moe";
+    j["num_experts"] = c.num_experts;
+    j["num_experts_per_tok"] = c.num_experts_per_tok;
+    j["moe_intermediate_size"] = c.moe_intermediate_size;
+    j["norm_topk_prob"] = c.norm_topk_prob;
+    j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
+  }
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_ids.size() == 1) {
     j["eos_token_id"] = c.eos_token_ids[0];

@@ -35,6 +35,16 @@ struct ModelConfig {
   std::vector<int> eos_token_ids;   // config.json's eos_token_id (a number or a list)
   LinearClass linear_class = LinearClass::kAutoBitLinear;
 
+  // Mixture of experts (model_type "bitnet_moe", docs/formats.md); num_experts == 0: dense.
+  // Every layer's feed-forward block is then a router over num_experts BitNet FFN experts of
+  // moe_intermediate_size, num_experts_per_tok of them per token, plus an optional shared expert.
+  int num_experts = 0;                      // config.json: num_experts or num_local_experts
+  int num_experts_per_tok = 0;
+  int moe_intermediate_size = 0;            // each expert's FFN width
+  bool norm_topk_prob = true;               // renormalize the top-k router probabilities
+  int shared_expert_intermediate_size = 0;  // 0: no shared expert
+
+  bool is_moe() const { return num_experts > 0; }
   int q_dim() const { return num_attention_heads * head_dim; }
   int kv_dim() const { return num_key_value_heads * head_dim; }
   int group_size() const { return num_attention_heads / num_key_value_heads; }

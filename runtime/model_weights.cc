@@ -76,6 +76,14 @@ std::vector<uint16_t> ReadBf16(const SafetensorsArchive::Entry& e) {
   return out;
 }
 
+// Which MoE config field asks for a missing tensor, to make the error actionable.
+std::string MoeHint(const std::string& name) {
+  if (name.find(".mlp.experts.") != std::string::npos) return " (num_experts / moe_intermediate_size)";
+  if (name.find(".mlp.shared_expert") != std::string::npos) return " (shared_expert_intermediate_size > 0)";
+  if (name.find(".mlp.gate.weight") != std::string::npos) return " (the router of model_type bitnet_moe)";
+  return "";
+}
+
 class Loader {
  public:
   Loader(const ModelConfig& config, const SafetensorsArchive& archive)
@@ -91,7 +99,8 @@ class Loader {
         return absl::NotFoundError(absl::StrCat(
             "checkpoint is missing tensor ", name, " (", std::string(DTypeName(want.dtype)), " ",
             ShapeString(want.shape), ") required by config.json",
-            want.role == TensorRole::kLmHead ? " (tie_word_embeddings is false)" : ""));
+            want.role == TensorRole::kLmHead ? " (tie_word_embeddings is false)" : "",
+            config_.is_moe() ? MoeHint(name) : ""));
       }
       // A scale may be stored as shape [1] (transformers) or as a scalar [].
       const bool scalar_scale = want.role == TensorRole::kWeightScale && e->info->shape.empty();
@@ -113,11 +122,17 @@ class Loader {
       const SafetensorsArchive::Entry* e = archive_.Find(name);
       std::string hint;
       if (name == "lm_head.weight") hint = " (config.json has tie_word_embeddings true)";
+      if (name.find(".mlp.experts.") != std::string::npos || name.find(".mlp.shared_expert") != std::string::npos) {
+        hint = " (more experts or a shared expert than config.json's num_experts / "
+               "shared_expert_intermediate_size declare, or a dense config)";
+      }
       return absl::InvalidArgumentError(
           absl::StrCat(Where(*e), ": unexpected tensor for this config", hint));
     }
     return absl::OkStatus();
   }
+
+  const ModelConfig& config() const { return config_; }
 
   const SafetensorsArchive::Entry& Get(const std::string& name) const { return *archive_.Find(name); }
 
@@ -146,17 +161,39 @@ class Loader {
   std::map<std::string, TensorLayout> layout_;
 };
 
+absl::StatusOr<FfnWeights> LoadFfn(const Loader& loader, const std::string& prefix) {
+  FfnWeights f;
+  ASSIGN_OR_RETURN(f.sub_norm, loader.Floats(prefix + "ffn_sub_norm.weight"));
+  ASSIGN_OR_RETURN(f.gate, loader.Ternary(prefix + "gate_proj"));
+  ASSIGN_OR_RETURN(f.up, loader.Ternary(prefix + "up_proj"));
+  ASSIGN_OR_RETURN(f.down, loader.Ternary(prefix + "down_proj"));
+  return f;
+}
+
 absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
   const std::string p = absl::StrCat("model.layers.", index, ".");
   LayerWeights l;
   ASSIGN_OR_RETURN(l.input_norm, loader.Floats(p + "input_layernorm.weight"));
   ASSIGN_OR_RETURN(l.post_attention_norm, loader.Floats(p + "post_attention_layernorm.weight"));
   ASSIGN_OR_RETURN(l.attn_sub_norm, loader.Floats(p + "self_attn.attn_sub_norm.weight"));
-  ASSIGN_OR_RETURN(l.ffn_sub_norm, loader.Floats(p + "mlp.ffn_sub_norm.weight"));
   ASSIGN_OR_RETURN(l.q, loader.Ternary(p + "self_attn.q_proj"));
   ASSIGN_OR_RETURN(l.k, loader.Ternary(p + "self_attn.k_proj"));
   ASSIGN_OR_RETURN(l.v, loader.Ternary(p + "self_attn.v_proj"));
   ASSIGN_OR_RETURN(l.o, loader.Ternary(p + "self_attn.o_proj"));
+  if (loader.config().is_moe()) {
+    const ModelConfig& c = loader.config();
+    l.moe.router = ReadBf16(loader.Get(p + "mlp.gate.weight"));
+    l.moe.experts.resize(c.num_experts);
+    for (int e = 0; e < c.num_experts; ++e) {
+      ASSIGN_OR_RETURN(l.moe.experts[e], LoadFfn(loader, absl::StrCat(p, "mlp.experts.", e, ".")));
+    }
+    if (c.shared_expert_intermediate_size > 0) {
+      ASSIGN_OR_RETURN(l.moe.shared, LoadFfn(loader, p + "mlp.shared_expert."));
+      l.moe.shared_gate = ReadBf16(loader.Get(p + "mlp.shared_expert_gate.weight"));
+    }
+    return l;
+  }
+  ASSIGN_OR_RETURN(l.ffn_sub_norm, loader.Floats(p + "mlp.ffn_sub_norm.weight"));
   ASSIGN_OR_RETURN(l.gate, loader.Ternary(p + "mlp.gate_proj"));
   ASSIGN_OR_RETURN(l.up, loader.Ternary(p + "mlp.up_proj"));
   ASSIGN_OR_RETURN(l.down, loader.Ternary(p + "mlp.down_proj"));
@@ -185,10 +222,22 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
     norm("self_attn.attn_sub_norm.weight", q);
     ternary("self_attn.o_proj", h, q);
     norm("post_attention_layernorm.weight", h);
-    ternary("mlp.gate_proj", inter, h);
-    ternary("mlp.up_proj", inter, h);
-    norm("mlp.ffn_sub_norm.weight", inter);
-    ternary("mlp.down_proj", h, inter);
+    auto ffn = [&](const std::string& prefix, int64_t width) {
+      ternary(prefix + "gate_proj", width, h);
+      ternary(prefix + "up_proj", width, h);
+      norm(prefix + "ffn_sub_norm.weight", width);
+      ternary(prefix + "down_proj", h, width);
+    };
+    if (!c.is_moe()) {
+      ffn("mlp.", inter);
+      continue;
+    }
+    t.push_back({p + "mlp.gate.weight", TensorRole::kRouter, DType::kBF16, {c.num_experts, h}});
+    for (int e = 0; e < c.num_experts; ++e) ffn(absl::StrCat("mlp.experts.", e, "."), c.moe_intermediate_size);
+    if (c.shared_expert_intermediate_size > 0) {
+      ffn("mlp.shared_expert.", c.shared_expert_intermediate_size);
+      t.push_back({p + "mlp.shared_expert_gate.weight", TensorRole::kRouter, DType::kBF16, {1, h}});
+    }
   }
   t.push_back({"model.norm.weight", TensorRole::kNorm, DType::kBF16, {h}});
   if (!c.tie_word_embeddings) {

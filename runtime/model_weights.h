@@ -22,9 +22,25 @@ struct TernaryMatrix {
   cpu::WeightScale scale;      // real weight = values * scale.multiplier()
 };
 
+// One BitNet feed-forward network: gate/up -> relu(gate)^2 * up -> sub_norm -> down.
+struct FfnWeights {
+  std::vector<float> sub_norm;  // ffn_sub_norm
+  TernaryMatrix gate, up, down;
+};
+
+// A mixture-of-experts feed-forward block (docs/formats.md); empty in dense layers.
+struct MoeWeights {
+  std::vector<uint16_t> router;       // [num_experts, hidden] bf16 (mlp.gate.weight)
+  std::vector<FfnWeights> experts;    // num_experts
+  FfnWeights shared;                  // shared expert; empty matrices when there is none
+  std::vector<uint16_t> shared_gate;  // [1, hidden] bf16 (mlp.shared_expert_gate.weight)
+  bool has_shared() const { return !shared_gate.empty(); }
+};
+
 struct LayerWeights {
   std::vector<float> input_norm, attn_sub_norm, post_attention_norm, ffn_sub_norm;
-  TernaryMatrix q, k, v, o, gate, up, down;
+  TernaryMatrix q, k, v, o, gate, up, down;  // gate/up/down and ffn_sub_norm: dense layers only
+  MoeWeights moe;                            // MoE layers only (config.is_moe())
 };
 
 struct ModelWeights {
@@ -38,8 +54,9 @@ struct ModelWeights {
 };
 
 // What a checkpoint with this config holds, in file order: names, dtypes and shapes as
-// transformers' BitNetForCausalLM saves them (ternary weights packed as U8 [out/4, in]).
-enum class TensorRole { kEmbedding, kLmHead, kNorm, kTernary, kWeightScale };
+// transformers' BitNetForCausalLM saves them (ternary weights packed as U8 [out/4, in]); for MoE
+// configs the feed-forward tensors of docs/formats.md (kRouter: bf16 router and shared-expert gate).
+enum class TensorRole { kEmbedding, kLmHead, kNorm, kTernary, kWeightScale, kRouter };
 struct TensorLayout {
   std::string name;
   TensorRole role;

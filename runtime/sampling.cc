@@ -144,8 +144,6 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) 
     std::random_device device;
     seed_ = (static_cast<uint64_t>(device()) << 32) ^ device();
   }
-  uint64_t x = seed_;
-  for (uint64_t& word : rng_state_) word = SplitMix64(x);
   if (params.repetition_penalty != 1) {
     prompt_ids_.assign(prompt.begin(), prompt.end());
     std::sort(prompt_ids_.begin(), prompt_ids_.end());
@@ -155,19 +153,29 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) 
 
 void Sampler::Accept(int32_t token) { ++output_counts_[token]; }
 
-double Sampler::NextUniform() {
-  // xoshiro256** (Blackman & Vigna); the top 53 bits give a double in [0, 1) exactly.
-  std::array<uint64_t, 4>& s = rng_state_;
-  const uint64_t result = std::rotl(s[1] * 5, 7) * 9;
-  const uint64_t t = s[1] << 17;
-  s[2] ^= s[0];
-  s[3] ^= s[1];
-  s[1] ^= s[2];
-  s[0] ^= s[3];
-  s[2] ^= t;
-  s[3] = std::rotl(s[3], 45);
-  return static_cast<double>(result >> 11) * 0x1.0p-53;
+SampleResult Sampler::SampleFor(const SampleSpec& spec, std::span<const float> logits) {
+  BITSERVE_CHECK(spec.params != nullptr);
+  params_ = *spec.params;
+  params_.seed = spec.seed;
+  seed_ = spec.seed;
+  draw_index_ = spec.draw_index;
+  prompt_ids_.clear();
+  if (params_.repetition_penalty != 1) {
+    prompt_ids_.assign(spec.prompt.begin(), spec.prompt.end());
+    std::sort(prompt_ids_.begin(), prompt_ids_.end());
+    prompt_ids_.erase(std::unique(prompt_ids_.begin(), prompt_ids_.end()), prompt_ids_.end());
+  }
+  output_counts_.clear();
+  for (int32_t token : spec.output) ++output_counts_[token];
+  return Sample(logits);
 }
+
+double SamplingUniform(uint64_t seed, int64_t draw_index) {
+  uint64_t x = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(draw_index);
+  return static_cast<double>(SplitMix64(x) >> 11) * 0x1.0p-53;
+}
+
+double Sampler::NextUniform() { return SamplingUniform(seed_, draw_index_++); }
 
 void Sampler::ApplyPenalties(std::span<float> logits) const {
   const auto vocab = static_cast<int64_t>(logits.size());

@@ -17,8 +17,10 @@
 // Logprobs follow vLLM's default ("raw_logprobs"): log_softmax of the model's raw logits, before
 // penalties and temperature, so they describe the model, not the sampling settings.
 //
-// Reproducibility: the RNG is xoshiro256** seeded through splitmix64 and the uniform is the top 53
-// bits of one draw times 2^-53, both fixed here (std:: distributions differ between standard
+// Reproducibility: the uniform of a sequence's n-th draw is a pure function of (seed, n),
+// SamplingUniform below (splitmix64 of seed + (n + 1) * golden ratio, top 53 bits times 2^-53), so
+// that stateless workers and GPU kernels draw the same numbers, and a sequence recomputed after
+// preemption samples exactly what it would have. Both fixed here (std:: distributions differ between standard
 // libraries). exp is our own polynomial in plain float arithmetic, not libm's; survivors are
 // visited in an order fixed by this code (never the unspecified order nth_element leaves) and
 // summed in double in that order. So a seed gives the same tokens on every machine, up to a
@@ -56,6 +58,9 @@ struct SamplingParams {
   absl::Status Validate() const;
 };
 
+// The uniform in [0, 1) of draw `draw_index` (0, 1, 2, ...) of a sequence seeded with `seed`.
+double SamplingUniform(uint64_t seed, int64_t draw_index);
+
 struct TokenLogprob {
   int32_t token = 0;
   float logprob = 0;
@@ -69,6 +74,17 @@ struct SampleResult {
   std::vector<TokenLogprob> top_logprobs;
 };
 
+// Everything that decides one sampled token of a sequence, for engines that keep no per-sequence
+// state: the draw index (the number of tokens the sequence has sampled before) fixes the random
+// number, so a sequence recomputed after preemption samples exactly what it would have.
+struct SampleSpec {
+  const SamplingParams* params = nullptr;  // validated
+  uint64_t seed = 0;
+  int64_t draw_index = 0;
+  std::span<const int32_t> prompt;  // for the repetition penalty
+  std::span<const int32_t> output;  // generated so far, for the penalties
+};
+
 // One per sequence. Not thread-safe; sequences of a batch each own one.
 class Sampler {
  public:
@@ -79,8 +95,15 @@ class Sampler {
   // modified. Prompt or generated ids outside the row are ignored.
   SampleResult Sample(std::span<const float> logits);
 
+  // Samples for a sequence described by `spec` alone (its params, seed, draw index and history
+  // replace this sampler's), reusing this sampler's scratch memory.
+  SampleResult SampleFor(const SampleSpec& spec, std::span<const float> logits);
   // Records a generated token (normally the one Sample returned) for the penalties.
   void Accept(int32_t token);
+  // The index of the next random draw (draws made so far). A sampler rebuilt for a sequence that
+  // already drew n numbers continues with set_draw_index(n).
+  int64_t draw_index() const { return draw_index_; }
+  void set_draw_index(int64_t n) { draw_index_ = n; }
 
   // Step 1 alone, in place: for tests, and for a batched device sampler that does steps 2-7 itself.
   void ApplyPenalties(std::span<float> logits) const;
@@ -98,7 +121,7 @@ class Sampler {
 
   SamplingParams params_;
   uint64_t seed_;
-  std::array<uint64_t, 4> rng_state_;
+  int64_t draw_index_ = 0;
   // Distinct prompt token ids, sorted; kept only when the repetition penalty is on.
   std::vector<int32_t> prompt_ids_;
   std::unordered_map<int32_t, int32_t> output_counts_;  // generated token -> times generated

@@ -372,7 +372,22 @@ TEST(Sampler, SeedGivesTheSameTokensEverywhere) {
   const std::vector<float> flat(1000, 0.0f);
   std::vector<int32_t> tokens;
   for (int i = 0; i < 8; ++i) tokens.push_back(sampler.Sample(flat).token);
-  EXPECT_THAT(tokens, ElementsAre(55, 782, 72, 159, 773, 244, 394, 257));
+  // floor(1000 * u_i) with u_i = splitmix64(2024 + (i + 1) * 0x9e3779b97f4a7c15) >> 11 * 2^-53,
+  // computed independently in Python.
+  EXPECT_THAT(tokens, ElementsAre(622, 97, 298, 116, 830, 552, 136, 596));
+}
+
+TEST(Sampler, DrawIndexAloneFixesTheDraw) {
+  // A sampler rebuilt mid-sequence (stateless worker, recompute after preemption) continues
+  // exactly: SampleFor with draw index i gives what the i-th Sample of one sampler gave.
+  const SamplingParams p = Params(1, 99);
+  Sampler one(p, {});
+  const std::vector<float> flat(1000, 0.0f);
+  Sampler fresh(Params(0, 1), {});
+  for (int i = 0; i < 6; ++i) {
+    const int32_t token = one.Sample(flat).token;
+    EXPECT_EQ(fresh.SampleFor({&p, 99, i, {}, {}}, flat).token, token) << i;
+  }
 }
 
 TEST(Sampler, LogprobsAreLogSoftmaxOfRawLogits) {

@@ -9,6 +9,8 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libutf8proc-dev
   clang libclang-rt-14-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
+  python3-grpcio python3-protobuf
 )
 # Node.js and npm run the JS reference tokenizer; some machines have them from another source.
 command -v npm >/dev/null || packages+=(nodejs npm)

@@ -73,7 +73,7 @@ assert r["prompt_tokens"] == 9 and len(r["token_ids"]) == 5 and isinstance(r["te
 PY
 "$bitserve" generate --model "$work/tiny" --prompt "The capital of France is" --max-tokens 4 --ignore-eos \
   | grep -q '\[length\]' || fail "text streaming"
-expect_error "--device" "$bitserve" generate --model "$work/one" --prompt-ids 1 --device tpu
+expect_error "device \"tpu\"" "$bitserve" generate --model "$work/one" --prompt-ids 1 --device tpu
 cp -r "$work/one" "$work/broken"
 truncate -s 2000 "$work/broken/model.safetensors"
 expect_error "model.safetensors" "$bitserve" generate --model "$work/broken" --prompt-ids 1

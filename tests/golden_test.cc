@@ -18,7 +18,7 @@
 #include "gtest/gtest.h"
 #include "runtime/file_io.h"
 #include "nlohmann/json.hpp"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
 #include "runtime/generation.h"
 #include "runtime/npy.h"
 #include "runtime/synthetic_checkpoint.h"
@@ -99,11 +99,26 @@ class Golden : public ::testing::TestWithParam<std::string> {
  protected:
   fs::path dir() const { return kGoldenRoot / GetParam(); }
 
-  std::unique_ptr<CpuEngine> Engine(ActivationTrace trace = nullptr) {
+  // Sequence `seq`'s blocks: every 4th block starting at 4 * 64 - 1 - seq, walking down, so that
+  // tables are neither contiguous nor ordered.
+  // Returned by reference so that spans of it outlive the statement.
+  static const std::vector<int32_t>& Blocks(int seq) {
+    static const std::vector<std::vector<int32_t>> tables = [] {
+      std::vector<std::vector<int32_t>> t(4);
+      for (int s = 0; s < 4; ++s) {
+        for (int b = 0; b < 64; ++b) t[s].push_back(4 * 64 - 1 - s - 4 * b);
+      }
+      return t;
+    }();
+    return tables[seq];
+  }
+
+  std::unique_ptr<Engine> MakeEngine(ActivationTrace trace = nullptr) {
     EngineOptions options;
     options.max_sequences = 4;
+    options.block_size = 4;  // small blocks: every sequence spans several
     options.trace = std::move(trace);
-    auto engine = CpuEngine::Load(dir() / "model", options);
+    auto engine = LoadEngine(dir() / "model", options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return engine.ok() ? *std::move(engine) : nullptr;
   }
@@ -117,13 +132,14 @@ class Golden : public ::testing::TestWithParam<std::string> {
       std::vector<float> x;  // [rows, width]
     };
     std::vector<Segment> segments;
-    auto engine = Engine([&](const std::string& name, int layer, const float* x, int64_t rows, int64_t dim) {
+    auto engine = MakeEngine([&](const std::string& name, int layer, const float* x, int64_t rows, int64_t dim) {
       segments.push_back({name, layer, dim, std::vector<float>(x, x + rows * dim)});
     });
     std::vector<int32_t> ids = seq.all();
     std::vector<float> logits;
-    SequenceChunk chunk{0, ids, false};
-    EXPECT_TRUE(engine->Forward({&chunk, 1}, &logits).ok());
+    const BatchEntry entry{0, ids, Blocks(0), LogitsWanted::kLast};
+    const absl::Status forward = engine->Forward({&entry, 1}, &logits);
+    EXPECT_TRUE(forward.ok()) << forward;
 
     const int64_t rows = seq.rows(), total = seq.activations.shape[1];
     int64_t sum = 0;
@@ -190,15 +206,14 @@ TEST_P(Golden, ActivationsAgreeUpToRoundingTies) {
 }
 
 TEST_P(Golden, PrefillLogitsMatchTransformers) {
-  auto engine = Engine();
+  auto engine = MakeEngine();
   ASSERT_NE(engine, nullptr);
   for (const Sequence& seq : LoadSequences(dir())) {
     const int64_t rows = FindFirstTie(seq).first_row;
     std::vector<int32_t> ids = seq.all();
     std::vector<float> logits;
-    SequenceChunk chunk{0, ids, true};
-    ASSERT_TRUE(engine->Forward({&chunk, 1}, &logits).ok());
-    engine->Release(0);
+    const BatchEntry entry{0, ids, Blocks(0), LogitsWanted::kAll};
+    ASSERT_TRUE(engine->Forward({&entry, 1}, &logits).ok());
     const double err = RelativeError(logits, seq.logits, 0, rows);
     std::cout << GetParam() << " prefill: " << rows << " of " << ids.size()
               << " rows compared, relative L2 error " << err << std::endl;
@@ -207,7 +222,7 @@ TEST_P(Golden, PrefillLogitsMatchTransformers) {
 }
 
 TEST_P(Golden, GreedyDecodeMatchesTransformers) {
-  auto engine = Engine();
+  auto engine = MakeEngine();
   ASSERT_NE(engine, nullptr);
   for (const Sequence& seq : LoadSequences(dir())) {
     const int64_t rows = FindFirstTie(seq).first_row;
@@ -216,7 +231,7 @@ TEST_P(Golden, GreedyDecodeMatchesTransformers) {
     request.max_new_tokens = static_cast<int>(seq.generated.size());
     request.ignore_eos = true;
     std::vector<float> step_logits;
-    auto result = Generate(*engine, nullptr, request, 1, nullptr, &step_logits);
+    auto result = Generate(*engine, nullptr, request, Blocks(1), nullptr, &step_logits);
     ASSERT_TRUE(result.ok()) << result.status();
     // Step i chooses from the logits of row prompt + i - 1: compare the steps before the tie.
     const int64_t first = static_cast<int64_t>(seq.prompt.size()) - 1;
@@ -233,54 +248,88 @@ TEST_P(Golden, GreedyDecodeMatchesTransformers) {
 
 // Batching and chunking change nothing: every row's math is independent of its neighbours.
 TEST_P(Golden, BatchedAndChunkedPrefillGiveIdenticalLogits) {
-  auto engine = Engine();
+  auto engine = MakeEngine();
   ASSERT_NE(engine, nullptr);
   std::vector<Sequence> seqs = LoadSequences(dir());
   ASSERT_GE(seqs.size(), 2u);
   std::vector<int32_t> a = seqs[0].all(), b = seqs[1].all();
   std::vector<float> alone_a, alone_b, batched;
-  SequenceChunk ca{0, a, true}, cb{1, b, true};
-  ASSERT_TRUE(engine->Forward({&ca, 1}, &alone_a).ok());
-  ASSERT_TRUE(engine->Forward({&cb, 1}, &alone_b).ok());
-  engine->Release(0);
-  engine->Release(1);
-  SequenceChunk both[] = {{2, a, true}, {3, b, true}};
+  const BatchEntry ea{0, a, Blocks(0), LogitsWanted::kAll}, eb{0, b, Blocks(1), LogitsWanted::kAll};
+  ASSERT_TRUE(engine->Forward({&ea, 1}, &alone_a).ok());
+  ASSERT_TRUE(engine->Forward({&eb, 1}, &alone_b).ok());
+  // Both in one batch, in other blocks (interleaved, out of order).
+  const std::vector<int32_t>& ta = Blocks(2);
+  const std::vector<int32_t>& tb = Blocks(3);
+  const BatchEntry both[] = {{0, a, ta, LogitsWanted::kAll}, {0, b, tb, LogitsWanted::kAll}};
   ASSERT_TRUE(engine->Forward(both, &batched).ok());
   std::vector<float> concat = alone_a;
   concat.insert(concat.end(), alone_b.begin(), alone_b.end());
   EXPECT_EQ(batched, concat);
 
-  // The same sequence prefilled in chunks of 7 tokens.
+  // The same sequence prefilled in chunks of 7 tokens (chunks start mid-block).
   std::vector<float> chunked, part;
   for (size_t start = 0; start < a.size(); start += 7) {
     std::span<const int32_t> piece(a.data() + start, std::min<size_t>(7, a.size() - start));
-    SequenceChunk c{0, piece, true};
+    const BatchEntry c{static_cast<int32_t>(start), piece, Blocks(0), LogitsWanted::kAll};
     ASSERT_TRUE(engine->Forward({&c, 1}, &part).ok());
     chunked.insert(chunked.end(), part.begin(), part.end());
   }
   EXPECT_EQ(chunked, alone_a);
+
+  // Step samples exactly what the host sampler picks from Forward's logits.
+  SamplingParams greedy, hot;
+  hot.temperature = 1.0f;
+  hot.top_k = 50;
+  const SampleSpec specs[] = {{&greedy, 1, 0, a, {}}, {&hot, 7, 3, b, {}}};
+  const BatchEntry last[] = {{0, a, Blocks(2), LogitsWanted::kLast}, {0, b, Blocks(3), LogitsWanted::kLast}};
+  std::vector<SampleResult> results;
+  ASSERT_TRUE(engine->Step(last, specs, &results).ok());
+  ASSERT_EQ(results.size(), 2u);
+  const int64_t vocab = engine->config().vocab_size;
+  Sampler host(greedy, {});
+  EXPECT_EQ(results[0].token,
+            host.SampleFor(specs[0], std::span<const float>(alone_a).subspan((a.size() - 1) * vocab, vocab)).token);
+  EXPECT_EQ(results[1].token,
+            host.SampleFor(specs[1], std::span<const float>(alone_b).subspan((b.size() - 1) * vocab, vocab)).token);
 }
 
-TEST_P(Golden, BadTokensAndOverlongSequencesChangeNothing) {
-  auto engine = Engine();
+TEST_P(Golden, BadBatchesChangeNothing) {
+  auto engine = MakeEngine();
   ASSERT_NE(engine, nullptr);
-  std::vector<int32_t> ok = {1, 2, 3};
-  std::vector<float> logits;
-  SequenceChunk good{0, ok, false};
+  const std::vector<int32_t> ok = {1, 2, 3}, next = {4}, all = {1, 2, 3, 4};
+  std::vector<float> logits, reference;
+  const BatchEntry good{0, ok, Blocks(0), LogitsWanted::kLast};
   ASSERT_TRUE(engine->Forward({&good, 1}, &logits).ok());
-  std::vector<int32_t> bad = {4, engine->config().vocab_size};
-  SequenceChunk chunks[] = {{1, ok, false}, {0, bad, false}};
-  absl::Status s = engine->Forward(chunks, &logits);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(s.message()).find("outside the vocabulary"), std::string::npos) << s;
-  EXPECT_EQ(engine->length(0), 3);  // neither sequence advanced
-  EXPECT_EQ(engine->length(1), 0);
-  std::vector<int32_t> huge(engine->max_seq_len(), 1);
-  SequenceChunk too_long{0, huge, false};
-  EXPECT_EQ(engine->Forward({&too_long, 1}, &logits).code(), absl::StatusCode::kOutOfRange);
-  SequenceChunk twice[] = {{1, ok, false}, {1, ok, false}};
-  EXPECT_EQ(engine->Forward(twice, &logits).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine->length(0), 3);
+  const BatchEntry whole{0, all, Blocks(1), LogitsWanted::kLast};
+  ASSERT_TRUE(engine->Forward({&whole, 1}, &reference).ok());
+
+  auto expect_rejected = [&](std::span<const BatchEntry> batch, absl::StatusCode code, const char* what) {
+    absl::Status s = engine->Forward(batch, &logits);
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(std::string(s.message()).find(what), std::string::npos) << s;
+  };
+  // Sequence 0's block 0 is overwritten only if a rejected batch still ran.
+  const std::vector<int32_t> bad = {4, engine->config().vocab_size};
+  const BatchEntry bad_token[] = {{0, ok, Blocks(0), LogitsWanted::kLast}, {0, bad, Blocks(2), LogitsWanted::kLast}};
+  expect_rejected(bad_token, absl::StatusCode::kInvalidArgument, "outside the vocabulary");
+  std::vector<int32_t> huge(engine->max_model_len() + 1, 1);
+  std::vector<int32_t> big_table(huge.size() / 4 + 1, 0);
+  const BatchEntry too_long{0, huge, big_table, LogitsWanted::kLast};
+  expect_rejected({&too_long, 1}, absl::StatusCode::kOutOfRange, "limit");
+  const BatchEntry twice[] = {{0, {ok.data(), 1}, Blocks(0), LogitsWanted::kLast}, {0, ok, Blocks(0), LogitsWanted::kLast}};
+  expect_rejected(twice, absl::StatusCode::kInvalidArgument, "written by two entries");
+  const std::vector<int32_t> short_table = {0};
+  const std::vector<int32_t> eight(8, 5);
+  const BatchEntry uncovered{0, eight, short_table, LogitsWanted::kLast};
+  expect_rejected({&uncovered, 1}, absl::StatusCode::kInvalidArgument, "block table");
+  const std::vector<int32_t> wild = {engine->num_kv_blocks()};
+  const BatchEntry wild_block{0, ok, wild, LogitsWanted::kLast};
+  expect_rejected({&wild_block, 1}, absl::StatusCode::kInvalidArgument, "block id");
+
+  // Sequence 0 continues as if nothing had happened.
+  const BatchEntry cont{3, next, Blocks(0), LogitsWanted::kLast};
+  ASSERT_TRUE(engine->Forward({&cont, 1}, &logits).ok());
+  EXPECT_EQ(logits, reference);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Golden, ::testing::Values("test-gqa", "test-odd"),

@@ -9,6 +9,9 @@ int main(int argc, char** argv) {
   bitserve::cli::AddLogitsCommand(app);
   bitserve::cli::AddGenerateCommand(app);
   bitserve::cli::AddTokenizeCommand(app);
+  bitserve::cli::AddPerplexityCommand(app);
+  bitserve::cli::AddBatchCommand(app);
+  bitserve::cli::AddServeCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

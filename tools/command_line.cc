@@ -32,14 +32,4 @@ void RunOrExit(absl::string_view command, const std::function<absl::Status()>& b
   }
 }
 
-absl::Status CheckDevice(const std::string& device) {
-  if (device == "cpu") return absl::OkStatus();
-  if (device.rfind("cuda", 0) == 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", device, ": the CUDA engine is not built yet; use --device cpu"));
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("--device ", device, ": expected cpu or cuda[:N]"));
-}
-
 }  // namespace bitserve::cli

@@ -19,13 +19,14 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text, absl:
 // Runs a subcommand body; a non-OK status prints "bitserve NAME: message" and exits with 1.
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body);
 
-// --device cpu|cuda[:N]. Only "cpu" is served by this build for now.
-absl::Status CheckDevice(const std::string& device);
 
 // The subcommands.
 void AddMakeModelCommand(CLI::App& app);
 void AddLogitsCommand(CLI::App& app);
 void AddGenerateCommand(CLI::App& app);
 void AddTokenizeCommand(CLI::App& app);
+void AddPerplexityCommand(CLI::App& app);
+void AddBatchCommand(CLI::App& app);
+void AddServeCommand(CLI::App& app);
 
 }  // namespace bitserve::cli

@@ -22,11 +22,5 @@ TEST(ParseTokenIds, NamesTheFlagAndTheBadPiece) {
   }
 }
 
-TEST(CheckDevice, CpuOnlyForNow) {
-  EXPECT_TRUE(CheckDevice("cpu").ok());
-  EXPECT_EQ(CheckDevice("cuda:0").code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(CheckDevice("tpu").code(), absl::StatusCode::kInvalidArgument);
-}
-
 }  // namespace
 }  // namespace bitserve::cli

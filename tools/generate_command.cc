@@ -1,5 +1,6 @@
 // bitserve generate --model DIR (--prompt TEXT | --chat TEXT | --prompt-ids 1,2,3) [sampling flags]
 //                   [--max-tokens N] [--stop S]... [--ignore-eos] [--json]
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -48,7 +49,6 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(const Args& args, const Tokeni
 }
 
 absl::Status Run(const Args& args, bool seed_given) {
-  RETURN_IF_ERROR(CheckDevice(args.device));
   if (args.prompt.empty() && args.chat.empty() && args.prompt_ids.empty()) {
     return absl::InvalidArgumentError("one of --prompt, --chat or --prompt-ids is required");
   }
@@ -66,8 +66,10 @@ absl::Status Run(const Args& args, bool seed_given) {
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, MaybeLoadTokenizer(args.model));
   ASSIGN_OR_RETURN(request.prompt, PromptTokens(args, tokenizer.get()));
   EngineOptions options;
+  options.device = args.device;
   options.max_sequences = 1;
-  ASSIGN_OR_RETURN(auto engine, CpuEngine::Load(args.model, options));
+  options.max_batch_tokens = std::max<int>(options.max_batch_tokens, request.prompt.size());
+  ASSIGN_OR_RETURN(auto engine, LoadEngine(args.model, options));
   ASSIGN_OR_RETURN(GenerationConfig generation, LoadGenerationConfig(args.model, engine->config()));
   request.stop_token_ids = generation.eos_token_ids;
   const auto loaded = Clock::now();
@@ -83,7 +85,7 @@ absl::Status Run(const Args& args, bool seed_given) {
       std::cout << token << " " << std::flush;
     }
   };
-  ASSIGN_OR_RETURN(GenerateResult result, Generate(*engine, tokenizer.get(), request, 0, stream));
+  ASSIGN_OR_RETURN(GenerateResult result, Generate(*engine, tokenizer.get(), request, {}, stream));
   const auto done = Clock::now();
   if (args.json) {
     nlohmann::json out = {{"token_ids", result.tokens},

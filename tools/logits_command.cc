@@ -1,9 +1,11 @@
 // bitserve logits --model DIR --tokens 1,2,3 --out F.npy: float32 [T, vocab] of one prefill.
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
 #include "kernels/status_macros.h"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#include "runtime/generation.h"
 #include "runtime/npy.h"
 #include "tools/command_line.h"
 
@@ -23,9 +25,9 @@ void AddLogitsCommand(CLI::App& app) {
                   "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
   cmd->callback([args] {
     RunOrExit("logits", [&]() -> absl::Status {
-      RETURN_IF_ERROR(CheckDevice(args->device));
       ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseTokenIds(args->tokens, "--tokens"));
       EngineOptions options;
+      options.device = args->device;
       options.max_sequences = 1;
       absl::Status trace_status;
       if (!args->trace_dir.empty()) {
@@ -35,10 +37,12 @@ void AddLogitsCommand(CLI::App& app) {
           trace_status.Update(WriteNpyFloat32(path, {rows, dim}, x));
         };
       }
-      ASSIGN_OR_RETURN(auto engine, CpuEngine::Load(args->model, options));
+      options.max_batch_tokens = std::max<int>(options.max_batch_tokens, tokens.size());
+      ASSIGN_OR_RETURN(auto engine, LoadEngine(args->model, options));
       std::vector<float> logits;
-      SequenceChunk chunk{0, tokens, /*all_logits=*/true};
-      RETURN_IF_ERROR(engine->Forward({&chunk, 1}, &logits));
+      const std::vector<int32_t> blocks = IdentityBlockTable(*engine);
+      const BatchEntry entry{0, tokens, blocks, LogitsWanted::kAll};
+      RETURN_IF_ERROR(engine->Forward({&entry, 1}, &logits));
       RETURN_IF_ERROR(trace_status);
       const int64_t vocab = engine->config().vocab_size;
       return WriteNpyFloat32(args->out, {static_cast<int64_t>(tokens.size()), vocab}, logits.data());

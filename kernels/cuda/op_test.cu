@@ -4,6 +4,7 @@
 // a stated relative error otherwise. Re-run a failure with BITSERVE_TEST_SEED=<printed seed>.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,13 +21,26 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/act_quant.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/ternary_matmul.h"
 #include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/device_buffer.cuh"
+#include "kernels/cuda/paged_attention.cuh"
+#include "kernels/cuda/paged_attention_options.cuh"
 #include "kernels/cuda/ternary_gemm.cuh"
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "kernels/cuda/ternary_layout.h"
+// The model's other ops (embedding, residual + norm, gated FFN, q/k/v + RoPE, LM head).
+#include "kernels/bf16.h"
+#include "kernels/cpu/bf16_matmul.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/gated_ffn.cuh"
+#include "kernels/cuda/lm_head.cuh"
+#include "kernels/cuda/qkv_rope.cuh"
+#include "kernels/cuda/residual_norm.cuh"
 
 namespace bitserve::cuda {
 namespace {
@@ -499,6 +513,678 @@ TEST(CudaOps, RejectsMisalignedStride) {
   EXPECT_EQ(TernaryGemv(w.device.view(), x, y.get(), nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
+
+// ==== paged attention (kernels/cuda/paged_attention.cu) ======================================
+// Random q, K/V history written straight into a bf16 cache whose unused rows and blocks hold NaN
+// (a kernel reading past a sequence fails), the chunk's own K/V written by WritePagedKv (checked
+// bit-exactly, ties included), shuffled non-contiguous block tables, outputs poisoned. Reference:
+// cpu::AttentionCausal over the same bf16-rounded K/V gathered into contiguous float rows.
+// Tolerance: relative L2 error of the whole output <= 3e-4 and of each (token, head) row <= 1e-3.
+// Measured on an H100 (2026-11-24): decode (fp32 CUDA cores) ~4e-7 at short contexts, 2e-5 at
+// 32K; prefill (tensor cores, q and p as hi + lo bf16, ~2^-17 relative) ~4e-6 short, 9e-5 for a
+// chunk after 32K keys: at long contexts the output is an average of many values (|o| ~
+// 1/sqrt(keys)), so the same absolute error is a larger relative one, for the CPU's float sums
+// too. The plain-bf16 prefill variant (q and p rounded to bf16) measured 2.6e-3 and gets 1e-2 /
+// 5e-2. Each case prints its measured errors.
+
+struct AttnEntry {
+  int start, tokens;  // positions already cached, tokens of this step
+};
+
+struct AttnCase {
+  std::string label;
+  int heads, kv_heads, head_dim, block_size;
+  std::vector<AttnEntry> entries;
+  int decode_splits = 0;       // PagedAttentionOptions::decode_splits (0: automatic)
+  bool split_bf16 = true;      // PagedAttentionOptions::prefill_split_bf16
+  bool graph_bounds = false;   // host bounds above the true counts, true counts on the device
+
+  std::string Name() const {
+    std::string name = absl::StrCat(label, "_h", heads, "_kv", kv_heads, "_d", head_dim, "_bs",
+                                     block_size);
+    if (decode_splits > 0) absl::StrAppend(&name, "_splits", decode_splits);
+    if (!split_bf16) absl::StrAppend(&name, "_plainbf16");
+    if (graph_bounds) absl::StrAppend(&name, "_graphbounds");
+    return name;
+  }
+};
+
+std::vector<AttnCase> AllAttentionCases() {
+  std::vector<AttnCase> c;
+  const std::vector<AttnEntry> decode8 = {{0, 1},   {1, 1},    {15, 1},   {16, 1},
+                                          {17, 1},  {1000, 1}, {4095, 1}, {5000, 1}};
+  // Decode only: every head_dim and GQA ratio (1, 2, 3-in-4, 4, 5-in-8, 8, 16 = two slices).
+  c.push_back({"decode", 20, 5, 128, 16, decode8});           // bitnet-2b4t
+  c.push_back({"decode", 4, 2, 32, 16, decode8});             // tiny / test-gqa
+  c.push_back({"decode", 3, 3, 32, 16, decode8});             // test-odd
+  c.push_back({"decode", 4, 4, 64, 8, decode8});
+  c.push_back({"decode", 16, 2, 96, 32, decode8});
+  c.push_back({"decode", 64, 8, 128, 16, {{3000, 1}, {77, 1}}});  // 70B
+  c.push_back({"decode", 12, 4, 64, 16, decode8});
+  c.push_back({"decode", 10, 2, 128, 64, decode8});
+  c.push_back({"decode", 32, 2, 64, 16, decode8});
+  // The split-KV reduction forced on, and off.
+  c.push_back({"decode", 20, 5, 128, 16, decode8, 1});
+  c.push_back({"decode", 20, 5, 128, 16, decode8, 7});
+  c.push_back({"decode", 4, 2, 32, 256, decode8, 3});
+  // Long contexts.
+  c.push_back({"decode_long", 20, 5, 128, 16, {{32767, 1}, {20001, 1}, {9, 1}}});
+  c.push_back({"decode_long", 8, 1, 128, 16, {{32000, 1}}, 5});
+  // Prefill only: from position 0, chunks that start mid-block, two-token chunks, several entries.
+  c.push_back({"prefill", 20, 5, 128, 16, {{0, 100}}});
+  c.push_back({"prefill", 20, 5, 128, 16, {{37, 200}, {0, 2}, {5, 64}}});
+  c.push_back({"prefill", 4, 2, 32, 16, {{0, 300}, {300, 77}}});
+  c.push_back({"prefill", 3, 3, 32, 8, {{13, 129}}});
+  c.push_back({"prefill", 4, 4, 64, 64, {{100, 65}, {0, 63}}});
+  c.push_back({"prefill", 16, 2, 96, 16, {{21, 90}}});
+  c.push_back({"prefill", 64, 8, 128, 16, {{40, 33}}});
+  c.push_back({"prefill", 10, 2, 128, 256, {{250, 40}, {1, 3}}});
+  c.push_back({"prefill", 20, 5, 128, 16, {{0, 1024}}});
+  c.push_back({"prefill", 20, 5, 128, 16, {{37, 200}, {0, 2}}, 0, false});
+  c.push_back({"prefill_long", 4, 1, 128, 16, {{32001, 64}}});
+  // Mixed: decode entries first, then chunks (one starting mid-block); graph-style bounds.
+  const std::vector<AttnEntry> mixed = {{100, 1}, {2047, 1}, {0, 1}, {517, 96}, {0, 33}, {64, 2}};
+  c.push_back({"mixed", 20, 5, 128, 16, mixed});
+  c.push_back({"mixed", 4, 2, 32, 16, mixed});
+  c.push_back({"mixed", 16, 2, 64, 32, mixed, 4});
+  c.push_back({"mixed", 20, 5, 128, 16, mixed, 0, true, true});
+  c.push_back({"mixed", 3, 3, 32, 8, mixed, 0, true, true});
+  return c;
+}
+
+uint16_t Bf16Rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float Bf16ToFloat(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Normal values; ~1/8 of them exact bf16 rounding ties (a bf16 value plus half an ulp).
+float RandomKvValue(Rng& rng, float sd) {
+  float x = rng.Normal(sd);
+  if ((rng.Bits() & 7) == 0) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u & 0xffff0000u) | 0x8000u;
+    std::memcpy(&x, &u, 4);
+  }
+  return x;
+}
+
+void RunPagedAttentionCase(const AttnCase& c, Rng& rng) {
+  const int E = static_cast<int>(c.entries.size());
+  const int hd = c.head_dim, kvh = c.kv_heads, H = c.heads, bs = c.block_size;
+  const int64_t row_width = static_cast<int64_t>(kvh) * hd;
+  std::vector<int32_t> token_begin(E + 1, 0), start(E);
+  int max_context = 0, max_blocks = 0, total_blocks = 0;
+  for (int e = 0; e < E; ++e) {
+    token_begin[e + 1] = token_begin[e] + c.entries[e].tokens;
+    start[e] = c.entries[e].start;
+    const int context = c.entries[e].start + c.entries[e].tokens;
+    max_context = std::max(max_context, context);
+    max_blocks = std::max(max_blocks, (context + bs - 1) / bs);
+    total_blocks += (context + bs - 1) / bs;
+  }
+  const int T = token_begin[E];
+  // Graph-style bounds: grids sized for more than there is; arrays past the true counts garbage.
+  const int E_bound = c.graph_bounds ? E + 2 : E, T_bound = c.graph_bounds ? T + 5 : T;
+  const int max_blocks_per_seq = max_blocks + 1;
+  const int num_blocks = total_blocks + 3;
+
+  // Shuffled block ids: each sequence's blocks are scattered over the pool.
+  std::vector<int32_t> pool(num_blocks);
+  for (int i = 0; i < num_blocks; ++i) pool[i] = i;
+  std::shuffle(pool.begin(), pool.end(), rng.engine);
+  std::vector<int32_t> tables(static_cast<size_t>(E_bound) * max_blocks_per_seq, 0x7f7f7f7f);
+  int next = 0;
+  for (int e = 0; e < E; ++e) {
+    const int blocks = (start[e] + c.entries[e].tokens + bs - 1) / bs;
+    for (int b = 0; b < blocks; ++b) tables[e * max_blocks_per_seq + b] = pool[next++];
+  }
+  std::vector<int32_t> token_entry(T_bound, 0x7f7f7f7f), tb_dev(E_bound + 1, 0x7f7f7f7f),
+      start_dev(E_bound, 0x7f7f7f7f);
+  for (int e = 0; e < E; ++e) {
+    for (int t = token_begin[e]; t < token_begin[e + 1]; ++t) token_entry[t] = e;
+    start_dev[e] = start[e];
+  }
+  for (int e = 0; e <= E; ++e) tb_dev[e] = token_begin[e];
+
+  // Cache: NaN everywhere, random bf16 history; float copies for the reference. A few key
+  // channels are 8x larger (the outliers real models have).
+  const int64_t cache_elems = static_cast<int64_t>(num_blocks) * bs * row_width;
+  std::vector<uint16_t> k_cache(cache_elems, 0xffff), v_cache(cache_elems, 0xffff);
+  std::vector<std::vector<float>> k_full(E), v_full(E);
+  auto cache_index = [&](int e, int p) {
+    return (static_cast<int64_t>(tables[e * max_blocks_per_seq + p / bs]) * bs + p % bs) *
+           row_width;
+  };
+  auto key_sd = [&](int64_t i) { return (i % hd) % 17 == 3 ? 8.0f : 1.0f; };
+  for (int e = 0; e < E; ++e) {
+    const int context = start[e] + c.entries[e].tokens;
+    k_full[e].resize(context * row_width);
+    v_full[e].resize(context * row_width);
+    for (int p = 0; p < start[e]; ++p) {
+      const int64_t at = cache_index(e, p);
+      for (int64_t i = 0; i < row_width; ++i) {
+        k_cache[at + i] = Bf16Rne(rng.Normal(key_sd(i)));
+        v_cache[at + i] = Bf16Rne(rng.Normal(1.0f));
+        k_full[e][p * row_width + i] = Bf16ToFloat(k_cache[at + i]);
+        v_full[e][p * row_width + i] = Bf16ToFloat(v_cache[at + i]);
+      }
+    }
+  }
+  // New K/V of the step (float, as the projections give them) and the cache expected after.
+  std::vector<float> k_new(T_bound * row_width, 0.0f), v_new(T_bound * row_width, 0.0f);
+  std::vector<uint16_t> k_expect = k_cache, v_expect = v_cache;
+  for (int e = 0; e < E; ++e) {
+    for (int t = token_begin[e]; t < token_begin[e + 1]; ++t) {
+      const int p = start[e] + t - token_begin[e];
+      const int64_t at = cache_index(e, p);
+      for (int64_t i = 0; i < row_width; ++i) {
+        const float kx = RandomKvValue(rng, key_sd(i)), vx = RandomKvValue(rng, 1.0f);
+        k_new[t * row_width + i] = kx;
+        v_new[t * row_width + i] = vx;
+        k_expect[at + i] = Bf16Rne(kx);
+        v_expect[at + i] = Bf16Rne(vx);
+        k_full[e][p * row_width + i] = Bf16ToFloat(k_expect[at + i]);
+        v_full[e][p * row_width + i] = Bf16ToFloat(v_expect[at + i]);
+      }
+    }
+  }
+  std::vector<float> q(static_cast<int64_t>(T_bound) * H * hd);
+  for (float& x : q) x = rng.Normal(1.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  auto d_k = Alloc<__nv_bfloat16>(cache_elems);
+  auto d_v = Alloc<__nv_bfloat16>(cache_elems);
+  auto d_knew = Alloc<float>(k_new.size());
+  auto d_vnew = Alloc<float>(v_new.size());
+  auto d_q = Alloc<float>(q.size());
+  auto d_out = Alloc<float>(q.size());
+  auto d_tables = Alloc<int32_t>(tables.size());
+  auto d_token_entry = Alloc<int32_t>(token_entry.size());
+  auto d_token_begin = Alloc<int32_t>(tb_dev.size());
+  auto d_start = Alloc<int32_t>(start_dev.size());
+  auto d_counts = Alloc<int32_t>(2);
+  const int32_t counts[2] = {E, T};
+  ASSERT_OK(d_k.CopyFromHost(reinterpret_cast<const __nv_bfloat16*>(k_cache.data()), cache_elems));
+  ASSERT_OK(d_v.CopyFromHost(reinterpret_cast<const __nv_bfloat16*>(v_cache.data()), cache_elems));
+  ASSERT_OK(d_knew.CopyFromHost(k_new.data(), k_new.size()));
+  ASSERT_OK(d_vnew.CopyFromHost(v_new.data(), v_new.size()));
+  ASSERT_OK(d_q.CopyFromHost(q.data(), q.size()));
+  ASSERT_OK(d_out.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_tables.CopyFromHost(tables.data(), tables.size()));
+  ASSERT_OK(d_token_entry.CopyFromHost(token_entry.data(), token_entry.size()));
+  ASSERT_OK(d_token_begin.CopyFromHost(tb_dev.data(), tb_dev.size()));
+  ASSERT_OK(d_start.CopyFromHost(start_dev.data(), start_dev.size()));
+  ASSERT_OK(d_counts.CopyFromHost(counts, 2));
+
+  AttentionBatch batch;
+  batch.num_entries = E_bound;
+  batch.num_tokens = T_bound;
+  batch.token_begin = d_token_begin.get();
+  batch.start_position = d_start.get();
+  batch.token_entry = d_token_entry.get();
+  batch.block_tables = d_tables.get();
+  batch.max_blocks_per_seq = max_blocks_per_seq;
+  batch.max_context = c.graph_bounds ? max_context + 100 : max_context;
+  if (c.graph_bounds) {
+    batch.device_num_entries = d_counts.get();
+    batch.device_num_tokens = d_counts.get() + 1;
+  }
+  PagedKvLayer cache{d_k.get(), d_v.get(), num_blocks, bs, kvh, hd};
+  const size_t ws_bytes = PagedAttentionWorkspaceBytes(T_bound, H, hd, batch.max_context);
+  auto d_ws = Alloc<float>(static_cast<int64_t>(ws_bytes / sizeof(float)));
+  PagedAttentionOptions options;
+  options.decode_splits = c.decode_splits;
+  options.prefill_split_bf16 = c.split_bf16;
+
+  ASSERT_OK(WritePagedKv(d_knew.get(), d_vnew.get(), batch, cache, nullptr));
+  ASSERT_OK(PagedAttentionWithOptions(d_q.get(), batch, cache, H, scale, d_out.get(), d_ws.get(),
+                                      ws_bytes, options, nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  {
+    std::vector<__nv_bfloat16> gk(cache_elems), gv(cache_elems);
+    ASSERT_OK(d_k.CopyToHost(gk.data(), cache_elems));
+    ASSERT_OK(d_v.CopyToHost(gv.data(), cache_elems));
+    std::vector<uint16_t> gk16(cache_elems), gv16(cache_elems);
+    std::memcpy(gk16.data(), gk.data(), cache_elems * 2);
+    std::memcpy(gv16.data(), gv.data(), cache_elems * 2);
+    ExpectBitExact(gk16, k_expect, row_width, "K cache after WritePagedKv");
+    ExpectBitExact(gv16, v_expect, row_width, "V cache after WritePagedKv");
+  }
+  const std::vector<float> out = Download(d_out);
+
+  std::vector<float> ref(q.size(), 0.0f);
+  cpu::AttentionShape shape{H, kvh, hd, scale};
+  for (int e = 0; e < E; ++e) {
+    const int64_t off = static_cast<int64_t>(token_begin[e]) * H * hd;
+    cpu::AttentionCausal(q.data() + off, c.entries[e].tokens, start[e], k_full[e].data(),
+                         v_full[e].data(), row_width, shape, ref.data() + off);
+  }
+  const double row_tol = c.split_bf16 ? 1e-3 : 5e-2, total_tol = c.split_bf16 ? 3e-4 : 1e-2;
+  double num = 0, den = 0, worst_row = 0;
+  int64_t nan = 0, bad_rows = 0;
+  std::string first_bad;
+  for (int64_t row = 0; row < static_cast<int64_t>(T) * H; ++row) {
+    double rn = 0, rd = 0;
+    for (int d = 0; d < hd; ++d) {
+      const double g = out[row * hd + d], r = ref[row * hd + d];
+      if (std::isnan(g)) ++nan;
+      rn += (g - r) * (g - r);
+      rd += r * r;
+    }
+    num += rn;
+    den += rd;
+    const double rel = std::sqrt(rn / std::max(rd, 1e-30));
+    if (!(rel <= row_tol)) {
+      if (bad_rows++ == 0) {
+        first_bad = absl::StrCat("token ", row / H, " head ", row % H, " rel ", rel);
+      }
+    }
+    if (!std::isnan(rel)) worst_row = std::max(worst_row, rel);
+  }
+  const double total = std::sqrt(num / std::max(den, 1e-30));
+  std::cout << "[ attn     ] " << c.Name() << ": rel L2 " << total << ", worst row " << worst_row
+            << std::endl;
+  EXPECT_EQ(nan, 0) << "NaN (unwritten or poisoned) output elements";
+  EXPECT_EQ(bad_rows, 0) << bad_rows << " rows over " << row_tol << "; first: " << first_bad;
+  EXPECT_LE(total, total_tol);
+  // Rows past the true token count (graph bounds) are never written.
+  for (int64_t i = static_cast<int64_t>(T) * H * hd; i < static_cast<int64_t>(out.size()); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &out[i], 4);
+    ASSERT_EQ(u, 0xffffffffu) << "output element " << i << " past the true tokens was written";
+  }
+}
+
+class PagedAttentionTest : public ::testing::TestWithParam<AttnCase> {
+ protected:
+  void SetUp() override {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      GTEST_SKIP() << "no CUDA device";
+    }
+  }
+};
+
+TEST_P(PagedAttentionTest, MatchesCpuReference) {
+  const AttnCase& c = GetParam();
+  Rng rng(BaseSeed() ^ std::hash<std::string>{}(c.Name()));
+  RunPagedAttentionCase(c, rng);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+INSTANTIATE_TEST_SUITE_P(Attention, PagedAttentionTest, ::testing::ValuesIn(AllAttentionCases()),
+                         [](const ::testing::TestParamInfo<AttnCase>& info) {
+                           return absl::StrCat(info.param.Name(), "_", info.index);
+                         });
+
+TEST(PagedAttentionTest, RejectsUnsupportedShapes) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_SKIP() << "no CUDA device";
+  AttentionBatch batch;
+  PagedKvLayer cache;
+  auto buffer = Alloc<__nv_bfloat16>(1024);
+  cache = PagedKvLayer{buffer.get(), buffer.get(), 1, 16, 1, 48};
+  EXPECT_EQ(PagedAttention(nullptr, batch, cache, 1, 1.0f, nullptr, nullptr, 0, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  cache.head_dim = 64;
+  cache.block_size = 24;
+  EXPECT_EQ(PagedAttention(nullptr, batch, cache, 1, 1.0f, nullptr, nullptr, 0, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  cache.block_size = 16;
+  cache.num_kv_heads = 2;
+  EXPECT_EQ(PagedAttention(nullptr, batch, cache, 3, 1.0f, nullptr, nullptr, 0, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);  // 3 query heads over 2 KV heads
+}
+// ==== end of paged attention ==================================================================
+
+// ---- the model's other ops (embedding, residual + norm, gated FFN, q/k/v epilogue + RoPE, LM
+// head): one case struct of their own so that this section stays apart from the ternary cases.
+
+enum class ModelOp { kEmbedding, kResidualNorm, kGatedFfn, kQkvRope, kLmHead };
+
+struct ModelOpCase {
+  ModelOp op;
+  int64_t m;
+  int64_t a, b = 0, c = 0;  // embedding: dim; residual: dim; gated: inter; qkv_rope: heads,
+                            // kv_heads, head_dim; lm_head: hidden, vocab
+  std::string Name() const {
+    static const char* kNames[] = {"embedding", "residual_norm", "gated_ffn", "qkv_rope",
+                                   "lm_head"};
+    std::string name = absl::StrCat(kNames[static_cast<int>(op)], "_m", m, "_", a);
+    if (b > 0) absl::StrAppend(&name, "x", b);
+    if (c > 0) absl::StrAppend(&name, "x", c);
+    return name;
+  }
+};
+
+std::vector<ModelOpCase> AllModelOpCases() {
+  std::vector<ModelOpCase> cases;
+  for (int64_t m : {1, 7, 65, 300}) {
+    for (int64_t dim : {96, 2560}) cases.push_back({ModelOp::kEmbedding, m, dim});
+  }
+  for (int64_t m : {1, 7, 65}) {
+    for (int64_t dim : {96, 200, 2560, 6912, 8192})
+      cases.push_back({ModelOp::kResidualNorm, m, dim});
+    for (int64_t inter : {200, 320, 6912, 28672}) cases.push_back({ModelOp::kGatedFfn, m, inter});
+    for (auto [h, kv, d] : {std::tuple<int64_t, int64_t, int64_t>{4, 2, 32},
+                            {3, 3, 32},
+                            {20, 5, 128},
+                            {64, 8, 128}}) {
+      cases.push_back({ModelOp::kQkvRope, m, h, kv, d});
+    }
+    for (auto [hidden, vocab] :
+         {std::pair<int64_t, int64_t>{96, 777}, {128, 1024}, {2560, 32000}}) {
+      cases.push_back({ModelOp::kLmHead, m, hidden, vocab});
+    }
+  }
+  return cases;
+}
+
+std::vector<uint16_t> RandomBf16(int64_t n, float sd, Rng& rng) {
+  std::vector<uint16_t> v(n);
+  for (uint16_t& x : v) x = FloatToBf16(rng.Normal(sd));
+  return v;
+}
+
+// Rows of a fused RMSNorm + quantization: identical normed rows must quantize identically; a row
+// whose float64 sum rounded the variance to the neighbouring float (act_quant.cuh) may differ by
+// one int8 step and must be within 1e-6 relative, at most max(1, m/16) such rows.
+void ExpectNormQuantMatches(const std::vector<float>& g_normed, const std::vector<float>& normed,
+                            const std::vector<int8_t>& g_q, const std::vector<int8_t>& q_dense,
+                            const std::vector<float>& g_s, const std::vector<float>& s, int64_t m,
+                            int64_t dim, int64_t stride) {
+  int64_t off_rows = 0;
+  for (int64_t r = 0; r < m; ++r) {
+    const bool same = std::memcmp(&g_normed[r * dim], &normed[r * dim], dim * sizeof(float)) == 0;
+    for (int64_t i = dim; i < stride; ++i)
+      ASSERT_EQ(g_q[r * stride + i], 0) << "padding, row " << r;
+    if (same) {
+      for (int64_t i = 0; i < dim; ++i) {
+        ASSERT_EQ(g_q[r * stride + i], q_dense[r * dim + i]) << "row " << r << " col " << i;
+      }
+      ASSERT_EQ(std::memcmp(&g_s[r], &s[r], 4), 0) << "scale of row " << r;
+      continue;
+    }
+    ++off_rows;
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < dim; ++i) {
+      ASSERT_FALSE(std::isnan(g_normed[r * dim + i])) << "row " << r << " col " << i;
+      num += std::pow(double{g_normed[r * dim + i]} - normed[r * dim + i], 2);
+      den += std::pow(double{normed[r * dim + i]}, 2);
+      EXPECT_LE(std::abs(g_q[r * stride + i] - q_dense[r * dim + i]), 1) << "row " << r;
+    }
+    EXPECT_LE(std::sqrt(num / std::max(den, 1e-300)), 1e-6) << "RMSNorm row " << r;
+  }
+  EXPECT_LE(off_rows, std::max<int64_t>(1, m / 16)) << "too many rows off by the sum order";
+}
+
+void RunEmbedding(const ModelOpCase& c, Rng& rng) {
+  const int64_t vocab = 1000, dim = c.a;
+  const std::vector<uint16_t> table = RandomBf16(vocab * dim, 1.0f, rng);
+  std::vector<int32_t> ids(c.m);
+  for (int32_t& id : ids) id = static_cast<int32_t>(rng.Bits() % vocab);
+  ids[0] = vocab - 1;
+  std::vector<float> ref(c.m * dim);
+  cpu::Bf16GatherRows(table.data(), dim, ids.data(), c.m, ref.data());
+  auto d_table = Alloc<uint16_t>(vocab * dim);
+  auto d_ids = Alloc<int32_t>(c.m);
+  auto d_out = Alloc<float>(c.m * dim);
+  ASSERT_OK(d_table.CopyFromHost(table.data(), table.size()));
+  ASSERT_OK(d_ids.CopyFromHost(ids.data(), c.m));
+  ASSERT_OK(d_out.FillBytes(kPoisonFloat));
+  ASSERT_OK(EmbeddingLookup(d_table.get(), dim, d_ids.get(), c.m, d_out.get(), nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectBitExact(Download(d_out), ref, dim, "embedding rows");
+}
+
+void RunResidualNorm(const ModelOpCase& c, Rng& rng) {
+  const int64_t m = c.m, dim = c.a, stride = PaddedInputs(dim);
+  std::vector<float> x = RandomActivations(m, dim, rng), y = RandomActivations(m, dim, rng);
+  std::vector<float> weight(dim);
+  for (float& w : weight) w = rng.Uniform(0.2f, 2.5f);
+  const float eps = 1e-5f;
+  std::vector<float> sum = x, normed(m * dim), s(m);
+  std::vector<int8_t> q(m * dim);
+  cpu::AddInPlace(sum.data(), y.data(), m * dim);
+  cpu::RmsNorm(sum.data(), weight.data(), m, dim, eps, normed.data());
+  cpu::ActQuantPerToken(normed.data(), m, dim, q.data(), s.data());
+
+  auto d_x = Alloc<float>(m * dim);
+  auto d_y = Alloc<float>(m * dim);
+  auto d_w = Alloc<float>(dim);
+  auto d_q = Alloc<int8_t>(m * stride);
+  auto d_s = Alloc<float>(m);
+  auto d_sum = Alloc<int32_t>(m);
+  auto d_normed = Alloc<float>(m * dim);
+  ASSERT_OK(d_x.CopyFromHost(x.data(), x.size()));
+  ASSERT_OK(d_y.CopyFromHost(y.data(), y.size()));
+  ASSERT_OK(d_w.CopyFromHost(weight.data(), dim));
+  ASSERT_OK(d_q.FillBytes(kPoisonInt8));
+  ASSERT_OK(d_s.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_normed.FillBytes(kPoisonFloat));
+  const Int8ActivationsOut out{d_q.get(), d_s.get(), d_sum.get(), stride};
+  ASSERT_OK(AddRmsNormQuantize(d_x.get(), d_y.get(), d_w.get(), m, dim, eps, out, d_normed.get(),
+                               nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectBitExact(Download(d_x), sum, dim, "residual sum");
+  ExpectNormQuantMatches(Download(d_normed), normed, Download(d_q), q, Download(d_s), s, m, dim,
+                         stride);
+  // The plain add.
+  ASSERT_OK(d_x.CopyFromHost(x.data(), x.size()));
+  ASSERT_OK(AddResidual(d_x.get(), d_y.get(), m * dim, nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectBitExact(Download(d_x), sum, dim, "AddResidual");
+}
+
+void RunGatedFfn(const ModelOpCase& c, Rng& rng) {
+  const int64_t m = c.m, inter = c.a, stride = PaddedInputs(inter);
+  std::vector<int32_t> acc(m * 2 * inter);
+  for (int32_t& a : acc) a = static_cast<int32_t>(rng.Bits() % 40001) - 20000;
+  std::vector<float> xs(m);
+  for (float& x : xs) x = 127.0f / rng.Uniform(0.01f, 30.0f);
+  const TernaryOutputScale gs = FoldWeightScale({rng.Uniform(0.3f, 4.0f), false});
+  const TernaryOutputScale us = FoldWeightScale({rng.Uniform(0.3f, 4.0f), true});
+  std::vector<float> weight(inter);
+  for (float& w : weight) w = rng.Uniform(0.2f, 2.5f);
+  const float eps = 1e-6f;
+  std::vector<float> g(m * inter), u(m * inter), f(m * inter), normed(m * inter), s(m);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t o = 0; o < inter; ++o) {
+      g[t * inter + o] = ApplyTernaryOutputScale(acc[t * 2 * inter + o], xs[t], gs);
+      u[t * inter + o] = ApplyTernaryOutputScale(acc[t * 2 * inter + inter + o], xs[t], us);
+    }
+  }
+  cpu::Relu2Mul(g.data(), u.data(), m * inter, f.data());
+  cpu::RmsNorm(f.data(), weight.data(), m, inter, eps, normed.data());
+  std::vector<int8_t> q(m * inter);
+  cpu::ActQuantPerToken(normed.data(), m, inter, q.data(), s.data());
+
+  auto d_acc = Alloc<int32_t>(m * 2 * inter);
+  auto d_xs = Alloc<float>(m);
+  auto d_w = Alloc<float>(inter);
+  auto d_q = Alloc<int8_t>(m * stride);
+  auto d_s = Alloc<float>(m);
+  auto d_normed = Alloc<float>(m * inter);
+  ASSERT_OK(d_acc.CopyFromHost(acc.data(), acc.size()));
+  ASSERT_OK(d_xs.CopyFromHost(xs.data(), m));
+  ASSERT_OK(d_w.CopyFromHost(weight.data(), inter));
+  ASSERT_OK(d_q.FillBytes(kPoisonInt8));
+  ASSERT_OK(d_s.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_normed.FillBytes(kPoisonFloat));
+  const Int8ActivationsOut out{d_q.get(), d_s.get(), nullptr, stride};
+  ASSERT_OK(GateUpRelu2NormQuantize(d_acc.get(), d_xs.get(), gs, us, m, inter, d_w.get(), eps, out,
+                                    d_normed.get(), nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectNormQuantMatches(Download(d_normed), normed, Download(d_q), q, Download(d_s), s, m, inter,
+                         stride);
+}
+
+void RunQkvRope(const ModelOpCase& c, Rng& rng) {
+  const QkvShape shape{static_cast<int>(c.a), static_cast<int>(c.b), static_cast<int>(c.c)};
+  const int64_t m = c.m, qd = shape.q_dim(), kvd = shape.kv_dim(), cols = shape.rows();
+  const int64_t max_positions = 4096;
+  std::vector<int32_t> acc(m * cols), positions(m);
+  for (int32_t& a : acc) a = static_cast<int32_t>(rng.Bits() % 40001) - 20000;
+  for (int32_t& p : positions) p = static_cast<int32_t>(rng.Bits() % max_positions);
+  positions[0] = static_cast<int32_t>(max_positions - 1);
+  std::vector<float> xs(m);
+  for (float& x : xs) x = 127.0f / rng.Uniform(0.01f, 30.0f);
+  const TernaryOutputScale qs = FoldWeightScale({rng.Uniform(0.3f, 4.0f), false});
+  const TernaryOutputScale ks = FoldWeightScale({0.25f, true});
+  const TernaryOutputScale vs = FoldWeightScale({rng.Uniform(0.3f, 4.0f), true});
+  std::vector<float> q(m * qd), k(m * kvd), v(m * kvd);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t o = 0; o < qd; ++o)
+      q[t * qd + o] = ApplyTernaryOutputScale(acc[t * cols + o], xs[t], qs);
+    for (int64_t o = 0; o < kvd; ++o) {
+      k[t * kvd + o] = ApplyTernaryOutputScale(acc[t * cols + qd + o], xs[t], ks);
+      v[t * kvd + o] = ApplyTernaryOutputScale(acc[t * cols + qd + kvd + o], xs[t], vs);
+    }
+  }
+  const std::vector<float> inv_freq = cpu::RopeInverseFrequencies(shape.head_dim, 500000.0);
+  cpu::RopeNeox(q.data(), m, shape.heads, shape.head_dim, positions.data(), inv_freq.data());
+  cpu::RopeNeox(k.data(), m, shape.kv_heads, shape.head_dim, positions.data(), inv_freq.data());
+
+  const std::vector<float> table = RopeCosSinTable(inv_freq, max_positions);
+  auto d_acc = Alloc<int32_t>(m * cols);
+  auto d_xs = Alloc<float>(m);
+  auto d_pos = Alloc<int32_t>(m);
+  auto d_table = Alloc<float>(static_cast<int64_t>(table.size()));
+  auto d_q = Alloc<float>(m * qd);
+  auto d_k = Alloc<float>(m * kvd);
+  auto d_v = Alloc<float>(m * kvd);
+  ASSERT_OK(d_acc.CopyFromHost(acc.data(), acc.size()));
+  ASSERT_OK(d_xs.CopyFromHost(xs.data(), m));
+  ASSERT_OK(d_pos.CopyFromHost(positions.data(), m));
+  ASSERT_OK(d_table.CopyFromHost(table.data(), table.size()));
+  ASSERT_OK(d_q.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_k.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_v.FillBytes(kPoisonFloat));
+  ASSERT_OK(QkvEpilogueRope(d_acc.get(), d_xs.get(), qs, ks, vs, m, shape, d_pos.get(),
+                            d_table.get(), max_positions, d_q.get(), d_k.get(), d_v.get(),
+                            nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectBitExact(Download(d_q), q, qd, "q");
+  ExpectBitExact(Download(d_k), k, kvd, "k");
+  ExpectBitExact(Download(d_v), v, kvd, "v");
+}
+
+void RunLmHead(const ModelOpCase& c, Rng& rng) {
+  const int64_t m = c.m, hidden = c.a, vocab = c.b, rows_in = m + 3;
+  const std::vector<float> x = RandomActivations(rows_in, hidden, rng);
+  std::vector<int32_t> index(m);
+  for (int64_t r = 0; r < m; ++r) index[r] = static_cast<int32_t>((r * 5 + 2) % rows_in);
+  std::vector<float> weight(hidden);
+  for (float& w : weight) w = rng.Uniform(0.2f, 2.5f);
+  const std::vector<uint16_t> table = RandomBf16(vocab * hidden, 0.05f, rng);
+  const float eps = 1e-5f;
+  std::vector<float> gathered(m * hidden), normed(m * hidden), rounded(m * hidden);
+  for (int64_t r = 0; r < m; ++r) {
+    std::copy_n(x.data() + index[r] * hidden, hidden, gathered.data() + r * hidden);
+  }
+  cpu::RmsNorm(gathered.data(), weight.data(), m, hidden, eps, normed.data());
+  std::vector<uint16_t> bf(m * hidden);
+  for (int64_t i = 0; i < m * hidden; ++i) {
+    bf[i] = FloatToBf16(normed[i]);
+    rounded[i] = Bf16ToFloat(bf[i]);
+  }
+  std::vector<float> ref(m * vocab), ref_rounded(m * vocab);
+  cpu::Bf16Matmul(normed.data(), m, table.data(), vocab, hidden, ref.data());
+  cpu::Bf16Matmul(rounded.data(), m, table.data(), vocab, hidden, ref_rounded.data());
+
+  auto d_x = Alloc<float>(rows_in * hidden);
+  auto d_index = Alloc<int32_t>(m);
+  auto d_w = Alloc<float>(hidden);
+  auto d_table = Alloc<uint16_t>(vocab * hidden);
+  auto d_bf = Alloc<uint16_t>(m * hidden);
+  auto d_normed = Alloc<float>(m * hidden);
+  auto d_logits = Alloc<float>(m * vocab);
+  ASSERT_OK(d_x.CopyFromHost(x.data(), x.size()));
+  ASSERT_OK(d_index.CopyFromHost(index.data(), m));
+  ASSERT_OK(d_w.CopyFromHost(weight.data(), hidden));
+  ASSERT_OK(d_table.CopyFromHost(table.data(), table.size()));
+  ASSERT_OK(d_bf.FillBytes(0xff));
+  ASSERT_OK(d_normed.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_logits.FillBytes(kPoisonFloat));
+  auto head = Bf16LmHead::Create(nullptr);
+  ASSERT_OK(head.status());
+  ASSERT_OK(RmsNormToBf16(d_x.get(), d_index.get(), m, hidden, d_w.get(), eps, d_bf.get(),
+                          d_normed.get(), nullptr));
+  ASSERT_OK((*head)->Run(d_table.get(), vocab, hidden, d_bf.get(), m, d_logits.get(), nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> g_normed = Download(d_normed);
+  const std::vector<uint16_t> g_bf = Download(d_bf);
+  const std::vector<float> g = Download(d_logits);
+  for (int64_t r = 0; r < m; ++r) {
+    if (std::memcmp(&g_normed[r * hidden], &normed[r * hidden], hidden * 4) == 0) {
+      EXPECT_EQ(std::memcmp(&g_bf[r * hidden], &bf[r * hidden], hidden * 2), 0) << "row " << r;
+    }
+    double e_rounded = 0, e_float = 0, den = 0;
+    for (int64_t o = 0; o < vocab; ++o) {
+      ASSERT_FALSE(std::isnan(g[r * vocab + o])) << "row " << r << " logit " << o;
+      e_rounded += std::pow(double{g[r * vocab + o]} - ref_rounded[r * vocab + o], 2);
+      e_float += std::pow(double{g[r * vocab + o]} - ref[r * vocab + o], 2);
+      den += std::pow(double{ref[r * vocab + o]}, 2);
+    }
+    // Same bf16 operands: only the float32 summation order differs.
+    EXPECT_LE(std::sqrt(e_rounded / std::max(den, 1e-30)), 1e-5)
+        << "row " << r << " vs the rounded activation";
+    // Against the float activation: the bf16 rounding of the activation (lm_head.cuh).
+    EXPECT_LE(std::sqrt(e_float / std::max(den, 1e-30)), 1e-2)
+        << "row " << r << " vs cpu::Bf16Matmul";
+  }
+}
+
+class CudaModelOpTest : public ::testing::TestWithParam<ModelOpCase> {
+ protected:
+  void SetUp() override {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      GTEST_SKIP() << "no CUDA device";
+    }
+  }
+};
+
+TEST_P(CudaModelOpTest, MatchesCpuReference) {
+  const ModelOpCase& c = GetParam();
+  Rng rng(BaseSeed() ^ std::hash<std::string>{}(c.Name()));
+  switch (c.op) {
+    case ModelOp::kEmbedding:
+      RunEmbedding(c, rng);
+      break;
+    case ModelOp::kResidualNorm:
+      RunResidualNorm(c, rng);
+      break;
+    case ModelOp::kGatedFfn:
+      RunGatedFfn(c, rng);
+      break;
+    case ModelOp::kQkvRope:
+      RunQkvRope(c, rng);
+      break;
+    case ModelOp::kLmHead:
+      RunLmHead(c, rng);
+      break;
+  }
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+INSTANTIATE_TEST_SUITE_P(ModelOps, CudaModelOpTest, ::testing::ValuesIn(AllModelOpCases()),
+                         [](const ::testing::TestParamInfo<ModelOpCase>& info) {
+                           return info.param.Name();
+                         });
 
 }  // namespace
 }  // namespace bitserve::cuda

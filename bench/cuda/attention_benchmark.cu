@@ -1,0 +1,374 @@
+// Paged attention (kernels/cuda/paged_attention.cu) beside the machine's own ceilings, in one run.
+//
+// Decode: the bitnet-2b4t attention shape (20 query heads, 5 KV heads, head_dim 128, bf16 KV
+// blocks of 16 tokens) at batch 1, 16, 64 and contexts 4K, 32K, 128K: time per call and the KV
+// bytes it must read (batch x context x 5 heads x 128 x 2 bytes x K and V) per second, against a
+// device-to-device cudaMemcpy of 1 GiB (bytes read + written) and a streaming read kernel measured
+// in the same run. Prefill: one chunk of 512 and 4096 tokens from position 0 (and 512 tokens after
+// 32K cached ones) in TFLOP/s (4 x head_dim x heads x causal pairs), both MMA variants, beside
+// cuBLAS bf16 GEMM 8192^3.
+//
+// Method: random data (never zeros); block tables scatter each sequence over a shuffled pool;
+// small cases rotate over copies of the KV data (>= 300 MB in all) so that the 50 MB L2 cannot
+// hold them; each measurement is a CUDA graph of back-to-back calls, replayed after warm-up; the
+// median replay over the calls in it is the time per call.
+//
+// Usage: attention_benchmark
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/device_buffer.cuh"
+#include "kernels/cuda/paged_attention.cuh"
+#include "kernels/cuda/paged_attention_options.cuh"
+#include "kernels/status_macros.h"
+
+namespace bitserve::cuda {
+namespace {
+
+constexpr int kHeads = 20, kKvHeads = 5, kHeadDim = 128, kBlockSize = 16;
+constexpr int64_t kRowBytes = int64_t{kKvHeads} * kHeadDim * 2;  // one position of K (or V)
+constexpr int64_t kRotationBytes = int64_t{300} << 20;
+
+__device__ uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Uniform in [-scale, scale).
+__global__ void FillBf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
+    p[i] = __float2bfloat16((static_cast<float>(h >> 40) / (1 << 24) * 2.0f - 1.0f) * scale);
+  }
+}
+__global__ void FillFloat(float* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
+    p[i] = (static_cast<float>(h >> 40) / (1 << 24) * 2.0f - 1.0f) * scale;
+  }
+}
+__global__ void ReadStream(const uint4* __restrict__ p, int64_t n, uint32_t* sink) {
+  uint32_t acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcs(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) sink[blockIdx.x] = acc;
+}
+
+// Median time of one call in microseconds; call(i) issues call i (i picks the data copy).
+absl::StatusOr<double> TimePerCall(const std::function<absl::Status(int)>& call, int copies,
+                                   cudaStream_t stream) {
+  for (int i = 0; i < std::max(3, copies); ++i) RETURN_IF_ERROR(call(i));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  cudaEvent_t start, stop;
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+  for (int i = 0; i < copies; ++i) RETURN_IF_ERROR(call(i));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+  float estimate_ms = 0;
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&estimate_ms, start, stop));
+  const double estimate_us = std::max(1e-3, 1000.0 * estimate_ms / copies);
+  int reps = static_cast<int>(std::clamp(2000.0 / estimate_us, 1.0, 512.0));
+  reps = std::max(copies, (reps + copies - 1) / copies * copies);
+
+  cudaGraph_t graph;
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  absl::Status captured = absl::OkStatus();
+  for (int i = 0; i < reps && captured.ok(); ++i) captured.Update(call(i));
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  RETURN_IF_ERROR(captured);
+  BITSERVE_CUDA_RETURN_IF_ERROR(end);
+  cudaGraphExec_t exec;
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 2; ++i) BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
+  std::vector<float> ms;
+  for (int i = 0; i < 9; ++i) {
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float t = 0;
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return 1000.0 * ms[ms.size() / 2] / reps;
+}
+
+// One batch description on the device: entries with (start, tokens), block tables drawn from
+// blocks [first_block, first_block + blocks) of the pool in shuffled order.
+struct DeviceBatch {
+  DeviceBuffer<int32_t> token_begin, start, token_entry, tables;
+  AttentionBatch view;
+};
+
+absl::StatusOr<DeviceBatch> MakeBatch(const std::vector<std::pair<int, int>>& entries,
+                                      int64_t first_block, std::mt19937_64& rng) {
+  const int e_count = static_cast<int>(entries.size());
+  std::vector<int32_t> tb(e_count + 1, 0), st(e_count), te;
+  int max_context = 0;
+  for (int e = 0; e < e_count; ++e) {
+    st[e] = entries[e].first;
+    tb[e + 1] = tb[e] + entries[e].second;
+    for (int t = 0; t < entries[e].second; ++t) te.push_back(e);
+    max_context = std::max(max_context, entries[e].first + entries[e].second);
+  }
+  const int max_blocks = (max_context + kBlockSize - 1) / kBlockSize;
+  std::vector<int32_t> ids(static_cast<size_t>(e_count) * max_blocks);
+  std::iota(ids.begin(), ids.end(), static_cast<int32_t>(first_block));
+  std::shuffle(ids.begin(), ids.end(), rng);
+  DeviceBatch b;
+  ASSIGN_OR_RETURN(b.token_begin, DeviceBuffer<int32_t>::Create(tb.size()));
+  ASSIGN_OR_RETURN(b.start, DeviceBuffer<int32_t>::Create(st.size()));
+  ASSIGN_OR_RETURN(b.token_entry, DeviceBuffer<int32_t>::Create(te.size()));
+  ASSIGN_OR_RETURN(b.tables, DeviceBuffer<int32_t>::Create(ids.size()));
+  RETURN_IF_ERROR(b.token_begin.CopyFromHost(tb.data(), tb.size()));
+  RETURN_IF_ERROR(b.start.CopyFromHost(st.data(), st.size()));
+  RETURN_IF_ERROR(b.token_entry.CopyFromHost(te.data(), te.size()));
+  RETURN_IF_ERROR(b.tables.CopyFromHost(ids.data(), ids.size()));
+  b.view.num_entries = e_count;
+  b.view.num_tokens = tb[e_count];
+  b.view.token_begin = b.token_begin.get();
+  b.view.start_position = b.start.get();
+  b.view.token_entry = b.token_entry.get();
+  b.view.block_tables = b.tables.get();
+  b.view.max_blocks_per_seq = max_blocks;
+  b.view.max_context = max_context;
+  return b;
+}
+
+absl::Status Run() {
+  cudaDeviceProp prop;
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t stream;
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::printf("GPU: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+
+  // Ceilings.
+  double copy_gbs = 0, read_gbs = 0, gemm_tflops = 0;
+  {
+    const int64_t bytes = int64_t{1} << 30;
+    ASSIGN_OR_RETURN(auto src, DeviceBuffer<__nv_bfloat16>::Create(bytes / 2));
+    ASSIGN_OR_RETURN(auto dst, DeviceBuffer<__nv_bfloat16>::Create(bytes / 2));
+    FillBf16<<<1024, 256, 0, stream>>>(src.get(), src.size(), 1, 1.0f);
+    ASSIGN_OR_RETURN(const double copy_us, TimePerCall(
+                                               [&](int) -> absl::Status {
+                                                 BITSERVE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+                                                     dst.get(), src.get(), bytes,
+                                                     cudaMemcpyDeviceToDevice, stream));
+                                                 return absl::OkStatus();
+                                               },
+                                               1, stream));
+    copy_gbs = 2.0 * bytes / (copy_us * 1e3);
+    ASSIGN_OR_RETURN(const double read_us,
+                     TimePerCall(
+                         [&](int) -> absl::Status {
+                           ReadStream<<<prop.multiProcessorCount * 8, 512, 0, stream>>>(
+                               reinterpret_cast<const uint4*>(src.get()), bytes / 16,
+                               reinterpret_cast<uint32_t*>(dst.get()));
+                           BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+                           return absl::OkStatus();
+                         },
+                         1, stream));
+    read_gbs = bytes / (read_us * 1e3);
+    const int n = 8192;
+    cublasHandle_t blas;
+    if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) return absl::InternalError("cublasCreate");
+    cublasSetStream(blas, stream);
+    const float alpha = 1, beta = 0;
+    ASSIGN_OR_RETURN(
+        const double gemm_us,
+        TimePerCall(
+            [&](int) -> absl::Status {
+              // 8192^2 bf16 = 128 MB each: A, B from src, D into dst.
+              if (cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, src.get(),
+                               CUDA_R_16BF, n, src.get() + int64_t{n} * n, CUDA_R_16BF, n, &beta,
+                               dst.get(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+                return absl::InternalError("cublasGemmEx");
+              }
+              return absl::OkStatus();
+            },
+            1, stream));
+    gemm_tflops = 2.0 * n * n * double{n} / (gemm_us * 1e6);
+    cublasDestroy(blas);
+  }
+  std::printf("ceilings: D2D copy %.0f GB/s (read + write), streaming read %.0f GB/s, "
+              "cuBLAS bf16 GEMM %.0f TFLOP/s\n\n",
+              copy_gbs, read_gbs, gemm_tflops);
+
+  // One KV pool for the largest case: 64 sequences x 128K positions (21.5 GB for K and V).
+  const int64_t pool_blocks = int64_t{64} * (131072 / kBlockSize) + 64;
+  const int64_t pool_elems = pool_blocks * kBlockSize * kKvHeads * kHeadDim;
+  ASSIGN_OR_RETURN(auto k_pool, DeviceBuffer<__nv_bfloat16>::Create(pool_elems));
+  ASSIGN_OR_RETURN(auto v_pool, DeviceBuffer<__nv_bfloat16>::Create(pool_elems));
+  FillBf16<<<4096, 256, 0, stream>>>(k_pool.get(), pool_elems, 2, 1.0f);
+  FillBf16<<<4096, 256, 0, stream>>>(v_pool.get(), pool_elems, 3, 1.0f);
+  const PagedKvLayer cache{k_pool.get(), v_pool.get(), static_cast<int>(pool_blocks), kBlockSize,
+                           kKvHeads, kHeadDim};
+  const int64_t max_tokens = 4096 + 512;
+  ASSIGN_OR_RETURN(auto q, DeviceBuffer<float>::Create(max_tokens * kHeads * kHeadDim));
+  ASSIGN_OR_RETURN(auto out, DeviceBuffer<float>::Create(max_tokens * kHeads * kHeadDim));
+  FillFloat<<<1024, 256, 0, stream>>>(q.get(), q.size(), 4, 1.7f);
+  const size_t ws_bytes = PagedAttentionWorkspaceBytes(max_tokens, kHeads, kHeadDim, 131072 + 4096);
+  ASSIGN_OR_RETURN(auto ws, DeviceBuffer<uint8_t>::Create(static_cast<int64_t>(ws_bytes)));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  std::mt19937_64 rng(42);
+
+  std::printf("decode (20 q heads, 5 KV heads, head_dim 128, bf16 KV, block 16)\n");
+  std::printf("| batch | context | us | KV MB read | GB/s | %% of copy | %% of read | "
+              "us incl. prefill launch | us, 1 split |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+              "---:|\n");
+  for (int batch : {1, 16, 64}) {
+    for (int context : {4096, 32768, 131072}) {
+      const int64_t blocks = int64_t{batch} * (context / kBlockSize);
+      const int64_t kv_bytes = 2 * int64_t{batch} * context * kRowBytes;
+      const int copies = static_cast<int>(
+          std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
+                            pool_blocks / blocks));
+      std::vector<DeviceBatch> batches;
+      for (int c = 0; c < copies; ++c) {
+        // Decode at position context - 1: `context` keys per sequence.
+        std::vector<std::pair<int, int>> entries(batch, {context - 1, 1});
+        ASSIGN_OR_RETURN(auto b, MakeBatch(entries, c * blocks, rng));
+        batches.push_back(std::move(b));
+      }
+      auto timed = [&](int prefill_bound, int splits) {
+        return TimePerCall(
+            [&](int i) -> absl::Status {
+              AttentionBatch view = batches[i % copies].view;
+              view.max_prefill_tokens = prefill_bound;
+              PagedAttentionOptions options;
+              options.decode_splits = splits;
+              return PagedAttentionWithOptions(q.get(), view, cache, kHeads, scale, out.get(),
+                                               ws.get(), ws_bytes, options, stream);
+            },
+            copies, stream);
+      };
+      ASSIGN_OR_RETURN(const double us, timed(0, 0));
+      ASSIGN_OR_RETURN(const double us_prefill_launch, timed(-1, 0));
+      ASSIGN_OR_RETURN(const double us_one_split, timed(0, 1));
+      const double gbs = kv_bytes / (us * 1e3);
+      std::printf("| %d | %dK | %.1f | %.1f | %.0f | %.0f%% | %.0f%% | %.1f | %.1f |\n", batch,
+                  context / 1024, us, kv_bytes / 1e6, gbs, 100 * gbs / copy_gbs,
+                  100 * gbs / read_gbs, us_prefill_launch, us_one_split);
+      std::fflush(stdout);
+    }
+  }
+
+  // The split heuristic's evidence: time per call against forced split counts.
+  std::printf("\ndecode split sweep (us per call; splits capped at context / 128)\n"
+              "| batch | context |");
+  const std::vector<int> sweep = {1, 2, 4, 8, 14, 16, 32, 64, 79, 128, 256};
+  for (int s : sweep) std::printf(" %d |", s);
+  std::printf("\n|---:|---:|");
+  for (size_t i = 0; i < sweep.size(); ++i) std::printf("---:|");
+  std::printf("\n");
+  for (auto [batch, context] : {std::pair<int, int>{1, 32768}, {1, 131072}, {16, 32768},
+                                {64, 4096}, {64, 32768}}) {
+    const int64_t blocks = int64_t{batch} * (context / kBlockSize);
+    const int64_t kv_bytes = 2 * int64_t{batch} * context * kRowBytes;
+    const int copies = static_cast<int>(
+        std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
+                          pool_blocks / blocks));
+    std::vector<DeviceBatch> batches;
+    for (int c = 0; c < copies; ++c) {
+      std::vector<std::pair<int, int>> entries(batch, {context - 1, 1});
+      ASSIGN_OR_RETURN(auto b, MakeBatch(entries, c * blocks, rng));
+      batches.push_back(std::move(b));
+    }
+    std::printf("| %d | %dK |", batch, context / 1024);
+    for (int splits : sweep) {
+      ASSIGN_OR_RETURN(const double us,
+                       TimePerCall(
+                           [&](int i) -> absl::Status {
+                             AttentionBatch view = batches[i % copies].view;
+                             view.max_prefill_tokens = 0;
+                             PagedAttentionOptions options;
+                             options.decode_splits = splits;
+                             return PagedAttentionWithOptions(q.get(), view, cache, kHeads, scale,
+                                                              out.get(), ws.get(), ws_bytes,
+                                                              options, stream);
+                           },
+                           copies, stream));
+      std::printf(" %.1f |", us);
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+  std::printf("\nprefill (one chunk; TFLOP/s = 4 x 128 x 20 x causal (query, key) pairs / time)\n");
+  std::printf("| tokens | start | us (hi+lo bf16) | TFLOP/s | us (plain bf16) | TFLOP/s |\n"
+              "|---:|---:|---:|---:|---:|---:|\n");
+  for (auto [tokens, start] : {std::pair<int, int>{512, 0}, {4096, 0}, {512, 32768}}) {
+    const int context = start + tokens;
+    const int64_t blocks = (context + kBlockSize - 1) / kBlockSize;
+    const int64_t kv_bytes = 2 * int64_t{context} * kRowBytes;
+    const int copies = static_cast<int>(
+        std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
+                          pool_blocks / blocks));
+    std::vector<DeviceBatch> batches;
+    for (int c = 0; c < copies; ++c) {
+      ASSIGN_OR_RETURN(auto b, MakeBatch({{start, tokens}}, c * blocks, rng));
+      batches.push_back(std::move(b));
+    }
+    double pairs = 0;
+    for (int t = 0; t < tokens; ++t) pairs += start + t + 1;
+    const double flop = 4.0 * kHeadDim * kHeads * pairs;
+    double us[2];
+    for (int split = 1; split >= 0; --split) {
+      ASSIGN_OR_RETURN(us[split], TimePerCall(
+                                      [&](int i) -> absl::Status {
+                                        PagedAttentionOptions options;
+                                        options.prefill_split_bf16 = split == 1;
+                                        return PagedAttentionWithOptions(
+                                            q.get(), batches[i % copies].view, cache, kHeads,
+                                            scale, out.get(), ws.get(), ws_bytes, options, stream);
+                                      },
+                                      copies, stream));
+    }
+    std::printf("| %d | %d | %.1f | %.1f | %.1f | %.1f |\n", tokens, start, us[1],
+                flop / (us[1] * 1e6), us[0], flop / (us[0] * 1e6));
+    std::fflush(stdout);
+  }
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace bitserve::cuda
+
+int main() {
+  const absl::Status status = bitserve::cuda::Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "attention_benchmark: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,234 @@
+// End-to-end benchmark of the CUDA engine (not a test): decode tokens/s of a model (default: the
+// `bitnet-2b4t` preset, random weights with the real shapes, written to a temporary folder) at
+// several batch sizes after 512-token prompts, beside the batch-1 bandwidth floor (bytes one
+// decode step must read / the measured device-to-device copy bandwidth), and prefill tokens/s.
+//
+//   engine_benchmark [--model DIR] [--batches 1,16,64,256] [--prompt 512] [--steps 32]
+//                    [--prefill 512,4096]
+//
+// Decode steps are Engine::Step with greedy sampling (CUDA graphs, tokens back to the host), timed
+// on the host clock around each synchronous step: the number includes every per-step host cost.
+// Medians over the timed steps after 3 warm-up steps (the first captures the graph).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "runtime/cuda_engine.h"
+#include "runtime/engine.h"
+#include "runtime/synthetic_checkpoint.h"
+
+namespace bitserve {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::vector<int> ParseList(const std::string& s) {
+  std::vector<int> v;
+  for (absl::string_view part : absl::StrSplit(s, ',')) {
+    int x = 0;
+    if (absl::SimpleAtoi(part, &x)) v.push_back(x);
+  }
+  return v;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Device-to-device copy of 1 GiB, counting bytes read + written (docs/perf.md's "copy").
+double CopyBandwidth() {
+  const size_t bytes = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<double> times;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(start);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    if (i >= 2) times.push_back(ms);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (Median(times) * 1e-3);
+}
+
+int Run(int argc, char** argv) {
+  std::string model, batches = "1,16,64,256", prefills = "512,4096";
+  int prompt = 512, steps = 32;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--model")
+      model = value;
+    else if (flag == "--batches")
+      batches = value;
+    else if (flag == "--prefill")
+      prefills = value;
+    else if (flag == "--prompt")
+      prompt = std::atoi(value.c_str());
+    else if (flag == "--steps")
+      steps = std::atoi(value.c_str());
+    else {
+      std::cerr << "unknown flag " << flag << "\n";
+      return 2;
+    }
+  }
+  const bool generated = model.empty();
+  if (generated) {
+    model = (fs::temp_directory_path() / "bitserve_engine_benchmark_2b4t").string();
+    auto preset = FindModelPreset("bitnet-2b4t");
+    if (!preset.ok()) {
+      std::cerr << preset.status() << "\n";
+      return 1;
+    }
+    ModelPreset p = *preset;
+    p.with_tokenizer = false;
+    const auto t0 = Clock::now();
+    const absl::Status s = WriteSyntheticCheckpoint(p, model, SyntheticCheckpointOptions{});
+    if (!s.ok()) {
+      std::cerr << s << "\n";
+      return 1;
+    }
+    std::printf("wrote bitnet-2b4t preset to %s in %.1f s\n", model.c_str(),
+                std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  const double copy_bw = CopyBandwidth();
+  std::printf("GPU: %s; device-to-device copy bandwidth %.0f GB/s (read + written)\n", prop.name,
+              copy_bw / 1e9);
+
+  EngineOptions options;
+  options.device = "cuda";
+  options.max_batch_tokens = 8192;
+  const auto t0 = Clock::now();
+  auto loaded = LoadCudaEngine(model, options);
+  if (!loaded.ok()) {
+    std::cerr << loaded.status() << "\n";
+    return 1;
+  }
+  Engine& engine = **loaded;
+  const CudaEngineFootprint& fp = *GetCudaEngineFootprint(engine);
+  std::printf(
+      "loaded in %.1f s: ternary %.1f MB, LM head %.1f MB, KV cache %d blocks (%.1f GB), "
+      "scratch %.2f GB\n",
+      std::chrono::duration<double>(Clock::now() - t0).count(), fp.ternary_weight_bytes / 1e6,
+      fp.lm_head_bytes / 1e6, engine.num_kv_blocks(), fp.kv_cache_bytes / 1e9,
+      fp.scratch_bytes / 1e9);
+  const int vocab = engine.config().vocab_size;
+  const int bs = engine.block_size();
+
+  std::printf("\n| batch | prompt | step (ms, median) | tokens/s | floor (ms) | step / floor |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|\n");
+  for (int batch : ParseList(batches)) {
+    const int positions = prompt + steps + 8;
+    const int per_seq = (positions + bs - 1) / bs;
+    if (static_cast<int64_t>(per_seq) * batch > engine.num_kv_blocks()) {
+      std::printf("| %d | %d | (KV cache too small) | | | |\n", batch, prompt);
+      continue;
+    }
+    std::vector<std::vector<int32_t>> tables(batch), prompts(batch);
+    for (int s = 0; s < batch; ++s) {
+      for (int b = 0; b < per_seq; ++b) tables[s].push_back(s * per_seq + b);
+      for (int t = 0; t < prompt; ++t) prompts[s].push_back((s * 7919 + t * 104729) % vocab);
+    }
+    // Prefill in batches of whole prompts within max_batch_tokens.
+    std::vector<float> unused;
+    const int per_forward = std::max(1, engine.max_batch_tokens() / prompt);
+    for (int s0 = 0; s0 < batch; s0 += per_forward) {
+      std::vector<BatchEntry> entries;
+      for (int s = s0; s < std::min(batch, s0 + per_forward); ++s) {
+        entries.push_back({0, prompts[s], tables[s], LogitsWanted::kNone});
+      }
+      const absl::Status st = engine.Forward(entries, &unused);
+      if (!st.ok()) {
+        std::cerr << st << "\n";
+        return 1;
+      }
+    }
+    SamplingParams greedy;
+    std::vector<SampleSpec> specs(batch);
+    for (SampleSpec& spec : specs) spec.params = &greedy;
+    std::vector<std::vector<int32_t>> next(batch, std::vector<int32_t>{1});
+    std::vector<double> times;
+    for (int step = 0; step < steps + 3; ++step) {
+      std::vector<BatchEntry> entries;
+      for (int s = 0; s < batch; ++s) {
+        entries.push_back({prompt + step, next[s], tables[s], LogitsWanted::kLast});
+      }
+      std::vector<SampleResult> results;
+      const auto a = Clock::now();
+      const absl::Status st = engine.Step(entries, specs, &results);
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - a).count();
+      if (!st.ok()) {
+        std::cerr << st << "\n";
+        return 1;
+      }
+      if (step >= 3) times.push_back(ms);
+      for (int s = 0; s < batch; ++s) next[s][0] = results[s].token;
+    }
+    const double ms = Median(times);
+    // What one step must read: every weight once, and each sequence's cached keys and values.
+    const double bytes =
+        static_cast<double>(fp.ternary_weight_bytes + fp.lm_head_bytes + fp.norm_bytes) +
+        static_cast<double>(fp.kv_bytes_per_position) * (prompt + steps / 2) * batch;
+    const double floor_ms = bytes / copy_bw * 1e3;
+    std::printf("| %d | %d | %.3f | %.0f | %.3f | %.2fx |\n", batch, prompt, ms, batch / ms * 1e3,
+                floor_ms, ms / floor_ms);
+  }
+
+  std::printf("\n| prefill tokens | time (ms, median) | tokens/s |\n|---:|---:|---:|\n");
+  for (int n : ParseList(prefills)) {
+    if (n > engine.max_batch_tokens() || n > engine.max_model_len()) {
+      std::printf("| %d | (over max_batch_tokens or max_model_len) | |\n", n);
+      continue;
+    }
+    std::vector<int32_t> tokens(n), table;
+    for (int t = 0; t < n; ++t) tokens[t] = (t * 104729 + 3) % vocab;
+    for (int b = 0; b < (n + bs - 1) / bs; ++b) table.push_back(b);
+    std::vector<double> times;
+    std::vector<float> logits;
+    for (int rep = 0; rep < 6; ++rep) {
+      const auto a = Clock::now();
+      const absl::Status st =
+          engine.Forward(std::vector<BatchEntry>{{0, tokens, table, LogitsWanted::kLast}}, &logits);
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - a).count();
+      if (!st.ok()) {
+        std::cerr << st << "\n";
+        return 1;
+      }
+      if (rep >= 1) times.push_back(ms);
+    }
+    const double ms = Median(times);
+    std::printf("| %d | %.2f | %.0f |\n", n, ms, n / ms * 1e3);
+  }
+  if (generated) {
+    std::error_code ignored;
+    fs::remove_all(model, ignored);  // 1.2 GB of random weights
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bitserve
+
+int main(int argc, char** argv) { return bitserve::Run(argc, argv); }

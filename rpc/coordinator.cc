@@ -1,0 +1,465 @@
+#include "rpc/coordinator.h"
+
+#include <algorithm>
+#include <iostream>
+#include <optional>
+#include <random>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "kernels/status_macros.h"
+#include "runtime/detokenizer.h"
+#include "runtime/generation_config.h"
+#include "runtime/stop_strings.h"
+
+namespace bitserve::rpc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+uint64_t DrawSeed() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+}  // namespace
+
+// One accepted request: what the scheduler does not know (sampling, stop conditions, text).
+struct RequestState {
+  uint64_t id = 0;
+  GenerationParams params;
+  ChunkCallback on_chunk;
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> output;
+  std::vector<int> stop_ids;
+  uint64_t seed = 0;
+  std::optional<IncrementalDetokenizer> detokenizer;
+  std::optional<StopStringMatcher> matcher;
+  Clock::time_point arrival, last_token;
+  bool first_token_seen = false;
+};
+
+struct Coordinator::Impl {
+  CoordinatorOptions options;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when the model has no tokenizer.json
+  std::vector<int> eos_ids;
+  ModelSummary summary;
+
+  mutable std::mutex mu;
+  std::condition_variable wake;       // the loop: work arrived
+  std::condition_variable idle;       // Drain: a request finished
+  std::unique_ptr<scheduler::Scheduler> scheduler;  // guarded by mu
+  absl::flat_hash_map<uint64_t, std::unique_ptr<RequestState>> requests;  // guarded by mu
+  std::vector<uint64_t> cancelled;    // guarded by mu
+  uint64_t next_id = 1;
+  bool draining = false;
+  bool stopping = false;
+  bool ready = false;
+  std::thread loop;
+
+  void Loop();
+  // Under mu: the final chunk of a request, removed from `requests`. Callbacks run later, outside
+  // the lock, in the order collected.
+  void Finish(RequestState& r, const std::string& reason, absl::Status status, GenerationChunk chunk,
+              std::vector<std::pair<ChunkCallback, GenerationChunk>>& out);
+  void PublishState();  // under mu
+  // Under mu: appends a sampled token; returns whether the request ended.
+  bool Accept(RequestState& r, const SampleResult& sample, bool length_done,
+              std::vector<std::pair<ChunkCallback, GenerationChunk>>& out);
+};
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  {
+    std::error_code ec;
+    if (std::filesystem::exists(options.model_dir / "tokenizer.json", ec)) {
+      ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::Load(options.model_dir));
+    }
+  }
+  EngineOptions engine_options = options.engine;
+  engine_options.max_sequences = std::max(engine_options.max_sequences, options.scheduler.max_num_seqs);
+  engine_options.max_batch_tokens =
+      std::max(engine_options.max_batch_tokens, options.scheduler.max_num_batched_tokens);
+  ASSIGN_OR_RETURN(impl->engine, LoadEngine(options.model_dir, engine_options));
+  const Engine& engine = *impl->engine;
+  ASSIGN_OR_RETURN(GenerationConfig generation, LoadGenerationConfig(options.model_dir, engine.config()));
+  impl->eos_ids = generation.eos_token_ids;
+
+  scheduler::SchedulerConfig config = options.scheduler;
+  config.block_size = engine.block_size();
+  config.num_kv_blocks = engine.num_kv_blocks();
+  config.max_model_len = static_cast<int>(std::min<int64_t>(config.max_model_len, engine.max_model_len()));
+  config.max_num_batched_tokens = std::min(config.max_num_batched_tokens, engine.max_batch_tokens());
+  config.long_prefill_chunk = std::min(config.long_prefill_chunk, config.max_num_batched_tokens);
+  ASSIGN_OR_RETURN(impl->scheduler, scheduler::Scheduler::Create(config));
+
+  ModelSummary& s = impl->summary;
+  const ModelConfig& c = engine.config();
+  s.model_dir = options.model_dir.string();
+  s.architecture = "BitNetForCausalLM";
+  s.vocab_size = c.vocab_size;
+  s.hidden_size = c.hidden_size;
+  s.num_layers = c.num_hidden_layers;
+  s.num_attention_heads = c.num_attention_heads;
+  s.num_key_value_heads = c.num_key_value_heads;
+  s.max_model_len = config.max_model_len;
+  s.max_num_seqs = config.max_num_seqs;
+  s.max_waiting = config.max_waiting;
+  s.max_num_batched_tokens = config.max_num_batched_tokens;
+  s.kv_block_size = config.block_size;
+  s.kv_num_blocks = config.num_kv_blocks;
+  s.kv_capacity_tokens = config.kv_capacity_tokens();
+  s.kv_dtype = engine.device_name() == "cpu" ? "f32" : "bf16";
+  s.device = engine.device_name();
+  s.eos_token_ids = impl->eos_ids;
+
+  impl->ready = true;
+  {
+    std::lock_guard<std::mutex> lock(impl->mu);
+    impl->PublishState();
+  }
+  Impl* raw = impl.get();
+  impl->loop = std::thread([raw] { raw->Loop(); });
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Coordinator::~Coordinator() { Shutdown(); }
+
+absl::StatusOr<std::vector<int32_t>> Coordinator::Tokenize(const std::string& text, bool add_special) {
+  if (impl_->tokenizer == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(impl_->options.model_dir.string(), " has no tokenizer.json"));
+  }
+  // As Hugging Face's add_special_tokens: BOS when the tokenizer's own config adds it.
+  EncodeOptions options;
+  options.add_bos = add_special && impl_->tokenizer->add_bos_default();
+  return impl_->tokenizer->Encode(text, options);
+}
+
+absl::StatusOr<ModelSummary> Coordinator::Info() { return impl_->summary; }
+
+absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationParams params,
+                                             ChunkCallback on_chunk) {
+  Impl& m = *impl_;
+  auto reject = [&](absl::Status status) {
+    if (m.options.metrics) m.options.metrics->RequestRejected(absl::StatusCodeToString(status.code()));
+    return status;
+  };
+  // Validation first: nothing is queued for a bad request.
+  if (absl::Status s = params.sampling.Validate(); !s.ok()) return reject(s);
+  if (params.max_new_tokens < 1) {
+    return reject(absl::InvalidArgumentError(
+        absl::StrCat("max_tokens must be >= 1, got ", params.max_new_tokens)));
+  }
+  if (absl::Status s = StopStringMatcher::Validate(params.stop_strings); !s.ok()) return reject(s);
+  const Tokenizer* tok = m.tokenizer.get();
+  if (tok == nullptr && (!params.stop_strings.empty() || !std::holds_alternative<TokenInput>(input))) {
+    return reject(absl::FailedPreconditionError(absl::StrCat(
+        m.options.model_dir.string(), " has no tokenizer.json: use token ids, no stop strings")));
+  }
+  const int vocab = m.summary.vocab_size;
+  for (int id : params.stop_token_ids) {
+    if (id < 0 || id >= vocab) {
+      return reject(absl::InvalidArgumentError(
+          absl::StrCat("stop_token_ids: ", id, " is outside the vocabulary [0, ", vocab, ")")));
+    }
+  }
+  auto state = std::make_unique<RequestState>();
+  if (auto* text = std::get_if<TextInput>(&input)) {
+    EncodeOptions options;
+    options.add_bos = tok->add_bos_default();  // as `generate --prompt` and transformers
+    state->prompt = tok->Encode(text->text, options);
+  } else if (auto* chat = std::get_if<ChatInput>(&input)) {
+    auto ids = ApplyChatTemplate(*tok, chat->messages);
+    if (!ids.ok()) return reject(ids.status());
+    state->prompt = *std::move(ids);
+  } else {
+    state->prompt = std::get<TokenInput>(input).ids;
+    for (int32_t id : state->prompt) {
+      if (id < 0 || id >= vocab) {
+        return reject(absl::InvalidArgumentError(
+            absl::StrCat("token_ids: ", id, " is outside the vocabulary [0, ", vocab, ")")));
+      }
+    }
+  }
+  if (state->prompt.empty()) return reject(absl::InvalidArgumentError("the prompt has no tokens"));
+  const int prompt_len = static_cast<int>(state->prompt.size());
+  if (prompt_len >= m.summary.max_model_len) {
+    return reject(absl::ResourceExhaustedError(
+        absl::StrCat("prompt has ", prompt_len, " tokens; max_model_len is ", m.summary.max_model_len,
+                     " (the prompt and at least one new token must fit)")));
+  }
+  // Like vLLM: max_tokens is cut to what the context leaves.
+  const int max_new = std::min(params.max_new_tokens, m.summary.max_model_len - prompt_len);
+  if (!params.ignore_eos) state->stop_ids = m.eos_ids;
+  state->stop_ids.insert(state->stop_ids.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
+  state->seed = params.sampling.seed.value_or(DrawSeed());
+  if (tok) {
+    state->detokenizer.emplace(*tok);
+    ASSIGN_OR_RETURN(StopStringMatcher matcher,
+                     StopStringMatcher::Create(params.stop_strings, params.include_stop_string));
+    state->matcher.emplace(std::move(matcher));
+  }
+  state->params = std::move(params);
+  state->on_chunk = std::move(on_chunk);
+  state->arrival = Clock::now();
+
+  std::lock_guard<std::mutex> lock(m.mu);
+  if (m.stopping || m.draining || !m.ready) {
+    return reject(absl::UnavailableError(m.draining ? "the server is draining" : "the server is stopping"));
+  }
+  const uint64_t id = m.next_id++;
+  state->id = id;
+  scheduler::Request request;
+  request.id = id;
+  request.prompt_tokens = state->prompt;
+  request.max_new_tokens = max_new;
+  request.priority = state->params.priority;
+  if (absl::Status s = m.scheduler->Add(std::move(request)); !s.ok()) return reject(s);
+  m.requests.emplace(id, std::move(state));
+  m.PublishState();
+  m.wake.notify_one();
+  return id;
+}
+
+void Coordinator::Cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->cancelled.push_back(id);
+  impl_->wake.notify_one();
+}
+
+CoordinatorState Coordinator::State() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  CoordinatorState s;
+  s.ready = impl_->ready && !impl_->draining && !impl_->stopping;
+  s.draining = impl_->draining;
+  s.waiting = impl_->scheduler->num_waiting();
+  s.running = impl_->scheduler->num_running();
+  s.kv_blocks_used = impl_->scheduler->num_kv_blocks_used();
+  s.kv_blocks_free = impl_->scheduler->num_kv_blocks_free();
+  return s;
+}
+
+void Coordinator::Drain(Clock::time_point deadline) {
+  Impl& m = *impl_;
+  std::unique_lock<std::mutex> lock(m.mu);
+  m.draining = true;
+  m.PublishState();
+  m.idle.wait_until(lock, deadline, [&] { return m.requests.empty(); });
+  for (const auto& [id, r] : m.requests) m.cancelled.push_back(id);
+  m.wake.notify_one();
+  m.idle.wait(lock, [&] { return m.requests.empty() || m.stopping; });
+}
+
+void Coordinator::Shutdown() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.stopping) return;
+    m.stopping = true;
+    m.wake.notify_one();
+  }
+  if (m.loop.joinable()) m.loop.join();
+}
+
+void Coordinator::Impl::PublishState() {
+  if (!options.metrics) return;
+  options.metrics->SetState(scheduler->num_waiting(), scheduler->num_running(),
+                            scheduler->num_kv_blocks_used(), scheduler->num_kv_blocks_free(),
+                            scheduler->kv_capacity_tokens(), ready && !draining && !stopping);
+}
+
+void Coordinator::Impl::Finish(RequestState& r, const std::string& reason, absl::Status status,
+                               GenerationChunk chunk,
+                               std::vector<std::pair<ChunkCallback, GenerationChunk>>& out) {
+  const double e2e = Seconds(Clock::now() - r.arrival);
+  chunk.final = true;
+  chunk.finish_reason = reason;
+  chunk.status = status;
+  chunk.usage = {static_cast<int>(r.prompt.size()), static_cast<int>(r.output.size())};
+  chunk.seed = r.seed;
+  const std::string code = status.ok() ? "" : absl::StatusCodeToString(status.code());
+  if (options.metrics) {
+    options.metrics->RequestFinished(reason, code, e2e, chunk.usage.prompt_tokens,
+                                     chunk.usage.completion_tokens);
+  }
+  if (options.log_requests) {
+    std::cerr << "bitserve request id=" << r.id << " request_id=\"" << r.params.request_id
+              << "\" outcome=" << reason << (code.empty() ? "" : " code=" + code)
+              << " prompt_tokens=" << chunk.usage.prompt_tokens
+              << " completion_tokens=" << chunk.usage.completion_tokens << " e2e_s=" << e2e
+              << std::endl;
+  }
+  out.emplace_back(std::move(r.on_chunk), std::move(chunk));
+  requests.erase(r.id);  // r is gone from here on
+  idle.notify_all();
+}
+
+bool Coordinator::Impl::Accept(RequestState& r, const SampleResult& sample, bool length_done,
+                               std::vector<std::pair<ChunkCallback, GenerationChunk>>& out) {
+  const auto now = Clock::now();
+  if (options.metrics) {
+    if (!r.first_token_seen) {
+      options.metrics->FirstToken(Seconds(now - r.arrival));
+    } else {
+      options.metrics->InterTokenLatency(Seconds(now - r.last_token));
+    }
+  }
+  r.first_token_seen = true;
+  r.last_token = now;
+  r.output.push_back(sample.token);
+  GenerationChunk chunk;
+  chunk.token_ids.push_back(sample.token);
+  if (r.params.logprobs || r.params.sampling.top_logprobs > 0) chunk.logprobs.push_back(sample);
+  std::string reason;
+  if (r.detokenizer) {
+    StopStringMatcher::Output o = r.matcher->Push(r.detokenizer->Push(sample.token));
+    chunk.text = std::move(o.text);
+    if (o.stopped) reason = "stop";
+  }
+  if (reason.empty() && std::find(r.stop_ids.begin(), r.stop_ids.end(), sample.token) != r.stop_ids.end()) {
+    // The model's own end tokens are "eos"; a client's stop_token_ids are "stop".
+    const bool model_eos = std::find(eos_ids.begin(), eos_ids.end(), sample.token) != eos_ids.end() &&
+                           !r.params.ignore_eos;
+    reason = model_eos ? "eos" : "stop";
+  }
+  if (reason.empty() && length_done) reason = "length";
+  if (reason.empty()) {
+    out.emplace_back(r.on_chunk, std::move(chunk));
+    return false;
+  }
+  if (r.detokenizer && !r.matcher->stopped()) {
+    chunk.text += r.matcher->Push(r.detokenizer->Flush()).text;
+    if (!r.matcher->stopped()) chunk.text += r.matcher->Flush();
+  }
+  Finish(r, reason, absl::OkStatus(), std::move(chunk), out);
+  return true;
+}
+
+void Coordinator::Impl::Loop() {
+  std::vector<std::pair<ChunkCallback, GenerationChunk>> out;
+  std::vector<BatchEntry> entries;
+  std::vector<SampleSpec> specs;
+  std::vector<uint64_t> sampled_ids;
+  std::vector<std::vector<int32_t>> histories;  // prompt/output copies for the penalties
+  std::vector<SampleResult> results;
+  while (true) {
+    out.clear();
+    scheduler::StepPlan plan;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      wake.wait(lock, [&] { return stopping || !cancelled.empty() || scheduler->has_unfinished(); });
+      if (stopping) {
+        for (auto& [id, r] : requests) {
+          GenerationChunk chunk;
+          chunk.final = true;
+          chunk.finish_reason = "cancelled";
+          chunk.status = absl::CancelledError("the server shut down");
+          chunk.usage = {static_cast<int>(r->prompt.size()), static_cast<int>(r->output.size())};
+          out.emplace_back(std::move(r->on_chunk), std::move(chunk));
+        }
+        requests.clear();
+        idle.notify_all();
+        lock.unlock();
+        for (auto& [cb, chunk] : out) cb(std::move(chunk));
+        return;
+      }
+      for (uint64_t id : cancelled) {
+        auto it = requests.find(id);
+        if (it == requests.end()) continue;
+        (void)scheduler->Cancel(id);
+        Finish(*it->second, "cancelled", absl::CancelledError("cancelled"), {}, out);
+      }
+      cancelled.clear();
+      plan = scheduler->Schedule();
+      PublishState();
+    }
+    for (auto& [cb, chunk] : out) cb(std::move(chunk));
+    out.clear();
+    if (plan.empty()) continue;
+
+    // The step runs without the lock: Submit and Cancel go on meanwhile.
+    entries.clear();
+    specs.clear();
+    sampled_ids.clear();
+    histories.assign(plan.entries.size() * 2, {});
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t i = 0; i < plan.entries.size(); ++i) {
+        const scheduler::PlanEntry& e = plan.entries[i];
+        entries.push_back({e.start_position, e.token_ids, e.block_table,
+                           e.samples ? LogitsWanted::kLast : LogitsWanted::kNone});
+        if (!e.samples) continue;
+        auto it = requests.find(e.seq_id);
+        const scheduler::Sequence* seq = scheduler->FindSequence(e.seq_id);
+        // Cancelled meanwhile: sample greedily anyway (the scheduler ignores the token).
+        static const SamplingParams kGreedy;
+        SampleSpec spec{&kGreedy, 0, 0, {}, {}};
+        if (it != requests.end() && seq != nullptr) {
+          const RequestState& r = *it->second;
+          spec.params = &r.params.sampling;
+          spec.seed = r.seed;
+          spec.draw_index = seq->num_output_tokens();
+          histories[2 * i] = r.prompt;
+          histories[2 * i + 1] = seq->output_tokens();
+          spec.prompt = histories[2 * i];
+          spec.output = histories[2 * i + 1];
+        }
+        specs.push_back(spec);
+        sampled_ids.push_back(e.seq_id);
+      }
+    }
+    const auto step_start = Clock::now();
+    const absl::Status status = engine->Step(entries, specs, &results);
+    const double step_seconds = Seconds(Clock::now() - step_start);
+
+    std::unique_lock<std::mutex> lock(mu);
+    if (options.metrics) {
+      options.metrics->StepDone(plan.num_tokens, static_cast<int>(plan.entries.size()), step_seconds,
+                                static_cast<int>(plan.preempted.size()));
+    }
+    if (!status.ok()) {
+      // The batch failed as a whole: its requests end with the engine's error; nothing else does.
+      (void)scheduler->AbortInFlightSteps();
+      for (const scheduler::PlanEntry& e : plan.entries) {
+        auto it = requests.find(e.seq_id);
+        if (it == requests.end()) continue;
+        (void)scheduler->Cancel(e.seq_id);
+        Finish(*it->second, "error",
+               absl::Status(status.code(), absl::StrCat("engine step failed: ", status.message())), {},
+               out);
+      }
+    } else {
+      std::vector<scheduler::SampledToken> tokens;
+      for (size_t i = 0; i < results.size(); ++i) tokens.push_back({sampled_ids[i], results[i].token});
+      auto finished = scheduler->Update(tokens);
+      if (!finished.ok()) {
+        std::cerr << "bitserve coordinator: scheduler update failed: " << finished.status() << std::endl;
+      } else {
+        absl::flat_hash_map<uint64_t, bool> by_length;
+        for (const scheduler::FinishedSequence& f : *finished) by_length[f.id] = true;
+        for (size_t i = 0; i < results.size(); ++i) {
+          auto it = requests.find(sampled_ids[i]);
+          if (it == requests.end()) continue;
+          const bool length_done = by_length.contains(sampled_ids[i]);
+          if (Accept(*it->second, results[i], length_done, out) && !length_done) {
+            (void)scheduler->Finish(sampled_ids[i]);
+          }
+        }
+      }
+    }
+    PublishState();
+    // Callbacks after the lock: a callback may call Cancel or Submit.
+    lock.unlock();
+    for (auto& [cb, chunk] : out) cb(std::move(chunk));
+  }
+}
+
+}  // namespace bitserve::rpc

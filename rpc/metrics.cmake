@@ -1,0 +1,19 @@
+# Prometheus metrics: the registry and its text format, the serving metrics the coordinator
+# reports, and the HTTP endpoint that serves them (Debian's cpp-httplib: a compiled library whose
+# header must see the same CPPHTTPLIB_* feature macros it was built with, hence pkg-config).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(CPP_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+
+add_library(bitserve_metrics STATIC
+  metrics.cc
+  serving_metrics.cc
+  metrics_http.cc
+)
+target_link_libraries(bitserve_metrics
+  PUBLIC bitserve_options absl::status absl::statusor absl::strings Threads::Threads
+  PRIVATE PkgConfig::CPP_HTTPLIB)
+
+bitserve_add_test(metrics_test
+  SRCS metrics_test.cc
+  DEPS bitserve_metrics PkgConfig::CPP_HTTPLIB
+  LABELS unit)

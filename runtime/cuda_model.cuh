@@ -1,0 +1,42 @@
+// A BitNet checkpoint in device memory, in the layouts of kernels/cuda/: each layer's q, k, v
+// fused into one ternary matrix [q; k; v] and gate, up into [gate; up] (the product yields their
+// exact int32 sums; each part's own weight scale is applied by the epilogue that follows,
+// qkv_rope.cuh and gated_ffn.cuh), o and down alone with their scale in the matrix
+// (ternary_layout.h); norms as float32; embedding and LM head as bf16 (one buffer when tied).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/cuda/device_buffer.cuh"
+#include "kernels/cuda/ternary_gemv.cuh"
+#include "kernels/cuda/ternary_layout.h"
+#include "runtime/model_weights.h"
+
+namespace bitserve {
+
+struct CudaLayerWeights {
+  cuda::DeviceTernaryMatrix qkv, o, gate_up, down;
+  cuda::TernaryOutputScale q_scale, k_scale, v_scale, gate_scale, up_scale;
+  cuda::DeviceBuffer<float> input_norm, attn_sub_norm, post_attention_norm, ffn_sub_norm;
+};
+
+struct CudaModelWeights {
+  ModelConfig config;
+  std::vector<CudaLayerWeights> layers;
+  cuda::DeviceBuffer<uint16_t> embedding;  // [vocab, hidden] bf16
+  cuda::DeviceBuffer<uint16_t> lm_head;    // empty when tied
+  cuda::DeviceBuffer<float> final_norm;
+  int64_t ternary_bytes = 0, norm_bytes = 0;
+
+  const uint16_t* lm_head_data() const {
+    return lm_head.size() > 0 ? lm_head.get() : embedding.get();
+  }
+};
+
+// Repacks and uploads `weights`, releasing each host matrix once it is on the device (so the peak
+// host memory stays near the checkpoint's).
+absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights);
+
+}  // namespace bitserve

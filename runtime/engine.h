@@ -1,0 +1,90 @@
+// The model runner every backend implements (CPU reference, CUDA): one forward pass over a batch
+// of sequences that each bring new tokens — prefill chunks and single decode tokens alike — with
+// their keys and values kept in a paged KV cache whose block tables the caller owns (the
+// scheduler, DESIGN.md "KV cache"). Engines keep no per-sequence state: an entry says where its
+// tokens go (start_position, block_table) and the cache holds whatever was written there before.
+//
+// Paged KV cache: num_blocks blocks of block_size token positions, per layer. Position p of a
+// sequence lives in block block_table[p / block_size], row p % block_size. Block ids are in
+// [0, num_blocks); two sequences never share a block that either writes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/model_config.h"
+#include "runtime/sampling.h"
+
+namespace bitserve {
+
+// Sees every activation right before it is quantized to int8 (for comparing implementations
+// layer by layer): name is "qkv_in", "o_in", "gate_up_in" or "down_in"; x is [rows, dim].
+using ActivationTrace =
+    std::function<void(const std::string& name, int layer, const float* x, int64_t rows, int64_t dim)>;
+
+struct EngineOptions {
+  std::string device = "cpu";      // "cpu", "cuda", "cuda:N"
+  int block_size = 16;             // tokens per KV block
+  // KV blocks. 0: enough for max_sequences sequences of max_model_len tokens (CPU), or what fits in
+  // kv_memory_fraction of the free device memory after weights and scratch (CUDA).
+  int num_kv_blocks = 0;
+  int max_sequences = 8;           // sizing hint for num_kv_blocks = 0 on CPU
+  int64_t max_model_len = 0;       // positions per sequence; 0: the model's max_position_embeddings
+  int max_batch_tokens = 8192;     // tokens of one Forward/Step; scratch is sized for it at load
+  double kv_memory_fraction = 0.9;  // CUDA only
+  ActivationTrace trace;           // optional; CPU only
+};
+
+// Which rows of an entry get logits.
+enum class LogitsWanted { kNone, kLast, kAll };
+
+struct BatchEntry {
+  int32_t start_position = 0;           // position of tokens[0]; the cache holds [0, start_position)
+  std::span<const int32_t> tokens;      // non-empty
+  std::span<const int32_t> block_table; // covers at least start_position + tokens.size() positions
+  LogitsWanted logits = LogitsWanted::kLast;
+};
+
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual int block_size() const = 0;
+  virtual int num_kv_blocks() const = 0;
+  virtual int64_t max_model_len() const = 0;
+  virtual int max_batch_tokens() const = 0;
+  virtual std::string device_name() const = 0;
+
+  // Runs the entries as one batch, writes their keys and values into the cache, and returns the
+  // logits they asked for, [rows, vocab] row-major, entries in order. Input is validated first
+  // (token ids, positions against max_model_len, block ids, block table length, total tokens
+  // against max_batch_tokens, two entries writing one block): InvalidArgument/OutOfRange naming
+  // what is wrong, and nothing changes.
+  virtual absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) = 0;
+
+  // Forward, then one token sampled (sampling.h SampleSpec) for each entry whose logits ==
+  // kLast, in entry order: samples.size() must equal the number of such entries (kAll entries
+  // are not sampled). Only the chosen tokens (and logprobs when asked) leave the device.
+  virtual absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                            std::vector<SampleResult>* results) = 0;
+};
+
+// Loads the checkpoint for options.device. A device this build cannot use is Unimplemented or
+// InvalidArgument naming it.
+absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
+                                                   const EngineOptions& options);
+
+// Shared validation of a batch against an engine's limits (used by every backend).
+absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config, int block_size,
+                           int num_kv_blocks, int64_t max_model_len, int max_batch_tokens);
+
+}  // namespace bitserve

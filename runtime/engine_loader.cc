@@ -1,0 +1,34 @@
+// LoadEngine: the one place that knows every backend. Its own target (bitserve_engine_loader),
+// because the CUDA engine library depends on bitserve_runtime.
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#if BITSERVE_WITH_CUDA_ENGINE
+#include "runtime/cuda_engine.h"
+#endif
+
+namespace bitserve {
+
+absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
+                                                   const EngineOptions& options) {
+  if (options.device == "cpu") {
+    auto engine = CpuEngine::Load(model_dir, options);
+    if (!engine.ok()) return engine.status();
+    return std::unique_ptr<Engine>(std::move(*engine));
+  }
+  if (options.device == "cuda" || absl::StartsWith(options.device, "cuda:")) {
+#if BITSERVE_WITH_CUDA_ENGINE
+    return LoadCudaEngine(model_dir, options);
+#else
+    return absl::UnimplementedError(absl::StrCat(
+        "device \"", options.device, "\": this bitserve was built without CUDA"));
+#endif
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device \"", options.device, "\" is not one of cpu, cuda, cuda:N"));
+}
+
+}  // namespace bitserve

