@@ -198,6 +198,11 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
   }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
+  if (weights.config.is_moe()) {
+    return absl::UnimplementedError(absl::StrCat(
+        model_dir.string(), ": Mixture-of-Experts models (", weights.config.num_experts,
+        " experts) run on --device cpu only; the CUDA MoE kernels are not built yet"));
+  }
   std::unique_ptr<CudaEngine> engine(new CudaEngine);
   engine->device_ = device;
   RETURN_IF_ERROR(engine->Init(std::move(weights), options, cuda_options));

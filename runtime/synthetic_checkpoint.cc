@@ -248,6 +248,15 @@ absl::Status WriteSyntheticCheckpoint(const ModelPreset& preset, const fs::path&
         };
         break;
       }
+      case TensorRole::kRouter: {
+        // Router logits of a few units: top-k choices that differ from token to token.
+        const float stddev = 1.0f / std::sqrt(static_cast<float>(config.hidden_size));
+        spec.fill = [seed, stddev](std::span<uint8_t> out) {
+          FillBf16(out, seed, 0.0f, stddev);
+          return absl::OkStatus();
+        };
+        break;
+      }
       case TensorRole::kNorm:
         spec.fill = [seed](std::span<uint8_t> out) {
           FillBf16(out, seed, 1.0f, 0.1f);

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One GPU round on a GPU host, from a bundle made by ../shared/scripts/bundle-binaries.sh:
+#   bash ../shared/scripts/bundle-binaries.sh .bundle build/tools/bitserve \
+#     build/kernels/cuda/cuda_op_test build/runtime/cuda_engine_test
+# Runs every CUDA op test and engine test (skipped with the argument `product`), then the product on the GPU: generate, perplexity and
+# an offline batch job with --device cuda, each beside the CPU. Logs go to $OUT (or ./out).
+set -uo pipefail
+out=${OUT:-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$PWD/.bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+bin=.bundle/bin
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+date -u | tee -a "$out/gpu.txt"
+
+if [[ ${1:-} != product ]]; then
+timeout 200 "$bin/cuda_op_test" >"$out/cuda_op_test.log" 2>&1
+echo "cuda_op_test exit $?"; grep -E "^\[ *(FAILED|PASSED) *\]" "$out/cuda_op_test.log" | head -20
+timeout 200 "$bin/cuda_engine_test" >"$out/cuda_engine_test.log" 2>&1
+echo "cuda_engine_test exit $?"; grep -E "^\[ *(FAILED|PASSED) *\]" "$out/cuda_engine_test.log" | head -20
+fi
+
+work=$(mktemp -d)
+model=models/shakespeare-dense
+for dev in cpu cuda; do
+  "$bin/bitserve" generate --model models/shakespeare-dense --prompt "ROMEO:" --max-tokens 40 \
+    --device $dev --json >"$out/generate_$dev.json" 2>"$out/generate_$dev.err"
+  echo "generate $dev exit $?: $(head -c 300 "$out/generate_$dev.json")"
+  "$bin/bitserve" perplexity --model models/shakespeare-dense --input models/data/shakespeare-valid.txt \
+    --device $dev --json >"$out/ppl_$dev.json" 2>&1
+  echo "perplexity $dev exit $?: $(cat "$out/ppl_$dev.json")"
+done
+/usr/bin/env python3 - "$work/in.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(256):
+        f.write(json.dumps({"id": i, "prompt_ids": [3 + (7 * i + 13 * t) % 2000 for t in range(32)],
+                            "max_tokens": 64, "ignore_eos": True}) + "\n")
+PY
+for dev in cpu cuda; do
+  [[ $dev == cpu ]] && head -16 "$work/in.jsonl" >"$work/in_$dev.jsonl" || cp "$work/in.jsonl" "$work/in_$dev.jsonl"
+  start=$(date +%s%N)
+  "$bin/bitserve" batch --model $model --device $dev --input "$work/in_$dev.jsonl" \
+    --output "$work/out_$dev.jsonl" >"$out/batch_$dev.log" 2>&1
+  rc=$?
+  end=$(date +%s%N)
+  echo "batch $dev exit $rc: $(wc -l <"$work/out_$dev.jsonl") results in $(((end - start) / 1000000)) ms"
+  tail -2 "$out/batch_$dev.log"
+done
+/usr/bin/env python3 - "$work/out_cpu.jsonl" "$work/out_cuda.jsonl" <<'PY'
+import json, sys
+cpu = {r["id"]: r for r in map(json.loads, open(sys.argv[1]))}
+gpu = {r["id"]: r for r in map(json.loads, open(sys.argv[2]))}
+same = sum(cpu[i]["token_ids"] == gpu[i]["token_ids"] for i in cpu)
+prefix = [next((k for k, (a, b) in enumerate(zip(cpu[i]["token_ids"], gpu[i]["token_ids"])) if a != b), 64) for i in cpu]
+print(f"batch cpu vs cuda (greedy, shakespeare-dense): {same}/{len(cpu)} identical; first divergence at {prefix}")
+PY
