@@ -73,6 +73,16 @@ struct Coordinator::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options) {
+  EngineOptions engine_options = options.engine;
+  engine_options.max_sequences = std::max(engine_options.max_sequences, options.scheduler.max_num_seqs);
+  engine_options.max_batch_tokens =
+      std::max(engine_options.max_batch_tokens, options.scheduler.max_num_batched_tokens);
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, LoadEngine(options.model_dir, engine_options));
+  return Create(options, std::move(engine));
+}
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options,
+                                                                 std::unique_ptr<Engine> engine_in) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   {
@@ -81,11 +91,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
       ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::Load(options.model_dir));
     }
   }
-  EngineOptions engine_options = options.engine;
-  engine_options.max_sequences = std::max(engine_options.max_sequences, options.scheduler.max_num_seqs);
-  engine_options.max_batch_tokens =
-      std::max(engine_options.max_batch_tokens, options.scheduler.max_num_batched_tokens);
-  ASSIGN_OR_RETURN(impl->engine, LoadEngine(options.model_dir, engine_options));
+  impl->engine = std::move(engine_in);
   const Engine& engine = *impl->engine;
   ASSIGN_OR_RETURN(GenerationConfig generation, LoadGenerationConfig(options.model_dir, engine.config()));
   impl->eos_ids = generation.eos_token_ids;
@@ -215,6 +221,7 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
   if (m.stopping || m.draining || !m.ready) {
     return reject(absl::UnavailableError(m.draining ? "the server is draining" : "the server is stopping"));
   }
+  if (absl::Status health = m.engine->Health(); !health.ok()) return reject(health);
   const uint64_t id = m.next_id++;
   state->id = id;
   scheduler::Request request;
@@ -238,7 +245,7 @@ void Coordinator::Cancel(uint64_t id) {
 CoordinatorState Coordinator::State() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   CoordinatorState s;
-  s.ready = impl_->ready && !impl_->draining && !impl_->stopping;
+  s.ready = impl_->ready && !impl_->draining && !impl_->stopping && impl_->engine->Health().ok();
   s.draining = impl_->draining;
   s.waiting = impl_->scheduler->num_waiting();
   s.running = impl_->scheduler->num_running();
@@ -273,7 +280,8 @@ void Coordinator::Impl::PublishState() {
   if (!options.metrics) return;
   options.metrics->SetState(scheduler->num_waiting(), scheduler->num_running(),
                             scheduler->num_kv_blocks_used(), scheduler->num_kv_blocks_free(),
-                            scheduler->kv_capacity_tokens(), ready && !draining && !stopping);
+                            scheduler->kv_capacity_tokens(),
+                            ready && !draining && !stopping && engine->Health().ok());
 }
 
 void Coordinator::Impl::Finish(RequestState& r, const std::string& reason, absl::Status status,
@@ -425,7 +433,18 @@ void Coordinator::Impl::Loop() {
       options.metrics->StepDone(plan.num_tokens, static_cast<int>(plan.entries.size()), step_seconds,
                                 static_cast<int>(plan.preempted.size()));
     }
-    if (!status.ok()) {
+    if (status.code() == absl::StatusCode::kUnavailable) {
+      // The worker is gone and the KV cache with it: every request in flight ends UNAVAILABLE
+      // (nothing hangs), including those waiting, which would otherwise wait for a worker that
+      // may never come. New requests are refused while Health() fails.
+      (void)scheduler->AbortInFlightSteps();
+      std::vector<uint64_t> ids;
+      for (const auto& [id, r] : requests) ids.push_back(id);
+      for (uint64_t id : ids) {
+        (void)scheduler->Cancel(id);
+        Finish(*requests.at(id), "error", status, {}, out);
+      }
+    } else if (!status.ok()) {
       // The batch failed as a whole: its requests end with the engine's error; nothing else does.
       (void)scheduler->AbortInFlightSteps();
       for (const scheduler::PlanEntry& e : plan.entries) {

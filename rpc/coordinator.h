@@ -45,6 +45,12 @@ class Coordinator : public GenerationBackend {
  public:
   // Loads the model and tokenizer and starts the scheduling thread.
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options);
+  // With an engine made elsewhere (rpc/worker_hub.h: steps run on a remote worker);
+  // options.engine is then unused. While engine->Health() fails, the coordinator is not ready and
+  // Submit answers UNAVAILABLE with its reason; a step that fails UNAVAILABLE (a worker lost, and
+  // the KV cache with it) ends every request in flight with that status.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options,
+                                                             std::unique_ptr<Engine> engine);
   ~Coordinator() override;  // Shutdown()
 
   absl::StatusOr<uint64_t> Submit(GenerationInput input, GenerationParams params,

@@ -63,6 +63,9 @@ class Engine {
   virtual int64_t max_model_len() const = 0;
   virtual int max_batch_tokens() const = 0;
   virtual std::string device_name() const = 0;
+  // OK while the engine can run steps. An engine in this process always can; one that drives a
+  // remote worker (rpc/worker_hub.h) is UNAVAILABLE, naming why, while no worker is attached.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
 
   // Runs the entries as one batch, writes their keys and values into the cache, and returns the
   // logits they asked for, [rows, vocab] row-major, entries in order. Input is validated first

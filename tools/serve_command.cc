@@ -1,5 +1,6 @@
-// `bitserve serve`: the coordinator with its local worker (the engine in this process), the
-// bitserve.v1 gRPC API with health and reflection, and the Prometheus endpoint. SIGTERM or SIGINT
+// `bitserve serve`: the coordinator with its local worker (the engine in this process), or with a
+// remote worker that joins over the internal protocol (--worker-listen), the bitserve.v1 gRPC API
+// with health and reflection, and the Prometheus endpoint. SIGTERM or SIGINT
 // drains: readiness goes NOT_SERVING, new requests get UNAVAILABLE, requests in flight finish
 // until --drain-timeout, then the process exits 0.
 #include <csignal>
@@ -9,10 +10,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "grpcpp/grpcpp.h"
 #include "rpc/coordinator.h"
+#include "rpc/deferred_backend.h"
 #include "rpc/grpc_server.h"
 #include "rpc/metrics_http.h"
 #include "rpc/serving_metrics.h"
+#include "rpc/worker_hub.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {
@@ -23,10 +27,22 @@ struct ServeArgs {
   int max_num_seqs = 256, max_waiting = 1024, max_batch_tokens = 8192, max_model_len = 0;
   int num_kv_blocks = 0, block_size = 16;
   double drain_timeout_s = 30;
+  std::string worker_listen;  // empty: the engine runs in this process
+  int worker_heartbeat_timeout_ms = 3000;
 };
 
+// SIGTERM/SIGINT taken within `timeout`, or 0.
+int TakeSignal(const sigset_t& signals, std::chrono::milliseconds timeout) {
+  const timespec ts{static_cast<time_t>(timeout.count() / 1000),
+                    static_cast<long>(timeout.count() % 1000) * 1000000};
+  const int signal = sigtimedwait(&signals, nullptr, &ts);
+  return signal > 0 ? signal : 0;
+}
+
+const char* SignalName(int signal) { return signal == SIGTERM ? "SIGTERM" : "SIGINT"; }
+
 absl::Status Serve(const ServeArgs& args) {
-  // Signals are taken by sigwait below, so every thread started from here on blocks them.
+  // Signals are taken by sigtimedwait below, so every thread started from here on blocks them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -57,29 +73,79 @@ absl::Status Serve(const ServeArgs& args) {
                      rpc::StartMetricsServer(args.metrics_listen, [&] { return metrics.RenderPrometheus(); }));
     std::cerr << "bitserve serve: metrics on http://" << args.metrics_listen << "/metrics" << std::endl;
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<rpc::Coordinator> coordinator, rpc::Coordinator::Create(options));
+  // The API is bound first (liveness answers, readiness NOT_SERVING, calls UNAVAILABLE
+  // "starting") while the model loads or the worker joins; "listening on" is printed once calls
+  // are served.
+  rpc::DeferredBackend backend;
+  rpc::GrpcServerOptions server_options;
+  server_options.listen_address = args.listen;
+  ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server, rpc::GrpcServer::Start(&backend, server_options));
+
+  std::unique_ptr<rpc::WorkerHub> hub;
+  std::unique_ptr<grpc::Server> worker_server;
+  std::unique_ptr<rpc::Coordinator> coordinator;
+  auto stop_workers = [&] {
+    if (hub) hub->Shutdown();
+    if (worker_server) {
+      worker_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      worker_server->Wait();
+    }
+  };
+  if (args.worker_listen.empty()) {
+    ASSIGN_OR_RETURN(coordinator, rpc::Coordinator::Create(options));
+  } else {
+    rpc::WorkerHubOptions hub_options;
+    hub_options.model_dir = args.model;
+    hub_options.engine = options.engine;
+    hub_options.heartbeat_timeout = std::chrono::milliseconds(args.worker_heartbeat_timeout_ms);
+    hub_options.heartbeat_interval = std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
+    ASSIGN_OR_RETURN(hub, rpc::WorkerHub::Create(hub_options));
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(args.worker_listen, grpc::InsecureServerCredentials(), &port);
+    builder.SetMaxReceiveMessageSize(64 << 20);
+    builder.SetMaxSendMessageSize(64 << 20);
+    builder.RegisterService(hub.get());
+    worker_server = builder.BuildAndStart();
+    if (worker_server == nullptr || port == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen for workers on ", args.worker_listen));
+    }
+    const std::string host = args.worker_listen.substr(0, args.worker_listen.rfind(':'));
+    std::cerr << "bitserve serve: workers join at " << host << ":" << port << std::endl;
+    while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200)).ok()) {
+      if (int signal = TakeSignal(signals, std::chrono::milliseconds(0))) {
+        std::cerr << "bitserve serve: " << SignalName(signal) << " before a worker joined, exiting" << std::endl;
+        server->Shutdown(std::chrono::system_clock::now());
+        server->Wait();
+        stop_workers();
+        return absl::OkStatus();
+      }
+    }
+    ASSIGN_OR_RETURN(coordinator, rpc::Coordinator::Create(options, hub->MakeEngine()));
+  }
   ASSIGN_OR_RETURN(rpc::ModelSummary info, coordinator->Info());
   std::cerr << "bitserve serve: " << info.model_dir << " on " << info.device << ", KV cache "
             << info.kv_num_blocks << " blocks of " << info.kv_block_size << " tokens = "
             << info.kv_capacity_tokens << " tokens (" << info.kv_dtype << "), max_model_len "
             << info.max_model_len << ", max_num_seqs " << info.max_num_seqs << std::endl;
-  rpc::GrpcServerOptions server_options;
-  server_options.listen_address = args.listen;
-  ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server,
-                   rpc::GrpcServer::Start(coordinator.get(), server_options));
+  backend.Set(coordinator.get());
   server->SetReady(coordinator->Ready());
   std::cerr << "bitserve serve: listening on " << server->address() << std::endl;
 
+  // Readiness follows the coordinator (a lost worker turns it NOT_SERVING, a replacement back).
   int signal = 0;
-  sigwait(&signals, &signal);
-  std::cerr << "bitserve serve: " << (signal == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining (up to "
-            << args.drain_timeout_s << " s)" << std::endl;
+  while ((signal = TakeSignal(signals, std::chrono::milliseconds(200))) == 0) {
+    server->SetReady(coordinator->Ready());
+  }
+  std::cerr << "bitserve serve: " << SignalName(signal) << ", draining (up to " << args.drain_timeout_s
+            << " s)" << std::endl;
   server->SetReady(false);
   coordinator->Drain(std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(args.drain_timeout_s * 1000)));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   coordinator->Shutdown();
+  stop_workers();
   if (metrics_server) metrics_server->Stop();
   std::cerr << "bitserve serve: drained, exiting" << std::endl;
   return absl::OkStatus();
@@ -101,6 +167,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--num-kv-blocks", args->num_kv_blocks, "KV cache blocks (0: sized automatically)");
   cmd->add_option("--block-size", args->block_size, "Tokens per KV block");
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "Seconds requests in flight get on SIGTERM");
+  cmd->add_option("--worker-listen", args->worker_listen,
+                  "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port")
+      ->excludes("--device");
+  cmd->add_option("--worker-heartbeat-timeout", args->worker_heartbeat_timeout_ms,
+                  "Milliseconds without a heartbeat before a worker is lost (default 3000)");
   cmd->callback([args] { RunOrExit("serve", [&] { return Serve(*args); }); });
 }
 

@@ -1,0 +1,210 @@
+#include "rpc/worker.h"
+
+#include <unistd.h>
+
+#include <condition_variable>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "bitserve/internal/worker.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "kernels/status_macros.h"
+#include "rpc/worker_protocol.h"
+#include "runtime/engine.h"
+
+namespace bitserve::rpc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Stream = ::grpc::ClientReaderWriter<wire::WorkerMessage, wire::CoordinatorMessage>;
+
+std::string DefaultWorkerId(const std::string& device) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", getpid(), ":", device);
+}
+
+// Writes from the step loop and the heartbeat thread; gRPC allows one writer at a time.
+class Sender {
+ public:
+  explicit Sender(Stream* stream) : stream_(stream) {}
+  bool Send(const wire::WorkerMessage& message) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !closed_ && stream_->Write(message);
+  }
+  // No writes after this one (the heartbeat thread may still try: it gets false).
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!closed_) stream_->WritesDone();
+    closed_ = true;
+  }
+
+ private:
+  std::mutex mu_;
+  Stream* stream_;
+  bool closed_ = false;
+};
+
+// Sends a heartbeat every interval until destroyed.
+class Heartbeat {
+ public:
+  Heartbeat(Sender* sender, std::chrono::milliseconds interval, const std::atomic<uint64_t>* steps_done)
+      : thread_([this, sender, interval, steps_done] {
+          std::unique_lock<std::mutex> lock(mu_);
+          uint64_t sequence = 0;
+          while (!cv_.wait_for(lock, interval, [&] { return stop_; })) {
+            wire::WorkerMessage m;
+            wire::Heartbeat& h = *m.mutable_heartbeat();
+            h.set_sequence(++sequence);
+            h.set_unix_time_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+            h.set_steps_done(steps_done->load());
+            if (!sender->Send(m)) return;
+          }
+        }) {}
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+absl::Status RunWorker(const WorkerOptions& options) {
+  const std::string worker_id =
+      options.worker_id.empty() ? DefaultWorkerId(options.device) : options.worker_id;
+  ::grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  auto channel = ::grpc::CreateCustomChannel(options.coordinator_address,
+                                             ::grpc::InsecureChannelCredentials(), args);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + options.connect_timeout)) {
+    return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ",
+                                               options.coordinator_address, " within ",
+                                               options.connect_timeout.count(), " ms"));
+  }
+  auto stub = wire::Coordinator::NewStub(channel);
+  ::grpc::ClientContext context;
+  std::unique_ptr<Stream> stream = stub->Attach(&context);
+  Sender sender(stream.get());
+  auto finish = [&](absl::Status why) {
+    sender.Close();
+    ::grpc::Status s = stream->Finish();
+    if (why.ok() || s.ok()) return why;
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                        absl::StrCat(why.message(), ": ", s.error_message()));
+  };
+
+  wire::WorkerMessage hello;
+  wire::Register& reg = *hello.mutable_register_();
+  reg.set_protocol_version(kWorkerProtocolVersion);
+  reg.set_worker_id(worker_id);
+  reg.mutable_device()->set_kind(options.device.rfind("cuda", 0) == 0 ? "cuda" : "cpu");
+  reg.mutable_device()->set_name(options.device);
+  reg.set_build_version("bitserve");
+  wire::CoordinatorMessage message;
+  if (!sender.Send(hello) || !stream->Read(&message)) {
+    return finish(absl::UnavailableError("the coordinator closed the stream at registration"));
+  }
+  if (message.has_reject()) {
+    absl::Status why = StatusFromProto(message.reject().status());
+    sender.Close();
+    stream->Finish();
+    return absl::Status(why.code(), absl::StrCat("the coordinator refused this worker: ", why.message()));
+  }
+  if (!message.has_assignment()) {
+    return finish(absl::InternalError("the coordinator's first message is not an Assignment"));
+  }
+  const wire::Assignment a = message.assignment();
+  if (a.world_size() != 1 || a.shard().num_pipeline_stages() != 1) {
+    return finish(absl::UnimplementedError(absl::StrCat(
+        "assignment of rank ", a.rank(), " of ", a.world_size(), ": pipeline stages are not built yet")));
+  }
+  std::atomic<uint64_t> steps_done{0};
+  Heartbeat heartbeat(&sender, std::chrono::milliseconds(std::max(50, a.heartbeat_interval_ms())),
+                      &steps_done);
+
+  const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
+  EngineOptions engine_options;
+  engine_options.device = options.device;
+  engine_options.block_size = a.kv_cache().block_size();
+  engine_options.num_kv_blocks = a.kv_cache().num_blocks();
+  if (a.kv_cache().memory_fraction() > 0) engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
+  engine_options.max_model_len = a.max_model_len();
+  engine_options.max_batch_tokens = a.max_batch_tokens();
+  std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on " << options.device
+            << std::endl;
+  const auto load_start = Clock::now();
+  absl::StatusOr<std::unique_ptr<Engine>> loaded = LoadEngine(model_dir, engine_options);
+  if (!loaded.ok()) {
+    wire::WorkerMessage failure;
+    *failure.mutable_failure()->mutable_status() = StatusToProto(loaded.status());
+    sender.Send(failure);
+    return finish(loaded.status());
+  }
+  std::unique_ptr<Engine> engine = *std::move(loaded);
+  {
+    wire::WorkerMessage ready_message;
+    wire::Ready& r = *ready_message.mutable_ready();
+    r.set_assignment_id(a.assignment_id());
+    r.set_num_kv_blocks(engine->num_kv_blocks());
+    r.set_load_seconds(std::chrono::duration<double>(Clock::now() - load_start).count());
+    const ModelConfig& c = engine->config();
+    r.set_vocab_size(c.vocab_size);
+    r.set_num_hidden_layers(c.num_hidden_layers);
+    r.set_hidden_size(c.hidden_size);
+    r.set_block_size(engine->block_size());
+    r.set_max_model_len(static_cast<int32_t>(engine->max_model_len()));
+    r.set_max_batch_tokens(engine->max_batch_tokens());
+    r.set_device_name(engine->device_name());
+    if (!sender.Send(ready_message)) return finish(absl::UnavailableError("the coordinator went away"));
+  }
+  std::cerr << "bitserve worker " << worker_id << ": ready on " << engine->device_name() << ", "
+            << engine->num_kv_blocks() << " KV blocks" << std::endl;
+
+  DecodedStep step;
+  std::vector<SampleResult> results;
+  while (true) {
+    if (!stream->Read(&message)) {
+      return finish(absl::UnavailableError(
+          absl::StrCat("the coordinator at ", options.coordinator_address, " went away")));
+    }
+    if (message.has_shutdown()) {
+      std::cerr << "bitserve worker " << worker_id << ": shutdown: " << message.shutdown().reason()
+                << std::endl;
+      return finish(absl::OkStatus());
+    }
+    if (!message.has_step()) continue;
+    wire::WorkerMessage reply;
+    wire::StepResult& result = *reply.mutable_step_result();
+    result.set_step_id(message.step().step_id());
+    const auto start = Clock::now();
+    absl::Status status = DecodeStep(message.step(), &step);
+    if (status.ok()) status = engine->Step(step.entries, step.samples, &results);
+    if (status.ok()) {
+      EncodeResults(results, step.sampled_seq_ids, &result);
+    } else {
+      *result.mutable_status() = StatusToProto(status);
+    }
+    result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count());
+    ++steps_done;
+    if (!sender.Send(reply)) {
+      return finish(absl::UnavailableError("the coordinator went away while a step result was sent"));
+    }
+  }
+}
+
+}  // namespace bitserve::rpc

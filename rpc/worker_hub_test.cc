@@ -1,0 +1,292 @@
+// The coordinator with its engine on a worker over the internal protocol, on loopback: a real
+// worker (RunWorker) gives exactly the tokens of the in-process engine; a worker that stops
+// heartbeating is detected and fails the step in flight; bad registrations are refused; a
+// replacement worker restores service.
+#include "rpc/worker_hub.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "rpc/coordinator.h"
+#include "rpc/worker.h"
+#include "rpc/worker_protocol.h"
+#include "runtime/model_config.h"
+#include "runtime/synthetic_checkpoint.h"
+
+namespace bitserve::rpc {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+const fs::path& Model() {
+  static const fs::path dir = [] {
+    fs::path d = fs::temp_directory_path() / ("bitserve_worker_hub_test_" + std::to_string(getpid()));
+    auto preset = FindModelPreset("test-gqa");
+    EXPECT_TRUE(preset.ok());
+    EXPECT_TRUE(WriteSyntheticCheckpoint(*preset, d, {}).ok());
+    return d;
+  }();
+  return dir;
+}
+
+// A hub behind a gRPC server on a free loopback port.
+struct Hub {
+  std::unique_ptr<WorkerHub> hub;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+
+  explicit Hub(int num_kv_blocks = 64, milliseconds timeout = milliseconds(600)) {
+    WorkerHubOptions options;
+    options.model_dir = Model();
+    options.engine.block_size = 4;
+    options.engine.num_kv_blocks = num_kv_blocks;
+    options.engine.max_batch_tokens = 64;
+    options.engine.max_model_len = 128;
+    options.heartbeat_interval = milliseconds(100);
+    options.heartbeat_timeout = timeout;
+    auto h = WorkerHub::Create(options);
+    EXPECT_TRUE(h.ok()) << h.status();
+    hub = *std::move(h);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(hub.get());
+    server = builder.BuildAndStart();
+    address = "127.0.0.1:" + std::to_string(port);
+  }
+  ~Hub() {
+    hub->Shutdown();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server->Wait();
+  }
+};
+
+// A hand-driven worker: the protocol without an engine, to misbehave on purpose.
+struct FakeWorker {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<wire::Coordinator::Stub> stub;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<wire::WorkerMessage, wire::CoordinatorMessage>> stream;
+
+  explicit FakeWorker(const std::string& address, uint32_t version = kWorkerProtocolVersion) {
+    channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    stub = wire::Coordinator::NewStub(channel);
+    stream = stub->Attach(&context);
+    wire::WorkerMessage m;
+    m.mutable_register_()->set_protocol_version(version);
+    m.mutable_register_()->set_worker_id("fake");
+    EXPECT_TRUE(stream->Write(m));
+  }
+  wire::CoordinatorMessage Read() {
+    wire::CoordinatorMessage m;
+    EXPECT_TRUE(stream->Read(&m));
+    return m;
+  }
+  void SendReady(int num_kv_blocks) {
+    auto config = LoadModelConfig(Model());
+    ASSERT_TRUE(config.ok());
+    wire::WorkerMessage m;
+    wire::Ready& r = *m.mutable_ready();
+    r.set_num_kv_blocks(num_kv_blocks);
+    r.set_vocab_size(config->vocab_size);
+    r.set_num_hidden_layers(config->num_hidden_layers);
+    r.set_hidden_size(config->hidden_size);
+    r.set_block_size(4);
+    r.set_max_model_len(128);
+    r.set_max_batch_tokens(64);
+    r.set_device_name("fake");
+    ASSERT_TRUE(stream->Write(m));
+  }
+};
+
+CoordinatorOptions Options() {
+  CoordinatorOptions options;
+  options.model_dir = Model();
+  options.engine.block_size = 4;
+  options.engine.num_kv_blocks = 64;
+  options.engine.max_batch_tokens = 64;
+  options.engine.max_model_len = 128;
+  options.scheduler.max_num_seqs = 8;
+  options.scheduler.max_num_batched_tokens = 64;
+  options.scheduler.long_prefill_chunk = 16;
+  options.scheduler.max_model_len = 128;
+  options.log_requests = false;
+  return options;
+}
+
+// Runs requests to the end; returns each one's tokens, or its final status when it failed.
+struct Outcome {
+  std::vector<int32_t> tokens;
+  absl::Status status;
+};
+std::vector<Outcome> RunAll(GenerationBackend& backend, int n, int max_tokens) {
+  std::vector<std::promise<Outcome>> done(n);
+  std::vector<std::vector<int32_t>> tokens(n);
+  for (int i = 0; i < n; ++i) {
+    GenerationParams params;
+    params.max_new_tokens = max_tokens;
+    params.ignore_eos = true;
+    auto id = backend.Submit(TokenInput{{1, 5 + i, 9, 2 * i + 3}}, params, [&, i](GenerationChunk c) {
+      tokens[i].insert(tokens[i].end(), c.token_ids.begin(), c.token_ids.end());
+      if (c.final) done[i].set_value({tokens[i], c.status});
+    });
+    if (!id.ok()) done[i].set_value({{}, id.status()});
+  }
+  std::vector<Outcome> out;
+  for (auto& d : done) {
+    auto f = d.get_future();
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    out.push_back(f.get());
+  }
+  return out;
+}
+
+TEST(WorkerHubTest, RemoteWorkerGivesTheLocalEnginesTokens) {
+  auto local = Coordinator::Create(Options());
+  ASSERT_TRUE(local.ok()) << local.status();
+  const std::vector<Outcome> expected = RunAll(**local, 6, 12);
+
+  Hub hub;
+  EXPECT_EQ(hub.hub->Health().code(), absl::StatusCode::kUnavailable);
+  std::future<absl::Status> worker = std::async(std::launch::async, [&] {
+    WorkerOptions options;
+    options.coordinator_address = hub.address;
+    options.worker_id = "w0";
+    return RunWorker(options);
+  });
+  ASSERT_TRUE(hub.hub->WaitForWorker(Clock::now() + std::chrono::seconds(30)).ok());
+  EXPECT_TRUE(hub.hub->Health().ok());
+  auto remote = Coordinator::Create(Options(), hub.hub->MakeEngine());
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  EXPECT_TRUE((*remote)->Ready());
+  auto info = (*remote)->Info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->kv_num_blocks, 64);
+  EXPECT_NE(info->device.find("w0"), std::string::npos) << info->device;
+  const std::vector<Outcome> got = RunAll(**remote, 6, 12);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(expected[i].status.ok()) << expected[i].status;
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, expected[i].tokens) << "request " << i;
+  }
+  (*remote)->Shutdown();
+  hub.hub->Shutdown();  // the worker is told to exit and does, cleanly
+  ASSERT_EQ(worker.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(worker.get().ok());
+}
+
+TEST(WorkerHubTest, SilentWorkerIsLostAndItsStepFailsUnavailable) {
+  Hub hub(/*num_kv_blocks=*/64, /*timeout=*/milliseconds(500));
+  FakeWorker fake(hub.address);
+  ASSERT_TRUE(fake.Read().has_assignment());
+  fake.SendReady(64);
+  ASSERT_TRUE(hub.hub->WaitForWorker(Clock::now() + std::chrono::seconds(10)).ok());
+  std::unique_ptr<Engine> engine = hub.hub->MakeEngine();
+  const std::vector<int32_t> tokens = {1, 2, 3}, table = {0};
+  const BatchEntry entry{0, tokens, table, LogitsWanted::kLast};
+  static const SamplingParams greedy;
+  const SampleSpec spec{&greedy, 0, 0, {}, {}};
+  std::vector<SampleResult> results;
+  const auto start = Clock::now();
+  // The fake reads the plan and never answers nor heartbeats: lost after the timeout.
+  const absl::Status status = engine->Step({&entry, 1}, {&spec, 1}, &results);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_NE(status.message().find("no heartbeat"), std::string::npos) << status;
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_EQ(hub.hub->Health().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(hub.hub->Health().message().find("fake"), std::string::npos) << hub.hub->Health();
+  // Later steps fail at once while no worker is attached.
+  EXPECT_EQ(engine->Step({&entry, 1}, {&spec, 1}, &results).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(WorkerHubTest, LostWorkerFailsRequestsAndAReplacementRestoresService) {
+  Hub hub(/*num_kv_blocks=*/64, /*timeout=*/milliseconds(500));
+  auto fake = std::make_unique<FakeWorker>(hub.address);
+  ASSERT_TRUE(fake->Read().has_assignment());
+  fake->SendReady(64);
+  ASSERT_TRUE(hub.hub->WaitForWorker(Clock::now() + std::chrono::seconds(10)).ok());
+  auto coordinator = Coordinator::Create(Options(), hub.hub->MakeEngine());
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  // The fake dies (its stream is cancelled) with requests in flight: they end UNAVAILABLE.
+  std::thread killer([&] {
+    std::this_thread::sleep_for(milliseconds(200));
+    fake->context.TryCancel();
+  });
+  const std::vector<Outcome> failed = RunAll(**coordinator, 3, 8);
+  killer.join();
+  for (const Outcome& o : failed) {
+    EXPECT_EQ(o.status.code(), absl::StatusCode::kUnavailable) << o.status;
+  }
+  EXPECT_FALSE((*coordinator)->Ready());
+  auto refused = (*coordinator)->Submit(TokenInput{{1, 2}}, {}, [](GenerationChunk) {});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+
+  // A real worker joins in its place, is told the first worker's block count, and serves.
+  std::future<absl::Status> worker = std::async(std::launch::async, [&] {
+    WorkerOptions options;
+    options.coordinator_address = hub.address;
+    options.worker_id = "replacement";
+    return RunWorker(options);
+  });
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (!(*coordinator)->Ready() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
+  ASSERT_TRUE((*coordinator)->Ready());
+  auto local = Coordinator::Create(Options());
+  ASSERT_TRUE(local.ok());
+  const std::vector<Outcome> expected = RunAll(**local, 3, 8);
+  const std::vector<Outcome> got = RunAll(**coordinator, 3, 8);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, expected[i].tokens);
+  }
+  (*coordinator)->Shutdown();
+  hub.hub->Shutdown();
+  ASSERT_EQ(worker.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(worker.get().ok());
+}
+
+TEST(WorkerHubTest, RefusesWrongVersionSecondWorkerAndOtherModels) {
+  Hub hub;
+  {
+    FakeWorker old(hub.address, kWorkerProtocolVersion + 1);
+    wire::CoordinatorMessage m = old.Read();
+    ASSERT_TRUE(m.has_reject());
+    EXPECT_EQ(m.reject().status().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+    EXPECT_NE(m.reject().status().message().find("protocol_version"), std::string::npos);
+  }
+  FakeWorker first(hub.address);
+  ASSERT_TRUE(first.Read().has_assignment());
+  FakeWorker second(hub.address);
+  wire::CoordinatorMessage m = second.Read();
+  ASSERT_TRUE(m.has_reject());
+  EXPECT_EQ(m.reject().status().code(), static_cast<int>(absl::StatusCode::kAlreadyExists));
+
+  // A worker that loaded another model: refused when it says Ready.
+  first.stream->WritesDone();
+  first.stream->Finish();
+  FakeWorker other(hub.address);
+  ASSERT_TRUE(other.Read().has_assignment());
+  wire::WorkerMessage ready;
+  ready.mutable_ready()->set_num_kv_blocks(64);
+  ready.mutable_ready()->set_vocab_size(7);
+  ready.mutable_ready()->set_block_size(4);
+  ASSERT_TRUE(other.stream->Write(ready));
+  wire::CoordinatorMessage ignored;
+  EXPECT_FALSE(other.stream->Read(&ignored));
+  grpc::Status end = other.stream->Finish();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(end.error_message().find("vocab 7"), std::string::npos) << end.error_message();
+  EXPECT_FALSE(hub.hub->Health().ok());
+}
+
+}  // namespace
+}  // namespace bitserve::rpc

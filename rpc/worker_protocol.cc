@@ -1,0 +1,163 @@
+#include "rpc/worker_protocol.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace bitserve::rpc {
+
+wire::Status StatusToProto(const absl::Status& status) {
+  wire::Status out;
+  out.set_code(static_cast<int32_t>(status.code()));
+  out.set_message(std::string(status.message()));
+  return out;
+}
+
+absl::Status StatusFromProto(const wire::Status& status) {
+  if (status.code() == 0) return absl::OkStatus();
+  // Codes outside absl's range (a newer peer) still fail, as UNKNOWN.
+  const int code = status.code();
+  const auto absl_code = code > 0 && code <= static_cast<int>(absl::StatusCode::kUnauthenticated)
+                             ? static_cast<absl::StatusCode>(code)
+                             : absl::StatusCode::kUnknown;
+  return absl::Status(absl_code, status.message());
+}
+
+void EncodeStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                wire::StepPlan* plan) {
+  size_t next_sample = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const BatchEntry& e = entries[i];
+    wire::StepEntry* out = plan->add_entries();
+    out->set_seq_id(i);
+    out->set_start_position(e.start_position);
+    out->mutable_token_ids()->Add(e.tokens.begin(), e.tokens.end());
+    out->mutable_block_table()->Add(e.block_table.begin(), e.block_table.end());
+    switch (e.logits) {
+      case LogitsWanted::kNone: out->set_logits(wire::LOGITS_WANTED_NONE); break;
+      case LogitsWanted::kLast: out->set_logits(wire::LOGITS_WANTED_LAST); break;
+      case LogitsWanted::kAll: out->set_logits(wire::LOGITS_WANTED_ALL); break;
+    }
+    if (e.logits != LogitsWanted::kLast || next_sample >= samples.size()) continue;
+    const SampleSpec& spec = samples[next_sample++];
+    const SamplingParams& p = *spec.params;
+    wire::SampleSpec* s = out->mutable_sampling();
+    s->set_temperature(p.temperature);
+    s->set_top_k(p.top_k);
+    s->set_top_p(p.top_p);
+    s->set_min_p(p.min_p);
+    s->set_repetition_penalty(p.repetition_penalty);
+    s->set_presence_penalty(p.presence_penalty);
+    s->set_frequency_penalty(p.frequency_penalty);
+    s->set_seed(spec.seed);
+    s->set_draw_index(spec.draw_index);
+    s->set_logprobs(true);
+    s->set_top_logprobs(p.top_logprobs);
+    const bool penalties = p.presence_penalty != 0 || p.frequency_penalty != 0;
+    if (p.repetition_penalty != 1) {
+      s->mutable_prompt_token_ids()->Add(spec.prompt.begin(), spec.prompt.end());
+    }
+    if (penalties || p.repetition_penalty != 1) {
+      s->mutable_output_token_ids()->Add(spec.output.begin(), spec.output.end());
+    }
+  }
+}
+
+absl::Status DecodeStep(const wire::StepPlan& plan, DecodedStep* out) {
+  const int n = plan.entries_size();
+  out->entries.clear();
+  out->samples.clear();
+  out->sampled_seq_ids.clear();
+  out->tokens_.assign(n, {});
+  out->tables_.assign(n, {});
+  out->prompts_.clear();
+  out->outputs_.clear();
+  out->params_.clear();
+  // Reserve first: the spans taken below must not move.
+  out->prompts_.reserve(n);
+  out->outputs_.reserve(n);
+  out->params_.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    const wire::StepEntry& e = plan.entries(i);
+    if (e.token_ids().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("step ", plan.step_id(), " entry ", i, ": no token_ids"));
+    }
+    out->tokens_[i].assign(e.token_ids().begin(), e.token_ids().end());
+    out->tables_[i].assign(e.block_table().begin(), e.block_table().end());
+    BatchEntry entry;
+    entry.start_position = e.start_position();
+    entry.tokens = out->tokens_[i];
+    entry.block_table = out->tables_[i];
+    switch (e.logits()) {
+      case wire::LOGITS_WANTED_NONE: entry.logits = LogitsWanted::kNone; break;
+      case wire::LOGITS_WANTED_LAST: entry.logits = LogitsWanted::kLast; break;
+      case wire::LOGITS_WANTED_ALL: entry.logits = LogitsWanted::kAll; break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("step ", plan.step_id(), " entry ", i, ": unknown logits value ", e.logits()));
+    }
+    out->entries.push_back(entry);
+    if (entry.logits != LogitsWanted::kLast) continue;
+    const wire::SampleSpec& s = e.sampling();
+    SamplingParams p;
+    p.temperature = s.temperature();
+    p.top_k = s.top_k();
+    p.top_p = s.top_p();
+    p.min_p = s.min_p();
+    p.repetition_penalty = s.repetition_penalty();
+    p.presence_penalty = s.presence_penalty();
+    p.frequency_penalty = s.frequency_penalty();
+    p.seed = s.seed();
+    p.top_logprobs = s.top_logprobs();
+    if (absl::Status status = p.Validate(); !status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step ", plan.step_id(), " entry ", i, ": ", status.message()));
+    }
+    out->params_.push_back(p);
+    out->prompts_.emplace_back(s.prompt_token_ids().begin(), s.prompt_token_ids().end());
+    out->outputs_.emplace_back(s.output_token_ids().begin(), s.output_token_ids().end());
+    SampleSpec spec;
+    spec.params = &out->params_.back();
+    spec.seed = s.seed();
+    spec.draw_index = s.draw_index();
+    spec.prompt = out->prompts_.back();
+    spec.output = out->outputs_.back();
+    out->samples.push_back(spec);
+    out->sampled_seq_ids.push_back(e.seq_id());
+  }
+  return absl::OkStatus();
+}
+
+void EncodeResults(std::span<const SampleResult> results, std::span<const uint64_t> seq_ids,
+                   wire::StepResult* out) {
+  for (size_t i = 0; i < results.size(); ++i) {
+    wire::SampledToken* t = out->add_tokens();
+    t->set_seq_id(i < seq_ids.size() ? seq_ids[i] : 0);
+    t->set_token_id(results[i].token);
+    t->set_logprob(results[i].logprob);
+    for (const TokenLogprob& top : results[i].top_logprobs) {
+      wire::TopLogprob* o = t->add_top_logprobs();
+      o->set_token_id(top.token);
+      o->set_logprob(top.logprob);
+    }
+  }
+}
+
+absl::StatusOr<std::vector<SampleResult>> DecodeResults(const wire::StepResult& result,
+                                                        size_t expected) {
+  if (static_cast<size_t>(result.tokens_size()) != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("step ", result.step_id(), ": ",
+                                                   result.tokens_size(), " sampled tokens, expected ",
+                                                   expected));
+  }
+  std::vector<SampleResult> out(expected);
+  for (size_t i = 0; i < expected; ++i) {
+    const wire::SampledToken& t = result.tokens(i);
+    out[i].token = t.token_id();
+    out[i].logprob = t.logprob();
+    for (const wire::TopLogprob& top : t.top_logprobs()) {
+      out[i].top_logprobs.push_back({top.token_id(), top.logprob()});
+    }
+  }
+  return out;
+}
+
+}  // namespace bitserve::rpc
