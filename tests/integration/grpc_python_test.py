@@ -330,6 +330,65 @@ def test_concurrent_streams(ctx):
         assert a == t, f"request {i}: alone {a}, concurrent {t}"
 
 
+def metric_sum(ctx, name, **labels):
+    """Sum of every sample of counter `name` whose labels include `labels`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ctx.server.metrics_port}/metrics",
+                                timeout=10) as r:
+        text = r.read().decode()
+    total = 0.0
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def test_bounded_load(ctx):
+    """Loopback load bounded in count (160 requests) and time (180 s): 32 client threads, mixed
+    prompt and output lengths, every fifth request cancelled after its first token. Every request
+    ends exactly once; the others produce exactly max_tokens; the server's counters add up."""
+    n, threads = 160, 32
+    before_len = metric_sum(ctx, "bitserve_requests_total", outcome="length")
+    before_cancel = metric_sum(ctx, "bitserve_requests_total", outcome="cancelled")
+    deadline = time.time() + 180
+
+    def run(i):
+        prompt = [128000] + [(7 * i + 13 * j) % 5000 + 10 for j in range(1 + i % 24)]
+        max_tokens = 4 + (i * 7) % 28
+        call = ctx.stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
+                                                    max_tokens=max_tokens, ignore_eos=True),
+                                 timeout=max(1, deadline - time.time()))
+        tokens, finals = 0, 0
+        try:
+            for r in call:
+                tokens += len(r.token_ids)
+                finals += r.finish_reason != pb.FINISH_REASON_UNSPECIFIED
+                if i % 5 == 0 and tokens > 0:
+                    call.cancel()
+        except grpc.RpcError as e:
+            if i % 5 == 0 and e.code() == grpc.StatusCode.CANCELLED:
+                return "cancelled", tokens
+            raise
+        assert finals == 1, f"request {i}: {finals} final messages"
+        assert tokens == max_tokens, f"request {i}: {tokens} tokens, max_tokens {max_tokens}"
+        return "length", tokens
+    start = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        outcomes = list(pool.map(run, range(n)))
+    elapsed = time.time() - start
+    assert elapsed < 180, f"load took {elapsed:.0f} s"
+    lengths = sum(1 for o, _ in outcomes if o == "length")
+    cancelled = n - lengths
+    print(f"  {n} requests, {sum(t for _, t in outcomes)} tokens in {elapsed:.1f} s "
+          f"({lengths} complete, {cancelled} cancelled)", flush=True)
+    wait_running(ctx, 0, timeout=10)
+    got_len = metric_sum(ctx, "bitserve_requests_total", outcome="length") - before_len
+    got_cancel = metric_sum(ctx, "bitserve_requests_total", outcome="cancelled") - before_cancel
+    # A cancel may race the last token: then the server counts "length".
+    assert got_len + got_cancel == n, (got_len, got_cancel)
+    assert got_len >= lengths, (got_len, lengths)
+
+
 def test_sigterm_drains_and_exits_zero(ctx):
     long_request = pb.GenerateRequest(token_ids=pb.TokenIds(ids=[128000, 50]), max_tokens=300,
                                       ignore_eos=True)
@@ -390,6 +449,7 @@ TESTS = [
     test_cancel_mid_stream,
     test_deadline,
     test_concurrent_streams,
+    test_bounded_load,
     test_sigterm_drains_and_exits_zero,  # last: stops the server
 ]
 
