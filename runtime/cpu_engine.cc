@@ -37,7 +37,11 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
   if (options.max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
   if (options.max_batch_tokens < 1) return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
+  ASSIGN_OR_RETURN(ModelWeights weights,
+                   LoadModelWeights(model_dir, options.stage.layer_begin,
+                                    options.stage.end(config.num_hidden_layers)));
   return std::make_unique<CpuEngine>(std::move(weights), options);
 }
 
@@ -58,18 +62,29 @@ int NumBlocks(const ModelConfig& c, const EngineOptions& options) {
 
 CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
     : weights_(std::move(weights)),
+      stage_(options.stage),
+      transfer_(options.pp_transfer),
       kv_(weights_.config, NumBlocks(weights_.config, options), options.block_size),
       max_model_len_(ModelLen(weights_.config, options)),
       max_batch_tokens_(options.max_batch_tokens),
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
       trace_(options.trace),
-      sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {}
+      sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
+  stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
+}
 
 absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+  if (!stage_.whole_model()) {
+    return absl::FailedPreconditionError("Forward needs the whole model; a pipeline stage runs StageStep");
+  }
   RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
                                 max_batch_tokens_));
-  Run(entries);
+  Run(entries, {});
+  Logits(entries, logits);
+  return absl::OkStatus();
+}
 
+void CpuEngine::Logits(std::span<const BatchEntry> entries, std::vector<float>* logits) {
   // Final norm and LM head, only for the rows that want logits.
   const ModelConfig& c = config();
   const int64_t h = c.hidden_size;
@@ -89,14 +104,14 @@ absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector
     row0 += n;
   }
   logits->resize(rows * c.vocab_size);
-  if (rows == 0) return absl::OkStatus();
+  if (rows == 0) return;
   cpu::RmsNorm(logits_in_.data(), weights_.final_norm.data(), rows, h, eps, logits_in_.data());
   cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h, logits->data());
-  return absl::OkStatus();
 }
 
-absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                             std::vector<SampleResult>* results) {
+namespace {
+
+absl::Status CheckSamples(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) {
   size_t sampled = 0;
   for (const BatchEntry& entry : entries) sampled += entry.logits == LogitsWanted::kLast;
   if (sampled != samples.size()) {
@@ -107,12 +122,19 @@ absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<cons
     if (spec.params == nullptr) return absl::InvalidArgumentError("a sample spec has no params");
     RETURN_IF_ERROR(spec.params->Validate());
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CpuEngine::Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                               std::vector<SampleResult>* results) {
   // Only the sampled rows: entries asking for every row are scored, not sampled.
   std::vector<BatchEntry> last_only(entries.begin(), entries.end());
   for (BatchEntry& entry : last_only) {
     if (entry.logits == LogitsWanted::kAll) entry.logits = LogitsWanted::kNone;
   }
-  RETURN_IF_ERROR(Forward(last_only, &step_logits_));
+  Logits(last_only, &step_logits_);
   const int64_t vocab = config().vocab_size;
   results->clear();
   for (size_t i = 0; i < samples.size(); ++i) {
@@ -122,7 +144,48 @@ absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<cons
   return absl::OkStatus();
 }
 
-void CpuEngine::Run(std::span<const BatchEntry> entries) {
+absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                             std::vector<SampleResult>* results) {
+  if (!stage_.whole_model()) {
+    return absl::FailedPreconditionError("Step needs the whole model; a pipeline stage runs StageStep");
+  }
+  RETURN_IF_ERROR(CheckSamples(entries, samples));
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                                max_batch_tokens_));
+  Run(entries, {});
+  return Sample(entries, samples, results);
+}
+
+absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                                  const StageIo& io, std::vector<SampleResult>* results) {
+  if (stage_.last() && io.logits == nullptr) RETURN_IF_ERROR(CheckSamples(entries, samples));
+  if (!stage_.last() && io.output == nullptr) {
+    return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
+  }
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                                max_batch_tokens_));
+  int64_t m = 0;
+  for (const BatchEntry& entry : entries) m += entry.tokens.size();
+  const int64_t h = config().hidden_size;
+  if (!stage_.first() && static_cast<int64_t>(io.input.size()) != TransferBytes(transfer_, m, h)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pipeline stage ", stage_.stage, ": input of ", io.input.size(), " bytes; ", m, " tokens of ",
+        h, " in ", TransferDtypeName(transfer_), " are ", TransferBytes(transfer_, m, h)));
+  }
+  Run(entries, io.input);
+  if (!stage_.last()) {
+    io.output->resize(TransferBytes(transfer_, m, h));
+    EncodeHidden(transfer_, x_.data(), m, h, io.output->data());
+    return absl::OkStatus();
+  }
+  if (io.logits != nullptr) {
+    Logits(entries, io.logits);
+    return absl::OkStatus();
+  }
+  return Sample(entries, samples, results);
+}
+
+void CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input) {
   const ModelConfig& c = config();
   const int64_t h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   int64_t m = 0;
@@ -147,10 +210,14 @@ void CpuEngine::Run(std::span<const BatchEntry> entries) {
       positions_.push_back(static_cast<int32_t>(entry.start_position + i));
     }
   }
-  cpu::Bf16GatherRows(weights_.embedding.data(), h, ids_.data(), m, x_.data());
+  if (stage_.first()) {
+    cpu::Bf16GatherRows(weights_.embedding.data(), h, ids_.data(), m, x_.data());
+  } else {
+    DecodeHidden(transfer_, input.data(), m, h, x_.data());
+  }
 
   const float eps = static_cast<float>(c.rms_norm_eps);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  for (int l = stage_.layer_begin; l < stage_.layer_end; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // Attention block: q, k and v share one quantization of the normed input.
     cpu::RmsNorm(x_.data(), w.input_norm.data(), m, h, eps, a_.data());

@@ -35,12 +35,23 @@ class CpuEngine : public Engine {
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                     std::vector<SampleResult>* results) override;
+  const PipelineStage& stage() const override { return stage_; }
+  absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                         const StageIo& io, std::vector<SampleResult>* results) override;
 
  private:
-  void Run(std::span<const BatchEntry> entries);
+  // x_ = the embedded tokens (first stage) or the decoded input, then the stage's layers.
+  void Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input);
+  // Final norm and LM head for the rows the entries want.
+  void Logits(std::span<const BatchEntry> entries, std::vector<float>* logits);
+  // Samples one token per kLast entry from the logits of Logits() (kAll entries are not sampled).
+  absl::Status Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                      std::vector<SampleResult>* results);
   void Attention(int layer, std::span<const BatchEntry> entries);
 
   ModelWeights weights_;
+  PipelineStage stage_;
+  TransferDtype transfer_;
   PagedKvCache kv_;
   int64_t max_model_len_;
   int max_batch_tokens_;

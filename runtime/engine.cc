@@ -57,4 +57,12 @@ absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfi
   return absl::OkStatus();
 }
 
+absl::Status Engine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                               const StageIo& io, std::vector<SampleResult>* results) {
+  if (!stage().whole_model()) {
+    return absl::UnimplementedError(absl::StrCat("device ", device_name(), " runs no pipeline stages"));
+  }
+  return io.logits != nullptr ? Forward(entries, io.logits) : Step(entries, samples, results);
+}
+
 }  // namespace bitserve

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "runtime/model_config.h"
+#include "runtime/pipeline_stage.h"
 #include "runtime/sampling.h"
 
 namespace bitserve {
@@ -40,6 +41,10 @@ struct EngineOptions {
   int max_batch_tokens = 8192;     // tokens of one Forward/Step; scratch is sized for it at load
   double kv_memory_fraction = 0.9;  // CUDA only
   ActivationTrace trace;           // optional; CPU only
+  // Pipeline parallelism: the layers this engine holds (default: all) and how hidden states
+  // cross to the next stage (runtime/pipeline_stage.h). CPU only for now.
+  PipelineStage stage;
+  TransferDtype pp_transfer = TransferDtype::kInt8;
 };
 
 // Which rows of an entry get logits.
@@ -52,6 +57,17 @@ struct BatchEntry {
   LogitsWanted logits = LogitsWanted::kLast;
 };
 
+// What a pipeline stage's step reads and writes besides the KV cache (Engine::StageStep).
+struct StageIo {
+  // The previous stage's hidden states of every token of the batch, in the engine's
+  // pp_transfer format (TransferBytes of the batch's tokens). Ignored on the first stage.
+  std::span<const uint8_t> input;
+  // This stage's hidden states for the next stage, resized and filled. Required unless last.
+  std::vector<uint8_t>* output = nullptr;
+  // Last stage: when set, the logits of the rows the entries ask for (as Forward) instead of
+  // samples.
+  std::vector<float>* logits = nullptr;
+};
 
 class Engine {
  public:
@@ -79,6 +95,20 @@ class Engine {
   // are not sampled). Only the chosen tokens (and logprobs when asked) leave the device.
   virtual absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                             std::vector<SampleResult>* results) = 0;
+
+  // The layers this engine holds; the whole model unless EngineOptions::stage said otherwise.
+  virtual const PipelineStage& stage() const {
+    static const PipelineStage kWholeModel;
+    return kWholeModel;
+  }
+  // One step of this engine's pipeline stage: read the previous stage's hidden states (or embed,
+  // on the first stage), run the stage's layers (their KV cache written as in Forward), then hand
+  // the hidden states on (io.output) or, on the last stage, sample (as Step) or return logits
+  // (io.logits). The batch is validated as in Forward, and io.input's size against the batch.
+  // A whole-model engine runs Step or Forward; engines without stage support are Unimplemented
+  // for other stages.
+  virtual absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                                 const StageIo& io, std::vector<SampleResult>* results);
 };
 
 // Loads the checkpoint for options.device. A device this build cannot use is Unimplemented or

@@ -246,7 +246,8 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
   return t;
 }
 
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir) {
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, int layer_begin,
+                                              int layer_end) {
   ModelWeights w;
   ASSIGN_OR_RETURN(w.config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(dir));
@@ -263,6 +264,7 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir) 
   std::vector<absl::Status> status(n);
   cpu::ParallelFor(n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      if (i < layer_begin || (layer_end >= 0 && i >= layer_end)) continue;
       absl::StatusOr<LayerWeights> layer = LoadLayer(loader, static_cast<int>(i));
       if (layer.ok()) {
         w.layers[i] = *std::move(layer);

@@ -68,6 +68,9 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& config);
 // Reads DIR/config.json and DIR's safetensors (single or sharded), checks that the tensors are
 // exactly those of CheckpointLayout (names, dtypes, shapes; norms and scales may be BF16, F16 or
 // F32), and decodes them. Errors name the file and the tensor.
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir);
+// Only layers [layer_begin, layer_end) are decoded (a pipeline stage; -1: to the last); the
+// others stay empty, though the whole file is still checked.
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, int layer_begin = 0,
+                                              int layer_end = -1);
 
 }  // namespace bitserve
