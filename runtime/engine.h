@@ -45,6 +45,9 @@ struct EngineOptions {
   // cross to the next stage (runtime/pipeline_stage.h). CPU only for now.
   PipelineStage stage;
   TransferDtype pp_transfer = TransferDtype::kInt8;
+  // > 1: LoadEngine splits the layers over this many stage engines chained in this process
+  // (runtime/pipeline_engine.h): what a served pipeline computes, without workers.
+  int local_pipeline_stages = 1;
 };
 
 // Which rows of an entry get logits.

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/engine.h"
+#include "runtime/pipeline_engine.h"
 #if BITSERVE_WITH_CUDA_ENGINE
 #include "runtime/cuda_engine.h"
 #endif
@@ -14,6 +15,13 @@ namespace bitserve {
 
 absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
                                                    const EngineOptions& options) {
+  if (options.local_pipeline_stages > 1) {
+    EngineOptions stage_options = options;
+    stage_options.local_pipeline_stages = 1;
+    auto engine = PipelineEngine::Load(model_dir, stage_options, options.local_pipeline_stages);
+    if (!engine.ok()) return engine.status();
+    return std::unique_ptr<Engine>(std::move(*engine));
+  }
   if (options.device == "cpu") {
     auto engine = CpuEngine::Load(model_dir, options);
     if (!engine.ok()) return engine.status();

@@ -210,6 +210,13 @@ TcpTransport::~TcpTransport() {
   }
 }
 
+void TcpTransport::Abort() {
+  // shutdown() wakes a thread blocked in poll/recv on the socket; close() stays with the destructor.
+  for (int fd : fds_) {
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  }
+}
+
 absl::Status TcpTransport::CheckPeer(int peer) const {
   if (peer < 0 || peer >= world_size() || peer == rank_) {
     return absl::InvalidArgumentError(absl::StrCat("transport rank ", rank_, ": no peer ", peer));

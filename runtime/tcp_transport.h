@@ -48,6 +48,7 @@ class TcpTransport final : public Transport {
   int world_size() const override { return static_cast<int>(fds_.size()); }
   absl::Status Send(int peer, const void* data, int64_t bytes) override;
   absl::Status Recv(int peer, void* data, int64_t bytes) override;
+  void Abort() override;
 
  private:
   TcpTransport(int rank, std::vector<int> fds, std::chrono::milliseconds recv_timeout)

@@ -5,6 +5,7 @@
 
 #include <future>
 #include <numeric>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -101,6 +102,19 @@ TEST(TcpTransportTest, SilentPeerTimesOut) {
   int32_t x = 0;
   absl::Status s = ranks[1]->Recv(0, &x, 4);  // rank 0 sends nothing: 2 s receive timeout
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+}
+
+TEST(TcpTransportTest, AbortWakesABlockedReceive) {
+  auto ranks = ConnectAll(2);
+  ASSERT_TRUE(ranks[0] && ranks[1]);
+  auto blocked = std::async(std::launch::async, [&] {
+    int32_t x = 0;
+    return ranks[1]->Recv(0, &x, 4);
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+  ranks[1]->Abort();
+  ASSERT_EQ(blocked.wait_for(std::chrono::seconds(1)), std::future_status::ready);
+  EXPECT_EQ(blocked.get().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST(TcpTransportTest, PeerThatNeverConnects) {

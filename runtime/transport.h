@@ -21,6 +21,10 @@ class Transport {
   // UNAVAILABLE naming its rank; a receive whose size differs from what was sent is INTERNAL.
   virtual absl::Status Send(int peer, const void* data, int64_t bytes) = 0;
   virtual absl::Status Recv(int peer, void* data, int64_t bytes) = 0;
+
+  // From another thread: makes every Send and Recv in progress or to come fail at once (the
+  // worker was told to stop while it waited for a peer).
+  virtual void Abort() = 0;
 };
 
 }  // namespace bitserve

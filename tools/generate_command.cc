@@ -13,6 +13,7 @@
 #include "runtime/generation.h"
 #include "runtime/generation_config.h"
 #include "tools/command_line.h"
+#include "tools/pipeline_flags.h"
 
 namespace bitserve::cli {
 namespace {
@@ -24,6 +25,7 @@ struct Args {
   uint64_t seed = 0;
   std::vector<std::string> stop;
   bool ignore_eos = false, json = false;
+  PipelineFlags pipeline;
 };
 
 // The model's tokenizer, when the checkpoint has one.
@@ -69,6 +71,7 @@ absl::Status Run(const Args& args, bool seed_given) {
   options.device = args.device;
   options.max_sequences = 1;
   options.max_batch_tokens = std::max<int>(options.max_batch_tokens, request.prompt.size());
+  RETURN_IF_ERROR(args.pipeline.Apply(&options));
   ASSIGN_OR_RETURN(auto engine, LoadEngine(args.model, options));
   ASSIGN_OR_RETURN(GenerationConfig generation, LoadGenerationConfig(args.model, engine->config()));
   request.stop_token_ids = generation.eos_token_ids;
@@ -146,6 +149,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Do not stop at the model's stop tokens");
   cmd->add_flag("--json", args->json, "Print one JSON object instead of streaming");
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  args->pipeline.Add(cmd);
   cmd->callback([args, seed] { RunOrExit("generate", [&] { return Run(*args, seed->count() > 0); }); });
 }
 

@@ -14,6 +14,7 @@
 #include "runtime/perplexity.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tools/command_line.h"
+#include "tools/pipeline_flags.h"
 
 namespace bitserve::cli {
 
@@ -22,6 +23,7 @@ void AddPerplexityCommand(CLI::App& app) {
     std::string model, input, device = "cpu";
     int64_t context = 0, stride = 0;
     bool json = false;
+    PipelineFlags pipeline;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
@@ -33,6 +35,7 @@ void AddPerplexityCommand(CLI::App& app) {
                   "Tokens per window (default: the model's max_position_embeddings)");
   cmd->add_option("--stride", args->stride, "Window start step (default: context / 2)");
   cmd->add_flag("--json", args->json, "Print {\"tokens\": N, \"nll\": X, \"ppl\": Y}");
+  args->pipeline.Add(cmd);
   cmd->callback([args] {
     RunOrExit("perplexity", [&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(args->input));
@@ -60,6 +63,7 @@ void AddPerplexityCommand(CLI::App& app) {
       options.max_model_len = context;
       options.max_batch_tokens =
           static_cast<int>(std::max<int64_t>(options.max_batch_tokens, context));
+      RETURN_IF_ERROR(args->pipeline.Apply(&options));
       ASSIGN_OR_RETURN(auto engine, LoadEngine(args->model, options));
       ASSIGN_OR_RETURN(PerplexityResult r, ComputePerplexity(*engine, ids, context, stride));
       if (args->json) {

@@ -3,10 +3,14 @@
 // with health and reflection, and the Prometheus endpoint. SIGTERM or SIGINT
 // drains: readiness goes NOT_SERVING, new requests get UNAVAILABLE, requests in flight finish
 // until --drain-timeout, then the process exits 0.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -29,6 +33,53 @@ struct ServeArgs {
   double drain_timeout_s = 30;
   std::string worker_listen;  // empty: the engine runs in this process
   int worker_heartbeat_timeout_ms = 3000;
+  int pipeline_stages = 1;
+  std::string pp_transfer = "int8";
+};
+
+// `bitserve worker` processes of this machine, started by serve and stopped with it.
+class LocalWorkers {
+ public:
+  absl::Status Start(int count, const std::string& coordinator, const std::string& device) {
+    char self[4096] = {};
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) return absl::InternalError("cannot find this executable (/proc/self/exe)");
+    for (int i = 0; i < count; ++i) {
+      const std::string id = absl::StrCat("local-", i);
+      std::vector<std::string> args = {self, "worker", "--coordinator", coordinator, "--device", device,
+                                       "--worker-id", id};
+      const pid_t pid = fork();
+      if (pid < 0) return absl::InternalError("fork failed");
+      if (pid == 0) {
+        // The child must not inherit the blocked SIGTERM/SIGINT of the server's threads.
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, nullptr);
+        std::vector<char*> argv;
+        for (std::string& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        execv(self, argv.data());
+        _exit(127);
+      }
+      pids_.push_back(pid);
+    }
+    return absl::OkStatus();
+  }
+  // After the coordinator told them to exit: wait a little, then make sure.
+  void Stop() {
+    for (pid_t pid : pids_) {
+      for (int i = 0; i < 50 && waitpid(pid, nullptr, WNOHANG) == 0; ++i) usleep(100000);
+      if (waitpid(pid, nullptr, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+    pids_.clear();
+  }
+  ~LocalWorkers() { Stop(); }
+
+ private:
+  std::vector<pid_t> pids_;
 };
 
 // SIGTERM/SIGINT taken within `timeout`, or 0.
@@ -91,7 +142,12 @@ absl::Status Serve(const ServeArgs& args) {
       worker_server->Wait();
     }
   };
-  if (args.worker_listen.empty()) {
+  // More than one stage without remote workers: this machine's workers, one process per stage.
+  LocalWorkers local_workers;
+  std::string worker_listen = args.worker_listen;
+  const bool spawn_workers = worker_listen.empty() && args.pipeline_stages > 1;
+  if (spawn_workers) worker_listen = "127.0.0.1:0";
+  if (worker_listen.empty()) {
     ASSIGN_OR_RETURN(coordinator, rpc::Coordinator::Create(options));
   } else {
     rpc::WorkerHubOptions hub_options;
@@ -99,25 +155,32 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.engine = options.engine;
     hub_options.heartbeat_timeout = std::chrono::milliseconds(args.worker_heartbeat_timeout_ms);
     hub_options.heartbeat_interval = std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
+    hub_options.num_stages = args.pipeline_stages;
+    ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
     ASSIGN_OR_RETURN(hub, rpc::WorkerHub::Create(hub_options));
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(args.worker_listen, grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(worker_listen, grpc::InsecureServerCredentials(), &port);
     builder.SetMaxReceiveMessageSize(64 << 20);
     builder.SetMaxSendMessageSize(64 << 20);
     builder.RegisterService(hub.get());
     worker_server = builder.BuildAndStart();
     if (worker_server == nullptr || port == 0) {
-      return absl::UnavailableError(absl::StrCat("cannot listen for workers on ", args.worker_listen));
+      return absl::UnavailableError(absl::StrCat("cannot listen for workers on ", worker_listen));
     }
-    const std::string host = args.worker_listen.substr(0, args.worker_listen.rfind(':'));
-    std::cerr << "bitserve serve: workers join at " << host << ":" << port << std::endl;
+    const std::string host = worker_listen.substr(0, worker_listen.rfind(':'));
+    const std::string join_address = absl::StrCat(host, ":", port);
+    std::cerr << "bitserve serve: workers join at " << join_address;
+    if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
+    std::cerr << std::endl;
+    if (spawn_workers) RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.device));
     while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200)).ok()) {
       if (int signal = TakeSignal(signals, std::chrono::milliseconds(0))) {
         std::cerr << "bitserve serve: " << SignalName(signal) << " before a worker joined, exiting" << std::endl;
         server->Shutdown(std::chrono::system_clock::now());
         server->Wait();
         stop_workers();
+        local_workers.Stop();
         return absl::OkStatus();
       }
     }
@@ -146,6 +209,7 @@ absl::Status Serve(const ServeArgs& args) {
   server->Wait();
   coordinator->Shutdown();
   stop_workers();
+  local_workers.Stop();
   if (metrics_server) metrics_server->Stop();
   std::cerr << "bitserve serve: drained, exiting" << std::endl;
   return absl::OkStatus();
@@ -168,8 +232,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--block-size", args->block_size, "Tokens per KV block");
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "Seconds requests in flight get on SIGTERM");
   cmd->add_option("--worker-listen", args->worker_listen,
-                  "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port")
-      ->excludes("--device");
+                  "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port");
+  cmd->add_option("--pipeline-stages", args->pipeline_stages,
+                  "Split the layers over this many workers (without --worker-listen: local worker "
+                  "processes, one per stage)");
+  cmd->add_option("--pp-transfer", args->pp_transfer, "Hidden states between stages: int8 (default) or bf16");
   cmd->add_option("--worker-heartbeat-timeout", args->worker_heartbeat_timeout_ms,
                   "Milliseconds without a heartbeat before a worker is lost (default 3000)");
   cmd->callback([args] { RunOrExit("serve", [&] { return Serve(*args); }); });

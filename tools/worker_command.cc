@@ -22,6 +22,8 @@ void AddWorkerCommand(CLI::App& app) {
                   "Checkpoint directory here (default: the coordinator's path, e.g. a shared volume)");
   cmd->add_option("--worker-id", options->worker_id, "Name in the coordinator's logs (default host:pid:device)");
   cmd->add_option("--connect-timeout", *connect_timeout_s, "Seconds to wait for the coordinator (default 30)");
+  cmd->add_option("--transport-host", options->transport_host,
+                  "This host's address as the other pipeline stages reach it (default 127.0.0.1)");
   cmd->callback([options, connect_timeout_s] {
     options->connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(*connect_timeout_s * 1000));
     RunOrExit("worker", [&] { return rpc::RunWorker(*options); });
