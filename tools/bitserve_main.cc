@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   bitserve::cli::AddBatchCommand(app);
   bitserve::cli::AddServeCommand(app);
   bitserve::cli::AddWorkerCommand(app);
+  bitserve::cli::AddClientCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

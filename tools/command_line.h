@@ -29,5 +29,6 @@ void AddPerplexityCommand(CLI::App& app);
 void AddBatchCommand(CLI::App& app);
 void AddServeCommand(CLI::App& app);
 void AddWorkerCommand(CLI::App& app);
+void AddClientCommand(CLI::App& app);
 
 }  // namespace bitserve::cli
