@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <deque>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +15,7 @@
 #include "kernels/status_macros.h"
 #include "rpc/worker_protocol.h"
 #include "runtime/engine.h"
+#include "runtime/tcp_transport.h"
 
 namespace bitserve::rpc {
 namespace {
@@ -81,11 +84,77 @@ class Heartbeat {
   std::thread thread_;
 };
 
-}  // namespace
+// The coordinator's messages, read on their own thread so that a Shutdown reaches the worker
+// even while a step waits on a peer stage (it aborts the transport).
+class Inbox {
+ public:
+  Inbox(Stream* stream, Transport* transport)
+      : thread_([this, stream, transport] {
+          wire::CoordinatorMessage m;
+          while (stream->Read(&m)) {
+            const bool last = m.has_shutdown();
+            if (last && transport != nullptr) transport->Abort();
+            Push(std::move(m));
+            if (last) return;
+          }
+          if (transport != nullptr) transport->Abort();
+          Push(std::nullopt);  // the stream ended
+        }) {}
+  ~Inbox() { thread_.join(); }
+  // The next message; nullopt when the stream has ended.
+  std::optional<wire::CoordinatorMessage> Pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !queue_.empty(); });
+    auto m = std::move(queue_.front());
+    queue_.pop_front();
+    return m;
+  }
 
-absl::Status RunWorker(const WorkerOptions& options) {
-  const std::string worker_id =
-      options.worker_id.empty() ? DefaultWorkerId(options.device) : options.worker_id;
+ private:
+  void Push(std::optional<wire::CoordinatorMessage> m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(m));
+    cv_.notify_all();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::optional<wire::CoordinatorMessage>> queue_;
+  std::thread thread_;
+};
+
+// One step of this worker's stage: hidden states in from the previous stage, out to the next.
+absl::Status RunStep(Engine& engine, Transport* transport, const wire::StepPlan& plan, DecodedStep& step,
+                     std::vector<uint8_t>& input, std::vector<uint8_t>& output,
+                     std::vector<SampleResult>& results, TransferDtype dtype) {
+  const PipelineStage& stage = engine.stage();
+  absl::Status status = DecodeStep(plan, &step);
+  if (stage.whole_model()) {
+    if (status.ok()) status = engine.Step(step.entries, step.samples, &results);
+    return status;
+  }
+  int64_t tokens = 0;
+  for (const BatchEntry& e : step.entries) tokens += e.tokens.size();
+  if (status.ok() && !stage.first()) {
+    input.resize(TransferBytes(dtype, tokens, engine.config().hidden_size));
+    status = transport->Recv(stage.stage - 1, input.data(), static_cast<int64_t>(input.size()));
+  }
+  if (status.ok()) {
+    StageIo io;
+    io.input = input;
+    io.output = &output;
+    status = engine.StageStep(step.entries, step.samples, io, &results);
+  }
+  if (!stage.last()) {
+    // Exactly one message per step: an empty one tells the next stage this step failed here.
+    const absl::Status sent = status.ok() ? transport->Send(stage.stage + 1, output.data(), output.size())
+                                          : transport->Send(stage.stage + 1, nullptr, 0);
+    if (status.ok()) status = sent;
+  }
+  return status;
+}
+
+// One registration; true when the coordinator asks this worker to register again.
+absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& worker_id) {
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
@@ -96,6 +165,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
                                                options.coordinator_address, " within ",
                                                options.connect_timeout.count(), " ms"));
   }
+  ASSIGN_OR_RETURN(std::unique_ptr<TcpListener> listener, TcpListener::Listen(options.transport_host, 0));
   auto stub = wire::Coordinator::NewStub(channel);
   ::grpc::ClientContext context;
   std::unique_ptr<Stream> stream = stub->Attach(&context);
@@ -115,6 +185,7 @@ absl::Status RunWorker(const WorkerOptions& options) {
   reg.mutable_device()->set_kind(options.device.rfind("cuda", 0) == 0 ? "cuda" : "cpu");
   reg.mutable_device()->set_name(options.device);
   reg.set_build_version("bitserve");
+  reg.set_transport_address(listener->address());
   wire::CoordinatorMessage message;
   if (!sender.Send(hello) || !stream->Read(&message)) {
     return finish(absl::UnavailableError("the coordinator closed the stream at registration"));
@@ -125,19 +196,24 @@ absl::Status RunWorker(const WorkerOptions& options) {
     stream->Finish();
     return absl::Status(why.code(), absl::StrCat("the coordinator refused this worker: ", why.message()));
   }
+  if (message.has_shutdown()) {
+    finish(absl::OkStatus()).IgnoreError();
+    return message.shutdown().rejoin();
+  }
   if (!message.has_assignment()) {
     return finish(absl::InternalError("the coordinator's first message is not an Assignment"));
   }
   const wire::Assignment a = message.assignment();
-  if (a.world_size() != 1 || a.shard().num_pipeline_stages() != 1) {
-    return finish(absl::UnimplementedError(absl::StrCat(
-        "assignment of rank ", a.rank(), " of ", a.world_size(), ": pipeline stages are not built yet")));
-  }
   std::atomic<uint64_t> steps_done{0};
   Heartbeat heartbeat(&sender, std::chrono::milliseconds(std::max(50, a.heartbeat_interval_ms())),
                       &steps_done);
+  auto fail = [&](const absl::Status& why) {
+    wire::WorkerMessage failure;
+    *failure.mutable_failure()->mutable_status() = StatusToProto(why);
+    sender.Send(failure);
+    return finish(why);
+  };
 
-  const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
   EngineOptions engine_options;
   engine_options.device = options.device;
   engine_options.block_size = a.kv_cache().block_size();
@@ -145,16 +221,33 @@ absl::Status RunWorker(const WorkerOptions& options) {
   if (a.kv_cache().memory_fraction() > 0) engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
   engine_options.max_model_len = a.max_model_len();
   engine_options.max_batch_tokens = a.max_batch_tokens();
-  std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on " << options.device
-            << std::endl;
+  const wire::ModelShard& shard = a.shard();
+  engine_options.stage = {shard.pipeline_stage(), shard.num_pipeline_stages(), shard.layer_begin(),
+                          shard.layer_end()};
+  std::unique_ptr<Transport> transport;
+  if (shard.num_pipeline_stages() > 1) {
+    auto dtype = ParseTransferDtype(a.transport().activation_dtype());
+    if (!dtype.ok()) return fail(dtype.status());
+    engine_options.pp_transfer = *dtype;
+    if (!a.transport().has_cpu()) {
+      return fail(absl::UnimplementedError("pipeline stages over NCCL are not built yet; use CPU workers"));
+    }
+    const auto& peers = a.transport().cpu().peer_addresses();
+    auto connected = TcpTransport::Connect(std::move(listener), a.transport().cpu().rank(),
+                                           std::vector<std::string>(peers.begin(), peers.end()));
+    if (!connected.ok()) return fail(connected.status());
+    transport = *std::move(connected);
+  }
+  const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
+  std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on " << options.device;
+  if (shard.num_pipeline_stages() > 1) {
+    std::cerr << ", stage " << shard.pipeline_stage() << " of " << shard.num_pipeline_stages() << " (layers "
+              << shard.layer_begin() << "-" << shard.layer_end() - 1 << ")";
+  }
+  std::cerr << std::endl;
   const auto load_start = Clock::now();
   absl::StatusOr<std::unique_ptr<Engine>> loaded = LoadEngine(model_dir, engine_options);
-  if (!loaded.ok()) {
-    wire::WorkerMessage failure;
-    *failure.mutable_failure()->mutable_status() = StatusToProto(loaded.status());
-    sender.Send(failure);
-    return finish(loaded.status());
-  }
+  if (!loaded.ok()) return fail(loaded.status());
   std::unique_ptr<Engine> engine = *std::move(loaded);
   {
     wire::WorkerMessage ready_message;
@@ -175,25 +268,30 @@ absl::Status RunWorker(const WorkerOptions& options) {
   std::cerr << "bitserve worker " << worker_id << ": ready on " << engine->device_name() << ", "
             << engine->num_kv_blocks() << " KV blocks" << std::endl;
 
+  Inbox inbox(stream.get(), transport.get());
   DecodedStep step;
+  std::vector<uint8_t> input, output;
   std::vector<SampleResult> results;
   while (true) {
-    if (!stream->Read(&message)) {
+    std::optional<wire::CoordinatorMessage> next = inbox.Pop();
+    if (!next) {
       return finish(absl::UnavailableError(
           absl::StrCat("the coordinator at ", options.coordinator_address, " went away")));
     }
-    if (message.has_shutdown()) {
-      std::cerr << "bitserve worker " << worker_id << ": shutdown: " << message.shutdown().reason()
-                << std::endl;
-      return finish(absl::OkStatus());
+    if (next->has_shutdown()) {
+      std::cerr << "bitserve worker " << worker_id << ": " << next->shutdown().reason() << std::endl;
+      finish(absl::OkStatus()).IgnoreError();
+      return next->shutdown().rejoin();
     }
-    if (!message.has_step()) continue;
+    if (!next->has_step()) continue;
     wire::WorkerMessage reply;
     wire::StepResult& result = *reply.mutable_step_result();
-    result.set_step_id(message.step().step_id());
+    result.set_step_id(next->step().step_id());
+    result.set_pipeline_stage(shard.pipeline_stage());
     const auto start = Clock::now();
-    absl::Status status = DecodeStep(message.step(), &step);
-    if (status.ok()) status = engine->Step(step.entries, step.samples, &results);
+    results.clear();
+    const absl::Status status = RunStep(*engine, transport.get(), next->step(), step, input, output, results,
+                                        engine_options.pp_transfer);
     if (status.ok()) {
       EncodeResults(results, step.sampled_seq_ids, &result);
     } else {
@@ -204,6 +302,18 @@ absl::Status RunWorker(const WorkerOptions& options) {
     if (!sender.Send(reply)) {
       return finish(absl::UnavailableError("the coordinator went away while a step result was sent"));
     }
+  }
+}
+
+}  // namespace
+
+absl::Status RunWorker(const WorkerOptions& options) {
+  const std::string worker_id =
+      options.worker_id.empty() ? DefaultWorkerId(options.device) : options.worker_id;
+  while (true) {
+    ASSIGN_OR_RETURN(const bool rejoin, RunOnce(options, worker_id));
+    if (!rejoin) return absl::OkStatus();
+    std::cerr << "bitserve worker " << worker_id << ": registering again" << std::endl;
   }
 }
 

@@ -1,7 +1,13 @@
 // The worker end of the internal protocol (rpc/proto/bitserve/internal/worker.proto), as run by
 // `bitserve worker --coordinator ADDR`: dial the coordinator, register, load the assigned model
-// shard into an engine (runtime/engine.h) on this process's device, then run the step plans that
-// arrive and send back the sampled tokens, heartbeating all along (also while loading).
+// shard (the whole model, or one pipeline stage's layers) into an engine (runtime/engine.h) on
+// this process's device, connect to the other stages (runtime/tcp_transport.h), then run the step
+// plans that arrive, heartbeating all along (also while loading).
+//
+// A pipeline stage receives the previous stage's hidden states for each step, runs its layers and
+// sends its own on; only the last stage samples and answers with tokens. Every stage sends exactly
+// one message per step to the next, an empty one when its step failed, so that a failure fails
+// the same step on every later stage instead of leaving them waiting.
 #pragma once
 
 #include <chrono>
@@ -16,12 +22,15 @@ struct WorkerOptions {
   std::string device = "cpu";       // cpu, cuda, cuda:N
   std::string model_dir;            // empty: the path the coordinator sends (a shared volume)
   std::string worker_id;            // empty: hostname:pid:device
+  // Where the other pipeline stages reach this worker (this host's address as they see it).
+  std::string transport_host = "127.0.0.1";
   std::chrono::milliseconds connect_timeout{30000};
 };
 
 // Runs until the coordinator sends Shutdown (OK), refuses the worker (FAILED_PRECONDITION,
 // ALREADY_EXISTS, ... with its reason), goes away (UNAVAILABLE), or loading fails (that error,
-// also reported to the coordinator).
+// also reported to the coordinator). A Shutdown that asks to rejoin (a peer stage was lost)
+// registers again.
 absl::Status RunWorker(const WorkerOptions& options);
 
 }  // namespace bitserve::rpc

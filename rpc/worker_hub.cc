@@ -1,5 +1,6 @@
 #include "rpc/worker_hub.h"
 
+#include <algorithm>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -23,21 +24,29 @@ int64_t Millis(Clock::duration d) {
 // the hub's mu_.
 struct WorkerHub::Link {
   std::string worker_id;
-  std::string device;
+  std::string transport_address;
   ::grpc::ServerContext* context = nullptr;
   Stream* stream = nullptr;
   std::mutex write_mu;
   bool closed = false;  // under write_mu
 
+  int stage = 0;
+  bool assigned = false;  // the Assignment below is decided (and then sent)
+  wire::CoordinatorMessage assignment;
   Clock::time_point last_heard;
   bool ready = false;
+  int num_kv_blocks = 0, max_batch_tokens = 0;
+  int64_t max_model_len = 0;
+  std::string device;
   bool lost = false;
   std::string lost_reason;
-  uint64_t epoch = 0;
   uint64_t pending_step = 0;
   bool has_result = false;
   wire::StepResult result;
 
+  std::string Name(int num_stages) const {
+    return num_stages == 1 ? worker_id : absl::StrCat(worker_id, " (stage ", stage, ")");
+  }
   // False when the stream is closed or broken.
   bool Write(const wire::CoordinatorMessage& message) {
     std::lock_guard<std::mutex> lock(write_mu);
@@ -45,7 +54,7 @@ struct WorkerHub::Link {
   }
 };
 
-// Steps go to the attached worker; the limits are the first worker's.
+// Steps go to every stage of the pipeline; the limits are the first pipeline's.
 class WorkerHub::RemoteEngine final : public Engine {
  public:
   explicit RemoteEngine(WorkerHub* hub) : hub_(hub) {}
@@ -66,56 +75,80 @@ class WorkerHub::RemoteEngine final : public Engine {
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                     std::vector<SampleResult>* results) override {
     WorkerHub& h = *hub_;
-    std::shared_ptr<Link> link;
+    const int num_stages = h.options_.num_stages;
+    std::vector<std::shared_ptr<Link>> links;
     wire::CoordinatorMessage message;
     {
       std::lock_guard<std::mutex> lock(h.mu_);
       if (h.shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
-      if (!h.active_ || !h.active_->ready) {
+      if (!h.Whole()) {
         seen_epoch_ = 0;
-        return absl::UnavailableError(h.last_loss_.empty()
-                                          ? std::string("no worker attached")
-                                          : absl::StrCat(h.last_loss_, "; no worker attached"));
+        return absl::UnavailableError(absl::StrCat(
+            h.last_loss_.empty() ? "" : absl::StrCat(h.last_loss_, "; "),
+            num_stages == 1 ? "no worker attached"
+                            : absl::StrCat("the pipeline has ", h.ReadyStages(), " of ", num_stages,
+                                           " stages ready")));
       }
-      if (seen_epoch_ != 0 && seen_epoch_ != h.active_->epoch) {
-        // The sequences the caller still runs had their KV cache on the lost worker.
+      if (seen_epoch_ != 0 && seen_epoch_ != h.epoch_) {
+        // The sequences the caller still runs had their KV cache on the lost pipeline.
         seen_epoch_ = 0;
-        return absl::UnavailableError(
-            absl::StrCat(h.last_loss_, "; worker ", h.active_->worker_id,
-                         " replaced it, and the KV cache of the running sequences is gone"));
+        return absl::UnavailableError(absl::StrCat(
+            h.last_loss_, "; the workers were replaced, and the KV cache of the running sequences is gone"));
       }
-      seen_epoch_ = h.active_->epoch;
-      link = h.active_;
-      link->pending_step = h.next_step_++;
-      link->has_result = false;
-      message.mutable_step()->set_step_id(link->pending_step);
+      seen_epoch_ = h.epoch_;
+      links = h.pipeline_;
+      const uint64_t step_id = h.next_step_++;
+      for (auto& link : links) {
+        link->pending_step = step_id;
+        link->has_result = false;
+      }
+      message.mutable_step()->set_step_id(step_id);
     }
     EncodeStep(entries, samples, message.mutable_step());
-    if (!link->Write(message)) {
-      std::lock_guard<std::mutex> lock(h.mu_);
-      h.MarkLost(*link, "the step could not be sent (stream closed)");
+    for (auto& link : links) {
+      if (!link->Write(message)) {
+        std::lock_guard<std::mutex> lock(h.mu_);
+        h.MarkLost(*link, "the step could not be sent (stream closed)");
+      }
     }
     std::unique_lock<std::mutex> lock(h.mu_);
-    h.changed_.wait(lock, [&] { return link->has_result || link->lost || h.shutting_down_; });
-    if (!link->has_result) {
+    auto lost = [&]() -> const Link* {
+      for (auto& link : links) {
+        if (link->lost && !link->has_result) return link.get();
+      }
+      return nullptr;
+    };
+    h.changed_.wait(lock, [&] {
+      return h.shutting_down_ || lost() != nullptr ||
+             std::all_of(links.begin(), links.end(), [](const auto& l) { return l->has_result; });
+    });
+    if (h.shutting_down_) {
       seen_epoch_ = 0;
-      if (h.shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
-      return absl::UnavailableError(
-          absl::StrCat("worker ", link->worker_id, " lost during a step: ", link->lost_reason));
+      return absl::UnavailableError("the coordinator is shutting down");
     }
-    const wire::StepResult result = std::move(link->result);
-    link->has_result = false;
+    if (const Link* gone = lost()) {
+      seen_epoch_ = 0;
+      return absl::UnavailableError(absl::StrCat("worker ", gone->Name(num_stages),
+                                                 " lost during a step: ", gone->lost_reason));
+    }
+    std::vector<wire::StepResult> answers;
+    for (auto& link : links) {
+      answers.push_back(std::move(link->result));
+      link->has_result = false;
+    }
     lock.unlock();
-    if (absl::Status s = StatusFromProto(result.status()); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("worker ", link->worker_id, ": ", s.message()));
+    for (size_t i = 0; i < links.size(); ++i) {
+      if (absl::Status s = StatusFromProto(answers[i].status()); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("worker ", links[i]->Name(num_stages), ": ", s.message()));
+      }
     }
-    ASSIGN_OR_RETURN(*results, DecodeResults(result, samples.size()));
+    ASSIGN_OR_RETURN(*results, DecodeResults(answers.back(), samples.size()));
     return absl::OkStatus();
   }
 
  private:
   WorkerHub* hub_;
-  uint64_t seen_epoch_ = 0;  // the worker epoch the caller's KV state lives on; under hub mu_
+  uint64_t seen_epoch_ = 0;  // the pipeline epoch the caller's KV state lives on; under hub mu_
 };
 
 absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOptions& options) {
@@ -126,42 +159,168 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
         "heartbeat timeout (", options.heartbeat_timeout.count(),
         " ms) must exceed the heartbeat interval (", options.heartbeat_interval.count(), " ms) > 0"));
   }
-  return std::unique_ptr<WorkerHub>(new WorkerHub(options, std::move(config)));
+  ASSIGN_OR_RETURN(std::vector<PipelineStage> stages, BalanceStages(config, options.num_stages));
+  return std::unique_ptr<WorkerHub>(new WorkerHub(options, std::move(config), std::move(stages)));
 }
 
-WorkerHub::WorkerHub(const WorkerHubOptions& options, ModelConfig config)
-    : options_(options), config_(std::move(config)) {
+WorkerHub::WorkerHub(const WorkerHubOptions& options, ModelConfig config, std::vector<PipelineStage> stages)
+    : options_(options), config_(std::move(config)), stages_(std::move(stages)) {
   monitor_ = std::thread([this] { Monitor(); });
 }
 
 WorkerHub::~WorkerHub() { Shutdown(); }
 
+bool WorkerHub::Whole() const {
+  return static_cast<int>(pipeline_.size()) == options_.num_stages &&
+         std::all_of(pipeline_.begin(), pipeline_.end(), [](const auto& l) { return l->ready && !l->lost; });
+}
+
+int WorkerHub::ReadyStages() const {
+  return static_cast<int>(std::count_if(pipeline_.begin(), pipeline_.end(),
+                                        [](const auto& l) { return l->ready && !l->lost; }));
+}
+
 void WorkerHub::MarkLost(Link& link, const std::string& reason) {
   if (link.lost) return;
   link.lost = true;
   link.lost_reason = reason;
-  if (active_.get() == &link) {
-    active_.reset();
-    if (link.ready && shutting_down_) {
-      std::cerr << "bitserve serve: worker " << link.worker_id << " left" << std::endl;
-    } else if (link.ready) {
-      last_loss_ = absl::StrCat("worker ", link.worker_id, " lost: ", reason);
-      std::cerr << "bitserve serve: " << last_loss_ << std::endl;
-    }
-  }
   changed_.notify_all();
+  auto it = std::find_if(pipeline_.begin(), pipeline_.end(), [&](const auto& l) { return l.get() == &link; });
+  if (it == pipeline_.end()) return;
+  const int n = options_.num_stages;
+  if (!link.assigned) {
+    // The pipeline was still forming: the others keep waiting, in registration order.
+    pipeline_.erase(it);
+    for (size_t i = 0; i < pipeline_.size(); ++i) pipeline_[i]->stage = static_cast<int>(i);
+    return;
+  }
+  if (shutting_down_) {
+    if (link.ready) std::cerr << "bitserve serve: worker " << link.Name(n) << " left" << std::endl;
+  } else {
+    last_loss_ = absl::StrCat("worker ", link.Name(n), " lost: ", reason);
+    std::cerr << "bitserve serve: " << last_loss_ << std::endl;
+  }
+  // The pipeline breaks up: the other stages' KV cache and transport are useless without this
+  // one, so they register again and a new pipeline forms around the replacement.
+  for (auto& other : pipeline_) {
+    if (other.get() == &link || other->lost) continue;
+    other->lost = true;
+    other->lost_reason = absl::StrCat("the pipeline lost worker ", link.Name(n));
+    if (!shutting_down_) rejoin_.push_back(other);
+  }
+  pipeline_.clear();
 }
 
 void WorkerHub::Monitor() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!shutting_down_) {
     changed_.wait_for(lock, options_.heartbeat_interval / 2);
-    if (active_ && !active_->lost && Clock::now() - active_->last_heard > options_.heartbeat_timeout) {
-      std::shared_ptr<Link> link = active_;
-      MarkLost(*link, absl::StrCat("no heartbeat for ", Millis(Clock::now() - link->last_heard), " ms"));
-      link->context->TryCancel();  // ends the handler's Read
+    for (const auto& link : std::vector<std::shared_ptr<Link>>(pipeline_)) {
+      if (link->assigned && !link->lost && Clock::now() - link->last_heard > options_.heartbeat_timeout) {
+        MarkLost(*link, absl::StrCat("no heartbeat for ", Millis(Clock::now() - link->last_heard), " ms"));
+        link->context->TryCancel();  // ends the handler's Read
+      }
     }
+    // Written outside the lock: a stream write may wait for the network.
+    std::vector<std::shared_ptr<Link>> rejoin;
+    rejoin.swap(rejoin_);
+    if (rejoin.empty()) continue;
+    lock.unlock();
+    wire::CoordinatorMessage message;
+    message.mutable_shutdown()->set_reason("a pipeline stage was lost; register again");
+    message.mutable_shutdown()->set_rejoin(true);
+    for (auto& link : rejoin) link->Write(message);
+    lock.lock();
   }
+}
+
+void WorkerHub::AssignAll() {
+  const int n = options_.num_stages;
+  for (int i = 0; i < n; ++i) {
+    Link& link = *pipeline_[i];
+    const PipelineStage& st = stages_[i];
+    wire::Assignment& a = *link.assignment.mutable_assignment();
+    a.set_assignment_id(next_assignment_++);
+    a.set_rank(i);
+    a.set_world_size(n);
+    a.set_model_dir(options_.model_dir.string());
+    wire::ModelShard& shard = *a.mutable_shard();
+    shard.set_pipeline_stage(i);
+    shard.set_num_pipeline_stages(n);
+    shard.set_layer_begin(st.layer_begin);
+    shard.set_layer_end(st.end(config_.num_hidden_layers));
+    shard.set_has_embedding(st.first());
+    shard.set_has_lm_head(st.last());
+    shard.set_expert_group_size(1);
+    for (int e = 0; e < config_.num_experts; ++e) shard.add_expert_ids(e);
+    wire::KvCacheSpec& kv = *a.mutable_kv_cache();
+    kv.set_block_size(options_.engine.block_size);
+    kv.set_num_blocks(num_kv_blocks_ > 0 ? num_kv_blocks_ : options_.engine.num_kv_blocks);
+    kv.set_memory_fraction(options_.engine.kv_memory_fraction);
+    if (n > 1) {
+      wire::TransportSpec& t = *a.mutable_transport();
+      t.set_activation_dtype(TransferDtypeName(options_.pp_transfer));
+      t.mutable_cpu()->set_rank(i);
+      for (const auto& peer : pipeline_) t.mutable_cpu()->add_peer_addresses(peer->transport_address);
+    }
+    a.set_max_batch_tokens(options_.engine.max_batch_tokens);
+    a.set_max_model_len(static_cast<int32_t>(options_.engine.max_model_len));
+    a.set_heartbeat_interval_ms(static_cast<int32_t>(options_.heartbeat_interval.count()));
+    a.set_heartbeat_timeout_ms(static_cast<int32_t>(options_.heartbeat_timeout.count()));
+    link.assigned = true;
+    link.last_heard = Clock::now();
+  }
+  changed_.notify_all();
+}
+
+absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
+  if (r.vocab_size() != config_.vocab_size || r.num_hidden_layers() != config_.num_hidden_layers ||
+      r.hidden_size() != config_.hidden_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "it loaded a model with vocab ", r.vocab_size(), ", ", r.num_hidden_layers(), " layers, hidden ",
+        r.hidden_size(), "; the coordinator's has ", config_.vocab_size, ", ", config_.num_hidden_layers,
+        ", ", config_.hidden_size));
+  }
+  if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
+    return absl::FailedPreconditionError(absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ",
+                                                      r.block_size(), " tokens; expected blocks of ",
+                                                      options_.engine.block_size));
+  }
+  if (pipelines_ready_ > 0 && (r.num_kv_blocks() < num_kv_blocks_ || r.max_model_len() < max_model_len_ ||
+                               r.max_batch_tokens() < max_batch_tokens_)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a replacement must hold what the first workers held: ", r.num_kv_blocks(), " KV blocks, max_model_len ",
+        r.max_model_len(), ", max_batch_tokens ", r.max_batch_tokens(), " vs ", num_kv_blocks_, ", ",
+        max_model_len_, ", ", max_batch_tokens_));
+  }
+  link.ready = true;
+  link.num_kv_blocks = r.num_kv_blocks();
+  link.max_model_len = r.max_model_len();
+  link.max_batch_tokens = r.max_batch_tokens();
+  link.device = r.device_name();
+  const int n = options_.num_stages;
+  std::cerr << "bitserve serve: worker " << link.Name(n) << " ready on " << r.device_name() << ": "
+            << r.num_kv_blocks() << " KV blocks, loaded in " << r.load_seconds() << " s" << std::endl;
+  if (!Whole()) return absl::OkStatus();
+  if (pipelines_ready_ == 0) {
+    // The scheduler's limits: what every stage can hold.
+    num_kv_blocks_ = pipeline_[0]->num_kv_blocks;
+    max_model_len_ = pipeline_[0]->max_model_len;
+    max_batch_tokens_ = pipeline_[0]->max_batch_tokens;
+    for (const auto& l : pipeline_) {
+      num_kv_blocks_ = std::min(num_kv_blocks_, l->num_kv_blocks);
+      max_model_len_ = std::min(max_model_len_, l->max_model_len);
+      max_batch_tokens_ = std::min(max_batch_tokens_, l->max_batch_tokens);
+    }
+    block_size_ = r.block_size();
+    device_name_ = n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
+                          : absl::StrCat(n, "-stage pipeline of workers (", pipeline_[0]->device, ")");
+  }
+  ++epoch_;
+  ++pipelines_ready_;
+  if (n > 1) std::cerr << "bitserve serve: pipeline of " << n << " stages ready" << std::endl;
+  changed_.notify_all();
+  return absl::OkStatus();
 }
 
 ::grpc::Status WorkerHub::Attach(::grpc::ServerContext* context, Stream* stream) {
@@ -170,6 +329,7 @@ void WorkerHub::Monitor() {
     return ::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT, "the first message must be Register");
   }
   const wire::Register& reg = message.register_();
+  const int n = options_.num_stages;
   auto reject = [&](::grpc::StatusCode code, const std::string& why) {
     wire::CoordinatorMessage out;
     out.mutable_reject()->mutable_status()->set_code(static_cast<int>(code));
@@ -183,47 +343,41 @@ void WorkerHub::Monitor() {
                   absl::StrCat("protocol_version ", reg.protocol_version(), ", expected ",
                                kWorkerProtocolVersion, " (build the worker from the same source)"));
   }
+  if (n > 1 && reg.transport_address().empty()) {
+    return reject(::grpc::StatusCode::FAILED_PRECONDITION,
+                  absl::StrCat("a ", n, "-stage pipeline needs the worker's transport_address"));
+  }
   auto link = std::make_shared<Link>();
   link->worker_id = reg.worker_id().empty() ? context->peer() : reg.worker_id();
+  link->transport_address = reg.transport_address();
   link->context = context;
   link->stream = stream;
   link->last_heard = Clock::now();
-  wire::CoordinatorMessage out;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (shutting_down_) return reject(::grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
-    if (active_) {
+    if (static_cast<int>(pipeline_.size()) == n) {
       return reject(::grpc::StatusCode::ALREADY_EXISTS,
-                    absl::StrCat("worker ", active_->worker_id,
-                                 " holds the model; this coordinator runs one worker (world_size 1)"));
+                    n == 1 ? absl::StrCat("worker ", pipeline_[0]->worker_id,
+                                          " holds the model; this coordinator runs one worker")
+                           : absl::StrCat("the pipeline has its ", n, " workers"));
     }
-    active_ = link;
-    wire::Assignment& a = *out.mutable_assignment();
-    a.set_assignment_id(next_assignment_++);
-    a.set_rank(0);
-    a.set_world_size(1);
-    a.set_model_dir(options_.model_dir.string());
-    wire::ModelShard& shard = *a.mutable_shard();
-    shard.set_pipeline_stage(0);
-    shard.set_num_pipeline_stages(1);
-    shard.set_layer_begin(0);
-    shard.set_layer_end(config_.num_hidden_layers);
-    shard.set_has_embedding(true);
-    shard.set_has_lm_head(true);
-    shard.set_expert_group_size(1);
-    for (int e = 0; e < config_.num_experts; ++e) shard.add_expert_ids(e);
-    wire::KvCacheSpec& kv = *a.mutable_kv_cache();
-    kv.set_block_size(options_.engine.block_size);
-    kv.set_num_blocks(num_kv_blocks_ > 0 ? num_kv_blocks_ : options_.engine.num_kv_blocks);
-    kv.set_memory_fraction(options_.engine.kv_memory_fraction);
-    a.set_max_batch_tokens(options_.engine.max_batch_tokens);
-    a.set_max_model_len(static_cast<int32_t>(options_.engine.max_model_len));
-    a.set_heartbeat_interval_ms(static_cast<int32_t>(options_.heartbeat_interval.count()));
-    a.set_heartbeat_timeout_ms(static_cast<int32_t>(options_.heartbeat_timeout.count()));
+    link->stage = static_cast<int>(pipeline_.size());
+    pipeline_.push_back(link);
+    std::cerr << "bitserve serve: worker " << link->worker_id << " (" << reg.device().kind() << ", "
+              << context->peer() << ") registered"
+              << (n > 1 ? absl::StrCat(" for stage ", link->stage, " of ", n) : std::string()) << std::endl;
+    if (static_cast<int>(pipeline_.size()) == n) AssignAll();
+    // Wait for the rest of the pipeline; a worker that leaves meanwhile frees its place.
+    while (!link->assigned && !link->lost && !shutting_down_) {
+      changed_.wait_for(lock, std::chrono::milliseconds(100));
+      if (context->IsCancelled()) MarkLost(*link, "it left before the pipeline formed");
+    }
+    if (!link->assigned) {
+      return ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
+    }
   }
-  std::cerr << "bitserve serve: worker " << link->worker_id << " (" << reg.device().kind() << " "
-            << reg.device().name() << ", " << context->peer() << ") registered, loading" << std::endl;
-  link->Write(out);
+  link->Write(link->assignment);
 
   ::grpc::Status end = ::grpc::Status::OK;
   while (stream->Read(&message)) {
@@ -240,46 +394,12 @@ void WorkerHub::Monitor() {
       MarkLost(*link, absl::StrCat("it failed: ", message.failure().status().message()));
       break;
     } else if (message.has_ready() && !link->ready) {
-      const wire::Ready& r = message.ready();
-      std::string mismatch;
-      if (r.vocab_size() != config_.vocab_size || r.num_hidden_layers() != config_.num_hidden_layers ||
-          r.hidden_size() != config_.hidden_size) {
-        mismatch = absl::StrCat("it loaded a model with vocab ", r.vocab_size(), ", ", r.num_hidden_layers(),
-                                " layers, hidden ", r.hidden_size(), "; the coordinator's has ",
-                                config_.vocab_size, ", ", config_.num_hidden_layers, ", ",
-                                config_.hidden_size);
-      } else if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
-        mismatch = absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ", r.block_size(),
-                                " tokens; expected blocks of ", options_.engine.block_size);
-      } else if (workers_joined_ > 0 &&
-                 (r.num_kv_blocks() != num_kv_blocks_ || r.max_model_len() != max_model_len_ ||
-                  r.max_batch_tokens() != max_batch_tokens_)) {
-        mismatch = absl::StrCat("a replacement must match the first worker: ", r.num_kv_blocks(),
-                                " KV blocks, max_model_len ", r.max_model_len(), ", max_batch_tokens ",
-                                r.max_batch_tokens(), " vs ", num_kv_blocks_, ", ", max_model_len_, ", ",
-                                max_batch_tokens_);
-      }
-      if (!mismatch.empty()) {
-        MarkLost(*link, mismatch);
-        end = ::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION, mismatch);
-        std::cerr << "bitserve serve: refused worker " << link->worker_id << ": " << mismatch << std::endl;
+      if (absl::Status s = AcceptReady(*link, message.ready()); !s.ok()) {
+        std::cerr << "bitserve serve: refused worker " << link->worker_id << ": " << s.message() << std::endl;
+        MarkLost(*link, std::string(s.message()));
+        end = ::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION, std::string(s.message()));
         break;
       }
-      if (workers_joined_ == 0) {
-        num_kv_blocks_ = r.num_kv_blocks();
-        block_size_ = r.block_size();
-        max_model_len_ = r.max_model_len();
-        max_batch_tokens_ = r.max_batch_tokens();
-        device_name_ = absl::StrCat("worker ", link->worker_id, " ", r.device_name());
-      }
-      link->device = r.device_name();
-      link->ready = true;
-      link->epoch = ++epoch_;
-      ++workers_joined_;
-      std::cerr << "bitserve serve: worker " << link->worker_id << " ready on " << r.device_name()
-                << ": " << r.num_kv_blocks() << " KV blocks, loaded in " << r.load_seconds() << " s"
-                << std::endl;
-      changed_.notify_all();
     }
   }
   {
@@ -295,8 +415,8 @@ void WorkerHub::Monitor() {
 
 absl::Status WorkerHub::WaitForWorker(Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!changed_.wait_until(lock, deadline, [&] { return workers_joined_ > 0 || shutting_down_; }) ||
-      workers_joined_ == 0) {
+  if (!changed_.wait_until(lock, deadline, [&] { return pipelines_ready_ > 0 || shutting_down_; }) ||
+      pipelines_ready_ == 0) {
     return absl::DeadlineExceededError("no worker became ready");
   }
   return absl::OkStatus();
@@ -306,30 +426,32 @@ std::unique_ptr<Engine> WorkerHub::MakeEngine() { return std::make_unique<Remote
 
 absl::Status WorkerHub::Health() const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (active_ && active_->ready && !active_->lost) return absl::OkStatus();
-  if (!last_loss_.empty()) return absl::UnavailableError(absl::StrCat(last_loss_, "; no worker attached"));
-  return absl::UnavailableError("no worker attached yet");
+  if (Whole()) return absl::OkStatus();
+  const std::string what = options_.num_stages == 1
+                               ? std::string(pipelines_ready_ == 0 ? "no worker attached yet" : "no worker attached")
+                               : absl::StrCat("the pipeline has ", ReadyStages(), " of ",
+                                              options_.num_stages, " stages ready");
+  if (!last_loss_.empty()) return absl::UnavailableError(absl::StrCat(last_loss_, "; ", what));
+  return absl::UnavailableError(what);
 }
 
-int WorkerHub::workers_joined() const {
+int WorkerHub::pipelines_ready() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return workers_joined_;
+  return pipelines_ready_;
 }
 
 void WorkerHub::Shutdown() {
-  std::shared_ptr<Link> link;
+  std::vector<std::shared_ptr<Link>> links;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) return;
     shutting_down_ = true;
-    link = active_;
+    links = pipeline_;
     changed_.notify_all();
   }
-  if (link) {
-    wire::CoordinatorMessage bye;
-    bye.mutable_shutdown()->set_reason("the coordinator is shutting down");
-    link->Write(bye);
-  }
+  wire::CoordinatorMessage bye;
+  bye.mutable_shutdown()->set_reason("the coordinator is shutting down");
+  for (auto& link : links) link->Write(bye);
   if (monitor_.joinable()) monitor_.join();
 }
 

@@ -3,16 +3,20 @@
 // the coordinator drives that runs each step on the attached worker (`bitserve serve
 // --worker-listen ADDR` + `bitserve worker --coordinator ADDR`).
 //
-// One worker holds the whole model for now (world_size 1; pipeline stages are the next step). A
-// second worker that registers while one is attached is refused; one that registers after the
-// first was lost replaces it.
+// Pipeline: num_stages workers form one pipeline. The first num_stages workers to register are
+// held until all have registered, then each is assigned a stage (layers balanced by
+// BalanceStages, in order of registration) and the CPU transport's peer addresses; serving starts
+// when every stage is ready. Every step plan goes to every stage; the last one answers with the
+// sampled tokens, the others with an empty acknowledgement. A worker that registers while the
+// pipeline is complete is refused.
 //
 // Losing a worker: a broken stream, a WorkerFailure message, or no heartbeat within
-// heartbeat_timeout. The step waiting on it (and every later step until a worker is back) fails
-// UNAVAILABLE naming the worker and why; Health() is UNAVAILABLE meanwhile. The KV cache died with
-// the worker, so the first step after a replacement joined also fails UNAVAILABLE, once, telling
-// the coordinator to drop the sequences it still believed cached (Coordinator does exactly that
-// on any UNAVAILABLE step).
+// heartbeat_timeout. The step waiting on it (and every later step until the pipeline is whole
+// again) fails UNAVAILABLE naming the worker and why; Health() is UNAVAILABLE meanwhile. The
+// other stages are told to register again (Shutdown with rejoin), so that the pipeline and its
+// transport are rebuilt around a replacement. The KV cache died with the pipeline, so the first
+// step after it is whole again also fails UNAVAILABLE, once, telling the coordinator to drop the
+// sequences it still believed cached (Coordinator does exactly that on any UNAVAILABLE step).
 #pragma once
 
 #include <chrono>
@@ -23,11 +27,13 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "bitserve/internal/worker.grpc.pb.h"
 #include "runtime/engine.h"
 #include "runtime/model_config.h"
+#include "runtime/pipeline_stage.h"
 
 namespace bitserve::rpc {
 
@@ -39,6 +45,8 @@ struct WorkerHubOptions {
   EngineOptions engine;
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};
+  int num_stages = 1;                                // pipeline stages = workers
+  TransferDtype pp_transfer = TransferDtype::kInt8;  // hidden states between stages
 };
 
 class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
@@ -60,10 +68,10 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   // (its limits are the first worker's); it must not outlive the hub.
   std::unique_ptr<Engine> MakeEngine();
 
-  // OK while a worker is attached and ready.
+  // OK while every stage's worker is attached and ready.
   absl::Status Health() const;
-  // Workers that became ready since the hub started (a replacement counts again).
-  int workers_joined() const;
+  // Times the pipeline became whole since the hub started (a rebuilt one counts again).
+  int pipelines_ready() const;
 
   // Tells the attached worker to exit, fails a step in flight, refuses new workers. Idempotent.
   void Shutdown();
@@ -71,23 +79,33 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
  private:
   struct Link;
   class RemoteEngine;
-  explicit WorkerHub(const WorkerHubOptions& options, ModelConfig config);
+  explicit WorkerHub(const WorkerHubOptions& options, ModelConfig config,
+                     std::vector<PipelineStage> stages);
   void Monitor();
-  void MarkLost(Link& link, const std::string& reason);  // under mu_
+  // Under mu_: marks `link` lost and breaks up its pipeline (the others are told to rejoin).
+  void MarkLost(Link& link, const std::string& reason);
+  void AssignAll();   // under mu_: the pipeline has all its workers
+  bool Whole() const;  // under mu_: every stage attached and ready
+  int ReadyStages() const;  // under mu_
+  // Under mu_: the Ready of one stage; an error says why it is refused.
+  absl::Status AcceptReady(Link& link, const ::bitserve::internal::v1::Ready& ready);
 
   WorkerHubOptions options_;
   ModelConfig config_;
+  std::vector<PipelineStage> stages_;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;
-  std::shared_ptr<Link> active_;   // the worker that runs steps; null when none
-  std::string last_loss_;          // why the previous worker went, for Health and step errors
-  uint64_t epoch_ = 0;             // increases with each worker that becomes ready
+  // The pipeline being formed or serving, in stage order; its size grows to num_stages.
+  std::vector<std::shared_ptr<Link>> pipeline_;
+  std::vector<std::shared_ptr<Link>> rejoin_;  // to be told to register again (by Monitor)
+  std::string last_loss_;          // why the previous pipeline broke, for Health and step errors
+  uint64_t epoch_ = 0;             // increases each time the pipeline becomes whole
   uint64_t next_assignment_ = 1;
   uint64_t next_step_ = 1;
-  int workers_joined_ = 0;
+  int pipelines_ready_ = 0;
   bool shutting_down_ = false;
-  // The limits of the first worker; replacements must match them.
+  // The limits of the first pipeline; rebuilt pipelines must match them.
   int num_kv_blocks_ = 0, block_size_ = 0, max_batch_tokens_ = 0;
   int64_t max_model_len_ = 0;
   std::string device_name_;
