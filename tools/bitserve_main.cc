@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   bitserve::cli::AddPerplexityCommand(app);
   bitserve::cli::AddBatchCommand(app);
   bitserve::cli::AddServeCommand(app);
+  bitserve::cli::AddBenchServeCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -28,5 +28,6 @@ void AddTokenizeCommand(CLI::App& app);
 void AddPerplexityCommand(CLI::App& app);
 void AddBatchCommand(CLI::App& app);
 void AddServeCommand(CLI::App& app);
+void AddBenchServeCommand(CLI::App& app);
 
 }  // namespace bitserve::cli
