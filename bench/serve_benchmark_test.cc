@@ -57,8 +57,8 @@ TEST(SummarizeTest, MeanMedianPopulationStdAndScale) {
   EXPECT_DOUBLE_EQ(d.mean, 2.5);
   EXPECT_DOUBLE_EQ(d.median, 2.5);
   EXPECT_NEAR(d.std, std::sqrt(1.25), 1e-12);  // numpy's default ddof = 0
-  EXPECT_THAT(d.percentiles, ElementsAre(Pair(50, DoubleNear(2.5, 1e-12)),
-                                         Pair(90, DoubleNear(3.7, 1e-12))));
+  EXPECT_THAT(d.percentiles,
+              ElementsAre(Pair(50, DoubleNear(2.5, 1e-12)), Pair(90, DoubleNear(3.7, 1e-12))));
   const Distribution empty = Summarize({}, {99});
   EXPECT_EQ(empty.mean, 0);
   EXPECT_THAT(empty.percentiles, ElementsAre(Pair(99, 0.0)));

@@ -59,8 +59,8 @@ struct Phase {
     r.finish_reason = chunk.finish_reason;
     if (chunk.usage.prompt_tokens > 0) r.prompt_tokens = chunk.usage.prompt_tokens;
     r.output_tokens = chunk.usage.completion_tokens;
-    const bool normal = r.finish_reason == "length" || r.finish_reason == "eos" ||
-                        r.finish_reason == "stop";
+    const bool normal =
+        r.finish_reason == "length" || r.finish_reason == "eos" || r.finish_reason == "stop";
     if (normal && !r.token_chunk_times.empty()) {
       r.success = true;
     } else if (cancelled_at_timeout[i]) {
@@ -70,8 +70,8 @@ struct Phase {
     } else if (r.finish_reason == "cancelled") {
       r.status = absl::CancelledError("cancelled by the server");
     } else {
-      r.status = absl::InternalError(absl::StrCat("finished (\"", r.finish_reason,
-                                                  "\") without any token"));
+      r.status = absl::InternalError(
+          absl::StrCat("finished (\"", r.finish_reason, "\") without any token"));
     }
     --in_flight;
     MarkDone(i, now);
@@ -115,10 +115,9 @@ std::shared_ptr<Phase> RunPhase(rpc::GenerationBackend& backend,
   Progress progress(options.progress, label, n);
   phase->t0 = Clock::now();
   const Clock::time_point deadline =
-      options.timeout_s > 0
-          ? phase->t0 + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(options.timeout_s))
-          : Clock::time_point::max();
+      options.timeout_s > 0 ? phase->t0 + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double>(options.timeout_s))
+                            : Clock::time_point::max();
   auto timed_out = [&] { return Clock::now() >= deadline; };
 
   std::unique_lock<std::mutex> lock(phase->mu);
@@ -129,9 +128,8 @@ std::shared_ptr<Phase> RunPhase(rpc::GenerationBackend& backend,
     r.arrival_time = arrivals[next];
     r.prompt_tokens = requests[next].prompt_len;
     r.expected_output_tokens = requests[next].expected_output_len;
-    const Clock::time_point due =
-        phase->t0 + std::chrono::duration_cast<Clock::duration>(
-                        std::chrono::duration<double>(arrivals[next]));
+    const Clock::time_point due = phase->t0 + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(arrivals[next]));
     while (Clock::now() < std::min(due, deadline)) {
       phase->cv.wait_until(lock, std::min(due, deadline));
       progress.Update(*phase);
@@ -218,17 +216,15 @@ absl::StatusOr<DriverResult> RunServeBenchmark(rpc::GenerationBackend& backend,
     return absl::InvalidArgumentError(
         absl::StrCat("--timeout must be >= 0, got ", options.timeout_s));
   }
-  absl::StatusOr<std::vector<double>> arrivals =
-      ArrivalTimes(static_cast<int>(requests.size()), options.request_rate, options.burstiness,
-                   options.seed);
+  absl::StatusOr<std::vector<double>> arrivals = ArrivalTimes(
+      static_cast<int>(requests.size()), options.request_rate, options.burstiness, options.seed);
   if (!arrivals.ok()) return arrivals.status();
 
   DriverResult result;
   if (options.num_warmups > 0) {
     const std::vector<BenchRequest> warmup(options.num_warmups, requests.front());
-    std::shared_ptr<Phase> phase = RunPhase(backend, warmup,
-                                            std::vector<double>(warmup.size(), 0.0), options,
-                                            "warmup");
+    std::shared_ptr<Phase> phase =
+        RunPhase(backend, warmup, std::vector<double>(warmup.size(), 0.0), options, "warmup");
     std::lock_guard<std::mutex> lock(phase->mu);
     for (const RequestRecord& r : phase->records) result.warmup_failed += !r.success;
   }

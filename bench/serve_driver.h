@@ -25,8 +25,8 @@ namespace bitserve::bench {
 struct DriverOptions {
   int max_concurrency = 0;  // requests in flight at most; 0: no limit
   double request_rate = std::numeric_limits<double>::infinity();  // req/s; inf: all at once
-  double burstiness = 1.0;  // 1: Poisson arrivals
-  uint64_t seed = 0;        // of the arrival times
+  double burstiness = 1.0;                                        // 1: Poisson arrivals
+  uint64_t seed = 0;                                              // of the arrival times
   // Requests sent before the measured run and not counted (vLLM's --num-warmups: copies of the
   // first request, under the same concurrency limit).
   int num_warmups = 0;

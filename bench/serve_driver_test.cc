@@ -1,5 +1,7 @@
 // The bench-serve driver against a fake GenerationBackend that streams tokens from its own
 // threads with small delays. Checks are about accounting and ordering, never about speed.
+#include "bench/serve_driver.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -7,7 +9,6 @@
 #include <set>
 #include <thread>
 
-#include "bench/serve_driver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -164,7 +165,8 @@ TEST(DriverTest, FailuresAreCountedWithTheirCodes) {
   const ServeMetrics m = ComputeMetrics(result->records, result->duration_s, {99});
   EXPECT_EQ(m.completed, 9);
   EXPECT_EQ(m.failed, 3);
-  EXPECT_THAT(m.failures_by_code, ElementsAre(Pair("RESOURCE_EXHAUSTED", 2), Pair("UNAVAILABLE", 1)));
+  EXPECT_THAT(m.failures_by_code,
+              ElementsAre(Pair("RESOURCE_EXHAUSTED", 2), Pair("UNAVAILABLE", 1)));
   EXPECT_EQ(result->records[2].finish_reason, "rejected");
   EXPECT_EQ(result->records[5].finish_reason, "error");
   EXPECT_FALSE(result->records[5].success);

@@ -9,10 +9,10 @@
 //          gap since the previous one, whatever the number of tokens it carries. That is vLLM's
 //          definition (its request functions append one gap per streamed message); bitserve
 //          streams one token per chunk, so here it is also the per-token gap. A server that
-//          coalesced k tokens into a chunk would show one gap of k steps, and TPOT would differ.
+//          coalesced k tokens per chunk would show fewer, k times longer gaps (and the same TPOT).
 //   output_tokens  the server's usage.completion_tokens; input tokens its usage.prompt_tokens.
 //   Throughputs    completed requests, their output tokens, and their input + output tokens, each
-//                  divided by the benchmark duration (first send to last finish).
+//                  divided by the benchmark duration (start of the run to the last request's end).
 //   Peak output token throughput  output tokens per one-second bucket since the first send, the
 //                  largest bucket (vLLM counts one per chunk; this counts the chunk's tokens).
 //   Peak concurrent requests      the most [send, last token) intervals that overlap.
@@ -32,21 +32,21 @@ namespace bitserve::bench {
 
 // What the driver observed for one request. Times are seconds since the benchmark started.
 struct RequestRecord {
-  int index = 0;                 // position in the workload
-  bool sent = false;             // Submit was called (false: the benchmark timed out before)
-  bool success = false;          // a final chunk with a normal finish reason and >= 1 token
-  absl::Status status;           // why it failed (OK on success)
-  std::string finish_reason;     // "length", "eos", "stop", "cancelled", "error", or "" if none
-  int prompt_tokens = 0;         // usage.prompt_tokens (the ids sent when no usage came back)
-  int output_tokens = 0;         // usage.completion_tokens
+  int index = 0;              // position in the workload
+  bool sent = false;          // Submit was called (false: the benchmark timed out before)
+  bool success = false;       // a final chunk with a normal finish reason and >= 1 token
+  absl::Status status;        // why it failed (OK on success)
+  std::string finish_reason;  // "length", "eos", "stop", "cancelled", "error", or "" if none
+  int prompt_tokens = 0;      // usage.prompt_tokens (the ids sent when no usage came back)
+  int output_tokens = 0;      // usage.completion_tokens
   int expected_output_tokens = 0;
-  double arrival_time = 0;       // when the workload scheduled it
-  double start_time = 0;         // when it was sent
+  double arrival_time = 0;                // when the workload scheduled it
+  double start_time = 0;                  // when it was sent
   std::vector<double> token_chunk_times;  // arrival of each chunk that carried tokens
   std::vector<int> token_chunk_sizes;     // tokens in each of those chunks
 
-  double ttft() const;      // 0 without tokens
-  double latency() const;   // E2EL; 0 without tokens
+  double ttft() const;     // 0 without tokens
+  double latency() const;  // E2EL; 0 without tokens
   std::vector<double> itl() const;
 };
 
@@ -57,8 +57,8 @@ struct Distribution {
 
 struct ServeMetrics {
   int completed = 0;
-  int failed = 0;                 // sent and failed, plus never sent (timeout)
-  int short_outputs = 0;          // completed with fewer tokens than asked (max_model_len cut)
+  int failed = 0;         // sent and failed, plus never sent (timeout)
+  int short_outputs = 0;  // completed with fewer tokens than asked (max_model_len cut)
   int64_t total_input_tokens = 0;
   int64_t total_output_tokens = 0;
   double duration_s = 0;

@@ -49,11 +49,11 @@ absl::StatusOr<std::vector<BenchRequest>> MakeRandomWorkload(const RandomWorkloa
     return absl::InvalidArgumentError(
         absl::StrCat("--num-prompts must be >= 1, got ", o.num_prompts));
   }
-  absl::StatusOr<std::pair<int, int>> in = LengthBounds(o.input_len, o.input_len_range, 1,
-                                                        "--input-len");
+  absl::StatusOr<std::pair<int, int>> in =
+      LengthBounds(o.input_len, o.input_len_range, 1, "--input-len");
   if (!in.ok()) return in.status();
-  absl::StatusOr<std::pair<int, int>> out = LengthBounds(o.output_len, o.output_len_range, 1,
-                                                         "--output-len");
+  absl::StatusOr<std::pair<int, int>> out =
+      LengthBounds(o.output_len, o.output_len_range, 1, "--output-len");
   if (!out.ok()) return out.status();
   std::vector<int32_t> allowed;
   for (int id = 0; id < o.vocab_size; ++id) {
@@ -87,10 +87,11 @@ absl::StatusOr<std::vector<BenchRequest>> LoadJsonlWorkload(const std::filesyste
                                                             double output_len_range,
                                                             uint64_t seed) {
   if (num_prompts < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--num-prompts must be >= 0, got ", num_prompts));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--num-prompts must be >= 0, got ", num_prompts));
   }
-  absl::StatusOr<std::pair<int, int>> out = LengthBounds(output_len, output_len_range, 1,
-                                                         "--output-len");
+  absl::StatusOr<std::pair<int, int>> out =
+      LengthBounds(output_len, output_len_range, 1, "--output-len");
   if (!out.ok()) return out.status();
   std::ifstream file(path);
   if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path.string()));
@@ -154,8 +155,8 @@ std::vector<double> ArrivalGaps(int n, double rate, double burstiness, uint64_t 
 absl::StatusOr<std::vector<double>> ArrivalTimes(int n, double rate, double burstiness,
                                                  uint64_t seed) {
   if (!(rate > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("--request-rate must be > 0 (or inf), got ",
-                                                   rate));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--request-rate must be > 0 (or inf), got ", rate));
   }
   if (!(burstiness > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("--burstiness must be > 0, got ", burstiness));

@@ -37,8 +37,8 @@ struct RandomWorkloadOptions {
   double input_len_range = 0;   // R in [0, 1)
   double output_len_range = 0;  // R in [0, 1)
   uint64_t seed = 0;
-  int vocab_size = 0;              // token ids are drawn from [0, vocab_size) ...
-  std::vector<int> excluded_ids;   // ... except these (the model's eos ids)
+  int vocab_size = 0;             // token ids are drawn from [0, vocab_size) ...
+  std::vector<int> excluded_ids;  // ... except these (the model's eos ids)
 };
 
 // Inclusive bounds of a length drawn around `len` with range ratio `range`, as vLLM's

@@ -143,7 +143,8 @@ nlohmann::ordered_json Parameters(const Args& args, const rpc::ModelSummary& inf
   p["seed"] = args.seed;
   p["max_concurrency"] = args.max_concurrency > 0 ? nlohmann::ordered_json(args.max_concurrency)
                                                   : nlohmann::ordered_json();
-  p["request_rate"] = std::isinf(rate) ? nlohmann::ordered_json("inf") : nlohmann::ordered_json(rate);
+  p["request_rate"] =
+      std::isinf(rate) ? nlohmann::ordered_json("inf") : nlohmann::ordered_json(rate);
   p["burstiness"] = args.burstiness;
   p["num_warmups"] = args.warmup;
   p["percentiles"] = percentiles;
@@ -205,9 +206,10 @@ absl::Status Run(const Args& args) {
 
 void AddBenchServeCommand(CLI::App& app) {
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand(
-      "bench-serve", "Serving benchmark (as vLLM's `vllm bench serve`): TTFT, TPOT, ITL, E2EL, "
-                     "throughput");
+  CLI::App* cmd =
+      app.add_subcommand("bench-serve",
+                         "Serving benchmark (as vLLM's `vllm bench serve`): TTFT, TPOT, ITL, E2EL, "
+                         "throughput");
   auto* server = cmd->add_option("--server", args->server, "host:port of a `bitserve serve`");
   auto* model = cmd->add_option("--model", args->model,
                                 "Checkpoint directory: benchmark an in-process coordinator");
