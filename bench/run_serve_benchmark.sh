@@ -18,7 +18,8 @@ trap cleanup EXIT
 
 start_server() {  # start_server LOG SERVE_FLAGS...: sets server_pid and addr
   local log=$1; shift
-  "$bitserve" serve --model "$model" --listen 127.0.0.1:0 "$@" 2> "$log" &
+  : > "$log"  # exists before the background redirect does: the loop below reads it
+  "$bitserve" serve --model "$model" --listen 127.0.0.1:0 "$@" 2>> "$log" &
   server_pid=$!
   addr=
   for _ in $(seq 1 600); do

@@ -30,7 +30,8 @@ bench() {  # bench NAME ARGS...: runs bench-serve (bounded), stdout to NAME.out,
 
 "$bitserve" make-model --preset test-gqa --out "$work/model" 2>/dev/null
 
-"$bitserve" serve --model "$work/model" --listen 127.0.0.1:0 2> "$work/server.err" &
+: > "$work/server.err"  # exists before the server's own redirect does: the loop below reads it
+"$bitserve" serve --model "$work/model" --listen 127.0.0.1:0 2>> "$work/server.err" &
 server_pid=$!
 addr=
 for _ in $(seq 1 600); do  # up to 60 s for the model to load
