@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   bitserve::cli::AddServeCommand(app);
   bitserve::cli::AddWorkerCommand(app);
   bitserve::cli::AddClientCommand(app);
+  bitserve::cli::AddBenchServeCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -30,5 +30,6 @@ void AddBatchCommand(CLI::App& app);
 void AddServeCommand(CLI::App& app);
 void AddWorkerCommand(CLI::App& app);
 void AddClientCommand(CLI::App& app);
+void AddBenchServeCommand(CLI::App& app);
 
 }  // namespace bitserve::cli

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# End to end: `bitserve bench-serve` against a running `bitserve serve` on a small generated model
+# (every request completes, the numbers are sane, the JSON has vLLM's keys), a Poisson-rate run,
+# rejected requests counted with their status code, the in-process --model path, and the server
+# still draining and exiting 0 on SIGTERM afterwards.
+# Usage: bench_serve_test.sh PATH/TO/bitserve
+set -euo pipefail
+bitserve=$1
+python=/usr/bin/python3
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -KILL "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  if [[ -f $work/server.err ]]; then echo "--- server stderr (last lines):" >&2; tail -20 "$work/server.err" >&2; fi
+  exit 1
+}
+bench() {  # bench NAME ARGS...: runs bench-serve (bounded), stdout to NAME.out, stderr to NAME.err
+  local name=$1; shift
+  timeout 180 "$bitserve" bench-serve "$@" > "$work/$name.out" 2> "$work/$name.err" \
+    || fail "bench-serve $name exited $?: $(tail -5 "$work/$name.err")"
+}
+
+"$bitserve" make-model --preset test-gqa --out "$work/model" 2>/dev/null
+
+: > "$work/server.err"  # exists before the server's own redirect does: the loop below reads it
+"$bitserve" serve --model "$work/model" --listen 127.0.0.1:0 2>> "$work/server.err" &
+server_pid=$!
+addr=
+for _ in $(seq 1 600); do  # up to 60 s for the model to load
+  addr=$(sed -n 's/^bitserve serve: listening on //p' "$work/server.err" | head -1)
+  [[ -n $addr ]] && break
+  kill -0 "$server_pid" 2>/dev/null || fail "bitserve serve exited before listening"
+  sleep 0.1
+done
+[[ -n $addr ]] || fail "bitserve serve did not print its address within 60 s"
+
+# Fixed concurrency, random lengths: 16 measured requests after 2 warm-up ones.
+bench fixed --server "$addr" --num-prompts 16 --input-len 32 --output-len 16 \
+  --input-len-range 0.5 --output-len-range 0.5 --max-concurrency 4 --warmup 2 --seed 1 \
+  --json "$work/fixed.json"
+grep -q "============ Serving Benchmark Result ============" "$work/fixed.out" \
+  || fail "no result block: $(cat "$work/fixed.out")"
+grep -q "^Successful requests: *16 *$" "$work/fixed.out" || fail "not 16 successful: $(cat "$work/fixed.out")"
+grep -q "^P99 TTFT (ms):" "$work/fixed.out" || fail "no P99 TTFT line"
+$python - "$work/fixed.json" <<'PY' || fail "fixed.json: $(head -c 2000 "$work/fixed.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["completed"] == 16 and r["failed"] == 0, (r["completed"], r["failed"], r["errors"])
+p = r["parameters"]
+assert p["backend"] == "server" and p["max_concurrency"] == 4 and p["num_prompts"] == 16, p
+assert p["request_rate"] == "inf" and p["seed"] == 1 and p["num_warmups"] == 2, p
+assert len(r["ttfts"]) == len(r["latencies"]) == len(r["itls"]) == 16
+for ttft, e2el, itl, n, inp in zip(r["ttfts"], r["latencies"], r["itls"], r["output_lens"],
+                                   r["input_lens"]):
+    assert 0 < ttft <= e2el, (ttft, e2el)
+    assert 8 <= n <= 24 and 16 <= inp <= 48, (n, inp)   # [L(1-R), L(1+R)]
+    assert len(itl) == n - 1, (len(itl), n)            # one token per chunk from bitserve
+    assert all(g >= 0 for g in itl)
+assert r["total_output_tokens"] == sum(r["output_lens"])
+assert r["total_input_tokens"] == sum(r["input_lens"])
+assert r["duration"] > 0 and r["output_throughput"] > 0 and r["request_throughput"] > 0
+assert abs(r["output_throughput"] - r["total_output_tokens"] / r["duration"]) < 1e-6
+assert r["total_token_throughput"] > r["output_throughput"]
+assert 1 <= r["max_concurrent_requests"] <= 4, r["max_concurrent_requests"]
+for m in ("ttft", "tpot", "itl", "e2el"):
+    assert r[f"mean_{m}_ms"] > 0, m
+    assert r[f"p50_{m}_ms"] <= r[f"p90_{m}_ms"] <= r[f"p99_{m}_ms"], m
+    assert abs(r[f"p50_{m}_ms"] - r[f"median_{m}_ms"]) < 1e-9, m
+assert r["mean_ttft_ms"] <= r["mean_e2el_ms"]
+PY
+
+# Poisson arrivals at 40 req/s.
+bench poisson --server "$addr" --num-prompts 12 --input-len 16 --output-len 8 --request-rate 40 \
+  --seed 2 --json "$work/poisson.json"
+grep -q "^Request rate configured (RPS): *40.00" "$work/poisson.out" || fail "rate line: $(cat "$work/poisson.out")"
+$python - "$work/poisson.json" <<'PY' || fail "poisson.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["completed"] == 12 and r["failed"] == 0, r["errors"]
+assert r["parameters"]["request_rate"] == 40, r["parameters"]
+assert r["output_lens"] == [8] * 12, r["output_lens"]
+PY
+
+# Prompts longer than the model's 512 positions: each request fails, counted with its code.
+bench toolong --server "$addr" --num-prompts 3 --input-len 600 --output-len 4 --json "$work/toolong.json"
+grep -q "^Failed requests: *3" "$work/toolong.out" || fail "failures not counted: $(cat "$work/toolong.out")"
+grep -q "RESOURCE_EXHAUSTED 3" "$work/toolong.out" || fail "no error code: $(cat "$work/toolong.out")"
+$python - "$work/toolong.json" <<'PY' || fail "toolong.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["completed"] == 0 and r["failed"] == 3 and r["failures_by_code"] == {"RESOURCE_EXHAUSTED": 3}, r
+assert all(e.startswith("RESOURCE_EXHAUSTED: ") for e in r["errors"]), r["errors"]
+PY
+
+# The same driver in-process.
+bench inprocess --model "$work/model" --num-prompts 6 --input-len 8 --output-len 4 --max-concurrency 2 \
+  --json "$work/inprocess.json"
+$python - "$work/inprocess.json" <<'PY' || fail "inprocess.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["completed"] == 6 and r["failed"] == 0 and r["parameters"]["backend"] == "in-process", r
+assert r["total_output_tokens"] == 24 and r["mean_ttft_ms"] > 0, r
+PY
+
+# Bad flags: exit status 1 with a message naming the flag.
+if out=$("$bitserve" bench-serve --server "$addr" --input-len-range 1 2>&1); then fail "range 1 accepted"; fi
+[[ $out == *"--input-len-range must be in [0, 1)"* ]] || fail "range error: $out"
+if out=$("$bitserve" bench-serve --server "$addr" --request-rate zero 2>&1); then fail "rate accepted"; fi
+[[ $out == *"--request-rate"* ]] || fail "rate error: $out"
+
+# The server served all of that and still drains and exits 0.
+kill -TERM "$server_pid"
+for _ in $(seq 1 300); do  # up to 30 s
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 "$server_pid" 2>/dev/null && fail "bitserve serve still running 30 s after SIGTERM"
+rc=0
+wait "$server_pid" || rc=$?
+server_pid=
+[[ $rc == 0 ]] || fail "bitserve serve exited $rc after SIGTERM"
+echo "bench_serve_test: all checks passed"
