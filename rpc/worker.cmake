@@ -16,3 +16,13 @@ add_test(NAME worker_python_test
                  --protoc ${Protobuf_PROTOC_EXECUTABLE}
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(worker_python_test PROPERTIES LABELS integration TIMEOUT 300)
+
+# Pipelines of worker processes (2 and 3 stages, int8 and bf16 transfer) against the one-process
+# pipeline reference, and a stage lost and replaced.
+add_test(NAME pipeline_python_test
+         COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/integration/pipeline_python_test.py
+                 --bitserve $<TARGET_FILE:bitserve>
+                 --proto-dir ${BITSERVE_PROTO_SRC_DIR}
+                 --protoc ${Protobuf_PROTOC_EXECUTABLE}
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(pipeline_python_test PROPERTIES LABELS integration TIMEOUT 600)

@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""Pipelines of CPU worker processes over the TCP transport, driven by python3-grpcio:
+
+  * `bitserve serve --pipeline-stages S` (S = 2, 3; local worker processes) gives exactly the
+    greedy tokens of the single-process reference of the same pipeline (`bitserve generate
+    --pipeline-stages S`: the same stage engines chained in one process), for int8 and bf16
+    transfer, with many requests batched together; how often it agrees with the unsplit model is
+    printed (the transfer format is lossy by design: runtime/pipeline_stage_test.cc bounds it).
+  * remote stage workers (`serve --worker-listen --pipeline-stages 2` + `bitserve worker`): a stage
+    killed mid-stream ends the request UNAVAILABLE within seconds, readiness drops, the surviving
+    stage registers again, a replacement joins, the rebuilt pipeline serves the same tokens, and
+    SIGTERM stops everything with exit 0.
+
+    pipeline_python_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc protoc]
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+import grpc  # python3-grpcio
+
+from grpc_harness import Process, Server, generate_stubs, load_stubs
+
+SERVICE = "bitserve.v1.Generation"
+MODEL = "models/shakespeare-dense"  # trained: real activations, 6 layers
+PROMPTS = [[2043] + [(37 * i + 11 * j) % 1900 + 40 for j in range(6 + i)] for i in range(8)]
+MAX_TOKENS = 20
+
+
+class Context:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="bitserve_pipeline_test_")
+        generate_stubs(args.protoc, args.proto_dir, os.path.join(self.tmp, "stubs"))
+        global pb, pb_grpc, health_pb, health_grpc
+        pb, pb_grpc, health_pb, health_grpc, _, _ = load_stubs()
+        self.processes = []
+
+    def close(self):
+        for p in self.processes:
+            p.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def reference(self, prompt, stages, transfer):
+        out = subprocess.run([self.args.bitserve, "generate", "--model", MODEL, "--prompt-ids",
+                              ",".join(map(str, prompt)), "--max-tokens", str(MAX_TOKENS),
+                              "--ignore-eos", "--json", "--pipeline-stages", str(stages),
+                              "--pp-transfer", transfer],
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)["token_ids"]
+
+    def serve(self, extra):
+        server = Server(self.args.bitserve, MODEL, extra)
+        self.processes.append(server)
+        return server
+
+
+def stub_for(server):
+    channel = grpc.insecure_channel(server.address)
+    return channel, pb_grpc.GenerationStub(channel), health_grpc.HealthStub(channel)
+
+
+def generate(stub, prompt, timeout=120):
+    ids = []
+    for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
+                                              max_tokens=MAX_TOKENS, ignore_eos=True),
+                           timeout=timeout):
+        ids.extend(r.token_ids)
+    return ids
+
+
+def readiness(health):
+    return health.Check(health_pb.HealthCheckRequest(service=SERVICE), timeout=10).status
+
+
+def wait_readiness(health, want, timeout=60):
+    deadline = time.time() + timeout
+    while readiness(health) != want:
+        assert time.time() < deadline, f"readiness is not {want} after {timeout} s"
+        time.sleep(0.05)
+
+
+def check_local_pipeline(ctx, stages, transfer):
+    server = ctx.serve(["--pipeline-stages", str(stages), "--pp-transfer", transfer])
+    server.wait_listening(120)
+    channel, stub, _ = stub_for(server)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(PROMPTS)) as pool:
+            served = list(pool.map(lambda p: generate(stub, p), PROMPTS))
+        same_as_whole = 0
+        for i, prompt in enumerate(PROMPTS):
+            want = ctx.reference(prompt, stages, transfer)
+            assert served[i] == want, f"prompt {i}: served {served[i]}, reference {want}"
+            whole = ctx.reference(prompt, 1, transfer)
+            same_as_whole += sum(a == b for a, b in zip(whole, served[i]))
+        print(f"  {stages} stages, {transfer}: all {len(PROMPTS)} requests equal the one-process "
+              f"pipeline; {same_as_whole}/{len(PROMPTS) * MAX_TOKENS} tokens equal the unsplit "
+              f"model's", flush=True)
+    finally:
+        channel.close()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.log()
+    assert "local-" in "\n".join(server.lines), "no local workers were started"
+
+
+def test_two_stages_int8(ctx):
+    check_local_pipeline(ctx, 2, "int8")
+
+
+def test_three_stages_int8(ctx):
+    check_local_pipeline(ctx, 3, "int8")
+
+
+def test_two_stages_bf16(ctx):
+    check_local_pipeline(ctx, 2, "bf16")
+
+
+def test_remote_stage_lost_and_replaced(ctx):
+    server = ctx.serve(["--worker-listen", "127.0.0.1:0", "--pipeline-stages", "2",
+                        "--worker-heartbeat-timeout", "1500"])
+    join = server.wait_line(r"workers join at (\S+)", 60).group(1)
+
+    def worker(name):
+        w = Process([ctx.args.bitserve, "worker", "--coordinator", join, "--worker-id", name,
+                     "--connect-timeout", "20"], name=f"worker {name}")
+        ctx.processes.append(w)
+        return w
+    w0 = worker("a")
+    server.wait_line(r"worker a .*registered for stage 0", 30)
+    w1 = worker("b")
+    server.wait_listening(60)
+    channel, stub, health = stub_for(server)
+    try:
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING)
+        want = ctx.reference(PROMPTS[0], 2, "int8")
+        assert generate(stub, PROMPTS[0]) == want
+
+        first = threading.Event()
+        outcome = {}
+
+        def stream():
+            try:
+                for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=PROMPTS[1]),
+                                                          max_tokens=200, ignore_eos=True),
+                                       timeout=60):
+                    if r.token_ids:
+                        first.set()
+                outcome["ok"] = True
+            except grpc.RpcError as e:
+                outcome["code"], outcome["details"] = e.code(), e.details()
+            first.set()
+        t = threading.Thread(target=stream)
+        t.start()
+        assert first.wait(60)
+        start = time.time()
+        w1.proc.send_signal(signal.SIGKILL)  # the last stage dies mid-stream
+        t.join(timeout=30)
+        assert not t.is_alive(), "the stream did not end"
+        assert outcome.get("code") == grpc.StatusCode.UNAVAILABLE, outcome
+        print(f"  stage 1 killed: stream ended UNAVAILABLE after {time.time() - start:.2f} s: "
+              f"{outcome['details']}", flush=True)
+        wait_readiness(health, health_pb.HealthCheckResponse.NOT_SERVING, 10)
+        # The surviving stage registers again; a replacement completes the pipeline.
+        w0.wait_line("registering again", 20)
+        worker("c")
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
+        assert generate(stub, PROMPTS[0]) == want, "the rebuilt pipeline differs"
+        assert server.proc.poll() is None
+    finally:
+        channel.close()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.log()
+    assert w0.proc.wait(timeout=30) == 0, w0.log()
+
+
+TESTS = [test_two_stages_int8, test_three_stages_int8, test_two_stages_bf16,
+         test_remote_stage_lost_and_replaced]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bitserve", required=True)
+    parser.add_argument("--proto-dir", required=True)
+    parser.add_argument("--protoc", default="protoc")
+    args = parser.parse_args()
+    ctx = Context(args)
+    failed = []
+    try:
+        for test in TESTS:
+            start = time.time()
+            try:
+                test(ctx)
+                print(f"PASS {test.__name__} ({time.time() - start:.1f} s)", flush=True)
+            except Exception:  # noqa: BLE001 - report every failure
+                failed.append(test.__name__)
+                print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
+                for p in ctx.processes:
+                    print(f"--- {p.name} log tail:\n{p.log(15)}")
+            for p in ctx.processes:
+                p.kill()
+            ctx.processes.clear()
+    finally:
+        ctx.close()
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+        return 1
+    print("all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
