@@ -1,6 +1,8 @@
 #include "rpc/coordinator.h"
 
 #include <algorithm>
+#include <deque>
+#include <limits>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -42,6 +44,16 @@ struct RequestState {
   bool first_token_seen = false;
 };
 
+// A plan handed to the engine and not yet answered, with what its results are matched against.
+struct InFlightStep {
+  scheduler::StepPlan plan;
+  std::vector<BatchEntry> entries;
+  std::vector<SampleSpec> specs;
+  std::vector<uint64_t> sampled_ids;
+  std::vector<std::vector<int32_t>> histories;  // prompt/output copies for the penalties
+  Clock::time_point start;
+};
+
 struct Coordinator::Impl {
   CoordinatorOptions options;
   std::unique_ptr<Engine> engine;
@@ -61,7 +73,13 @@ struct Coordinator::Impl {
   bool ready = false;
   std::thread loop;
 
+  using Callbacks = std::vector<std::pair<ChunkCallback, GenerationChunk>>;
   void Loop();
+  // Under mu: the engine's view of a plan (entries, sample specs and the histories they point to).
+  void Prepare(InFlightStep& step);
+  // Under mu: a step's results (or its failure) applied to the scheduler and the requests.
+  void Complete(const InFlightStep& step, const absl::Status& status,
+                const std::vector<SampleResult>& results, Callbacks& out);
   // Under mu: the final chunk of a request, removed from `requests`. Callbacks run later, outside
   // the lock, in the order collected.
   void Finish(RequestState& r, const std::string& reason, absl::Status status, GenerationChunk chunk,
@@ -351,19 +369,113 @@ bool Coordinator::Impl::Accept(RequestState& r, const SampleResult& sample, bool
   return true;
 }
 
+void Coordinator::Impl::Prepare(InFlightStep& step) {
+  const scheduler::StepPlan& plan = step.plan;
+  step.histories.assign(plan.entries.size() * 2, {});
+  for (size_t i = 0; i < plan.entries.size(); ++i) {
+    const scheduler::PlanEntry& e = plan.entries[i];
+    step.entries.push_back({e.start_position, e.token_ids, e.block_table,
+                            e.samples ? LogitsWanted::kLast : LogitsWanted::kNone});
+    if (!e.samples) continue;
+    auto it = requests.find(e.seq_id);
+    const scheduler::Sequence* seq = scheduler->FindSequence(e.seq_id);
+    // Cancelled meanwhile: sample greedily anyway (the scheduler ignores the token).
+    static const SamplingParams kGreedy;
+    SampleSpec spec{&kGreedy, 0, 0, {}, {}};
+    if (it != requests.end() && seq != nullptr) {
+      const RequestState& r = *it->second;
+      spec.params = &r.params.sampling;
+      spec.seed = r.seed;
+      spec.draw_index = seq->num_output_tokens();
+      step.histories[2 * i] = r.prompt;
+      step.histories[2 * i + 1] = seq->output_tokens();
+      spec.prompt = step.histories[2 * i];
+      spec.output = step.histories[2 * i + 1];
+    }
+    step.specs.push_back(spec);
+    step.sampled_ids.push_back(e.seq_id);
+  }
+}
+
+void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& status,
+                                 const std::vector<SampleResult>& results, Callbacks& out) {
+  if (options.metrics) {
+    options.metrics->StepDone(step.plan.num_tokens, static_cast<int>(step.plan.entries.size()),
+                              Seconds(Clock::now() - step.start), static_cast<int>(step.plan.preempted.size()));
+  }
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    // The worker is gone and the KV cache with it: every request in flight ends UNAVAILABLE
+    // (nothing hangs), including those waiting, which would otherwise wait for a worker that
+    // may never come. New requests are refused while Health() fails.
+    (void)scheduler->AbortInFlightSteps();
+    std::vector<uint64_t> ids;
+    for (const auto& [id, r] : requests) ids.push_back(id);
+    for (uint64_t id : ids) {
+      (void)scheduler->Cancel(id);
+      Finish(*requests.at(id), "error", status, {}, out);
+    }
+    return;
+  }
+  absl::Status failure = status;
+  absl::StatusOr<std::vector<scheduler::FinishedSequence>> finished;
+  if (failure.ok()) {
+    std::vector<scheduler::SampledToken> tokens;
+    for (size_t i = 0; i < results.size(); ++i) tokens.push_back({step.sampled_ids[i], results[i].token});
+    finished = scheduler->Update(tokens);
+    if (!finished.ok()) failure = absl::InternalError(absl::StrCat("scheduler update: ", finished.status().message()));
+  } else {
+    failure = absl::Status(status.code(), absl::StrCat("engine step failed: ", status.message()));
+  }
+  if (!failure.ok()) {
+    // The step failed as a whole: its requests end with the error; the sequences of other steps
+    // in flight (their results were dropped) are recomputed.
+    (void)scheduler->AbortInFlightSteps();
+    for (const scheduler::PlanEntry& e : step.plan.entries) {
+      auto it = requests.find(e.seq_id);
+      if (it == requests.end()) continue;
+      (void)scheduler->Cancel(e.seq_id);
+      Finish(*it->second, "error", failure, {}, out);
+    }
+    return;
+  }
+  absl::flat_hash_map<uint64_t, bool> by_length;
+  for (const scheduler::FinishedSequence& f : *finished) by_length[f.id] = true;
+  for (size_t i = 0; i < results.size(); ++i) {
+    auto it = requests.find(step.sampled_ids[i]);
+    if (it == requests.end()) continue;
+    const bool length_done = by_length.contains(step.sampled_ids[i]);
+    if (Accept(*it->second, results[i], length_done, out) && !length_done) {
+      (void)scheduler->Finish(step.sampled_ids[i]);
+    }
+  }
+}
+
 void Coordinator::Impl::Loop() {
-  std::vector<std::pair<ChunkCallback, GenerationChunk>> out;
-  std::vector<BatchEntry> entries;
-  std::vector<SampleSpec> specs;
-  std::vector<uint64_t> sampled_ids;
-  std::vector<std::vector<int32_t>> histories;  // prompt/output copies for the penalties
+  Callbacks out;
   std::vector<SampleResult> results;
-  while (true) {
+  // A pipeline of S stages takes S steps at once: S micro-batches keep every stage busy.
+  const int depth = std::max(1, engine->max_steps_in_flight());
+  std::deque<std::unique_ptr<InFlightStep>> flight;
+  // Callbacks run after the lock: a callback may call Cancel or Submit.
+  auto deliver = [&](std::unique_lock<std::mutex>& lock) {
+    lock.unlock();
+    for (auto& [cb, chunk] : out) cb(std::move(chunk));
     out.clear();
-    scheduler::StepPlan plan;
+  };
+  // After a failed step the others in flight are answered and dropped (the failure path
+  // recomputes or fails their sequences), so that engine and scheduler agree again.
+  auto drain = [&] {
+    std::vector<SampleResult> ignored;
+    for (size_t i = 0; i < flight.size(); ++i) (void)engine->FinishStep(&ignored);
+    flight.clear();
+  };
+  while (true) {
+    std::unique_ptr<InFlightStep> next;
     {
       std::unique_lock<std::mutex> lock(mu);
-      wake.wait(lock, [&] { return stopping || !cancelled.empty() || scheduler->has_unfinished(); });
+      if (flight.empty()) {
+        wake.wait(lock, [&] { return stopping || !cancelled.empty() || scheduler->has_unfinished(); });
+      }
       if (stopping) {
         for (auto& [id, r] : requests) {
           GenerationChunk chunk;
@@ -375,8 +487,7 @@ void Coordinator::Impl::Loop() {
         }
         requests.clear();
         idle.notify_all();
-        lock.unlock();
-        for (auto& [cb, chunk] : out) cb(std::move(chunk));
+        deliver(lock);
         return;
       }
       for (uint64_t id : cancelled) {
@@ -386,98 +497,51 @@ void Coordinator::Impl::Loop() {
         Finish(*it->second, "cancelled", absl::CancelledError("cancelled"), {}, out);
       }
       cancelled.clear();
-      plan = scheduler->Schedule();
+      if (static_cast<int>(flight.size()) < depth) {
+        const int active = scheduler->num_running() + scheduler->num_waiting();
+        const int cap = depth == 1 ? std::numeric_limits<int>::max() : std::max(1, (active + depth - 1) / depth);
+        scheduler::StepPlan plan = scheduler->Schedule(cap);
+        if (!plan.empty()) {
+          next = std::make_unique<InFlightStep>();
+          next->plan = std::move(plan);
+          Prepare(*next);
+        }
+      }
       PublishState();
+      deliver(lock);
     }
-    for (auto& [cb, chunk] : out) cb(std::move(chunk));
-    out.clear();
-    if (plan.empty()) continue;
-
-    // The step runs without the lock: Submit and Cancel go on meanwhile.
-    entries.clear();
-    specs.clear();
-    sampled_ids.clear();
-    histories.assign(plan.entries.size() * 2, {});
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      for (size_t i = 0; i < plan.entries.size(); ++i) {
-        const scheduler::PlanEntry& e = plan.entries[i];
-        entries.push_back({e.start_position, e.token_ids, e.block_table,
-                           e.samples ? LogitsWanted::kLast : LogitsWanted::kNone});
-        if (!e.samples) continue;
-        auto it = requests.find(e.seq_id);
-        const scheduler::Sequence* seq = scheduler->FindSequence(e.seq_id);
-        // Cancelled meanwhile: sample greedily anyway (the scheduler ignores the token).
-        static const SamplingParams kGreedy;
-        SampleSpec spec{&kGreedy, 0, 0, {}, {}};
-        if (it != requests.end() && seq != nullptr) {
-          const RequestState& r = *it->second;
-          spec.params = &r.params.sampling;
-          spec.seed = r.seed;
-          spec.draw_index = seq->num_output_tokens();
-          histories[2 * i] = r.prompt;
-          histories[2 * i + 1] = seq->output_tokens();
-          spec.prompt = histories[2 * i];
-          spec.output = histories[2 * i + 1];
-        }
-        specs.push_back(spec);
-        sampled_ids.push_back(e.seq_id);
+    if (next != nullptr) {
+      // The step runs without the lock: Submit and Cancel go on meanwhile.
+      next->start = Clock::now();
+      if (depth == 1) {
+        const absl::Status status = engine->Step(next->entries, next->specs, &results);
+        std::unique_lock<std::mutex> lock(mu);
+        Complete(*next, status, results, out);
+        PublishState();
+        deliver(lock);
+        continue;
       }
+      const absl::Status started = engine->StartStep(next->entries, next->specs);
+      if (!started.ok()) {
+        drain();
+        std::unique_lock<std::mutex> lock(mu);
+        Complete(*next, started, {}, out);
+        PublishState();
+        deliver(lock);
+        continue;
+      }
+      flight.push_back(std::move(next));
+      if (static_cast<int>(flight.size()) < depth) continue;  // start another micro-batch first
     }
-    const auto step_start = Clock::now();
-    const absl::Status status = engine->Step(entries, specs, &results);
-    const double step_seconds = Seconds(Clock::now() - step_start);
-
+    if (flight.empty()) continue;
+    std::unique_ptr<InFlightStep> oldest = std::move(flight.front());
+    flight.pop_front();
+    const absl::Status status = engine->FinishStep(&results);
+    if (!status.ok()) drain();
     std::unique_lock<std::mutex> lock(mu);
-    if (options.metrics) {
-      options.metrics->StepDone(plan.num_tokens, static_cast<int>(plan.entries.size()), step_seconds,
-                                static_cast<int>(plan.preempted.size()));
-    }
-    if (status.code() == absl::StatusCode::kUnavailable) {
-      // The worker is gone and the KV cache with it: every request in flight ends UNAVAILABLE
-      // (nothing hangs), including those waiting, which would otherwise wait for a worker that
-      // may never come. New requests are refused while Health() fails.
-      (void)scheduler->AbortInFlightSteps();
-      std::vector<uint64_t> ids;
-      for (const auto& [id, r] : requests) ids.push_back(id);
-      for (uint64_t id : ids) {
-        (void)scheduler->Cancel(id);
-        Finish(*requests.at(id), "error", status, {}, out);
-      }
-    } else if (!status.ok()) {
-      // The batch failed as a whole: its requests end with the engine's error; nothing else does.
-      (void)scheduler->AbortInFlightSteps();
-      for (const scheduler::PlanEntry& e : plan.entries) {
-        auto it = requests.find(e.seq_id);
-        if (it == requests.end()) continue;
-        (void)scheduler->Cancel(e.seq_id);
-        Finish(*it->second, "error",
-               absl::Status(status.code(), absl::StrCat("engine step failed: ", status.message())), {},
-               out);
-      }
-    } else {
-      std::vector<scheduler::SampledToken> tokens;
-      for (size_t i = 0; i < results.size(); ++i) tokens.push_back({sampled_ids[i], results[i].token});
-      auto finished = scheduler->Update(tokens);
-      if (!finished.ok()) {
-        std::cerr << "bitserve coordinator: scheduler update failed: " << finished.status() << std::endl;
-      } else {
-        absl::flat_hash_map<uint64_t, bool> by_length;
-        for (const scheduler::FinishedSequence& f : *finished) by_length[f.id] = true;
-        for (size_t i = 0; i < results.size(); ++i) {
-          auto it = requests.find(sampled_ids[i]);
-          if (it == requests.end()) continue;
-          const bool length_done = by_length.contains(sampled_ids[i]);
-          if (Accept(*it->second, results[i], length_done, out) && !length_done) {
-            (void)scheduler->Finish(sampled_ids[i]);
-          }
-        }
-      }
-    }
+    Complete(*oldest, status, results, out);
     PublishState();
-    // Callbacks after the lock: a callback may call Cancel or Submit.
-    lock.unlock();
-    for (auto& [cb, chunk] : out) cb(std::move(chunk));
+    deliver(lock);
   }
 }
 

@@ -1,6 +1,8 @@
 #include "rpc/worker_hub.h"
 
 #include <algorithm>
+#include <deque>
+#include <map>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -40,9 +42,7 @@ struct WorkerHub::Link {
   std::string device;
   bool lost = false;
   std::string lost_reason;
-  uint64_t pending_step = 0;
-  bool has_result = false;
-  wire::StepResult result;
+  std::map<uint64_t, wire::StepResult> results;  // by step id, until FinishStep takes them
 
   std::string Name(int num_stages) const {
     return num_stages == 1 ? worker_id : absl::StrCat(worker_id, " (stage ", stage, ")");
@@ -72,15 +72,31 @@ class WorkerHub::RemoteEngine final : public Engine {
         "logits are not sent over the worker protocol; only sampled tokens come back (Step)");
   }
 
+  int max_steps_in_flight() const override { return hub_->options_.num_stages; }
+
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                     std::vector<SampleResult>* results) override {
+    {
+      std::lock_guard<std::mutex> lock(hub_->mu_);
+      if (!in_flight_.empty()) return absl::FailedPreconditionError("Step with pipelined steps in flight");
+    }
+    RETURN_IF_ERROR(StartStep(entries, samples));
+    return FinishStep(results);
+  }
+
+  absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) override {
     WorkerHub& h = *hub_;
     const int num_stages = h.options_.num_stages;
-    std::vector<std::shared_ptr<Link>> links;
+    InFlight step;
     wire::CoordinatorMessage message;
     {
       std::lock_guard<std::mutex> lock(h.mu_);
       if (h.shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
+      if (static_cast<int>(in_flight_.size()) >= num_stages) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(in_flight_.size(), " steps in flight already, the most a ", num_stages,
+                         "-stage pipeline takes"));
+      }
       if (!h.Whole()) {
         seen_epoch_ = 0;
         return absl::UnavailableError(absl::StrCat(
@@ -96,33 +112,48 @@ class WorkerHub::RemoteEngine final : public Engine {
             h.last_loss_, "; the workers were replaced, and the KV cache of the running sequences is gone"));
       }
       seen_epoch_ = h.epoch_;
-      links = h.pipeline_;
-      const uint64_t step_id = h.next_step_++;
-      for (auto& link : links) {
-        link->pending_step = step_id;
-        link->has_result = false;
-      }
-      message.mutable_step()->set_step_id(step_id);
+      step.id = h.next_step_++;
+      step.links = h.pipeline_;
+      step.samples = samples.size();
+      in_flight_.push_back(step);
+      message.mutable_step()->set_step_id(step.id);
     }
     EncodeStep(entries, samples, message.mutable_step());
-    for (auto& link : links) {
+    for (auto& link : step.links) {
       if (!link->Write(message)) {
         std::lock_guard<std::mutex> lock(h.mu_);
         h.MarkLost(*link, "the step could not be sent (stream closed)");
       }
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status FinishStep(std::vector<SampleResult>* results) override {
+    WorkerHub& h = *hub_;
+    const int num_stages = h.options_.num_stages;
     std::unique_lock<std::mutex> lock(h.mu_);
+    if (in_flight_.empty()) return absl::FailedPreconditionError("no step in flight");
+    const InFlight step = in_flight_.front();
+    in_flight_.pop_front();
+    auto answered = [&](const Link& l) { return l.results.contains(step.id); };
     auto lost = [&]() -> const Link* {
-      for (auto& link : links) {
-        if (link->lost && !link->has_result) return link.get();
+      for (auto& link : step.links) {
+        if (link->lost && !answered(*link)) return link.get();
       }
       return nullptr;
     };
     h.changed_.wait(lock, [&] {
       return h.shutting_down_ || lost() != nullptr ||
-             std::all_of(links.begin(), links.end(), [](const auto& l) { return l->has_result; });
+             std::all_of(step.links.begin(), step.links.end(), [&](const auto& l) { return answered(*l); });
     });
-    if (h.shutting_down_) {
+    std::vector<wire::StepResult> answers;
+    for (auto& link : step.links) {
+      auto it = link->results.find(step.id);
+      if (it == link->results.end()) continue;
+      answers.push_back(std::move(it->second));
+      link->results.erase(it);
+    }
+    if (h.shutting_down_ && answers.size() < step.links.size()) {
       seen_epoch_ = 0;
       return absl::UnavailableError("the coordinator is shutting down");
     }
@@ -131,24 +162,26 @@ class WorkerHub::RemoteEngine final : public Engine {
       return absl::UnavailableError(absl::StrCat("worker ", gone->Name(num_stages),
                                                  " lost during a step: ", gone->lost_reason));
     }
-    std::vector<wire::StepResult> answers;
-    for (auto& link : links) {
-      answers.push_back(std::move(link->result));
-      link->has_result = false;
-    }
     lock.unlock();
-    for (size_t i = 0; i < links.size(); ++i) {
+    for (size_t i = 0; i < step.links.size(); ++i) {
       if (absl::Status s = StatusFromProto(answers[i].status()); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("worker ", links[i]->Name(num_stages), ": ", s.message()));
+        return absl::Status(s.code(), absl::StrCat("worker ", step.links[i]->Name(num_stages), ": ", s.message()));
       }
     }
-    ASSIGN_OR_RETURN(*results, DecodeResults(answers.back(), samples.size()));
+    ASSIGN_OR_RETURN(*results, DecodeResults(answers.back(), step.samples));
     return absl::OkStatus();
   }
 
  private:
+  struct InFlight {
+    uint64_t id = 0;
+    std::vector<std::shared_ptr<Link>> links;
+    size_t samples = 0;
+  };
   WorkerHub* hub_;
-  uint64_t seen_epoch_ = 0;  // the pipeline epoch the caller's KV state lives on; under hub mu_
+  // Under hub mu_: the pipeline epoch the caller's KV state lives on, and the started steps.
+  uint64_t seen_epoch_ = 0;
+  std::deque<InFlight> in_flight_;
 };
 
 absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOptions& options) {
@@ -385,11 +418,8 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
     if (link->lost) break;
     link->last_heard = Clock::now();
     if (message.has_step_result()) {
-      if (message.step_result().step_id() == link->pending_step && !link->has_result) {
-        link->result = message.step_result();
-        link->has_result = true;
-        changed_.notify_all();
-      }
+      link->results[message.step_result().step_id()] = message.step_result();
+      changed_.notify_all();
     } else if (message.has_failure()) {
       MarkLost(*link, absl::StrCat("it failed: ", message.failure().status().message()));
       break;

@@ -99,6 +99,19 @@ class Engine {
   virtual absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                             std::vector<SampleResult>* results) = 0;
 
+  // Pipelined steps (a pipeline of S workers keeps S steps in flight, one per stage): StartStep
+  // hands a step over and may return before it ran; FinishStep returns the results (or the error)
+  // of the oldest step started and not finished. Nothing a started step points to needs to
+  // outlive StartStep. Engines that run one step at a time say 1 here and keep the
+  // Unimplemented defaults; callers then use Step.
+  virtual int max_steps_in_flight() const { return 1; }
+  virtual absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) {
+    return absl::UnimplementedError("this engine runs one step at a time (Step)");
+  }
+  virtual absl::Status FinishStep(std::vector<SampleResult>* results) {
+    return absl::UnimplementedError("this engine runs one step at a time (Step)");
+  }
+
   // The layers this engine holds; the whole model unless EngineOptions::stage said otherwise.
   virtual const PipelineStage& stage() const {
     static const PipelineStage kWholeModel;

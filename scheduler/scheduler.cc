@@ -64,9 +64,10 @@ absl::Status Scheduler::Add(Request request) {
   return absl::OkStatus();
 }
 
-StepPlan Scheduler::Schedule() {
+StepPlan Scheduler::Schedule(int max_sequences) {
   StepBuilder step;
   step.budget = config_.max_num_batched_tokens;
+  step.max_sequences = std::max(1, max_sequences);
   PreemptForWaitingPriority(step);
   if (!ScheduleRunning(step)) AdmitWaiting(step);
 
@@ -120,6 +121,7 @@ bool Scheduler::ScheduleRunning(StepBuilder& step) {
 
   bool preempted = false;
   for (Sequence* seq : order) {
+    if (step.full()) break;
     if (seq->state() != SequenceState::kRunning || seq->in_flight()) continue;
     const bool decode = seq->num_pending_tokens() == 1;
     if (decode) --owed;
@@ -159,7 +161,7 @@ bool Scheduler::ScheduleRunning(StepBuilder& step) {
 }
 
 void Scheduler::AdmitWaiting(StepBuilder& step) {
-  while (!waiting_.empty() && num_running() < config_.max_num_seqs && step.budget > 0) {
+  while (!waiting_.empty() && num_running() < config_.max_num_seqs && step.budget > 0 && !step.full()) {
     Sequence& seq = *waiting_.begin()->second;
     const int n = std::min({seq.num_pending_tokens(), config_.long_prefill_chunk, step.budget});
     // Head-of-line: when the head does not fit, nothing behind it is admitted either, or a long

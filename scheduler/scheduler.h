@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <vector>
@@ -48,8 +49,10 @@ class Scheduler {
   absl::Status Add(Request request);
 
   // Builds the next step; see the top of this file. The plan's sequences are in flight until the
-  // Update that answers it.
-  StepPlan Schedule();
+  // Update that answers it. At most `max_sequences` sequences take part: a pipeline of S stages
+  // keeps S steps in flight, each with about 1/S of the sequences (micro-batches), so that every
+  // stage has work.
+  StepPlan Schedule(int max_sequences = std::numeric_limits<int>::max());
 
   // The sampled tokens of the oldest plan in flight, one for each of its entries with samples ==
   // true (entries of sequences finished or cancelled meanwhile are accepted and ignored). Appends
@@ -89,6 +92,8 @@ class Scheduler {
   // The step being built by Schedule.
   struct StepBuilder {
     int budget = 0;
+    int max_sequences = 0;
+    bool full() const { return static_cast<int>(decodes.size() + prefills.size()) >= max_sequences; }
     std::vector<PlanEntry> decodes;
     std::vector<PlanEntry> prefills;
     std::vector<uint64_t> preempted;

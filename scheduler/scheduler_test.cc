@@ -471,6 +471,24 @@ TEST(Scheduler, SequencesInFlightAreNotScheduledAgain) {
   EXPECT_EQ(third.entries[0].token_ids, std::vector<int32_t>{3});
 }
 
+TEST(Scheduler, MicroBatchesSplitTheSequences) {
+  auto s = Make(SmallConfig());
+  for (uint64_t id = 1; id <= 5; ++id) ASSERT_TRUE(s->Add(Req(id, 3, 4)).ok());
+  // Two stages: each micro-batch takes at most ceil(5 / 2) = 3 sequences, first come first.
+  StepPlan a = s->Schedule(3);
+  StepPlan b = s->Schedule(3);
+  ASSERT_EQ(a.entries.size(), 3u);
+  ASSERT_EQ(b.entries.size(), 2u);
+  EXPECT_EQ(a.entries[0].seq_id, 1u);
+  EXPECT_EQ(b.entries[0].seq_id, 4u);
+  EXPECT_TRUE(s->Schedule(3).empty());  // everything is in flight
+  ASSERT_TRUE(s->Update({{1, 7}, {2, 7}, {3, 7}}).ok());
+  StepPlan c = s->Schedule(3);  // the first micro-batch decodes while the second is in flight
+  ASSERT_EQ(c.entries.size(), 3u);
+  for (const PlanEntry& e : c.entries) EXPECT_EQ(e.token_ids.size(), 1u);
+  EXPECT_EQ(s->Schedule(0).entries.size(), 0u);  // (nothing idle; a cap below 1 means 1)
+}
+
 TEST(Scheduler, AbortedStepsAreRecomputedWithTheSameOutput) {
   auto s = Make(SmallConfig());
   Request a = Req(1, 9, 6), b = Req(2, 5, 6);
