@@ -13,12 +13,14 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/kv_cache_format.h"
 #include "runtime/model_config.h"
 #include "runtime/sampling.h"
 
@@ -39,6 +41,10 @@ struct EngineOptions {
   int64_t max_model_len = 0;       // positions per sequence; 0: the model's max_position_embeddings
   int max_batch_tokens = 8192;     // tokens of one Forward/Step; scratch is sized for it at load
   double kv_memory_fraction = 0.9;  // CUDA only
+  // Element type of the KV cache (kernels/kv_cache_format.h). Unset: the device's default,
+  // DefaultKvDtype(device). CPU: all four (f32 is the reference; the others quantize on write and
+  // dequantize on read, for measuring quality); CUDA: bf16, int8, int4.
+  std::optional<KvDtype> kv_dtype;
   ActivationTrace trace;           // optional; CPU only
 };
 
@@ -63,6 +69,7 @@ class Engine {
   virtual int64_t max_model_len() const = 0;
   virtual int max_batch_tokens() const = 0;
   virtual std::string device_name() const = 0;
+  virtual KvDtype kv_dtype() const = 0;
 
   // Runs the entries as one batch, writes their keys and values into the cache, and returns the
   // logits they asked for, [rows, vocab] row-major, entries in order. Input is validated first
@@ -82,6 +89,9 @@ class Engine {
 // InvalidArgument naming it.
 absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
                                                    const EngineOptions& options);
+
+// f32 on "cpu", bf16 on CUDA devices.
+KvDtype DefaultKvDtype(const std::string& device);
 
 // Shared validation of a batch against an engine's limits (used by every backend).
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config, int block_size,

@@ -18,7 +18,7 @@ namespace bitserve::cli {
 namespace {
 
 struct Args {
-  std::string model, prompt, chat, prompt_ids, device = "cpu";
+  std::string model, prompt, chat, prompt_ids, device = "cpu", kv_dtype;
   int max_tokens = 16;
   SamplingParams sampling;
   uint64_t seed = 0;
@@ -67,6 +67,7 @@ absl::Status Run(const Args& args, bool seed_given) {
   ASSIGN_OR_RETURN(request.prompt, PromptTokens(args, tokenizer.get()));
   EngineOptions options;
   options.device = args.device;
+  ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
   options.max_sequences = 1;
   options.max_batch_tokens = std::max<int>(options.max_batch_tokens, request.prompt.size());
   ASSIGN_OR_RETURN(auto engine, LoadEngine(args.model, options));
@@ -146,6 +147,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Do not stop at the model's stop tokens");
   cmd->add_flag("--json", args->json, "Print one JSON object instead of streaming");
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  AddKvDtypeOption(cmd, &args->kv_dtype);
   cmd->callback([args, seed] { RunOrExit("generate", [&] { return Run(*args, seed->count() > 0); }); });
 }
 
