@@ -1,14 +1,14 @@
 // What the KV cache element types cost in accuracy, on the CPU reference (no GPU needed; the CPU
 // engine stores exactly the CUDA engine's bytes, kernels/kv_cache_format.h). Prints markdown rows
 // for docs/quality.md.
-//   kv_quality_check golden DIR...   golden checkpoints (tests/data/golden/NAME): for bf16, int8 and
-//                                    int4 against float32, the relative L2 error of each logit row
-//                                    (prefill of prompt + golden continuation), argmax agreement
-//                                    (and, where it differs, how close float32's own top two
-//                                    logits were: their gap in row standard deviations), and
-//                                    greedy generations identical to float32's
-//   kv_quality_check attention       synthetic attention at long context with outlier key
-//                                    channels: relative L2 error of the output per dtype
+//   kv_quality_check golden DIR...
+//     golden checkpoints (tests/data/golden/NAME): for bf16, int8 and int4 against float32, the
+//     relative L2 error of each logit row (prefill of prompt + golden continuation), argmax
+//     agreement (and, where it differs, how close float32's own top two logits were: their gap in
+//     row standard deviations), and greedy generations identical to float32's
+//   kv_quality_check attention
+//     synthetic attention at long context with outlier key channels: relative L2 error of the
+//     output per dtype
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -42,9 +42,10 @@ double RelativeL2(const float* a, const float* ref, int64_t n) {
 }
 
 int Golden(const std::vector<std::string>& dirs) {
-  std::printf("| checkpoint | KV | logit rows | rel. L2 error, mean / worst row | argmax agreement "
-              "| largest f32 gap at a flip (row sd) | greedy tokens equal to f32 | generations "
-              "identical |\n|---|---|---:|---|---:|---:|---:|---:|\n");
+  std::printf(
+      "| checkpoint | KV | logit rows | rel. L2 error, mean / worst row | argmax agreement "
+      "| largest f32 gap at a flip (row sd) | greedy tokens equal to f32 | generations "
+      "identical |\n|---|---|---:|---|---:|---:|---:|---:|\n");
   for (const std::string& d : dirs) {
     const fs::path dir(d);
     auto text = ReadFileToString(dir / "reference.json");
@@ -104,7 +105,8 @@ int Golden(const std::vector<std::string>& dirs) {
         auto b = Generate(*engine, nullptr, request);
         if (!a.ok() || !b.ok()) return 1;
         size_t same = 0;
-        while (same < a->tokens.size() && same < b->tokens.size() && a->tokens[same] == b->tokens[same]) {
+        while (same < a->tokens.size() && same < b->tokens.size() &&
+               a->tokens[same] == b->tokens[same]) {
           ++same;
         }
         tokens += static_cast<int64_t>(a->tokens.size());
@@ -112,13 +114,13 @@ int Golden(const std::vector<std::string>& dirs) {
         identical += a->tokens == b->tokens;
         ++sequences;
       }
-      std::printf("| %s | %s | %lld | %.2e / %.2e | %lld / %lld | %.3f | %lld / %lld (before the "
-                  "first difference) | %lld / %lld |\n",
-                  dir.filename().string().c_str(), KvDtypeName(dtype),
-                  static_cast<long long>(rows), sum / rows, worst, static_cast<long long>(agree),
-                  static_cast<long long>(rows), flip_gap, static_cast<long long>(equal),
-                  static_cast<long long>(tokens), static_cast<long long>(identical),
-                  static_cast<long long>(sequences));
+      std::printf(
+          "| %s | %s | %lld | %.2e / %.2e | %lld / %lld | %.3f | %lld / %lld (before the "
+          "first difference) | %lld / %lld |\n",
+          dir.filename().string().c_str(), KvDtypeName(dtype), static_cast<long long>(rows),
+          sum / rows, worst, static_cast<long long>(agree), static_cast<long long>(rows), flip_gap,
+          static_cast<long long>(equal), static_cast<long long>(tokens),
+          static_cast<long long>(identical), static_cast<long long>(sequences));
     }
   }
   return 0;
@@ -172,7 +174,8 @@ int Attention() {
         }
         cpu::AttentionCausal(q.data(), kQueries, context - kQueries, kq.data(), vq.data(), kDim,
                              shape, out.data());
-        std::printf(" %.2e |", RelativeL2(out.data(), ref.data(), static_cast<int64_t>(out.size())));
+        std::printf(" %.2e |",
+                    RelativeL2(out.data(), ref.data(), static_cast<int64_t>(out.size())));
       }
       std::printf("\n");
       std::fflush(stdout);

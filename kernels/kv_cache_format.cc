@@ -6,10 +6,14 @@ namespace bitserve {
 
 const char* KvDtypeName(KvDtype dtype) {
   switch (dtype) {
-    case KvDtype::kF32: return "f32";
-    case KvDtype::kBf16: return "bf16";
-    case KvDtype::kInt8: return "int8";
-    case KvDtype::kInt4: return "int4";
+    case KvDtype::kF32:
+      return "f32";
+    case KvDtype::kBf16:
+      return "bf16";
+    case KvDtype::kInt8:
+      return "int8";
+    case KvDtype::kInt4:
+      return "int4";
   }
   return "invalid";
 }

@@ -35,13 +35,15 @@
 // (scale), 2 for int4 (scale, then zero).
 //
 // Layout of one token's row of all KV heads, shared by both backends (how rows are grouped into
-// blocks and planes is each cache's own: runtime/paged_kv_cache.h, kernels/cuda/paged_attention.cuh):
+// blocks and planes is each cache's own: runtime/paged_kv_cache.h and
+// kernels/cuda/paged_attention.cuh):
 //   data:   [num_kv_heads][KvHeadBytes(dtype, head_dim)] bytes
 //   params: [num_kv_heads][KvParamHalves(dtype)] uint16
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -63,10 +65,14 @@ absl::StatusOr<KvDtype> ParseKvDtype(absl::string_view name);
 // Bytes of one (token, KV head) row's data; head_dim must be even for kInt4.
 BITSERVE_HOST_DEVICE constexpr int64_t KvHeadBytes(KvDtype dtype, int64_t head_dim) {
   switch (dtype) {
-    case KvDtype::kF32: return 4 * head_dim;
-    case KvDtype::kBf16: return 2 * head_dim;
-    case KvDtype::kInt8: return head_dim;
-    case KvDtype::kInt4: return head_dim / 2;
+    case KvDtype::kF32:
+      return 4 * head_dim;
+    case KvDtype::kBf16:
+      return 2 * head_dim;
+    case KvDtype::kInt8:
+      return head_dim;
+    case KvDtype::kInt4:
+      return head_dim / 2;
   }
   return 0;
 }
@@ -104,7 +110,7 @@ BITSERVE_HOST_DEVICE inline uint16_t KvFloatToHalfRne(float f) {
   const uint32_t u = KvFloatBits(f);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520
   if (abs >= 0x38800000u) {  // normal fp16 (>= 2^-14): drop 13 mantissa bits, ties to even
     const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);
@@ -135,8 +141,8 @@ BITSERVE_HOST_DEVICE inline float KvHalfToFloat(uint16_t h) {
 BITSERVE_HOST_DEVICE inline uint16_t KvFloatToHalfDown(float f) {
   uint16_t h = KvFloatToHalfRne(f);
   if (KvHalfToFloat(h) > f) {
-    if (h == 0x0000u) return 0x8001u;                     // +0 -> the negative least subnormal
-    h = (h & 0x8000u) != 0 ? h + 1u : h - 1u;            // one ulp toward -infinity
+    if (h == 0x0000u) return 0x8001u;          // +0 -> the negative least subnormal
+    h = (h & 0x8000u) != 0 ? h + 1u : h - 1u;  // one ulp toward -infinity
   }
   return h;
 }

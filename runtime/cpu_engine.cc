@@ -42,9 +42,9 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   }
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
   if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "int4 KV cache needs an even head_dim (two values a byte); the model has ",
-        weights.config.head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("int4 KV cache needs an even head_dim (two values a byte); the model has ",
+                     weights.config.head_dim));
   }
   return std::make_unique<CpuEngine>(std::move(weights), options);
 }

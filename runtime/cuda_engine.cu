@@ -201,9 +201,9 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
   }
   const KvDtype kv_dtype = options.kv_dtype.value_or(KvDtype::kBf16);
   if (kv_dtype != KvDtype::kBf16 && kv_dtype != KvDtype::kInt8 && kv_dtype != KvDtype::kInt4) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the CUDA engine keeps its KV cache as bf16, int8 or int4, not ", KvDtypeName(kv_dtype),
-        " (f32 is the CPU reference's)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA engine keeps its KV cache as bf16, int8 or int4, not ",
+                     KvDtypeName(kv_dtype), " (f32 is the CPU reference's)"));
   }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
@@ -304,7 +304,8 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
     BITSERVE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
     num_kv_blocks_ = static_cast<int>(std::min<int64_t>(
         (static_cast<int64_t>(static_cast<double>(free_bytes) * options.kv_memory_fraction) -
-         padding) / block_bytes,
+         padding) /
+            block_bytes,
         0x7fffffff));
     if (num_kv_blocks_ < 1) {
       return absl::ResourceExhaustedError(
@@ -312,7 +313,9 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
                        " bytes free, a block needs ", block_bytes));
     }
   }
-  const auto padded = [](int64_t bytes) { return (bytes + kPlaneAlign - 1) / kPlaneAlign * kPlaneAlign; };
+  const auto padded = [](int64_t bytes) {
+    return (bytes + kPlaneAlign - 1) / kPlaneAlign * kPlaneAlign;
+  };
   const int64_t rows = int64_t{num_kv_blocks_} * block_size_ * c.num_key_value_heads;
   const int64_t data_plane = padded(rows * KvHeadBytes(kv_dtype_, c.head_dim));
   const int64_t params_plane = padded(rows * KvParamHalves(kv_dtype_) * 2);

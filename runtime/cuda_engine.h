@@ -40,8 +40,8 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadCudaEngine(const std::filesystem::pa
 
 // What one decode step of a loaded CUDA engine must read at least (for the bandwidth floor of
 // bench/cuda/engine_benchmark): packed ternary weights, norms, the bf16 LM head, the embedding
-// rows; KV bytes per cached position (all layers, keys and values, data and params). Null when `engine` is not a
-// CUDA engine.
+// rows; KV bytes per cached position (all layers, keys and values, data and params). Null when
+// `engine` is not a CUDA engine.
 struct CudaEngineFootprint {
   int64_t ternary_weight_bytes = 0;
   int64_t lm_head_bytes = 0;

@@ -8,8 +8,7 @@
 
 namespace bitserve {
 
-PagedKvCache::PagedKvCache(const ModelConfig& config, int num_blocks, int block_size,
-                           KvDtype dtype)
+PagedKvCache::PagedKvCache(const ModelConfig& config, int num_blocks, int block_size, KvDtype dtype)
     : layers_(config.num_hidden_layers),
       block_size_(block_size),
       dtype_(dtype),
@@ -84,7 +83,8 @@ const uint8_t* PagedKvCache::RowData(int layer, int kv, int32_t block, int row) 
 
 const uint16_t* PagedKvCache::RowParams(int layer, int kv, int32_t block, int row) const {
   const uint8_t* b = blocks_[block].get();
-  return b == nullptr ? nullptr : reinterpret_cast<const uint16_t*>(b) + ParamsOffset(layer, kv, row);
+  return b == nullptr ? nullptr
+                      : reinterpret_cast<const uint16_t*>(b) + ParamsOffset(layer, kv, row);
 }
 
 }  // namespace bitserve

@@ -78,8 +78,7 @@ TEST(PagedKvCache, QuantizedRowsHoldTheFormatBytes) {
         const float* x = (kv == 0 ? keys : values).data() + p * row;
         std::vector<uint8_t> data(c.num_key_value_heads * head_bytes);
         std::vector<uint16_t> params(c.num_key_value_heads * 2);
-        cpu::QuantizeKvRow(dtype, x, c.num_key_value_heads, c.head_dim, data.data(),
-                           params.data());
+        cpu::QuantizeKvRow(dtype, x, c.num_key_value_heads, c.head_dim, data.data(), params.data());
         const uint8_t* stored = cache.RowData(1, kv, table[p / 4], p % 4);
         ASSERT_NE(stored, nullptr);
         EXPECT_EQ(std::memcmp(stored, data.data(), data.size()), 0)
@@ -90,8 +89,8 @@ TEST(PagedKvCache, QuantizedRowsHoldTheFormatBytes) {
                     0);
         }
         std::vector<float> want(row);
-        cpu::DequantizeKvRow(dtype, data.data(), params.data(), c.num_key_value_heads,
-                             c.head_dim, want.data());
+        cpu::DequantizeKvRow(dtype, data.data(), params.data(), c.num_key_value_heads, c.head_dim,
+                             want.data());
         const float* got = (kv == 0 ? k : v).data() + p * row;
         EXPECT_EQ(std::memcmp(got, want.data(), row * 4), 0) << KvDtypeName(dtype) << " " << p;
       }

@@ -33,7 +33,8 @@ void AddKvDtypeOption(CLI::App* cmd, std::string* value) {
 absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value) {
   if (value.empty()) return std::optional<KvDtype>();
   absl::StatusOr<KvDtype> dtype = ParseKvDtype(value);
-  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", dtype.status().message()));
+  if (!dtype.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", dtype.status().message()));
   return std::optional<KvDtype>(*dtype);
 }
 

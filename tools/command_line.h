@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/kv_cache_format.h"
 
 namespace bitserve::cli {

@@ -8,8 +8,8 @@
 
 namespace bitserve::cpu {
 
-void QuantizeKvRow(KvDtype dtype, const float* x, int64_t kv_heads, int64_t head_dim,
-                   uint8_t* data, uint16_t* params) {
+void QuantizeKvRow(KvDtype dtype, const float* x, int64_t kv_heads, int64_t head_dim, uint8_t* data,
+                   uint16_t* params) {
   const int64_t head_bytes = KvHeadBytes(dtype, head_dim);
   for (int64_t h = 0; h < kv_heads; ++h) {
     const float* xh = x + h * head_dim;

@@ -12,8 +12,8 @@ namespace bitserve::cpu {
 
 // x: [kv_heads][head_dim] floats. data: [kv_heads][KvHeadBytes(dtype, head_dim)] bytes; params:
 // [kv_heads][KvParamHalves(dtype)] fp16 bit patterns (unused for kF32 / kBf16, may be null).
-void QuantizeKvRow(KvDtype dtype, const float* x, int64_t kv_heads, int64_t head_dim,
-                   uint8_t* data, uint16_t* params);
+void QuantizeKvRow(KvDtype dtype, const float* x, int64_t kv_heads, int64_t head_dim, uint8_t* data,
+                   uint16_t* params);
 
 // The floats a stored row stands for: out[h * head_dim + i].
 void DequantizeKvRow(KvDtype dtype, const uint8_t* data, const uint16_t* params, int64_t kv_heads,

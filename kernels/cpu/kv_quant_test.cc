@@ -43,9 +43,10 @@ TEST(KvCacheFormat, HalfToFloatIsExactForEveryPattern) {
 }
 
 TEST(KvCacheFormat, FloatToHalfRoundsToNearestEvenLikeTheCompiler) {
-  std::vector<float> values = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.99f, 65520.0f, 1e9f,
-                               5.9604645e-8f, 2.9802322e-8f, 2.98023259e-8f, 6.1035156e-5f,
-                               6.1035152e-5f, -3.1e-6f, 0.02f, 1.0f / 3.0f};
+  std::vector<float> values = {0.0f,          -0.0f,          1.0f,          65504.0f,
+                               65519.99f,     65520.0f,       1e9f,          5.9604645e-8f,
+                               2.9802322e-8f, 2.98023259e-8f, 6.1035156e-5f, 6.1035152e-5f,
+                               -3.1e-6f,      0.02f,          1.0f / 3.0f};
   // Every fp16 value, the midpoints between neighbours (ties) and a float on each side of them.
   for (uint32_t b = 0; b < 0x7c00; ++b) {
     const float lo = KvHalfToFloat(static_cast<uint16_t>(b));

@@ -77,8 +77,8 @@ absl::Status WritePagedKv(const float* k, const float* v, const AttentionBatch& 
 
 // out[t][h * head_dim + d] = softmax_j(q[t,h] . k[j, h / (num_heads / num_kv_heads)] * scale) v[j]
 // over j in [0, position(t)], fp32 accumulation over keys and values dequantized on the fly (the
-// exact values kv_cache_format.h's dequantization gives). q and out: [num_tokens][num_heads * head_dim]
-// float32. workspace: PagedAttentionWorkspaceBytes(...) bytes (split-KV partial results).
+// exact values kv_cache_format.h's dequantization gives). q and out: [num_tokens][num_heads *
+// head_dim] float32. workspace: PagedAttentionWorkspaceBytes(...) bytes (split-KV partial results).
 absl::Status PagedAttention(const float* q, const AttentionBatch& batch, const PagedKvLayer& cache,
                             int num_heads, float scale, float* out, void* workspace,
                             size_t workspace_bytes, cudaStream_t stream);

@@ -9,12 +9,18 @@
 //
 // K/V tiles of 64 keys come from the paged cache through cp.async. bf16: straight into a double
 // buffer of bf16 tiles. int8 / int4: the raw bytes into a double buffer, then converted in shared
-// memory to bf16 tiles of the *integers* q (exact in bf16: |q| <= 127), with each key's scale and
-// zero beside them, because the dequantized values q * scale (+ zero) need up to 19 significant
-// bits and bf16 has 8. The scale and zero go around the MMAs, exactly:
-//   S[r, j] = sum_d Q[r, d] (q_kj[d] s_kj + z_kj) = s_kj (Q[r] . q_kj) + z_kj sum_d Q[r, d]
-//   O[r]    = sum_j P[r, j] (q_vj s_vj + z_vj)    = sum_j (P[r, j] s_vj) q_vj + sum_j P[r, j] z_vj
-// (z = 0 for int8), so quantized caches keep the bf16 path's fp32-level accuracy.
+// memory to bf16 tiles of the integers c = q (int8, |q| <= 127) or c = q - 7.5 (int4), exact in
+// bf16, with each key's scale s and offset o = zero + 7.5 s (0 for int8) beside them, because the
+// dequantized values q * s (+ zero) need up to 19 significant bits and bf16 has 8. The scale and
+// offset go around the MMAs, exactly:
+//   S[r, j] = sum_d Q[r, d] (c_kj[d] s_kj + o_kj) = s_kj (Q[r] . c_kj) + o_kj sum_d Q[r, d]
+//   O[r]    = sum_j P[r, j] (c_vj s_vj + o_vj)    = sum_j (P[r, j] s_vj) c_vj + sum_j P[r, j] o_vj
+// so quantized caches keep the bf16 path's fp32-level accuracy (7.5 s is exact: o rounds once).
+// Why int4 is centred (q - 7.5, and 7.5 s moved into the offset):
+// with q in [0, 15] the two sums of O are each about the row's half-range and coherent over the
+// keys, while O itself, an average over many keys, is small; at a 64-token chunk after 32K keys
+// they cancelled to a 3.6e-3 relative error (bf16: 1e-4). Centred, each term is about the size
+// of the values themselves.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -83,14 +89,15 @@ constexpr int PrefillSharedBytes() {
   if constexpr (kType == KvDtype::kBf16) {
     return kQ + 4 * kPrefillKeys * kStrideBytes;  // K and V tiles, double-buffered
   } else {
-    // K and V tiles (single), raw K and V (double), per-key (scale, zero) of K and V, Q row sums.
+    // K and V tiles (single), raw K and V (double), per-key (scale, offset) of K and V, Q row sums.
     return kQ + 2 * kPrefillKeys * kStrideBytes +
            4 * kPrefillKeys * static_cast<int>(KvHeadBytes(kType, kHeadDim)) +
            2 * kPrefillKeys * 8 + kPrefillRows * 4;
   }
 }
 
-// 16 raw bytes (16 int8 or 32 int4 values) -> bf16 integers at dst (16-byte aligned).
+// 16 raw bytes (16 int8 or 32 int4 values) -> bf16 at dst (16-byte aligned): q, or q - 7.5 for
+// int4 (both exact).
 template <KvDtype kType>
 __device__ __forceinline__ void RawToBf16(const uint4& raw, __nv_bfloat16* dst) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -117,8 +124,8 @@ __device__ __forceinline__ void RawToBf16(const uint4& raw, __nv_bfloat16* dst) 
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const uint32_t word = w[quarter];
-        o[i] = PackBf16(static_cast<float>((word >> (8 * i)) & 15u),
-                        static_cast<float>((word >> (8 * i + 4)) & 15u));
+        o[i] = PackBf16(static_cast<float>((word >> (8 * i)) & 15u) - 7.5f,
+                        static_cast<float>((word >> (8 * i + 4)) & 15u) - 7.5f);
       }
       *reinterpret_cast<uint4*>(dst + 8 * quarter) = out;
     }
@@ -146,7 +153,7 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem);  // [kQPlanes][64][kStride]
   __nv_bfloat16* sk = sq + kQPlanes * kPrefillRows * kStride;   // [kTileBuffers][64][kStride]
   __nv_bfloat16* sv = sk + kTileBuffers * kPrefillKeys * kStride;
-  // Quantized only: raw K, V [2][64][kHeadBytes]; (scale, zero) of K, V [64]; Q row sums [64].
+  // Quantized only: raw K, V [2][64][kHeadBytes]; (scale, offset) of K, V [64]; Q row sums [64].
   uint8_t* raw_k = reinterpret_cast<uint8_t*>(sv + kTileBuffers * kPrefillKeys * kStride);
   uint8_t* raw_v = raw_k + 2 * kPrefillKeys * kHeadBytes;
   float2* s_kparam = reinterpret_cast<float2*>(raw_v + 2 * kPrefillKeys * kHeadBytes);
@@ -259,7 +266,7 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
       return KvChunk<kType>::LoadParams(threadIdx.x < kPrefillKeys ? a.k_params : a.v_params,
                                         index);
     };
-    // Quantized: raw buffer `buf` -> the bf16 integer tiles, and this thread's params to shared.
+    // Quantized: raw buffer `buf` -> the bf16 tiles, and this thread's (scale, offset) to shared.
     auto convert = [&](int buf, uint32_t params) {
       for (int c = threadIdx.x; c < 2 * kPrefillKeys * kRawChunks; c += 128) {
         const bool is_v = c >= kPrefillKeys * kRawChunks;
@@ -270,8 +277,9 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
         constexpr int kElementsPerByte = kType == KvDtype::kInt4 ? 2 : 1;
         RawToBf16<kType>(raw, (is_v ? sv : sk) + key * kStride + byte * kElementsPerByte);
       }
-      const float2 pr = make_float2(HalfBitsToFloat(params),
-                                    kHasZero ? HalfBitsToFloat(params >> 16) : 0.0f);
+      const float scale = HalfBitsToFloat(params);
+      const float2 pr =
+          make_float2(scale, kHasZero ? fmaf(7.5f, scale, HalfBitsToFloat(params >> 16)) : 0.0f);
       (threadIdx.x < kPrefillKeys ? s_kparam : s_vparam)[threadIdx.x & (kPrefillKeys - 1)] = pr;
     };
 
@@ -279,7 +287,7 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
 #pragma unroll
     for (int i = 0; i < kDimTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
-    float zacc[2] = {0, 0};  // int4: sum_j P[r, j] z_vj, this lane's columns
+    float zacc[2] = {0, 0};  // int4: sum_j P[r, j] o_vj, this lane's columns
 
     const int num_kv_tiles = pos_hi / kPrefillKeys + 1;
     uint32_t params = 0;
@@ -328,7 +336,7 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
             }
           }
         }
-        if constexpr (kQuantized) {  // S = s_k (Q . q_k) + z_k sum(Q)
+        if constexpr (kQuantized) {  // S = s_k (Q . c_k) + o_k sum(Q)
 #pragma unroll
           for (int nt = 0; nt < kKeyTiles; ++nt) {
 #pragma unroll
@@ -380,7 +388,7 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
             o[dn][2 * h + 1] *= corr;
           }
         }
-        if constexpr (kQuantized) {  // P s_v enters the MMA with the integers q_v
+        if constexpr (kQuantized) {  // P s_v enters the MMA with c_v
 #pragma unroll
           for (int nt = 0; nt < kKeyTiles; ++nt) {
 #pragma unroll
