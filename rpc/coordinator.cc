@@ -138,7 +138,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
   s.kv_block_size = config.block_size;
   s.kv_num_blocks = config.num_kv_blocks;
   s.kv_capacity_tokens = config.kv_capacity_tokens();
-  s.kv_dtype = engine.device_name() == "cpu" ? "f32" : "bf16";
+  s.kv_dtype = std::string(KvDtypeName(engine.kv_dtype()));
   s.device = engine.device_name();
   s.eos_token_ids = impl->eos_ids;
 

@@ -65,6 +65,7 @@ class WorkerHub::RemoteEngine final : public Engine {
   int64_t max_model_len() const override { return hub_->max_model_len_; }
   int max_batch_tokens() const override { return hub_->max_batch_tokens_; }
   std::string device_name() const override { return hub_->device_name_; }
+  KvDtype kv_dtype() const override { return hub_->kv_dtype_; }
   absl::Status Health() const override { return hub_->Health(); }
 
   absl::Status Forward(std::span<const BatchEntry>, std::vector<float>*) override {
@@ -288,6 +289,7 @@ void WorkerHub::AssignAll() {
     for (int e = 0; e < config_.num_experts; ++e) shard.add_expert_ids(e);
     wire::KvCacheSpec& kv = *a.mutable_kv_cache();
     kv.set_block_size(options_.engine.block_size);
+    if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeName(*options_.engine.kv_dtype));
     kv.set_num_blocks(num_kv_blocks_ > 0 ? num_kv_blocks_ : options_.engine.num_kv_blocks);
     kv.set_memory_fraction(options_.engine.kv_memory_fraction);
     if (n > 1) {
@@ -313,6 +315,13 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
         "it loaded a model with vocab ", r.vocab_size(), ", ", r.num_hidden_layers(), " layers, hidden ",
         r.hidden_size(), "; the coordinator's has ", config_.vocab_size, ", ", config_.num_hidden_layers,
         ", ", config_.hidden_size));
+  }
+  if (!ParseKvDtype(r.kv_dtype()).ok() ||
+      (options_.engine.kv_dtype && r.kv_dtype() != KvDtypeName(*options_.engine.kv_dtype))) {
+    return absl::FailedPreconditionError(absl::StrCat("it keeps its KV cache as \"", r.kv_dtype(), "\"",
+                                                      options_.engine.kv_dtype
+                                                          ? absl::StrCat("; expected ", KvDtypeName(*options_.engine.kv_dtype))
+                                                          : std::string()));
   }
   if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
     return absl::FailedPreconditionError(absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ",
@@ -346,6 +355,7 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
       max_batch_tokens_ = std::min(max_batch_tokens_, l->max_batch_tokens);
     }
     block_size_ = r.block_size();
+    kv_dtype_ = ParseKvDtype(r.kv_dtype()).value_or(KvDtype::kBf16);
     device_name_ = n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
                           : absl::StrCat(n, "-stage pipeline of workers (", pipeline_[0]->device, ")");
   }

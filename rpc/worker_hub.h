@@ -109,6 +109,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   int num_kv_blocks_ = 0, block_size_ = 0, max_batch_tokens_ = 0;
   int64_t max_model_len_ = 0;
   std::string device_name_;
+  KvDtype kv_dtype_ = KvDtype::kBf16;
   std::thread monitor_;
 };
 

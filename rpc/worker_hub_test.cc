@@ -103,6 +103,7 @@ struct FakeWorker {
     r.set_max_model_len(128);
     r.set_max_batch_tokens(64);
     r.set_device_name("fake");
+    r.set_kv_dtype("f32");
     ASSERT_TRUE(stream->Write(m));
   }
 };

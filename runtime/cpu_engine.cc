@@ -37,11 +37,19 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
   if (options.max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
   if (options.max_batch_tokens < 1) return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
+  if (options.kv_dtype && std::string(KvDtypeName(*options.kv_dtype)) == "invalid") {
+    return absl::InvalidArgumentError("kv_dtype is not one of f32, bf16, int8, int4");
+  }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
   ASSIGN_OR_RETURN(ModelWeights weights,
                    LoadModelWeights(model_dir, options.stage.layer_begin,
                                     options.stage.end(config.num_hidden_layers)));
+  if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int4 KV cache needs an even head_dim (two values a byte); the model has ",
+                     weights.config.head_dim));
+  }
   return std::make_unique<CpuEngine>(std::move(weights), options);
 }
 
@@ -64,7 +72,8 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
     : weights_(std::move(weights)),
       stage_(options.stage),
       transfer_(options.pp_transfer),
-      kv_(weights_.config, NumBlocks(weights_.config, options), options.block_size),
+      kv_(weights_.config, NumBlocks(weights_.config, options), options.block_size,
+          options.kv_dtype.value_or(KvDtype::kF32)),
       max_model_len_(ModelLen(weights_.config, options)),
       max_batch_tokens_(options.max_batch_tokens),
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
@@ -263,8 +272,8 @@ void CpuEngine::Attention(int layer, std::span<const BatchEntry> entries) {
     const int64_t n = entry.tokens.size();
     const int64_t start = entry.start_position;
     for (int64_t i = 0; i < n; ++i) {
-      std::copy_n(k_.data() + (row + i) * kvd, kvd, kv_.KeyRow(layer, entry.block_table, start + i));
-      std::copy_n(v_.data() + (row + i) * kvd, kvd, kv_.ValueRow(layer, entry.block_table, start + i));
+      kv_.Write(layer, entry.block_table, start + i, k_.data() + (row + i) * kvd,
+                v_.data() + (row + i) * kvd);
     }
     // The reference attention reads one sequence's history contiguously.
     Grow(kv_keys_, (start + n) * kvd);

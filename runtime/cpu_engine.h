@@ -1,7 +1,9 @@
 // The CPU reference engine: BitNet b1.58's forward pass exactly as DESIGN.md specifies it (int8
 // activations per token, int32 ternary products, float32 elsewhere), over a batch of sequences
-// that each bring new tokens (prefill chunks and single decode tokens alike), with a paged float32
-// KV cache (runtime/paged_kv_cache.h).
+// that each bring new tokens (prefill chunks and single decode tokens alike), with a paged KV cache
+// (runtime/paged_kv_cache.h): float32 by default (the reference), or bf16/int8/int4 quantized on
+// write and dequantized on read (EngineOptions::kv_dtype), which measures what those formats cost
+// with everything else exact.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,7 @@ class CpuEngine : public Engine {
   int64_t max_model_len() const override { return max_model_len_; }
   int max_batch_tokens() const override { return max_batch_tokens_; }
   std::string device_name() const override { return "cpu"; }
+  KvDtype kv_dtype() const override { return kv_.dtype(); }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,

@@ -102,6 +102,7 @@ class CudaEngine final : public Engine {
   int64_t max_model_len() const override { return max_model_len_; }
   int max_batch_tokens() const override { return max_batch_tokens_; }
   std::string device_name() const override { return device_name_; }
+  KvDtype kv_dtype() const override { return kv_dtype_; }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
@@ -130,6 +131,7 @@ class CudaEngine final : public Engine {
   std::string device_name_;
   int block_size_ = 16, num_kv_blocks_ = 0, max_batch_tokens_ = 0, max_blocks_per_seq_ = 0;
   int64_t max_model_len_ = 0;
+  KvDtype kv_dtype_ = KvDtype::kBf16;
   bool use_graphs_ = true;
   cudaStream_t stream_ = nullptr;
   CudaEngineFootprint footprint_;
@@ -139,8 +141,9 @@ class CudaEngine final : public Engine {
   std::unique_ptr<cuda::Bf16LmHead> lm_head_;
   std::unique_ptr<cuda::GpuSampler> sampler_;
 
-  // KV cache: one allocation, [layer][k|v][num_blocks][block_size][kv_heads][head_dim] bf16.
-  DeviceBuffer<uint16_t> kv_;
+  // KV cache: one allocation; per layer the planes of paged_attention.cuh (k data, v data, k
+  // params, v params), each padded to 256 bytes.
+  DeviceBuffer<uint8_t> kv_;
   std::vector<cuda::PagedKvLayer> kv_layers_;
 
   // Scratch for max_batch_tokens tokens.
@@ -196,6 +199,12 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
     return absl::InvalidArgumentError(
         "num_kv_blocks and max_model_len must be >= 0, kv_memory_fraction in (0, 1)");
   }
+  const KvDtype kv_dtype = options.kv_dtype.value_or(KvDtype::kBf16);
+  if (kv_dtype != KvDtype::kBf16 && kv_dtype != KvDtype::kInt8 && kv_dtype != KvDtype::kInt4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA engine keeps its KV cache as bf16, int8 or int4, not ",
+                     KvDtypeName(kv_dtype), " (f32 is the CPU reference's)"));
+  }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
   if (weights.config.is_moe()) {
@@ -222,6 +231,7 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device_));
   device_name_ = absl::StrCat("cuda:", device_, " (", prop.name, ")");
   block_size_ = options.block_size;
+  kv_dtype_ = options.kv_dtype.value_or(KvDtype::kBf16);
   max_batch_tokens_ = options.max_batch_tokens;
   max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
   max_blocks_per_seq_ = static_cast<int>((max_model_len_ + block_size_ - 1) / block_size_);
@@ -280,15 +290,21 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
 
-  // The KV cache takes what is left.
-  const int64_t block_bytes = int64_t{2} * 2 * block_size_ * kvd * c.num_hidden_layers;
-  footprint_.kv_bytes_per_position = int64_t{2} * 2 * kvd * c.num_hidden_layers;
+  // The KV cache takes what is left; its bytes per position depend on the dtype (int8 about half
+  // of bf16, int4 about a quarter, plus 2 or 4 bytes of params per token and KV head).
+  const int64_t position_bytes =
+      cuda::PagedKvBytesPerPosition(kv_dtype_, c.num_key_value_heads, c.head_dim);
+  const int64_t block_bytes = position_bytes * block_size_ * c.num_hidden_layers;
+  constexpr int64_t kPlaneAlign = 256;
+  const int64_t padding = kPlaneAlign * 4 * c.num_hidden_layers;
+  footprint_.kv_bytes_per_position = position_bytes * c.num_hidden_layers;
   num_kv_blocks_ = options.num_kv_blocks;
   if (num_kv_blocks_ == 0) {
     size_t free_bytes = 0, total_bytes = 0;
     BITSERVE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
     num_kv_blocks_ = static_cast<int>(std::min<int64_t>(
-        static_cast<int64_t>(static_cast<double>(free_bytes) * options.kv_memory_fraction) /
+        (static_cast<int64_t>(static_cast<double>(free_bytes) * options.kv_memory_fraction) -
+         padding) /
             block_bytes,
         0x7fffffff));
     if (num_kv_blocks_ < 1) {
@@ -297,13 +313,25 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
                        " bytes free, a block needs ", block_bytes));
     }
   }
-  RETURN_IF_ERROR(Alloc(&kv_, block_bytes / 2 * num_kv_blocks_));
-  footprint_.kv_cache_bytes = block_bytes * num_kv_blocks_;
-  const int64_t plane = int64_t{num_kv_blocks_} * block_size_ * kvd;  // elements of one k or v
+  const auto padded = [](int64_t bytes) {
+    return (bytes + kPlaneAlign - 1) / kPlaneAlign * kPlaneAlign;
+  };
+  const int64_t rows = int64_t{num_kv_blocks_} * block_size_ * c.num_key_value_heads;
+  const int64_t data_plane = padded(rows * KvHeadBytes(kv_dtype_, c.head_dim));
+  const int64_t params_plane = padded(rows * KvParamHalves(kv_dtype_) * 2);
+  const int64_t layer_bytes = 2 * data_plane + 2 * params_plane;
+  RETURN_IF_ERROR(Alloc(&kv_, layer_bytes * c.num_hidden_layers));
+  footprint_.kv_cache_bytes = layer_bytes * c.num_hidden_layers;
   for (int l = 0; l < c.num_hidden_layers; ++l) {
+    uint8_t* base = kv_.get() + l * layer_bytes;
     cuda::PagedKvLayer layer;
-    layer.k = reinterpret_cast<__nv_bfloat16*>(kv_.get() + (2 * l) * plane);
-    layer.v = reinterpret_cast<__nv_bfloat16*>(kv_.get() + (2 * l + 1) * plane);
+    layer.k = base;
+    layer.v = base + data_plane;
+    layer.dtype = kv_dtype_;
+    if (params_plane > 0) {
+      layer.k_params = reinterpret_cast<uint16_t*>(base + 2 * data_plane);
+      layer.v_params = reinterpret_cast<uint16_t*>(base + 2 * data_plane + params_plane);
+    }
     layer.num_blocks = num_kv_blocks_;
     layer.block_size = block_size_;
     layer.num_kv_heads = c.num_key_value_heads;

@@ -6,6 +6,10 @@
 
 namespace bitserve {
 
+KvDtype DefaultKvDtype(const std::string& device) {
+  return device == "cpu" ? KvDtype::kF32 : KvDtype::kBf16;
+}
+
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,
                            int block_size, int num_kv_blocks, int64_t max_model_len,
                            int max_batch_tokens) {

@@ -13,12 +13,14 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/kv_cache_format.h"
 #include "runtime/model_config.h"
 #include "runtime/pipeline_stage.h"
 #include "runtime/sampling.h"
@@ -40,6 +42,10 @@ struct EngineOptions {
   int64_t max_model_len = 0;       // positions per sequence; 0: the model's max_position_embeddings
   int max_batch_tokens = 8192;     // tokens of one Forward/Step; scratch is sized for it at load
   double kv_memory_fraction = 0.9;  // CUDA only
+  // Element type of the KV cache (kernels/kv_cache_format.h). Unset: the device's default,
+  // DefaultKvDtype(device). CPU: all four (f32 is the reference; the others quantize on write and
+  // dequantize on read, for measuring quality); CUDA: bf16, int8, int4.
+  std::optional<KvDtype> kv_dtype;
   ActivationTrace trace;           // optional; CPU only
   // Pipeline parallelism: the layers this engine holds (default: all) and how hidden states
   // cross to the next stage (runtime/pipeline_stage.h). CPU only for now.
@@ -82,6 +88,7 @@ class Engine {
   virtual int64_t max_model_len() const = 0;
   virtual int max_batch_tokens() const = 0;
   virtual std::string device_name() const = 0;
+  virtual KvDtype kv_dtype() const = 0;
   // OK while the engine can run steps. An engine in this process always can; one that drives a
   // remote worker (rpc/worker_hub.h) is UNAVAILABLE, naming why, while no worker is attached.
   virtual absl::Status Health() const { return absl::OkStatus(); }
@@ -131,6 +138,9 @@ class Engine {
 // InvalidArgument naming it.
 absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& model_dir,
                                                    const EngineOptions& options);
+
+// f32 on "cpu", bf16 on CUDA devices.
+KvDtype DefaultKvDtype(const std::string& device);
 
 // Shared validation of a batch against an engine's limits (used by every backend).
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config, int block_size,

@@ -57,6 +57,7 @@ class CountingEngine : public Engine {
   int64_t max_model_len() const override { return 16; }
   int max_batch_tokens() const override { return 16; }
   std::string device_name() const override { return "fake"; }
+  KvDtype kv_dtype() const override { return KvDtype::kF32; }
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override {
     logits->clear();
     for (const BatchEntry& e : entries) {

@@ -16,6 +16,11 @@
 // engine measured 0.043 / 0.032 / 0.035 (test-gqa / test-odd / tiny) worst over 59 rows. The limit
 // is about twice what the format explains and still catches real bugs (a wrong position, block,
 // head or scale gives errors of order 1).
+// With an int8 or int4 cache the GPU engine is compared with a CPU engine that keeps the same dtype
+// (it stores the same bytes, kernels/kv_cache_format.h), so the format's own error is on both sides
+// and what remains is the float order of attention, the bf16 LM-head activation and the int8 (or
+// KV) rounding flips those cause; the same limit applies. Measured (H100, 2026-11-23), worst row
+// test-gqa / test-odd / tiny: int8 0.0019 / 0.015 / 0.0020, int4 0.0063 / 0.029 / 0.0078.
 // Greedy tokens therefore cannot be identical on every row (the CPU with bf16 keys and values
 // flips them too): they must be identical wherever the CPU's best logit beats the GPU's choice by
 // more than kTieMargin of the row's standard deviation; closer calls are counted and printed.
@@ -30,9 +35,12 @@
 #include <filesystem>
 #include <iostream>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <system_error>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -90,9 +98,10 @@ fs::path ModelDir(const std::string& name) {
   return dir.path;
 }
 
-EngineOptions Options(const std::string& device) {
+EngineOptions Options(const std::string& device, std::optional<KvDtype> kv_dtype = {}) {
   EngineOptions o;
   o.device = device;
+  o.kv_dtype = kv_dtype;
   o.block_size = 16;
   o.num_kv_blocks = 64;
   o.max_model_len = 256;
@@ -101,11 +110,15 @@ EngineOptions Options(const std::string& device) {
 }
 
 std::unique_ptr<Engine> Load(const std::string& model, const std::string& device,
-                             bool graphs = true) {
+                             bool graphs = true, std::optional<KvDtype> kv_dtype = {}) {
   absl::StatusOr<std::unique_ptr<Engine>> e =
-      device == "cpu" ? LoadEngine(ModelDir(model), Options(device))
-                      : LoadCudaEngine(ModelDir(model), Options(device), CudaEngineOptions{graphs});
+      device == "cpu"
+          ? LoadEngine(ModelDir(model), Options(device, kv_dtype))
+          : LoadCudaEngine(ModelDir(model), Options(device, kv_dtype), CudaEngineOptions{graphs});
   EXPECT_TRUE(e.ok()) << model << " on " << device << ": " << e.status();
+  if (e.ok() && kv_dtype) {
+    EXPECT_EQ((*e)->kv_dtype(), *kv_dtype);
+  }
   return e.ok() ? std::move(*e) : nullptr;
 }
 
@@ -166,10 +179,22 @@ class CudaEngineTest : public ::testing::TestWithParam<std::string> {
   }
 };
 
-// Prefill, decode and mixed batches with scattered block tables, CPU vs GPU.
-TEST_P(CudaEngineTest, MatchesCpuEngine) {
-  auto cpu = Load(GetParam(), "cpu");
-  auto gpu = Load(GetParam(), "cuda");
+// (model, KV dtype of the GPU engine).
+class CudaEngineKvTest : public ::testing::TestWithParam<std::tuple<std::string, KvDtype>> {
+ protected:
+  void SetUp() override {
+    if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  }
+  const std::string& model() const { return std::get<0>(GetParam()); }
+  KvDtype dtype() const { return std::get<1>(GetParam()); }
+  std::string name() const { return model() + " " + KvDtypeName(dtype()); }
+};
+
+// Prefill, decode and mixed batches with scattered block tables, CPU vs GPU (the CPU keeps float32
+// keys and values against a bf16 GPU cache, the same dtype against int8/int4).
+TEST_P(CudaEngineKvTest, MatchesCpuEngine) {
+  auto cpu = Load(model(), "cpu", true, dtype() == KvDtype::kBf16 ? KvDtype::kF32 : dtype());
+  auto gpu = Load(model(), "cuda", true, dtype());
   ASSERT_TRUE(cpu && gpu);
   const int vocab = cpu->config().vocab_size;
   std::mt19937 rng(1234);
@@ -224,7 +249,7 @@ TEST_P(CudaEngineTest, MatchesCpuEngine) {
     std::vector<float> lc, lg;
     ASSERT_OK(cpu->Forward(batch, &lc));
     ASSERT_OK(gpu->Forward(batch, &lg));
-    CompareLogits(lc, lg, vocab, GetParam() + " step " + std::to_string(step), &stats);
+    CompareLogits(lc, lg, vocab, name() + " step " + std::to_string(step), &stats);
     int64_t row = 0;
     for (size_t i = 0; i < plan[step].size(); ++i) {
       const Part& p = plan[step][i];
@@ -233,15 +258,14 @@ TEST_P(CudaEngineTest, MatchesCpuEngine) {
       next[p.seq] = ArgMax(lc.data() + (row - 1) * vocab, vocab);
     }
   }
-  std::cout << "[ numbers  ] " << GetParam() << ": " << stats.rows
-            << " rows, worst relative L2 error " << stats.worst << ", near ties " << stats.near_ties
-            << std::endl;
+  std::cout << "[ numbers  ] " << name() << ": " << stats.rows << " rows, worst relative L2 error "
+            << stats.worst << ", near ties " << stats.near_ties << std::endl;
 }
 
 // Decode replayed from CUDA graphs equals the same decode launched kernel by kernel, bit for bit.
-TEST_P(CudaEngineTest, GraphDecodeEqualsPlainDecode) {
-  auto with = Load(GetParam(), "cuda", true);
-  auto without = Load(GetParam(), "cuda", false);
+TEST_P(CudaEngineKvTest, GraphDecodeEqualsPlainDecode) {
+  auto with = Load(model(), "cuda", true, dtype());
+  auto without = Load(model(), "cuda", false, dtype());
   ASSERT_TRUE(with && without);
   const int vocab = with->config().vocab_size;
   std::mt19937 rng(99);
@@ -388,6 +412,49 @@ TEST_P(CudaEngineTest, RejectsBadBatches) {
                 .code(),
             absl::StatusCode::kInvalidArgument);
 }
+
+// The automatic KV block count (kv_memory_fraction of the free memory) follows the bytes a
+// position takes in each dtype, and the footprint reports them.
+TEST(CudaEngineKvCapacity, AutomaticBlockCountFollowsTheDtype) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  std::vector<std::pair<KvDtype, int64_t>> blocks;
+  for (KvDtype dtype : {KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4}) {
+    EngineOptions o = Options("cuda", dtype);
+    o.num_kv_blocks = 0;
+    o.kv_memory_fraction = 0.3;
+    auto e = LoadCudaEngine(ModelDir("tiny"), o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    const CudaEngineFootprint* f = GetCudaEngineFootprint(**e);
+    ASSERT_NE(f, nullptr);
+    const ModelConfig& c = (*e)->config();
+    const int64_t halves = dtype == KvDtype::kInt8 ? 1 : (dtype == KvDtype::kInt4 ? 2 : 0);
+    const int64_t head_bytes = dtype == KvDtype::kBf16   ? 2 * c.head_dim
+                               : dtype == KvDtype::kInt8 ? c.head_dim
+                                                         : c.head_dim / 2;
+    EXPECT_EQ(f->kv_bytes_per_position,
+              int64_t{2} * c.num_hidden_layers * c.num_key_value_heads * (head_bytes + 2 * halves));
+    std::cout << "[ numbers  ] " << KvDtypeName(dtype) << ": " << (*e)->num_kv_blocks()
+              << " blocks, " << f->kv_bytes_per_position << " bytes per position" << std::endl;
+    blocks.push_back({dtype, int64_t{(*e)->num_kv_blocks()} * f->kv_bytes_per_position});
+  }
+  // The same memory (within 3%: free memory moves a little between loads) in every dtype.
+  for (const auto& [dtype, bytes] : blocks) {
+    EXPECT_NEAR(static_cast<double>(bytes) / blocks[0].second, 1.0, 0.03) << KvDtypeName(dtype);
+  }
+  EngineOptions f32 = Options("cuda", KvDtype::kF32);
+  EXPECT_EQ(LoadCudaEngine(ModelDir("tiny"), f32).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, CudaEngineKvTest,
+    ::testing::Combine(::testing::Values("test-gqa", "test-odd", "tiny"),
+                       ::testing::Values(KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4)),
+    [](const ::testing::TestParamInfo<std::tuple<std::string, KvDtype>>& info) {
+      std::string name = std::get<0>(info.param) + "_" + KvDtypeName(std::get<1>(info.param));
+      std::replace(name.begin(), name.end(), '-', '_');
+      return name;
+    });
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest, ::testing::Values("test-gqa", "test-odd", "tiny"),
                          [](const ::testing::TestParamInfo<std::string>& info) {

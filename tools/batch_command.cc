@@ -1,5 +1,5 @@
 // bitserve batch (--model DIR | --server ADDR) --input IN.jsonl --output OUT.jsonl
-//                [--max-in-flight N] [--device cpu|cuda[:N]] [--max-num-seqs N] ...
+//                [--max-in-flight N] [--device cpu|cuda[:N]] [--kv-dtype T] [--max-num-seqs N] ...
 // Offline generation over a JSONL file (tools/batch_job.h): in-process on the model with --model,
 // or through a running `bitserve serve` with --server. Exit status 0 when the job ran to the end
 // (per-line errors are in the output and the summary), 1 when it could not (unreadable input,
@@ -20,7 +20,7 @@ namespace bitserve::cli {
 namespace {
 
 struct Args {
-  std::string model, server, input, output, device = "cpu";
+  std::string model, server, input, output, device = "cpu", kv_dtype;
   int max_in_flight = 0;
   int max_num_seqs = 0;
   int num_kv_blocks = 0;
@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& 
   rpc::CoordinatorOptions options;
   options.model_dir = args.model;
   options.engine.device = args.device;
+  ASSIGN_OR_RETURN(options.engine.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
   options.log_requests = false;  // the output file has every result; stderr keeps the progress
   // 0 keeps the coordinator's defaults (its full batch size for the device).
   if (args.max_num_seqs > 0) {
@@ -97,6 +98,7 @@ void AddBatchCommand(CLI::App& app) {
   cmd->add_option("--max-in-flight", args->max_in_flight,
                   "Requests submitted at once (default: what fills the server)");
   cmd->add_option("--device", args->device, "With --model: cpu or cuda[:N]");
+  AddKvDtypeOption(cmd, &args->kv_dtype);  // with --model
   cmd->add_option("--max-num-seqs", args->max_num_seqs,
                   "With --model: sequences batched together (default: the coordinator's)");
   cmd->add_option("--num-kv-blocks", args->num_kv_blocks,

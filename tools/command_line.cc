@@ -24,6 +24,20 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text, absl:
   return ids;
 }
 
+void AddKvDtypeOption(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--kv-dtype", *value,
+                  "KV cache element type: f32 (cpu only), bf16, int8, int4 (default: f32 on cpu, "
+                  "bf16 on cuda)");
+}
+
+absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value) {
+  if (value.empty()) return std::optional<KvDtype>();
+  absl::StatusOr<KvDtype> dtype = ParseKvDtype(value);
+  if (!dtype.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", dtype.status().message()));
+  return std::optional<KvDtype>(*dtype);
+}
+
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body) {
   absl::Status status = body();
   if (!status.ok()) {

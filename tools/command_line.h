@@ -3,18 +3,26 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kernels/kv_cache_format.h"
 
 namespace bitserve::cli {
 
 // "1,2, 3" -> {1, 2, 3}. Names `flag` in the error.
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text, absl::string_view flag);
+
+// --kv-dtype, shared by the subcommands that load an engine: the option (stored as text) and its
+// parse: "" leaves the engine's default (f32 on cpu, bf16 on cuda), anything else must be one of
+// f32, bf16, int8, int4 (the engine then says whether its device supports it).
+void AddKvDtypeOption(CLI::App* cmd, std::string* value);
+absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value);
 
 // Runs a subcommand body; a non-OK status prints "bitserve NAME: message" and exits with 1.
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body);

@@ -19,7 +19,7 @@ namespace bitserve::cli {
 namespace {
 
 struct Args {
-  std::string model, device = "cpu";
+  std::string model, device = "cpu", kv_dtype;
   GenerationFlags gen;
   PipelineFlags pipeline;
 };
@@ -63,6 +63,7 @@ absl::Status Run(const Args& args) {
   ASSIGN_OR_RETURN(request.prompt, PromptTokens(args, tokenizer.get()));
   EngineOptions options;
   options.device = args.device;
+  ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
   options.max_sequences = 1;
   options.max_batch_tokens = std::max<int>(options.max_batch_tokens, request.prompt.size());
   RETURN_IF_ERROR(args.pipeline.Apply(&options));
@@ -118,6 +119,7 @@ void AddGenerateCommand(CLI::App& app) {
   AddGenerationFlags(cmd, &args->gen);
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   args->pipeline.Add(cmd);
+  AddKvDtypeOption(cmd, &args->kv_dtype);
   cmd->callback([args] { RunOrExit("generate", [&] { return Run(*args); }); });
 }
 

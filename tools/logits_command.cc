@@ -13,7 +13,7 @@ namespace bitserve::cli {
 
 void AddLogitsCommand(CLI::App& app) {
   struct Args {
-    std::string model, tokens, out, trace_dir, device = "cpu";
+    std::string model, tokens, out, trace_dir, device = "cpu", kv_dtype;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("logits", "Write the logits of every prompt token as .npy");
@@ -21,6 +21,7 @@ void AddLogitsCommand(CLI::App& app) {
   cmd->add_option("--tokens", args->tokens, "Comma-separated token ids")->required();
   cmd->add_option("--out", args->out, "Output .npy file (float32 [tokens, vocab])")->required();
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  AddKvDtypeOption(cmd, &args->kv_dtype);
   cmd->add_option("--trace-dir", args->trace_dir,
                   "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
   cmd->callback([args] {
@@ -28,6 +29,7 @@ void AddLogitsCommand(CLI::App& app) {
       ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseTokenIds(args->tokens, "--tokens"));
       EngineOptions options;
       options.device = args->device;
+      ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args->kv_dtype));
       options.max_sequences = 1;
       absl::Status trace_status;
       if (!args->trace_dir.empty()) {

@@ -1,4 +1,5 @@
-// bitserve perplexity --model DIR --input FILE [--json] [--device D] [--context N] [--stride N]:
+// bitserve perplexity --model DIR --input FILE [--json] [--device D] [--kv-dtype T] [--context N]
+//                    [--stride N]:
 // held-out perplexity of a text file with the strided sliding window of runtime/perplexity.h,
 // over ids = [BOS] + encode(text) (no BOS when config.json has no bos_token_id).
 #include <algorithm>
@@ -20,7 +21,7 @@ namespace bitserve::cli {
 
 void AddPerplexityCommand(CLI::App& app) {
   struct Args {
-    std::string model, input, device = "cpu";
+    std::string model, input, device = "cpu", kv_dtype;
     int64_t context = 0, stride = 0;
     bool json = false;
     PipelineFlags pipeline;
@@ -31,6 +32,7 @@ void AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--model", args->model, "Checkpoint directory (with tokenizer.json)")->required();
   cmd->add_option("--input", args->input, "UTF-8 text file")->required();
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  AddKvDtypeOption(cmd, &args->kv_dtype);
   cmd->add_option("--context", args->context,
                   "Tokens per window (default: the model's max_position_embeddings)");
   cmd->add_option("--stride", args->stride, "Window start step (default: context / 2)");
@@ -59,6 +61,7 @@ void AddPerplexityCommand(CLI::App& app) {
 
       EngineOptions options;
       options.device = args->device;
+      ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args->kv_dtype));
       options.max_sequences = 1;
       options.max_model_len = context;
       options.max_batch_tokens =

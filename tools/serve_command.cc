@@ -27,7 +27,7 @@ namespace bitserve::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, listen = "0.0.0.0:50051", metrics_listen, device = "cpu";
+  std::string model, listen = "0.0.0.0:50051", metrics_listen, device = "cpu", kv_dtype;
   int max_num_seqs = 256, max_waiting = 1024, max_batch_tokens = 8192, max_model_len = 0;
   int num_kv_blocks = 0, block_size = 16;
   double drain_timeout_s = 30;
@@ -105,6 +105,7 @@ absl::Status Serve(const ServeArgs& args) {
   options.model_dir = args.model;
   options.metrics = &metrics;
   options.engine.device = args.device;
+  ASSIGN_OR_RETURN(options.engine.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
   options.engine.block_size = args.block_size;
   options.engine.num_kv_blocks = args.num_kv_blocks;
   options.engine.max_sequences = args.max_num_seqs;
@@ -224,6 +225,7 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--listen", args->listen, "gRPC address host:port (port 0: any free port)");
   cmd->add_option("--metrics-listen", args->metrics_listen, "Prometheus endpoint host:port (off when empty)");
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
+  AddKvDtypeOption(cmd, &args->kv_dtype);
   cmd->add_option("--max-num-seqs", args->max_num_seqs, "Sequences running at once");
   cmd->add_option("--max-waiting", args->max_waiting, "Queued requests before RESOURCE_EXHAUSTED");
   cmd->add_option("--max-batch-tokens", args->max_batch_tokens, "Tokens per engine step");

@@ -2,6 +2,7 @@
 // printed seed, poisons the outputs, runs the GPU op and the CPU reference, and compares them:
 // bit-exact for integer results and for floats the reference computes with the same operations,
 // a stated relative error otherwise. Re-run a failure with BITSERVE_TEST_SEED=<printed seed>.
+// The paged attention cases are in paged_attention_op_test.cu (same binary, same harness).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,13 +22,11 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/act_quant.h"
-#include "kernels/cpu/attention.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/ternary_matmul.h"
 #include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/device_buffer.cuh"
-#include "kernels/cuda/paged_attention.cuh"
-#include "kernels/cuda/paged_attention_options.cuh"
+#include "kernels/cuda/op_test_harness.cuh"
 #include "kernels/cuda/ternary_gemm.cuh"
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "kernels/cuda/ternary_layout.h"
@@ -45,35 +44,7 @@
 namespace bitserve::cuda {
 namespace {
 
-#define ASSERT_OK(expr)                                       \
-  do {                                                        \
-    const ::absl::Status assert_ok_status_ = (expr);          \
-    ASSERT_TRUE(assert_ok_status_.ok()) << assert_ok_status_; \
-  } while (0)
-
-template <typename T>
-DeviceBuffer<T> Alloc(int64_t n) {
-  auto b = DeviceBuffer<T>::Create(n);
-  if (!b.ok()) {
-    ADD_FAILURE() << b.status();
-    return DeviceBuffer<T>();
-  }
-  return std::move(b).value();
-}
-
-uint64_t BaseSeed() {
-  static const uint64_t seed = [] {
-    const char* env = std::getenv("BITSERVE_TEST_SEED");
-    const uint64_t s = env != nullptr ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-    std::cout << "[ seed     ] BITSERVE_TEST_SEED=" << s << std::endl;
-    return s;
-  }();
-  return seed;
-}
-
-// Output bytes are poisoned so that an element the kernel does not write cannot pass: floats
-// become NaN, int32 0x7f7f7f7f (beyond any sum), int8 -128 (never produced by quantization).
-constexpr unsigned char kPoisonFloat = 0xff, kPoisonInt32 = 0x7f, kPoisonInt8 = 0x80;
+// ASSERT_OK, Alloc, BaseSeed, the poison bytes, Rng, ExpectBitExact, Download: op_test_harness.cuh
 
 enum class Op { kQuantize, kRmsNormQuantize, kGemv, kGemm, kQuantizeMatmul };
 enum class ScaleKind { kAutoBitLinear, kBitLinear, kBitLinearPow2 };
@@ -141,15 +112,6 @@ std::vector<OpCase> AllCases() {
 
 // ---- random inputs -----------------------------------------------------------------------
 
-struct Rng {
-  explicit Rng(uint64_t seed) : engine(seed) {}
-  std::mt19937_64 engine;
-  uint64_t Bits() { return engine(); }
-  float Uniform(float lo, float hi) {
-    return std::uniform_real_distribution<float>(lo, hi)(engine);
-  }
-  float Normal(float sd) { return std::normal_distribution<float>(0.0f, sd)(engine); }
-};
 
 std::vector<int8_t> RandomTernary(int64_t n, Rng& rng) {
   std::vector<int8_t> v(n);
@@ -268,33 +230,6 @@ const TestMatrix& GetMatrix(int64_t out, int64_t in, ScaleKind kind) {
     slot->device = std::move(device).value();
   }
   return *slot;
-}
-
-// ---- comparisons -------------------------------------------------------------------------
-
-template <typename T>
-void ExpectBitExact(const std::vector<T>& gpu, const std::vector<T>& cpu, int64_t row_len,
-                    const std::string& what) {
-  ASSERT_EQ(gpu.size(), cpu.size());
-  int64_t bad = 0;
-  std::ostringstream first;
-  for (size_t i = 0; i < gpu.size(); ++i) {
-    if (std::memcmp(&gpu[i], &cpu[i], sizeof(T)) != 0) {
-      if (bad < 5) {
-        first << " [" << i / row_len << "][" << i % row_len << "] gpu " << +gpu[i] << " cpu "
-              << +cpu[i] << ";";
-      }
-      ++bad;
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << gpu.size() << " differ:" << first.str();
-}
-
-template <typename T>
-std::vector<T> Download(const DeviceBuffer<T>& d) {
-  std::vector<T> h(d.size());
-  EXPECT_TRUE(d.CopyToHost(h.data(), h.size()).ok());
-  return h;
 }
 
 // ---- the ops -----------------------------------------------------------------------------
@@ -513,341 +448,6 @@ TEST(CudaOps, RejectsMisalignedStride) {
   EXPECT_EQ(TernaryGemv(w.device.view(), x, y.get(), nullptr).code(),
             absl::StatusCode::kInvalidArgument);
 }
-
-// ==== paged attention (kernels/cuda/paged_attention.cu) ======================================
-// Random q, K/V history written straight into a bf16 cache whose unused rows and blocks hold NaN
-// (a kernel reading past a sequence fails), the chunk's own K/V written by WritePagedKv (checked
-// bit-exactly, ties included), shuffled non-contiguous block tables, outputs poisoned. Reference:
-// cpu::AttentionCausal over the same bf16-rounded K/V gathered into contiguous float rows.
-// Tolerance: relative L2 error of the whole output <= 3e-4 and of each (token, head) row <= 1e-3.
-// Measured on an H100 (2026-11-24): decode (fp32 CUDA cores) ~4e-7 at short contexts, 2e-5 at
-// 32K; prefill (tensor cores, q and p as hi + lo bf16, ~2^-17 relative) ~4e-6 short, 9e-5 for a
-// chunk after 32K keys: at long contexts the output is an average of many values (|o| ~
-// 1/sqrt(keys)), so the same absolute error is a larger relative one, for the CPU's float sums
-// too. The plain-bf16 prefill variant (q and p rounded to bf16) measured 2.6e-3 and gets 1e-2 /
-// 5e-2. Each case prints its measured errors.
-
-struct AttnEntry {
-  int start, tokens;  // positions already cached, tokens of this step
-};
-
-struct AttnCase {
-  std::string label;
-  int heads, kv_heads, head_dim, block_size;
-  std::vector<AttnEntry> entries;
-  int decode_splits = 0;       // PagedAttentionOptions::decode_splits (0: automatic)
-  bool split_bf16 = true;      // PagedAttentionOptions::prefill_split_bf16
-  bool graph_bounds = false;   // host bounds above the true counts, true counts on the device
-
-  std::string Name() const {
-    std::string name = absl::StrCat(label, "_h", heads, "_kv", kv_heads, "_d", head_dim, "_bs",
-                                     block_size);
-    if (decode_splits > 0) absl::StrAppend(&name, "_splits", decode_splits);
-    if (!split_bf16) absl::StrAppend(&name, "_plainbf16");
-    if (graph_bounds) absl::StrAppend(&name, "_graphbounds");
-    return name;
-  }
-};
-
-std::vector<AttnCase> AllAttentionCases() {
-  std::vector<AttnCase> c;
-  const std::vector<AttnEntry> decode8 = {{0, 1},   {1, 1},    {15, 1},   {16, 1},
-                                          {17, 1},  {1000, 1}, {4095, 1}, {5000, 1}};
-  // Decode only: every head_dim and GQA ratio (1, 2, 3-in-4, 4, 5-in-8, 8, 16 = two slices).
-  c.push_back({"decode", 20, 5, 128, 16, decode8});           // bitnet-2b4t
-  c.push_back({"decode", 4, 2, 32, 16, decode8});             // tiny / test-gqa
-  c.push_back({"decode", 3, 3, 32, 16, decode8});             // test-odd
-  c.push_back({"decode", 4, 4, 64, 8, decode8});
-  c.push_back({"decode", 16, 2, 96, 32, decode8});
-  c.push_back({"decode", 64, 8, 128, 16, {{3000, 1}, {77, 1}}});  // 70B
-  c.push_back({"decode", 12, 4, 64, 16, decode8});
-  c.push_back({"decode", 10, 2, 128, 64, decode8});
-  c.push_back({"decode", 32, 2, 64, 16, decode8});
-  // The split-KV reduction forced on, and off.
-  c.push_back({"decode", 20, 5, 128, 16, decode8, 1});
-  c.push_back({"decode", 20, 5, 128, 16, decode8, 7});
-  c.push_back({"decode", 4, 2, 32, 256, decode8, 3});
-  // Long contexts.
-  c.push_back({"decode_long", 20, 5, 128, 16, {{32767, 1}, {20001, 1}, {9, 1}}});
-  c.push_back({"decode_long", 8, 1, 128, 16, {{32000, 1}}, 5});
-  // Prefill only: from position 0, chunks that start mid-block, two-token chunks, several entries.
-  c.push_back({"prefill", 20, 5, 128, 16, {{0, 100}}});
-  c.push_back({"prefill", 20, 5, 128, 16, {{37, 200}, {0, 2}, {5, 64}}});
-  c.push_back({"prefill", 4, 2, 32, 16, {{0, 300}, {300, 77}}});
-  c.push_back({"prefill", 3, 3, 32, 8, {{13, 129}}});
-  c.push_back({"prefill", 4, 4, 64, 64, {{100, 65}, {0, 63}}});
-  c.push_back({"prefill", 16, 2, 96, 16, {{21, 90}}});
-  c.push_back({"prefill", 64, 8, 128, 16, {{40, 33}}});
-  c.push_back({"prefill", 10, 2, 128, 256, {{250, 40}, {1, 3}}});
-  c.push_back({"prefill", 20, 5, 128, 16, {{0, 1024}}});
-  c.push_back({"prefill", 20, 5, 128, 16, {{37, 200}, {0, 2}}, 0, false});
-  c.push_back({"prefill_long", 4, 1, 128, 16, {{32001, 64}}});
-  // Mixed: decode entries first, then chunks (one starting mid-block); graph-style bounds.
-  const std::vector<AttnEntry> mixed = {{100, 1}, {2047, 1}, {0, 1}, {517, 96}, {0, 33}, {64, 2}};
-  c.push_back({"mixed", 20, 5, 128, 16, mixed});
-  c.push_back({"mixed", 4, 2, 32, 16, mixed});
-  c.push_back({"mixed", 16, 2, 64, 32, mixed, 4});
-  c.push_back({"mixed", 20, 5, 128, 16, mixed, 0, true, true});
-  c.push_back({"mixed", 3, 3, 32, 8, mixed, 0, true, true});
-  return c;
-}
-
-uint16_t Bf16Rne(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-
-float Bf16ToFloat(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Normal values; ~1/8 of them exact bf16 rounding ties (a bf16 value plus half an ulp).
-float RandomKvValue(Rng& rng, float sd) {
-  float x = rng.Normal(sd);
-  if ((rng.Bits() & 7) == 0) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u = (u & 0xffff0000u) | 0x8000u;
-    std::memcpy(&x, &u, 4);
-  }
-  return x;
-}
-
-void RunPagedAttentionCase(const AttnCase& c, Rng& rng) {
-  const int E = static_cast<int>(c.entries.size());
-  const int hd = c.head_dim, kvh = c.kv_heads, H = c.heads, bs = c.block_size;
-  const int64_t row_width = static_cast<int64_t>(kvh) * hd;
-  std::vector<int32_t> token_begin(E + 1, 0), start(E);
-  int max_context = 0, max_blocks = 0, total_blocks = 0;
-  for (int e = 0; e < E; ++e) {
-    token_begin[e + 1] = token_begin[e] + c.entries[e].tokens;
-    start[e] = c.entries[e].start;
-    const int context = c.entries[e].start + c.entries[e].tokens;
-    max_context = std::max(max_context, context);
-    max_blocks = std::max(max_blocks, (context + bs - 1) / bs);
-    total_blocks += (context + bs - 1) / bs;
-  }
-  const int T = token_begin[E];
-  // Graph-style bounds: grids sized for more than there is; arrays past the true counts garbage.
-  const int E_bound = c.graph_bounds ? E + 2 : E, T_bound = c.graph_bounds ? T + 5 : T;
-  const int max_blocks_per_seq = max_blocks + 1;
-  const int num_blocks = total_blocks + 3;
-
-  // Shuffled block ids: each sequence's blocks are scattered over the pool.
-  std::vector<int32_t> pool(num_blocks);
-  for (int i = 0; i < num_blocks; ++i) pool[i] = i;
-  std::shuffle(pool.begin(), pool.end(), rng.engine);
-  std::vector<int32_t> tables(static_cast<size_t>(E_bound) * max_blocks_per_seq, 0x7f7f7f7f);
-  int next = 0;
-  for (int e = 0; e < E; ++e) {
-    const int blocks = (start[e] + c.entries[e].tokens + bs - 1) / bs;
-    for (int b = 0; b < blocks; ++b) tables[e * max_blocks_per_seq + b] = pool[next++];
-  }
-  std::vector<int32_t> token_entry(T_bound, 0x7f7f7f7f), tb_dev(E_bound + 1, 0x7f7f7f7f),
-      start_dev(E_bound, 0x7f7f7f7f);
-  for (int e = 0; e < E; ++e) {
-    for (int t = token_begin[e]; t < token_begin[e + 1]; ++t) token_entry[t] = e;
-    start_dev[e] = start[e];
-  }
-  for (int e = 0; e <= E; ++e) tb_dev[e] = token_begin[e];
-
-  // Cache: NaN everywhere, random bf16 history; float copies for the reference. A few key
-  // channels are 8x larger (the outliers real models have).
-  const int64_t cache_elems = static_cast<int64_t>(num_blocks) * bs * row_width;
-  std::vector<uint16_t> k_cache(cache_elems, 0xffff), v_cache(cache_elems, 0xffff);
-  std::vector<std::vector<float>> k_full(E), v_full(E);
-  auto cache_index = [&](int e, int p) {
-    return (static_cast<int64_t>(tables[e * max_blocks_per_seq + p / bs]) * bs + p % bs) *
-           row_width;
-  };
-  auto key_sd = [&](int64_t i) { return (i % hd) % 17 == 3 ? 8.0f : 1.0f; };
-  for (int e = 0; e < E; ++e) {
-    const int context = start[e] + c.entries[e].tokens;
-    k_full[e].resize(context * row_width);
-    v_full[e].resize(context * row_width);
-    for (int p = 0; p < start[e]; ++p) {
-      const int64_t at = cache_index(e, p);
-      for (int64_t i = 0; i < row_width; ++i) {
-        k_cache[at + i] = Bf16Rne(rng.Normal(key_sd(i)));
-        v_cache[at + i] = Bf16Rne(rng.Normal(1.0f));
-        k_full[e][p * row_width + i] = Bf16ToFloat(k_cache[at + i]);
-        v_full[e][p * row_width + i] = Bf16ToFloat(v_cache[at + i]);
-      }
-    }
-  }
-  // New K/V of the step (float, as the projections give them) and the cache expected after.
-  std::vector<float> k_new(T_bound * row_width, 0.0f), v_new(T_bound * row_width, 0.0f);
-  std::vector<uint16_t> k_expect = k_cache, v_expect = v_cache;
-  for (int e = 0; e < E; ++e) {
-    for (int t = token_begin[e]; t < token_begin[e + 1]; ++t) {
-      const int p = start[e] + t - token_begin[e];
-      const int64_t at = cache_index(e, p);
-      for (int64_t i = 0; i < row_width; ++i) {
-        const float kx = RandomKvValue(rng, key_sd(i)), vx = RandomKvValue(rng, 1.0f);
-        k_new[t * row_width + i] = kx;
-        v_new[t * row_width + i] = vx;
-        k_expect[at + i] = Bf16Rne(kx);
-        v_expect[at + i] = Bf16Rne(vx);
-        k_full[e][p * row_width + i] = Bf16ToFloat(k_expect[at + i]);
-        v_full[e][p * row_width + i] = Bf16ToFloat(v_expect[at + i]);
-      }
-    }
-  }
-  std::vector<float> q(static_cast<int64_t>(T_bound) * H * hd);
-  for (float& x : q) x = rng.Normal(1.0f);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-
-  auto d_k = Alloc<__nv_bfloat16>(cache_elems);
-  auto d_v = Alloc<__nv_bfloat16>(cache_elems);
-  auto d_knew = Alloc<float>(k_new.size());
-  auto d_vnew = Alloc<float>(v_new.size());
-  auto d_q = Alloc<float>(q.size());
-  auto d_out = Alloc<float>(q.size());
-  auto d_tables = Alloc<int32_t>(tables.size());
-  auto d_token_entry = Alloc<int32_t>(token_entry.size());
-  auto d_token_begin = Alloc<int32_t>(tb_dev.size());
-  auto d_start = Alloc<int32_t>(start_dev.size());
-  auto d_counts = Alloc<int32_t>(2);
-  const int32_t counts[2] = {E, T};
-  ASSERT_OK(d_k.CopyFromHost(reinterpret_cast<const __nv_bfloat16*>(k_cache.data()), cache_elems));
-  ASSERT_OK(d_v.CopyFromHost(reinterpret_cast<const __nv_bfloat16*>(v_cache.data()), cache_elems));
-  ASSERT_OK(d_knew.CopyFromHost(k_new.data(), k_new.size()));
-  ASSERT_OK(d_vnew.CopyFromHost(v_new.data(), v_new.size()));
-  ASSERT_OK(d_q.CopyFromHost(q.data(), q.size()));
-  ASSERT_OK(d_out.FillBytes(kPoisonFloat));
-  ASSERT_OK(d_tables.CopyFromHost(tables.data(), tables.size()));
-  ASSERT_OK(d_token_entry.CopyFromHost(token_entry.data(), token_entry.size()));
-  ASSERT_OK(d_token_begin.CopyFromHost(tb_dev.data(), tb_dev.size()));
-  ASSERT_OK(d_start.CopyFromHost(start_dev.data(), start_dev.size()));
-  ASSERT_OK(d_counts.CopyFromHost(counts, 2));
-
-  AttentionBatch batch;
-  batch.num_entries = E_bound;
-  batch.num_tokens = T_bound;
-  batch.token_begin = d_token_begin.get();
-  batch.start_position = d_start.get();
-  batch.token_entry = d_token_entry.get();
-  batch.block_tables = d_tables.get();
-  batch.max_blocks_per_seq = max_blocks_per_seq;
-  batch.max_context = c.graph_bounds ? max_context + 100 : max_context;
-  if (c.graph_bounds) {
-    batch.device_num_entries = d_counts.get();
-    batch.device_num_tokens = d_counts.get() + 1;
-  }
-  PagedKvLayer cache{d_k.get(), d_v.get(), num_blocks, bs, kvh, hd};
-  const size_t ws_bytes = PagedAttentionWorkspaceBytes(T_bound, H, hd, batch.max_context);
-  auto d_ws = Alloc<float>(static_cast<int64_t>(ws_bytes / sizeof(float)));
-  PagedAttentionOptions options;
-  options.decode_splits = c.decode_splits;
-  options.prefill_split_bf16 = c.split_bf16;
-
-  ASSERT_OK(WritePagedKv(d_knew.get(), d_vnew.get(), batch, cache, nullptr));
-  ASSERT_OK(PagedAttentionWithOptions(d_q.get(), batch, cache, H, scale, d_out.get(), d_ws.get(),
-                                      ws_bytes, options, nullptr));
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  {
-    std::vector<__nv_bfloat16> gk(cache_elems), gv(cache_elems);
-    ASSERT_OK(d_k.CopyToHost(gk.data(), cache_elems));
-    ASSERT_OK(d_v.CopyToHost(gv.data(), cache_elems));
-    std::vector<uint16_t> gk16(cache_elems), gv16(cache_elems);
-    std::memcpy(gk16.data(), gk.data(), cache_elems * 2);
-    std::memcpy(gv16.data(), gv.data(), cache_elems * 2);
-    ExpectBitExact(gk16, k_expect, row_width, "K cache after WritePagedKv");
-    ExpectBitExact(gv16, v_expect, row_width, "V cache after WritePagedKv");
-  }
-  const std::vector<float> out = Download(d_out);
-
-  std::vector<float> ref(q.size(), 0.0f);
-  cpu::AttentionShape shape{H, kvh, hd, scale};
-  for (int e = 0; e < E; ++e) {
-    const int64_t off = static_cast<int64_t>(token_begin[e]) * H * hd;
-    cpu::AttentionCausal(q.data() + off, c.entries[e].tokens, start[e], k_full[e].data(),
-                         v_full[e].data(), row_width, shape, ref.data() + off);
-  }
-  const double row_tol = c.split_bf16 ? 1e-3 : 5e-2, total_tol = c.split_bf16 ? 3e-4 : 1e-2;
-  double num = 0, den = 0, worst_row = 0;
-  int64_t nan = 0, bad_rows = 0;
-  std::string first_bad;
-  for (int64_t row = 0; row < static_cast<int64_t>(T) * H; ++row) {
-    double rn = 0, rd = 0;
-    for (int d = 0; d < hd; ++d) {
-      const double g = out[row * hd + d], r = ref[row * hd + d];
-      if (std::isnan(g)) ++nan;
-      rn += (g - r) * (g - r);
-      rd += r * r;
-    }
-    num += rn;
-    den += rd;
-    const double rel = std::sqrt(rn / std::max(rd, 1e-30));
-    if (!(rel <= row_tol)) {
-      if (bad_rows++ == 0) {
-        first_bad = absl::StrCat("token ", row / H, " head ", row % H, " rel ", rel);
-      }
-    }
-    if (!std::isnan(rel)) worst_row = std::max(worst_row, rel);
-  }
-  const double total = std::sqrt(num / std::max(den, 1e-30));
-  std::cout << "[ attn     ] " << c.Name() << ": rel L2 " << total << ", worst row " << worst_row
-            << std::endl;
-  EXPECT_EQ(nan, 0) << "NaN (unwritten or poisoned) output elements";
-  EXPECT_EQ(bad_rows, 0) << bad_rows << " rows over " << row_tol << "; first: " << first_bad;
-  EXPECT_LE(total, total_tol);
-  // Rows past the true token count (graph bounds) are never written.
-  for (int64_t i = static_cast<int64_t>(T) * H * hd; i < static_cast<int64_t>(out.size()); ++i) {
-    uint32_t u;
-    std::memcpy(&u, &out[i], 4);
-    ASSERT_EQ(u, 0xffffffffu) << "output element " << i << " past the true tokens was written";
-  }
-}
-
-class PagedAttentionTest : public ::testing::TestWithParam<AttnCase> {
- protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-};
-
-TEST_P(PagedAttentionTest, MatchesCpuReference) {
-  const AttnCase& c = GetParam();
-  Rng rng(BaseSeed() ^ std::hash<std::string>{}(c.Name()));
-  RunPagedAttentionCase(c, rng);
-  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-}
-
-INSTANTIATE_TEST_SUITE_P(Attention, PagedAttentionTest, ::testing::ValuesIn(AllAttentionCases()),
-                         [](const ::testing::TestParamInfo<AttnCase>& info) {
-                           return absl::StrCat(info.param.Name(), "_", info.index);
-                         });
-
-TEST(PagedAttentionTest, RejectsUnsupportedShapes) {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_SKIP() << "no CUDA device";
-  AttentionBatch batch;
-  PagedKvLayer cache;
-  auto buffer = Alloc<__nv_bfloat16>(1024);
-  cache = PagedKvLayer{buffer.get(), buffer.get(), 1, 16, 1, 48};
-  EXPECT_EQ(PagedAttention(nullptr, batch, cache, 1, 1.0f, nullptr, nullptr, 0, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-  cache.head_dim = 64;
-  cache.block_size = 24;
-  EXPECT_EQ(PagedAttention(nullptr, batch, cache, 1, 1.0f, nullptr, nullptr, 0, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
-  cache.block_size = 16;
-  cache.num_kv_heads = 2;
-  EXPECT_EQ(PagedAttention(nullptr, batch, cache, 3, 1.0f, nullptr, nullptr, 0, nullptr).code(),
-            absl::StatusCode::kInvalidArgument);  // 3 query heads over 2 KV heads
-}
-// ==== end of paged attention ==================================================================
 
 // ---- the model's other ops (embedding, residual + norm, gated FFN, q/k/v epilogue + RoPE, LM
 // head): one case struct of their own so that this section stays apart from the ternary cases.

@@ -2,13 +2,15 @@
 // into it. The reference is kernels/cpu/attention.h (AttentionCausal) on the same keys and values
 // gathered into contiguous float rows.
 //
-// KV cache of one layer (DESIGN.md "KV cache"; the block tables belong to the scheduler):
+// KV cache of one layer (DESIGN.md "KV cache"; the block tables belong to the scheduler), element
+// formats as kernels/kv_cache_format.h defines them (the row of one token is the same there):
 //
-//   k, v: [num_blocks][block_size][num_kv_heads][head_dim]  bf16
+//   k, v:               [num_blocks][block_size][num_kv_heads][KvHeadBytes(dtype, head_dim)]
+//   k_params, v_params: [num_blocks][block_size][num_kv_heads][KvParamHalves(dtype)]  fp16
+//                       (int8: scale; int4: scale, zero; none for bf16)
 //
 // Position p of a sequence with block table T lives in block T[p / block_size], row
-// p % block_size. Quantized element types (int8/int4, the KV-cache issue) will add scale planes
-// beside these without changing the call signatures.
+// p % block_size. dtype is kBf16, kInt8 or kInt4 (kF32 is the CPU reference's only).
 //
 // A batch is a list of entries (sequences); entry e brings tokens [token_begin[e],
 // token_begin[e+1]) of the flattened batch at positions start_position[e], start_position[e] + 1,
@@ -24,17 +26,26 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/kv_cache_format.h"
 
 namespace bitserve::cuda {
 
 struct PagedKvLayer {
-  __nv_bfloat16* k = nullptr;
-  __nv_bfloat16* v = nullptr;
+  void* k = nullptr;  // data planes, 16-byte aligned
+  void* v = nullptr;
   int num_blocks = 0;
   int block_size = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  KvDtype dtype = KvDtype::kBf16;
+  uint16_t* k_params = nullptr;  // int8 / int4 only, 4-byte aligned
+  uint16_t* v_params = nullptr;
 };
+
+// Device bytes one position of one layer takes (keys and values, data and params).
+inline int64_t PagedKvBytesPerPosition(KvDtype dtype, int num_kv_heads, int head_dim) {
+  return int64_t{2} * num_kv_heads * (KvHeadBytes(dtype, head_dim) + 2 * KvParamHalves(dtype));
+}
 
 // Device arrays describing one batch, built by the engine once per step (before any layer) and
 // shared by every layer. Host-side ints are upper bounds used to size grids, so that a CUDA graph
@@ -59,13 +70,15 @@ struct AttentionBatch {
 };
 
 // Writes k, v ([num_tokens][num_kv_heads * head_dim] float32, RoPE already applied to k) into the
-// cache as bf16 (round to nearest even).
+// cache in its dtype: bf16 rounded to nearest even, or int8 / int4 with their params, exactly the
+// bytes of kernels/cpu/kv_quant.h's QuantizeKvRow.
 absl::Status WritePagedKv(const float* k, const float* v, const AttentionBatch& batch,
                           const PagedKvLayer& cache, cudaStream_t stream);
 
 // out[t][h * head_dim + d] = softmax_j(q[t,h] . k[j, h / (num_heads / num_kv_heads)] * scale) v[j]
-// over j in [0, position(t)], fp32 accumulation. q and out: [num_tokens][num_heads * head_dim]
-// float32. workspace: PagedAttentionWorkspaceBytes(...) bytes (split-KV partial results).
+// over j in [0, position(t)], fp32 accumulation over keys and values dequantized on the fly (the
+// exact values kv_cache_format.h's dequantization gives). q and out: [num_tokens][num_heads *
+// head_dim] float32. workspace: PagedAttentionWorkspaceBytes(...) bytes (split-KV partial results).
 absl::Status PagedAttention(const float* q, const AttentionBatch& batch, const PagedKvLayer& cache,
                             int num_heads, float scale, float* out, void* workspace,
                             size_t workspace_bytes, cudaStream_t stream);

@@ -13,7 +13,8 @@ struct PagedAttentionOptions {
   int decode_splits = 0;
   // Prefill on tensor cores: q and the softmax weights p enter the bf16 MMAs as hi + lo bf16 pairs
   // (two MMAs each, ~16 mantissa bits, errors ~1e-6 relative); false = one bf16 MMA each (q and p
-  // rounded to bf16: ~2e-3 relative error), for timing the difference.
+  // rounded to bf16: ~2e-3 relative error), for timing the difference. bf16 caches only: int8 and
+  // int4 caches always take the hi + lo path.
   bool prefill_split_bf16 = true;
 };
 

@@ -2,8 +2,9 @@
 # One GPU round on a GPU host, from a bundle made by ../shared/scripts/bundle-binaries.sh:
 #   bash ../shared/scripts/bundle-binaries.sh .bundle build/tools/bitserve \
 #     build/kernels/cuda/cuda_op_test build/runtime/cuda_engine_test
-# Runs every CUDA op test and engine test (skipped with the argument `product`), then the product on the GPU: generate, perplexity and
-# an offline batch job with --device cuda, each beside the CPU. Logs go to $OUT (or ./out).
+# Runs every CUDA op test and engine test (skipped with the argument `product`), then the product
+# on the GPU: generate, perplexity (also with int8 and int4 KV) and an offline batch job with
+# --device cuda, each beside the CPU. Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -28,6 +29,15 @@ for dev in cpu cuda; do
   "$bin/bitserve" perplexity --model models/shakespeare-dense --input models/data/shakespeare-valid.txt \
     --device $dev --json >"$out/ppl_$dev.json" 2>&1
   echo "perplexity $dev exit $?: $(cat "$out/ppl_$dev.json")"
+done
+# Compressed KV cache on the GPU (issue 6): the same perplexity with int8 and int4 keys and values
+# (docs/quality.md has the CPU engine's numbers for the same bytes), and a generation.
+for kv in int8 int4; do
+  "$bin/bitserve" perplexity --model $model --input models/data/shakespeare-valid.txt \
+    --device cuda --kv-dtype $kv --json >"$out/ppl_cuda_$kv.json" 2>&1
+  echo "perplexity cuda $kv exit $?: $(cat "$out/ppl_cuda_$kv.json")"
+  "$bin/bitserve" generate --model $model --prompt "ROMEO:" --max-tokens 40 --device cuda \
+    --kv-dtype $kv --json 2>/dev/null | head -c 300; echo
 done
 /usr/bin/env python3 - "$work/in.jsonl" <<'PY'
 import json, sys
