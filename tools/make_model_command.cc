@@ -1,4 +1,4 @@
-// bitserve make-model --preset NAME --out DIR [--seed N] [--max-shard-size BYTES] [--list]
+// bitserve make-model --preset NAME --out DIR [--seed N] [--max-shard-size BYTES] [--no-tokenizer] [--list]
 #include <chrono>
 #include <iostream>
 
@@ -14,7 +14,7 @@ void AddMakeModelCommand(CLI::App& app) {
     std::string preset, out;
     uint64_t seed = 0;
     uint64_t max_shard_bytes = 4ull << 30;
-    bool list = false;
+    bool list = false, no_tokenizer = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -25,6 +25,8 @@ void AddMakeModelCommand(CLI::App& app) {
   cmd->add_option("--max-shard-size", args->max_shard_bytes,
                   "Shard the safetensors above this many bytes (default 4 GiB)");
   cmd->add_flag("--list", args->list, "List the presets");
+  cmd->add_flag("--no-tokenizer", args->no_tokenizer,
+                "Write no tokenizer files (clients send token ids), e.g. where node_modules is absent");
   cmd->callback([args] {
     RunOrExit("make-model", [&]() -> absl::Status {
       if (args->list) {
@@ -36,6 +38,7 @@ void AddMakeModelCommand(CLI::App& app) {
       }
       if (args->max_shard_bytes == 0) return absl::InvalidArgumentError("--max-shard-size must be > 0");
       ASSIGN_OR_RETURN(ModelPreset preset, FindModelPreset(args->preset));
+      if (args->no_tokenizer) preset.with_tokenizer = false;
       SyntheticCheckpointOptions options;
       options.seed = args->seed;
       options.max_shard_bytes = args->max_shard_bytes;

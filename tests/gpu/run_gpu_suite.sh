@@ -1,24 +1,65 @@
 #!/usr/bin/env bash
 # One GPU round on a GPU host, from a bundle made by ../shared/scripts/bundle-binaries.sh:
 #   bash ../shared/scripts/bundle-binaries.sh .bundle build/tools/bitserve \
-#     build/kernels/cuda/cuda_op_test build/runtime/cuda_engine_test
-# Runs every CUDA op test and engine test (skipped with the argument `product`), then the product
-# on the GPU: generate, perplexity (also with int8 and int4 KV) and an offline batch job with
-# --device cuda, each beside the CPU. Logs go to $OUT (or ./out).
+#     build/kernels/cuda/cuda_op_test build/runtime/cuda_engine_test \
+#     build/bench/cuda/official_kernel_benchmark build/bench/cuda/long_context_benchmark
+#   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
+#
+#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx (default: tests product)
+#
+# tests:    every CUDA op test and engine test (label gpu)
+# product:  generate, perplexity (also with int8 and int4 KV) and an offline batch job with
+#           --device cuda, each beside the CPU
+# official: bitserve's ternary GEMV beside the official BitNet kernel on its shapes
+# serve:    `bitserve serve --device cuda` on the bitnet-2b4t preset driven by `bench-serve`
+# longctx:  KV capacity, chunked prefill and decode at 4K..1M context for bf16/int8/int4
+# Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
 export LD_LIBRARY_PATH=$PWD/.bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 bin=.bundle/bin
+parts=${*:-tests product}
+has() { [[ " $parts " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 date -u | tee -a "$out/gpu.txt"
 
-if [[ ${1:-} != product ]]; then
+if has official; then
+  timeout 240 "$bin/official_kernel_benchmark" --official .bundle/libbitnet.so 2>&1 | tee "$out/official_kernel_benchmark.log"
+fi
+
+if has longctx; then
+  timeout 560 "$bin/long_context_benchmark" --prefill 131072 2>&1 | tee "$out/long_context_benchmark.log"
+fi
+
+if has serve; then
+  m=$(mktemp -d)/bitnet-2b4t
+  "$bin/bitserve" make-model --preset bitnet-2b4t --out "$m" --no-tokenizer >/dev/null 2>&1 || echo "make-model failed"
+  "$bin/bitserve" serve --model "$m" --device cuda --listen 127.0.0.1:0 --max-num-seqs 256 \
+    >/dev/null 2>"$out/serve_cuda.log" &
+  spid=$!
+  for _ in $(seq 600); do grep -q "listening on" "$out/serve_cuda.log" && break; sleep 0.1; done
+  addr=$(grep -o "listening on .*" "$out/serve_cuda.log" | awk '{print $3}')
+  grep "bitserve serve: " "$out/serve_cuda.log" | head -3
+  for c in 1 16 64 256; do
+    n=$((c < 16 ? 32 : c * 2))
+    echo "== bench-serve 128/128 concurrency $c, $n prompts"
+    timeout 120 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $n --input-len 128 \
+      --output-len 128 --max-concurrency $c --json "$out/bench_serve_c$c.json" 2>&1 | tee "$out/bench_serve_c$c.log" \
+      | grep -E "Successful|Failed|throughput|Median|P99"
+  done
+  kill -TERM $spid; wait $spid; echo "serve exit $?"
+fi
+
+has tests || has product || exit 0
+if has tests; then
 timeout 200 "$bin/cuda_op_test" >"$out/cuda_op_test.log" 2>&1
 echo "cuda_op_test exit $?"; grep -E "^\[ *(FAILED|PASSED) *\]" "$out/cuda_op_test.log" | head -20
 timeout 200 "$bin/cuda_engine_test" >"$out/cuda_engine_test.log" 2>&1
 echo "cuda_engine_test exit $?"; grep -E "^\[ *(FAILED|PASSED) *\]" "$out/cuda_engine_test.log" | head -20
 fi
+
+has product || exit 0
 
 work=$(mktemp -d)
 model=models/shakespeare-dense
