@@ -119,6 +119,7 @@ absl::Status ParseGenerateRequest(const v1::GenerateRequest& request, Generation
   p.include_stop_string = request.include_stop_string();
   p.priority = request.priority();
   p.request_id = request.request_id();
+  p.prefill_progress = request.prefill_progress();
   *params = std::move(p);
   return absl::OkStatus();
 }
@@ -158,6 +159,7 @@ v1::GenerateRequest ToGenerateRequest(const GenerationInput& input,
   request.set_top_logprobs(s.top_logprobs);
   request.set_priority(params.priority);
   request.set_request_id(params.request_id);
+  request.set_prefill_progress(params.prefill_progress);
   return request;
 }
 
@@ -203,6 +205,10 @@ v1::GenerateResponse ToGenerateResponse(const GenerationChunk& chunk,
     }
   }
   if (!request_id.empty()) response.set_request_id(request_id);
+  if (chunk.prompt_tokens_processed > 0) {
+    response.set_prompt_tokens_processed(chunk.prompt_tokens_processed);
+    response.mutable_usage()->set_prompt_tokens(chunk.usage.prompt_tokens);
+  }
   if (chunk.final && chunk.finish_reason != "error") {
     response.set_finish_reason(FinishReasonToProto(chunk.finish_reason));
     response.mutable_usage()->set_prompt_tokens(chunk.usage.prompt_tokens);
@@ -216,6 +222,8 @@ GenerationChunk FromGenerateResponse(const v1::GenerateResponse& response) {
   GenerationChunk chunk;
   chunk.token_ids.assign(response.token_ids().begin(), response.token_ids().end());
   chunk.text = response.text();
+  chunk.prompt_tokens_processed = response.prompt_tokens_processed();
+  if (chunk.prompt_tokens_processed > 0) chunk.usage.prompt_tokens = response.usage().prompt_tokens();
   for (const v1::TokenLogprob& lp : response.logprobs()) {
     SampleResult sample;
     sample.token = lp.token_id();

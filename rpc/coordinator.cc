@@ -438,6 +438,18 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
     }
     return;
   }
+  // Prefill progress of long prompts, for the requests that asked.
+  for (const scheduler::PlanEntry& e : step.plan.entries) {
+    if (e.samples) continue;
+    auto it = requests.find(e.seq_id);
+    if (it == requests.end() || !it->second->params.prefill_progress) continue;
+    const int prompt_len = static_cast<int>(it->second->prompt.size());
+    GenerationChunk progress;
+    progress.prompt_tokens_processed =
+        std::min(prompt_len, e.start_position + static_cast<int>(e.token_ids.size()));
+    progress.usage.prompt_tokens = prompt_len;
+    out.emplace_back(it->second->on_chunk, std::move(progress));
+  }
   absl::flat_hash_map<uint64_t, bool> by_length;
   for (const scheduler::FinishedSequence& f : *finished) by_length[f.id] = true;
   for (size_t i = 0; i < results.size(); ++i) {

@@ -263,5 +263,34 @@ TEST(Coordinator, BadRequestsAreRejectedBeforeAnythingIsQueued) {
             absl::StatusCode::kUnavailable);
 }
 
+TEST(CoordinatorTest, PrefillProgressOfALongPromptWhenAsked) {
+  auto c = Make();  // long_prefill_chunk 16, budget 64
+  ASSERT_NE(c, nullptr);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 70; ++i) prompt.push_back(100 + i);
+  for (const bool asked : {true, false}) {
+    Result r;
+    GenerationParams params;
+    params.max_new_tokens = 3;
+    params.prefill_progress = asked;
+    ASSERT_TRUE(c->Submit(TokenInput{prompt}, params, r.Callback()).ok());
+    r.Wait();
+    std::vector<int> progress;
+    for (const GenerationChunk& chunk : r.chunks) {
+      if (chunk.prompt_tokens_processed == 0) continue;
+      EXPECT_TRUE(chunk.token_ids.empty());
+      EXPECT_EQ(chunk.usage.prompt_tokens, 70);
+      progress.push_back(chunk.prompt_tokens_processed);
+    }
+    if (asked) {
+      // 70 tokens in chunks of 16: progress after 16, 32, 48, 64; the last chunk samples.
+      EXPECT_EQ(progress, (std::vector<int>{16, 32, 48, 64}));
+    } else {
+      EXPECT_TRUE(progress.empty());
+    }
+    EXPECT_EQ(r.Tokens().size(), 3u);
+  }
+}
+
 }  // namespace
 }  // namespace bitserve::rpc

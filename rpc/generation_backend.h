@@ -41,6 +41,9 @@ struct GenerationParams {
   bool include_stop_string = false;
   int priority = 0;                 // higher first
   std::string request_id;           // optional client id, echoed in logs and results
+  // Report prefill progress of prompts longer than one chunk (GenerationChunk::
+  // prompt_tokens_processed), for progress bars over long documents.
+  bool prefill_progress = false;
 };
 
 // Finish reasons, as strings on the wire and in JSONL: "eos", "stop", "length", "cancelled",
@@ -61,6 +64,10 @@ struct GenerationChunk {
   absl::Status status;                // OK unless finish_reason == "error"
   Usage usage;
   uint64_t seed = 0;                  // the sampling seed used (final chunk)
+  // With params.prefill_progress: a chunk without tokens after each prefill chunk of the prompt
+  // that is not its last, saying how many prompt tokens are prefilled (of usage.prompt_tokens).
+  // 0 otherwise.
+  int prompt_tokens_processed = 0;
 };
 
 // Called on the backend's own thread, in order, exactly once with final == true per accepted

@@ -70,6 +70,8 @@ class CoordinatorServiceTest : public ::testing::Test {
     CoordinatorOptions options;
     options.model_dir = *model_dir_;
     options.log_requests = false;
+    // Prompts longer than 32 tokens are prefilled in chunks (PrefillProgressComesOverTheWire).
+    options.scheduler.long_prefill_chunk = 32;
     absl::StatusOr<std::unique_ptr<Coordinator>> coordinator = Coordinator::Create(options);
     ASSERT_TRUE(coordinator.ok()) << coordinator.status();
     coordinator_ = std::move(*coordinator);
@@ -171,6 +173,28 @@ TEST_F(CoordinatorServiceTest, BackendErrorsKeepTheirCode) {
   EXPECT_EQ(got.chunks.back().finish_reason, "error");
   EXPECT_EQ(got.chunks.back().status.code(), absl::StatusCode::kInvalidArgument)
       << got.chunks.back().status;
+}
+
+TEST_F(CoordinatorServiceTest, PrefillProgressComesOverTheWire) {
+  std::vector<int32_t> prompt = {128000};
+  for (int i = 0; i < 99; ++i) prompt.push_back(1000 + 7 * i);
+  GenerationParams params;
+  params.max_new_tokens = 2;
+  params.ignore_eos = true;
+  params.prefill_progress = true;
+  Collected got;
+  ASSERT_TRUE(remote_->Submit(TokenInput{prompt}, params, got.Callback()).ok());
+  ASSERT_TRUE(got.WaitDone());
+  std::vector<int> progress;
+  for (const GenerationChunk& chunk : got.chunks) {
+    if (chunk.prompt_tokens_processed == 0) continue;
+    EXPECT_TRUE(chunk.token_ids.empty());
+    EXPECT_FALSE(chunk.final);
+    EXPECT_EQ(chunk.usage.prompt_tokens, 100);
+    progress.push_back(chunk.prompt_tokens_processed);
+  }
+  EXPECT_EQ(progress, (std::vector<int>{32, 64, 96}));
+  EXPECT_EQ(got.Tokens().size(), 2u);
 }
 
 }  // namespace

@@ -110,6 +110,8 @@ struct InFlight {
   int64_t line = 0;
   uint64_t backend_id = 0;
   BatchResult result;
+  // Chunked prefill of a long prompt, from progress chunks; under the job's mutex.
+  int64_t prefill_done = 0, prefill_total = 0;
 };
 
 class BatchJob {
@@ -168,6 +170,7 @@ class BatchJob {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<InFlight>> finished_;
+  absl::flat_hash_set<const InFlight*> prefilling_;  // long prompts in chunked prefill
   std::atomic<int64_t> generated_tokens_{0};
 };
 
@@ -274,6 +277,18 @@ absl::StatusOr<std::shared_ptr<InFlight>> BatchJob::NextRequest() {
 }
 
 void BatchJob::OnChunk(const std::shared_ptr<InFlight>& state, rpc::GenerationChunk chunk) {
+  if (chunk.prompt_tokens_processed > 0 || (!chunk.token_ids.empty() && state->prefill_total > 0)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (chunk.prompt_tokens_processed > 0) {
+      if (state->prefill_total == 0) prefilling_.insert(state.get());
+      state->prefill_done = chunk.prompt_tokens_processed;
+      state->prefill_total = chunk.usage.prompt_tokens;
+    } else {
+      prefilling_.erase(state.get());  // the first token: its prefill is over
+      state->prefill_total = 0;
+    }
+  }
+  if (chunk.prompt_tokens_processed > 0) return;
   BatchResult& r = state->result;
   generated_tokens_.fetch_add(static_cast<int64_t>(chunk.token_ids.size()));
   r.token_ids.insert(r.token_ids.end(), chunk.token_ids.begin(), chunk.token_ids.end());
@@ -287,6 +302,7 @@ void BatchJob::OnChunk(const std::shared_ptr<InFlight>& state, rpc::GenerationCh
   // Notify under the lock: once the job thread sees the last result it may return and destroy
   // cv_, so this thread must be done with it before the job thread can get the lock.
   std::lock_guard<std::mutex> lock(mu_);
+  prefilling_.erase(state.get());
   finished_.push_back(state);
   cv_.notify_one();
 }
@@ -294,8 +310,10 @@ void BatchJob::OnChunk(const std::shared_ptr<InFlight>& state, rpc::GenerationCh
 bool BatchJob::SubmitHeld(Clock::time_point now) {
   std::shared_ptr<InFlight> state = held_;
   // Submit consumes its arguments; a refused request keeps its own copy for the next try.
+  rpc::GenerationParams params = state->request.params;
+  params.prefill_progress = options_.progress_bar;  // only a terminal shows it
   absl::StatusOr<uint64_t> id = backend_.Submit(
-      state->request.input, state->request.params,
+      state->request.input, std::move(params),
       [this, state](rpc::GenerationChunk chunk) { OnChunk(state, std::move(chunk)); });
   if (id.ok()) {
     state->backend_id = *id;
@@ -418,6 +436,11 @@ absl::StatusOr<BatchSummary> BatchJob::Run() {
       cv_.wait_until(lock, until, [&] { return !finished_.empty(); });
       finished.assign(finished_.begin(), finished_.end());
       finished_.clear();
+      summary_.counts.prefill_done = summary_.counts.prefill_total = 0;
+      for (const InFlight* p : prefilling_) {
+        summary_.counts.prefill_done += p->prefill_done;
+        summary_.counts.prefill_total += p->prefill_total;
+      }
     }
     for (const std::shared_ptr<InFlight>& done : finished) Complete(done);
     summary_.counts.generated_tokens = generated_tokens_.load();

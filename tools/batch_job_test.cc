@@ -651,6 +651,12 @@ TEST(BatchProgress, BarAndDurations) {
   EXPECT_EQ(BatchProgress::BarText(c, 10),
             "[##########..........] 50/100 50.0% | 100.0 tok/s | ETA 17s | 2 errors");
 
+  // A long prompt in chunked prefill shows its progress.
+  BatchCounts prefilling = c;
+  prefilling.prefill_done = 98304;
+  prefilling.prefill_total = 524288;
+  EXPECT_THAT(BatchProgress::BarText(prefilling, 10), HasSubstr("| prefill 98304/524288 tokens (18.8%)"));
+
   std::ostringstream terminal, file;
   BatchProgress bar(terminal, true), quiet(file, false);
   bar.Update(c, BatchProgress::Clock::now(), true);

@@ -1,5 +1,6 @@
 // Progress of `bitserve batch` on stderr. On a terminal: one line redrawn in place,
 //   [#########...........] 1234/5000 24.7% | 312.5 tok/s | ETA 3m12s | 3 errors
+// and, while long prompts are prefilled chunk by chunk, "| prefill 98304/524288 tokens (18.8%)".
 // Elsewhere (a log file, CI): nothing until the final summary line. Messages about single lines
 // (malformed input) are printed either way, above the bar.
 #pragma once
@@ -20,6 +21,9 @@ struct BatchCounts {
   int64_t duplicates = 0;  // lines whose id came earlier in the input (reported, not run)
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
+  // Long prompts being prefilled in chunks right now: tokens done of their total.
+  int64_t prefill_done = 0;
+  int64_t prefill_total = 0;
 };
 
 class BatchProgress {
