@@ -8,8 +8,10 @@
 
 namespace bitserve {
 
-PagedKvCache::PagedKvCache(const ModelConfig& config, int num_blocks, int block_size, KvDtype dtype)
-    : layers_(config.num_hidden_layers),
+PagedKvCache::PagedKvCache(const ModelConfig& config, int num_blocks, int block_size, KvDtype dtype,
+                           int first_layer, int num_layers)
+    : first_layer_(first_layer),
+      layers_(num_layers < 0 ? config.num_hidden_layers - first_layer : num_layers),
       block_size_(block_size),
       dtype_(dtype),
       kv_heads_(config.num_key_value_heads),
@@ -29,11 +31,12 @@ int64_t PagedKvCache::allocated_blocks() const {
 }
 
 int64_t PagedKvCache::DataOffset(int layer, int kv, int row) const {
-  return params_bytes_ + ((int64_t{layer} * 2 + kv) * block_size_ + row) * row_bytes_;
+  BITSERVE_CHECK(layer >= first_layer_ && layer < first_layer_ + layers_) << "layer " << layer;
+  return params_bytes_ + ((int64_t{layer - first_layer_} * 2 + kv) * block_size_ + row) * row_bytes_;
 }
 
 int64_t PagedKvCache::ParamsOffset(int layer, int kv, int row) const {
-  return ((int64_t{layer} * 2 + kv) * block_size_ + row) * row_params_;
+  return ((int64_t{layer - first_layer_} * 2 + kv) * block_size_ + row) * row_params_;
 }
 
 uint8_t* PagedKvCache::Block(int32_t id) {

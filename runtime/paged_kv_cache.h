@@ -24,8 +24,10 @@ namespace bitserve {
 
 class PagedKvCache {
  public:
+  // Layers [first_layer, first_layer + num_layers) (a pipeline stage's; num_layers -1: to the
+  // model's last); the layer arguments below are the model's layer numbers.
   PagedKvCache(const ModelConfig& config, int num_blocks, int block_size,
-               KvDtype dtype = KvDtype::kF32);
+               KvDtype dtype = KvDtype::kF32, int first_layer = 0, int num_layers = -1);
 
   int num_blocks() const { return static_cast<int>(blocks_.size()); }
   int block_size() const { return block_size_; }
@@ -54,6 +56,7 @@ class PagedKvCache {
   int64_t DataOffset(int layer, int kv, int row) const;
   int64_t ParamsOffset(int layer, int kv, int row) const;  // in uint16
 
+  int first_layer_;
   int layers_;
   int block_size_;
   KvDtype dtype_;
