@@ -21,6 +21,7 @@
 #include "rpc/metrics_http.h"
 #include "rpc/serving_metrics.h"
 #include "rpc/worker_hub.h"
+#include "runtime/model_config.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {
@@ -192,6 +193,14 @@ absl::Status Serve(const ServeArgs& args) {
             << info.kv_num_blocks << " blocks of " << info.kv_block_size << " tokens = "
             << info.kv_capacity_tokens << " tokens (" << info.kv_dtype << "), max_model_len "
             << info.max_model_len << ", max_num_seqs " << info.max_num_seqs << std::endl;
+  if (auto config = LoadModelConfig(args.model);
+      config.ok() && info.max_model_len > config->max_position_embeddings) {
+    std::cerr << "bitserve serve: warning: max_model_len " << info.max_model_len << " is beyond the "
+              << config->max_position_embeddings
+              << " positions the model was trained for; RoPE goes on at any position, but quality "
+                 "beyond the trained length is not promised"
+              << std::endl;
+  }
   backend.Set(coordinator.get());
   server->SetReady(coordinator->Ready());
   std::cerr << "bitserve serve: listening on " << server->address() << std::endl;
