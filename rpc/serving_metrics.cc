@@ -134,7 +134,17 @@ ServingMetrics::ServingMetrics()
       step_duration_(registry_
                          .AddHistogram("bitserve_step_duration_seconds",
                                        "Wall time of one scheduler step.", StepDurationBuckets())
-                         .Get()) {
+                         .Get()),
+      stage_compute_(registry_.AddHistogram(
+          "bitserve_pipeline_stage_compute_seconds",
+          "Time one worker (pipeline stage) computed one step, as it reports; against "
+          "bitserve_step_duration_seconds it shows which stage bounds the pipeline.",
+          StepDurationBuckets(), {"stage"})),
+      steps_in_flight_(registry_
+                           .AddGauge("bitserve_steps_in_flight",
+                                     "Steps handed to the workers and not yet answered (a pipeline "
+                                     "of S stages keeps up to S).")
+                           .Get()) {
   // The usual outcomes exist from the start, so that rate() over them has a zero to start from.
   for (const char* outcome : {"eos", "stop", "length", "cancelled"}) {
     requests_.WithLabels({outcome, "OK"});
@@ -171,6 +181,12 @@ void ServingMetrics::StepDone(int num_tokens, int num_seqs, double seconds, int 
   step_duration_.Observe(seconds);
   if (num_preempted > 0) preemptions_.Increment(num_preempted);
 }
+
+void ServingMetrics::StageStepDone(int stage, double compute_seconds) {
+  stage_compute_.WithLabels({std::to_string(stage)}).Observe(compute_seconds);
+}
+
+void ServingMetrics::SetStepsInFlight(int steps) { steps_in_flight_.Set(steps); }
 
 void ServingMetrics::SetState(int waiting, int running, int kv_blocks_used, int kv_blocks_free,
                               int64_t kv_capacity_tokens, bool ready) {

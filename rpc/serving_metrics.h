@@ -56,6 +56,10 @@ class ServingMetrics {
   // One observation per generated token after the first.
   void InterTokenLatency(double seconds);
   void StepDone(int num_tokens, int num_seqs, double seconds, int num_preempted);
+  // Pipelines of workers: the time one stage computed one step (its StepResult), and the steps
+  // handed to the workers and not yet answered.
+  void StageStepDone(int stage, double compute_seconds);
+  void SetStepsInFlight(int steps);
   void SetState(int waiting, int running, int kv_blocks_used, int kv_blocks_free,
                 int64_t kv_capacity_tokens, bool ready);
 
@@ -85,6 +89,8 @@ class ServingMetrics {
   Histogram& step_tokens_;
   Histogram& step_sequences_;
   Histogram& step_duration_;
+  HistogramFamily& stage_compute_;
+  Gauge& steps_in_flight_;
   RateWindow generated_rate_;
 };
 

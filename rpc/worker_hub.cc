@@ -117,6 +117,7 @@ class WorkerHub::RemoteEngine final : public Engine {
       step.links = h.pipeline_;
       step.samples = samples.size();
       in_flight_.push_back(step);
+      if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
       message.mutable_step()->set_step_id(step.id);
     }
     EncodeStep(entries, samples, message.mutable_step());
@@ -136,6 +137,7 @@ class WorkerHub::RemoteEngine final : public Engine {
     if (in_flight_.empty()) return absl::FailedPreconditionError("no step in flight");
     const InFlight step = in_flight_.front();
     in_flight_.pop_front();
+    if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
     auto answered = [&](const Link& l) { return l.results.contains(step.id); };
     auto lost = [&]() -> const Link* {
       for (auto& link : step.links) {
@@ -164,6 +166,11 @@ class WorkerHub::RemoteEngine final : public Engine {
                                                  " lost during a step: ", gone->lost_reason));
     }
     lock.unlock();
+    if (h.options_.metrics) {
+      for (size_t i = 0; i < answers.size(); ++i) {
+        h.options_.metrics->StageStepDone(static_cast<int>(i), answers[i].compute_seconds());
+      }
+    }
     for (size_t i = 0; i < step.links.size(); ++i) {
       if (absl::Status s = StatusFromProto(answers[i].status()); !s.ok()) {
         return absl::Status(s.code(), absl::StrCat("worker ", step.links[i]->Name(num_stages), ": ", s.message()));

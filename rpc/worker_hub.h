@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "bitserve/internal/worker.grpc.pb.h"
+#include "rpc/serving_metrics.h"
 #include "runtime/engine.h"
 #include "runtime/model_config.h"
 #include "runtime/pipeline_stage.h"
@@ -47,6 +48,7 @@ struct WorkerHubOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};
   int num_stages = 1;                                // pipeline stages = workers
   TransferDtype pp_transfer = TransferDtype::kInt8;  // hidden states between stages
+  ServingMetrics* metrics = nullptr;                 // optional: per-stage step times, steps in flight
 };
 
 class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {

@@ -158,6 +158,7 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.heartbeat_timeout = std::chrono::milliseconds(args.worker_heartbeat_timeout_ms);
     hub_options.heartbeat_interval = std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
     hub_options.num_stages = args.pipeline_stages;
+    hub_options.metrics = &metrics;
     ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
     ASSIGN_OR_RETURN(hub, rpc::WorkerHub::Create(hub_options));
     grpc::ServerBuilder builder;

@@ -18,6 +18,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.request
 
 import grpc  # python3-grpcio
 
@@ -103,6 +105,14 @@ def check_local_pipeline(ctx, stages, transfer):
             assert served[i] == want, f"prompt {i}: served {served[i]}, reference {want}"
             whole = ctx.reference(prompt, 1, transfer)
             same_as_whole += sum(a == b for a, b in zip(whole, served[i]))
+        # Per-stage metrics: every stage reported its compute time for the steps it ran.
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for stage in range(stages):
+            m = re.search(rf'^bitserve_pipeline_stage_compute_seconds_count{{stage="{stage}"}} (\S+)$',
+                          text, re.M)
+            assert m and float(m.group(1)) > 0, f"no compute time for stage {stage}"
+        assert re.search(r"^bitserve_steps_in_flight ", text, re.M), "no steps-in-flight gauge"
         print(f"  {stages} stages, {transfer}: all {len(PROMPTS)} requests equal the one-process "
               f"pipeline; {same_as_whole}/{len(PROMPTS) * MAX_TOKENS} tokens equal the unsplit "
               f"model's", flush=True)
