@@ -26,3 +26,12 @@ add_test(NAME pipeline_python_test
                  --protoc ${Protobuf_PROTOC_EXECUTABLE}
          WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(pipeline_python_test PROPERTIES LABELS integration TIMEOUT 600)
+
+# deploy/kubernetes/*.yaml: consistent, and their command lines serve on loopback.
+add_test(NAME deploy_manifests_test
+         COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/integration/deploy_manifests_test.py
+                 --bitserve $<TARGET_FILE:bitserve>
+                 --proto-dir ${BITSERVE_PROTO_SRC_DIR}
+                 --protoc ${Protobuf_PROTOC_EXECUTABLE}
+         WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(deploy_manifests_test PROPERTIES LABELS integration TIMEOUT 300)
