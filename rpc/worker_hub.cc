@@ -98,13 +98,9 @@ class WorkerHub::RemoteEngine final : public Engine {
             absl::StrCat(in_flight_.size(), " steps in flight already, the most a ", num_stages,
                          "-stage pipeline takes"));
       }
-      if (!h.Whole()) {
+      if (absl::Status health = h.HealthLocked(); !health.ok()) {
         seen_epoch_ = 0;
-        return absl::UnavailableError(absl::StrCat(
-            h.last_loss_.empty() ? "" : absl::StrCat(h.last_loss_, "; "),
-            num_stages == 1 ? "no worker attached"
-                            : absl::StrCat("the pipeline has ", h.ReadyStages(), " of ", num_stages,
-                                           " stages ready")));
+        return health;
       }
       if (seen_epoch_ != 0 && seen_epoch_ != h.epoch_) {
         // The sequences the caller still runs had their KV cache on the lost pipeline.
@@ -473,6 +469,10 @@ std::unique_ptr<Engine> WorkerHub::MakeEngine() { return std::make_unique<Remote
 
 absl::Status WorkerHub::Health() const {
   std::lock_guard<std::mutex> lock(mu_);
+  return HealthLocked();
+}
+
+absl::Status WorkerHub::HealthLocked() const {
   if (Whole()) return absl::OkStatus();
   const std::string what = options_.num_stages == 1
                                ? std::string(pipelines_ready_ == 0 ? "no worker attached yet" : "no worker attached")

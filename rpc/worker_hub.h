@@ -89,6 +89,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   void AssignAll();   // under mu_: the pipeline has all its workers
   bool Whole() const;  // under mu_: every stage attached and ready
   int ReadyStages() const;  // under mu_
+  absl::Status HealthLocked() const;  // Health() under mu_
   // Under mu_: the Ready of one stage; an error says why it is refused.
   absl::Status AcceptReady(Link& link, const ::bitserve::internal::v1::Ready& ready);
 

@@ -8,7 +8,6 @@
 #include <random>
 
 #include "gtest/gtest.h"
-#include "kernels/status_macros.h"
 #include "runtime/engine.h"
 #include "runtime/synthetic_checkpoint.h"
 
@@ -80,25 +79,6 @@ double RelativeL2(const float* a, const float* b, int64_t n) {
   return std::sqrt(num / den);
 }
 
-// Stage engines chained in this process, as pipeline workers would be.
-struct Chain {
-  std::vector<std::unique_ptr<Engine>> stages;
-
-  absl::Status Run(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                   std::vector<float>* logits, std::vector<SampleResult>* results) {
-    std::vector<uint8_t> carry, next;
-    for (auto& engine : stages) {
-      StageIo io;
-      io.input = carry;
-      io.output = &next;
-      io.logits = logits;
-      RETURN_IF_ERROR(engine->StageStep(entries, samples, io, results));
-      std::swap(carry, next);
-    }
-    return absl::OkStatus();
-  }
-};
-
 EngineOptions StageOptions() {
   EngineOptions o;
   o.block_size = 16;
@@ -113,18 +93,12 @@ TEST_P(PipelineChainTest, MatchesTheWholeModel) {
   const std::filesystem::path model = "models/shakespeare-dense";
   auto whole = LoadEngine(model, StageOptions());
   ASSERT_TRUE(whole.ok()) << whole.status();
-  auto stages = BalanceStages((*whole)->config(), num_stages);
-  ASSERT_TRUE(stages.ok());
-  Chain chain;
-  for (const PipelineStage& st : *stages) {
-    EngineOptions o = StageOptions();
-    o.stage = st;
-    o.pp_transfer = dtype;
-    auto e = LoadEngine(model, o);
-    ASSERT_TRUE(e.ok()) << e.status();
-    EXPECT_EQ(e->get()->stage().layer_begin, st.layer_begin);
-    chain.stages.push_back(*std::move(e));
-  }
+  // The stage engines chained in this process, as pipeline workers would be (PipelineEngine).
+  EngineOptions o = StageOptions();
+  o.local_pipeline_stages = num_stages;
+  o.pp_transfer = dtype;
+  auto chain = LoadEngine(model, o);
+  ASSERT_TRUE(chain.ok()) << chain.status();
   // A prompt of real-looking ids, prefilled with every row's logits.
   std::vector<int32_t> prompt;
   for (int i = 0; i < 48; ++i) prompt.push_back((i * 131 + 7) % 2000);
@@ -132,7 +106,7 @@ TEST_P(PipelineChainTest, MatchesTheWholeModel) {
   const BatchEntry prefill{0, prompt, table, LogitsWanted::kAll};
   std::vector<float> want, got;
   ASSERT_TRUE((*whole)->Forward({&prefill, 1}, &want).ok());
-  ASSERT_TRUE(chain.Run({&prefill, 1}, {}, &got, nullptr).ok());
+  ASSERT_TRUE((*chain)->Forward({&prefill, 1}, &got).ok());
   ASSERT_EQ(got.size(), want.size());
   const int64_t vocab = (*whole)->config().vocab_size;
   double worst = 0;
@@ -158,7 +132,7 @@ TEST_P(PipelineChainTest, MatchesTheWholeModel) {
     const BatchEntry entry{static_cast<int32_t>(prompt.size()) + s - 1, one, table, LogitsWanted::kLast};
     std::vector<float> lw, lg;
     ASSERT_TRUE((*whole)->Forward({&entry, 1}, &lw).ok());
-    ASSERT_TRUE(chain.Run({&entry, 1}, {}, &lg, nullptr).ok());
+    ASSERT_TRUE((*chain)->Forward({&entry, 1}, &lg).ok());
     const auto aw = std::max_element(lw.begin(), lw.end()) - lw.begin();
     const auto ag = std::max_element(lg.begin(), lg.end()) - lg.begin();
     worst = std::max(worst, RelativeL2(lg.data(), lw.data(), vocab));

@@ -29,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "bench/cuda/graph_timing.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_buffer.cuh"
 #include "kernels/cuda/paged_attention.cuh"
@@ -41,84 +42,8 @@ namespace {
 constexpr int kHeads = 20, kKvHeads = 5, kHeadDim = 128, kBlockSize = 16;
 constexpr int64_t kRowBytes = int64_t{kKvHeads} * kHeadDim * 2;  // one position of K (or V)
 constexpr int64_t kRotationBytes = int64_t{300} << 20;
-
-__device__ uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [-scale, scale).
-__global__ void FillBf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
-    p[i] = __float2bfloat16((static_cast<float>(h >> 40) / (1 << 24) * 2.0f - 1.0f) * scale);
-  }
-}
-__global__ void FillFloat(float* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
-    p[i] = (static_cast<float>(h >> 40) / (1 << 24) * 2.0f - 1.0f) * scale;
-  }
-}
-__global__ void ReadStream(const uint4* __restrict__ p, int64_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) sink[blockIdx.x] = acc;
-}
-
-// Median time of one call in microseconds; call(i) issues call i (i picks the data copy).
-absl::StatusOr<double> TimePerCall(const std::function<absl::Status(int)>& call, int copies,
-                                   cudaStream_t stream) {
-  for (int i = 0; i < std::max(3, copies); ++i) RETURN_IF_ERROR(call(i));
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-  cudaEvent_t start, stop;
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-  for (int i = 0; i < copies; ++i) RETURN_IF_ERROR(call(i));
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-  float estimate_ms = 0;
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&estimate_ms, start, stop));
-  const double estimate_us = std::max(1e-3, 1000.0 * estimate_ms / copies);
-  int reps = static_cast<int>(std::clamp(2000.0 / estimate_us, 1.0, 512.0));
-  reps = std::max(copies, (reps + copies - 1) / copies * copies);
-
-  cudaGraph_t graph;
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  absl::Status captured = absl::OkStatus();
-  for (int i = 0; i < reps && captured.ok(); ++i) captured.Update(call(i));
-  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-  RETURN_IF_ERROR(captured);
-  BITSERVE_CUDA_RETURN_IF_ERROR(end);
-  cudaGraphExec_t exec;
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
-  for (int i = 0; i < 2; ++i) BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
-  std::vector<float> ms;
-  for (int i = 0; i < 9; ++i) {
-    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
-    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float t = 0;
-    BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return 1000.0 * ms[ms.size() / 2] / reps;
-}
+// About 2 ms of attention per graph replay, median of 9 replays.
+constexpr GraphTiming kTiming{2000, 512, 9};
 
 // One batch description on the device: entries with (start, tokens), block tables drawn from
 // blocks [first_block, first_block + blocks) of the pool in shuffled order.
@@ -184,7 +109,7 @@ absl::Status Run() {
                                                      cudaMemcpyDeviceToDevice, stream));
                                                  return absl::OkStatus();
                                                },
-                                               1, stream));
+                                               1, stream, kTiming));
     copy_gbs = 2.0 * bytes / (copy_us * 1e3);
     ASSIGN_OR_RETURN(const double read_us,
                      TimePerCall(
@@ -195,7 +120,7 @@ absl::Status Run() {
                            BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
                            return absl::OkStatus();
                          },
-                         1, stream));
+                         1, stream, kTiming));
     read_gbs = bytes / (read_us * 1e3);
     const int n = 8192;
     cublasHandle_t blas;
@@ -215,7 +140,7 @@ absl::Status Run() {
               }
               return absl::OkStatus();
             },
-            1, stream));
+            1, stream, kTiming));
     gemm_tflops = 2.0 * n * n * double{n} / (gemm_us * 1e6);
     cublasDestroy(blas);
   }
@@ -235,7 +160,7 @@ absl::Status Run() {
   const int64_t max_tokens = 4096 + 512;
   ASSIGN_OR_RETURN(auto q, DeviceBuffer<float>::Create(max_tokens * kHeads * kHeadDim));
   ASSIGN_OR_RETURN(auto out, DeviceBuffer<float>::Create(max_tokens * kHeads * kHeadDim));
-  FillFloat<<<1024, 256, 0, stream>>>(q.get(), q.size(), 4, 1.7f);
+  FillRandomFloat<<<1024, 256, 0, stream>>>(q.get(), q.size(), 4, 1.7f);
   const size_t ws_bytes = PagedAttentionWorkspaceBytes(max_tokens, kHeads, kHeadDim, 131072 + 4096);
   ASSIGN_OR_RETURN(auto ws, DeviceBuffer<uint8_t>::Create(static_cast<int64_t>(ws_bytes)));
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
@@ -269,7 +194,7 @@ absl::Status Run() {
               return PagedAttentionWithOptions(q.get(), view, cache, kHeads, scale, out.get(),
                                                ws.get(), ws_bytes, options, stream);
             },
-            copies, stream);
+            copies, stream, kTiming);
       };
       ASSIGN_OR_RETURN(const double us, timed(0, 0));
       ASSIGN_OR_RETURN(const double us_prefill_launch, timed(-1, 0));
@@ -316,7 +241,7 @@ absl::Status Run() {
                                                               out.get(), ws.get(), ws_bytes,
                                                               options, stream);
                            },
-                           copies, stream));
+                           copies, stream, kTiming));
       std::printf(" %.1f |", us);
     }
     std::printf("\n");
@@ -351,7 +276,7 @@ absl::Status Run() {
                                             q.get(), batches[i % copies].view, cache, kHeads,
                                             scale, out.get(), ws.get(), ws_bytes, options, stream);
                                       },
-                                      copies, stream));
+                                      copies, stream, kTiming));
     }
     std::printf("| %d | %d | %.1f | %.1f | %.1f | %.1f |\n", tokens, start, us[1],
                 flop / (us[1] * 1e6), us[0], flop / (us[0] * 1e6));

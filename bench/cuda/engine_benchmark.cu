@@ -22,31 +22,16 @@
 #include <system_error>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "runtime/cuda_engine.h"
 #include "runtime/engine.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "bench/cuda/engine_benchmark_setup.h"
 
 namespace bitserve {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::vector<int> ParseList(const std::string& s) {
-  std::vector<int> v;
-  for (absl::string_view part : absl::StrSplit(s, ',')) {
-    int x = 0;
-    if (absl::SimpleAtoi(part, &x)) v.push_back(x);
-  }
-  return v;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // Device-to-device copy of 1 GiB, counting bytes read + written (docs/perf.md's "copy").
 double CopyBandwidth() {
@@ -94,20 +79,13 @@ int Run(int argc, char** argv) {
   }
   const bool generated = model.empty();
   if (generated) {
-    model = (fs::temp_directory_path() / "bitserve_engine_benchmark_2b4t").string();
-    auto preset = FindModelPreset("bitnet-2b4t");
-    if (!preset.ok()) {
-      std::cerr << preset.status() << "\n";
-      return 1;
-    }
-    ModelPreset p = *preset;
-    p.with_tokenizer = false;
     const auto t0 = Clock::now();
-    const absl::Status s = WriteSyntheticCheckpoint(p, model, SyntheticCheckpointOptions{});
-    if (!s.ok()) {
-      std::cerr << s << "\n";
+    auto written = WriteBenchmarkModel("bitnet-2b4t", "bitserve_engine_benchmark_2b4t");
+    if (!written.ok()) {
+      std::cerr << written.status() << "\n";
       return 1;
     }
+    model = written->string();
     std::printf("wrote bitnet-2b4t preset to %s in %.1f s\n", model.c_str(),
                 std::chrono::duration<double>(Clock::now() - t0).count());
   }
@@ -139,7 +117,7 @@ int Run(int argc, char** argv) {
 
   std::printf("\n| batch | prompt | step (ms, median) | tokens/s | floor (ms) | step / floor |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
-  for (int batch : ParseList(batches)) {
+  for (int batch : ParseNumberList(batches)) {
     const int positions = prompt + steps + 8;
     const int per_seq = (positions + bs - 1) / bs;
     if (static_cast<int64_t>(per_seq) * batch > engine.num_kv_blocks()) {
@@ -197,7 +175,7 @@ int Run(int argc, char** argv) {
   }
 
   std::printf("\n| prefill tokens | time (ms, median) | tokens/s |\n|---:|---:|---:|\n");
-  for (int n : ParseList(prefills)) {
+  for (int n : ParseNumberList(prefills)) {
     if (n > engine.max_batch_tokens() || n > engine.max_model_len()) {
       std::printf("| %d | (over max_batch_tokens or max_model_len) | |\n", n);
       continue;

@@ -4,6 +4,7 @@
 // call. Callers rotate over weight copies so that the 50 MB L2 cannot hold them.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -42,6 +43,37 @@ __global__ void FillTernaryWords(uint32_t* p, int64_t n, uint64_t seed) {
   }
 }
 
+// Uniform in [-scale, scale).
+__global__ void FillBf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
+    const float u = static_cast<float>(h >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
+    p[i] = __float2bfloat16(u * scale);
+  }
+}
+
+// Uniform in [-scale, scale).
+__global__ void FillRandomFloat(float* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
+    p[i] = (static_cast<float>(h >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f) * scale;
+  }
+}
+
+// Streams `n` uint4 through registers (the read-bandwidth ceiling); one word per block keeps the
+// loads alive.
+__global__ void ReadStream(const uint4* __restrict__ p, int64_t n, uint32_t* sink) {
+  uint32_t acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcs(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) sink[blockIdx.x] = acc;  // practically never; not removable
+}
+
 inline uint64_t g_seed = 0x5eed;
 constexpr int kFillBlocks = 132 * 8;
 
@@ -53,11 +85,18 @@ inline absl::Status RandomWords(void* p, int64_t bytes) {
 
 // ---- timing ----------------------------------------------------------------------------------
 
+// How much work one graph replay holds and how many replays the median is over.
+struct GraphTiming {
+  double replay_us = 500;  // calls per graph: about this much work, whole rotations of the copies
+  double max_calls = 1024;
+  int replays = 15;        // 5 when one replay takes more than 20 ms
+};
+
 // Median time of one call, in microseconds. call(i) issues call number i on `stream` (i picks the
 // weight copy). Calls are captured into a graph of `reps` calls so that launch gaps vanish.
 inline absl::StatusOr<double> TimePerCall(const std::function<absl::Status(int)>& call, int copies,
-                                   cudaStream_t stream) {
-  for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(call(i));
+                                          cudaStream_t stream, const GraphTiming& timing = {}) {
+  for (int i = 0; i < std::max(3, copies); ++i) RETURN_IF_ERROR(call(i));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   cudaEvent_t start, stop;
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
@@ -69,8 +108,7 @@ inline absl::StatusOr<double> TimePerCall(const std::function<absl::Status(int)>
   float estimate_ms = 0;
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&estimate_ms, start, stop));
   const double estimate_us = std::max(1e-3, 1000.0 * estimate_ms / copies);
-  // ~500 us of work per replay, whole rotations of the copies.
-  int reps = static_cast<int>(std::clamp(500.0 / estimate_us, 1.0, 1024.0));
+  int reps = static_cast<int>(std::clamp(timing.replay_us / estimate_us, 1.0, timing.max_calls));
   reps = std::max(copies, (reps + copies - 1) / copies * copies);
 
   cudaGraph_t graph;
@@ -84,7 +122,7 @@ inline absl::StatusOr<double> TimePerCall(const std::function<absl::Status(int)>
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&exec, graph, 0));
   for (int i = 0; i < 2; ++i) BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));
   std::vector<float> ms;
-  const int replays = estimate_us * reps > 20000 ? 5 : 15;
+  const int replays = estimate_us * reps > 20000 ? std::min(5, timing.replays) : timing.replays;
   for (int i = 0; i < replays; ++i) {
     BITSERVE_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
     BITSERVE_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream));

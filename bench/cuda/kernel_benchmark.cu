@@ -56,38 +56,10 @@ constexpr int64_t kL2RotationBytes = int64_t{150} << 20;  // 3x the H100's 50 MB
 
 // ---- random device data --------------------------------------------------------------------
 
-__global__ void FillBf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
-    const float u = static_cast<float>(h >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
-    p[i] = __float2bfloat16(u * scale);
-  }
-}
-
 __global__ void FillFloat(float* p, int64_t n, float value) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     p[i] = value;
-  }
-}
-
-// Streams `n` uint4 through registers; one word per block keeps the loads alive.
-__global__ void ReadStream(const uint4* __restrict__ p, int64_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) sink[blockIdx.x] = acc;  // practically never; not removable
-}
-
-__global__ void FillRandomFloat(float* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t h = Mix(seed ^ (i * 0x100000001b3ull));
-    p[i] = (static_cast<float>(h >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f) * scale;
   }
 }
 

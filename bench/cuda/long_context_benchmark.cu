@@ -25,32 +25,17 @@
 #include <system_error>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "kernels/kv_cache_format.h"
 #include "runtime/cuda_engine.h"
 #include "runtime/engine.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "bench/cuda/engine_benchmark_setup.h"
 
 namespace bitserve {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::vector<int64_t> ParseList(const std::string& s) {
-  std::vector<int64_t> v;
-  for (absl::string_view part : absl::StrSplit(s, ',')) {
-    int64_t x = 0;
-    if (absl::SimpleAtoi(part, &x)) v.push_back(x);
-  }
-  return v;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -75,23 +60,16 @@ int Run(int argc, char** argv) {
       return 2;
     }
   }
-  const std::vector<int64_t> lengths = ParseList(contexts);
+  const std::vector<int64_t> lengths = ParseNumberList(contexts);
   const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
   const bool generated = model.empty();
   if (generated) {
-    model = (fs::temp_directory_path() / "bitserve_long_context_2b4t").string();
-    auto preset = FindModelPreset("bitnet-2b4t");
-    if (!preset.ok()) {
-      std::cerr << preset.status() << "\n";
+    auto written = WriteBenchmarkModel("bitnet-2b4t", "bitserve_long_context_2b4t");
+    if (!written.ok()) {
+      std::cerr << written.status() << "\n";
       return 1;
     }
-    ModelPreset p = *preset;
-    p.with_tokenizer = false;
-    const absl::Status s = WriteSyntheticCheckpoint(p, model, SyntheticCheckpointOptions{});
-    if (!s.ok()) {
-      std::cerr << s << "\n";
-      return 1;
-    }
+    model = written->string();
   }
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
