@@ -4,7 +4,7 @@ add_library(bitserve_rpc_worker STATIC worker_protocol.cc worker_hub.cc worker.c
 target_link_libraries(bitserve_rpc_worker PUBLIC bitserve_rpc_proto bitserve_engine_loader bitserve_metrics)
 
 bitserve_add_test(worker_hub_test
-  SRCS worker_hub_test.cc
+  SRCS worker_hub_test.cc worker_protocol_test.cc
   DEPS bitserve_rpc_worker bitserve_rpc_coordinator
   LABELS unit)
 

@@ -86,6 +86,31 @@ EngineOptions StageOptions() {
   return o;
 }
 
+TEST(StageStepTest, InputOfTheWrongSizeAndWholeModelCallsAreRefused) {
+  EngineOptions o = StageOptions();
+  o.stage = {1, 2, 3, 6};  // the second half of shakespeare-dense's 6 layers
+  auto last = LoadEngine("models/shakespeare-dense", o);
+  ASSERT_TRUE(last.ok()) << last.status();
+  const std::vector<int32_t> tokens = {5, 6}, table = {0};
+  const BatchEntry entry{0, tokens, table, LogitsWanted::kLast};
+  std::vector<uint8_t> input(TransferBytes(TransferDtype::kInt8, 2, 384) - 1);
+  static const SamplingParams greedy;
+  const SampleSpec spec{&greedy, 0, 0, {}, {}};
+  StageIo io;
+  io.input = input;
+  std::vector<SampleResult> results;
+  absl::Status s = (*last)->StageStep({&entry, 1}, {&spec, 1}, io, &results);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("input of"), std::string::npos) << s;
+  // A stage is not the whole model.
+  EXPECT_EQ((*last)->Step({&entry, 1}, {&spec, 1}, &results).code(), absl::StatusCode::kFailedPrecondition);
+  std::vector<float> logits;
+  EXPECT_EQ((*last)->Forward({&entry, 1}, &logits).code(), absl::StatusCode::kFailedPrecondition);
+  // A stage that does not end at the last layer is not the last stage.
+  o.stage = {1, 2, 3, 5};
+  EXPECT_EQ(LoadEngine("models/shakespeare-dense", o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 class PipelineChainTest : public ::testing::TestWithParam<std::tuple<int, TransferDtype>> {};
 
 TEST_P(PipelineChainTest, MatchesTheWholeModel) {

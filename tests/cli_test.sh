@@ -55,6 +55,9 @@ expect_error "outside the vocabulary" "$bitserve" logits --model "$work/one" --t
 expect_error "does not exist" "$bitserve" generate --model "$work/none" --prompt-ids 1
 expect_error "temperature" "$bitserve" generate --model "$work/one" --prompt-ids 1 --temperature -1
 expect_error "no tokenizer.json" "$bitserve" generate --model "$work/one" --prompt "hi"
+expect_error "--pipeline-stages must be >= 1" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-stages 0
+expect_error "pipeline stages must be in" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-stages 99
+expect_error "int8 or bf16" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-stages 2 --pp-transfer fp8
 
 # Sampling: the same seed reproduces the output, another seed (almost surely) does not.
 s1=$("$bitserve" generate --model "$work/one" --prompt-ids 5 --max-tokens 12 --ignore-eos --temperature 1 --seed 7 --json 2>/dev/null)
