@@ -1,9 +1,9 @@
 // Device-side RMSNorm + per-token int8 quantization of one row held in registers, for kernels that
 // produce the row themselves (a residual add, the gated FFN activation) and quantize it in the same
-// pass. The float operations and their order are act_quant.cu's register kernel's (and so the CPU
-// reference's, kernels/cpu/rms_norm.h + act_quant.h); only the float64 sum of squares is added in
-// another order than on the CPU (see act_quant.cuh for what that can change: rarely one ulp of the
-// variance).
+// pass, and for act_quant.cu's rows read from memory. The float operations and their order are the
+// CPU reference's (kernels/cpu/rms_norm.h + act_quant.h); only the float64 sum of squares is added
+// in another order than on the CPU (see act_quant.cuh for what that can change: rarely one ulp of
+// the variance).
 //
 // A Producer is a small struct passed by value with
 //   __device__ float4 Load(int64_t row, int i) const;   // elements 4i .. 4i+3 of the row
@@ -138,7 +138,7 @@ inline absl::Status ValidateFusedRow(const char* op, int64_t rows, int64_t dim,
   return absl::OkStatus();
 }
 
-// One block per row; the block shape follows the width as in act_quant.cu.
+// One block per row; the block shape follows the width.
 template <bool kNorm, typename Producer>
 absl::Status LaunchFusedNormQuantize(const Producer& producer, const float* weight, int64_t rows,
                                      int64_t dim, float eps, const Int8ActivationsOut& out,
