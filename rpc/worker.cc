@@ -15,6 +15,7 @@
 #include "kernels/status_macros.h"
 #include "rpc/worker_protocol.h"
 #include "runtime/engine.h"
+#include "runtime/nccl_transport.h"
 #include "runtime/tcp_transport.h"
 
 namespace bitserve::rpc {
@@ -123,31 +124,47 @@ class Inbox {
 };
 
 // One step of this worker's stage: hidden states in from the previous stage, out to the next.
-absl::Status RunStep(Engine& engine, Transport* transport, const wire::StepPlan& plan, DecodedStep& step,
-                     std::vector<uint8_t>& input, std::vector<uint8_t>& output,
-                     std::vector<SampleResult>& results, TransferDtype dtype) {
+// Host messages (TCP) or device ones (NCCL, `device`: the engine's buffers). Every stage sees the
+// same plan, so a plan that does not decode or exceeds max_batch_tokens fails on every stage
+// before anything crosses. Otherwise each stage but the last sends exactly one message per step:
+// over TCP an empty one when its step failed (the next stage then fails it too), over NCCL, which
+// has no sizes, the full-size message whatever its contents; the coordinator fails a step that
+// any stage failed.
+absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuffers* device,
+                     const wire::StepPlan& plan, DecodedStep& step, std::vector<uint8_t>& input,
+                     std::vector<uint8_t>& output, std::vector<SampleResult>& results, TransferDtype dtype) {
   const PipelineStage& stage = engine.stage();
-  absl::Status status = DecodeStep(plan, &step);
-  if (stage.whole_model()) {
-    if (status.ok()) status = engine.Step(step.entries, step.samples, &results);
-    return status;
-  }
+  RETURN_IF_ERROR(DecodeStep(plan, &step));
+  if (stage.whole_model()) return engine.Step(step.entries, step.samples, &results);
   int64_t tokens = 0;
-  for (const BatchEntry& e : step.entries) tokens += e.tokens.size();
-  if (status.ok() && !stage.first()) {
-    input.resize(TransferBytes(dtype, tokens, engine.config().hidden_size));
-    status = transport->Recv(stage.stage - 1, input.data(), static_cast<int64_t>(input.size()));
+  for (const BatchEntry& e : step.entries) tokens += static_cast<int64_t>(e.tokens.size());
+  if (tokens > engine.max_batch_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat("the step has ", tokens, " tokens; the limit is ",
+                                                   engine.max_batch_tokens()));
   }
-  if (status.ok()) {
-    StageIo io;
-    io.input = input;
-    io.output = &output;
-    status = engine.StageStep(step.entries, step.samples, io, &results);
+  const int64_t bytes = TransferBytes(dtype, tokens, engine.config().hidden_size);
+  StageIo io;
+  io.on_device = device != nullptr;
+  io.output = &output;
+  absl::Status status;
+  if (!stage.first()) {
+    if (device != nullptr) {
+      status = transport->Recv(stage.stage - 1, device->input, bytes);
+    } else {
+      input.resize(bytes);
+      status = transport->Recv(stage.stage - 1, input.data(), bytes);
+      io.input = input;
+    }
   }
+  if (status.ok()) status = engine.StageStep(step.entries, step.samples, io, &results);
   if (!stage.last()) {
-    // Exactly one message per step: an empty one tells the next stage this step failed here.
-    const absl::Status sent = status.ok() ? transport->Send(stage.stage + 1, output.data(), output.size())
-                                          : transport->Send(stage.stage + 1, nullptr, 0);
+    absl::Status sent;
+    if (device != nullptr) {
+      sent = transport->Send(stage.stage + 1, device->output, bytes);
+    } else {
+      sent = status.ok() ? transport->Send(stage.stage + 1, output.data(), static_cast<int64_t>(output.size()))
+                         : transport->Send(stage.stage + 1, nullptr, 0);
+    }
     if (status.ok()) status = sent;
   }
   return status;
@@ -182,8 +199,18 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
   wire::Register& reg = *hello.mutable_register_();
   reg.set_protocol_version(kWorkerProtocolVersion);
   reg.set_worker_id(worker_id);
-  reg.mutable_device()->set_kind(options.device.rfind("cuda", 0) == 0 ? "cuda" : "cpu");
+  const bool cuda = options.device.rfind("cuda", 0) == 0;
+  reg.mutable_device()->set_kind(cuda ? "cuda" : "cpu");
   reg.mutable_device()->set_name(options.device);
+  {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    reg.mutable_device()->set_hostname(host);
+  }
+  if (cuda) {
+    // The coordinator chooses NCCL only for stages on distinct GPUs; unknown (no NCCL here): TCP.
+    if (auto bus = CudaPciBusId(options.device); bus.ok()) reg.mutable_device()->set_pci_bus_id(*bus);
+  }
   reg.set_build_version("bitserve");
   reg.set_transport_address(listener->address());
   wire::CoordinatorMessage message;
@@ -234,14 +261,22 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
     auto dtype = ParseTransferDtype(a.transport().activation_dtype());
     if (!dtype.ok()) return fail(dtype.status());
     engine_options.pp_transfer = *dtype;
-    if (!a.transport().has_cpu()) {
-      return fail(absl::UnimplementedError("pipeline stages over NCCL are not built yet; use CPU workers"));
+    if (a.transport().has_nccl()) {
+      // Before the engine takes the device memory it sizes its KV cache from.
+      const wire::NcclBootstrap& nccl = a.transport().nccl();
+      auto connected = NcclTransport::Connect(nccl.unique_id(), nccl.rank(), nccl.world_size(), options.device,
+                                              options.connect_timeout);
+      if (!connected.ok()) return fail(connected.status());
+      transport = *std::move(connected);
+    } else if (a.transport().has_cpu()) {
+      const auto& peers = a.transport().cpu().peer_addresses();
+      auto connected = TcpTransport::Connect(std::move(listener), a.transport().cpu().rank(),
+                                             std::vector<std::string>(peers.begin(), peers.end()));
+      if (!connected.ok()) return fail(connected.status());
+      transport = *std::move(connected);
+    } else {
+      return fail(absl::InvalidArgumentError("the assignment of a pipeline stage names no transport"));
     }
-    const auto& peers = a.transport().cpu().peer_addresses();
-    auto connected = TcpTransport::Connect(std::move(listener), a.transport().cpu().rank(),
-                                           std::vector<std::string>(peers.begin(), peers.end()));
-    if (!connected.ok()) return fail(connected.status());
-    transport = *std::move(connected);
   }
   const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
   std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on " << options.device;
@@ -254,6 +289,12 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
   absl::StatusOr<std::unique_ptr<Engine>> loaded = LoadEngine(model_dir, engine_options);
   if (!loaded.ok()) return fail(loaded.status());
   std::unique_ptr<Engine> engine = *std::move(loaded);
+  std::optional<DeviceStageBuffers> device_buffers;
+  if (a.transport().has_nccl()) {
+    auto buffers = engine->device_stage_buffers();
+    if (!buffers.ok()) return fail(buffers.status());
+    device_buffers = *buffers;
+  }
   {
     wire::WorkerMessage ready_message;
     wire::Ready& r = *ready_message.mutable_ready();
@@ -296,8 +337,9 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
     result.set_pipeline_stage(shard.pipeline_stage());
     const auto start = Clock::now();
     results.clear();
-    const absl::Status status = RunStep(*engine, transport.get(), next->step(), step, input, output, results,
-                                        engine_options.pp_transfer);
+    const absl::Status status =
+        RunStep(*engine, transport.get(), device_buffers ? &*device_buffers : nullptr, next->step(), step, input,
+                output, results, engine_options.pp_transfer);
     if (status.ok()) {
       EncodeResults(results, step.sampled_seq_ids, &result);
     } else {

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <set>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "rpc/worker_protocol.h"
+#include "runtime/nccl_transport.h"
 
 namespace bitserve::rpc {
 namespace {
@@ -27,6 +29,7 @@ int64_t Millis(Clock::duration d) {
 struct WorkerHub::Link {
   std::string worker_id;
   std::string transport_address;
+  std::string device_kind, hostname, pci_bus_id;  // from Register.device
   ::grpc::ServerContext* context = nullptr;
   Stream* stream = nullptr;
   std::mutex write_mu;
@@ -188,6 +191,13 @@ class WorkerHub::RemoteEngine final : public Engine {
   std::deque<InFlight> in_flight_;
 };
 
+absl::StatusOr<PipelineTransport> ParsePipelineTransport(absl::string_view name) {
+  if (name == "auto") return PipelineTransport::kAuto;
+  if (name == "nccl") return PipelineTransport::kNccl;
+  if (name == "tcp") return PipelineTransport::kTcp;
+  return absl::InvalidArgumentError(absl::StrCat("pipeline transport must be auto, nccl or tcp, got \"", name, "\""));
+}
+
 absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOptions& options) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   if (options.heartbeat_interval.count() <= 0 ||
@@ -197,6 +207,11 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
         " ms) must exceed the heartbeat interval (", options.heartbeat_interval.count(), " ms) > 0"));
   }
   ASSIGN_OR_RETURN(std::vector<PipelineStage> stages, BalanceStages(config, options.num_stages));
+  if (options.num_stages > 1 && options.pp_transport == PipelineTransport::kNccl) {
+    if (absl::Status s = NewNcclUniqueId().status(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("--pp-transport nccl: ", s.message()));
+    }
+  }
   return std::unique_ptr<WorkerHub>(new WorkerHub(options, std::move(config), std::move(stages)));
 }
 
@@ -271,8 +286,35 @@ void WorkerHub::Monitor() {
   }
 }
 
+bool WorkerHub::NcclCanJoin() const {
+  std::set<std::pair<std::string, std::string>> gpus;
+  for (const auto& link : pipeline_) {
+    if (link->device_kind != "cuda" || link->pci_bus_id.empty() ||
+        !gpus.insert({link->hostname, link->pci_bus_id}).second) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void WorkerHub::AssignAll() {
   const int n = options_.num_stages;
+  // One communicator per pipeline formed: a fresh unique id (its bootstrap root runs here).
+  std::string nccl_id;
+  if (n > 1 && (options_.pp_transport == PipelineTransport::kNccl ||
+                (options_.pp_transport == PipelineTransport::kAuto && NcclCanJoin()))) {
+    if (auto id = NewNcclUniqueId(); id.ok()) {
+      nccl_id = *std::move(id);
+    } else {
+      std::cerr << "bitserve serve: no NCCL for this pipeline (" << id.status().message() << "); using TCP"
+                << std::endl;
+    }
+  }
+  pipeline_transport_ = nccl_id.empty() ? "tcp" : "nccl";
+  if (n > 1) {
+    std::cerr << "bitserve serve: pipeline of " << n << " stages over " << pipeline_transport_ << " ("
+              << TransferDtypeName(options_.pp_transfer) << " hidden states)" << std::endl;
+  }
   for (int i = 0; i < n; ++i) {
     Link& link = *pipeline_[i];
     const PipelineStage& st = stages_[i];
@@ -294,12 +336,24 @@ void WorkerHub::AssignAll() {
     kv.set_block_size(options_.engine.block_size);
     if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeName(*options_.engine.kv_dtype));
     kv.set_num_blocks(num_kv_blocks_ > 0 ? num_kv_blocks_ : options_.engine.num_kv_blocks);
-    kv.set_memory_fraction(options_.engine.kv_memory_fraction);
+    // Stages that share a GPU split its memory.
+    int sharing = 0;
+    for (const auto& other : pipeline_) {
+      sharing += other->device_kind == "cuda" && !other->pci_bus_id.empty() &&
+                 other->hostname == link.hostname && other->pci_bus_id == link.pci_bus_id;
+    }
+    kv.set_memory_fraction(options_.engine.kv_memory_fraction / std::max(1, sharing));
     if (n > 1) {
       wire::TransportSpec& t = *a.mutable_transport();
       t.set_activation_dtype(TransferDtypeName(options_.pp_transfer));
-      t.mutable_cpu()->set_rank(i);
-      for (const auto& peer : pipeline_) t.mutable_cpu()->add_peer_addresses(peer->transport_address);
+      if (!nccl_id.empty()) {
+        t.mutable_nccl()->set_unique_id(nccl_id);
+        t.mutable_nccl()->set_rank(i);
+        t.mutable_nccl()->set_world_size(n);
+      } else {
+        t.mutable_cpu()->set_rank(i);
+        for (const auto& peer : pipeline_) t.mutable_cpu()->add_peer_addresses(peer->transport_address);
+      }
     }
     a.set_max_batch_tokens(options_.engine.max_batch_tokens);
     a.set_max_model_len(static_cast<int32_t>(options_.engine.max_model_len));
@@ -360,7 +414,8 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
     block_size_ = r.block_size();
     kv_dtype_ = ParseKvDtype(r.kv_dtype()).value_or(KvDtype::kBf16);
     device_name_ = n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
-                          : absl::StrCat(n, "-stage pipeline of workers (", pipeline_[0]->device, ")");
+                          : absl::StrCat(n, "-stage pipeline of workers over ", pipeline_transport_, " (",
+                                         pipeline_[0]->device, ")");
   }
   ++epoch_;
   ++pipelines_ready_;
@@ -396,6 +451,14 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
   auto link = std::make_shared<Link>();
   link->worker_id = reg.worker_id().empty() ? context->peer() : reg.worker_id();
   link->transport_address = reg.transport_address();
+  link->device_kind = reg.device().kind();
+  link->hostname = reg.device().hostname();
+  link->pci_bus_id = reg.device().pci_bus_id();
+  if (n > 1 && options_.pp_transport == PipelineTransport::kNccl && link->device_kind != "cuda") {
+    return reject(::grpc::StatusCode::FAILED_PRECONDITION,
+                  absl::StrCat("this coordinator's pipeline runs over NCCL (--pp-transport nccl); a ",
+                               link->device_kind, " worker cannot join it"));
+  }
   link->context = context;
   link->stream = stream;
   link->last_heard = Clock::now();

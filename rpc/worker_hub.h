@@ -5,7 +5,10 @@
 //
 // Pipeline: num_stages workers form one pipeline. The first num_stages workers to register are
 // held until all have registered, then each is assigned a stage (layers balanced by
-// BalanceStages, in order of registration) and the CPU transport's peer addresses; serving starts
+// BalanceStages, in order of registration) and its transport: NCCL when every stage is a CUDA
+// worker on a GPU of its own (the hub makes a fresh ncclUniqueId for each pipeline it forms and
+// sends it with every rank), the TCP transport's peer addresses otherwise (CPU workers, or stages
+// sharing a GPU, which NCCL cannot rank twice); pp_transport forces either. Serving starts
 // when every stage is ready. Every step plan goes to every stage; the last one answers with the
 // sampled tokens, the others with an empty acknowledgement. A worker that registers while the
 // pipeline is complete is refused.
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "bitserve/internal/worker.grpc.pb.h"
 #include "rpc/serving_metrics.h"
 #include "runtime/engine.h"
@@ -37,6 +41,11 @@
 #include "runtime/pipeline_stage.h"
 
 namespace bitserve::rpc {
+
+// How a pipeline's stages reach each other. kNccl refuses CPU workers; kTcp also serves CUDA
+// stages (their messages go through host memory).
+enum class PipelineTransport { kAuto, kNccl, kTcp };
+absl::StatusOr<PipelineTransport> ParsePipelineTransport(absl::string_view name);  // auto|nccl|tcp
 
 struct WorkerHubOptions {
   std::filesystem::path model_dir;  // sent to workers; they may override it with their own path
@@ -48,6 +57,7 @@ struct WorkerHubOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};
   int num_stages = 1;                                // pipeline stages = workers
   TransferDtype pp_transfer = TransferDtype::kInt8;  // hidden states between stages
+  PipelineTransport pp_transport = PipelineTransport::kAuto;
   ServingMetrics* metrics = nullptr;                 // optional: per-stage step times, steps in flight
 };
 
@@ -87,6 +97,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   // Under mu_: marks `link` lost and breaks up its pipeline (the others are told to rejoin).
   void MarkLost(Link& link, const std::string& reason);
   void AssignAll();   // under mu_: the pipeline has all its workers
+  bool NcclCanJoin() const;  // under mu_: every stage a CUDA worker on a GPU of its own
   bool Whole() const;  // under mu_: every stage attached and ready
   int ReadyStages() const;  // under mu_
   absl::Status HealthLocked() const;  // Health() under mu_
@@ -112,6 +123,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   int num_kv_blocks_ = 0, block_size_ = 0, max_batch_tokens_ = 0;
   int64_t max_model_len_ = 0;
   std::string device_name_;
+  std::string pipeline_transport_;  // "nccl" or "tcp": of the pipeline assigned last
   KvDtype kv_dtype_ = KvDtype::kBf16;
   std::thread monitor_;
 };

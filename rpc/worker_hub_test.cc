@@ -43,8 +43,11 @@ struct Hub {
   std::unique_ptr<grpc::Server> server;
   std::string address;
 
-  explicit Hub(int num_kv_blocks = 64, milliseconds timeout = milliseconds(600)) {
+  explicit Hub(int num_kv_blocks = 64, milliseconds timeout = milliseconds(600), int num_stages = 1,
+               PipelineTransport transport = PipelineTransport::kAuto) {
     WorkerHubOptions options;
+    options.num_stages = num_stages;
+    options.pp_transport = transport;
     options.model_dir = Model();
     options.engine.block_size = 4;
     options.engine.num_kv_blocks = num_kv_blocks;
@@ -76,13 +79,16 @@ struct FakeWorker {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<wire::WorkerMessage, wire::CoordinatorMessage>> stream;
 
-  explicit FakeWorker(const std::string& address, uint32_t version = kWorkerProtocolVersion) {
+  explicit FakeWorker(const std::string& address, uint32_t version = kWorkerProtocolVersion,
+                      const wire::DeviceInfo& device = {}) {
     channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
     stub = wire::Coordinator::NewStub(channel);
     stream = stub->Attach(&context);
     wire::WorkerMessage m;
     m.mutable_register_()->set_protocol_version(version);
     m.mutable_register_()->set_worker_id("fake");
+    m.mutable_register_()->set_transport_address("127.0.0.1:1");
+    *m.mutable_register_()->mutable_device() = device;
     EXPECT_TRUE(stream->Write(m));
   }
   wire::CoordinatorMessage Read() {
@@ -287,6 +293,88 @@ TEST(WorkerHubTest, RefusesWrongVersionSecondWorkerAndOtherModels) {
   EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(end.error_message().find("vocab 7"), std::string::npos) << end.error_message();
   EXPECT_FALSE(hub.hub->Health().ok());
+}
+
+wire::DeviceInfo Device(const std::string& kind, const std::string& host, const std::string& bus) {
+  wire::DeviceInfo d;
+  d.set_kind(kind);
+  d.set_hostname(host);
+  d.set_pci_bus_id(bus);
+  return d;
+}
+
+// Two stages register; returns their first messages.
+std::pair<wire::CoordinatorMessage, wire::CoordinatorMessage> FormPipeline(Hub& hub, const wire::DeviceInfo& a,
+                                                                           const wire::DeviceInfo& b) {
+  FakeWorker first(hub.address, kWorkerProtocolVersion, a);
+  FakeWorker second(hub.address, kWorkerProtocolVersion, b);
+  auto m0 = first.Read();
+  auto m1 = second.Read();
+  hub.hub->Shutdown();
+  return {m0, m1};
+}
+
+// NCCL when every stage is a CUDA worker on a GPU of its own (a fresh 128-byte unique id, the same
+// for every rank), TCP for CPU workers and for stages sharing a GPU (which then split its memory),
+// and what --pp-transport forces.
+TEST(WorkerHubTest, PipelineTransportFollowsTheWorkersDevices) {
+  const auto gpu0 = Device("cuda", "node-a", "0000:19:00.0");
+  const auto gpu1 = Device("cuda", "node-a", "0000:3b:00.0");
+  const auto gpu0_other_node = Device("cuda", "node-b", "0000:19:00.0");
+  const auto cpu = Device("cpu", "node-a", "");
+  {
+    Hub hub(64, milliseconds(600), 2);
+    auto [m0, m1] = FormPipeline(hub, gpu0, gpu1);
+    ASSERT_TRUE(m0.has_assignment() && m1.has_assignment());
+    const auto& t0 = m0.assignment().transport();
+    const auto& t1 = m1.assignment().transport();
+#if BITSERVE_WITH_NCCL
+    ASSERT_TRUE(t0.has_nccl() && t1.has_nccl());
+    EXPECT_EQ(t0.nccl().unique_id().size(), 128u);
+    EXPECT_EQ(t0.nccl().unique_id(), t1.nccl().unique_id());
+    EXPECT_EQ(t0.nccl().rank(), 0);
+    EXPECT_EQ(t1.nccl().rank(), 1);
+    EXPECT_EQ(t1.nccl().world_size(), 2);
+#else
+    EXPECT_TRUE(t0.has_cpu() && t1.has_cpu());  // no NCCL in this build: TCP
+#endif
+    EXPECT_EQ(t0.activation_dtype(), "int8");
+    EXPECT_DOUBLE_EQ(m0.assignment().kv_cache().memory_fraction(), 0.9);
+  }
+  {
+    Hub hub(64, milliseconds(600), 2);
+    auto [m0, m1] = FormPipeline(hub, gpu0, gpu0_other_node);
+#if BITSERVE_WITH_NCCL
+    EXPECT_TRUE(m0.assignment().transport().has_nccl());  // same bus id, other node: distinct GPUs
+#endif
+  }
+  for (const auto& [a, b] : {std::pair{gpu0, gpu0}, std::pair{gpu0, cpu}, std::pair{cpu, cpu}}) {
+    Hub hub(64, milliseconds(600), 2);
+    auto [m0, m1] = FormPipeline(hub, a, b);
+    ASSERT_TRUE(m0.has_assignment() && m1.has_assignment());
+    ASSERT_TRUE(m0.assignment().transport().has_cpu()) << a.kind() << " + " << b.kind();
+    EXPECT_EQ(m1.assignment().transport().cpu().rank(), 1);
+    EXPECT_EQ(m1.assignment().transport().cpu().peer_addresses_size(), 2);
+    const bool shared = a.kind() == "cuda" && b.kind() == "cuda";
+    EXPECT_DOUBLE_EQ(m0.assignment().kv_cache().memory_fraction(), shared ? 0.45 : 0.9);
+  }
+  {
+    Hub hub(64, milliseconds(600), 2, PipelineTransport::kTcp);
+    auto [m0, m1] = FormPipeline(hub, gpu0, gpu1);
+    EXPECT_TRUE(m0.assignment().transport().has_cpu());
+  }
+#if BITSERVE_WITH_NCCL
+  {
+    Hub hub(64, milliseconds(600), 2, PipelineTransport::kNccl);
+    FakeWorker worker(hub.address, kWorkerProtocolVersion, cpu);
+    wire::CoordinatorMessage m = worker.Read();
+    ASSERT_TRUE(m.has_reject());
+    EXPECT_EQ(m.reject().status().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+    EXPECT_NE(m.reject().status().message().find("NCCL"), std::string::npos) << m.reject().status().message();
+  }
+#endif
+  EXPECT_EQ(ParsePipelineTransport("ib").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParsePipelineTransport("nccl"), PipelineTransport::kNccl);
 }
 
 }  // namespace

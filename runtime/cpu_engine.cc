@@ -168,6 +168,7 @@ absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<cons
 
 absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                                   const StageIo& io, std::vector<SampleResult>* results) {
+  if (io.on_device) return absl::InvalidArgumentError("the CPU engine keeps its stage messages in host memory");
   if (stage_.last() && io.logits == nullptr) RETURN_IF_ERROR(CheckSamples(entries, samples));
   if (!stage_.last() && io.output == nullptr) {
     return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");

@@ -13,6 +13,12 @@
 // the attention bounds of a context bucket; each (batch, context) bucket is captured as a CUDA
 // graph after one plain run, then replayed. Padding rows compute on token 0 at position 0 and are
 // ignored: attention and WritePagedKv read the true counts from the device.
+// A pipeline stage (EngineOptions::stage) holds only its layers and their KV cache: a stage after
+// the first starts from the previous stage's hidden states (decoded from the transfer format of
+// kernels/hidden_transfer.h, in graphs too) instead of the embedding, and a stage before the last
+// ends by encoding its residual stream for the next stage instead of the LM head. StageIo brings
+// the message from host memory, or finds it already in the engine's device input buffer
+// (on_device: NCCL received it there, rpc/worker.cc).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -30,6 +36,7 @@
 #include "kernels/cuda/device_buffer.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gated_ffn.cuh"
+#include "kernels/cuda/hidden_transfer.cuh"
 #include "kernels/cuda/lm_head.cuh"
 #include "kernels/cuda/paged_attention.cuh"
 #include "kernels/cuda/pinned_buffer.cuh"
@@ -103,10 +110,14 @@ class CudaEngine final : public Engine {
   int max_batch_tokens() const override { return max_batch_tokens_; }
   std::string device_name() const override { return device_name_; }
   KvDtype kv_dtype() const override { return kv_dtype_; }
+  const PipelineStage& stage() const override { return w_.stage; }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                     std::vector<SampleResult>* results) override;
+  absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                         const StageIo& io, std::vector<SampleResult>* results) override;
+  absl::StatusOr<DeviceStageBuffers> device_stage_buffers() override;
 
   const CudaEngineFootprint& footprint() const { return footprint_; }
 
@@ -125,6 +136,10 @@ class CudaEngine final : public Engine {
   // computed when `shape.logit_rows` > 0.
   absl::Status Run(std::span<const BatchEntry> entries, const std::vector<int32_t>& logit_rows,
                    bool want_logits_rows);
+  // Forward and Step of a validated batch (the last stage's StageStep too).
+  absl::Status ComputeLogits(std::span<const BatchEntry> entries, std::vector<float>* logits);
+  absl::Status Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                      std::vector<SampleResult>* results);
 
   CudaModelWeights w_;
   int device_ = 0;
@@ -133,6 +148,7 @@ class CudaEngine final : public Engine {
   int64_t max_model_len_ = 0;
   KvDtype kv_dtype_ = KvDtype::kBf16;
   bool use_graphs_ = true;
+  TransferDtype transfer_ = TransferDtype::kInt8;
   cudaStream_t stream_ = nullptr;
   CudaEngineFootprint footprint_;
 
@@ -155,6 +171,8 @@ class CudaEngine final : public Engine {
   DeviceBuffer<int32_t> act_sums_[2];
   DeviceBuffer<uint16_t> lm_in_;
   DeviceBuffer<uint8_t> attn_workspace_;
+  // Pipeline stages: the previous stage's message (not on the first), this stage's (not on the last).
+  DeviceBuffer<uint8_t> stage_in_, stage_out_;
 
   // Batch metadata: pinned staging and its fixed device copy.
   struct Metadata {
@@ -206,7 +224,11 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
                      KvDtypeName(kv_dtype), " (f32 is the CPU reference's)"));
   }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir));
+  ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
+  RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
+  ASSIGN_OR_RETURN(ModelWeights weights,
+                   LoadModelWeights(model_dir, options.stage.layer_begin,
+                                    options.stage.end(config.num_hidden_layers)));
   if (weights.config.is_moe()) {
     return absl::UnimplementedError(absl::StrCat(
         model_dir.string(), ": Mixture-of-Experts models (", weights.config.num_experts,
@@ -236,13 +258,16 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
   max_blocks_per_seq_ = static_cast<int>((max_model_len_ + block_size_ - 1) / block_size_);
   use_graphs_ = cuda_options.cuda_graphs;
+  transfer_ = options.pp_transfer;
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
   std::vector<float> inv_freq = cpu::RopeInverseFrequencies(c.head_dim, c.rope_theta);
-  ASSIGN_OR_RETURN(w_, UploadModelWeights(std::move(weights)));
+  ASSIGN_OR_RETURN(w_, UploadModelWeights(std::move(weights), options.stage));
+  const PipelineStage& stage = w_.stage;
+  const int num_layers = stage.layer_end - stage.layer_begin;
   footprint_.ternary_weight_bytes = w_.ternary_bytes;
   footprint_.norm_bytes = w_.norm_bytes;
-  footprint_.lm_head_bytes = int64_t{2} * c.vocab_size * h;
+  footprint_.lm_head_bytes = stage.last() ? int64_t{2} * c.vocab_size * h : 0;
 
   // Scratch, all of it now: a step allocates nothing.
   const int64_t m = max_batch_tokens_;
@@ -262,8 +287,12 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
     RETURN_IF_ERROR(Alloc(&act_sums_[i], m));
   }
   const int64_t chunk = std::min<int64_t>(kLogitsChunk, m);
-  RETURN_IF_ERROR(Alloc(&logits_, chunk * c.vocab_size));
-  RETURN_IF_ERROR(Alloc(&lm_in_, chunk * h));
+  if (stage.last()) {
+    RETURN_IF_ERROR(Alloc(&logits_, chunk * c.vocab_size));
+    RETURN_IF_ERROR(Alloc(&lm_in_, chunk * h));
+  }
+  if (!stage.first()) RETURN_IF_ERROR(Alloc(&stage_in_, TransferBytes(transfer_, m, h)));
+  if (!stage.last()) RETURN_IF_ERROR(Alloc(&stage_out_, TransferBytes(transfer_, m, h)));
   const std::vector<float> table = cuda::RopeCosSinTable(inv_freq, max_model_len_);
   RETURN_IF_ERROR(Alloc(&cos_sin_, static_cast<int64_t>(table.size())));
   RETURN_IF_ERROR(cos_sin_.CopyFromHost(table.data(), static_cast<int64_t>(table.size())));
@@ -274,8 +303,10 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
     const int64_t max_rows = std::max<int64_t>({qd + 2 * kvd, 2 * inter, h});
     ASSIGN_OR_RETURN(gemm_, cuda::TernaryGemm::Create(max_rows, widest, m));
   }
-  ASSIGN_OR_RETURN(lm_head_, cuda::Bf16LmHead::Create(stream_));
-  ASSIGN_OR_RETURN(sampler_, cuda::GpuSampler::Create(chunk, c.vocab_size));
+  if (stage.last()) {
+    ASSIGN_OR_RETURN(lm_head_, cuda::Bf16LmHead::Create(stream_));
+    ASSIGN_OR_RETURN(sampler_, cuda::GpuSampler::Create(chunk, c.vocab_size));
+  }
   const int64_t tables = m * max_blocks_per_seq_;
   for (auto [host, dev, n] : {std::tuple{&host_.tokens, &dev_.tokens, m},
                               {&host_.positions, &dev_.positions, m},
@@ -294,10 +325,10 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   // of bf16, int4 about a quarter, plus 2 or 4 bytes of params per token and KV head).
   const int64_t position_bytes =
       cuda::PagedKvBytesPerPosition(kv_dtype_, c.num_key_value_heads, c.head_dim);
-  const int64_t block_bytes = position_bytes * block_size_ * c.num_hidden_layers;
+  const int64_t block_bytes = position_bytes * block_size_ * num_layers;
   constexpr int64_t kPlaneAlign = 256;
-  const int64_t padding = kPlaneAlign * 4 * c.num_hidden_layers;
-  footprint_.kv_bytes_per_position = position_bytes * c.num_hidden_layers;
+  const int64_t padding = kPlaneAlign * 4 * num_layers;
+  footprint_.kv_bytes_per_position = position_bytes * num_layers;
   num_kv_blocks_ = options.num_kv_blocks;
   if (num_kv_blocks_ == 0) {
     size_t free_bytes = 0, total_bytes = 0;
@@ -320,9 +351,9 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   const int64_t data_plane = padded(rows * KvHeadBytes(kv_dtype_, c.head_dim));
   const int64_t params_plane = padded(rows * KvParamHalves(kv_dtype_) * 2);
   const int64_t layer_bytes = 2 * data_plane + 2 * params_plane;
-  RETURN_IF_ERROR(Alloc(&kv_, layer_bytes * c.num_hidden_layers));
-  footprint_.kv_cache_bytes = layer_bytes * c.num_hidden_layers;
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  RETURN_IF_ERROR(Alloc(&kv_, layer_bytes * num_layers));
+  footprint_.kv_cache_bytes = layer_bytes * num_layers;
+  for (int l = 0; l < num_layers; ++l) {
     uint8_t* base = kv_.get() + l * layer_bytes;
     cuda::PagedKvLayer layer;
     layer.k = base;
@@ -341,7 +372,8 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   footprint_.scratch_bytes = x_.bytes() + y_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() +
                              attn_.bytes() + acc_qkv_.bytes() + acc_gate_up_.bytes() +
                              2 * act_values_[0].bytes() + logits_.bytes() + lm_in_.bytes() +
-                             attn_workspace_.bytes() + gemm_->scratch_bytes();
+                             attn_workspace_.bytes() + gemm_->scratch_bytes() + stage_in_.bytes() +
+                             stage_out_.bytes();
   return absl::OkStatus();
 }
 
@@ -429,10 +461,17 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
   batch.device_num_tokens = dev_.counts.get() + 1;
   batch.max_prefill_tokens = shape.max_prefill_tokens;
 
-  RETURN_IF_ERROR(cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
+  // The step's true token count (a decode bucket pads m) bounds the stage messages.
+  const int32_t* true_tokens = dev_.counts.get() + 1;
+  if (w_.stage.first()) {
+    RETURN_IF_ERROR(cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
+  } else {
+    RETURN_IF_ERROR(cuda::DecodeHidden(transfer_, stage_in_.get(), m, true_tokens, h, x_.get(), s));
+  }
   RETURN_IF_ERROR(cuda::RmsNormQuantizeActivations(x_.get(), w_.layers[0].input_norm.get(), m, h,
                                                    eps, act_out[0], nullptr, s));
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  const int num_layers = static_cast<int>(w_.layers.size());
+  for (int l = 0; l < num_layers; ++l) {
     const CudaLayerWeights& w = w_.layers[l];
     // Attention block; act_out[0] holds quantize(input_norm(x)).
     RETURN_IF_ERROR(TernaryMatmulInt32(gemm_.get(), w.qkv.view(),
@@ -459,13 +498,16 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
         w.ffn_sub_norm.get(), eps, act_out[1], nullptr, s));
     RETURN_IF_ERROR(cuda::TernaryMatmul(gemm_.get(), w.down.view(),
                                         cuda::Int8Activations(act_out[1], m, inter), y_.get(), s));
-    if (l + 1 < c.num_hidden_layers) {
+    if (l + 1 < num_layers) {
       RETURN_IF_ERROR(cuda::AddRmsNormQuantize(x_.get(), y_.get(),
                                                w_.layers[l + 1].input_norm.get(), m, h, eps,
                                                act_out[0], nullptr, s));
     } else {
       RETURN_IF_ERROR(cuda::AddResidual(x_.get(), y_.get(), m * h, s));
     }
+  }
+  if (!w_.stage.last()) {
+    return cuda::EncodeHidden(transfer_, x_.get(), m, true_tokens, h, stage_out_.get(), s);
   }
   if (shape.logit_rows > 0) RETURN_IF_ERROR(LmHead(0, std::min(shape.logit_rows, kLogitsChunk), s));
   return absl::OkStatus();
@@ -533,9 +575,71 @@ absl::Status CudaEngine::Run(std::span<const BatchEntry> entries,
 }
 
 absl::Status CudaEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+  if (!w_.stage.whole_model()) {
+    return absl::FailedPreconditionError("Forward needs the whole model; a pipeline stage runs StageStep");
+  }
   RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
                                 max_batch_tokens_));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  return ComputeLogits(entries, logits);
+}
+
+absl::Status CudaEngine::Step(std::span<const BatchEntry> entries,
+                              std::span<const SampleSpec> samples,
+                              std::vector<SampleResult>* results) {
+  if (!w_.stage.whole_model()) {
+    return absl::FailedPreconditionError("Step needs the whole model; a pipeline stage runs StageStep");
+  }
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
+                                max_batch_tokens_));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  return Sample(entries, samples, results);
+}
+
+absl::StatusOr<DeviceStageBuffers> CudaEngine::device_stage_buffers() {
+  DeviceStageBuffers b;
+  b.device = device_;
+  b.input = stage_in_.get();
+  b.output = stage_out_.get();
+  return b;
+}
+
+absl::Status CudaEngine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                                   const StageIo& io, std::vector<SampleResult>* results) {
+  const PipelineStage& stage = w_.stage;
+  if (!stage.last() && io.output == nullptr && !io.on_device) {
+    return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
+  }
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
+                                max_batch_tokens_));
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  int64_t m = 0;
+  for (const BatchEntry& e : entries) m += static_cast<int64_t>(e.tokens.size());
+  const int64_t h = config().hidden_size;
+  const int64_t bytes = TransferBytes(transfer_, m, h);
+  if (!stage.first() && !io.on_device) {
+    if (static_cast<int64_t>(io.input.size()) != bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pipeline stage ", stage.stage, ": input of ", io.input.size(), " bytes; ", m, " tokens of ",
+          h, " in ", TransferDtypeName(transfer_), " are ", bytes));
+    }
+    BITSERVE_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(stage_in_.get(), io.input.data(), bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  if (stage.last()) {
+    return io.logits != nullptr ? ComputeLogits(entries, io.logits) : Sample(entries, samples, results);
+  }
+  RETURN_IF_ERROR(Run(entries, {}, /*want_logits_rows=*/false));
+  if (!io.on_device) {
+    io.output->resize(static_cast<size_t>(bytes));
+    BITSERVE_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(io.output->data(), stage_out_.get(), bytes, cudaMemcpyDeviceToHost, stream_));
+  }
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaEngine::ComputeLogits(std::span<const BatchEntry> entries, std::vector<float>* logits) {
   std::vector<int32_t> rows;
   int32_t t = 0;
   for (const BatchEntry& e : entries) {
@@ -563,11 +667,9 @@ absl::Status CudaEngine::Forward(std::span<const BatchEntry> entries, std::vecto
   return absl::OkStatus();
 }
 
-absl::Status CudaEngine::Step(std::span<const BatchEntry> entries,
-                              std::span<const SampleSpec> samples,
-                              std::vector<SampleResult>* results) {
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
-                                max_batch_tokens_));
+absl::Status CudaEngine::Sample(std::span<const BatchEntry> entries,
+                                std::span<const SampleSpec> samples,
+                                std::vector<SampleResult>* results) {
   std::vector<int32_t> rows;
   int32_t t = 0;
   for (const BatchEntry& e : entries) {
@@ -585,7 +687,6 @@ absl::Status CudaEngine::Step(std::span<const BatchEntry> entries,
     }
     RETURN_IF_ERROR(samples[i].params->Validate());
   }
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
   // Sampled rows only: a kAll entry in a Step gets no LM head at all.
   bool all_sampled = true;
   for (const BatchEntry& e : entries) all_sampled = all_sampled && e.logits == LogitsWanted::kLast;

@@ -52,10 +52,13 @@ absl::StatusOr<cuda::DeviceBuffer<uint16_t>> UploadBf16(const std::vector<uint16
 
 }  // namespace
 
-absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights) {
+absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights, const PipelineStage& stage) {
   CudaModelWeights m;
   m.config = weights.config;
-  for (LayerWeights& w : weights.layers) {
+  m.stage = stage;
+  m.stage.layer_end = stage.end(weights.config.num_hidden_layers);
+  for (int index = m.stage.layer_begin; index < m.stage.layer_end; ++index) {
+    LayerWeights& w = weights.layers[index];
     CudaLayerWeights l;
     l.q_scale = cuda::FoldWeightScale(w.q.scale);
     l.k_scale = cuda::FoldWeightScale(w.k.scale);
@@ -77,12 +80,17 @@ absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights) {
                                              w.post_attention_norm.size() + w.ffn_sub_norm.size());
     m.layers.push_back(std::move(l));
   }
-  ASSIGN_OR_RETURN(m.embedding, UploadBf16(weights.embedding));
-  if (!weights.lm_head.empty()) {
-    ASSIGN_OR_RETURN(m.lm_head, UploadBf16(weights.lm_head));
+  const bool tied = weights.lm_head.empty();
+  if (stage.first() || (stage.last() && tied)) {
+    ASSIGN_OR_RETURN(m.embedding, UploadBf16(weights.embedding));
   }
-  ASSIGN_OR_RETURN(m.final_norm, UploadFloats(weights.final_norm));
-  m.norm_bytes += 4 * static_cast<int64_t>(weights.final_norm.size());
+  if (stage.last()) {
+    if (!tied) {
+      ASSIGN_OR_RETURN(m.lm_head, UploadBf16(weights.lm_head));
+    }
+    ASSIGN_OR_RETURN(m.final_norm, UploadFloats(weights.final_norm));
+    m.norm_bytes += 4 * static_cast<int64_t>(weights.final_norm.size());
+  }
   return m;
 }
 

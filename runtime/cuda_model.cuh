@@ -3,6 +3,8 @@
 // exact int32 sums; each part's own weight scale is applied by the epilogue that follows,
 // qkv_rope.cuh and gated_ffn.cuh), o and down alone with their scale in the matrix
 // (ternary_layout.h); norms as float32; embedding and LM head as bf16 (one buffer when tied).
+// A pipeline stage holds only its layers, the embedding on the first stage, the final norm and
+// LM head on the last (the embedding there too when the LM head is tied to it).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +15,7 @@
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "kernels/cuda/ternary_layout.h"
 #include "runtime/model_weights.h"
+#include "runtime/pipeline_stage.h"
 
 namespace bitserve {
 
@@ -24,8 +27,9 @@ struct CudaLayerWeights {
 
 struct CudaModelWeights {
   ModelConfig config;
-  std::vector<CudaLayerWeights> layers;
-  cuda::DeviceBuffer<uint16_t> embedding;  // [vocab, hidden] bf16
+  PipelineStage stage;                  // layer_end resolved
+  std::vector<CudaLayerWeights> layers;  // the stage's layers: layers[i] is layer stage.layer_begin + i
+  cuda::DeviceBuffer<uint16_t> embedding;  // [vocab, hidden] bf16; empty when the stage needs none
   cuda::DeviceBuffer<uint16_t> lm_head;    // empty when tied
   cuda::DeviceBuffer<float> final_norm;
   int64_t ternary_bytes = 0, norm_bytes = 0;
@@ -35,8 +39,9 @@ struct CudaModelWeights {
   }
 };
 
-// Repacks and uploads `weights`, releasing each host matrix once it is on the device (so the peak
-// host memory stays near the checkpoint's).
-absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights);
+// Repacks and uploads what `stage` holds of `weights` (loaded for that stage: LoadModelWeights with
+// its layer range), releasing each host matrix once it is on the device (so the peak host memory
+// stays near the checkpoint's).
+absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights, const PipelineStage& stage);
 
 }  // namespace bitserve

@@ -48,7 +48,8 @@ struct EngineOptions {
   std::optional<KvDtype> kv_dtype;
   ActivationTrace trace;           // optional; CPU only
   // Pipeline parallelism: the layers this engine holds (default: all) and how hidden states
-  // cross to the next stage (runtime/pipeline_stage.h). CPU only for now.
+  // cross to the next stage (runtime/pipeline_stage.h, kernels/hidden_transfer.h). CPU and CUDA;
+  // not for MoE on CUDA (no CUDA MoE engine).
   PipelineStage stage;
   TransferDtype pp_transfer = TransferDtype::kInt8;
   // > 1: LoadEngine splits the layers over this many stage engines chained in this process
@@ -76,6 +77,19 @@ struct StageIo {
   // Last stage: when set, the logits of the rows the entries ask for (as Forward) instead of
   // samples.
   std::vector<float>* logits = nullptr;
+  // GPU engines under a transport that moves device memory (NCCL): the previous stage's message
+  // is already in the engine's device input buffer and this stage's is left in its device output
+  // buffer (Engine::device_stage_buffers); `input` and `output` are not used.
+  bool on_device = false;
+};
+
+// Where a GPU stage engine keeps its messages (device pointers, each TransferBytes of
+// max_batch_tokens; null on the stage that has none: input on the first, output on the last).
+// A step's message is TransferBytes of its tokens, at the start of the buffer.
+struct DeviceStageBuffers {
+  int device = 0;  // CUDA ordinal
+  void* input = nullptr;
+  const void* output = nullptr;
 };
 
 class Engine {
@@ -132,6 +146,10 @@ class Engine {
   // for other stages.
   virtual absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                                  const StageIo& io, std::vector<SampleResult>* results);
+  // GPU engines: the buffers of StageIo::on_device. Others: Unimplemented.
+  virtual absl::StatusOr<DeviceStageBuffers> device_stage_buffers() {
+    return absl::UnimplementedError("device " + device_name() + " keeps no stage messages in device memory");
+  }
 };
 
 // Loads the checkpoint for options.device. A device this build cannot use is Unimplemented or

@@ -16,6 +16,9 @@ absl::StatusOr<std::unique_ptr<PipelineEngine>> PipelineEngine::Load(const std::
   for (const PipelineStage& stage : split) {
     EngineOptions o = options;
     o.stage = stage;
+    // The stages share one device: each sizes its KV cache from what is free when it loads, so
+    // give each an equal share of what the earlier ones left.
+    o.kv_memory_fraction = options.kv_memory_fraction / (num_stages - stage.stage);
     ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, LoadEngine(model_dir, o));
     stages.push_back(std::move(engine));
   }

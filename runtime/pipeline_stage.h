@@ -1,17 +1,7 @@
 // Pipeline parallelism (DESIGN.md "Parallelism"): which layers a stage holds, how the layers are
 // balanced over stages, and how hidden states cross from one stage to the next.
 //
-// Transfer formats of the hidden states of a step ([tokens, hidden], the residual stream after
-// the stage's last layer), one message per step:
-//
-//   int8 (default): [tokens] float32 scales, then [tokens, hidden] int8, row-major.
-//                   scale = max|x| / 127 of the token's row; q = clamp(rint(x * (127 / max|x|)),
-//                   -127, 127) (round half to even); the receiver uses q * scale. An all-zero
-//                   row has scale 0.
-//   bf16:           [tokens, hidden] bf16 bits (round to nearest even).
-//
-// int8 moves about half of bf16's bytes; what it costs in logits and perplexity is measured in
-// docs/quality.md.
+// How hidden states cross stages (int8 + fp32 per-token scales, or bf16): kernels/hidden_transfer.h.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "kernels/hidden_transfer.h"
 #include "runtime/model_config.h"
 
 namespace bitserve {
@@ -44,16 +35,5 @@ struct PipelineStage {
 // the embedding row gathers cost nothing): decode is bandwidth-bound. InvalidArgument when there
 // are fewer layers than stages.
 absl::StatusOr<std::vector<PipelineStage>> BalanceStages(const ModelConfig& config, int num_stages);
-
-enum class TransferDtype { kInt8, kBf16 };
-absl::StatusOr<TransferDtype> ParseTransferDtype(absl::string_view name);  // "int8" | "bf16"
-std::string TransferDtypeName(TransferDtype dtype);
-
-// Bytes of one message of `tokens` rows of `hidden` values.
-int64_t TransferBytes(TransferDtype dtype, int64_t tokens, int64_t hidden);
-// x: [tokens, hidden] float32 -> out: TransferBytes(...) bytes.
-void EncodeHidden(TransferDtype dtype, const float* x, int64_t tokens, int64_t hidden, uint8_t* out);
-// in: TransferBytes(...) bytes -> x: [tokens, hidden] float32.
-void DecodeHidden(TransferDtype dtype, const uint8_t* in, int64_t tokens, int64_t hidden, float* x);
 
 }  // namespace bitserve

@@ -33,6 +33,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <numeric>
 #include <optional>
@@ -43,8 +44,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/engine.h"
+#include "runtime/pipeline_stage.h"
 #include "runtime/sampling.h"
 #include "runtime/synthetic_checkpoint.h"
 
@@ -445,6 +448,182 @@ TEST(CudaEngineKvCapacity, AutomaticBlockCountFollowsTheDtype) {
   EXPECT_EQ(LoadCudaEngine(ModelDir("tiny"), f32).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
+
+// ---- Pipeline stages on the GPU (EngineOptions::stage; runtime/pipeline_engine.h) ----
+
+// (model, stages, transfer dtype).
+class CudaPipelineTest : public ::testing::TestWithParam<std::tuple<std::string, int, TransferDtype>> {
+ protected:
+  void SetUp() override {
+    if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  }
+  const std::string& model() const { return std::get<0>(GetParam()); }
+  int stages() const { return std::get<1>(GetParam()); }
+  TransferDtype transfer() const { return std::get<2>(GetParam()); }
+  std::string name() const {
+    return absl::StrCat(model(), " ", stages(), " stages ", TransferDtypeName(transfer()));
+  }
+  EngineOptions PipelineOptions(const std::string& device) const {
+    EngineOptions o = Options(device, device == "cpu" ? std::optional(KvDtype::kF32) : std::nullopt);
+    o.local_pipeline_stages = stages();
+    o.pp_transfer = transfer();
+    return o;
+  }
+};
+
+// Three sequences: a prefill step (one entry wants every row), a mixed step, then decode steps of
+// three entries (a padded bucket of 4 in the stage engines' CUDA graphs) with random next tokens.
+std::vector<std::vector<float>> RunPipelinePlan(
+    int vocab, const std::function<absl::Status(std::span<const BatchEntry>, std::vector<float>*)>& forward) {
+  std::mt19937 rng(4321);
+  std::vector<std::vector<int32_t>> prompts = {RandomTokens(11, vocab, rng), RandomTokens(19, vocab, rng),
+                                               RandomTokens(7, vocab, rng)};
+  const std::vector<std::vector<int32_t>> tables = {{5, 1, 9, 12}, {0, 7, 3, 14}, {2, 8, 11, 6}};
+  std::vector<int32_t> cached(3, 0);
+  std::vector<std::vector<float>> out;
+  std::vector<float> logits;
+  auto run = [&](std::vector<BatchEntry> batch) {
+    const absl::Status s = forward(batch, &logits);
+    EXPECT_TRUE(s.ok()) << s;
+    out.push_back(logits);
+    for (const BatchEntry& e : batch) {
+      for (size_t q = 0; q < tables.size(); ++q) {
+        if (e.block_table.data() == tables[q].data()) cached[q] += static_cast<int32_t>(e.tokens.size());
+      }
+    }
+  };
+  run({{0, prompts[0], tables[0], LogitsWanted::kAll}, {0, prompts[1], tables[1], LogitsWanted::kLast}});
+  std::vector<int32_t> a = RandomTokens(1, vocab, rng), b = RandomTokens(1, vocab, rng);
+  run({{cached[0], a, tables[0], LogitsWanted::kLast}, {0, prompts[2], tables[2], LogitsWanted::kLast},
+       {cached[1], b, tables[1], LogitsWanted::kLast}});
+  for (int step = 0; step < 6; ++step) {
+    std::vector<std::vector<int32_t>> next = {RandomTokens(1, vocab, rng), RandomTokens(1, vocab, rng),
+                                              RandomTokens(1, vocab, rng)};
+    run({{cached[0], next[0], tables[0], LogitsWanted::kLast},
+         {cached[1], next[1], tables[1], LogitsWanted::kLast},
+         {cached[2], next[2], tables[2], LogitsWanted::kLast}});
+  }
+  return out;
+}
+
+// A pipeline of CUDA stage engines against the same pipeline of CPU stage engines (the same
+// transfer bytes when their inputs agree; the CPU keeps float32 keys and values): the tolerance of
+// MatchesCpuEngine. And against the unsplit CUDA engine, which only the transfer format separates
+// from it (int8: 1/254 of a row's max per element; measured on the CPU in pipeline_stage_test).
+TEST_P(CudaPipelineTest, MatchesCpuPipelineAndWholeModel) {
+  auto gpu = LoadEngine(ModelDir(model()), PipelineOptions("cuda"));
+  auto cpu = LoadEngine(ModelDir(model()), PipelineOptions("cpu"));
+  auto whole = LoadEngine(ModelDir(model()), Options("cuda"));
+  ASSERT_TRUE(gpu.ok() && cpu.ok() && whole.ok()) << gpu.status() << cpu.status() << whole.status();
+  EXPECT_NE((*gpu)->device_name().find("pipeline"), std::string::npos) << (*gpu)->device_name();
+  const int vocab = (*gpu)->config().vocab_size;
+  auto forward = [](Engine& e) {
+    return [&e](std::span<const BatchEntry> b, std::vector<float>* l) { return e.Forward(b, l); };
+  };
+  const auto g = RunPipelinePlan(vocab, forward(**gpu));
+  const auto c = RunPipelinePlan(vocab, forward(**cpu));
+  const auto w = RunPipelinePlan(vocab, forward(**whole));
+  Comparison vs_cpu, vs_whole;
+  for (size_t step = 0; step < g.size(); ++step) {
+    CompareLogits(c[step], g[step], vocab, name() + " vs CPU pipeline, step " + std::to_string(step), &vs_cpu);
+    CompareLogits(w[step], g[step], vocab, name() + " vs whole model, step " + std::to_string(step), &vs_whole);
+  }
+  std::cout << "[ numbers  ] " << name() << ": " << vs_cpu.rows << " rows; worst relative L2 error vs the CPU "
+            << "pipeline " << vs_cpu.worst << " (near ties " << vs_cpu.near_ties << "), vs the unsplit GPU model "
+            << vs_whole.worst << " (near ties " << vs_whole.near_ties << ")" << std::endl;
+}
+
+// The device path a worker takes under NCCL (StageIo::on_device: messages stay in the engines'
+// device buffers; a device-to-device copy stands in for ncclSend/ncclRecv) computes exactly what
+// the host path computes, bit for bit, graphs included.
+TEST_P(CudaPipelineTest, DeviceMessagesEqualHostMessages) {
+  auto host = LoadEngine(ModelDir(model()), PipelineOptions("cuda"));
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto split = BalanceStages((*host)->config(), stages());
+  ASSERT_TRUE(split.ok()) << split.status();
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (const PipelineStage& st : *split) {
+    EngineOptions o = Options("cuda");
+    o.stage = st;
+    o.pp_transfer = transfer();
+    auto e = LoadEngine(ModelDir(model()), o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ((*e)->stage().layer_begin, st.layer_begin);
+    engines.push_back(std::move(*e));
+  }
+  const int vocab = (*host)->config().vocab_size;
+  const int64_t hidden = (*host)->config().hidden_size;
+  auto device_forward = [&](std::span<const BatchEntry> batch, std::vector<float>* logits) -> absl::Status {
+    int64_t tokens = 0;
+    for (const BatchEntry& e : batch) tokens += static_cast<int64_t>(e.tokens.size());
+    for (size_t s = 0; s < engines.size(); ++s) {
+      StageIo io;
+      io.on_device = true;
+      io.logits = logits;
+      std::vector<SampleResult> unused;
+      if (absl::Status st = engines[s]->StageStep(batch, {}, io, &unused); !st.ok()) return st;
+      if (s + 1 == engines.size()) break;
+      auto from = engines[s]->device_stage_buffers();
+      auto to = engines[s + 1]->device_stage_buffers();
+      if (!from.ok() || !to.ok()) return absl::InternalError("no device stage buffers");
+      if (cudaMemcpy(to->input, from->output, TransferBytes(transfer(), tokens, hidden), cudaMemcpyDeviceToDevice) !=
+          cudaSuccess) {
+        return absl::InternalError("cudaMemcpy");
+      }
+    }
+    return absl::OkStatus();
+  };
+  const auto a = RunPipelinePlan(vocab, [&](std::span<const BatchEntry> b, std::vector<float>* l) {
+    return (*host)->Forward(b, l);
+  });
+  const auto d = RunPipelinePlan(vocab, device_forward);
+  ASSERT_EQ(a.size(), d.size());
+  for (size_t step = 0; step < a.size(); ++step) {
+    ASSERT_EQ(a[step].size(), d[step].size());
+    EXPECT_EQ(std::memcmp(a[step].data(), d[step].data(), a[step].size() * 4), 0) << name() << " step " << step;
+  }
+}
+
+// A stage engine runs only StageStep, and checks the message size of the host path.
+TEST(CudaPipelineStage, RejectsWholeModelCallsAndWrongInput) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  EngineOptions o = Options("cuda");
+  o.stage = {1, 2, 1, -1};
+  auto e = LoadEngine(ModelDir("test-gqa"), o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::vector<int32_t> tokens = {1, 2};
+  const std::vector<int32_t> table = {3};
+  const std::vector<BatchEntry> batch = {{0, tokens, table, LogitsWanted::kLast}};
+  std::vector<float> logits;
+  EXPECT_EQ((*e)->Forward(batch, &logits).code(), absl::StatusCode::kFailedPrecondition);
+  std::vector<uint8_t> wrong(5);
+  StageIo io;
+  io.input = wrong;
+  io.logits = &logits;
+  std::vector<SampleResult> results;
+  const absl::Status s = (*e)->StageStep(batch, {}, io, &results);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  std::vector<uint8_t> right(TransferBytes(TransferDtype::kInt8, 2, (*e)->config().hidden_size));
+  io.input = right;
+  EXPECT_TRUE((*e)->StageStep(batch, {}, io, &results).ok());
+  EXPECT_EQ(logits.size(), static_cast<size_t>((*e)->config().vocab_size));
+  o.stage = {0, 2, 0, 99};
+  EXPECT_EQ(LoadEngine(ModelDir("test-gqa"), o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, CudaPipelineTest,
+    ::testing::Values(std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kInt8},
+                      std::tuple<std::string, int, TransferDtype>{"test-gqa", 3, TransferDtype::kInt8},
+                      std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kBf16},
+                      std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kInt8},
+                      std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kBf16}),
+    [](const ::testing::TestParamInfo<std::tuple<std::string, int, TransferDtype>>& info) {
+      std::string name = absl::StrCat(std::get<0>(info.param), "_", std::get<1>(info.param), "_stages_",
+                                      TransferDtypeName(std::get<2>(info.param)));
+      std::replace(name.begin(), name.end(), '-', '_');
+      return name;
+    });
 
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaEngineKvTest,

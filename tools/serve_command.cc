@@ -36,18 +36,21 @@ struct ServeArgs {
   int worker_heartbeat_timeout_ms = 3000;
   int pipeline_stages = 1;
   std::string pp_transfer = "int8";
+  std::string pp_transport = "auto";
 };
 
 // `bitserve worker` processes of this machine, started by serve and stopped with it.
 class LocalWorkers {
  public:
+  // Device "cuda" puts worker i on GPU i; "cuda:N" (and "cpu") puts every worker there.
   absl::Status Start(int count, const std::string& coordinator, const std::string& device) {
     char self[4096] = {};
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0) return absl::InternalError("cannot find this executable (/proc/self/exe)");
     for (int i = 0; i < count; ++i) {
       const std::string id = absl::StrCat("local-", i);
-      std::vector<std::string> args = {self, "worker", "--coordinator", coordinator, "--device", device,
+      const std::string worker_device = device == "cuda" ? absl::StrCat("cuda:", i) : device;
+      std::vector<std::string> args = {self, "worker", "--coordinator", coordinator, "--device", worker_device,
                                        "--worker-id", id};
       const pid_t pid = fork();
       if (pid < 0) return absl::InternalError("fork failed");
@@ -160,6 +163,7 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.num_stages = args.pipeline_stages;
     hub_options.metrics = &metrics;
     ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
+    ASSIGN_OR_RETURN(hub_options.pp_transport, rpc::ParsePipelineTransport(args.pp_transport));
     ASSIGN_OR_RETURN(hub, rpc::WorkerHub::Create(hub_options));
     grpc::ServerBuilder builder;
     int port = 0;
@@ -247,8 +251,10 @@ void AddServeCommand(CLI::App& app) {
                   "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port");
   cmd->add_option("--pipeline-stages", args->pipeline_stages,
                   "Split the layers over this many workers (without --worker-listen: local worker "
-                  "processes, one per stage)");
+                  "processes, one per stage; --device cuda puts stage i on GPU i)");
   cmd->add_option("--pp-transfer", args->pp_transfer, "Hidden states between stages: int8 (default) or bf16");
+  cmd->add_option("--pp-transport", args->pp_transport,
+                  "Between stages: auto (NCCL when every stage has a GPU of its own, else TCP), nccl or tcp");
   cmd->add_option("--worker-heartbeat-timeout", args->worker_heartbeat_timeout_ms,
                   "Milliseconds without a heartbeat before a worker is lost (default 3000)");
   cmd->callback([args] { RunOrExit("serve", [&] { return Serve(*args); }); });

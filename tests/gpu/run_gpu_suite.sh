@@ -5,7 +5,8 @@
 #     build/bench/cuda/official_kernel_benchmark build/bench/cuda/long_context_benchmark
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
-#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx (default: tests product)
+#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline llama70b
+#                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
 # product:  generate, perplexity (also with int8 and int4 KV) and an offline batch job with
@@ -13,6 +14,7 @@
 # official: bitserve's ternary GEMV beside the official BitNet kernel on its shapes
 # serve:    `bitserve serve --device cuda` on the bitnet-2b4t preset driven by `bench-serve`
 # longctx:  KV capacity, chunked prefill and decode at 4K..1M context for bf16/int8/int4
+# pipeline: tests/gpu/pipeline_gpu_test.sh (NCCL and TCP pipelines of CUDA worker processes)
 # Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
@@ -49,6 +51,11 @@ if has serve; then
       | grep -E "Successful|Failed|throughput|Median|P99"
   done
   kill -TERM $spid; wait $spid; echo "serve exit $?"
+fi
+
+if has pipeline; then
+  timeout 500 bash tests/gpu/pipeline_gpu_test.sh "$bin/bitserve" 2>&1 | tee "$out/pipeline_gpu_test.log" | grep -E "^(ok|FAIL|PASS)"
+  echo "pipeline_gpu_test exit ${PIPESTATUS[0]}"
 fi
 
 has tests || has product || exit 0
