@@ -15,6 +15,10 @@
 # serve:    `bitserve serve --device cuda` on the bitnet-2b4t preset driven by `bench-serve`
 # longctx:  KV capacity, chunked prefill and decode at 4K..1M context for bf16/int8/int4
 # pipeline: tests/gpu/pipeline_gpu_test.sh (NCCL and TCP pipelines of CUDA worker processes)
+# llama70b: the llama-70b preset on one GPU: engine_benchmark (batch-1 step vs the bandwidth
+#           floor, batches 64/256, prefill) and served offline throughput at 128/128 and 512/512
+#           (bench-serve, everything submitted at once) with int8 and int4 KV.
+#           LLAMA70B_PARTS picks among "engine int8 int4" (default: all).
 # Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
@@ -51,6 +55,37 @@ if has serve; then
       | grep -E "Successful|Failed|throughput|Median|P99"
   done
   kill -TERM $spid; wait $spid; echo "serve exit $?"
+fi
+
+if has llama70b; then
+  m=/tmp/bitserve-llama-70b
+  parts70=${LLAMA70B_PARTS:-engine int8 int4}
+  if [ ! -e "$m/config.json" ]; then
+    t0=$(date +%s)
+    "$bin/bitserve" make-model --preset llama-70b --out "$m" --no-tokenizer >/dev/null 2>&1 || echo "make-model failed"
+    echo "make-model llama-70b: $(( $(date +%s) - t0 )) s"
+  fi
+  if [[ " $parts70 " == *" engine "* ]]; then
+    timeout 420 "$bin/engine_benchmark" --model "$m" --batches 1,16,64,256 --prompt 512 --steps 16 \
+      --prefill 4096 2>&1 | tee "$out/llama70b_engine_benchmark.log"
+  fi
+  for kv in int8 int4; do
+    [[ " $parts70 " == *" $kv "* ]] || continue
+    "$bin/bitserve" serve --model "$m" --device cuda --kv-dtype $kv --listen 127.0.0.1:0 --max-num-seqs 1024 \
+      >/dev/null 2>"$out/llama70b_serve_$kv.log" &
+    spid=$!
+    for _ in $(seq 3000); do grep -q "listening on" "$out/llama70b_serve_$kv.log" && break; sleep 0.1; done
+    addr=$(grep -o "listening on .*" "$out/llama70b_serve_$kv.log" | awk '{print $3}')
+    grep "bitserve serve: " "$out/llama70b_serve_$kv.log" | head -3
+    for shape in "128 1024" "512 512"; do
+      set -- $shape
+      echo "== llama-70b $kv KV, $1/$1, $2 requests at once"
+      timeout 280 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $2 --input-len $1 --output-len $1 \
+        --max-concurrency $2 --timeout 260 --json "$out/llama70b_${kv}_$1.json" 2>&1 \
+        | tee "$out/llama70b_${kv}_$1.log" | grep -E "Successful|Failed|throughput|Median|P99"
+    done
+    kill -TERM $spid; wait $spid; echo "serve exit $?"
+  done
 fi
 
 if has pipeline; then
