@@ -123,7 +123,7 @@ class CudaEngine final : public Engine {
 
  private:
   CudaEngine() = default;
-  absl::Status Init(ModelWeights weights, const EngineOptions& options,
+  absl::Status Init(const std::filesystem::path& model_dir, const EngineOptions& options,
                     const CudaEngineOptions& cuda_options);
 
   // Stages the batch's metadata and copies it to the device. `logit_rows` are flattened token
@@ -226,23 +226,20 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
   RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
-  ASSIGN_OR_RETURN(ModelWeights weights,
-                   LoadModelWeights(model_dir, options.stage.layer_begin,
-                                    options.stage.end(config.num_hidden_layers)));
-  if (weights.config.is_moe()) {
+  if (config.is_moe()) {
     return absl::UnimplementedError(absl::StrCat(
-        model_dir.string(), ": Mixture-of-Experts models (", weights.config.num_experts,
+        model_dir.string(), ": Mixture-of-Experts models (", config.num_experts,
         " experts) run on --device cpu only; the CUDA MoE kernels are not built yet"));
   }
   std::unique_ptr<CudaEngine> engine(new CudaEngine);
   engine->device_ = device;
-  RETURN_IF_ERROR(engine->Init(std::move(weights), options, cuda_options));
+  RETURN_IF_ERROR(engine->Init(model_dir, options, cuda_options));
   return engine;
 }
 
-absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options,
+absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const EngineOptions& options,
                               const CudaEngineOptions& cuda_options) {
-  const ModelConfig c = weights.config;
+  ASSIGN_OR_RETURN(const ModelConfig c, LoadModelConfig(model_dir));
   const int h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   if (h % 4 != 0 || inter % 4 != 0 || qd % 4 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -262,7 +259,7 @@ absl::Status CudaEngine::Init(ModelWeights weights, const EngineOptions& options
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
   std::vector<float> inv_freq = cpu::RopeInverseFrequencies(c.head_dim, c.rope_theta);
-  ASSIGN_OR_RETURN(w_, UploadModelWeights(std::move(weights), options.stage));
+  ASSIGN_OR_RETURN(w_, LoadCudaModelWeights(model_dir, options.stage));
   const PipelineStage& stage = w_.stage;
   const int num_layers = stage.layer_end - stage.layer_begin;
   footprint_.ternary_weight_bytes = w_.ternary_bytes;

@@ -1,7 +1,9 @@
+#include <algorithm>
 #include <initializer_list>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/status_macros.h"
 #include "runtime/cuda_model.cuh"
 
@@ -50,46 +52,59 @@ absl::StatusOr<cuda::DeviceBuffer<uint16_t>> UploadBf16(const std::vector<uint16
   return buffer;
 }
 
+absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_bytes, int64_t* norm_bytes) {
+  CudaLayerWeights l;
+  l.q_scale = cuda::FoldWeightScale(w.q.scale);
+  l.k_scale = cuda::FoldWeightScale(w.k.scale);
+  l.v_scale = cuda::FoldWeightScale(w.v.scale);
+  l.gate_scale = cuda::FoldWeightScale(w.gate.scale);
+  l.up_scale = cuda::FoldWeightScale(w.up.scale);
+  ASSIGN_OR_RETURN(l.qkv, UploadStacked({&w.q, &w.k, &w.v}));
+  ASSIGN_OR_RETURN(l.o, UploadStacked({&w.o}));
+  ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.gate, &w.up}));
+  ASSIGN_OR_RETURN(l.down, UploadStacked({&w.down}));
+  for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o, &l.gate_up, &l.down}) *ternary_bytes += t->view().bytes();
+  ASSIGN_OR_RETURN(l.input_norm, UploadFloats(w.input_norm));
+  ASSIGN_OR_RETURN(l.attn_sub_norm, UploadFloats(w.attn_sub_norm));
+  ASSIGN_OR_RETURN(l.post_attention_norm, UploadFloats(w.post_attention_norm));
+  ASSIGN_OR_RETURN(l.ffn_sub_norm, UploadFloats(w.ffn_sub_norm));
+  *norm_bytes += 4 * static_cast<int64_t>(w.input_norm.size() + w.attn_sub_norm.size() +
+                                          w.post_attention_norm.size() + w.ffn_sub_norm.size());
+  return l;
+}
+
 }  // namespace
 
-absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights, const PipelineStage& stage) {
+absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir, const PipelineStage& stage) {
+  // Everything but the layers first (the embedding and LM head, bf16).
+  ASSIGN_OR_RETURN(ModelWeights rest, LoadModelWeights(dir, 0, 0));
   CudaModelWeights m;
-  m.config = weights.config;
+  m.config = rest.config;
   m.stage = stage;
-  m.stage.layer_end = stage.end(weights.config.num_hidden_layers);
-  for (int index = m.stage.layer_begin; index < m.stage.layer_end; ++index) {
-    LayerWeights& w = weights.layers[index];
-    CudaLayerWeights l;
-    l.q_scale = cuda::FoldWeightScale(w.q.scale);
-    l.k_scale = cuda::FoldWeightScale(w.k.scale);
-    l.v_scale = cuda::FoldWeightScale(w.v.scale);
-    l.gate_scale = cuda::FoldWeightScale(w.gate.scale);
-    l.up_scale = cuda::FoldWeightScale(w.up.scale);
-    ASSIGN_OR_RETURN(l.qkv, UploadStacked({&w.q, &w.k, &w.v}));
-    ASSIGN_OR_RETURN(l.o, UploadStacked({&w.o}));
-    ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.gate, &w.up}));
-    ASSIGN_OR_RETURN(l.down, UploadStacked({&w.down}));
-    for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o, &l.gate_up, &l.down}) {
-      m.ternary_bytes += t->view().bytes();
-    }
-    ASSIGN_OR_RETURN(l.input_norm, UploadFloats(w.input_norm));
-    ASSIGN_OR_RETURN(l.attn_sub_norm, UploadFloats(w.attn_sub_norm));
-    ASSIGN_OR_RETURN(l.post_attention_norm, UploadFloats(w.post_attention_norm));
-    ASSIGN_OR_RETURN(l.ffn_sub_norm, UploadFloats(w.ffn_sub_norm));
-    m.norm_bytes += 4 * static_cast<int64_t>(w.input_norm.size() + w.attn_sub_norm.size() +
-                                             w.post_attention_norm.size() + w.ffn_sub_norm.size());
-    m.layers.push_back(std::move(l));
-  }
-  const bool tied = weights.lm_head.empty();
+  m.stage.layer_end = stage.end(rest.config.num_hidden_layers);
+  const bool tied = rest.lm_head.empty();
   if (stage.first() || (stage.last() && tied)) {
-    ASSIGN_OR_RETURN(m.embedding, UploadBf16(weights.embedding));
+    ASSIGN_OR_RETURN(m.embedding, UploadBf16(rest.embedding));
   }
   if (stage.last()) {
     if (!tied) {
-      ASSIGN_OR_RETURN(m.lm_head, UploadBf16(weights.lm_head));
+      ASSIGN_OR_RETURN(m.lm_head, UploadBf16(rest.lm_head));
     }
-    ASSIGN_OR_RETURN(m.final_norm, UploadFloats(weights.final_norm));
-    m.norm_bytes += 4 * static_cast<int64_t>(weights.final_norm.size());
+    ASSIGN_OR_RETURN(m.final_norm, UploadFloats(rest.final_norm));
+    m.norm_bytes += 4 * static_cast<int64_t>(rest.final_norm.size());
+  }
+  rest = ModelWeights();
+  // Then the layers, a few at a time: decoded on every CPU thread, packed (PackTernaryMatrix is
+  // parallel too), uploaded and released, so the host holds at most `chunk` layers' int8 values.
+  const int chunk = std::clamp(cpu::NumThreads(), 1, 8);
+  for (int begin = m.stage.layer_begin; begin < m.stage.layer_end; begin += chunk) {
+    const int end = std::min(begin + chunk, m.stage.layer_end);
+    ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, LoadLayerWeights(dir, begin, end));
+    for (LayerWeights& w : layers) {
+      ASSIGN_OR_RETURN(CudaLayerWeights l, UploadLayer(w, &m.ternary_bytes, &m.norm_bytes));
+      m.layers.push_back(std::move(l));
+      w = LayerWeights();
+    }
   }
   return m;
 }

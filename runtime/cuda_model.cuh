@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -39,9 +40,8 @@ struct CudaModelWeights {
   }
 };
 
-// Repacks and uploads what `stage` holds of `weights` (loaded for that stage: LoadModelWeights with
-// its layer range), releasing each host matrix once it is on the device (so the peak host memory
-// stays near the checkpoint's).
-absl::StatusOr<CudaModelWeights> UploadModelWeights(ModelWeights weights, const PipelineStage& stage);
+// Reads, repacks and uploads what `stage` holds of the checkpoint in `dir` (layers a few at a
+// time: host memory stays near a few layers' worth, not the model's).
+absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir, const PipelineStage& stage);
 
 }  // namespace bitserve

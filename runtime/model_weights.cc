@@ -1,5 +1,6 @@
 #include "runtime/model_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -246,10 +247,44 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
   return t;
 }
 
+namespace {
+
+// Layers [begin, end) of the checked checkpoint into `layers` (indexed from `begin`), decoded on
+// every CPU thread.
+absl::Status DecodeLayers(const Loader& loader, int begin, int end, std::vector<LayerWeights>* layers) {
+  layers->resize(std::max(0, end - begin));
+  std::vector<absl::Status> status(layers->size());
+  cpu::ParallelFor(static_cast<int64_t>(layers->size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      absl::StatusOr<LayerWeights> layer = LoadLayer(loader, static_cast<int>(begin + i));
+      if (layer.ok()) {
+        (*layers)[i] = *std::move(layer);
+      } else {
+        status[i] = layer.status();
+      }
+    }
+  });
+  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+absl::Status CheckLayerRange(const ModelConfig& c, int begin, int end) {
+  if (begin < 0 || end < begin || end > c.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("layers [", begin, ", ", end, ") are not a range of the ",
+                                                   c.num_hidden_layers, " layers"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, int layer_begin,
                                               int layer_end) {
   ModelWeights w;
   ASSIGN_OR_RETURN(w.config, LoadModelConfig(dir));
+  const int n = w.config.num_hidden_layers;
+  if (layer_end < 0) layer_end = n;
+  RETURN_IF_ERROR(CheckLayerRange(w.config, layer_begin, layer_end));
   ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(dir));
   Loader loader(w.config, archive);
   RETURN_IF_ERROR(loader.CheckInventory());
@@ -258,23 +293,23 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, 
   if (!w.config.tie_word_embeddings) w.lm_head = ReadBf16(loader.Get("lm_head.weight"));
   ASSIGN_OR_RETURN(w.final_norm, loader.Floats("model.norm.weight"));
 
-  // Layers decode independently: spread them over the CPU threads.
-  const int n = w.config.num_hidden_layers;
+  std::vector<LayerWeights> decoded;
+  RETURN_IF_ERROR(DecodeLayers(loader, layer_begin, layer_end, &decoded));
   w.layers.resize(n);
-  std::vector<absl::Status> status(n);
-  cpu::ParallelFor(n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (i < layer_begin || (layer_end >= 0 && i >= layer_end)) continue;
-      absl::StatusOr<LayerWeights> layer = LoadLayer(loader, static_cast<int>(i));
-      if (layer.ok()) {
-        w.layers[i] = *std::move(layer);
-      } else {
-        status[i] = layer.status();
-      }
-    }
-  });
-  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+  for (int i = layer_begin; i < layer_end; ++i) w.layers[i] = std::move(decoded[i - layer_begin]);
   return w;
+}
+
+absl::StatusOr<std::vector<LayerWeights>> LoadLayerWeights(const std::filesystem::path& dir, int layer_begin,
+                                                           int layer_end) {
+  ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(dir));
+  RETURN_IF_ERROR(CheckLayerRange(config, layer_begin, layer_end));
+  ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(dir));
+  Loader loader(config, archive);
+  RETURN_IF_ERROR(loader.CheckInventory());
+  std::vector<LayerWeights> layers;
+  RETURN_IF_ERROR(DecodeLayers(loader, layer_begin, layer_end, &layers));
+  return layers;
 }
 
 }  // namespace bitserve

@@ -73,4 +73,10 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& config);
 absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, int layer_begin = 0,
                                               int layer_end = -1);
 
+// Only layers [layer_begin, layer_end) (checked as LoadModelWeights checks the whole checkpoint),
+// decoded on every CPU thread: a GPU engine streams a 70B model to the device a few layers at a
+// time so that host memory holds a few layers, not the model's int8 values (70 GB).
+absl::StatusOr<std::vector<LayerWeights>> LoadLayerWeights(const std::filesystem::path& dir, int layer_begin,
+                                                           int layer_end);
+
 }  // namespace bitserve

@@ -464,7 +464,9 @@ class CudaPipelineTest : public ::testing::TestWithParam<std::tuple<std::string,
     return absl::StrCat(model(), " ", stages(), " stages ", TransferDtypeName(transfer()));
   }
   EngineOptions PipelineOptions(const std::string& device) const {
-    EngineOptions o = Options(device, device == "cpu" ? std::optional(KvDtype::kF32) : std::nullopt);
+    // The CPU stages keep bf16 keys and values too (the same bytes as the GPU's), so that what
+    // separates the pipelines is what separates the engines: float order, the LM head's bf16 input.
+    EngineOptions o = Options(device, KvDtype::kBf16);
     o.local_pipeline_stages = stages();
     o.pp_transfer = transfer();
     return o;
@@ -507,8 +509,7 @@ std::vector<std::vector<float>> RunPipelinePlan(
 }
 
 // A pipeline of CUDA stage engines against the same pipeline of CPU stage engines (the same
-// transfer bytes when their inputs agree; the CPU keeps float32 keys and values): the tolerance of
-// MatchesCpuEngine. And against the unsplit CUDA engine, which only the transfer format separates
+// transfer and KV bytes when their inputs agree): the tolerance of MatchesCpuEngine. And against the unsplit CUDA engine, which only the transfer format separates
 // from it (int8: 1/254 of a row's max per element; measured on the CPU in pipeline_stage_test).
 TEST_P(CudaPipelineTest, MatchesCpuPipelineAndWholeModel) {
   auto gpu = LoadEngine(ModelDir(model()), PipelineOptions("cuda"));

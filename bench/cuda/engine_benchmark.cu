@@ -58,6 +58,7 @@ double CopyBandwidth() {
 }
 
 int Run(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear as they are measured, also into a pipe
   std::string model, batches = "1,16,64,256", prefills = "512,4096";
   int prompt = 512, steps = 32;
   for (int i = 1; i + 1 < argc; i += 2) {

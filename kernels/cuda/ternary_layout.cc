@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/parallel.h"
 
 namespace bitserve::cuda {
 namespace {
@@ -73,17 +75,35 @@ absl::StatusOr<PackedTernaryMatrix> PackTernaryMatrix(const int8_t* values, int6
   w.scale = FoldWeightScale(scale);
   w.words.assign(w.padded_rows * w.padded_cols / 16, 0u);  // code 0 in the padding
   const int64_t k_tiles = w.k_tiles();
-  for (int64_t r = 0; r < rows; ++r) {
-    const int8_t* row = values + r * cols;
-    for (int64_t k = 0; k < cols; ++k) {
-      const int v = row[k];
-      if (v < -1 || v > 1) {
-        return absl::InvalidArgumentError(absl::StrCat("ternary matrix value at [", r, ", ", k,
-                                                       "] is ", v, ", expected -1, 0 or 1"));
+  // Row tiles own disjoint words: pack them on every CPU thread (a 70B model has 70e9 codes).
+  std::mutex mu;
+  int64_t bad_r = -1, bad_k = -1;
+  int bad_v = 0;
+  cpu::ParallelFor(w.row_tiles(), 1, [&](int64_t tile_begin, int64_t tile_end) {
+    const int64_t r_end = std::min(rows, tile_end * kTernaryRowTile);
+    for (int64_t r = tile_begin * kTernaryRowTile; r < r_end; ++r) {
+      const int8_t* row = values + r * cols;
+      // The 16 codes of columns [k0, k0 + 16) of one row fill one word (LocateTernaryCode: the
+      // same word, shift 8 * (e % 4) + 2 * (e / 4) for column k0 + e), which no other row shares.
+      for (int64_t k0 = 0; k0 < cols; k0 += 16) {
+        uint32_t word = 0;
+        const int64_t n = std::min<int64_t>(16, cols - k0);
+        for (int64_t e = 0; e < n; ++e) {
+          const int v = row[k0 + e];
+          if (v < -1 || v > 1) {
+            std::lock_guard<std::mutex> lock(mu);
+            if (bad_r < 0 || r < bad_r) bad_r = r, bad_k = k0 + e, bad_v = v;
+            return;
+          }
+          word |= static_cast<uint32_t>(v + 1) << (8 * (e & 3) + 2 * (e >> 2));
+        }
+        w.words[LocateTernaryCode(k_tiles, r, k0).word] = word;
       }
-      const TernaryCodePosition pos = LocateTernaryCode(k_tiles, r, k);
-      w.words[pos.word] |= static_cast<uint32_t>(v + 1) << pos.shift;
     }
+  });
+  if (bad_r >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("ternary matrix value at [", bad_r, ", ", bad_k, "] is ",
+                                                   bad_v, ", expected -1, 0 or 1"));
   }
   return w;
 }

@@ -32,19 +32,21 @@ wait_for() {  # FILE REGEX SECONDS
 tokens() { grep -o '"token_ids":\[[^]]*\]' | head -1; }
 prompts=("2043,50,60,70,80" "2043,318,1000,77,1500,12,13" "2043,900" "2043,40,41,42,43,44,45,46,47,48")
 declare -A want
+echo "references: generate --device cuda --pipeline-stages 2 (one process)"
 for p in "${prompts[@]}"; do
   want[$p]=$("$bitserve" generate --model "$model" --device cuda --pipeline-stages 2 --prompt-ids "$p" \
     --max-tokens 24 --ignore-eos --json 2>"$tmp/reference.log" | tokens)
   [ -n "${want[$p]}" ] || fail "no reference for $p"
 done
 check_served() {  # ADDRESS WHAT
-  local i=0
+  local i=0 clients=()
   for p in "${prompts[@]}"; do
-    "$bitserve" client generate --server "$1" --prompt-ids "$p" --max-tokens 24 --ignore-eos --json \
+    timeout 120 "$bitserve" client generate --server "$1" --prompt-ids "$p" --max-tokens 24 --ignore-eos --json \
       >"$tmp/client_$i.json" 2>"$tmp/client_$i.err" &
+    clients+=($!)
     i=$((i + 1))
   done
-  wait
+  for c in "${clients[@]}"; do wait "$c" || true; done
   i=0
   for p in "${prompts[@]}"; do
     got=$(tokens <"$tmp/client_$i.json" || true)
@@ -66,6 +68,7 @@ worker() {  # NAME DEVICE JOIN HOSTID
 }
 
 # 1. NCCL between two worker processes.
+echo "NCCL pipeline of two worker processes on $gpus GPU(s)"
 [ "$gpus" -eq 1 ] && export NCCL_SOCKET_IFNAME=lo
 "$bitserve" serve --model "$model" --listen 127.0.0.1:0 --worker-listen 127.0.0.1:0 --pipeline-stages 2 \
   --pp-transport nccl --num-kv-blocks 256 --worker-heartbeat-timeout 1500 >/dev/null 2>"$tmp/serve.log" &

@@ -66,8 +66,10 @@ if has llama70b; then
     echo "make-model llama-70b: $(( $(date +%s) - t0 )) s"
   fi
   if [[ " $parts70 " == *" engine "* ]]; then
+    t0=$(date +%s)
     timeout 420 "$bin/engine_benchmark" --model "$m" --batches 1,16,64,256 --prompt 512 --steps 16 \
       --prefill 4096 2>&1 | tee "$out/llama70b_engine_benchmark.log"
+    echo "engine_benchmark llama-70b: $(( $(date +%s) - t0 )) s"
   fi
   for kv in int8 int4; do
     [[ " $parts70 " == *" $kv "* ]] || continue
