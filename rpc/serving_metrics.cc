@@ -140,6 +140,11 @@ ServingMetrics::ServingMetrics()
           "Time one worker (pipeline stage) computed one step, as it reports; against "
           "bitserve_step_duration_seconds it shows which stage bounds the pipeline.",
           StepDurationBuckets(), {"stage"})),
+      stage_transfer_(registry_.AddHistogram(
+          "bitserve_pipeline_stage_transfer_seconds",
+          "Time one worker (pipeline stage) spent in its transport for one step: receiving the "
+          "previous stage's hidden states and sending its own (NCCL or TCP), waits included.",
+          StepDurationBuckets(), {"stage"})),
       steps_in_flight_(registry_
                            .AddGauge("bitserve_steps_in_flight",
                                      "Steps handed to the workers and not yet answered (a pipeline "
@@ -182,8 +187,9 @@ void ServingMetrics::StepDone(int num_tokens, int num_seqs, double seconds, int 
   if (num_preempted > 0) preemptions_.Increment(num_preempted);
 }
 
-void ServingMetrics::StageStepDone(int stage, double compute_seconds) {
+void ServingMetrics::StageStepDone(int stage, double compute_seconds, double transfer_seconds) {
   stage_compute_.WithLabels({std::to_string(stage)}).Observe(compute_seconds);
+  stage_transfer_.WithLabels({std::to_string(stage)}).Observe(transfer_seconds);
 }
 
 void ServingMetrics::SetStepsInFlight(int steps) { steps_in_flight_.Set(steps); }

@@ -56,9 +56,12 @@ class ServingMetrics {
   // One observation per generated token after the first.
   void InterTokenLatency(double seconds);
   void StepDone(int num_tokens, int num_seqs, double seconds, int num_preempted);
-  // Pipelines of workers: the time one stage computed one step (its StepResult), and the steps
-  // handed to the workers and not yet answered.
-  void StageStepDone(int stage, double compute_seconds);
+  // Pipelines of workers: the time one stage computed one step and spent in its transport
+  // (receiving the previous stage's hidden states, sending its own: NCCL or TCP, waits for a
+  // peer included), as its StepResult says, and the steps handed to the workers and not yet
+  // answered. Per stage, compute over wall time is its utilization; 1 minus the mean
+  // utilization is the pipeline bubble (docs/perf.md).
+  void StageStepDone(int stage, double compute_seconds, double transfer_seconds);
   void SetStepsInFlight(int steps);
   void SetState(int waiting, int running, int kv_blocks_used, int kv_blocks_free,
                 int64_t kv_capacity_tokens, bool ready);
@@ -90,6 +93,7 @@ class ServingMetrics {
   Histogram& step_sequences_;
   Histogram& step_duration_;
   HistogramFamily& stage_compute_;
+  HistogramFamily& stage_transfer_;
   Gauge& steps_in_flight_;
   RateWindow generated_rate_;
 };

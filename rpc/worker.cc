@@ -132,7 +132,8 @@ class Inbox {
 // any stage failed.
 absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuffers* device,
                      const wire::StepPlan& plan, DecodedStep& step, std::vector<uint8_t>& input,
-                     std::vector<uint8_t>& output, std::vector<SampleResult>& results, TransferDtype dtype) {
+                     std::vector<uint8_t>& output, std::vector<SampleResult>& results, TransferDtype dtype,
+                     double* transfer_seconds) {
   const PipelineStage& stage = engine.stage();
   RETURN_IF_ERROR(DecodeStep(plan, &step));
   if (stage.whole_model()) return engine.Step(step.entries, step.samples, &results);
@@ -143,28 +144,33 @@ absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuff
                                                    engine.max_batch_tokens()));
   }
   const int64_t bytes = TransferBytes(dtype, tokens, engine.config().hidden_size);
+  // Time in the transport, waits for the peer included.
+  auto timed = [transfer_seconds](auto&& call) {
+    const auto start = Clock::now();
+    absl::Status s = call();
+    *transfer_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    return s;
+  };
   StageIo io;
   io.on_device = device != nullptr;
   io.output = &output;
   absl::Status status;
   if (!stage.first()) {
     if (device != nullptr) {
-      status = transport->Recv(stage.stage - 1, device->input, bytes);
+      status = timed([&] { return transport->Recv(stage.stage - 1, device->input, bytes); });
     } else {
       input.resize(bytes);
-      status = transport->Recv(stage.stage - 1, input.data(), bytes);
+      status = timed([&] { return transport->Recv(stage.stage - 1, input.data(), bytes); });
       io.input = input;
     }
   }
   if (status.ok()) status = engine.StageStep(step.entries, step.samples, io, &results);
   if (!stage.last()) {
-    absl::Status sent;
-    if (device != nullptr) {
-      sent = transport->Send(stage.stage + 1, device->output, bytes);
-    } else {
-      sent = status.ok() ? transport->Send(stage.stage + 1, output.data(), static_cast<int64_t>(output.size()))
+    const absl::Status sent = timed([&] {
+      if (device != nullptr) return transport->Send(stage.stage + 1, device->output, bytes);
+      return status.ok() ? transport->Send(stage.stage + 1, output.data(), static_cast<int64_t>(output.size()))
                          : transport->Send(stage.stage + 1, nullptr, 0);
-    }
+    });
     if (status.ok()) status = sent;
   }
   return status;
@@ -337,15 +343,17 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
     result.set_pipeline_stage(shard.pipeline_stage());
     const auto start = Clock::now();
     results.clear();
+    double transfer_seconds = 0;
     const absl::Status status =
         RunStep(*engine, transport.get(), device_buffers ? &*device_buffers : nullptr, next->step(), step, input,
-                output, results, engine_options.pp_transfer);
+                output, results, engine_options.pp_transfer, &transfer_seconds);
     if (status.ok()) {
       EncodeResults(results, step.sampled_seq_ids, &result);
     } else {
       *result.mutable_status() = StatusToProto(status);
     }
-    result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count());
+    result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count() - transfer_seconds);
+    result.set_transfer_seconds(transfer_seconds);
     ++steps_done;
     if (!sender.Send(reply)) {
       return finish(absl::UnavailableError("the coordinator went away while a step result was sent"));

@@ -167,7 +167,8 @@ class WorkerHub::RemoteEngine final : public Engine {
     lock.unlock();
     if (h.options_.metrics) {
       for (size_t i = 0; i < answers.size(); ++i) {
-        h.options_.metrics->StageStepDone(static_cast<int>(i), answers[i].compute_seconds());
+        h.options_.metrics->StageStepDone(static_cast<int>(i), answers[i].compute_seconds(),
+                                          answers[i].transfer_seconds());
       }
     }
     for (size_t i = 0; i < step.links.size(); ++i) {

@@ -19,6 +19,10 @@
 #           floor, batches 64/256, prefill) and served offline throughput at 128/128 and 512/512
 #           (bench-serve, everything submitted at once) with int8 and int4 KV.
 #           LLAMA70B_PARTS picks among "engine int8 int4" (default: all).
+# pp2:      (two GPUs) the same llama-70b served as a 2-stage pipeline of local workers over NCCL
+#           (`serve --pipeline-stages 2 --device cuda`): batch-1 TPOT, offline throughput at
+#           128/128 and 512/512 with int8 and int4 KV (PP2_KV), and per run the stages' compute,
+#           NCCL time per step and the pipeline bubble (bench/pipeline_stage_report.py).
 # Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
@@ -85,6 +89,36 @@ if has llama70b; then
       timeout 280 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $2 --input-len $1 --output-len $1 \
         --max-concurrency $2 --timeout 260 --json "$out/llama70b_${kv}_$1.json" 2>&1 \
         | tee "$out/llama70b_${kv}_$1.log" | grep -E "Successful|Failed|throughput|Median|P99"
+    done
+    kill -TERM $spid; wait $spid; echo "serve exit $?"
+  done
+fi
+
+if has pp2; then
+  export NCCL_NVLS_ENABLE=0
+  m=/tmp/bitserve-llama-70b
+  [ -e "$m/config.json" ] || "$bin/bitserve" make-model --preset llama-70b --out "$m" --no-tokenizer >/dev/null 2>&1
+  scrape() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1"; }
+  for kv in ${PP2_KV:-int8 int4}; do
+    log="$out/pp2_serve_$kv.log"
+    "$bin/bitserve" serve --model "$m" --pipeline-stages 2 --device cuda --kv-dtype $kv --listen 127.0.0.1:0 \
+      --max-num-seqs 1024 --metrics-listen 127.0.0.1:9470 >/dev/null 2>"$log" &
+    spid=$!
+    for _ in $(seq 3000); do grep -q "listening on" "$log" && break; sleep 0.1; done
+    addr=$(grep -o "listening on .*" "$log" | awk '{print $3}')
+    grep -E "pipeline of|KV cache" "$log" | head -3
+    for run in "128 1 16" "128 1024 1024" "512 512 512"; do
+      set -- $run
+      echo "== llama-70b PP2 $kv KV, $1/$1, concurrency $2, $3 requests"
+      scrape http://127.0.0.1:9470/metrics >"$out/pp2_before.prom"
+      t0=$(date +%s.%N)
+      timeout 280 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $3 --input-len $1 --output-len $1 \
+        --max-concurrency $2 --timeout 260 2>&1 | tee "$out/pp2_${kv}_$1_c$2.log" \
+        | grep -E "Successful|Failed|Output token throughput|Median TPOT|P99 TPOT"
+      wall=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
+      scrape http://127.0.0.1:9470/metrics >"$out/pp2_after.prom"
+      python3 bench/pipeline_stage_report.py "$out/pp2_before.prom" "$out/pp2_after.prom" "$wall" \
+        | tee "$out/pp2_${kv}_$1_c$2_stages.md"
     done
     kill -TERM $spid; wait $spid; echo "serve exit $?"
   done
