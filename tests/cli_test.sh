@@ -58,6 +58,11 @@ expect_error "no tokenizer.json" "$bitserve" generate --model "$work/one" --prom
 expect_error "--pipeline-stages must be >= 1" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-stages 0
 expect_error "pipeline stages must be in" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-stages 99
 expect_error "int8 or bf16" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-stages 2 --pp-transfer fp8
+expect_error "auto, nccl or tcp" "$bitserve" serve --model "$work/one" --listen 127.0.0.1:0 --pipeline-stages 2 --pp-transport ib
+# A local stage worker that cannot start (no such GPU here) fails serve, naming it, instead of
+# leaving it waiting for a pipeline that will never form.
+expect_error "local worker local-0 (cuda:77) ended" timeout 60 "$bitserve" serve --model "$work/one" \
+  --listen 127.0.0.1:0 --pipeline-stages 2 --device cuda:77
 
 # Sampling: the same seed reproduces the output, another seed (almost surely) does not.
 s1=$("$bitserve" generate --model "$work/one" --prompt-ids 5 --max-tokens 12 --ignore-eos --temperature 1 --seed 7 --json 2>/dev/null)

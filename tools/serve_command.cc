@@ -39,7 +39,10 @@ struct ServeArgs {
   std::string pp_transport = "auto";
 };
 
-// `bitserve worker` processes of this machine, started by serve and stopped with it.
+// `bitserve worker` processes of this machine, started by serve and stopped with it. One that exits
+// before the pipeline first became ready fails serve (a setting is wrong: a GPU that is not there,
+// a model it cannot read); one that exits later is started again (the coordinator rebuilds the
+// pipeline around it, as around any replacement).
 class LocalWorkers {
  public:
   // Device "cuda" puts worker i on GPU i; "cuda:N" (and "cpu") puts every worker there.
@@ -48,42 +51,79 @@ class LocalWorkers {
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0) return absl::InternalError("cannot find this executable (/proc/self/exe)");
     for (int i = 0; i < count; ++i) {
-      const std::string id = absl::StrCat("local-", i);
-      const std::string worker_device = device == "cuda" ? absl::StrCat("cuda:", i) : device;
-      std::vector<std::string> args = {self, "worker", "--coordinator", coordinator, "--device", worker_device,
-                                       "--worker-id", id};
-      const pid_t pid = fork();
-      if (pid < 0) return absl::InternalError("fork failed");
-      if (pid == 0) {
-        // The child must not inherit the blocked SIGTERM/SIGINT of the server's threads.
-        sigset_t none;
-        sigemptyset(&none);
-        pthread_sigmask(SIG_SETMASK, &none, nullptr);
-        std::vector<char*> argv;
-        for (std::string& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        execv(self, argv.data());
-        _exit(127);
+      Worker w;
+      w.id = absl::StrCat("local-", i);
+      w.args = {self, "worker", "--coordinator", coordinator, "--device",
+                device == "cuda" ? absl::StrCat("cuda:", i) : device, "--worker-id", w.id};
+      RETURN_IF_ERROR(Spawn(w));
+      workers_.push_back(std::move(w));
+    }
+    return absl::OkStatus();
+  }
+  // Reaps workers that exited. Before `ready`: FAILED_PRECONDITION naming the first (its own error
+  // is in the log above). Afterwards: starts each again, at most once per 5 s.
+  absl::Status Check(bool ready) {
+    for (Worker& w : workers_) {
+      int status = 0;
+      if (w.pid > 0 && waitpid(w.pid, &status, WNOHANG) == w.pid) {
+        w.pid = -1;
+        w.exit = WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
+                                   : absl::StrCat("signal ", WTERMSIG(status));
+        if (!ready) {
+          return absl::FailedPreconditionError(absl::StrCat("local worker ", w.id, " (", w.args[5], ") ended (",
+                                                            w.exit, ") before the pipeline was ready"));
+        }
       }
-      pids_.push_back(pid);
+      if (w.pid < 0 && ready && std::chrono::steady_clock::now() - w.started > std::chrono::seconds(5)) {
+        std::cerr << "bitserve serve: local worker " << w.id << " ended (" << w.exit << "); starting it again"
+                  << std::endl;
+        RETURN_IF_ERROR(Spawn(w));
+      }
     }
     return absl::OkStatus();
   }
   // After the coordinator told them to exit: wait a little, then make sure.
   void Stop() {
-    for (pid_t pid : pids_) {
-      for (int i = 0; i < 50 && waitpid(pid, nullptr, WNOHANG) == 0; ++i) usleep(100000);
-      if (waitpid(pid, nullptr, WNOHANG) == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
+    for (Worker& w : workers_) {
+      if (w.pid <= 0) continue;
+      for (int i = 0; i < 50 && waitpid(w.pid, nullptr, WNOHANG) == 0; ++i) usleep(100000);
+      if (waitpid(w.pid, nullptr, WNOHANG) == 0) {
+        kill(w.pid, SIGKILL);
+        waitpid(w.pid, nullptr, 0);
       }
     }
-    pids_.clear();
+    workers_.clear();
   }
   ~LocalWorkers() { Stop(); }
 
  private:
-  std::vector<pid_t> pids_;
+  struct Worker {
+    std::string id;
+    std::vector<std::string> args;
+    pid_t pid = -1;
+    std::chrono::steady_clock::time_point started;
+    std::string exit;
+  };
+  absl::Status Spawn(Worker& w) {
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork failed");
+    if (pid == 0) {
+      // The child must not inherit the blocked SIGTERM/SIGINT of the server's threads.
+      sigset_t none;
+      sigemptyset(&none);
+      pthread_sigmask(SIG_SETMASK, &none, nullptr);
+      std::vector<std::string> args = w.args;
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    w.pid = pid;
+    w.started = std::chrono::steady_clock::now();
+    return absl::OkStatus();
+  }
+  std::vector<Worker> workers_;
 };
 
 // SIGTERM/SIGINT taken within `timeout`, or 0.
@@ -182,6 +222,13 @@ absl::Status Serve(const ServeArgs& args) {
     std::cerr << std::endl;
     if (spawn_workers) RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.device));
     while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200)).ok()) {
+      if (absl::Status exited = local_workers.Check(/*ready=*/false); !exited.ok()) {
+        server->Shutdown(std::chrono::system_clock::now());
+        server->Wait();
+        stop_workers();
+        local_workers.Stop();
+        return exited;
+      }
       if (int signal = TakeSignal(signals, std::chrono::milliseconds(0))) {
         std::cerr << "bitserve serve: " << SignalName(signal) << " before a worker joined, exiting" << std::endl;
         server->Shutdown(std::chrono::system_clock::now());
@@ -214,6 +261,9 @@ absl::Status Serve(const ServeArgs& args) {
   int signal = 0;
   while ((signal = TakeSignal(signals, std::chrono::milliseconds(200))) == 0) {
     server->SetReady(coordinator->Ready());
+    if (absl::Status s = local_workers.Check(/*ready=*/true); !s.ok()) {
+      std::cerr << "bitserve serve: " << s.message() << std::endl;
+    }
   }
   std::cerr << "bitserve serve: " << SignalName(signal) << ", draining (up to " << args.drain_timeout_s
             << " s)" << std::endl;
