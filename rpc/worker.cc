@@ -14,6 +14,7 @@
 #include "grpcpp/grpcpp.h"
 #include "kernels/status_macros.h"
 #include "rpc/worker_protocol.h"
+#include "runtime/device_name.h"
 #include "runtime/engine.h"
 #include "runtime/nccl_transport.h"
 #include "runtime/tcp_transport.h"
@@ -205,7 +206,7 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
   wire::Register& reg = *hello.mutable_register_();
   reg.set_protocol_version(kWorkerProtocolVersion);
   reg.set_worker_id(worker_id);
-  const bool cuda = options.device.rfind("cuda", 0) == 0;
+  const bool cuda = IsCudaDevice(options.device);
   reg.mutable_device()->set_kind(cuda ? "cuda" : "cpu");
   reg.mutable_device()->set_name(options.device);
   {

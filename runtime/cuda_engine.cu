@@ -28,7 +28,6 @@
 #include <unordered_map>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cuda/act_quant.cuh"
@@ -48,6 +47,7 @@
 #include "kernels/status_macros.h"
 #include "runtime/cuda_engine.h"
 #include "runtime/cuda_model.cuh"
+#include "runtime/device_name.h"
 
 namespace bitserve {
 namespace {
@@ -69,15 +69,6 @@ template <typename T>
 absl::Status Alloc(PinnedBuffer<T>* b, int64_t n) {
   ASSIGN_OR_RETURN(*b, PinnedBuffer<T>::Create(std::max<int64_t>(n, 1)));
   return absl::OkStatus();
-}
-
-absl::StatusOr<int> ParseDevice(const std::string& device) {
-  if (device == "cuda") return 0;
-  int index = 0;
-  if (device.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(device.substr(5), &index) && index >= 0) {
-    return index;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\" is not cuda or cuda:N"));
 }
 
 // The int32 product of a stacked matrix through the same dispatch as TernaryMatmul.
@@ -196,7 +187,7 @@ CudaEngine::~CudaEngine() {
 absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
     const std::filesystem::path& model_dir, const EngineOptions& options,
     const CudaEngineOptions& cuda_options) {
-  ASSIGN_OR_RETURN(const int device, ParseDevice(options.device));
+  ASSIGN_OR_RETURN(const int device, CudaDeviceIndex(options.device));
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || device >= count) {
     cudaGetLastError();

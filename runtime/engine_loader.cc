@@ -2,9 +2,9 @@
 // because the CUDA engine library depends on bitserve_runtime.
 #include <memory>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/device_name.h"
 #include "runtime/engine.h"
 #include "runtime/pipeline_engine.h"
 #if BITSERVE_WITH_CUDA_ENGINE
@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& 
     if (!engine.ok()) return engine.status();
     return std::unique_ptr<Engine>(std::move(*engine));
   }
-  if (options.device == "cuda" || absl::StartsWith(options.device, "cuda:")) {
+  if (IsCudaDevice(options.device)) {
 #if BITSERVE_WITH_CUDA_ENGINE
     return LoadCudaEngine(model_dir, options);
 #else

@@ -3,8 +3,8 @@
 #include <atomic>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/device_name.h"
 
 #if BITSERVE_WITH_NCCL
 #include <cuda_runtime.h>
@@ -20,10 +20,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 absl::StatusOr<int> ParseCudaDevice(const std::string& device) {
-  if (device == "cuda") return 0;
-  int index = 0;
-  if (device.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(device.substr(5), &index) && index >= 0) return index;
-  return absl::InvalidArgumentError(absl::StrCat("NCCL needs a CUDA device (cuda or cuda:N), not \"", device, "\""));
+  if (!IsCudaDevice(device)) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL needs a CUDA device (cuda or cuda:N), not \"", device, "\""));
+  }
+  return CudaDeviceIndex(device);
 }
 
 absl::Status CudaError(cudaError_t e, const char* what) {
