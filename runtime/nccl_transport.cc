@@ -149,7 +149,8 @@ absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const std:
     if (Clock::now() > deadline) {
       return st.End(absl::DeadlineExceededError(
           absl::StrCat("the NCCL communicator of ", world_size, " ranks did not form within ", timeout.count(),
-                       " ms (this is rank ", rank, "; are the other workers up and able to reach each other?)")));
+                       " ms (this is rank ", rank, "; are the other workers up, and can every rank reach the "
+                       "coordinator's NCCL bootstrap and the others? NCCL_SOCKET_IFNAME picks the interface)")));
     }
     Pause(start);
   }
