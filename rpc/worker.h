@@ -1,13 +1,16 @@
 // The worker end of the internal protocol (rpc/proto/bitserve/internal/worker.proto), as run by
 // `bitserve worker --coordinator ADDR`: dial the coordinator, register, load the assigned model
 // shard (the whole model, or one pipeline stage's layers) into an engine (runtime/engine.h) on
-// this process's device, connect to the other stages (runtime/tcp_transport.h), then run the step
-// plans that arrive, heartbeating all along (also while loading).
+// this process's device, connect to the other stages (NCCL from the coordinator's unique id,
+// runtime/nccl_transport.h, or TCP, runtime/tcp_transport.h, as the assignment says), then run the
+// step plans that arrive, heartbeating all along (also while loading).
 //
 // A pipeline stage receives the previous stage's hidden states for each step, runs its layers and
 // sends its own on; only the last stage samples and answers with tokens. Every stage sends exactly
-// one message per step to the next, an empty one when its step failed, so that a failure fails
-// the same step on every later stage instead of leaving them waiting.
+// one message per step to the next (over NCCL in device memory), so that no stage is left waiting:
+// over TCP an empty one when its step failed, which fails the step on every later stage; over NCCL
+// the full-size one (NCCL carries no sizes) and the coordinator fails the step from the failed
+// stage's result.
 #pragma once
 
 #include <chrono>
