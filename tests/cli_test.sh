@@ -61,7 +61,7 @@ expect_error "int8 or bf16" "$bitserve" generate --model "$work/one" --prompt-id
 expect_error "auto, nccl or tcp" "$bitserve" serve --model "$work/one" --listen 127.0.0.1:0 --pipeline-stages 2 --pp-transport ib
 # A local stage worker that cannot start (no such GPU here) fails serve, naming it, instead of
 # leaving it waiting for a pipeline that will never form.
-expect_error "local worker local-0 (cuda:77) ended" timeout 60 "$bitserve" serve --model "$work/one" \
+expect_error "(cuda:77) ended (exit status 1) before the pipeline was ready" timeout 60 "$bitserve" serve --model "$work/one" \
   --listen 127.0.0.1:0 --pipeline-stages 2 --device cuda:77
 
 # Sampling: the same seed reproduces the output, another seed (almost surely) does not.
