@@ -37,16 +37,7 @@ std::vector<TransferCase> AllTransferCases() {
   return cases;
 }
 
-class HiddenTransferOpTest : public ::testing::TestWithParam<TransferCase> {
- protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-};
+class HiddenTransferOpTest : public GpuOpTest<TransferCase> {};
 
 TEST_P(HiddenTransferOpTest, MatchesCpuReference) {
   const TransferCase& c = GetParam();

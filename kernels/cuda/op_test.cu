@@ -392,16 +392,7 @@ void RunQuantizeMatmul(const OpCase& c, Rng& rng) {
   ExpectBitExact(Download(d_y), ref_y, c.out, "float outputs");
 }
 
-class CudaOpTest : public ::testing::TestWithParam<OpCase> {
- protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-};
+class CudaOpTest : public GpuOpTest<OpCase> {};
 
 TEST_P(CudaOpTest, MatchesCpuReference) {
   const OpCase& c = GetParam();
@@ -431,8 +422,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaOpTest, ::testing::ValuesIn(AllCases()),
                          });
 
 TEST(CudaOps, RejectsMisalignedStride) {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_SKIP() << "no CUDA device";
+  if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
   const TestMatrix& w = GetMatrix(96, 200, ScaleKind::kAutoBitLinear);
   Int8Activations x;
   x.rows = 1;
@@ -747,16 +737,7 @@ void RunLmHead(const ModelOpCase& c, Rng& rng) {
   }
 }
 
-class CudaModelOpTest : public ::testing::TestWithParam<ModelOpCase> {
- protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-};
+class CudaModelOpTest : public GpuOpTest<ModelOpCase> {};
 
 TEST_P(CudaModelOpTest, MatchesCpuReference) {
   const ModelOpCase& c = GetParam();

@@ -34,6 +34,24 @@ inline DeviceBuffer<T> Alloc(int64_t n) {
   return std::move(b).value();
 }
 
+inline bool HaveCudaDevice() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+// A table-driven op test that skips itself on a machine without a CUDA device.
+template <typename Case>
+class GpuOpTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
 inline uint64_t BaseSeed() {
   static const uint64_t seed = [] {
     const char* env = std::getenv("BITSERVE_TEST_SEED");

@@ -380,16 +380,7 @@ void RunPagedAttentionCase(const AttnCase& c, Rng& rng) {
   }
 }
 
-class PagedAttentionTest : public ::testing::TestWithParam<AttnCase> {
- protected:
-  void SetUp() override {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      cudaGetLastError();
-      GTEST_SKIP() << "no CUDA device";
-    }
-  }
-};
+class PagedAttentionTest : public GpuOpTest<AttnCase> {};
 
 TEST_P(PagedAttentionTest, MatchesCpuReference) {
   const AttnCase& c = GetParam();
@@ -404,8 +395,7 @@ INSTANTIATE_TEST_SUITE_P(Attention, PagedAttentionTest, ::testing::ValuesIn(AllA
                          });
 
 TEST(PagedAttentionTest, RejectsUnsupportedShapes) {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_SKIP() << "no CUDA device";
+  if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
   AttentionBatch batch;
   PagedKvLayer cache;
   auto buffer = Alloc<__nv_bfloat16>(1024);
