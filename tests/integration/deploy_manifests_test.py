@@ -8,9 +8,7 @@ joins, readiness turns SERVING, a request is served, and SIGTERM ends both with 
     deploy_manifests_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc P]
 """
 
-import argparse
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +18,7 @@ import tempfile
 import grpc  # python3-grpcio
 import yaml  # python3-yaml
 
-from grpc_harness import Process, free_port, generate_stubs, load_stubs
+from grpc_harness import Process, argument_parser, free_port, generate_stubs, load_stubs
 
 DEPLOY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "kubernetes")
 
@@ -41,11 +39,7 @@ def flags(args):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bitserve", required=True)
-    parser.add_argument("--proto-dir", required=True)
-    parser.add_argument("--protoc", default="protoc")
-    args = parser.parse_args()
+    args = argument_parser(__doc__).parse_args()
 
     coordinator_docs, worker_docs = load("coordinator.yaml"), load("worker.yaml")
     deployment, coord = container(coordinator_docs)

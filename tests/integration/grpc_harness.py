@@ -1,7 +1,9 @@
-"""What the Python integration tests share: stubs generated from rpc/proto at test time (and the
-standard health and reflection protos, which python3-grpcio does not ship), free ports, and
-bitserve processes whose stderr is collected and watched for marker lines."""
+"""What the Python integration tests share: their command line, the loop that runs their checks,
+stubs generated from rpc/proto at test time (and the standard health and reflection protos, which
+python3-grpcio does not ship), free ports, and bitserve processes whose stderr is collected and
+watched for marker lines."""
 
+import argparse
 import os
 import re
 import shutil
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.request
 
 # The standard health protocol (grpc/health/v1/health.proto). python3-grpcio ships no
@@ -168,3 +171,33 @@ def load_stubs():
     import bitserve_test_reflection_pb2 as refl_pb
     import bitserve_test_reflection_pb2_grpc as refl_grpc
     return pb, pb_grpc, health_pb, health_grpc, refl_pb, refl_grpc
+
+
+def argument_parser(doc):
+    """The flags every test takes (CMake's bitserve_add_python_grpc_test passes them)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--bitserve", required=True)
+    parser.add_argument("--proto-dir", required=True)
+    parser.add_argument("--protoc", default="protoc")
+    return parser
+
+
+def run_checks(checks, ctx, on_failure=lambda check: False, after_each=None):
+    """Runs each check(ctx), printing PASS with its time or FAIL with its traceback. on_failure(check)
+    may print more and returns True to stop there; after_each(check) runs after every check. Returns
+    the names of the checks that failed."""
+    failed = []
+    for check in checks:
+        start = time.time()
+        try:
+            check(ctx)
+            print(f"PASS {check.__name__} ({time.time() - start:.1f} s)", flush=True)
+        except Exception:  # noqa: BLE001 - every failure is reported
+            failed.append(check.__name__)
+            print(f"FAIL {check.__name__}\n{traceback.format_exc()}", flush=True)
+            if on_failure(check):
+                break
+        finally:
+            if after_each:
+                after_each(check)
+    return failed

@@ -18,27 +18,25 @@ It runs with /usr/bin/python3 (python3-grpcio and python3-protobuf are dependenc
 fails the test). Each check prints PASS/FAIL; the exit status is 1 when any failed.
 """
 
-import argparse
 import concurrent.futures
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 
 import grpc  # python3-grpcio
 
 SERVICE = "bitserve.v1.Generation"
 
-from grpc_harness import RPC_TIMEOUT, Server, free_port, generate_stubs, load_stubs
+from grpc_harness import (RPC_TIMEOUT, Server, argument_parser, generate_stubs, load_stubs,
+                          run_checks)
 
 
 class Context:
@@ -455,31 +453,21 @@ TESTS = [
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bitserve", required=True)
-    parser.add_argument("--proto-dir", required=True)
-    parser.add_argument("--protoc", default="protoc")
+    parser = argument_parser(__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("-k", default="", help="run only checks whose name contains this")
     args = parser.parse_args()
 
     ctx = Context(args)
-    failed = []
+
+    def server_died(test):  # continue with the next check unless the server is gone
+        if ctx.server.proc.poll() is None or test is TESTS[-1]:
+            return False
+        print(f"bitserve serve died (exit {ctx.server.proc.returncode}):\n{ctx.server.log()}", flush=True)
+        return True
     try:
-        for test in TESTS:
-            if args.k not in test.__name__ and test is not test_model_info:
-                continue
-            start = time.time()
-            try:
-                test(ctx)
-                print(f"PASS {test.__name__} ({time.time() - start:.1f} s)", flush=True)
-            except Exception:  # noqa: BLE001 - report every failure, continue with the next
-                failed.append(test.__name__)
-                print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
-                if ctx.server.proc.poll() is not None and test is not TESTS[-1]:
-                    print(f"bitserve serve died (exit {ctx.server.proc.returncode}):\n"
-                          f"{ctx.server.log()}", flush=True)
-                    break
+        failed = run_checks([t for t in TESTS if args.k in t.__name__ or t is test_model_info], ctx,
+                            on_failure=server_died)
     finally:
         ctx.close()
     if failed:

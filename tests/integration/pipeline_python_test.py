@@ -16,7 +16,6 @@
     pipeline_python_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc protoc]
 """
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -28,12 +27,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 
 import grpc  # python3-grpcio
 
-from grpc_harness import Process, Server, generate_stubs, load_stubs
+from grpc_harness import Process, Server, argument_parser, generate_stubs, load_stubs, run_checks
 
 SERVICE = "bitserve.v1.Generation"
 MODEL = "models/shakespeare-dense"  # trained: real activations, 6 layers
@@ -232,27 +230,20 @@ TESTS = [test_two_stages_int8, test_three_stages_int8, test_two_stages_bf16,
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bitserve", required=True)
-    parser.add_argument("--proto-dir", required=True)
-    parser.add_argument("--protoc", default="protoc")
-    args = parser.parse_args()
+    args = argument_parser(__doc__).parse_args()
     ctx = Context(args)
-    failed = []
+
+    def show_logs(test):  # and go on with the next check
+        for p in ctx.processes:
+            print(f"--- {p.name} log tail:\n{p.log(15)}")
+        return False
+
+    def stop_processes(test):
+        for p in ctx.processes:
+            p.kill()
+        ctx.processes.clear()
     try:
-        for test in TESTS:
-            start = time.time()
-            try:
-                test(ctx)
-                print(f"PASS {test.__name__} ({time.time() - start:.1f} s)", flush=True)
-            except Exception:  # noqa: BLE001 - report every failure
-                failed.append(test.__name__)
-                print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
-                for p in ctx.processes:
-                    print(f"--- {p.name} log tail:\n{p.log(15)}")
-            for p in ctx.processes:
-                p.kill()
-            ctx.processes.clear()
+        failed = run_checks(TESTS, ctx, on_failure=show_logs, after_each=stop_processes)
     finally:
         ctx.close()
     if failed:

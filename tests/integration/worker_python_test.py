@@ -8,7 +8,6 @@ up; a replacement worker restores service; SIGTERM shuts the worker down with th
     worker_python_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc protoc]
 """
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -19,11 +18,10 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 import grpc  # python3-grpcio
 
-from grpc_harness import Process, Server, generate_stubs, load_stubs
+from grpc_harness import Process, Server, argument_parser, generate_stubs, load_stubs, run_checks
 
 SERVICE = "bitserve.v1.Generation"
 HEARTBEAT_TIMEOUT_MS = 1500
@@ -189,23 +187,11 @@ TESTS = [
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bitserve", required=True)
-    parser.add_argument("--proto-dir", required=True)
-    parser.add_argument("--protoc", default="protoc")
-    args = parser.parse_args()
+    args = argument_parser(__doc__).parse_args()
     ctx = Context(args)
-    failed = []
     try:
-        for test in TESTS:
-            start = time.time()
-            try:
-                test(ctx)
-                print(f"PASS {test.__name__} ({time.time() - start:.1f} s)", flush=True)
-            except Exception:  # noqa: BLE001 - later checks depend on earlier ones: stop
-                failed.append(test.__name__)
-                print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
-                break
+        # Later checks depend on earlier ones: stop at the first failure.
+        failed = run_checks(TESTS, ctx, on_failure=lambda test: True)
     finally:
         ctx.close()
     if failed:
