@@ -40,11 +40,7 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.kv_dtype && std::string(KvDtypeName(*options.kv_dtype)) == "invalid") {
     return absl::InvalidArgumentError("kv_dtype is not one of f32, bf16, int8, int4");
   }
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
-  ASSIGN_OR_RETURN(ModelWeights weights,
-                   LoadModelWeights(model_dir, options.stage.layer_begin,
-                                    options.stage.end(config.num_hidden_layers)));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage));
   if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("int4 KV cache needs an even head_dim (two values a byte); the model has ",

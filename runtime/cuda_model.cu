@@ -76,30 +76,30 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_b
 }  // namespace
 
 absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir, const PipelineStage& stage) {
-  // Everything but the layers first (the embedding and LM head, bf16).
-  ASSIGN_OR_RETURN(ModelWeights rest, LoadModelWeights(dir, 0, 0));
+  ASSIGN_OR_RETURN(const CheckpointReader reader, CheckpointReader::Open(dir));
+  // What the stage uses outside the layers first (embedding, final norm, LM head).
+  ASSIGN_OR_RETURN(ModelWeights ends, reader.StageEnds(stage));
   CudaModelWeights m;
-  m.config = rest.config;
+  m.config = ends.config;
   m.stage = stage;
-  m.stage.layer_end = stage.end(rest.config.num_hidden_layers);
-  const bool tied = rest.lm_head.empty();
-  if (stage.first() || (stage.last() && tied)) {
-    ASSIGN_OR_RETURN(m.embedding, UploadBf16(rest.embedding));
+  m.stage.layer_end = stage.end(ends.config.num_hidden_layers);
+  if (!ends.embedding.empty()) {
+    ASSIGN_OR_RETURN(m.embedding, UploadBf16(ends.embedding));
   }
-  if (stage.last()) {
-    if (!tied) {
-      ASSIGN_OR_RETURN(m.lm_head, UploadBf16(rest.lm_head));
-    }
-    ASSIGN_OR_RETURN(m.final_norm, UploadFloats(rest.final_norm));
-    m.norm_bytes += 4 * static_cast<int64_t>(rest.final_norm.size());
+  if (!ends.lm_head.empty()) {
+    ASSIGN_OR_RETURN(m.lm_head, UploadBf16(ends.lm_head));
   }
-  rest = ModelWeights();
+  if (!ends.final_norm.empty()) {
+    ASSIGN_OR_RETURN(m.final_norm, UploadFloats(ends.final_norm));
+    m.norm_bytes += 4 * static_cast<int64_t>(ends.final_norm.size());
+  }
+  ends = ModelWeights();
   // Then the layers, a few at a time: decoded on every CPU thread, packed (PackTernaryMatrix is
   // parallel too), uploaded and released, so the host holds at most `chunk` layers' int8 values.
   const int chunk = std::clamp(cpu::NumThreads(), 1, 8);
   for (int begin = m.stage.layer_begin; begin < m.stage.layer_end; begin += chunk) {
     const int end = std::min(begin + chunk, m.stage.layer_end);
-    ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, LoadLayerWeights(dir, begin, end));
+    ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end));
     for (LayerWeights& w : layers) {
       ASSIGN_OR_RETURN(CudaLayerWeights l, UploadLayer(w, &m.ternary_bytes, &m.norm_bytes));
       m.layers.push_back(std::move(l));

@@ -249,25 +249,6 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
 
 namespace {
 
-// Layers [begin, end) of the checked checkpoint into `layers` (indexed from `begin`), decoded on
-// every CPU thread.
-absl::Status DecodeLayers(const Loader& loader, int begin, int end, std::vector<LayerWeights>* layers) {
-  layers->resize(std::max(0, end - begin));
-  std::vector<absl::Status> status(layers->size());
-  cpu::ParallelFor(static_cast<int64_t>(layers->size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      absl::StatusOr<LayerWeights> layer = LoadLayer(loader, static_cast<int>(begin + i));
-      if (layer.ok()) {
-        (*layers)[i] = *std::move(layer);
-      } else {
-        status[i] = layer.status();
-      }
-    }
-  });
-  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
-  return absl::OkStatus();
-}
-
 absl::Status CheckLayerRange(const ModelConfig& c, int begin, int end) {
   if (begin < 0 || end < begin || end > c.num_hidden_layers) {
     return absl::InvalidArgumentError(absl::StrCat("layers [", begin, ", ", end, ") are not a range of the ",
@@ -278,38 +259,68 @@ absl::Status CheckLayerRange(const ModelConfig& c, int begin, int end) {
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, int layer_begin,
-                                              int layer_end) {
-  ModelWeights w;
-  ASSIGN_OR_RETURN(w.config, LoadModelConfig(dir));
-  const int n = w.config.num_hidden_layers;
-  if (layer_end < 0) layer_end = n;
-  RETURN_IF_ERROR(CheckLayerRange(w.config, layer_begin, layer_end));
+struct CheckpointReader::State {
+  ModelConfig config;
+  SafetensorsArchive archive;
+  std::unique_ptr<Loader> loader;  // refers to config and archive above
+};
+
+CheckpointReader::CheckpointReader(std::unique_ptr<State> state) : state_(std::move(state)) {}
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
+CheckpointReader::~CheckpointReader() = default;
+
+const ModelConfig& CheckpointReader::config() const { return state_->config; }
+
+absl::StatusOr<CheckpointReader> CheckpointReader::Open(const std::filesystem::path& dir) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(dir));
-  Loader loader(w.config, archive);
-  RETURN_IF_ERROR(loader.CheckInventory());
+  auto state = std::make_unique<State>(State{std::move(config), std::move(archive), nullptr});
+  state->loader = std::make_unique<Loader>(state->config, state->archive);
+  RETURN_IF_ERROR(state->loader->CheckInventory());
+  return CheckpointReader(std::move(state));
+}
 
-  w.embedding = ReadBf16(loader.Get("model.embed_tokens.weight"));
-  if (!w.config.tie_word_embeddings) w.lm_head = ReadBf16(loader.Get("lm_head.weight"));
-  ASSIGN_OR_RETURN(w.final_norm, loader.Floats("model.norm.weight"));
-
-  std::vector<LayerWeights> decoded;
-  RETURN_IF_ERROR(DecodeLayers(loader, layer_begin, layer_end, &decoded));
-  w.layers.resize(n);
-  for (int i = layer_begin; i < layer_end; ++i) w.layers[i] = std::move(decoded[i - layer_begin]);
+absl::StatusOr<ModelWeights> CheckpointReader::StageEnds(const PipelineStage& stage) const {
+  const Loader& loader = *state_->loader;
+  ModelWeights w;
+  w.config = state_->config;
+  RETURN_IF_ERROR(stage.Validate(w.config.num_hidden_layers));
+  w.layers.resize(w.config.num_hidden_layers);
+  const bool tied = w.config.tie_word_embeddings;
+  if (stage.first() || (stage.last() && tied)) w.embedding = ReadBf16(loader.Get("model.embed_tokens.weight"));
+  if (stage.last()) {
+    if (!tied) w.lm_head = ReadBf16(loader.Get("lm_head.weight"));
+    ASSIGN_OR_RETURN(w.final_norm, loader.Floats("model.norm.weight"));
+  }
   return w;
 }
 
-absl::StatusOr<std::vector<LayerWeights>> LoadLayerWeights(const std::filesystem::path& dir, int layer_begin,
-                                                           int layer_end) {
-  ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(dir));
-  RETURN_IF_ERROR(CheckLayerRange(config, layer_begin, layer_end));
-  ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(dir));
-  Loader loader(config, archive);
-  RETURN_IF_ERROR(loader.CheckInventory());
-  std::vector<LayerWeights> layers;
-  RETURN_IF_ERROR(DecodeLayers(loader, layer_begin, layer_end, &layers));
+absl::StatusOr<std::vector<LayerWeights>> CheckpointReader::Layers(int begin, int end) const {
+  RETURN_IF_ERROR(CheckLayerRange(state_->config, begin, end));
+  std::vector<LayerWeights> layers(end - begin);
+  std::vector<absl::Status> status(layers.size());
+  cpu::ParallelFor(static_cast<int64_t>(layers.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      absl::StatusOr<LayerWeights> layer = LoadLayer(*state_->loader, static_cast<int>(begin + i));
+      if (layer.ok()) {
+        layers[i] = *std::move(layer);
+      } else {
+        status[i] = layer.status();
+      }
+    }
+  });
+  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
   return layers;
+}
+
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, const PipelineStage& stage) {
+  ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(dir));
+  ASSIGN_OR_RETURN(ModelWeights w, reader.StageEnds(stage));
+  const int begin = stage.layer_begin, end = stage.end(w.config.num_hidden_layers);
+  ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end));
+  for (int i = begin; i < end; ++i) w.layers[i] = std::move(layers[i - begin]);
+  return w;
 }
 
 }  // namespace bitserve

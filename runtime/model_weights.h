@@ -5,12 +5,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/cpu/ternary_matmul.h"
 #include "runtime/model_config.h"
+#include "runtime/pipeline_stage.h"
 #include "runtime/safetensors_header.h"
 
 namespace bitserve {
@@ -65,18 +67,33 @@ struct TensorLayout {
 };
 std::vector<TensorLayout> CheckpointLayout(const ModelConfig& config);
 
-// Reads DIR/config.json and DIR's safetensors (single or sharded), checks that the tensors are
-// exactly those of CheckpointLayout (names, dtypes, shapes; norms and scales may be BF16, F16 or
-// F32), and decodes them. Errors name the file and the tensor.
-// Only layers [layer_begin, layer_end) are decoded (a pipeline stage; -1: to the last); the
-// others stay empty, though the whole file is still checked.
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, int layer_begin = 0,
-                                              int layer_end = -1);
+// A checkpoint opened and checked once: DIR/config.json, and DIR's safetensors (single or sharded)
+// holding exactly the tensors of CheckpointLayout (names, dtypes, shapes; norms and scales may be
+// BF16, F16 or F32). Parts are decoded on demand; errors name the file and the tensor.
+class CheckpointReader {
+ public:
+  static absl::StatusOr<CheckpointReader> Open(const std::filesystem::path& dir);
+  CheckpointReader(CheckpointReader&&) noexcept;
+  CheckpointReader& operator=(CheckpointReader&&) noexcept;
+  ~CheckpointReader();
 
-// Only layers [layer_begin, layer_end) (checked as LoadModelWeights checks the whole checkpoint),
-// decoded on every CPU thread: a GPU engine streams a 70B model to the device a few layers at a
-// time so that host memory holds a few layers, not the model's int8 values (70 GB).
-absl::StatusOr<std::vector<LayerWeights>> LoadLayerWeights(const std::filesystem::path& dir, int layer_begin,
-                                                           int layer_end);
+  const ModelConfig& config() const;
+  // The weights outside the layers that `stage` uses: the embedding on the first stage, the final
+  // norm and LM head on the last (the embedding there too when the LM head is tied to it). What a
+  // stage does not use stays empty, and `layers` has num_hidden_layers empty entries.
+  absl::StatusOr<ModelWeights> StageEnds(const PipelineStage& stage) const;
+  // Layers [begin, end), decoded on every CPU thread (a GPU engine streams a 70B model to the
+  // device a few layers at a time, so that the host never holds the model's int8 values, 70 GB).
+  absl::StatusOr<std::vector<LayerWeights>> Layers(int begin, int end) const;
+
+ private:
+  struct State;
+  explicit CheckpointReader(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// What `stage` (default: the whole model) holds of the checkpoint in `dir`: StageEnds and its
+// layers; the other layers stay empty.
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, const PipelineStage& stage = {});
 
 }  // namespace bitserve

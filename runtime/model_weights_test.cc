@@ -107,5 +107,51 @@ TEST(SyntheticCheckpoint, UnknownPresetListsTheKnownOnes) {
   EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("bitnet-2b4t"));
 }
 
+// A pipeline stage reads only what it uses: its layers; the embedding on the first stage; final
+// norm and LM head on the last, with the embedding there only when the LM head is tied to it.
+TEST(CheckpointReader, StagesReadOnlyWhatTheyUse) {
+  for (bool tied : {false, true}) {
+    TempDir dir;
+    auto preset = FindModelPreset("test-gqa");  // 3 layers
+    ASSERT_TRUE(preset.ok());
+    ModelPreset p = *preset;
+    p.config.tie_word_embeddings = tied;
+    ASSERT_TRUE(WriteSyntheticCheckpoint(p, dir.path(), {}).ok());
+    auto whole = LoadModelWeights(dir.path());
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    const PipelineStage first{0, 3, 0, 1}, middle{1, 3, 1, 2}, last{2, 3, 2, 3};
+    auto w0 = LoadModelWeights(dir.path(), first);
+    auto w1 = LoadModelWeights(dir.path(), middle);
+    auto w2 = LoadModelWeights(dir.path(), last);
+    ASSERT_TRUE(w0.ok() && w1.ok() && w2.ok()) << w0.status() << w1.status() << w2.status();
+    EXPECT_EQ(w0->embedding, whole->embedding);
+    EXPECT_TRUE(w0->lm_head.empty() && w0->final_norm.empty());
+    EXPECT_TRUE(w1->embedding.empty() && w1->lm_head.empty() && w1->final_norm.empty());
+    EXPECT_EQ(w2->final_norm, whole->final_norm);
+    EXPECT_EQ(w2->lm_head, whole->lm_head);
+    EXPECT_EQ(w2->embedding.empty(), !tied);
+    EXPECT_EQ(std::vector<uint16_t>(w2->lm_head_data(), w2->lm_head_data() + whole->embedding.size()),
+              std::vector<uint16_t>(whole->lm_head_data(), whole->lm_head_data() + whole->embedding.size()));
+    EXPECT_EQ(w1->layers[1].up.values, whole->layers[1].up.values);
+    EXPECT_TRUE(w1->layers[0].up.values.empty() && w1->layers[2].up.values.empty());
+  }
+}
+
+TEST(CheckpointReader, RefusesBadRanges) {
+  TempDir dir;
+  auto preset = FindModelPreset("test-gqa");
+  ASSERT_TRUE(preset.ok());
+  ASSERT_TRUE(WriteSyntheticCheckpoint(*preset, dir.path(), {}).ok());
+  auto reader = CheckpointReader::Open(dir.path());
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ(reader->Layers(2, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reader->Layers(-1, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reader->StageEnds(PipelineStage{0, 2, 1, 2}).status().code(), absl::StatusCode::kInvalidArgument);
+  auto none = reader->Layers(1, 1);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  EXPECT_FALSE(CheckpointReader::Open(dir.path() / "missing").ok());
+}
+
 }  // namespace
 }  // namespace bitserve

@@ -1,5 +1,5 @@
 // The host side of loading a checkpoint onto a GPU (not a test; no GPU needed): per layer, decode
-// the safetensors' 2-bit weights to int8 (LoadLayerWeights, every CPU thread) and repack them into
+// the safetensors' 2-bit weights to int8 (CheckpointReader::Layers, every CPU thread) and repack them into
 // the kernels' tile layout (PackTernaryMatrix, every CPU thread), as LoadCudaModelWeights does
 // before each upload. For a 70B model this is most of the engine's load time.
 //
@@ -12,7 +12,6 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cuda/ternary_layout.h"
-#include "runtime/model_config.h"
 #include "runtime/model_weights.h"
 
 int main(int argc, char** argv) {
@@ -24,18 +23,19 @@ int main(int argc, char** argv) {
     if (flag == "--model") model = argv[i + 1];
     if (flag == "--layers") layers = std::atoi(argv[i + 1]);
   }
-  auto config = bitserve::LoadModelConfig(model);
-  if (!config.ok()) {
-    std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+  auto reader = bitserve::CheckpointReader::Open(model);
+  if (!reader.ok()) {
+    std::fprintf(stderr, "%s\n", reader.status().ToString().c_str());
     return 1;
   }
-  const int n = layers < 0 ? config->num_hidden_layers : std::min(layers, config->num_hidden_layers);
+  const int total = reader->config().num_hidden_layers;
+  const int n = layers < 0 ? total : std::min(layers, total);
   const int chunk = std::clamp(bitserve::cpu::NumThreads(), 1, 8);
   double decode_s = 0, pack_s = 0;
   int64_t codes = 0;
   for (int begin = 0; begin < n; begin += chunk) {
     const auto t0 = Clock::now();
-    auto decoded = bitserve::LoadLayerWeights(model, begin, std::min(n, begin + chunk));
+    auto decoded = reader->Layers(begin, std::min(n, begin + chunk));
     if (!decoded.ok()) {
       std::fprintf(stderr, "%s\n", decoded.status().ToString().c_str());
       return 1;
