@@ -71,13 +71,6 @@ absl::Status Alloc(PinnedBuffer<T>* b, int64_t n) {
   return absl::OkStatus();
 }
 
-// The int32 product of a stacked matrix through the same dispatch as TernaryMatmul.
-absl::Status TernaryMatmulInt32(cuda::TernaryGemm* gemm, const cuda::TernaryMatrixView& w,
-                                const cuda::Int8Activations& x, int32_t* acc, cudaStream_t stream) {
-  if (cuda::PreferTernaryGemm(w, x.rows)) return gemm->RunInt32(w, x, acc, stream);
-  return cuda::TernaryGemvInt32(w, x, acc, stream);
-}
-
 // The sizes one run of the layers is launched with (upper bounds for a captured graph).
 struct RunShape {
   int tokens = 0;       // rows every kernel processes (a decode bucket pads)
@@ -462,7 +455,7 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
   for (int l = 0; l < num_layers; ++l) {
     const CudaLayerWeights& w = w_.layers[l];
     // Attention block; act_out[0] holds quantize(input_norm(x)).
-    RETURN_IF_ERROR(TernaryMatmulInt32(gemm_.get(), w.qkv.view(),
+    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(gemm_.get(), w.qkv.view(),
                                        cuda::Int8Activations(act_out[0], m, h), acc_qkv_.get(), s));
     RETURN_IF_ERROR(cuda::QkvEpilogueRope(
         acc_qkv_.get(), act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, m, qkv_shape,
@@ -478,7 +471,7 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
     RETURN_IF_ERROR(cuda::AddRmsNormQuantize(x_.get(), y_.get(), w.post_attention_norm.get(), m, h,
                                              eps, act_out[0], nullptr, s));
     // Feed-forward block.
-    RETURN_IF_ERROR(TernaryMatmulInt32(gemm_.get(), w.gate_up.view(),
+    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(gemm_.get(), w.gate_up.view(),
                                        cuda::Int8Activations(act_out[0], m, h), acc_gate_up_.get(),
                                        s));
     RETURN_IF_ERROR(cuda::GateUpRelu2NormQuantize(

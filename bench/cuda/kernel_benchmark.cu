@@ -9,8 +9,10 @@
 // hold them; each measurement is a CUDA graph of back-to-back calls (no launch gaps), replayed
 // after warm-up; the median replay over the number of calls in it is the time per call.
 //
-// Usage: kernel_benchmark [--explore] [--csv FILE]
-//   --explore  also times extra token counts (2, 4, 16, 32, 128, 256) to place the crossovers
+// Usage: kernel_benchmark [--explore | --products] [--csv FILE]
+//   --explore   also times extra token counts (2, 4, 16, 32, 128, 256) to place the crossovers
+//   --products  only the products, at the token counts of batched decode and prefill chunks
+//               (16 .. 4096), every path side by side: the data behind ChooseTernaryProductPath
 //   --csv      every variant's time, one line each
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -37,6 +39,7 @@
 #include "kernels/cuda/ternary_gemm.cuh"
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "kernels/cuda/ternary_layout.h"
+#include "kernels/cuda/ternary_tiled_gemm.cuh"
 #include "kernels/status_macros.h"
 #include "bench/cuda/graph_timing.cuh"
 
@@ -195,6 +198,8 @@ absl::Status BenchShape(const Shape& shape, const std::vector<int64_t>& token_co
   ASSIGN_OR_RETURN(auto x_bf16, DeviceBuffer<__nv_bfloat16>::Create(max_m * in));
   FillBf16<<<kFillBlocks, 256>>>(x_bf16.get(), x_bf16.size(), ++g_seed, 1.0f);
   ASSIGN_OR_RETURN(auto y, DeviceBuffer<float>::Create(max_m * out));
+  ASSIGN_OR_RETURN(auto tiled_scratch,
+                   DeviceBuffer<int8_t>::Create(TernaryTiledScratchBytes(max_m, stride)));
   ASSIGN_OR_RETURN(auto y_bf16, DeviceBuffer<__nv_bfloat16>::Create(max_m * out));
   std::unique_ptr<TernaryGemm> gemm;
   if (max_m >= 8) {
@@ -231,6 +236,14 @@ absl::Status BenchShape(const Shape& shape, const std::vector<int64_t>& token_co
       variants.push_back({config.Name(), [&, x, config](int c) {
                             return TernaryGemvWithConfig(config, view(c), x, y.get(), nullptr,
                                                          stream);
+                          }});
+    }
+    for (const TernaryTiledConfig& config : m >= 8 ? AllTernaryTiledConfigs()
+                                                   : std::vector<TernaryTiledConfig>{}) {
+      variants.push_back({config.Name(), [&, x, config](int c) {
+                            return TernaryTiledMatmulWithConfig(config, view(c), x, y.get(),
+                                                                nullptr, stream,
+                                                                tiled_scratch.get());
                           }});
     }
     if (gemm != nullptr && m >= 8) {
@@ -333,11 +346,13 @@ absl::Status BenchActQuant(cudaStream_t stream) {
 }
 
 absl::Status Main(int argc, char** argv) {
-  bool explore = false;
+  bool explore = false, products = false;
   FILE* csv = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--explore") == 0) {
       explore = true;
+    } else if (std::strcmp(argv[i], "--products") == 0) {
+      products = true;
     } else if (std::strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
       csv = std::fopen(argv[++i], "w");
       if (csv == nullptr) return absl::InvalidArgumentError(absl::StrCat("cannot write ", argv[i]));
@@ -371,10 +386,13 @@ absl::Status Main(int argc, char** argv) {
       {"70B", "gate/up", 57344, 8192},  {"70B", "down", 8192, 28672},
   };
   std::vector<Row> rows;
+  const std::vector<int64_t> token_counts =
+      products ? std::vector<int64_t>{16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
+               : std::vector<int64_t>{1, 8, 64, 512, 4096};
   for (const Shape& s : shapes) {
-    RETURN_IF_ERROR(BenchShape(s, {1, 8, 64, 512, 4096}, ceilings, blas, stream, &rows, csv));
+    RETURN_IF_ERROR(BenchShape(s, token_counts, ceilings, blas, stream, &rows, csv));
   }
-  if (explore) {
+  if (explore && !products) {
     std::printf("\nexplore (crossovers):\n");
     std::vector<Row> extra;
     for (const Shape& s : {shapes[2], shapes[5]}) {
@@ -382,7 +400,7 @@ absl::Status Main(int argc, char** argv) {
     }
   }
 
-  RETURN_IF_ERROR(BenchActQuant(stream));
+  if (!products) RETURN_IF_ERROR(BenchActQuant(stream));
 
   std::printf(
       "\n| shape | M | bitserve us | cuBLAS bf16 us | speedup | GB/s | %% of copy bw | "

@@ -30,6 +30,7 @@
 #include "kernels/cuda/ternary_gemm.cuh"
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "kernels/cuda/ternary_layout.h"
+#include "kernels/cuda/ternary_tiled_gemm.cuh"
 // The model's other ops (embedding, residual + norm, gated FFN, q/k/v + RoPE, LM head).
 #include "kernels/bf16.h"
 #include "kernels/cpu/bf16_matmul.h"
@@ -46,17 +47,18 @@ namespace {
 
 // ASSERT_OK, Alloc, BaseSeed, the poison bytes, Rng, ExpectBitExact, Download: op_test_harness.cuh
 
-enum class Op { kQuantize, kRmsNormQuantize, kGemv, kGemm, kQuantizeMatmul };
+enum class Op { kQuantize, kRmsNormQuantize, kGemv, kGemm, kTiled, kQuantizeMatmul };
 enum class ScaleKind { kAutoBitLinear, kBitLinear, kBitLinearPow2 };
 
 struct OpCase {
   Op op;
   int64_t m, out, in;  // tokens; matrix [out, in] (dim = in for the quantizers)
-  std::string config;  // GEMV configuration name; "" = the default choice
+  std::string config;  // GEMV or tiled configuration name; "" = the default choice
   ScaleKind scale = ScaleKind::kAutoBitLinear;
 
   std::string Name() const {
-    static const char* kOps[] = {"quantize", "rmsnorm_quantize", "gemv", "gemm", "quantize_matmul"};
+    static const char* kOps[] = {"quantize", "rmsnorm_quantize", "gemv", "gemm", "tiled",
+                                 "quantize_matmul"};
     static const char* kScales[] = {"", "_bitlinear", "_bitlinear_pow2"};
     std::string name = absl::StrCat(kOps[static_cast<int>(op)], "_m", m);
     if (op == Op::kQuantize || op == Op::kRmsNormQuantize) return absl::StrCat(name, "_dim", in);
@@ -100,10 +102,25 @@ std::vector<OpCase> AllCases() {
       for (int64_t m : {1, 7, 16, 65}) cases.push_back({Op::kGemv, m, out, in, config.Name()});
     }
   }
+  // Every compiled tiled configuration: partial row and token blocks, one k-tile (96x200 is
+  // two), tokens fewer than a block, the default choice, both scale forms.
+  for (const TernaryTiledConfig& config : AllTernaryTiledConfigs()) {
+    for (const auto& [out, in] :
+         {std::pair<int64_t, int64_t>{96, 200}, {200, 96}, {2560, 2560}, {3920, 2560}}) {
+      for (int64_t m : {1, 7, 64, 65, 130, 300}) {
+        const auto scale = static_cast<ScaleKind>(rotate++ % 3);
+        cases.push_back({Op::kTiled, m, out, in, config.Name(), scale});
+      }
+    }
+  }
+  for (int64_t m : {33, 64, 100, 256, 1000}) {
+    cases.push_back({Op::kTiled, m, 2560, 6912, "", ScaleKind::kBitLinear});
+    cases.push_back({Op::kTiled, m, 13824, 2560, "", ScaleKind::kAutoBitLinear});
+  }
   // Float activations -> GPU quantization -> the dispatch point, against the CPU chain.
   for (const auto& [out, in] :
        {std::pair<int64_t, int64_t>{2560, 2560}, {13824, 2560}, {96, 200}, {200, 96}}) {
-    for (int64_t m : {1, 16, 256}) {
+    for (int64_t m : {1, 16, 100, 256, 2100}) {
       cases.push_back({Op::kQuantizeMatmul, m, out, in, "", ScaleKind::kBitLinear});
     }
   }
@@ -324,6 +341,17 @@ absl::Status RunTernary(const OpCase& c, const TernaryMatrixView& w, const Int8A
                         TernaryGemm* gemm, float* y, int32_t* acc) {
   if (c.op == Op::kGemm)
     return y != nullptr ? gemm->Run(w, x, y, nullptr) : gemm->RunInt32(w, x, acc, nullptr);
+  if (c.op == Op::kTiled) {
+    auto scratch = DeviceBuffer<int8_t>::Create(TernaryTiledScratchBytes(x.rows, x.stride));
+    if (!scratch.ok()) return scratch.status();
+    if (c.config.empty()) return TernaryTiledMatmul(w, x, y, acc, nullptr, scratch->get());
+    for (const TernaryTiledConfig& config : AllTernaryTiledConfigs()) {
+      if (config.Name() == c.config) {
+        return TernaryTiledMatmulWithConfig(config, w, x, y, acc, nullptr, scratch->get());
+      }
+    }
+    return absl::NotFoundError(c.config);
+  }
   if (c.config.empty()) {
     return y != nullptr ? TernaryGemv(w, x, y, nullptr) : TernaryGemvInt32(w, x, acc, nullptr);
   }
@@ -407,6 +435,7 @@ TEST_P(CudaOpTest, MatchesCpuReference) {
       break;
     case Op::kGemv:
     case Op::kGemm:
+    case Op::kTiled:
       RunProduct(c, rng);
       break;
     case Op::kQuantizeMatmul:

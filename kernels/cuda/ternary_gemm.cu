@@ -6,6 +6,7 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/ternary_gemm.cuh"
 #include "kernels/cuda/ternary_kernel_common.cuh"
+#include "kernels/cuda/ternary_tiled_gemm.cuh"
 
 namespace bitserve::cuda {
 namespace {
@@ -116,6 +117,9 @@ absl::StatusOr<std::unique_ptr<TernaryGemm>> TernaryGemm::Create(int64_t max_row
   auto workspace = DeviceBuffer<uint8_t>::Create(kWorkspaceBytes);
   if (!workspace.ok()) return workspace.status();
   gemm->workspace_ = std::move(workspace).value();
+  auto permuted = DeviceBuffer<int8_t>::Create(gemm->max_tokens_ * gemm->max_cols_);
+  if (!permuted.ok()) return permuted.status();
+  gemm->permuted_ = std::move(permuted).value();
   return gemm;
 }
 
@@ -126,7 +130,7 @@ TernaryGemm::~TernaryGemm() {
 }
 
 int64_t TernaryGemm::scratch_bytes() const {
-  return unpacked_.bytes() + products_.bytes() + workspace_.bytes();
+  return unpacked_.bytes() + products_.bytes() + workspace_.bytes() + permuted_.bytes();
 }
 
 absl::StatusOr<const TernaryGemm::Plan*> TernaryGemm::FindPlan(int64_t padded_rows,
@@ -241,14 +245,57 @@ absl::Status TernaryGemm::RunInt32(const TernaryMatrixView& w, const Int8Activat
   return Multiply(w, x, nullptr, acc, stream);
 }
 
-bool PreferTernaryGemm(const TernaryMatrixView& w, int64_t m) {
-  return m >= 512 || (m >= 128 && w.k_tiles() < 48);
+TernaryProductPath ChooseTernaryProductPath(const TernaryMatrixView& w, int64_t m,
+                                            bool have_gemm) {
+  // bench/cuda/kernel_benchmark.cu --products on an H200 (docs/perf.md). The GEMV kernels stream
+  // the weights once and win while few tokens share them (up to 64, or 32 for the 70B gate/up's
+  // 57,344 rows); the tiled kernels (mma.sync ~600-750 int8 TOPS, wgmma up to ~1,000 with the
+  // unpack fused) win from there; unpacking for cuBLASLt (~1,000-1,300 TOPS including the pass
+  // over the unpacked weights) pays from 2,048 tokens, from 1,024 with long inputs (>= 6,144),
+  // and for long inputs into few rows (the 2B4T down projection) from 256, where the tiled grid
+  // has fewer blocks than the GPU has multiprocessors.
+  const bool long_k = w.k_tiles() >= 48;
+  const int64_t gemv_below = w.padded_rows >= 32768 ? 32 : (w.padded_rows >= 12288 ? 64 : 128);
+  if (m < gemv_below) return TernaryProductPath::kGemv;
+  if (have_gemm) {
+    if (m >= 2048 || (long_k && m >= 1024) || (long_k && w.padded_rows <= 4096 && m >= 256)) {
+      return TernaryProductPath::kCublas;
+    }
+  }
+  return TernaryProductPath::kTiled;
 }
+
+namespace {
+
+absl::Status Dispatch(TernaryGemm* gemm, const TernaryMatrixView& w, const Int8Activations& x,
+                      float* y, int32_t* acc, cudaStream_t stream) {
+  switch (ChooseTernaryProductPath(w, x.rows, gemm != nullptr)) {
+    case TernaryProductPath::kGemv:
+      return y != nullptr ? TernaryGemv(w, x, y, stream) : TernaryGemvInt32(w, x, acc, stream);
+    case TernaryProductPath::kTiled: {
+      // The wgmma scratch holds [x.rows, x.stride]; TernaryGemm sized it for its own limits.
+      const bool fits = gemm != nullptr && x.rows <= gemm->max_tokens() &&
+                        x.stride <= gemm->max_cols();
+      return TernaryTiledMatmul(w, x, y, acc, stream, fits ? gemm->tiled_scratch() : nullptr);
+    }
+    case TernaryProductPath::kCublas:
+      return y != nullptr ? gemm->Run(w, x, y, stream) : gemm->RunInt32(w, x, acc, stream);
+  }
+  return absl::InternalError("unknown ternary product path");
+}
+
+}  // namespace
 
 absl::Status TernaryMatmul(TernaryGemm* gemm, const TernaryMatrixView& w, const Int8Activations& x,
                            float* y, cudaStream_t stream) {
-  if (gemm != nullptr && PreferTernaryGemm(w, x.rows)) return gemm->Run(w, x, y, stream);
-  return TernaryGemv(w, x, y, stream);
+  if (y == nullptr) return absl::InvalidArgumentError("ternary product: null output");
+  return Dispatch(gemm, w, x, y, nullptr, stream);
+}
+
+absl::Status TernaryMatmulInt32(TernaryGemm* gemm, const TernaryMatrixView& w,
+                                const Int8Activations& x, int32_t* acc, cudaStream_t stream) {
+  if (acc == nullptr) return absl::InvalidArgumentError("ternary product: null output");
+  return Dispatch(gemm, w, x, nullptr, acc, stream);
 }
 
 }  // namespace bitserve::cuda

@@ -1,7 +1,7 @@
-// Ternary weight x int8 activation product for many tokens (prefill, big batches), and the one
-// dispatch point for ternary products on the GPU (TernaryMatmul).
+// Ternary weight x int8 activation product for many tokens through cuBLASLt, and the one
+// dispatch point for ternary products on the GPU (TernaryMatmul, TernaryMatmulInt32).
 //
-// The large-M path unpacks the packed weights (ternary_layout.h) to int8 {-1, 0, +1} in a scratch
+// TernaryGemm unpacks the packed weights (ternary_layout.h) to int8 {-1, 0, +1} in a scratch
 // matrix, multiplies with cuBLASLt int8 x int8 -> int32 on the tensor cores (exact), and applies
 // the float epilogue of ternary_layout.h. Unpacking costs one pass over 4x the packed bytes, small
 // beside the product once M is in the hundreds; bench/cuda/kernel_benchmark.cu times it against
@@ -42,6 +42,10 @@ class TernaryGemm {
                         cudaStream_t stream);
 
   int64_t scratch_bytes() const;
+  int64_t max_tokens() const { return max_tokens_; }
+  int64_t max_cols() const { return max_cols_; }
+  // Scratch for TernaryTiledMatmul's wgmma configurations, for activations of stride max_cols.
+  int8_t* tiled_scratch() const { return permuted_.get(); }
 
  private:
   struct Plan;
@@ -56,17 +60,23 @@ class TernaryGemm {
   DeviceBuffer<int8_t> unpacked_;    // [padded_rows, padded_cols] row-major
   DeviceBuffer<int32_t> products_;   // [m, padded_rows]
   DeviceBuffer<uint8_t> workspace_;  // cuBLASLt's
+  DeviceBuffer<int8_t> permuted_;    // the tiled wgmma kernels' activations [max_tokens, max_cols]
   std::vector<std::unique_ptr<Plan>> plans_;
 
 };
 
-// Whether TernaryMatmul takes TernaryGemm for m tokens of w (measured crossover,
-// bench/cuda/kernel_benchmark.cu, docs/perf.md): from 512 tokens, or from 128 when the inputs are
-// short (< 6144), where the MMA GEMV kernels have too little work per block.
-bool PreferTernaryGemm(const TernaryMatrixView& w, int64_t m);
+// The three ways to a ternary product, by token count (bench/cuda/kernel_benchmark.cu measures
+// them side by side; docs/perf.md has the crossovers):
+//   kGemv:   ternary_gemv.cuh, streaming the weights once for few tokens;
+//   kTiled:  ternary_tiled_gemm.cuh, the fused tiled MMA kernel;
+//   kCublas: TernaryGemm above (unpack + cuBLASLt), only where a TernaryGemm is given.
+enum class TernaryProductPath { kGemv, kTiled, kCublas };
+TernaryProductPath ChooseTernaryProductPath(const TernaryMatrixView& w, int64_t m, bool have_gemm);
 
-// The dispatch point: GEMV kernels for few tokens (or when gemm is null), TernaryGemm for many.
+// The dispatch point (gemm may be null). y / acc: [x.rows, w.rows].
 absl::Status TernaryMatmul(TernaryGemm* gemm, const TernaryMatrixView& w, const Int8Activations& x,
                            float* y, cudaStream_t stream);
+absl::Status TernaryMatmulInt32(TernaryGemm* gemm, const TernaryMatrixView& w,
+                                const Int8Activations& x, int32_t* acc, cudaStream_t stream);
 
 }  // namespace bitserve::cuda

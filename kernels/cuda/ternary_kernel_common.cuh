@@ -23,6 +23,20 @@ __device__ __forceinline__ uint4 LoadActivations(const int8_t* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+// 16-byte global -> shared copy, asynchronous (cp.async); when !valid nothing is read and the
+// 16 bytes are zeroed. (Padding rows and tokens of a tile use this: copying some valid row in
+// their place made every such lane read the same address, which serialized the copies.)
+__device__ __forceinline__ void CpAsync16(void* smem, const void* global, bool valid = true) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(global),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;"); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+}
+
 // acc += sum over the 16 inputs of `word` of code * x (x: the 16 matching int8 activations).
 __device__ __forceinline__ int Dot16(uint32_t word, uint4 x, int acc) {
   acc = __dp4a(static_cast<int>(word & kCodeMask), static_cast<int>(x.x), acc);

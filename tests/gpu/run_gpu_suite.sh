@@ -18,7 +18,8 @@
 # llama70b: the llama-70b preset on one GPU: engine_benchmark (batch-1 step vs the bandwidth
 #           floor, batches 64/256, prefill) and served offline throughput at 128/128 and 512/512
 #           (bench-serve, everything submitted at once) with int8 and int4 KV.
-#           LLAMA70B_PARTS picks among "engine int8 int4" (default: all).
+#           LLAMA70B_PARTS picks among "engine int8 int4" (default: all), LLAMA70B_SHAPES among
+#           "128x1024 512x512" (input/output length x requests; default: both).
 # pp2:      (two GPUs) the same llama-70b served as a 2-stage pipeline of local workers over NCCL
 #           (`serve --pipeline-stages 2 --device cuda`): batch-1 TPOT, offline throughput at
 #           128/128 and 512/512 with int8 and int4 KV (PP2_KV), and per run the stages' compute,
@@ -83,8 +84,8 @@ if has llama70b; then
     for _ in $(seq 3000); do grep -q "listening on" "$out/llama70b_serve_$kv.log" && break; sleep 0.1; done
     addr=$(grep -o "listening on .*" "$out/llama70b_serve_$kv.log" | awk '{print $3}')
     grep "bitserve serve: " "$out/llama70b_serve_$kv.log" | head -3
-    for shape in "128 1024" "512 512"; do
-      set -- $shape
+    for shape in ${LLAMA70B_SHAPES:-128x1024 512x512}; do
+      set -- ${shape/x/ }
       echo "== llama-70b $kv KV, $1/$1, $2 requests at once"
       timeout 280 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $2 --input-len $1 --output-len $1 \
         --max-concurrency $2 --timeout 260 --json "$out/llama70b_${kv}_$1.json" 2>&1 \
