@@ -450,6 +450,44 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaOpTest, ::testing::ValuesIn(AllCases()),
                            return info.param.Name();
                          });
 
+// The dispatch takes the wgmma kernel where its grid fills the GPU (long inputs, >= 512 tokens)
+// and passes it TernaryGemm's scratch; its result must equal the mma.sync kernel's bit for bit
+// (both are checked against the CPU reference above on smaller shapes). A wgmma configuration
+// without its scratch is refused.
+TEST(CudaOps, DispatchTakesWgmmaWithScratch) {
+  if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
+  if (!WgmmaAvailable()) GTEST_SKIP() << "no wgmma (needs sm_90a code on a 9.0 device)";
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  // One 256-row block per multiprocessor for 512 tokens (4 token blocks): a full wave.
+  const int64_t out = 256 * ((sms + 3) / 4), in = 6144, m = 512;
+  const TestMatrix& w = GetMatrix(out, in, ScaleKind::kBitLinear);
+  ASSERT_TRUE(DefaultTernaryTiledConfig(w.device.view(), m, true).wgmma);
+  ASSERT_EQ(ChooseTernaryProductPath(w.device.view(), m, true), TernaryProductPath::kTiled);
+  Rng rng(BaseSeed());
+  const HostActivations hx = RandomInt8Activations(m, in, rng);
+  DeviceActivations dx;
+  Upload(hx, &dx);
+  auto gemm = TernaryGemm::Create(out, in, m);
+  ASSERT_OK(gemm.status());
+  auto via_dispatch = Alloc<float>(m * out);
+  auto via_mma = Alloc<float>(m * out);
+  ASSERT_OK(via_dispatch.FillBytes(kPoisonFloat));
+  ASSERT_OK(via_mma.FillBytes(kPoisonFloat));
+  ASSERT_OK(TernaryMatmul(gemm->get(), w.device.view(), dx.view, via_dispatch.get(), nullptr));
+  ASSERT_OK(TernaryTiledMatmulWithConfig(DefaultTernaryTiledConfig(w.device.view(), m, false),
+                                         w.device.view(), dx.view, via_mma.get(), nullptr,
+                                         nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  ExpectBitExact(Download(via_dispatch), Download(via_mma), out, "wgmma vs mma.sync");
+
+  const TernaryTiledConfig wgmma = DefaultTernaryTiledConfig(w.device.view(), m, true);
+  EXPECT_EQ(TernaryTiledMatmulWithConfig(wgmma, w.device.view(), dx.view, via_mma.get(), nullptr,
+                                         nullptr, /*wgmma_scratch=*/nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CudaOps, RejectsMisalignedStride) {
   if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
   const TestMatrix& w = GetMatrix(96, 200, ScaleKind::kAutoBitLinear);
