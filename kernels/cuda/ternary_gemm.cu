@@ -248,14 +248,18 @@ absl::Status TernaryGemm::RunInt32(const TernaryMatrixView& w, const Int8Activat
 TernaryProductPath ChooseTernaryProductPath(const TernaryMatrixView& w, int64_t m,
                                             bool have_gemm) {
   // bench/cuda/kernel_benchmark.cu --products on an H200 (docs/perf.md). The GEMV kernels stream
-  // the weights once and win while few tokens share them (up to 64, or 32 for the 70B gate/up's
-  // 57,344 rows); the tiled kernels (mma.sync ~600-750 int8 TOPS, wgmma up to ~1,000 with the
-  // unpack fused) win from there; unpacking for cuBLASLt (~1,000-1,300 TOPS including the pass
-  // over the unpacked weights) pays from 2,048 tokens, from 1,024 with long inputs (>= 6,144),
-  // and for long inputs into few rows (the 2B4T down projection) from 256, where the tiled grid
-  // has fewer blocks than the GPU has multiprocessors.
+  // the weights once and win while few tokens share them: below 128 tokens (64 from 12,288 rows,
+  // 32 for the 70B gate/up's 57,344, 256 for long inputs into at most 4,096 rows). The tiled
+  // kernels (mma.sync ~600-750 int8 TOPS, wgmma up to ~1,000, the unpacking fused) win from
+  // there. Unpacking for cuBLASLt (~1,000-1,200 TOPS including the pass over the unpacked
+  // weights) pays from 2,048 tokens, from 1,024 with long inputs (>= 6,144), and for long inputs
+  // into few rows (the 2B4T down projection) from 256, where the tiled grid has fewer blocks than
+  // the GPU has multiprocessors.
   const bool long_k = w.k_tiles() >= 48;
-  const int64_t gemv_below = w.padded_rows >= 32768 ? 32 : (w.padded_rows >= 12288 ? 64 : 128);
+  const int64_t gemv_below = w.padded_rows >= 32768   ? 32
+                             : w.padded_rows >= 12288 ? 64
+                             : (long_k && w.padded_rows <= 4096) ? 256
+                                                                 : 128;
   if (m < gemv_below) return TernaryProductPath::kGemv;
   if (have_gemm) {
     if (m >= 2048 || (long_k && m >= 1024) || (long_k && w.padded_rows <= 4096 && m >= 256)) {

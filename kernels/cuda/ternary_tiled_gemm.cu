@@ -326,7 +326,7 @@ TernaryTiledConfig DefaultTernaryTiledConfig(const TernaryMatrixView& w, int64_t
     return Wgmma(4, 128);
   }
   if (m >= 512 || w.padded_rows >= 32768) return w.padded_rows <= 4096 ? kMma128x32 : kMma128x64;
-  if (long_k && w.padded_rows <= 8192) {
+  if (long_k && w.padded_rows > 4096 && w.padded_rows <= 8192) {
     return wgmma && m >= 256 && w.k_tiles() >= 128 ? Wgmma(4, 64) : kMma128x64Wide;
   }
   return kMma128x32;
