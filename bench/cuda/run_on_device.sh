@@ -3,7 +3,7 @@
 # ../shared/scripts/bundle-binaries.sh (.bundle-cuda/), writing logs to $OUT (or ./out):
 #   bash ../shared/scripts/bundle-binaries.sh .bundle-cuda BUILD/kernels/cuda/cuda_op_test \
 #     BUILD/bench/cuda/kernel_benchmark
-# Usage: bench/cuda/run_on_device.sh [tests|bench|sass]...   (default: tests bench)
+# Usage: bench/cuda/run_on_device.sh [tests|bench|products|sass]...   (default: tests bench)
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -26,6 +26,12 @@ for step in "${steps[@]}"; do
       timeout 300 "$bin/kernel_benchmark" --explore --csv "$out/bench.csv" 2>&1 \
         | tee "$out/bench.log" | grep -v "^|"
       echo "kernel_benchmark exit $?"
+      ;;
+    products)
+      # Every product path side by side at 16 .. 4,096 tokens (the dispatch's data).
+      timeout 300 "$bin/kernel_benchmark" --products --csv "$out/products.csv" 2>&1 \
+        | tee "$out/products.log" | grep -v "^|"
+      echo "kernel_benchmark --products exit $?"
       ;;
     sass)
       # Load order and instruction mix of the decode kernels.
