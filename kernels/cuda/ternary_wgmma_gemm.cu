@@ -106,8 +106,39 @@ struct WgmmaShape {
   static constexpr int kBlockRowTiles = kWG * 4;
   static constexpr int kWeightBytes = kBlockRowTiles * 512;
   static constexpr int kStageBytes = kWeightBytes + (kN / 8) * kGroupStride;
-  static constexpr int kSharedBytes = kStages * kStageBytes;
+  // Two mbarriers per stage (full, empty) after the stages.
+  static constexpr int kSharedBytes = kStages * kStageBytes + 2 * kStages * 8;
 };
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void MbarrierInit(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(SharedAddress(bar)), "r"(count));
+}
+__device__ __forceinline__ void MbarrierArrive(uint64_t* bar) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}" ::"r"(
+                   SharedAddress(bar))
+               : "memory");
+}
+// Arrives on `bar` once all of this thread's earlier cp.async copies have landed (the arrival
+// counts toward the barrier's expected count: no pending-count increment).
+__device__ __forceinline__ void CpAsyncArriveOn(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(SharedAddress(bar))
+               : "memory");
+}
+// Waits until the phase with this parity has completed.
+__device__ __forceinline__ void MbarrierWait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(SharedAddress(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
 
 template <int kWG, int kN, int kStages, int kMinBlocks>
 __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(TiledArgs a) {
@@ -151,21 +182,32 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
 #pragma unroll
   for (int i = 0; i < kN / 2; ++i) acc[i] = 0;
 
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < a.k_tiles) load_stage(s);
-    asm volatile("cp.async.commit_group;");
+  // Stage kt % kStages is "full" once every thread's copies of k-tile kt have landed (each
+  // thread's cp.async.mbarrier.arrive fires when its own copies complete) and "empty" once every
+  // warp's MMAs on it are done. Warpgroups synchronize only through these, so one unpacks or
+  // waits while another's MMAs run; a block-wide barrier per k-tile would line them up.
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * S::kStageBytes);
+  uint64_t* empty = full + kStages;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      MbarrierInit(&full[s], S::kThreads);
+      MbarrierInit(&empty[s], S::kThreads / 32);
+    }
   }
-  for (int kt = 0; kt < a.k_tiles; ++kt) {
-    asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2));
-    // This thread's copies are in; make them visible to the tensor cores' (async) proxy, then
-    // wait for everyone's. Every warpgroup finished the slot loaded next (wait_group 0 below).
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    __syncthreads();
+  __syncthreads();
+  auto produce = [&](int kt) {
+    load_stage(kt);
+    CpAsyncArriveOn(&full[kt % kStages]);
+  };
 
-    // The weight fragments first, then the MMAs (asynchronous), and only then the next stage's
-    // copies: queued ahead of the weight load, they would delay the MMAs they could overlap.
-    const uint8_t* stage = smem + (kt % kStages) * S::kStageBytes;
+  for (int s = 0; s < kStages - 1 && s < a.k_tiles; ++s) produce(s);
+  for (int kt = 0; kt < a.k_tiles; ++kt) {
+    const int slot = kt % kStages;
+    MbarrierWait(&full[slot], (kt / kStages) & 1);
+    // Everyone's copies are visible to this thread; order them before its tensor-core reads.
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+
+    const uint8_t* stage = smem + slot * S::kStageBytes;
     const uint4 wv = *reinterpret_cast<const uint4*>(stage + warp * 512 + lane * 16);
     uint32_t af[4][4];
     UnpackFragments(wv, af);
@@ -176,9 +218,14 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
       WgmmaS8<kN>(acc, af[step], SmemDescriptor(xs + 2 * step * kChunkStride));
     }
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-    if (kt + kStages - 1 < a.k_tiles) load_stage(kt + kStages - 1);
-    asm volatile("cp.async.commit_group;");
+    // While they run: refill the stage of k-tile kt - 1 once every warp is done with it.
+    if (kt + kStages - 1 < a.k_tiles) {
+      if (kt >= 1) MbarrierWait(&empty[(kt - 1) % kStages], ((kt - 1) / kStages) & 1);
+      produce(kt + kStages - 1);
+    }
     asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    __syncwarp();
+    if (lane == 0) MbarrierArrive(&empty[slot]);
   }
   asm volatile("cp.async.wait_group 0;");
 
