@@ -412,19 +412,32 @@ TernaryGemvConfig Mma(int tokens, int row_warps, int warp_row_tiles, int k_split
 }  // namespace
 
 TernaryGemvConfig DefaultTernaryGemvConfig(const TernaryMatrixView& w, int64_t m) {
-  // From bench/cuda/kernel_benchmark.cu on an H100 (docs/perf.md). Shape traits decide:
+  // From bench/cuda/kernel_benchmark.cu (docs/perf.md). Shape traits decide:
   //   long_k: >= 48 k-tiles (6144+ inputs), so each of 8 split-K warps streams several tiles;
   //   many_rows: >= 8192 rows, enough blocks that fewer split-K warps per block win.
-  // Within 15% of the best compiled configuration at every measured shape, except 10240x8192 at
-  // 64 tokens (+14%) and 3840x2560 at 64 tokens (+20%).
+  // M = 1 and 2 (dp4a) and up to 8 tokens: H100, within 15% of the best compiled configuration
+  // at every measured shape. 9 to 64 tokens: refitted on an H200 with `--products` (2B4T and 70B
+  // shapes): few rows (<= 4,096) want 8-token blocks, so that the grid has enough blocks; 10,240+
+  // rows want fewer split-K warps; within 10% of the best at 16 and 32 tokens except 3840x2560
+  // at 32 (6.7 vs 5.4 us).
   const bool long_k = w.k_tiles() >= 48;
   const bool many_rows = w.row_tiles() >= 512;
+  const bool few_rows = w.padded_rows <= 4096;
+  const bool wide = w.padded_rows >= 10240;
   if (m == 1) return long_k ? Dp4a(1, 8, 2) : (many_rows ? Dp4a(1, 4, 4) : Dp4a(1, 8, 4));
   if (m == 2 && long_k) return Dp4a(2, 8, 2);
   if (m <= 8) return (many_rows && !long_k) ? Mma(8, 1, 1, 4, 4) : Mma(8, 1, 1, 8, 2);
-  if (m <= 16) return long_k ? Mma(16, 1, 2, 8, 2) : Mma(16, 1, 4, 8, 1);
-  if (m <= 32) return long_k ? Mma(32, 1, 2, 8, 1) : Mma(16, 1, 4, 4, 1);
-  if (w.k_tiles() >= 64) return Mma(32, 2, 2, 4, 1);
+  if (few_rows && m <= 32) return Mma(8, 1, 1, 8, 2);
+  if (m <= 16) {
+    if (!long_k) return Mma(16, 1, 4, 8, 1);
+    if (w.padded_rows >= 12288) return Mma(16, 1, 4, 4, 1);
+    return wide ? Mma(16, 2, 1, 4, 4) : Mma(16, 1, 2, 8, 2);
+  }
+  if (m <= 32) {
+    if (!long_k) return Mma(16, 1, 4, 4, 1);
+    return wide ? Mma(32, 1, 2, 4, 2) : Mma(32, 1, 2, 8, 1);
+  }
+  if (w.k_tiles() >= 64) return wide ? Mma(32, 1, 2, 4, 2) : Mma(32, 2, 2, 4, 1);
   return many_rows ? Mma(16, 1, 4, 4, 1) : Mma(16, 2, 1, 4, 4);
 }
 
