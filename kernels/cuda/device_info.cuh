@@ -21,4 +21,12 @@ struct DeviceInfo {
 // FailedPrecondition when no CUDA device is visible or `index` is out of range.
 absl::StatusOr<DeviceInfo> QueryDevice(int index);
 
+// The current device's multiprocessor count and compute capability, read once per device and then
+// cached, so kernel launchers may ask on every call. {132, 0, 0} when no device answers.
+struct CurrentDeviceTraits {
+  int multiprocessors = 132;
+  int compute_major = 0, compute_minor = 0;
+};
+CurrentDeviceTraits GetCurrentDeviceTraits();
+
 }  // namespace bitserve::cuda

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/paged_attention.cuh"
 #include "kernels/cuda/paged_attention_internal.cuh"
 #include "kernels/cuda/paged_attention_options.cuh"
@@ -32,16 +33,6 @@ bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 int MaxSplitsFor(int max_context) {
   return std::min(kMaxSplits, (max_context + kPagedAttentionMinSplitKeys - 1) /
                                   kPagedAttentionMinSplitKeys);
-}
-
-int MultiprocessorCount() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    cudaGetLastError();
-    return 132;
-  }
-  return count;
 }
 
 }  // namespace
@@ -101,7 +92,6 @@ using paged_attention::LaunchDecode;
 using paged_attention::LaunchPrefill;
 using paged_attention::Log2;
 using paged_attention::MaxSplitsFor;
-using paged_attention::MultiprocessorCount;
 using paged_attention::PrefillArgs;
 using paged_attention::ValidateCache;
 
@@ -156,7 +146,7 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
     // second wave idles SMs. Much work: ~2.7 waves of blocks of >= 2048 keys, which keeps every
     // slot busy and makes the last wave's tail small (measured on the H100: at batch 16 and 64,
     // 32K-128K, 7-13% faster than one wave; at batch 1, 32K-128K, 10-23% slower).
-    const int64_t resident = static_cast<int64_t>(MultiprocessorCount()) *
+    const int64_t resident = static_cast<int64_t>(GetCurrentDeviceTraits().multiprocessors) *
                              DecodeResidentBlocksPerSm(head_dim, group_per_block, cache.dtype);
     const int64_t per_split = static_cast<int64_t>(entries) * kv_blocks;
     const int64_t one_wave = std::max<int64_t>(1, resident / per_split);

@@ -17,30 +17,12 @@ using internal::MmaS8;
 using internal::ScaleOutput;
 using internal::UnpackFragments;
 
-struct GemvArgs {
-  const uint4* w;  // tiles, ternary_layout.h order
-  int k_tiles;
-  int row_tiles;
-  int rows;
-  const int8_t* x;
-  int64_t x_stride;
-  const int32_t* x_sum;
-  const float* x_scale;
-  int m;
-  int scale_mode;
-  float scale_value;
-  float* y;      // float output, or
-  int32_t* acc;  // int32 output
-};
+using GemvArgs = internal::TernaryProductArgs;
 
 __device__ __forceinline__ void Store(const GemvArgs& a, int token, int row, int code_dot) {
-  const int dot = code_dot - a.x_sum[token];  // codes are w + 1
-  const int64_t index = static_cast<int64_t>(token) * a.rows + row;
-  if (a.acc != nullptr) {
-    a.acc[index] = dot;
-  } else {
-    a.y[index] = ScaleOutput(dot, a.x_scale[token], a.scale_mode, a.scale_value);
-  }
+  internal::StoreProduct(a, static_cast<int64_t>(token) * a.rows + row,
+                         code_dot - a.x_sum[token],  // codes are w + 1
+                         a.acc == nullptr ? a.x_scale[token] : 0.0f);
 }
 
 // Both kernels stream weights through a register software pipeline: the next batch of 16-byte
@@ -512,20 +494,7 @@ absl::Status TernaryGemvWithConfig(const TernaryGemvConfig& config, const Ternar
                                                    " is for exactly ", config.tokens,
                                                    " tokens, got ", x.rows));
   }
-  GemvArgs a;
-  a.w = reinterpret_cast<const uint4*>(w.words);
-  a.k_tiles = static_cast<int>(w.k_tiles());
-  a.row_tiles = static_cast<int>(w.row_tiles());
-  a.rows = static_cast<int>(w.rows);
-  a.x = x.values;
-  a.x_stride = x.stride;
-  a.x_sum = x.sums;
-  a.x_scale = x.scales;
-  a.m = static_cast<int>(x.rows);
-  a.scale_mode = static_cast<int>(w.scale.mode);
-  a.scale_value = w.scale.value;
-  a.y = y;
-  a.acc = acc;
+  const GemvArgs a = internal::MakeTernaryProductArgs(w, x, y, acc);
   entry->launch(a, stream);
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();

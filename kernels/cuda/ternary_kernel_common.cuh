@@ -1,12 +1,50 @@
-// Device helpers shared by the ternary kernels (ternary_gemv.cu, ternary_gemm.cu): the loads, the
-// unpacking of ternary_layout.h words, the int8 MMA and the float epilogue.
+// What the ternary kernels share (ternary_gemv.cu, ternary_gemm.cu, ternary_tiled_gemm.cu,
+// ternary_wgmma_gemm.cu): their launch arguments, the loads, the unpacking of ternary_layout.h
+// words, the int8 MMA and the epilogue.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "kernels/cuda/int8_activations.h"
+#include "kernels/cuda/ternary_gemv.cuh"
+
 namespace bitserve::cuda::internal {
+
+// One ternary product's operands, as every product kernel takes them.
+struct TernaryProductArgs {
+  const uint4* w;  // packed tiles, ternary_layout.h order
+  int k_tiles, row_tiles, rows;
+  const int8_t* x;
+  int64_t x_stride;
+  const int32_t* x_sum;
+  const float* x_scale;
+  int m;
+  int scale_mode;
+  float scale_value;
+  float* y;      // float output, or
+  int32_t* acc;  // int32 output
+};
+
+inline TernaryProductArgs MakeTernaryProductArgs(const TernaryMatrixView& w,
+                                                 const Int8Activations& x, float* y, int32_t* acc) {
+  TernaryProductArgs a;
+  a.w = reinterpret_cast<const uint4*>(w.words);
+  a.k_tiles = static_cast<int>(w.k_tiles());
+  a.row_tiles = static_cast<int>(w.row_tiles());
+  a.rows = static_cast<int>(w.rows);
+  a.x = x.values;
+  a.x_stride = x.stride;
+  a.x_sum = x.sums;
+  a.x_scale = x.scales;
+  a.m = static_cast<int>(x.rows);
+  a.scale_mode = static_cast<int>(w.scale.mode);
+  a.scale_value = w.scale.value;
+  a.y = y;
+  a.acc = acc;
+  return a;
+}
 
 inline constexpr uint32_t kCodeMask = 0x03030303u;
 
@@ -21,20 +59,6 @@ __device__ __forceinline__ uint4 LoadWeightsStreaming(const uint4* p) {
 
 __device__ __forceinline__ uint4 LoadActivations(const int8_t* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
-}
-
-// 16-byte global -> shared copy, asynchronous (cp.async); when !valid nothing is read and the
-// 16 bytes are zeroed. (Padding rows and tokens of a tile use this: copying some valid row in
-// their place made every such lane read the same address, which serialized the copies.)
-__device__ __forceinline__ void CpAsync16(void* smem, const void* global, bool valid = true) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(global),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;"); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
 }
 
 // acc += sum over the 16 inputs of `word` of code * x (x: the 16 matching int8 activations).
@@ -78,6 +102,17 @@ __device__ __forceinline__ float ScaleOutput(int acc, float x_scale, int mode, f
   const float a = __int2float_rn(acc);
   return mode == 0 ? __fmul_rn(__fdiv_rn(a, x_scale), value)
                    : __fdiv_rn(a, __fmul_rn(x_scale, value));
+}
+
+// Output element `index` ([token, row] of [m, rows]) from the exact sum `dot` (code sum minus the
+// token's activation sum): the int32 itself, or the float epilogue with the token's scale.
+__device__ __forceinline__ void StoreProduct(const TernaryProductArgs& a, int64_t index, int dot,
+                                             float x_scale) {
+  if (a.acc != nullptr) {
+    a.acc[index] = dot;
+  } else {
+    a.y[index] = ScaleOutput(dot, x_scale, a.scale_mode, a.scale_value);
+  }
 }
 
 }  // namespace bitserve::cuda::internal

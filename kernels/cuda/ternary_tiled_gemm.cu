@@ -1,9 +1,10 @@
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/ternary_kernel_common.cuh"
 #include "kernels/cuda/ternary_tiled_gemm.cuh"
 #include "kernels/cuda/ternary_tiled_internal.cuh"
@@ -15,11 +16,11 @@ using internal::CpAsync16;
 using internal::CpAsyncCommit;
 using internal::CpAsyncWait;
 using internal::MmaS8;
-using internal::ScaleOutput;
-using internal::TiledArgs;
+using internal::StoreProduct;
+using internal::TernaryProductArgs;
 using internal::UnpackFragments;
 
-constexpr int kTileBytes = 512;  // one packed 16 x 128 weight tile (ternary_layout.h)
+constexpr int kTileBytes = 512;   // one packed 16 x 128 weight tile (ternary_layout.h)
 constexpr int kKTileBytes = 128;  // one token's activations per k-tile
 
 // Where 16-byte chunk c (0..7) of token row n's k-tile lies in shared memory. Lane (g, t) reads
@@ -40,7 +41,8 @@ struct TiledShape {
 };
 
 template <int kWR, int kWN, int kRT, int kNT, int kStages, int kMinBlocks>
-__global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks) TernaryTiledKernel(TiledArgs a) {
+__global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks)
+    TernaryTiledKernel(TernaryProductArgs a) {
   using S = TiledShape<kWR, kWN, kRT, kNT, kStages>;
   extern __shared__ __align__(128) uint8_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -65,7 +67,8 @@ __global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks) TernaryTiledKernel(
     const int chunk = min(static_cast<int>(threadIdx.x) + i * S::kThreads, kWeightChunks - 1);
     w_ok[i] = tile0 + chunk / 32 < a.row_tiles;
     const int tile = min(tile0 + chunk / 32, a.row_tiles - 1);
-    w_src[i] = a.w + static_cast<int64_t>(tile) * a.k_tiles * kTileBytes + (chunk % 32) * 16;
+    w_src[i] = reinterpret_cast<const uint8_t*>(a.w) +
+               static_cast<int64_t>(tile) * a.k_tiles * kTileBytes + (chunk % 32) * 16;
     w_dst[i] = chunk * 16;
   }
   const int8_t* x_src[kActPerThread];
@@ -84,11 +87,13 @@ __global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks) TernaryTiledKernel(
     uint8_t* stage = smem + (kt % kStages) * S::kStageBytes;
 #pragma unroll
     for (int i = 0; i < kWeightPerThread; ++i) {
-      CpAsync16(stage + w_dst[i], w_src[i] + static_cast<int64_t>(kt) * kTileBytes, w_ok[i]);
+      CpAsync16(stage + w_dst[i], w_src[i] + static_cast<int64_t>(kt) * kTileBytes,
+                w_ok[i] ? 16 : 0);
     }
 #pragma unroll
     for (int i = 0; i < kActPerThread; ++i) {
-      CpAsync16(stage + x_dst[i], x_src[i] + static_cast<int64_t>(kt) * kKTileBytes, x_ok[i]);
+      CpAsync16(stage + x_dst[i], x_src[i] + static_cast<int64_t>(kt) * kKTileBytes,
+                x_ok[i] ? 16 : 0);
     }
   };
 
@@ -159,27 +164,23 @@ __global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks) TernaryTiledKernel(
         for (int half = 0; half < 2; ++half) {
           const int row = (tile0 + warp_r * kRT + r) * 16 + g + 8 * half;
           if (row >= a.rows) continue;
-          const int dot = acc[r][j][2 * half + col] - x_sum;  // codes are w + 1
-          if (a.acc != nullptr) {
-            a.acc[out_row + row] = dot;
-          } else {
-            a.y[out_row + row] = ScaleOutput(dot, x_scale, a.scale_mode, a.scale_value);
-          }
+          // Codes are w + 1.
+          StoreProduct(a, out_row + row, acc[r][j][2 * half + col] - x_sum, x_scale);
         }
       }
     }
   }
 }
 
-using LaunchFn = cudaError_t (*)(const TiledArgs&, cudaStream_t);
+using LaunchFn = cudaError_t (*)(const TernaryProductArgs&, cudaStream_t);
 
 template <int kWR, int kWN, int kRT, int kNT, int kStages, int kMinBlocks>
-cudaError_t Launch(const TiledArgs& a, cudaStream_t stream) {
+cudaError_t Launch(const TernaryProductArgs& a, cudaStream_t stream) {
   using S = TiledShape<kWR, kWN, kRT, kNT, kStages>;
   auto* kernel = &TernaryTiledKernel<kWR, kWN, kRT, kNT, kStages, kMinBlocks>;
   // Raised once per kernel (before any graph capture: the engine runs each shape plainly first).
-  static const cudaError_t attribute = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSharedBytes);
+  static const cudaError_t attribute =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSharedBytes);
   if (attribute != cudaSuccess) return attribute;
   // Token blocks vary fastest: the blocks that share a weight slice run together, so all but
   // the first read it from L2.
@@ -195,7 +196,7 @@ struct Entry {
 };
 
 template <int kWarpgroups, int kTokens, int kStages, int kMinBlocks>
-cudaError_t LaunchWgmma(const TiledArgs& a, cudaStream_t stream) {
+cudaError_t LaunchWgmma(const TernaryProductArgs& a, cudaStream_t stream) {
   return internal::LaunchTernaryWgmma(kWarpgroups, kTokens, kStages, kMinBlocks, a, stream);
 }
 
@@ -244,20 +245,14 @@ bool SameConfig(const TernaryTiledConfig& a, const TernaryTiledConfig& b) {
 
 bool WgmmaAvailable() {
   if (!internal::WgmmaCompiled()) return false;
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return major == 9 && minor == 0;
+  const CurrentDeviceTraits device = GetCurrentDeviceTraits();
+  return device.compute_major == 9 && device.compute_minor == 0;
 }
 
 #if !BITSERVE_WITH_WGMMA
 namespace internal {
 bool WgmmaCompiled() { return false; }
-cudaError_t LaunchTernaryWgmma(int, int, int, int, const TiledArgs&, cudaStream_t) {
+cudaError_t LaunchTernaryWgmma(int, int, int, int, const TernaryProductArgs&, cudaStream_t) {
   return cudaErrorNotSupported;
 }
 }  // namespace internal
@@ -269,7 +264,8 @@ std::string TernaryTiledConfig::Name() const {
                         min_blocks > 1 ? absl::StrCat("_b", min_blocks) : "");
   }
   return absl::StrCat("tiled_", block_rows(), "x", block_tokens(), "_w", row_warps, "x",
-                      token_warps, "_s", stages, min_blocks > 1 ? absl::StrCat("_b", min_blocks) : "");
+                      token_warps, "_s", stages,
+                      min_blocks > 1 ? absl::StrCat("_b", min_blocks) : "");
 }
 
 const std::vector<TernaryTiledConfig>& AllTernaryTiledConfigs() {
@@ -283,22 +279,9 @@ const std::vector<TernaryTiledConfig>& AllTernaryTiledConfigs() {
 
 namespace {
 
-int MultiprocessorCount() {
-  static std::atomic<int> cached[16] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 132;
-  std::atomic<int>& slot = cached[device & 15];
-  int n = slot.load(std::memory_order_relaxed);
-  if (n == 0) {
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) n = 132;
-    slot.store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 // Share of the last wave's slots that a grid of `blocks` (one per multiprocessor) fills.
 double WaveEfficiency(int64_t blocks) {
-  const int64_t sms = MultiprocessorCount();
+  const int64_t sms = GetCurrentDeviceTraits().multiprocessors;
   const int64_t waves = (blocks + sms - 1) / sms;
   return static_cast<double>(blocks) / static_cast<double>(waves * sms);
 }
@@ -354,29 +337,15 @@ absl::Status TernaryTiledMatmulWithConfig(const TernaryTiledConfig& config,
         "tiled ternary GEMM configuration ", config.Name(), " needs a compute capability 9.0 GPU"));
   }
   if (config.wgmma && wgmma_scratch == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("tiled ternary GEMM configuration ",
-                                                   config.Name(), " needs its scratch"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tiled ternary GEMM configuration ", config.Name(), " needs its scratch"));
   }
   const int64_t token_blocks = (x.rows + config.block_tokens() - 1) / config.block_tokens();
-  if (token_blocks >= (int64_t{1} << 31) ||
-      w.row_tiles() / (config.block_rows() / 16) >= 65535) {
+  if (token_blocks >= (int64_t{1} << 31) || w.row_tiles() / (config.block_rows() / 16) >= 65535) {
     return absl::InvalidArgumentError(absl::StrCat("tiled ternary GEMM grid too large for [",
                                                    w.rows, ", ", w.cols, "] x ", x.rows));
   }
-  TiledArgs a;
-  a.w = reinterpret_cast<const uint8_t*>(w.words);
-  a.k_tiles = static_cast<int>(w.k_tiles());
-  a.row_tiles = static_cast<int>(w.row_tiles());
-  a.rows = static_cast<int>(w.rows);
-  a.x = x.values;
-  a.x_stride = x.stride;
-  a.x_sum = x.sums;
-  a.x_scale = x.scales;
-  a.m = static_cast<int>(x.rows);
-  a.scale_mode = static_cast<int>(w.scale.mode);
-  a.scale_value = w.scale.value;
-  a.y = y;
-  a.acc = acc;
+  TernaryProductArgs a = internal::MakeTernaryProductArgs(w, x, y, acc);
   if (config.wgmma) {
     BITSERVE_CUDA_RETURN_IF_ERROR(internal::PermuteActivationsForWgmma(
         x.values, x.stride, a.m, a.k_tiles, wgmma_scratch, stream));

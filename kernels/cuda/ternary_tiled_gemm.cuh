@@ -53,11 +53,11 @@ const std::vector<TernaryTiledConfig>& AllTernaryTiledConfigs();
 TernaryTiledConfig DefaultTernaryTiledConfig(const TernaryMatrixView& w, int64_t m, bool wgmma);
 
 // Exactly one of y ([x.rows, w.rows] float32) / acc ([x.rows, w.rows] int32) is non-null.
-// wgmma_scratch: device memory of TernaryTiledScratchBytes(x) for the wgmma configurations (they
-// first write the activations there in their k order); may be null for the others.
+// wgmma_scratch: TernaryTiledScratchBytes(x.rows, x.stride) bytes of device memory for the wgmma
+// configurations (they first write the activations there in their k order); may be null for the
+// others.
 absl::Status TernaryTiledMatmul(const TernaryMatrixView& w, const Int8Activations& x, float* y,
-                                int32_t* acc, cudaStream_t stream,
-                                int8_t* wgmma_scratch = nullptr);
+                                int32_t* acc, cudaStream_t stream, int8_t* wgmma_scratch = nullptr);
 absl::Status TernaryTiledMatmulWithConfig(const TernaryTiledConfig& config,
                                           const TernaryMatrixView& w, const Int8Activations& x,
                                           float* y, int32_t* acc, cudaStream_t stream,

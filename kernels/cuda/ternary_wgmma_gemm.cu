@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/cp_async.cuh"
 #include "kernels/cuda/ternary_kernel_common.cuh"
 #include "kernels/cuda/ternary_tiled_internal.cuh"
 
@@ -110,9 +111,6 @@ struct WgmmaShape {
   static constexpr int kSharedBytes = kStages * kStageBytes + 2 * kStages * 8;
 };
 
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 __device__ __forceinline__ void MbarrierInit(uint64_t* bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(SharedAddress(bar)), "r"(count));
 }
@@ -141,7 +139,7 @@ __device__ __forceinline__ void MbarrierWait(uint64_t* bar, uint32_t parity) {
 }
 
 template <int kWG, int kN, int kStages, int kMinBlocks>
-__global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(TiledArgs a) {
+__global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(TernaryProductArgs a) {
 #if BITSERVE_WGMMA_BODY
   using S = WgmmaShape<kWG, kN, kStages>;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -153,7 +151,8 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
   // Weights: one 16-byte chunk per thread and k-tile.
   const bool w_ok = tile0 + warp < a.row_tiles;  // else zero-filled
   const uint8_t* w_src =
-      a.w + static_cast<int64_t>(min(tile0 + warp, a.row_tiles - 1)) * a.k_tiles * 512 + lane * 16;
+      reinterpret_cast<const uint8_t*>(a.w) +
+      static_cast<int64_t>(min(tile0 + warp, a.row_tiles - 1)) * a.k_tiles * 512 + lane * 16;
   // Activations (already permuted): 16-byte chunks, kN tokens x 8 per k-tile; chunk i of this
   // thread is token i / 8, chunk i % 8 (tokens past m are zero-filled, never stored).
   constexpr int kChunksPerThread = kN * 8 / S::kThreads;
@@ -171,10 +170,10 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
   }
   auto load_stage = [&](int kt) {
     uint8_t* stage = smem + (kt % kStages) * S::kStageBytes;
-    CpAsync16(stage + threadIdx.x * 16, w_src + static_cast<int64_t>(kt) * 512, w_ok);
+    CpAsync16(stage + threadIdx.x * 16, w_src + static_cast<int64_t>(kt) * 512, w_ok ? 16 : 0);
 #pragma unroll
     for (int i = 0; i < kChunksPerThread; ++i) {
-      CpAsync16(stage + x_dst[i], x_row[i] + static_cast<int64_t>(kt) * 128, x_ok[i]);
+      CpAsync16(stage + x_dst[i], x_row[i] + static_cast<int64_t>(kt) * 128, x_ok[i] ? 16 : 0);
     }
   };
 
@@ -227,7 +226,7 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
     __syncwarp();
     if (lane == 0) MbarrierArrive(&empty[slot]);
   }
-  asm volatile("cp.async.wait_group 0;");
+  CpAsyncWait<0>();
 
   // Accumulators: acc[4j + i] = row g (+8 for i >= 2) of this warp's 16, token 8j + 2t + (i & 1).
   const int row_base = (tile0 + warp) * 16 + g;
@@ -244,12 +243,8 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
       for (int half = 0; half < 2; ++half) {
         const int row = row_base + 8 * half;
         if (row >= a.rows) continue;
-        const int dot = acc[4 * j + 2 * half + col] - x_sum;  // codes are w + 1
-        if (a.acc != nullptr) {
-          a.acc[out_row + row] = dot;
-        } else {
-          a.y[out_row + row] = ScaleOutput(dot, x_scale, a.scale_mode, a.scale_value);
-        }
+        // Codes are w + 1.
+        StoreProduct(a, out_row + row, acc[4 * j + 2 * half + col] - x_sum, x_scale);
       }
     }
   }
@@ -259,7 +254,7 @@ __global__ void __launch_bounds__(kWG * 128, kMinBlocks) TernaryWgmmaKernel(Tile
 }
 
 template <int kWG, int kN, int kStages, int kMinBlocks>
-cudaError_t Launch(const TiledArgs& a, cudaStream_t stream) {
+cudaError_t Launch(const TernaryProductArgs& a, cudaStream_t stream) {
   using S = WgmmaShape<kWG, kN, kStages>;
   auto* kernel = &TernaryWgmmaKernel<kWG, kN, kStages, kMinBlocks>;
   static const cudaError_t attribute = cudaFuncSetAttribute(
@@ -283,7 +278,7 @@ cudaError_t PermuteActivationsForWgmma(const int8_t* x, int64_t stride, int m, i
 }
 
 cudaError_t LaunchTernaryWgmma(int warpgroups, int tokens, int stages, int min_blocks,
-                               const TiledArgs& a, cudaStream_t stream) {
+                               const TernaryProductArgs& a, cudaStream_t stream) {
   if (warpgroups == 4 && tokens == 128 && stages == 4 && min_blocks == 1) {
     return Launch<4, 128, 4, 1>(a, stream);
   }
