@@ -17,6 +17,11 @@ expect_error() {  # expect_error SUBSTRING COMMAND...
 "$bitserve" make-model --preset test-gqa --out "$work/sharded" --seed 3 --max-shard-size 150000 2>/dev/null
 ls "$work/sharded"/model-00001-of-*.safetensors >/dev/null || fail "no shards written"
 [[ -f $work/sharded/model.safetensors.index.json ]] || fail "no shard index"
+"$bitserve" make-model --preset test-gqa --layers 1 --out "$work/one-layer" 2>/dev/null
+grep -q '"num_hidden_layers": 1,' "$work/one-layer/config.json" || fail "make-model --layers 1"
+"$bitserve" generate --model "$work/one-layer" --prompt-ids 5,6 --max-tokens 2 >/dev/null ||
+  fail "generate on make-model --layers 1"
+expect_error "--layers must be >= 1" "$bitserve" make-model --preset test-gqa --layers 0 --out "$work/x"
 
 # Same weights sharded or not: same greedy tokens.
 a=$("$bitserve" generate --model "$work/one" --prompt-ids 5,6,7 --max-tokens 6 --ignore-eos --json)
