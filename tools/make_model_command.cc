@@ -24,24 +24,28 @@ void AddMakeModelCommand(CLI::App& app) {
   cmd->add_option("--preset", args->preset, "Model shape (see --list)");
   cmd->add_option("--out", args->out, "Output directory");
   cmd->add_option("--seed", args->seed, "Random seed");
-  CLI::Option* layers = cmd->add_option("--layers", args->layers,
-                  "Number of layers instead of the preset's (same layer shapes: e.g. a few llama-70b "
-                  "layers to measure per-layer costs)");
+  CLI::Option* layers = cmd->add_option(
+      "--layers", args->layers,
+      "Number of layers instead of the preset's (same layer shapes: e.g. a few llama-70b "
+      "layers to measure per-layer costs)");
   cmd->add_option("--max-shard-size", args->max_shard_bytes,
                   "Shard the safetensors above this many bytes (default 4 GiB)");
   cmd->add_flag("--list", args->list, "List the presets");
-  cmd->add_flag("--no-tokenizer", args->no_tokenizer,
-                "Write no tokenizer files (clients send token ids), e.g. where node_modules is absent");
+  cmd->add_flag(
+      "--no-tokenizer", args->no_tokenizer,
+      "Write no tokenizer files (clients send token ids), e.g. where node_modules is absent");
   cmd->callback([args, layers] {
     RunOrExit("make-model", [&]() -> absl::Status {
       if (args->list) {
-        for (const ModelPreset& p : ModelPresets()) std::cout << p.name << "\t" << p.description << "\n";
+        for (const ModelPreset& p : ModelPresets())
+          std::cout << p.name << "\t" << p.description << "\n";
         return absl::OkStatus();
       }
       if (args->preset.empty() || args->out.empty()) {
         return absl::InvalidArgumentError("--preset and --out are required");
       }
-      if (args->max_shard_bytes == 0) return absl::InvalidArgumentError("--max-shard-size must be > 0");
+      if (args->max_shard_bytes == 0)
+        return absl::InvalidArgumentError("--max-shard-size must be > 0");
       ASSIGN_OR_RETURN(ModelPreset preset, FindModelPreset(args->preset));
       if (args->no_tokenizer) preset.with_tokenizer = false;
       if (layers->count() > 0) {
@@ -53,7 +57,8 @@ void AddMakeModelCommand(CLI::App& app) {
       options.max_shard_bytes = args->max_shard_bytes;
       auto start = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(WriteSyntheticCheckpoint(preset, args->out, options));
-      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::cerr << "make-model: wrote " << preset.name << " (seed " << args->seed << ") to "
                 << args->out << " in " << seconds << " s" << std::endl;
       return absl::OkStatus();

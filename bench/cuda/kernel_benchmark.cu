@@ -9,10 +9,11 @@
 // hold them; each measurement is a CUDA graph of back-to-back calls (no launch gaps), replayed
 // after warm-up; the median replay over the number of calls in it is the time per call.
 //
-// Usage: kernel_benchmark [--explore | --products] [--csv FILE]
+// Usage: kernel_benchmark [--explore | --products] [--tokens LIST] [--csv FILE]
 //   --explore   also times extra token counts (2, 4, 16, 32, 128, 256) to place the crossovers
 //   --products  only the products, at the token counts of batched decode and prefill chunks
 //               (16 .. 4096), every path side by side: the data behind ChooseTernaryProductPath
+//   --tokens    only these token counts (e.g. 1 for the decode GEMV configurations), products only
 //   --csv      every variant's time, one line each
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -30,7 +31,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "bench/cuda/graph_timing.cuh"
 #include "kernels/cuda/act_quant.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_buffer.cuh"
@@ -41,7 +45,6 @@
 #include "kernels/cuda/ternary_layout.h"
 #include "kernels/cuda/ternary_tiled_gemm.cuh"
 #include "kernels/status_macros.h"
-#include "bench/cuda/graph_timing.cuh"
 
 namespace bitserve::cuda {
 namespace {
@@ -238,12 +241,11 @@ absl::Status BenchShape(const Shape& shape, const std::vector<int64_t>& token_co
                                                          stream);
                           }});
     }
-    for (const TernaryTiledConfig& config : m >= 8 ? AllTernaryTiledConfigs()
-                                                   : std::vector<TernaryTiledConfig>{}) {
+    for (const TernaryTiledConfig& config :
+         m >= 8 ? AllTernaryTiledConfigs() : std::vector<TernaryTiledConfig>{}) {
       variants.push_back({config.Name(), [&, x, config](int c) {
-                            return TernaryTiledMatmulWithConfig(config, view(c), x, y.get(),
-                                                                nullptr, stream,
-                                                                tiled_scratch.get());
+                            return TernaryTiledMatmulWithConfig(
+                                config, view(c), x, y.get(), nullptr, stream, tiled_scratch.get());
                           }});
     }
     if (gemm != nullptr && m >= 8) {
@@ -347,12 +349,21 @@ absl::Status BenchActQuant(cudaStream_t stream) {
 
 absl::Status Main(int argc, char** argv) {
   bool explore = false, products = false;
+  std::vector<int64_t> only_tokens;
   FILE* csv = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--explore") == 0) {
       explore = true;
     } else if (std::strcmp(argv[i], "--products") == 0) {
       products = true;
+    } else if (std::strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
+      for (absl::string_view part : absl::StrSplit(argv[++i], ',')) {
+        int64_t m = 0;
+        if (!absl::SimpleAtoi(part, &m) || m < 1) {
+          return absl::InvalidArgumentError(absl::StrCat("--tokens: bad count '", part, "'"));
+        }
+        only_tokens.push_back(m);
+      }
     } else if (std::strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
       csv = std::fopen(argv[++i], "w");
       if (csv == nullptr) return absl::InvalidArgumentError(absl::StrCat("cannot write ", argv[i]));
@@ -387,8 +398,9 @@ absl::Status Main(int argc, char** argv) {
   };
   std::vector<Row> rows;
   const std::vector<int64_t> token_counts =
-      products ? std::vector<int64_t>{16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
-               : std::vector<int64_t>{1, 8, 64, 512, 4096};
+      !only_tokens.empty() ? only_tokens
+      : products           ? std::vector<int64_t>{16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
+                           : std::vector<int64_t>{1, 8, 64, 512, 4096};
   for (const Shape& s : shapes) {
     RETURN_IF_ERROR(BenchShape(s, token_counts, ceilings, blas, stream, &rows, csv));
   }
@@ -400,7 +412,7 @@ absl::Status Main(int argc, char** argv) {
     }
   }
 
-  if (!products) RETURN_IF_ERROR(BenchActQuant(stream));
+  if (!products && only_tokens.empty()) RETURN_IF_ERROR(BenchActQuant(stream));
 
   std::printf(
       "\n| shape | M | bitserve us | cuBLAS bf16 us | speedup | GB/s | %% of copy bw | "

@@ -39,19 +39,7 @@ for step in "${steps[@]}"; do
         --launch-count 700 --metrics gpu__time_duration.sum --csv \
         "$bin/engine_benchmark" --batches 1 --prefill 512 --steps 4 >"$out/ncu.csv" 2>"$out/ncu.err"
       echo "ncu exit $?"
-      /usr/bin/env python3 - "$out/ncu.csv" <<'PY'
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-head = rows[0]; ki = head.index("Kernel Name"); vi = head.index("Metric Value"); ui = head.index("Metric Unit")
-tot = collections.defaultdict(float); cnt = collections.Counter()
-for r in rows[1:]:
-    v = float(r[vi].replace(",", "")); v = v / 1000 if r[ui] in ("nsecond", "ns") else (v * 1000 if r[ui] in ("msecond", "ms") else v)
-    name = r[ki].split("(")[0][:60]; tot[name] += v; cnt[name] += 1
-s = sum(tot.values())
-print(f"{len(rows)-1} kernels, {s:.1f} us total")
-for k, v in sorted(tot.items(), key=lambda kv: -kv[1])[:25]:
-    print(f"{v:9.1f} us {cnt[k]:5d} x {v/cnt[k]:7.2f} us  {k}")
-PY
+      python3 bench/cuda/ncu_kernel_times.py "$out/ncu.csv"
       ;;
   esac
 done

@@ -5,11 +5,17 @@
 // in another order than on the CPU (see act_quant.cuh for what that can change: rarely one ulp of
 // the variance).
 //
+// A row is one block, or, when there are few rows (decode) on sm_90, one cluster of kCluster
+// blocks that each hold a slice of it and combine their block reductions through distributed
+// shared memory: one block per row left the GPU nearly idle at one token (the 28672-wide gated FFN
+// row of llama-70b took 15 us on one SM of an H200, the 8192-wide norms 5-5.5 us).
+//
 // A Producer is a small struct passed by value with
 //   __device__ float4 Load(int64_t row, int i) const;   // elements 4i .. 4i+3 of the row
 // called exactly once per (row, i) with i < dim / 4, so it may also store (the residual add does).
 #pragma once
 
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -17,7 +23,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/device_info.cuh"
 #include "kernels/cuda/int8_activations.h"
+#include "kernels/cuda/pdl.cuh"
 
 namespace bitserve::cuda::internal {
 
@@ -48,20 +56,65 @@ struct MaxAbsOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
 
-template <int kBlock, int kVec, bool kNorm, typename Producer>
+// BlockAllReduce over a row split across the kCluster blocks of a cluster: each block's result goes
+// to its `slot` (one per reduction, never reused, so no block can overwrite a value a peer has not
+// read yet), and every thread of every block combines the slots in rank order: identical bits
+// everywhere. The kernel ends with a cluster barrier so no block leaves while a peer may still
+// read its slots.
+template <int kCluster, int kBlockWarps, typename T, typename Op>
+__device__ __forceinline__ T RowAllReduce(T v, Op op, T* scratch, T* slot) {
+  v = BlockAllReduce<kBlockWarps>(v, op, scratch);
+  if constexpr (kCluster > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    if (threadIdx.x == 0) *slot = v;
+    cluster.sync();
+    v = *cluster.map_shared_rank(slot, 0);
+#pragma unroll
+    for (int r = 1; r < kCluster; ++r) v = op(v, *cluster.map_shared_rank(slot, r));
+#else
+    __trap();  // the launcher starts clusters only on sm_90 and later
+#endif
+  }
+  return v;
+}
+
+// Block (row / kCluster, part) holds float4 i = part * kBlock + threadIdx.x + j * kBlock *
+// kCluster.
+template <int kBlock, int kVec, bool kNorm, int kCluster, typename Producer>
 __global__ void __launch_bounds__(kBlock)
     FusedNormQuantizeKernel(Producer producer, const float* __restrict__ weight, int dim, float eps,
                             Int8ActivationsOut out, float* __restrict__ normed) {
   constexpr int kBlockWarps = kBlock / 32;
+  constexpr int kRowThreads = kBlock * kCluster;
   __shared__ double scratch_d[kBlockWarps];
   __shared__ float scratch_f[kBlockWarps];
   __shared__ int scratch_i[kBlockWarps];
-  const int64_t row = blockIdx.x;
+  __shared__ double slot_d;
+  __shared__ float slot_f;
+  __shared__ int slot_i;
+  const int64_t row = blockIdx.x / kCluster;
+  const int part = static_cast<int>(blockIdx.x % kCluster);
+  const int first = part * kBlock + static_cast<int>(threadIdx.x);
   const int dim4 = dim / 4;
+  // The norm weights are constant: with few per thread (the decode shapes) they are loaded before
+  // the wait, so their latency hides under the previous kernel's end.
+  constexpr bool kEarlyWeights = kNorm && kVec <= 2;
+  float4 early_w[kEarlyWeights ? kVec : 1];
+  if constexpr (kEarlyWeights) {
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      const int i = first + j * kRowThreads;
+      early_w[j] = i < dim4 ? __ldg(reinterpret_cast<const float4*>(weight) + i)
+                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+  WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
+  AllowDependentLaunch();
   float4 v[kVec];
 #pragma unroll
   for (int j = 0; j < kVec; ++j) {
-    const int i = threadIdx.x + j * kBlock;
+    const int i = first + j * kRowThreads;
     v[j] = i < dim4 ? producer.Load(row, i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
   if constexpr (kNorm) {
@@ -71,14 +124,19 @@ __global__ void __launch_bounds__(kBlock)
       sum_sq += static_cast<double>(v[j].x) * v[j].x + static_cast<double>(v[j].y) * v[j].y +
                 static_cast<double>(v[j].z) * v[j].z + static_cast<double>(v[j].w) * v[j].w;
     }
-    sum_sq = BlockAllReduce<kBlockWarps>(sum_sq, SumOp{}, scratch_d);
+    sum_sq = RowAllReduce<kCluster, kBlockWarps>(sum_sq, SumOp{}, scratch_d, &slot_d);
     const float variance = __double2float_rn(__ddiv_rn(sum_sq, static_cast<double>(dim)));
     const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(variance, eps)));
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      const int i = threadIdx.x + j * kBlock;
-      const float4 wv = i < dim4 ? __ldg(reinterpret_cast<const float4*>(weight) + i)
-                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const int i = first + j * kRowThreads;
+      float4 wv;
+      if constexpr (kEarlyWeights) {
+        wv = early_w[j];
+      } else {
+        wv = i < dim4 ? __ldg(reinterpret_cast<const float4*>(weight) + i)
+                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
       v[j].x = __fmul_rn(wv.x, __fmul_rn(v[j].x, inv));
       v[j].y = __fmul_rn(wv.y, __fmul_rn(v[j].y, inv));
       v[j].z = __fmul_rn(wv.z, __fmul_rn(v[j].z, inv));
@@ -92,7 +150,7 @@ __global__ void __launch_bounds__(kBlock)
     max_abs = fmaxf(
         max_abs, fmaxf(fmaxf(fabsf(v[j].x), fabsf(v[j].y)), fmaxf(fabsf(v[j].z), fabsf(v[j].w))));
   }
-  max_abs = BlockAllReduce<kBlockWarps>(max_abs, MaxAbsOp{}, scratch_f);
+  max_abs = RowAllReduce<kCluster, kBlockWarps>(max_abs, MaxAbsOp{}, scratch_f, &slot_f);
   // torch's `127 / t` is `t.reciprocal() * 127`: two roundings, kept as such.
   const float s = __fmul_rn(__frcp_rn(fmaxf(max_abs, 1e-5f)), 127.0f);
   auto quantize = [s](float f) {
@@ -102,7 +160,7 @@ __global__ void __launch_bounds__(kBlock)
   int8_t* qr = out.values + row * out.stride;
 #pragma unroll
   for (int j = 0; j < kVec; ++j) {
-    const int i = threadIdx.x + j * kBlock;
+    const int i = first + j * kRowThreads;
     if (i < dim4) {
       const int a = quantize(v[j].x), b = quantize(v[j].y), c = quantize(v[j].z),
                 d = quantize(v[j].w);
@@ -112,11 +170,17 @@ __global__ void __launch_bounds__(kBlock)
                      static_cast<signed char>(c), static_cast<signed char>(d));
     }
   }
-  for (int64_t i = dim + threadIdx.x; i < out.stride; i += kBlock) qr[i] = 0;
-  if (out.sums != nullptr) sum = BlockAllReduce<kBlockWarps>(sum, SumOp{}, scratch_i);
-  if (threadIdx.x == 0) {
+  for (int64_t i = dim + first; i < out.stride; i += kRowThreads) qr[i] = 0;
+  if (out.sums != nullptr)
+    sum = RowAllReduce<kCluster, kBlockWarps>(sum, SumOp{}, scratch_i, &slot_i);
+  if (part == 0 && threadIdx.x == 0) {
     out.scales[row] = s;
     if (out.sums != nullptr) out.sums[row] = sum;
+  }
+  if constexpr (kCluster > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cooperative_groups::this_cluster().sync();  // peers may still read this block's slots
+#endif
   }
 }
 
@@ -138,36 +202,61 @@ inline absl::Status ValidateFusedRow(const char* op, int64_t rows, int64_t dim,
   return absl::OkStatus();
 }
 
-// One block per row; the block shape follows the width.
+template <int kBlock, int kVec, bool kNorm, int kCluster, typename Producer>
+cudaError_t LaunchFusedNormQuantizeShape(const Producer& producer, const float* weight,
+                                         int64_t rows, int dim, float eps,
+                                         const Int8ActivationsOut& out, float* normed,
+                                         cudaStream_t stream) {
+  return LaunchDependent(FusedNormQuantizeKernel<kBlock, kVec, kNorm, kCluster, Producer>,
+                         dim3(static_cast<unsigned>(rows * kCluster)), dim3(kBlock), 0, stream,
+                         kCluster, producer, weight, dim, eps, out, normed);
+}
+
+// One block per row, or (few rows, wide enough, sm_90 and later) one cluster of blocks per row;
+// the block shape follows the width.
 template <bool kNorm, typename Producer>
 absl::Status LaunchFusedNormQuantize(const Producer& producer, const float* weight, int64_t rows,
                                      int64_t dim, float eps, const Int8ActivationsOut& out,
                                      float* normed, cudaStream_t stream) {
   if (rows == 0) return absl::OkStatus();
   const int d4 = static_cast<int>(dim / 4);
-  const unsigned grid = static_cast<unsigned>(rows);
   const int w = static_cast<int>(dim);
-#define BITSERVE_LAUNCH_FUSED(block, vec)    \
-  FusedNormQuantizeKernel<block, vec, kNorm> \
-      <<<grid, block, 0, stream>>>(producer, weight, w, eps, out, normed)
-  // Block shapes measured with ncu on an H100 at one row (decode): 2560 wide, 4.80 us at 256 x 4
-  // vs 4.90 at 1024 x 1; 6912 wide (the gated FFN, two divisions per element), 7.26 us at
-  // 1024 x 2 vs 8.57 at 512 x 4: per-thread serial work costs more than the wider reductions.
-  if (d4 <= 256) {
-    BITSERVE_LAUNCH_FUSED(256, 1);
+  const CurrentDeviceTraits device = GetCurrentDeviceTraits();
+  // Clusters of 8 for rows wider than 4096 while the row blocks fit in one wave. ncu on an H200
+  // at one row: 8192 wide 5.4 us (cluster) vs 6.3 (one block), 28672 wide 8.3 vs 19.6, 6912 wide
+  // 5.7 vs 7.2, but 2560 wide 4.9 (cluster of 4) vs 4.4 (one block).
+  const bool clusters =
+      device.compute_major >= 9 && d4 > 1024 && rows * 8 <= device.multiprocessors;
+  cudaError_t launched;
+#define BITSERVE_LAUNCH_FUSED(block, vec, cluster)                                               \
+  launched = LaunchFusedNormQuantizeShape<block, vec, kNorm, cluster>(producer, weight, rows, w, \
+                                                                      eps, out, normed, stream)
+  if (clusters) {
+    if (d4 <= 2048) {
+      BITSERVE_LAUNCH_FUSED(256, 1, 8);
+    } else if (d4 <= 4096) {
+      BITSERVE_LAUNCH_FUSED(512, 1, 8);
+    } else {
+      BITSERVE_LAUNCH_FUSED(1024, 1, 8);
+    }
+    // Block shapes measured with ncu on an H100 at one row (decode): 2560 wide, 4.80 us at 256 x 4
+    // vs 4.90 at 1024 x 1; 6912 wide (the gated FFN, two divisions per element), 7.26 us at
+    // 1024 x 2 vs 8.57 at 512 x 4: per-thread serial work costs more than the wider reductions.
+  } else if (d4 <= 256) {
+    BITSERVE_LAUNCH_FUSED(256, 1, 1);
   } else if (d4 <= 512) {
-    BITSERVE_LAUNCH_FUSED(256, 2);
+    BITSERVE_LAUNCH_FUSED(256, 2, 1);
   } else if (d4 <= 1024) {
-    BITSERVE_LAUNCH_FUSED(256, 4);
+    BITSERVE_LAUNCH_FUSED(256, 4, 1);
   } else if (d4 <= 2048) {
-    BITSERVE_LAUNCH_FUSED(1024, 2);
+    BITSERVE_LAUNCH_FUSED(1024, 2, 1);
   } else if (d4 <= 4096) {
-    BITSERVE_LAUNCH_FUSED(1024, 4);
+    BITSERVE_LAUNCH_FUSED(1024, 4, 1);
   } else {
-    BITSERVE_LAUNCH_FUSED(1024, 8);
+    BITSERVE_LAUNCH_FUSED(1024, 8, 1);
   }
 #undef BITSERVE_LAUNCH_FUSED
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  BITSERVE_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 

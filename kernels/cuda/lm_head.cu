@@ -5,6 +5,7 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/fused_norm_quantize.cuh"
 #include "kernels/cuda/lm_head.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace bitserve::cuda {
 namespace {
@@ -27,6 +28,8 @@ __global__ void __launch_bounds__(kThreads)
     RmsNormToBf16Kernel(const float* __restrict__ x, const int32_t* __restrict__ row_index, int dim,
                         const float* __restrict__ weight, float eps,
                         __nv_bfloat16* __restrict__ out, float* __restrict__ normed) {
+  WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
+  AllowDependentLaunch();
   __shared__ double scratch[kThreads / 32];
   const int64_t r = blockIdx.x;
   const int64_t src = row_index != nullptr ? row_index[r] : r;
@@ -56,10 +59,10 @@ absl::Status RmsNormToBf16(const float* x, const int32_t* row_index, int64_t row
         absl::StrCat("RmsNormToBf16: bad shape [", rows, ", ", dim, "]"));
   }
   if (rows == 0) return absl::OkStatus();
-  RmsNormToBf16Kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      x, row_index, static_cast<int>(dim), weight, eps, reinterpret_cast<__nv_bfloat16*>(out),
-      normed);
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  BITSERVE_CUDA_RETURN_IF_ERROR(
+      LaunchDependent(RmsNormToBf16Kernel, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0,
+                      stream, 1, x, row_index, static_cast<int>(dim), weight, eps,
+                      reinterpret_cast<__nv_bfloat16*>(out), normed));
   return absl::OkStatus();
 }
 

@@ -529,7 +529,7 @@ struct ModelOpCase {
 std::vector<ModelOpCase> AllModelOpCases() {
   std::vector<ModelOpCase> cases;
   for (int64_t m : {1, 7, 65, 300}) {
-    for (int64_t dim : {96, 2560}) cases.push_back({ModelOp::kEmbedding, m, dim});
+    for (int64_t dim : {96, 100, 2560, 8192}) cases.push_back({ModelOp::kEmbedding, m, dim});
   }
   for (int64_t m : {1, 7, 65}) {
     for (int64_t dim : {96, 200, 2560, 6912, 8192})

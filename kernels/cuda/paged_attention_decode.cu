@@ -18,14 +18,16 @@
 #include <cstdint>
 
 #include "kernels/cuda/paged_attention_internal.cuh"
+#include "kernels/cuda/pdl.cuh"
 
 namespace bitserve::cuda::paged_attention {
 namespace {
 
-
 // kGroup: query heads per block (the KV head's group, or an 8-head slice of a larger one).
 template <int kHeadDim, int kGroup, KvDtype kType>
 __global__ void __launch_bounds__(kDecodeWarps * 32) DecodeKernel(DecodeArgs a) {
+  WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
+  AllowDependentLaunch();
   using Chunk = KvChunk<kType>;
   using Raw = typename Chunk::Raw;
   constexpr bool kQuantized = kType != KvDtype::kBf16;
@@ -57,8 +59,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) DecodeKernel(DecodeArgs a) 
   for (int g = 0; g < kGroup; ++g) {
     float4 lo = make_float4(0, 0, 0, 0), hi = lo;
     if (active && g < heads_here) {
-      const float* qp = a.q + (static_cast<int64_t>(t) * a.num_heads + head0 + g) * kHeadDim +
-                        chunk * 8;
+      const float* qp =
+          a.q + (static_cast<int64_t>(t) * a.num_heads + head0 + g) * kHeadDim + chunk * 8;
       lo = *reinterpret_cast<const float4*>(qp);
       hi = *reinterpret_cast<const float4*>(qp + 4);
     }
@@ -221,8 +223,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) DecodeKernel(DecodeArgs a) 
     if (a.num_splits == 1) {
       a.out[(static_cast<int64_t>(t) * a.num_heads + head) * kHeadDim + d] = o / sum;
     } else {
-      const int64_t record = (static_cast<int64_t>(e) * a.num_heads + head) * a.num_splits +
-                             blockIdx.x;
+      const int64_t record =
+          (static_cast<int64_t>(e) * a.num_heads + head) * a.num_splits + blockIdx.x;
       a.partial_o[record * kHeadDim + d] = o;
       if (d == 0) {
         a.partial_ml[record * 2] = mx;
@@ -232,12 +234,12 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) DecodeKernel(DecodeArgs a) 
   }
 }
 
-
-
 // One block per (head, entry): out = sum_s o_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). The block's
 // 256 threads are 256 / head_dim groups that each sum a share of the splits (loads unrolled, so a
 // long split list is not a chain of dependent latencies), then shared memory adds the groups.
 __global__ void __launch_bounds__(kCombineThreads) CombineKernel(CombineArgs a) {
+  WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
+  AllowDependentLaunch();
   const int e = blockIdx.y, head = blockIdx.x;
   if (e >= DeviceCount(a.device_num_entries, a.num_entries)) return;
   const int t = a.token_begin[e];
@@ -317,7 +319,8 @@ struct DecodeDispatch {
   template <int kHeadDim, int kGroup, KvDtype kType>
   void Run() {
     if (launch) {
-      DecodeKernel<kHeadDim, kGroup, kType><<<grid, kDecodeWarps * 32, 0, stream>>>(*args);
+      (void)LaunchDependent(DecodeKernel<kHeadDim, kGroup, kType>, grid, dim3(kDecodeWarps * 32), 0,
+                            stream, 1, *args);  // the caller checks cudaGetLastError
     } else {
       resident = DecodeResidentBlocks<kHeadDim, kGroup, kType>();
     }
@@ -325,26 +328,37 @@ struct DecodeDispatch {
   template <int kHeadDim, int kGroup>
   void ForDtype(KvDtype dtype) {
     switch (dtype) {
-      case KvDtype::kInt8: return Run<kHeadDim, kGroup, KvDtype::kInt8>();
-      case KvDtype::kInt4: return Run<kHeadDim, kGroup, KvDtype::kInt4>();
-      default: return Run<kHeadDim, kGroup, KvDtype::kBf16>();
+      case KvDtype::kInt8:
+        return Run<kHeadDim, kGroup, KvDtype::kInt8>();
+      case KvDtype::kInt4:
+        return Run<kHeadDim, kGroup, KvDtype::kInt4>();
+      default:
+        return Run<kHeadDim, kGroup, KvDtype::kBf16>();
     }
   }
   template <int kHeadDim>
   void ForGroup(int group_per_block, KvDtype dtype) {
     switch (group_per_block) {
-      case 1: return ForDtype<kHeadDim, 1>(dtype);
-      case 2: return ForDtype<kHeadDim, 2>(dtype);
-      case 4: return ForDtype<kHeadDim, 4>(dtype);
-      default: return ForDtype<kHeadDim, 8>(dtype);
+      case 1:
+        return ForDtype<kHeadDim, 1>(dtype);
+      case 2:
+        return ForDtype<kHeadDim, 2>(dtype);
+      case 4:
+        return ForDtype<kHeadDim, 4>(dtype);
+      default:
+        return ForDtype<kHeadDim, 8>(dtype);
     }
   }
   void ForHeadDim(int head_dim, int group_per_block, KvDtype dtype) {
     switch (head_dim) {
-      case 32: return ForGroup<32>(group_per_block, dtype);
-      case 64: return ForGroup<64>(group_per_block, dtype);
-      case 96: return ForGroup<96>(group_per_block, dtype);
-      default: return ForGroup<128>(group_per_block, dtype);
+      case 32:
+        return ForGroup<32>(group_per_block, dtype);
+      case 64:
+        return ForGroup<64>(group_per_block, dtype);
+      case 96:
+        return ForGroup<96>(group_per_block, dtype);
+      default:
+        return ForGroup<128>(group_per_block, dtype);
     }
   }
 };
@@ -364,7 +378,8 @@ int DecodeResidentBlocksPerSm(int head_dim, int group_per_block, KvDtype dtype) 
 }
 
 void LaunchCombine(const CombineArgs& args, dim3 grid, cudaStream_t stream) {
-  CombineKernel<<<grid, kCombineThreads, 0, stream>>>(args);
+  (void)LaunchDependent(CombineKernel, grid, dim3(kCombineThreads), 0, stream, 1,
+                        args);  // the caller checks cudaGetLastError
 }
 
 }  // namespace bitserve::cuda::paged_attention

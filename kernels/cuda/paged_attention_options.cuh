@@ -18,9 +18,12 @@ struct PagedAttentionOptions {
   bool prefill_split_bf16 = true;
 };
 
-// Decode splits are at least this many keys long (a shorter split costs more in its fixed part
-// than it gains in parallelism).
-inline constexpr int kPagedAttentionMinSplitKeys = 128;
+// Decode splits are at least this many keys long (the split length is a multiple of 32 anyway).
+// Was 128: at batch 1 and short contexts that left most SMs idle while each block walked its
+// keys in several dependent rounds of loads (llama-70b, 8 KV heads, ~530 of a 1,024-position
+// bucket: 5 active splits x 8 heads = 40 blocks, 15 us per layer on an H200; docs/perf.md).
+// With more work the split count is set by waves of resident blocks, not by this bound.
+inline constexpr int kPagedAttentionMinSplitKeys = 32;
 
 absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& batch,
                                        const PagedKvLayer& cache, int num_heads, float scale,

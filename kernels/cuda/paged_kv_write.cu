@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/paged_attention_internal.cuh"
+#include "kernels/cuda/pdl.cuh"
 #include "kernels/status_macros.h"
 
 namespace bitserve::cuda {
@@ -51,6 +52,8 @@ __device__ __forceinline__ int64_t DestinationRow(const WriteArgs& a, int t) {
 
 // bf16: one block per token, its K and V rows to one cache row, 4 elements per thread and step.
 __global__ void __launch_bounds__(128) WriteBf16Kernel(WriteArgs a) {
+  WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
+  AllowDependentLaunch();
   const int t = blockIdx.x;
   const int64_t row = DestinationRow(a, t);
   if (row < 0) return;
@@ -88,6 +91,8 @@ __device__ __forceinline__ float WarpMin(float x) {
 // element pairs l, l + 32, ... (head_dim is even), so an int4 byte is written by one lane.
 template <KvDtype kType>
 __global__ void __launch_bounds__(128) WriteQuantizedKernel(WriteArgs a) {
+  WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
+  AllowDependentLaunch();
   const int t = blockIdx.x;
   const int64_t row = DestinationRow(a, t);
   if (row < 0) return;
@@ -96,8 +101,8 @@ __global__ void __launch_bounds__(128) WriteQuantizedKernel(WriteArgs a) {
   const int64_t head_bytes = KvHeadBytes(kType, a.head_dim);
   for (int item = warp; item < 2 * a.num_kv_heads; item += blockDim.x / 32) {
     const int kv = item / a.num_kv_heads, head = item % a.num_kv_heads;
-    const float* x = (kv == 0 ? a.k : a.v) +
-                     (static_cast<int64_t>(t) * a.num_kv_heads + head) * a.head_dim;
+    const float* x =
+        (kv == 0 ? a.k : a.v) + (static_cast<int64_t>(t) * a.num_kv_heads + head) * a.head_dim;
     const int64_t slot = row * a.num_kv_heads + head;  // (cache row, head)
     uint8_t* data = (kv == 0 ? a.k_cache : a.v_cache) + slot * head_bytes;
     uint16_t* params = (kv == 0 ? a.k_params : a.v_params) + slot * KvParamHalves(kType);
@@ -172,18 +177,22 @@ absl::Status WritePagedKv(const float* k, const float* v, const AttentionBatch& 
   a.head_dim = cache.head_dim;
   a.num_tokens = batch.num_tokens;
   a.device_num_tokens = batch.device_num_tokens;
+  cudaError_t launched;
   switch (cache.dtype) {
     case KvDtype::kInt8:
-      WriteQuantizedKernel<KvDtype::kInt8><<<batch.num_tokens, 128, 0, stream>>>(a);
+      launched = LaunchDependent(WriteQuantizedKernel<KvDtype::kInt8>, dim3(batch.num_tokens),
+                                 dim3(128), 0, stream, 1, a);
       break;
     case KvDtype::kInt4:
-      WriteQuantizedKernel<KvDtype::kInt4><<<batch.num_tokens, 128, 0, stream>>>(a);
+      launched = LaunchDependent(WriteQuantizedKernel<KvDtype::kInt4>, dim3(batch.num_tokens),
+                                 dim3(128), 0, stream, 1, a);
       break;
     default:
-      WriteBf16Kernel<<<batch.num_tokens, 128, 0, stream>>>(a);
+      launched =
+          LaunchDependent(WriteBf16Kernel, dim3(batch.num_tokens), dim3(128), 0, stream, 1, a);
       break;
   }
-  BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  BITSERVE_CUDA_RETURN_IF_ERROR(launched);
   return absl::OkStatus();
 }
 

@@ -18,8 +18,13 @@
 # llama70b: the llama-70b preset on one GPU: engine_benchmark (batch-1 step vs the bandwidth
 #           floor, batches 64/256, prefill) and served offline throughput at 128/128 and 512/512
 #           (bench-serve, everything submitted at once) with int8 and int4 KV.
-#           LLAMA70B_PARTS picks among "engine int8 int4" (default: all), LLAMA70B_SHAPES among
-#           "128x1024 512x512" (input/output length x requests; default: both).
+#           LLAMA70B_PARTS picks among "engine int8 int4" (default: all), LLAMA70B_SHAPES lists
+#           LENxREQUESTS[cCONCURRENCY] (input = output length; concurrency defaults to all at once),
+#           default "128x1024 512x512"; e.g. 128x16c1 for the batch-1 TPOT of served requests.
+# layers70b: the per-layer cost of llama-70b's batch-1 decode without writing 19 GB: the preset's
+#           shapes with 4 and 12 layers (make-model --layers), engine_benchmark batch 1 on both
+#           (the difference / 8 is one layer's step time) and ncu's per-kernel device times of the
+#           4-layer model's decode steps (bench/cuda/ncu_kernel_times.py).
 # pp2:      (two GPUs) the same llama-70b served as a 2-stage pipeline of local workers over NCCL
 #           (`serve --pipeline-stages 2 --device cuda`): batch-1 TPOT, offline throughput at
 #           128/128 and 512/512 with int8 and int4 KV (PP2_KV), and per run the stages' compute,
@@ -85,14 +90,32 @@ if has llama70b; then
     addr=$(grep -o "listening on .*" "$out/llama70b_serve_$kv.log" | awk '{print $3}')
     grep "bitserve serve: " "$out/llama70b_serve_$kv.log" | head -3
     for shape in ${LLAMA70B_SHAPES:-128x1024 512x512}; do
-      set -- ${shape/x/ }
-      echo "== llama-70b $kv KV, $1/$1, $2 requests at once"
+      set -- ${shape//[xc]/ }
+      c=${3:-$2}
+      echo "== llama-70b $kv KV, $1/$1, $2 requests, concurrency $c"
       timeout 280 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $2 --input-len $1 --output-len $1 \
-        --max-concurrency $2 --timeout 260 --json "$out/llama70b_${kv}_$1.json" 2>&1 \
-        | tee "$out/llama70b_${kv}_$1.log" | grep -E "Successful|Failed|throughput|Median|P99"
+        --max-concurrency $c --timeout 260 --json "$out/llama70b_${kv}_${shape}.json" 2>&1 \
+        | tee "$out/llama70b_${kv}_${shape}.log" | grep -E "Successful|Failed|throughput|Median|P99"
     done
     kill -TERM $spid; wait $spid; echo "serve exit $?"
   done
+fi
+
+if has layers70b; then
+  for n in 4 12; do
+    m=/tmp/bitserve-llama-70b-$n
+    [ -e "$m/config.json" ] ||
+      "$bin/bitserve" make-model --preset llama-70b --layers $n --out "$m" --no-tokenizer >/dev/null 2>&1
+    timeout 200 "$bin/engine_benchmark" --model "$m" --batches 1,16 --prompt 512 --steps 32 --prefill none \
+      2>&1 | tee "$out/llama70b_${n}_layers_engine_benchmark.log" | grep -E "^\| (1|16) \|"
+  done
+  # 1 + 3 warm-up + 8 timed decode steps after one 512-token prefill.
+  timeout 300 ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum --csv \
+    "$bin/engine_benchmark" --model /tmp/bitserve-llama-70b-4 --batches 1 --prompt 512 --steps 8 \
+    --prefill none >"$out/llama70b_4_layers_ncu.csv" 2>"$out/llama70b_4_layers_ncu.err"
+  echo "ncu exit $?"
+  python3 bench/cuda/ncu_kernel_times.py "$out/llama70b_4_layers_ncu.csv" --per 44 |
+    tee "$out/llama70b_4_layers_kernels.txt"
 fi
 
 if has pp2; then
