@@ -427,13 +427,10 @@ TernaryGemvConfig DefaultTernaryGemvConfig(const TernaryMatrixView& w, int64_t m
   const bool many_rows = w.row_tiles() >= 512;
   const bool few_rows = w.padded_rows <= 4096;
   const bool wide = w.padded_rows >= 10240;
-  // M = 1, long_k: 4 tiles per batch when the grid (one block per row tile) is one wave even at
-  // the occupancy of that variant (H200: 70B down 8192x28672 18.1 vs 21.0 us, 2B4T down 2560x6912
-  // 3.9 vs 4.2; 70B qkv 10240x8192 would take two waves: 10.4 vs 7.7 us).
-  if (m == 1) {
-    if (long_k) return w.row_tiles() <= 512 ? Dp4a(1, 8, 4) : Dp4a(1, 8, 2);
-    return many_rows ? Dp4a(1, 4, 4) : Dp4a(1, 8, 4);
-  }
+  // M = 1, long_k stays at 2 tiles per batch: on the H200 kernel_benchmark (weights rotated,
+  // back-to-back calls) preferred 4 for 70B down (18.1 vs 21.0 us) and o, but inside the engine's
+  // decode step (ncu) the same change made them slower: o 7.2 -> 8.9 us, down 17.3 -> 18.6.
+  if (m == 1) return long_k ? Dp4a(1, 8, 2) : (many_rows ? Dp4a(1, 4, 4) : Dp4a(1, 8, 4));
   if (m == 2 && long_k) return Dp4a(2, 8, 2);
   if (m <= 8) return (many_rows && !long_k) ? Mma(8, 1, 1, 4, 4) : Mma(8, 1, 1, 8, 2);
   if (few_rows && m <= 32) return Mma(8, 1, 1, 8, 2);
