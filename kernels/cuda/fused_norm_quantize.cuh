@@ -202,6 +202,30 @@ inline absl::Status ValidateFusedRow(const char* op, int64_t rows, int64_t dim,
   return absl::OkStatus();
 }
 
+// Whether a cluster of kCluster blocks of this kernel can be resident on the current device (a
+// GPU partition may have fewer multiprocessors per GPC than the cluster needs); asked once.
+template <int kBlock, int kVec, bool kNorm, int kCluster, typename Producer>
+bool FusedNormClusterFits() {
+  static const bool fits = [] {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(kCluster);
+    config.blockDim = dim3(kBlock);
+    cudaLaunchAttribute attribute;
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = kCluster;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    int clusters = 0;
+    const cudaError_t e = cudaOccupancyMaxActiveClusters(
+        &clusters, FusedNormQuantizeKernel<kBlock, kVec, kNorm, kCluster, Producer>, &config);
+    if (e != cudaSuccess) cudaGetLastError();  // clear it: the caller launches without clusters
+    return e == cudaSuccess && clusters > 0;
+  }();
+  return fits;
+}
+
 template <int kBlock, int kVec, bool kNorm, int kCluster, typename Producer>
 cudaError_t LaunchFusedNormQuantizeShape(const Producer& producer, const float* weight,
                                          int64_t rows, int dim, float eps,
@@ -225,8 +249,9 @@ absl::Status LaunchFusedNormQuantize(const Producer& producer, const float* weig
   // Clusters of 8 for rows wider than 4096 while the row blocks fit in one wave. ncu on an H200
   // at one row: 8192 wide 5.4 us (cluster) vs 6.3 (one block), 28672 wide 8.3 vs 19.6, 6912 wide
   // 5.7 vs 7.2, but 2560 wide 4.9 (cluster of 4) vs 4.4 (one block).
-  const bool clusters =
-      device.compute_major >= 9 && d4 > 1024 && rows * 8 <= device.multiprocessors;
+  const bool clusters = device.compute_major >= 9 && d4 > 1024 &&
+                        rows * 8 <= device.multiprocessors &&
+                        FusedNormClusterFits<1024, 1, kNorm, 8, Producer>();
   cudaError_t launched;
 #define BITSERVE_LAUNCH_FUSED(block, vec, cluster)                                               \
   launched = LaunchFusedNormQuantizeShape<block, vec, kNorm, cluster>(producer, weight, rows, w, \

@@ -57,8 +57,8 @@ struct OpCase {
   ScaleKind scale = ScaleKind::kAutoBitLinear;
 
   std::string Name() const {
-    static const char* kOps[] = {"quantize", "rmsnorm_quantize", "gemv", "gemm", "tiled",
-                                 "quantize_matmul"};
+    static const char* kOps[] = {"quantize", "rmsnorm_quantize", "gemv", "gemm",
+                                 "tiled",    "quantize_matmul"};
     static const char* kScales[] = {"", "_bitlinear", "_bitlinear_pow2"};
     std::string name = absl::StrCat(kOps[static_cast<int>(op)], "_m", m);
     if (op == Op::kQuantize || op == Op::kRmsNormQuantize) return absl::StrCat(name, "_dim", in);
@@ -73,9 +73,11 @@ std::vector<OpCase> AllCases() {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {2560, 2560}, {3840, 2560}, {13824, 2560}, {2560, 6912}, {96, 200}, {200, 96}};
   const std::vector<int64_t> token_counts = {1, 2, 7, 16, 64, 65, 256};
-  // Widths for every launch shape of the register kernel, and 2562 for the any-width one.
+  // Widths for every launch shape of the register kernel, and 2562 for the any-width one; 16 and
+  // 17 rows sit on both sides of the cluster bound (rows x 8 <= 132 multiprocessors on an H100 or
+  // H200) for the widths above 4096.
   for (int64_t dim : {96, 200, 2560, 2562, 6912, 8192, 12288, 28672}) {
-    for (int64_t m : {1, 7, 64, 65}) {
+    for (int64_t m : {1, 7, 16, 17, 64, 65}) {
       cases.push_back({Op::kQuantize, m, 0, dim});
       cases.push_back({Op::kRmsNormQuantize, m, 0, dim});
     }
@@ -128,7 +130,6 @@ std::vector<OpCase> AllCases() {
 }
 
 // ---- random inputs -----------------------------------------------------------------------
-
 
 std::vector<int8_t> RandomTernary(int64_t n, Rng& rng) {
   std::vector<int8_t> v(n);
@@ -531,7 +532,7 @@ std::vector<ModelOpCase> AllModelOpCases() {
   for (int64_t m : {1, 7, 65, 300}) {
     for (int64_t dim : {96, 100, 2560, 8192}) cases.push_back({ModelOp::kEmbedding, m, dim});
   }
-  for (int64_t m : {1, 7, 65}) {
+  for (int64_t m : {1, 7, 65, 300}) {
     for (int64_t dim : {96, 200, 2560, 6912, 8192})
       cases.push_back({ModelOp::kResidualNorm, m, dim});
     for (int64_t inter : {200, 320, 6912, 28672}) cases.push_back({ModelOp::kGatedFfn, m, inter});
@@ -541,6 +542,7 @@ std::vector<ModelOpCase> AllModelOpCases() {
                             {64, 8, 128}}) {
       cases.push_back({ModelOp::kQkvRope, m, h, kv, d});
     }
+    if (m == 300) continue;  // prefill-sized: one block per row again; the LM head has its own
     for (auto [hidden, vocab] :
          {std::pair<int64_t, int64_t>{96, 777}, {128, 1024}, {2560, 32000}}) {
       cases.push_back({ModelOp::kLmHead, m, hidden, vocab});
