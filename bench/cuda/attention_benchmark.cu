@@ -102,14 +102,14 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(auto src, DeviceBuffer<__nv_bfloat16>::Create(bytes / 2));
     ASSIGN_OR_RETURN(auto dst, DeviceBuffer<__nv_bfloat16>::Create(bytes / 2));
     FillBf16<<<1024, 256, 0, stream>>>(src.get(), src.size(), 1, 1.0f);
-    ASSIGN_OR_RETURN(const double copy_us, TimePerCall(
-                                               [&](int) -> absl::Status {
-                                                 BITSERVE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
-                                                     dst.get(), src.get(), bytes,
-                                                     cudaMemcpyDeviceToDevice, stream));
-                                                 return absl::OkStatus();
-                                               },
-                                               1, stream, kTiming));
+    ASSIGN_OR_RETURN(const double copy_us,
+                     TimePerCall(
+                         [&](int) -> absl::Status {
+                           BITSERVE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+                               dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, stream));
+                           return absl::OkStatus();
+                         },
+                         1, stream, kTiming));
     copy_gbs = 2.0 * bytes / (copy_us * 1e3);
     ASSIGN_OR_RETURN(const double read_us,
                      TimePerCall(
@@ -144,9 +144,10 @@ absl::Status Run() {
     gemm_tflops = 2.0 * n * n * double{n} / (gemm_us * 1e6);
     cublasDestroy(blas);
   }
-  std::printf("ceilings: D2D copy %.0f GB/s (read + write), streaming read %.0f GB/s, "
-              "cuBLAS bf16 GEMM %.0f TFLOP/s\n\n",
-              copy_gbs, read_gbs, gemm_tflops);
+  std::printf(
+      "ceilings: D2D copy %.0f GB/s (read + write), streaming read %.0f GB/s, "
+      "cuBLAS bf16 GEMM %.0f TFLOP/s\n\n",
+      copy_gbs, read_gbs, gemm_tflops);
 
   // One KV pool for the largest case: 64 sequences x 128K positions (21.5 GB for K and V).
   const int64_t pool_blocks = int64_t{64} * (131072 / kBlockSize) + 64;
@@ -155,8 +156,8 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(auto v_pool, DeviceBuffer<__nv_bfloat16>::Create(pool_elems));
   FillBf16<<<4096, 256, 0, stream>>>(k_pool.get(), pool_elems, 2, 1.0f);
   FillBf16<<<4096, 256, 0, stream>>>(v_pool.get(), pool_elems, 3, 1.0f);
-  const PagedKvLayer cache{k_pool.get(), v_pool.get(), static_cast<int>(pool_blocks), kBlockSize,
-                           kKvHeads, kHeadDim};
+  const PagedKvLayer cache{k_pool.get(), v_pool.get(), static_cast<int>(pool_blocks),
+                           kBlockSize,   kKvHeads,     kHeadDim};
   const int64_t max_tokens = 4096 + 512;
   ASSIGN_OR_RETURN(auto q, DeviceBuffer<float>::Create(max_tokens * kHeads * kHeadDim));
   ASSIGN_OR_RETURN(auto out, DeviceBuffer<float>::Create(max_tokens * kHeads * kHeadDim));
@@ -167,16 +168,16 @@ absl::Status Run() {
   std::mt19937_64 rng(42);
 
   std::printf("decode (20 q heads, 5 KV heads, head_dim 128, bf16 KV, block 16)\n");
-  std::printf("| batch | context | us | KV MB read | GB/s | %% of copy | %% of read | "
-              "us incl. prefill launch | us, 1 split |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
-              "---:|\n");
+  std::printf(
+      "| batch | context | us | KV MB read | GB/s | %% of copy | %% of read | "
+      "us incl. prefill launch | us, 1 split |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+      "---:|\n");
   for (int batch : {1, 16, 64}) {
-    for (int context : {4096, 32768, 131072}) {
+    for (int context : {1024, 4096, 32768, 131072}) {
       const int64_t blocks = int64_t{batch} * (context / kBlockSize);
       const int64_t kv_bytes = 2 * int64_t{batch} * context * kRowBytes;
-      const int copies = static_cast<int>(
-          std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
-                            pool_blocks / blocks));
+      const int copies = static_cast<int>(std::min<int64_t>(
+          std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes), pool_blocks / blocks));
       std::vector<DeviceBatch> batches;
       for (int c = 0; c < copies; ++c) {
         // Decode at position context - 1: `context` keys per sequence.
@@ -208,20 +209,25 @@ absl::Status Run() {
   }
 
   // The split heuristic's evidence: time per call against forced split counts.
-  std::printf("\ndecode split sweep (us per call; splits capped at context / 128)\n"
-              "| batch | context |");
+  std::printf(
+      "\ndecode split sweep (us per call; splits capped at context / 32)\n"
+      "| batch | context |");
   const std::vector<int> sweep = {1, 2, 4, 8, 14, 16, 32, 64, 79, 128, 256};
   for (int s : sweep) std::printf(" %d |", s);
   std::printf("\n|---:|---:|");
   for (size_t i = 0; i < sweep.size(); ++i) std::printf("---:|");
   std::printf("\n");
-  for (auto [batch, context] : {std::pair<int, int>{1, 32768}, {1, 131072}, {16, 32768},
-                                {64, 4096}, {64, 32768}}) {
+  for (auto [batch, context] : {std::pair<int, int>{1, 1024},
+                                {1, 4096},
+                                {1, 32768},
+                                {1, 131072},
+                                {16, 32768},
+                                {64, 4096},
+                                {64, 32768}}) {
     const int64_t blocks = int64_t{batch} * (context / kBlockSize);
     const int64_t kv_bytes = 2 * int64_t{batch} * context * kRowBytes;
-    const int copies = static_cast<int>(
-        std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
-                          pool_blocks / blocks));
+    const int copies = static_cast<int>(std::min<int64_t>(
+        std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes), pool_blocks / blocks));
     std::vector<DeviceBatch> batches;
     for (int c = 0; c < copies; ++c) {
       std::vector<std::pair<int, int>> entries(batch, {context - 1, 1});
@@ -230,18 +236,17 @@ absl::Status Run() {
     }
     std::printf("| %d | %dK |", batch, context / 1024);
     for (int splits : sweep) {
-      ASSIGN_OR_RETURN(const double us,
-                       TimePerCall(
-                           [&](int i) -> absl::Status {
-                             AttentionBatch view = batches[i % copies].view;
-                             view.max_prefill_tokens = 0;
-                             PagedAttentionOptions options;
-                             options.decode_splits = splits;
-                             return PagedAttentionWithOptions(q.get(), view, cache, kHeads, scale,
-                                                              out.get(), ws.get(), ws_bytes,
-                                                              options, stream);
-                           },
-                           copies, stream, kTiming));
+      ASSIGN_OR_RETURN(const double us, TimePerCall(
+                                            [&](int i) -> absl::Status {
+                                              AttentionBatch view = batches[i % copies].view;
+                                              view.max_prefill_tokens = 0;
+                                              PagedAttentionOptions options;
+                                              options.decode_splits = splits;
+                                              return PagedAttentionWithOptions(
+                                                  q.get(), view, cache, kHeads, scale, out.get(),
+                                                  ws.get(), ws_bytes, options, stream);
+                                            },
+                                            copies, stream, kTiming));
       std::printf(" %.1f |", us);
     }
     std::printf("\n");
@@ -249,15 +254,15 @@ absl::Status Run() {
   }
 
   std::printf("\nprefill (one chunk; TFLOP/s = 4 x 128 x 20 x causal (query, key) pairs / time)\n");
-  std::printf("| tokens | start | us (hi+lo bf16) | TFLOP/s | us (plain bf16) | TFLOP/s |\n"
-              "|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| tokens | start | us (hi+lo bf16) | TFLOP/s | us (plain bf16) | TFLOP/s |\n"
+      "|---:|---:|---:|---:|---:|---:|\n");
   for (auto [tokens, start] : {std::pair<int, int>{512, 0}, {4096, 0}, {512, 32768}}) {
     const int context = start + tokens;
     const int64_t blocks = (context + kBlockSize - 1) / kBlockSize;
     const int64_t kv_bytes = 2 * int64_t{context} * kRowBytes;
-    const int copies = static_cast<int>(
-        std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
-                          pool_blocks / blocks));
+    const int copies = static_cast<int>(std::min<int64_t>(
+        std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes), pool_blocks / blocks));
     std::vector<DeviceBatch> batches;
     for (int c = 0; c < copies; ++c) {
       ASSIGN_OR_RETURN(auto b, MakeBatch({{start, tokens}}, c * blocks, rng));
@@ -273,8 +278,8 @@ absl::Status Run() {
                                         PagedAttentionOptions options;
                                         options.prefill_split_bf16 = split == 1;
                                         return PagedAttentionWithOptions(
-                                            q.get(), batches[i % copies].view, cache, kHeads,
-                                            scale, out.get(), ws.get(), ws_bytes, options, stream);
+                                            q.get(), batches[i % copies].view, cache, kHeads, scale,
+                                            out.get(), ws.get(), ws_bytes, options, stream);
                                       },
                                       copies, stream, kTiming));
     }
