@@ -1,7 +1,7 @@
 // Paged attention (kernels/cuda/paged_attention.cu) beside the machine's own ceilings, in one run.
 //
 // Decode: the bitnet-2b4t attention shape (20 query heads, 5 KV heads, head_dim 128, bf16 KV
-// blocks of 16 tokens) at batch 1, 16, 64 and contexts 4K, 32K, 128K: time per call and the KV
+// blocks of 16 tokens) at batch 1, 16, 64 and contexts 1K, 4K, 32K, 128K: time per call and the KV
 // bytes it must read (batch x context x 5 heads x 128 x 2 bytes x K and V) per second, against a
 // device-to-device cudaMemcpy of 1 GiB (bytes read + written) and a streaming read kernel measured
 // in the same run. Prefill: one chunk of 512 and 4096 tokens from position 0 (and 512 tokens after
