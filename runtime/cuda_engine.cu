@@ -3,7 +3,8 @@
 //      rows that want logits) into pinned host buffers and one async copy each into fixed device
 //      buffers (fixed, so that a captured graph reads the next step's metadata from them);
 //   2. the layers (RunLayers): embedding, then per layer
-//        fused q/k/v product (int32) -> epilogue + RoPE -> WritePagedKv -> PagedAttention ->
+//        fused q/k/v product (int32) -> epilogue + RoPE -> WritePagedKv (one kernel with the
+//        epilogue for a bf16 cache) -> PagedAttention ->
 //        attn_sub_norm + quant -> o product -> residual + post-norm + quant -> fused gate/up
 //        product (int32) -> epilogue + relu^2 * up + ffn_sub_norm + quant -> down product ->
 //        residual + next layer's input norm + quant
@@ -155,7 +156,8 @@ class CudaEngine final : public Engine {
   DeviceBuffer<int32_t> act_sums_[2];
   DeviceBuffer<uint16_t> lm_in_;
   DeviceBuffer<uint8_t> attn_workspace_;
-  // Pipeline stages: the previous stage's message (not on the first), this stage's (not on the last).
+  // Pipeline stages: the previous stage's message (not on the first), this stage's (not on the
+  // last).
   DeviceBuffer<uint8_t> stage_in_, stage_out_;
 
   // Batch metadata: pinned staging and its fixed device copy.
@@ -211,9 +213,9 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
   ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
   RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
   if (config.is_moe()) {
-    return absl::UnimplementedError(absl::StrCat(
-        model_dir.string(), ": Mixture-of-Experts models (", config.num_experts,
-        " experts) run on --device cpu only; the CUDA MoE kernels are not built yet"));
+    return absl::UnimplementedError(
+        absl::StrCat(model_dir.string(), ": Mixture-of-Experts models (", config.num_experts,
+                     " experts) run on --device cpu only; the CUDA MoE kernels are not built yet"));
   }
   std::unique_ptr<CudaEngine> engine(new CudaEngine);
   engine->device_ = device;
@@ -445,7 +447,8 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
   // The step's true token count (a decode bucket pads m) bounds the stage messages.
   const int32_t* true_tokens = dev_.counts.get() + 1;
   if (w_.stage.first()) {
-    RETURN_IF_ERROR(cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
+    RETURN_IF_ERROR(
+        cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
   } else {
     RETURN_IF_ERROR(cuda::DecodeHidden(transfer_, stage_in_.get(), m, true_tokens, h, x_.get(), s));
   }
@@ -455,12 +458,18 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
   for (int l = 0; l < num_layers; ++l) {
     const CudaLayerWeights& w = w_.layers[l];
     // Attention block; act_out[0] holds quantize(input_norm(x)).
-    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(gemm_.get(), w.qkv.view(),
-                                       cuda::Int8Activations(act_out[0], m, h), acc_qkv_.get(), s));
-    RETURN_IF_ERROR(cuda::QkvEpilogueRope(
-        acc_qkv_.get(), act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, m, qkv_shape,
-        dev_.positions.get(), cos_sin_.get(), max_model_len_, q_.get(), k_.get(), v_.get(), s));
-    RETURN_IF_ERROR(cuda::WritePagedKv(k_.get(), v_.get(), batch, kv_layers_[l], s));
+    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(
+        gemm_.get(), w.qkv.view(), cuda::Int8Activations(act_out[0], m, h), acc_qkv_.get(), s));
+    if (kv_layers_[l].dtype == KvDtype::kBf16) {  // one kernel instead of two
+      RETURN_IF_ERROR(cuda::QkvEpilogueRopeWriteBf16Kv(
+          acc_qkv_.get(), act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, qkv_shape,
+          dev_.positions.get(), cos_sin_.get(), max_model_len_, q_.get(), batch, kv_layers_[l], s));
+    } else {
+      RETURN_IF_ERROR(cuda::QkvEpilogueRope(
+          acc_qkv_.get(), act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, m, qkv_shape,
+          dev_.positions.get(), cos_sin_.get(), max_model_len_, q_.get(), k_.get(), v_.get(), s));
+      RETURN_IF_ERROR(cuda::WritePagedKv(k_.get(), v_.get(), batch, kv_layers_[l], s));
+    }
     RETURN_IF_ERROR(cuda::PagedAttention(q_.get(), batch, kv_layers_[l], c.num_attention_heads,
                                          scale, attn_.get(), attn_workspace_.get(),
                                          static_cast<size_t>(attn_workspace_.bytes()), s));
@@ -472,8 +481,8 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
                                              eps, act_out[0], nullptr, s));
     // Feed-forward block.
     RETURN_IF_ERROR(cuda::TernaryMatmulInt32(gemm_.get(), w.gate_up.view(),
-                                       cuda::Int8Activations(act_out[0], m, h), acc_gate_up_.get(),
-                                       s));
+                                             cuda::Int8Activations(act_out[0], m, h),
+                                             acc_gate_up_.get(), s));
     RETURN_IF_ERROR(cuda::GateUpRelu2NormQuantize(
         acc_gate_up_.get(), act_scales_[0].get(), w.gate_scale, w.up_scale, m, inter,
         w.ffn_sub_norm.get(), eps, act_out[1], nullptr, s));
@@ -557,7 +566,8 @@ absl::Status CudaEngine::Run(std::span<const BatchEntry> entries,
 
 absl::Status CudaEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
   if (!w_.stage.whole_model()) {
-    return absl::FailedPreconditionError("Forward needs the whole model; a pipeline stage runs StageStep");
+    return absl::FailedPreconditionError(
+        "Forward needs the whole model; a pipeline stage runs StageStep");
   }
   RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
                                 max_batch_tokens_));
@@ -569,7 +579,8 @@ absl::Status CudaEngine::Step(std::span<const BatchEntry> entries,
                               std::span<const SampleSpec> samples,
                               std::vector<SampleResult>* results) {
   if (!w_.stage.whole_model()) {
-    return absl::FailedPreconditionError("Step needs the whole model; a pipeline stage runs StageStep");
+    return absl::FailedPreconditionError(
+        "Step needs the whole model; a pipeline stage runs StageStep");
   }
   RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
                                 max_batch_tokens_));
@@ -585,8 +596,9 @@ absl::StatusOr<DeviceStageBuffers> CudaEngine::device_stage_buffers() {
   return b;
 }
 
-absl::Status CudaEngine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                                   const StageIo& io, std::vector<SampleResult>* results) {
+absl::Status CudaEngine::StageStep(std::span<const BatchEntry> entries,
+                                   std::span<const SampleSpec> samples, const StageIo& io,
+                                   std::vector<SampleResult>* results) {
   const PipelineStage& stage = w_.stage;
   if (!stage.last() && io.output == nullptr && !io.on_device) {
     return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
@@ -600,27 +612,29 @@ absl::Status CudaEngine::StageStep(std::span<const BatchEntry> entries, std::spa
   const int64_t bytes = TransferBytes(transfer_, m, h);
   if (!stage.first() && !io.on_device) {
     if (static_cast<int64_t>(io.input.size()) != bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pipeline stage ", stage.stage, ": input of ", io.input.size(), " bytes; ", m, " tokens of ",
-          h, " in ", TransferDtypeName(transfer_), " are ", bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pipeline stage ", stage.stage, ": input of ", io.input.size(), " bytes; ",
+                       m, " tokens of ", h, " in ", TransferDtypeName(transfer_), " are ", bytes));
     }
     BITSERVE_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(stage_in_.get(), io.input.data(), bytes, cudaMemcpyHostToDevice, stream_));
   }
   if (stage.last()) {
-    return io.logits != nullptr ? ComputeLogits(entries, io.logits) : Sample(entries, samples, results);
+    return io.logits != nullptr ? ComputeLogits(entries, io.logits)
+                                : Sample(entries, samples, results);
   }
   RETURN_IF_ERROR(Run(entries, {}, /*want_logits_rows=*/false));
   if (!io.on_device) {
     io.output->resize(static_cast<size_t>(bytes));
-    BITSERVE_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(io.output->data(), stage_out_.get(), bytes, cudaMemcpyDeviceToHost, stream_));
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(io.output->data(), stage_out_.get(), bytes,
+                                                  cudaMemcpyDeviceToHost, stream_));
   }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 
-absl::Status CudaEngine::ComputeLogits(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+absl::Status CudaEngine::ComputeLogits(std::span<const BatchEntry> entries,
+                                       std::vector<float>* logits) {
   std::vector<int32_t> rows;
   int32_t t = 0;
   for (const BatchEntry& e : entries) {

@@ -738,6 +738,88 @@ void RunQkvRope(const ModelOpCase& c, Rng& rng) {
   ExpectBitExact(Download(d_q), q, qd, "q");
   ExpectBitExact(Download(d_k), k, kvd, "k");
   ExpectBitExact(Download(d_v), v, kvd, "v");
+
+  // The same epilogue writing a bf16 paged cache (QkvEpilogueRopeWriteBf16Kv), as a decode bucket
+  // runs it: m entries of one token each (token t at cache position 5 of entry t's one block, a
+  // shuffled block id), 3 padding tokens past the device count. Expected: q as above for the m
+  // tokens; each token's k and v rounded to bf16 in its cache row; every other byte untouched.
+  const int64_t bound = m + 3, bs = 16, blocks = m + 4;
+  std::vector<int32_t> acc_b(bound * cols, 0), pos_b(bound, 0), ids(blocks);
+  std::copy(acc.begin(), acc.end(), acc_b.begin());
+  std::copy(positions.begin(), positions.end(), pos_b.begin());
+  std::vector<float> xs_b(bound, 1.0f);
+  std::copy(xs.begin(), xs.end(), xs_b.begin());
+  for (int64_t b = 0; b < blocks; ++b) ids[b] = static_cast<int32_t>(b);
+  std::shuffle(ids.begin(), ids.end(), rng.engine);
+  std::vector<int32_t> token_begin(bound + 1), start(bound, 5), token_entry(bound), tables(bound);
+  for (int64_t t = 0; t <= bound; ++t) token_begin[t] = static_cast<int32_t>(t);
+  for (int64_t t = 0; t < bound; ++t) {
+    token_entry[t] = t < m ? static_cast<int32_t>(t) : 0x7f7f7f7f;  // garbage past the count
+    tables[t] = ids[t];
+  }
+  const int32_t counts[2] = {static_cast<int32_t>(m), static_cast<int32_t>(m)};
+  std::vector<uint16_t> k_cache(blocks * bs * kvd, 0xffff), v_cache = k_cache;
+  std::vector<uint16_t> k_expect = k_cache, v_expect = v_cache;
+  for (int64_t t = 0; t < m; ++t) {
+    const int64_t row = static_cast<int64_t>(ids[t]) * bs + 5;
+    for (int64_t i = 0; i < kvd; ++i) {
+      k_expect[row * kvd + i] = FloatToBf16(k[t * kvd + i]);
+      v_expect[row * kvd + i] = FloatToBf16(v[t * kvd + i]);
+    }
+  }
+  auto d_acc_b = Alloc<int32_t>(bound * cols);
+  auto d_xs_b = Alloc<float>(bound);
+  auto d_pos_b = Alloc<int32_t>(bound);
+  auto d_q_b = Alloc<float>(bound * qd);
+  auto d_kc = Alloc<uint16_t>(static_cast<int64_t>(k_cache.size()));
+  auto d_vc = Alloc<uint16_t>(static_cast<int64_t>(v_cache.size()));
+  auto d_tb = Alloc<int32_t>(bound + 1);
+  auto d_start = Alloc<int32_t>(bound);
+  auto d_te = Alloc<int32_t>(bound);
+  auto d_tables = Alloc<int32_t>(bound);
+  auto d_counts = Alloc<int32_t>(2);
+  ASSERT_OK(d_acc_b.CopyFromHost(acc_b.data(), acc_b.size()));
+  ASSERT_OK(d_xs_b.CopyFromHost(xs_b.data(), bound));
+  ASSERT_OK(d_pos_b.CopyFromHost(pos_b.data(), bound));
+  ASSERT_OK(d_q_b.FillBytes(kPoisonFloat));
+  ASSERT_OK(d_kc.CopyFromHost(k_cache.data(), k_cache.size()));
+  ASSERT_OK(d_vc.CopyFromHost(v_cache.data(), v_cache.size()));
+  ASSERT_OK(d_tb.CopyFromHost(token_begin.data(), bound + 1));
+  ASSERT_OK(d_start.CopyFromHost(start.data(), bound));
+  ASSERT_OK(d_te.CopyFromHost(token_entry.data(), bound));
+  ASSERT_OK(d_tables.CopyFromHost(tables.data(), bound));
+  ASSERT_OK(d_counts.CopyFromHost(counts, 2));
+  AttentionBatch batch;
+  batch.num_entries = static_cast<int>(bound);
+  batch.num_tokens = static_cast<int>(bound);
+  batch.token_begin = d_tb.get();
+  batch.start_position = d_start.get();
+  batch.token_entry = d_te.get();
+  batch.block_tables = d_tables.get();
+  batch.max_blocks_per_seq = 1;
+  batch.max_context = 6;
+  batch.device_num_entries = d_counts.get();
+  batch.device_num_tokens = d_counts.get() + 1;
+  const PagedKvLayer cache{d_kc.get(),           d_vc.get(),     static_cast<int>(blocks),
+                           static_cast<int>(bs), shape.kv_heads, shape.head_dim};
+  ASSERT_OK(QkvEpilogueRopeWriteBf16Kv(d_acc_b.get(), d_xs_b.get(), qs, ks, vs, shape,
+                                       d_pos_b.get(), d_table.get(), max_positions, d_q_b.get(),
+                                       batch, cache, nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> q_b = Download(d_q_b);
+  q_b.resize(m * qd);
+  ExpectBitExact(q_b, q, qd, "q (cache-writing epilogue)");
+  std::vector<uint16_t> kc = Download(d_kc), vc = Download(d_vc);
+  ASSERT_EQ(std::memcmp(kc.data(), k_expect.data(), kc.size() * 2), 0) << "K cache bytes";
+  ASSERT_EQ(std::memcmp(vc.data(), v_expect.data(), vc.size() * 2), 0) << "V cache bytes";
+  // Not a bf16 cache, or another head shape: refused.
+  PagedKvLayer int8_cache = cache;
+  int8_cache.dtype = KvDtype::kInt8;
+  EXPECT_EQ(QkvEpilogueRopeWriteBf16Kv(d_acc_b.get(), d_xs_b.get(), qs, ks, vs, shape,
+                                       d_pos_b.get(), d_table.get(), max_positions, d_q_b.get(),
+                                       batch, int8_cache, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 void RunLmHead(const ModelOpCase& c, Rng& rng) {

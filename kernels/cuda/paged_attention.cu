@@ -22,17 +22,9 @@ namespace bitserve::cuda {
 namespace paged_attention {
 namespace {
 
-int Log2(int x) {
-  int l = 0;
-  while ((1 << l) < x) ++l;
-  return l;
-}
-
-bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 int MaxSplitsFor(int max_context) {
-  return std::min(kMaxSplits, (max_context + kPagedAttentionMinSplitKeys - 1) /
-                                  kPagedAttentionMinSplitKeys);
+  return std::min(kMaxSplits,
+                  (max_context + kPagedAttentionMinSplitKeys - 1) / kPagedAttentionMinSplitKeys);
 }
 
 }  // namespace
@@ -41,13 +33,12 @@ absl::Status ValidateCache(const AttentionBatch& batch, const PagedKvLayer& cach
   if (cache.k == nullptr || cache.v == nullptr) return absl::InvalidArgumentError("null KV cache");
   if (cache.dtype != KvDtype::kBf16 && cache.dtype != KvDtype::kInt8 &&
       cache.dtype != KvDtype::kInt4) {
-    return absl::InvalidArgumentError(absl::StrCat("the CUDA KV cache holds bf16, int8 or int4, not ",
-                                                   KvDtypeName(cache.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA KV cache holds bf16, int8 or int4, not ", KvDtypeName(cache.dtype)));
   }
-  if (cache.dtype != KvDtype::kBf16 &&
-      (cache.k_params == nullptr || cache.v_params == nullptr ||
-       (reinterpret_cast<uintptr_t>(cache.k_params) & 3) != 0 ||
-       (reinterpret_cast<uintptr_t>(cache.v_params) & 3) != 0)) {
+  if (cache.dtype != KvDtype::kBf16 && (cache.k_params == nullptr || cache.v_params == nullptr ||
+                                        (reinterpret_cast<uintptr_t>(cache.k_params) & 3) != 0 ||
+                                        (reinterpret_cast<uintptr_t>(cache.v_params) & 3) != 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a ", KvDtypeName(cache.dtype), " KV cache needs 4-byte aligned k_params and v_params"));
   }
@@ -69,10 +60,9 @@ absl::Status ValidateCache(const AttentionBatch& batch, const PagedKvLayer& cach
         absl::StrCat("attention batch bounds out of range: ", batch.num_entries, " entries, ",
                      batch.num_tokens, " tokens"));
   }
-  if (batch.num_entries > 0 &&
-      (batch.token_begin == nullptr || batch.start_position == nullptr ||
-       batch.token_entry == nullptr || batch.block_tables == nullptr ||
-       batch.max_blocks_per_seq < 1 || batch.max_context < 1)) {
+  if (batch.num_entries > 0 && (batch.token_begin == nullptr || batch.start_position == nullptr ||
+                                batch.token_entry == nullptr || batch.block_tables == nullptr ||
+                                batch.max_blocks_per_seq < 1 || batch.max_context < 1)) {
     return absl::InvalidArgumentError("attention batch arrays or bounds missing");
   }
   return absl::OkStatus();
@@ -95,8 +85,7 @@ using paged_attention::MaxSplitsFor;
 using paged_attention::PrefillArgs;
 using paged_attention::ValidateCache;
 
-size_t PagedAttentionWorkspaceBytes(int max_tokens, int num_heads, int head_dim,
-                                    int max_context) {
+size_t PagedAttentionWorkspaceBytes(int max_tokens, int num_heads, int head_dim, int max_context) {
   const int splits = MaxSplitsFor(max_context);
   if (splits <= 1 || max_tokens <= 0 || num_heads <= 0 || head_dim <= 0) return 0;
   const int64_t records =
@@ -123,8 +112,8 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
                      cache.num_kv_heads, " with at most ", kPrefillRows, " per KV head"));
   }
   if (batch.num_tokens == 0 || batch.num_entries == 0) return absl::OkStatus();
-  if (q == nullptr || out == nullptr || !Aligned16(q) || !Aligned16(out) ||
-      !Aligned16(cache.k) || !Aligned16(cache.v)) {
+  if (q == nullptr || out == nullptr || !Aligned16(q) || !Aligned16(out) || !Aligned16(cache.k) ||
+      !Aligned16(cache.v)) {
     return absl::InvalidArgumentError(
         "PagedAttention needs non-null 16-byte aligned q, out, cache");
   }
@@ -150,8 +139,8 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
                              DecodeResidentBlocksPerSm(head_dim, group_per_block, cache.dtype);
     const int64_t per_split = static_cast<int64_t>(entries) * kv_blocks;
     const int64_t one_wave = std::max<int64_t>(1, resident / per_split);
-    const int64_t many_waves = std::min<int64_t>((resident * 8 / 3 + per_split - 1) / per_split,
-                                                 batch.max_context / 2048);
+    const int64_t many_waves =
+        std::min<int64_t>((resident * 8 / 3 + per_split - 1) / per_split, batch.max_context / 2048);
     splits = static_cast<int>(std::min<int64_t>(splits, std::max(one_wave, many_waves)));
     // Between one and two waves, the second is partial: most SMs idle while it runs. Take one
     // full wave instead (ncu on the H100, int8 KV at batch 1 and 128K context: 64 splits of
@@ -194,9 +183,9 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
   d.split_len = split_len;
   // Partial outputs first, then (max, sum) pairs; both 16-byte aligned (head_dim % 16 == 0).
   d.partial_o = static_cast<float*>(workspace);
-  d.partial_ml = splits > 1 ? d.partial_o + static_cast<int64_t>(entries) * num_heads * splits *
-                                                head_dim
-                            : nullptr;
+  d.partial_ml = splits > 1
+                     ? d.partial_o + static_cast<int64_t>(entries) * num_heads * splits * head_dim
+                     : nullptr;
   const dim3 decode_grid(splits, kv_blocks, entries);
   LaunchDecode(head_dim, group_per_block, cache.dtype, d, decode_grid, stream);
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -4,6 +4,7 @@
 //   paged_attention_decode.cu   decode (split-KV, CUDA cores) and the split combine kernels
 //   paged_attention_prefill.cu  prefill (tensor cores)
 //   paged_kv_write.cu           WritePagedKv (quantize on write)
+// and qkv_rope.cu's q/k/v epilogue that writes a bf16 cache itself (KvDestination).
 // The cache layout and the batch description are drawn in paged_attention.cuh, the element
 // formats in kernels/kv_cache_format.h.
 #pragma once
@@ -34,6 +35,47 @@ constexpr int kCombineThreads = 256;
 __device__ __forceinline__ int DeviceCount(const int32_t* device_count, int host_count) {
   return device_count != nullptr ? *device_count : host_count;
 }
+
+inline int Log2(int x) {
+  int l = 0;
+  while ((1 << l) < x) ++l;
+  return l;
+}
+
+inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Where each new token's keys and values go in the cache (WritePagedKv, and the q/k/v epilogue
+// that writes a bf16 cache itself).
+struct KvDestination {
+  const int32_t* token_begin;
+  const int32_t* start_position;
+  const int32_t* token_entry;
+  const int32_t* block_tables;
+  int max_blocks_per_seq;
+  int num_blocks;
+  int log2_block_size;
+  int num_tokens;
+  const int32_t* device_num_tokens;
+
+  static KvDestination For(const AttentionBatch& batch, const PagedKvLayer& cache) {
+    return {batch.token_begin,      batch.start_position,     batch.token_entry,
+            batch.block_tables,     batch.max_blocks_per_seq, cache.num_blocks,
+            Log2(cache.block_size), batch.num_tokens,         batch.device_num_tokens};
+  }
+
+  // The cache row of flattened token t, or -1 when it has none (a bound past the true count, or
+  // a position outside its block table: the engine's bug; never write wild).
+  __device__ __forceinline__ int64_t Row(int t) const {
+    if (t >= DeviceCount(device_num_tokens, num_tokens)) return -1;
+    const int e = token_entry[t];
+    const int p = start_position[e] + t - token_begin[e];
+    const int block_index = p >> log2_block_size;
+    if (p < 0 || block_index >= max_blocks_per_seq) return -1;
+    const int block = block_tables[static_cast<int64_t>(e) * max_blocks_per_seq + block_index];
+    if (block < 0 || block >= num_blocks) return -1;
+    return (static_cast<int64_t>(block) << log2_block_size) + (p & ((1 << log2_block_size) - 1));
+  }
+};
 
 // Cache row (position `p` of the sequence whose block table is `table`) in units of rows.
 __device__ __forceinline__ int64_t CacheRow(const int32_t* table, int p, int log2_block_size) {

@@ -16,7 +16,8 @@
 namespace bitserve::cuda {
 namespace {
 
-using paged_attention::DeviceCount;
+using paged_attention::Aligned16;
+using paged_attention::KvDestination;
 
 struct WriteArgs {
   const float* k;
@@ -25,37 +26,16 @@ struct WriteArgs {
   uint8_t* v_cache;
   uint16_t* k_params;
   uint16_t* v_params;
-  const int32_t* token_begin;
-  const int32_t* start_position;
-  const int32_t* token_entry;
-  const int32_t* block_tables;
-  int max_blocks_per_seq;
-  int num_blocks;
-  int log2_block_size;
+  KvDestination dest;
   int num_kv_heads, head_dim;
-  int num_tokens;
-  const int32_t* device_num_tokens;
 };
-
-// The cache row of flattened token t, or -1 when it has none (a bound past the true count, or a
-// position outside its block table: the engine's bug; never write wild).
-__device__ __forceinline__ int64_t DestinationRow(const WriteArgs& a, int t) {
-  if (t >= DeviceCount(a.device_num_tokens, a.num_tokens)) return -1;
-  const int e = a.token_entry[t];
-  const int p = a.start_position[e] + t - a.token_begin[e];
-  const int block_index = p >> a.log2_block_size;
-  if (p < 0 || block_index >= a.max_blocks_per_seq) return -1;
-  const int block = a.block_tables[static_cast<int64_t>(e) * a.max_blocks_per_seq + block_index];
-  if (block < 0 || block >= a.num_blocks) return -1;
-  return (static_cast<int64_t>(block) << a.log2_block_size) + (p & ((1 << a.log2_block_size) - 1));
-}
 
 // bf16: one block per token, its K and V rows to one cache row, 4 elements per thread and step.
 __global__ void __launch_bounds__(128) WriteBf16Kernel(WriteArgs a) {
   WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
   AllowDependentLaunch();
   const int t = blockIdx.x;
-  const int64_t row = DestinationRow(a, t);
+  const int64_t row = a.dest.Row(t);
   if (row < 0) return;
   const int row_width = a.num_kv_heads * a.head_dim;
   const int64_t src = static_cast<int64_t>(t) * row_width;
@@ -94,7 +74,7 @@ __global__ void __launch_bounds__(128) WriteQuantizedKernel(WriteArgs a) {
   WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
   AllowDependentLaunch();
   const int t = blockIdx.x;
-  const int64_t row = DestinationRow(a, t);
+  const int64_t row = a.dest.Row(t);
   if (row < 0) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int pairs = a.head_dim / 2;
@@ -141,14 +121,6 @@ __global__ void __launch_bounds__(128) WriteQuantizedKernel(WriteArgs a) {
   }
 }
 
-int Log2(int x) {
-  int l = 0;
-  while ((1 << l) < x) ++l;
-  return l;
-}
-
-bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 }  // namespace
 
 absl::Status WritePagedKv(const float* k, const float* v, const AttentionBatch& batch,
@@ -166,17 +138,9 @@ absl::Status WritePagedKv(const float* k, const float* v, const AttentionBatch& 
   a.v_cache = static_cast<uint8_t*>(cache.v);
   a.k_params = cache.k_params;
   a.v_params = cache.v_params;
-  a.token_begin = batch.token_begin;
-  a.start_position = batch.start_position;
-  a.token_entry = batch.token_entry;
-  a.block_tables = batch.block_tables;
-  a.max_blocks_per_seq = batch.max_blocks_per_seq;
-  a.num_blocks = cache.num_blocks;
-  a.log2_block_size = Log2(cache.block_size);
+  a.dest = KvDestination::For(batch, cache);
   a.num_kv_heads = cache.num_kv_heads;
   a.head_dim = cache.head_dim;
-  a.num_tokens = batch.num_tokens;
-  a.device_num_tokens = batch.device_num_tokens;
   cudaError_t launched;
   switch (cache.dtype) {
     case KvDtype::kInt8:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/cuda/paged_attention.cuh"
 #include "kernels/cuda/ternary_layout.h"
 
 namespace bitserve::cuda {
@@ -37,5 +38,18 @@ absl::Status QkvEpilogueRope(const int32_t* acc, const float* x_scales, TernaryO
                              const QkvShape& shape, const int32_t* positions, const float* cos_sin,
                              int64_t max_positions, float* q, float* k, float* v,
                              cudaStream_t stream);
+
+// QkvEpilogueRope and WritePagedKv in one kernel for a bf16 cache: q as above for the batch's
+// num_tokens rows; each token's k (after RoPE) and v go straight into its cache row, rounded to
+// bf16 as WritePagedKv does (the same bytes), with no float k and v in between. Tokens without a
+// row (past device_num_tokens: a decode bucket's padding) write q only. The cache must be bf16
+// with shape.kv_heads heads of shape.head_dim (InvalidArgument otherwise).
+absl::Status QkvEpilogueRopeWriteBf16Kv(const int32_t* acc, const float* x_scales,
+                                        TernaryOutputScale q_scale, TernaryOutputScale k_scale,
+                                        TernaryOutputScale v_scale, const QkvShape& shape,
+                                        const int32_t* positions, const float* cos_sin,
+                                        int64_t max_positions, float* q,
+                                        const AttentionBatch& batch, const PagedKvLayer& cache,
+                                        cudaStream_t stream);
 
 }  // namespace bitserve::cuda
