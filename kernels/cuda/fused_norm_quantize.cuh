@@ -264,10 +264,11 @@ absl::Status LaunchFusedNormQuantize(const Producer& producer, const float* weig
     } else {
       BITSERVE_LAUNCH_FUSED(1024, 1, 8);
     }
-    // Block shapes measured with ncu on an H100 at one row (decode): 2560 wide, 4.80 us at 256 x 4
-    // vs 4.90 at 1024 x 1; 6912 wide (the gated FFN, two divisions per element), 7.26 us at
-    // 1024 x 2 vs 8.57 at 512 x 4: per-thread serial work costs more than the wider reductions.
   } else if (d4 <= 256) {
+    // One block per row. Shapes measured with ncu on an H100 at one row, before clusters: 2560
+    // wide, 4.80 us at 256 x 4 vs 4.90 at 1024 x 1; 6912 wide (the gated FFN, two divisions per
+    // element), 7.26 us at 1024 x 2 vs 8.57 at 512 x 4: per-thread serial work costs more than
+    // the wider reductions.
     BITSERVE_LAUNCH_FUSED(256, 1, 1);
   } else if (d4 <= 512) {
     BITSERVE_LAUNCH_FUSED(256, 2, 1);

@@ -55,10 +55,12 @@ __global__ void __launch_bounds__(kThreads) QkvEpilogueRopeKernel(QkvRopeArgs a)
   const int64_t pos = a.positions[t];
   const float* cos_row = a.cos_sin + pos * half;
   const float* sin_row = a.cos_sin + (a.max_positions + pos) * half;
-  float* k_out = a.k + (kToCache ? 0 : t * kvd);
-  float* v_out = a.v + (kToCache ? 0 : t * kvd);
+  float *k_out = nullptr, *v_out = nullptr;
   __nv_bfloat16 *k_cache = nullptr, *v_cache = nullptr;
-  if constexpr (kToCache) {
+  if constexpr (!kToCache) {
+    k_out = a.k + t * kvd;
+    v_out = a.v + t * kvd;
+  } else {
     const int64_t cache_row = a.dest.Row(static_cast<int>(t));
     if (cache_row >= 0) {
       k_cache = a.k_cache + cache_row * kvd;

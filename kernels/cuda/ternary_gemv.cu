@@ -80,11 +80,12 @@ __global__ void __launch_bounds__(kWarps * 32) GemvDp4aKernel(GemvArgs a) {
   constexpr std::integral_constant<int, 1> kOne;
   constexpr int kStep = kUnroll * kWarps;
   int kt = warp;
-  if (kt + (kUnroll - 1) * kWarps < a.k_tiles) {
-    uint4 cur[kUnroll];
-    load(kt, kBatch, cur);  // weights only: before the wait (pdl.cuh)
-    WaitForPrerequisites();
-    AllowDependentLaunch();
+  const bool batched = kt + (kUnroll - 1) * kWarps < a.k_tiles;
+  uint4 cur[kUnroll];
+  if (batched) load(kt, kBatch, cur);  // weights only: before the wait (pdl.cuh)
+  WaitForPrerequisites();
+  AllowDependentLaunch();
+  if (batched) {
     while (true) {
       const bool more = kt + kStep + (kUnroll - 1) * kWarps < a.k_tiles;
       uint4 next[kUnroll] = {};
@@ -95,9 +96,6 @@ __global__ void __launch_bounds__(kWarps * 32) GemvDp4aKernel(GemvArgs a) {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) cur[u] = next[u];
     }
-  } else {
-    WaitForPrerequisites();
-    AllowDependentLaunch();
   }
   for (; kt < a.k_tiles; kt += kWarps) {
     uint4 one[1];
@@ -213,15 +211,15 @@ __global__ void __launch_bounds__(kRT* kKS * 32) GemvMmaKernel(GemvArgs a) {
   constexpr std::integral_constant<int, kUnroll> kBatch;
   constexpr std::integral_constant<int, 1> kOne;
   constexpr int kStep = kUnroll * kKS;
-  bool waited = false;
+  // A warp past the last row tile reads no weights, but takes part in the sums and stores.
+  const bool batched = tile_ok[0] && ks + (kUnroll - 1) * kKS < a.k_tiles;
+  uint4 cur[kUnroll][kRW];
+  if (batched) load(ks, kBatch, cur);  // weights only: before the wait (pdl.cuh)
+  WaitForPrerequisites();
+  AllowDependentLaunch();
   if (tile_ok[0]) {
     int kt = ks;
-    if (kt + (kUnroll - 1) * kKS < a.k_tiles) {
-      uint4 cur[kUnroll][kRW];
-      load(kt, kBatch, cur);  // weights only: before the wait (pdl.cuh)
-      WaitForPrerequisites();
-      AllowDependentLaunch();
-      waited = true;
+    if (batched) {
       while (true) {
         const bool more = kt + kStep + (kUnroll - 1) * kKS < a.k_tiles;
         uint4 next[kUnroll][kRW] = {};
@@ -236,11 +234,6 @@ __global__ void __launch_bounds__(kRT* kKS * 32) GemvMmaKernel(GemvArgs a) {
         }
       }
     }
-    if (!waited) {
-      WaitForPrerequisites();
-      AllowDependentLaunch();
-      waited = true;
-    }
     for (; kt < a.k_tiles; kt += kKS) {
       uint4 one[1][kRW];
       load(kt, kOne, one);
@@ -248,10 +241,6 @@ __global__ void __launch_bounds__(kRT* kKS * 32) GemvMmaKernel(GemvArgs a) {
     }
   }
 
-  if (!waited) {  // a warp past the last row tile reads no weights, but stores and sums
-    WaitForPrerequisites();
-    AllowDependentLaunch();
-  }
   if constexpr (kKS > 1) {
     // Split-K over the block's warps: shared-memory integer atomics (exact, order-free).
     if (ks > 0) {
