@@ -28,7 +28,8 @@
 # pp2:      (two GPUs) the same llama-70b served as a 2-stage pipeline of local workers over NCCL
 #           (`serve --pipeline-stages 2 --device cuda`): batch-1 TPOT, offline throughput at
 #           128/128 and 512/512 with int8 and int4 KV (PP2_KV), and per run the stages' compute,
-#           NCCL time per step and the pipeline bubble (bench/pipeline_stage_report.py).
+#           NCCL time per step and the pipeline bubble (bench/pipeline_stage_report.py). PP2_RUNS
+#           lists LENxCONCURRENCYxREQUESTS (default "128x1x16 128x1024x1024 512x512x512").
 # Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
@@ -131,8 +132,8 @@ if has pp2; then
     for _ in $(seq 3000); do grep -q "listening on" "$log" && break; sleep 0.1; done
     addr=$(grep -o "listening on .*" "$log" | awk '{print $3}')
     grep -E "pipeline of|KV cache" "$log" | head -3
-    for run in "128 1 16" "128 1024 1024" "512 512 512"; do
-      set -- $run
+    for run in ${PP2_RUNS:-128x1x16 128x1024x1024 512x512x512}; do
+      set -- ${run//x/ }
       echo "== llama-70b PP2 $kv KV, $1/$1, concurrency $2, $3 requests"
       scrape http://127.0.0.1:9470/metrics >"$out/pp2_before.prom"
       t0=$(date +%s.%N)
