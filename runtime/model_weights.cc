@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -71,10 +72,35 @@ absl::StatusOr<std::vector<float>> ReadFloats(const SafetensorsArchive::Entry& e
   return out;
 }
 
-std::vector<uint16_t> ReadBf16(const SafetensorsArchive::Entry& e) {
-  std::vector<uint16_t> out(static_cast<size_t>(e.info->num_elements()));
-  std::memcpy(out.data(), e.bytes.data(), out.size() * 2);
-  return out;
+// The embedding, LM head and routers: BF16 as stored, every element checked to be finite (a NaN
+// or Inf there would silently turn every output into token 0). The copy and the check are one
+// pass over memory, split over the CPU threads: ~1 s for llama-70b's 2 GB embedding on 2 cores
+// (docs/perf.md "Loading").
+absl::StatusOr<std::vector<uint16_t>> ReadBf16(const SafetensorsArchive::Entry& e) {
+  const int64_t n = e.info->num_elements();
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  std::vector<int64_t> first_bad;  // per chunk; -1: none
+  std::mutex mu;
+  cpu::ParallelFor(n, int64_t{1} << 20, [&](int64_t begin, int64_t end) {
+    std::memcpy(out.data() + begin, e.bytes.data() + 2 * begin, static_cast<size_t>(end - begin) * 2);
+    // A bf16 is NaN or Inf when its 8 exponent bits are all ones. Branch-free so that it vectorizes.
+    uint32_t any = 0;
+    for (int64_t i = begin; i < end; ++i) any |= (out[i] & 0x7F80u) == 0x7F80u;
+    if (!any) return;
+    for (int64_t i = begin; i < end; ++i) {
+      if ((out[i] & 0x7F80u) == 0x7F80u) {
+        std::lock_guard<std::mutex> lock(mu);
+        first_bad.push_back(i);
+        return;
+      }
+    }
+  });
+  if (first_bad.empty()) return out;
+  const int64_t i = *std::min_element(first_bad.begin(), first_bad.end());
+  const int64_t cols = e.info->shape.empty() ? 1 : e.info->shape.back();
+  return absl::DataLossError(absl::StrCat(Where(e), ": element ", i, " (row ", i / cols, ", column ", i % cols,
+                                          ") is ", (out[i] & 0x7Fu) != 0 ? "NaN" : "infinite",
+                                          "; every weight must be finite"));
 }
 
 // Which MoE config field asks for a missing tensor, to make the error actionable.
@@ -183,14 +209,14 @@ absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
   ASSIGN_OR_RETURN(l.o, loader.Ternary(p + "self_attn.o_proj"));
   if (loader.config().is_moe()) {
     const ModelConfig& c = loader.config();
-    l.moe.router = ReadBf16(loader.Get(p + "mlp.gate.weight"));
+    ASSIGN_OR_RETURN(l.moe.router, ReadBf16(loader.Get(p + "mlp.gate.weight")));
     l.moe.experts.resize(c.num_experts);
     for (int e = 0; e < c.num_experts; ++e) {
       ASSIGN_OR_RETURN(l.moe.experts[e], LoadFfn(loader, absl::StrCat(p, "mlp.experts.", e, ".")));
     }
     if (c.shared_expert_intermediate_size > 0) {
       ASSIGN_OR_RETURN(l.moe.shared, LoadFfn(loader, p + "mlp.shared_expert."));
-      l.moe.shared_gate = ReadBf16(loader.Get(p + "mlp.shared_expert_gate.weight"));
+      ASSIGN_OR_RETURN(l.moe.shared_gate, ReadBf16(loader.Get(p + "mlp.shared_expert_gate.weight")));
     }
     return l;
   }
@@ -288,9 +314,13 @@ absl::StatusOr<ModelWeights> CheckpointReader::StageEnds(const PipelineStage& st
   RETURN_IF_ERROR(stage.Validate(w.config.num_hidden_layers));
   w.layers.resize(w.config.num_hidden_layers);
   const bool tied = w.config.tie_word_embeddings;
-  if (stage.first() || (stage.last() && tied)) w.embedding = ReadBf16(loader.Get("model.embed_tokens.weight"));
+  if (stage.first() || (stage.last() && tied)) {
+    ASSIGN_OR_RETURN(w.embedding, ReadBf16(loader.Get("model.embed_tokens.weight")));
+  }
   if (stage.last()) {
-    if (!tied) w.lm_head = ReadBf16(loader.Get("lm_head.weight"));
+    if (!tied) {
+      ASSIGN_OR_RETURN(w.lm_head, ReadBf16(loader.Get("lm_head.weight")));
+    }
     ASSIGN_OR_RETURN(w.final_norm, loader.Floats("model.norm.weight"));
   }
   return w;

@@ -214,6 +214,57 @@ TEST_F(BadCheckpoint, NonFiniteNormWeight) {
   EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.norm.weight"), HasSubstr("element 7 is not finite")));
 }
 
+// The embedding (and, untied, the LM head) feed every output: a NaN or Inf there once made every
+// generated token 0 without an error. Each is checked, whichever element is bad.
+TEST_F(BadCheckpoint, NonFiniteEmbedding) {
+  std::string bytes = ReadAll(file());
+  const uint16_t nan = FloatToBf16(NAN);
+  // Row 1000, column 5 of [1024, 128]: in the last chunk of the tensor, not the first.
+  std::memcpy(bytes.data() + Offset("model.embed_tokens.weight") + 2 * (1000 * 128 + 5), &nan, 2);
+  WriteAll(file(), bytes);
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.embed_tokens.weight"),
+                                 HasSubstr("element 128005 (row 1000, column 5) is NaN")));
+}
+
+TEST_F(BadCheckpoint, InfiniteEmbeddingOnAPipelineStage) {
+  std::string bytes = ReadAll(file());
+  const uint16_t inf = FloatToBf16(-INFINITY);
+  std::memcpy(bytes.data() + Offset("model.embed_tokens.weight"), &inf, 2);
+  WriteAll(file(), bytes);
+  auto reader = CheckpointReader::Open(dir_);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  // The first stage embeds; a tied last stage reads the embedding as its LM head.
+  for (const PipelineStage& stage : {PipelineStage{0, 3, 0, 1}, PipelineStage{2, 3, 2, 3}}) {
+    auto ends = reader->StageEnds(stage);
+    ASSERT_FALSE(ends.ok());
+    EXPECT_THAT(ends.status().message(),
+                AllOf(HasSubstr("model.embed_tokens.weight"), HasSubstr("element 0 (row 0, column 0) is infinite")));
+  }
+  // A middle stage reads neither.
+  EXPECT_TRUE(reader->StageEnds(PipelineStage{1, 3, 1, 2}).ok());
+}
+
+TEST_F(BadCheckpoint, NonFiniteUntiedLmHead) {
+  EditConfig("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+  Rewrite([](std::vector<TensorSpec>& specs) {
+    for (const TensorSpec& s : specs) {
+      if (s.name == "model.embed_tokens.weight") {
+        TensorSpec head = s;
+        head.name = "lm_head.weight";
+        head.fill = [](std::span<uint8_t> out) {
+          std::memset(out.data(), 0, out.size());
+          const uint16_t nan = FloatToBf16(NAN);
+          std::memcpy(out.data() + out.size() - 2, &nan, 2);  // the very last element
+          return absl::OkStatus();
+        };
+        specs.push_back(head);
+        break;
+      }
+    }
+  });
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr("lm_head.weight"), HasSubstr("(row 1023, column 127) is NaN")));
+}
+
 TEST_F(BadCheckpoint, NonPositiveWeightScale) {
   std::string bytes = ReadAll(file());
   uint16_t minus = FloatToBf16(-0.5f);
