@@ -23,20 +23,21 @@ absl::StatusOr<cuda::DeviceTernaryMatrix> UploadStacked(
     }
     rows += p->rows;
   }
-  absl::StatusOr<cuda::PackedTernaryMatrix> packed;
-  if (parts.size() == 1) {
-    TernaryMatrix* p = *parts.begin();
-    packed = cuda::PackTernaryMatrix(p->values.data(), p->rows, p->cols, p->scale);
-  } else {
+  // Initialized from a lambda: nvcc warns (#2810-D) on assigning to an absl::StatusOr.
+  auto pack = [&]() -> absl::StatusOr<cuda::PackedTernaryMatrix> {
+    if (parts.size() == 1) {
+      TernaryMatrix* p = *parts.begin();
+      return cuda::PackTernaryMatrix(p->values.data(), p->rows, p->cols, p->scale);
+    }
     std::vector<int8_t> values;
     values.reserve(rows * cols);
     for (const TernaryMatrix* p : parts)
       values.insert(values.end(), p->values.begin(), p->values.end());
-    packed = cuda::PackTernaryMatrix(values.data(), rows, cols, cpu::WeightScale{1.0f, false});
-  }
-  if (!packed.ok()) return packed.status();
+    return cuda::PackTernaryMatrix(values.data(), rows, cols, cpu::WeightScale{1.0f, false});
+  };
+  ASSIGN_OR_RETURN(cuda::PackedTernaryMatrix packed, pack());
   for (TernaryMatrix* p : parts) std::vector<int8_t>().swap(p->values);
-  return cuda::DeviceTernaryMatrix::Upload(*packed);
+  return cuda::DeviceTernaryMatrix::Upload(packed);
 }
 
 absl::StatusOr<cuda::DeviceBuffer<float>> UploadFloats(const std::vector<float>& v) {
