@@ -72,9 +72,10 @@ assert by_id['"sampled"']["seed"] == 7
 lp = by_id['"lp"']
 assert len(lp["logprobs"]) == 3 and all(len(t["top"]) == 2 for t in lp["logprobs"]), lp
 assert all(t["logprob"] <= 0 for t in lp["logprobs"]), lp
-assert by_id['"bad"'] == {"id": "bad", "finish_reason": "error",
-                          "error": {"code": "INVALID_ARGUMENT",
-                                    "message": '"prompt": expected a string, got 5'}}, by_id['"bad"']
+bad = by_id['"bad"']
+assert bad["finish_reason"] == "error" and bad["error"]["code"] == "INVALID_ARGUMENT", bad
+assert bad["error"]["message"] == '"prompt": expected a string, got 5', bad
+assert bad["error"]["retryable"] is False and len(bad["error"]["input_hash"]) == 16, bad
 for i in range(40):
     r = by_id[json.dumps("n%d" % i)]
     assert len(r["token_ids"]) == i % 5 + 1 and r["usage"]["prompt_tokens"] == 3, r
@@ -100,6 +101,22 @@ new = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()]
 old = {json.dumps(r["id"]): r for r in map(json.loads, open(sys.argv[2]).read().splitlines())}
 assert len(new) == 46, len(new)
 assert new[-1] == old['"chat"'], (new[-1], old['"chat"'])
+PY
+
+# A request that can never run (its prompt is longer than max_model_len) is a permanent error: the
+# job exits 0, and a rerun keeps its one record and does not run it again.
+printf '{"id": "long", "prompt_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n{"id": "short", "prompt_ids": [1, 2]}\n' > "$work/p.jsonl"
+for run in 1 2; do
+  "$bitserve" batch --model "$work/tiny" --max-model-len 8 --input "$work/p.jsonl" --output "$work/p.out" \
+    2> "$work/perr" || fail "permanent-error run $run exited $?: $(cat "$work/perr")"
+done
+grep -q "0 done, 2 already done earlier" "$work/perr" || fail "rerun summary: $(tail -1 "$work/perr")"
+$python - "$work/p.out" <<'PY' || fail "permanent error records"
+import json, sys
+records = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()]
+assert len(records) == 2, records
+long = [r for r in records if r["id"] == "long"][0]
+assert long["error"]["code"] == "RESOURCE_EXHAUSTED" and long["error"]["retryable"] is False, long
 PY
 
 # The job cannot run: exit status 1 with a message.

@@ -1,11 +1,16 @@
 // bitserve batch (--model DIR | --server ADDR) --input IN.jsonl --output OUT.jsonl
 //                [--max-in-flight N] [--device cpu|cuda[:N]] [--kv-dtype T] [--max-num-seqs N] ...
 // Offline generation over a JSONL file (tools/batch_job.h): in-process on the model with --model,
-// or through a running `bitserve serve` with --server. Exit status 0 when the job ran to the end
-// (per-line errors are in the output and the summary), 1 when it could not (unreadable input,
-// unreachable backend, output not writable).
+// or through a running `bitserve serve` with --server. Exit status:
+//   0  every id of the input has its final record: a result or a permanent error (per-line
+//      errors are in the output and the summary);
+//   75 (EX_TEMPFAIL) the job ran to the end but some ids failed with retryable errors after
+//      their last try: run the same command again to retry them;
+//   1  the job could not run to the end (unreadable input, unreachable backend, output not
+//      writable); what was written stays, and a rerun resumes.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -18,6 +23,8 @@
 
 namespace bitserve::cli {
 namespace {
+
+constexpr int kExitRetryLater = 75;  // sysexits.h EX_TEMPFAIL
 
 struct Args {
   std::string model, server, input, output, device = "cpu", kv_dtype;
@@ -76,7 +83,15 @@ absl::Status Run(const Args& args) {
   options.log = &std::cerr;
   options.progress_bar = ::isatty(STDERR_FILENO) == 1;
   absl::StatusOr<BatchSummary> summary = RunBatchJob(*backend, options);
-  return summary.status();
+  if (!summary.ok()) return summary.status();
+  if (summary->counts.retry_later > 0) {
+    std::cerr << "bitserve batch: " << summary->counts.retry_later
+              << " ids have no result yet (retryable errors after their last try); run the same "
+                 "command again to retry them"
+              << std::endl;
+    std::exit(kExitRetryLater);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

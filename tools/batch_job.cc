@@ -28,19 +28,12 @@ bool IsRetryable(const absl::Status& status) {
   return IsQueueFull(status) || status.code() == absl::StatusCode::kUnavailable;
 }
 
-bool IsQueueFull(const absl::Status& status) {
-  // The scheduler's queue-full refusal names the queue ("queue full: 256 waiting, limit 256");
-  // the other RESOURCE_EXHAUSTED cases (a prompt beyond the KV capacity or the model length) do
-  // not, and would never succeed on a retry.
-  return status.code() == absl::StatusCode::kResourceExhausted &&
-         absl::StrContains(absl::AsciiStrToLower(status.message()), "queue");
-}
-
 std::string SummaryLine(const BatchSummary& s, const std::filesystem::path& output) {
   const BatchCounts& c = s.counts;
   std::string line = absl::StrCat("bitserve batch: ", c.total, " lines: ", c.completed, " done");
   if (c.skipped > 0) absl::StrAppend(&line, ", ", c.skipped, " already done earlier");
   absl::StrAppend(&line, ", ", c.failed, c.failed == 1 ? " error" : " errors");
+  if (c.retry_later > 0) absl::StrAppend(&line, " (", c.retry_later, " retryable: run again to retry)");
   if (c.malformed > 0) {
     absl::StrAppend(&line, ", ", c.malformed,
                     c.malformed == 1 ? " malformed line" : " malformed lines");
@@ -93,14 +86,38 @@ class LineReader {
   int64_t number_ = 0;
 };
 
-absl::StatusOr<int64_t> CountLines(const std::filesystem::path& path) {
+struct InputSurvey {
+  int64_t lines = 0;  // non-blank
+  // Ids whose permanent error record came from another version of their line (edited since).
+  absl::flat_hash_set<std::string> edited;
+};
+
+// One pass over the input before the run: its lines, and which permanent errors of an earlier run
+// no longer match their line (`permanent`: key -> input_hash; the first line of an id counts).
+absl::StatusOr<InputSurvey> SurveyInput(const std::filesystem::path& path,
+                                        const absl::flat_hash_map<std::string, std::string>& permanent) {
   LineReader reader;
   if (absl::Status s = reader.Open(path); !s.ok()) return s;
+  InputSurvey survey;
+  absl::flat_hash_set<std::string> seen;
   std::string line;
-  int64_t number = 0, count = 0;
-  while (reader.Next(&line, &number)) ++count;
+  int64_t number = 0;
+  while (reader.Next(&line, &number)) {
+    ++survey.lines;
+    if (permanent.empty()) continue;
+    std::optional<nlohmann::json> id;
+    (void)ParseBatchLine(line, &id);
+    if (!id.has_value()) continue;
+    const std::string key = id->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (!seen.insert(key).second) continue;
+    auto it = permanent.find(key);
+    // A record of an older version has no hash: it is taken to match.
+    if (it != permanent.end() && !it->second.empty() && it->second != InputHash(line)) {
+      survey.edited.insert(key);
+    }
+  }
   if (absl::Status s = reader.Finish(); !s.ok()) return s;
-  return count;
+  return survey;
 }
 
 // A request on its way: filled by the backend's callback thread, read by the job's thread once
@@ -108,6 +125,8 @@ absl::StatusOr<int64_t> CountLines(const std::filesystem::path& path) {
 struct InFlight {
   BatchRequest request;
   int64_t line = 0;
+  std::string input_hash;  // of its line (tools/batch_records.h)
+  int attempts = 0;        // tries that failed with a retryable error after acceptance
   uint64_t backend_id = 0;
   BatchResult result;
   // Chunked prefill of a long prompt, from progress chunks; under the job's mutex.
@@ -136,6 +155,9 @@ class BatchJob {
   void NoteRetryableRefusal(const absl::Status& status, Clock::time_point now);
   void OnChunk(const std::shared_ptr<InFlight>& state, rpc::GenerationChunk chunk);
   void Complete(const std::shared_ptr<InFlight>& done);
+  // A request that failed with `status`: tried again later when the error is retryable and tries
+  // are left, else its error record is written.
+  void Failed(const std::shared_ptr<InFlight>& state, const absl::Status& status);
   absl::Status Write(const nlohmann::ordered_json& record);
   void LineMessage(int64_t line, const std::string& text) {
     progress_.Message(absl::StrCat(options_.input.string(), ":", line, ": ", text));
@@ -151,8 +173,7 @@ class BatchJob {
   LineReader reader_;
   int fd_ = -1;
   BatchSummary summary_;
-  absl::flat_hash_set<std::string> done_keys_;
-  absl::flat_hash_set<std::string> recorded_keys_;       // ids with any record from earlier runs
+  absl::flat_hash_set<std::string> done_keys_;  // ids with a final record from earlier runs
   absl::flat_hash_map<std::string, int64_t> seen_keys_;  // id key -> first line
   absl::flat_hash_set<uint64_t> in_flight_;              // backend ids
   std::shared_ptr<InFlight> held_;  // next to submit (refused for now, or not yet tried)
@@ -181,20 +202,28 @@ absl::Status BatchJob::Prepare() {
     return absl::InvalidArgumentError(
         absl::StrCat("--output ", options_.output.string(), " is the input file"));
   }
-  {
-    absl::StatusOr<int64_t> total = CountLines(options_.input);
-    if (!total.ok()) return total.status();
-    summary_.counts.total = *total;
-  }
-  if (absl::Status s = reader_.Open(options_.input); !s.ok()) return s;
   absl::StatusOr<ExistingOutput> existing = ScanAndRepairOutput(options_.output);
   if (!existing.ok()) return existing.status();
   if (existing->torn_bytes > 0) {
     progress_.Message(absl::StrCat(options_.output.string(), ": cut away a torn last line (",
                                    existing->torn_bytes, " bytes) left by an interrupted run"));
   }
+  absl::StatusOr<InputSurvey> survey = SurveyInput(options_.input, existing->permanent);
+  if (!survey.ok()) return survey.status();
+  summary_.counts.total = survey->lines;
+  if (absl::Status s = reader_.Open(options_.input); !s.ok()) return s;
+  // One record per id: what this run replaces goes first.
+  if (existing->superseded > 0 || !survey->edited.empty()) {
+    absl::StatusOr<int64_t> dropped = CompactOutput(options_.output, survey->edited);
+    if (!dropped.ok()) return dropped.status();
+    progress_.Message(absl::StrCat(options_.output.string(), ": removed ", *dropped,
+                                   " records of earlier runs to run their ids again (retryable errors, "
+                                   "cancelled results, errors of lines edited since)"));
+  }
   done_keys_ = std::move(existing->done_keys);
-  recorded_keys_ = std::move(existing->recorded_keys);
+  for (const auto& [key, hash] : existing->permanent) {
+    if (!survey->edited.contains(key)) done_keys_.insert(key);
+  }
 
   absl::StatusOr<rpc::ModelSummary> info = backend_.Info();
   if (!info.ok()) {
@@ -249,18 +278,22 @@ absl::StatusOr<std::shared_ptr<InFlight>> BatchJob::NextRequest() {
         continue;
       }
       if (done_keys_.contains(key)) {
-        ++summary_.counts.skipped;
+        // A malformed line is reported on every run; its error record is written once (a line
+        // fixed since has another input_hash, and its record was removed in Prepare).
+        if (!request.ok()) {
+          ++summary_.counts.malformed;
+          LineMessage(number, std::string(request.status().message()));
+        } else {
+          ++summary_.counts.skipped;
+        }
         continue;
       }
     }
     if (!request.ok()) {
       ++summary_.counts.malformed;
       LineMessage(number, std::string(request.status().message()));
-      // A malformed line fails the same way on every run: its error record is written once, not
-      // again on each resume (a line fixed in between parses and runs).
-      if (id.has_value() &&
-          !recorded_keys_.contains(id->dump(-1, ' ', false, json::error_handler_t::replace))) {
-        if (absl::Status s = Write(ErrorRecord(*id, request.status())); !s.ok()) {
+      if (id.has_value()) {
+        if (absl::Status s = Write(ErrorRecord(*id, request.status(), InputHash(line))); !s.ok()) {
           output_broken_ = true;
           return s;
         }
@@ -270,6 +303,7 @@ absl::StatusOr<std::shared_ptr<InFlight>> BatchJob::NextRequest() {
     auto state = std::make_shared<InFlight>();
     state->request = *std::move(request);
     state->line = number;
+    state->input_hash = InputHash(line);
     return state;
   }
   if (absl::Status s = reader_.Finish(); !s.ok()) return s;
@@ -326,16 +360,34 @@ bool BatchJob::SubmitHeld(Clock::time_point now) {
     NoteRetryableRefusal(status, now);
     return false;
   }
-  LineMessage(state->line,
-              absl::StrCat("id ", state->request.key, ": ", absl::StatusCodeToString(status.code()),
-                           ": ", status.message()));
-  ++summary_.counts.failed;
   held_.reset();
-  if (absl::Status s = Write(ErrorRecord(state->request.id, status)); !s.ok()) {
+  Failed(state, status);
+  return true;
+}
+
+void BatchJob::Failed(const std::shared_ptr<InFlight>& state, const absl::Status& status) {
+  const std::string what = absl::StrCat("id ", state->request.key, ": ",
+                                        absl::StatusCodeToString(status.code()), ": ", status.message());
+  const bool permanent = IsPermanentError(status);
+  if (!permanent && ++state->attempts < options_.max_attempts && stop_.ok()) {
+    LineMessage(state->line, absl::StrCat(what, "; trying again (", state->attempts + 1, " of ",
+                                          options_.max_attempts, ")"));
+    ++summary_.retries;
+    state->result = BatchResult();
+    refused_.push_back(state);
+    retry_at_ = Clock::now() + backoff_;
+    backoff_ = std::min(backoff_ * 2, options_.retry_backoff_max);
+    return;
+  }
+  LineMessage(state->line, what);
+  ++summary_.counts.failed;
+  if (!permanent) ++summary_.counts.retry_later;
+  if (output_broken_) return;
+  if (absl::Status s = Write(ErrorRecord(state->request.id, status, state->input_hash)); !s.ok()) {
     stop_ = s;
     output_broken_ = true;
+    for (uint64_t id : in_flight_) backend_.Cancel(id, absl::CancelledError("the output cannot be written"));
   }
-  return true;
 }
 
 void BatchJob::NoteRetryableRefusal(const absl::Status& status, Clock::time_point now) {
@@ -370,29 +422,25 @@ void BatchJob::Complete(const std::shared_ptr<InFlight>& state) {
   unavailable_since_.reset();
   backoff_ = options_.retry_backoff_min;
   retry_at_ = Clock::now();
-  summary_.counts.prompt_tokens += r.usage.prompt_tokens;
-  nlohmann::ordered_json record;
-  if (r.finish_reason == "error" || !r.status.ok()) {
-    absl::Status status = r.status.ok() ? absl::UnknownError("the request failed") : r.status;
-    ++summary_.counts.failed;
-    LineMessage(done.line,
-                absl::StrCat("id ", done.request.key, ": ", absl::StatusCodeToString(status.code()),
-                             ": ", status.message()));
-    record = ErrorRecord(done.request.id, status);
-  } else {
-    record = ResultRecord(done.request.id, r, done.request.params);
-    if (IsFinishedReason(r.finish_reason)) {
-      ++summary_.counts.completed;
-    } else {
-      ++summary_.counts.failed;  // cancelled: run again on the next resume
+  if (r.finish_reason == "error" || !r.status.ok() || !IsFinishedReason(r.finish_reason)) {
+    // An error, or cancelled (by a draining server): tried again or recorded as an error.
+    absl::Status status = r.status;
+    if (status.ok()) {
+      status = r.finish_reason == "cancelled" ? absl::CancelledError("cancelled by the server")
+                                              : absl::UnknownError("the request failed");
     }
+    Failed(state, status);
+    return;
   }
+  summary_.counts.prompt_tokens += r.usage.prompt_tokens;
+  ++summary_.counts.completed;
+  const nlohmann::ordered_json record = ResultRecord(done.request.id, r, done.request.params);
   if (output_broken_) return;
   if (absl::Status s = Write(record); !s.ok()) {
     // Nothing more can be recorded: stop the rest early.
     stop_ = s;
     output_broken_ = true;
-    for (uint64_t id : in_flight_) backend_.Cancel(id);
+    for (uint64_t id : in_flight_) backend_.Cancel(id, absl::CancelledError("the output cannot be written"));
   }
 }
 

@@ -2,9 +2,12 @@
 // GenerationBackend (the in-process coordinator or a remote server) and appends one result line
 // per request to the output file, as each completes (completion order, keyed by id).
 //
-// Resumable: ids that already have a finished result in the output are skipped; a torn last line
-// left by a crash is cut away first. Since each record is appended with one write(2) once its
-// request is complete, a crash loses at most the requests in flight.
+// Resumable, with one record per id: ids that already have a finished result or a permanent
+// error (tools/batch_records.h) in the output are skipped; a torn last line left by a crash is
+// cut away first, and the records a rerun replaces (retryable errors, cancelled results, and an
+// edited line's permanent error) are removed before anything is run (CompactOutput). Since each
+// record is appended with one write(2) once its request is complete, a crash loses at most the
+// requests in flight.
 //
 // Flow control: up to max_in_flight requests are submitted at once. A request refused because the
 // server's queue is full (RESOURCE_EXHAUSTED mentioning the queue) waits for a completion or a
@@ -13,7 +16,10 @@
 // `unavailable_timeout`, when the job stops with that error (what is written stays; rerunning
 // resumes). A refusal counts whether Submit returns it or (a remote backend) the final chunk
 // brings it before any token. Every other error is an error record for its id, and the job goes
-// on; so is UNAVAILABLE after tokens came (a worker lost mid-request).
+// on. A request that fails after it was accepted with a retryable error (UNAVAILABLE after tokens
+// came: a worker lost mid-request; INTERNAL; cancelled by a draining server; ...) is submitted
+// again, up to max_attempts tries; then its error record says "retryable" and the summary counts
+// it in `retry_later`: the job is incomplete, and a rerun tries it again.
 #pragma once
 
 #include <chrono>
@@ -23,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "rpc/generation_backend.h"
 #include "tools/batch_progress.h"
+#include "tools/batch_records.h"
 
 namespace bitserve::cli {
 
@@ -36,10 +43,11 @@ struct BatchJobOptions {
   std::chrono::milliseconds retry_backoff_min{20};
   std::chrono::milliseconds retry_backoff_max{1000};
   std::chrono::milliseconds unavailable_timeout{30000};
+  int max_attempts = 3;  // tries of a request that fails with a retryable error after acceptance
 };
 
 struct BatchSummary {
-  BatchCounts counts;
+  BatchCounts counts;  // counts.retry_later > 0: some ids have no result yet (run again)
   int64_t retries = 0;    // submissions retried after "queue full" or UNAVAILABLE
   int max_in_flight = 0;  // the limit used
   double seconds = 0;
@@ -55,9 +63,6 @@ absl::StatusOr<BatchSummary> RunBatchJob(rpc::GenerationBackend& backend,
 // One line for the end of a job: "bitserve batch: 95 done, 3 errors, ... -> OUT".
 std::string SummaryLine(const BatchSummary& summary, const std::filesystem::path& output);
 
-// RESOURCE_EXHAUSTED because the server's waiting queue is full (retry later), as opposed to a
-// request that can never fit (prompt beyond the KV capacity).
-bool IsQueueFull(const absl::Status& status);
 // Worth submitting again later: queue full, or UNAVAILABLE (starting, draining, connection lost).
 bool IsRetryable(const absl::Status& status);
 

@@ -27,7 +27,7 @@ using ::testing::HasSubstr;
 // A GenerationBackend that answers from its own thread. A request's "work" is given by its input:
 //   prompt_ids [d, ...]: finishes d milliseconds after submission; generates the ids reversed.
 //   prompt "text":       finishes at once; generates "text" back as one token per byte.
-//   prompt "fail":       finishes with finish_reason "error", UNAVAILABLE.
+//   prompt "fail":       finishes with finish_reason "error", UNAVAILABLE, after some tokens.
 //   prompt "reject":     Submit answers INVALID_ARGUMENT.
 //   prompt "huge":       Submit answers RESOURCE_EXHAUSTED for a prompt beyond the KV capacity.
 // Beyond `capacity` requests at once, Submit answers RESOURCE_EXHAUSTED "queue full". With
@@ -69,6 +69,10 @@ class FakeBackend : public rpc::GenerationBackend {
         return absl::ResourceExhaustedError("prompt of 9999 tokens exceeds the KV capacity (512)");
       }
       job.fail = text->text == "fail";
+      if (fail_first_ > 0) {
+        --fail_first_;
+        job.fail = true;
+      }
       for (unsigned char c : text->text) job.tokens.push_back(c);
       job.prompt_tokens = static_cast<int>(text->text.size());
     } else if (auto* chat = std::get_if<rpc::ChatInput>(&input)) {
@@ -97,7 +101,7 @@ class FakeBackend : public rpc::GenerationBackend {
     cv_.notify_all();
     return id;
   }
-  void Cancel(uint64_t id) override {}
+  void Cancel(uint64_t id, const absl::Status& why) override {}
   absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string&, bool) override {
     return std::vector<int32_t>();
   }
@@ -126,6 +130,7 @@ class FakeBackend : public rpc::GenerationBackend {
     return queue_full_;
   }
   bool info_error_ = false;
+  int fail_first_ = 0;  // this many accepted requests fail as "fail" does, whatever their prompt
   bool always_unavailable_ = false;
   bool refuse_in_final_ = false;
   int unavailable_finals_ = 0;
@@ -325,8 +330,8 @@ TEST_F(BatchJobTest, ResumesSkippingDoneIdsAndCuttingATornLine) {
             "{\"id\": \"c\", \"prompt\": \"cc\"}\n"
             "{\"id\": \"d\", \"prompt\": \"dd\"}\n"
             "{\"id\": \"e\", \"prompt\": \"ee\"}\n");
-  // An earlier run: a finished, an error for b (to redo), c cancelled (to redo), and d torn in
-  // the middle of its write.
+  // An earlier run: a finished, an error for b (retryable: to redo), c cancelled (to redo), and d
+  // torn in the middle of its write.
   const std::string earlier =
       "{\"id\":\"a\",\"text\":\"old\",\"token_ids\":[1],\"finish_reason\":\"eos\","
       "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n"
@@ -344,14 +349,16 @@ TEST_F(BatchJobTest, ResumesSkippingDoneIdsAndCuttingATornLine) {
   EXPECT_EQ(backend.submit_calls(), 4);
   EXPECT_THAT(log_.str(), HasSubstr(absl::StrCat("torn last line (", torn.size(), " bytes)")));
   const std::string text = ReadFile(options_.output);
-  ASSERT_EQ(text.substr(0, earlier.size()), earlier) << "earlier records must stay as they were";
+  const std::string a_record = earlier.substr(0, earlier.find('\n') + 1);
+  ASSERT_EQ(text.substr(0, a_record.size()), a_record) << "a finished record stays as it was";
+  EXPECT_THAT(log_.str(), HasSubstr("removed 2 records of earlier runs"));
+  // One record per id: b's error and c's cancelled result were replaced.
   std::vector<json> records = Records();
-  ASSERT_EQ(records.size(), 7u);
+  ASSERT_EQ(records.size(), 5u);
   std::set<std::string> finished;
   for (const json& r : records) {
-    if (IsFinishedRecord(r)) {
-      EXPECT_TRUE(finished.insert(r["id"]).second) << r;
-    }
+    EXPECT_TRUE(IsFinishedRecord(r)) << r;
+    EXPECT_TRUE(finished.insert(r["id"]).second) << r;
   }
   EXPECT_EQ(finished, (std::set<std::string>{"a", "b", "c", "d", "e"}));
   EXPECT_EQ(records[0]["text"], "old");
@@ -474,23 +481,89 @@ TEST_F(BatchJobTest, RequestErrorsBecomeErrorRecords) {
   absl::StatusOr<BatchSummary> summary = RunBatchJob(backend, options_);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->counts.failed, 3);
+  EXPECT_EQ(summary->counts.retry_later, 1) << "f's error is retryable";
   EXPECT_EQ(summary->counts.completed, 1);
-  EXPECT_EQ(backend.submit_calls(), 4) << "a prompt beyond capacity must not be retried";
+  // r and h fail the same way on every try: once each. f (a worker lost mid-request) is tried
+  // max_attempts times.
+  EXPECT_EQ(backend.submit_calls(), 3 + options_.max_attempts);
   auto by_id = ById();
-  EXPECT_EQ(by_id["\"r\""], json::parse(R"({"id": "r", "finish_reason": "error",
-      "error": {"code": "INVALID_ARGUMENT", "message": "temperature is bad"}})"));
+  EXPECT_EQ(by_id["\"r\""], json::parse(absl::StrCat(R"({"id": "r", "finish_reason": "error",
+      "error": {"code": "INVALID_ARGUMENT", "message": "temperature is bad", "retryable": false,
+                "input_hash": ")", InputHash("{\"id\": \"r\", \"prompt\": \"reject\"}"), R"("}})")));
   EXPECT_EQ(by_id["\"h\""]["error"]["code"], "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(by_id["\"h\""]["error"]["retryable"], false);
   EXPECT_EQ(by_id["\"f\""]["error"], json::parse(R"({"code": "UNAVAILABLE",
-      "message": "worker 0 lost"})"));
+      "message": "worker 0 lost", "retryable": true})"));
   EXPECT_EQ(by_id["\"g\""]["finish_reason"], "eos");
-  EXPECT_THAT(log_.str(), HasSubstr(":3: id \"f\": UNAVAILABLE: worker 0 lost"));
+  EXPECT_THAT(log_.str(), HasSubstr(":3: id \"f\": UNAVAILABLE: worker 0 lost; trying again (2 of 3)"));
+  EXPECT_THAT(log_.str(), HasSubstr("3 errors (1 retryable: run again to retry)"));
 
-  // Errors are run again on resume; the good one is not.
+  // A rerun runs only the retryable one, and replaces its record: one record per id.
   FakeBackend again;
   summary = RunBatchJob(again, options_);
   ASSERT_TRUE(summary.ok());
-  EXPECT_EQ(again.submit_calls(), 3);
-  EXPECT_EQ(summary->counts.skipped, 1);
+  EXPECT_EQ(again.submit_calls(), options_.max_attempts);
+  EXPECT_EQ(summary->counts.skipped, 3);
+  EXPECT_EQ(summary->counts.retry_later, 1);
+  EXPECT_EQ(ById().size(), 4u);
+  EXPECT_THAT(log_.str(), HasSubstr("out.jsonl: removed 1 records of earlier runs"));
+}
+
+TEST_F(BatchJobTest, RetryableFailureThatPassesOnRetryLeavesOnlyTheResult) {
+  WriteFile(options_.input, "{\"id\": 1, \"prompt\": \"good\"}\n");
+  FakeBackend backend;
+  backend.fail_first_ = 1;  // the first try loses its worker after tokens came
+  absl::StatusOr<BatchSummary> summary = RunBatchJob(backend, options_);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(backend.submit_calls(), 2);
+  EXPECT_EQ(summary->counts.failed, 0);
+  EXPECT_EQ(summary->counts.completed, 1);
+  std::vector<json> records = Records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0]["finish_reason"], "eos");
+}
+
+TEST_F(BatchJobTest, PermanentErrorOfAnEditedLineRunsAgain) {
+  WriteFile(options_.input, "{\"id\": \"x\", \"prompt\": \"reject\"}\n{\"id\": \"y\", \"prompt\": \"huge\"}\n");
+  FakeBackend backend;
+  ASSERT_TRUE(RunBatchJob(backend, options_).ok());
+  EXPECT_EQ(ById()["\"x\""]["error"]["code"], "INVALID_ARGUMENT");
+  // Unchanged input: permanent errors stay, nothing runs.
+  FakeBackend idle;
+  absl::StatusOr<BatchSummary> summary = RunBatchJob(idle, options_);
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ(idle.submit_calls(), 0);
+  EXPECT_EQ(summary->counts.skipped, 2);
+  // x fixed: its error record is replaced by its result; y's stays.
+  WriteFile(options_.input, "{\"id\": \"x\", \"prompt\": \"good\"}\n{\"id\": \"y\", \"prompt\": \"huge\"}\n");
+  FakeBackend fixed;
+  summary = RunBatchJob(fixed, options_);
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ(fixed.submit_calls(), 1);
+  auto by_id = ById();
+  ASSERT_EQ(by_id.size(), 2u);
+  EXPECT_EQ(by_id["\"x\""]["finish_reason"], "eos");
+  EXPECT_EQ(by_id["\"y\""]["error"]["code"], "RESOURCE_EXHAUSTED");
+}
+
+TEST_F(BatchJobTest, OutputOfOlderVersionsWithSeveralRecordsPerIdIsCompacted) {
+  WriteFile(options_.input, "{\"id\": \"a\", \"prompt\": \"aa\"}\n{\"id\": \"b\", \"prompt\": \"reject\"}\n");
+  // As older versions left it after three runs: errors without "retryable", then a result.
+  WriteFile(options_.output,
+            "{\"id\":\"a\",\"error\":{\"code\":\"UNAVAILABLE\",\"message\":\"x\"},\"finish_reason\":\"error\"}\n"
+            "{\"id\":\"b\",\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"bad\"},\"finish_reason\":\"error\"}\n"
+            "{\"id\":\"a\",\"error\":{\"code\":\"INTERNAL\",\"message\":\"y\"},\"finish_reason\":\"error\"}\n"
+            "{\"id\":\"b\",\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"bad\"},\"finish_reason\":\"error\"}\n"
+            "{\"id\":\"a\",\"text\":\"t\",\"token_ids\":[1],\"finish_reason\":\"eos\","
+            "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
+  FakeBackend backend;
+  absl::StatusOr<BatchSummary> summary = RunBatchJob(backend, options_);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(backend.submit_calls(), 0) << "a has a result; b's INVALID_ARGUMENT is permanent";
+  auto by_id = ById();  // fails on two records of one id
+  ASSERT_EQ(by_id.size(), 2u);
+  EXPECT_EQ(by_id["\"a\""]["text"], "t");
+  EXPECT_EQ(by_id["\"b\""]["error"]["message"], "bad");
 }
 
 TEST_F(BatchJobTest, UnreachableBackendFailsTheJob) {
@@ -628,6 +701,17 @@ TEST(BatchRecords, InvalidUtf8IsReplacedNotThrown) {
   const std::string line = RecordLine(ResultRecord("x", result, {}));
   EXPECT_THAT(line, HasSubstr("a\xef\xbf\xbd"));
   EXPECT_EQ(line.back(), '\n');
+}
+
+TEST(IsPermanentError, TheSameRequestWouldFailTheSameWay) {
+  EXPECT_TRUE(IsPermanentError(absl::InvalidArgumentError("temperature must be in [0, 100]")));
+  EXPECT_TRUE(IsPermanentError(absl::ResourceExhaustedError("prompt has 9000 tokens; max_model_len is 4096")));
+  EXPECT_TRUE(IsPermanentError(absl::FailedPreconditionError("no tokenizer.json")));
+  EXPECT_FALSE(IsPermanentError(absl::ResourceExhaustedError("queue full: 3 waiting, limit 3")));
+  EXPECT_FALSE(IsPermanentError(absl::UnavailableError("worker lost")));
+  EXPECT_FALSE(IsPermanentError(absl::InternalError("bug")));
+  EXPECT_FALSE(IsPermanentError(absl::DeadlineExceededError("deadline")));
+  EXPECT_FALSE(IsPermanentError(absl::CancelledError("drained")));
 }
 
 TEST(IsQueueFull, OnlyTheQueue) {

@@ -1,11 +1,17 @@
 #include "tools/batch_records.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <limits>
 #include <system_error>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace bitserve::cli {
 namespace {
@@ -287,12 +293,47 @@ nlohmann::ordered_json ResultRecord(const json& id, const BatchResult& result,
   return out;
 }
 
-nlohmann::ordered_json ErrorRecord(const json& id, const absl::Status& status) {
-  return nlohmann::ordered_json{{"id", id},
-                                {"error",
-                                 {{"code", absl::StatusCodeToString(status.code())},
-                                  {"message", std::string(status.message())}}},
-                                {"finish_reason", "error"}};
+bool IsQueueFull(const absl::Status& status) {
+  // The scheduler's queue-full refusal names the queue ("queue full: 256 waiting, limit 256");
+  // the other RESOURCE_EXHAUSTED cases (a prompt beyond the KV capacity or the model length) do
+  // not, and would never succeed on a retry.
+  return status.code() == absl::StatusCode::kResourceExhausted &&
+         absl::StrContains(absl::AsciiStrToLower(status.message()), "queue");
+}
+
+bool IsPermanentError(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kUnimplemented:
+      return true;
+    case absl::StatusCode::kResourceExhausted:
+      return !IsQueueFull(status);
+    default:  // UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ABORTED, INTERNAL, UNKNOWN, auth, ...
+      return false;
+  }
+}
+
+std::string InputHash(absl::string_view line) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : line) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return absl::StrFormat("%016x", h);
+}
+
+nlohmann::ordered_json ErrorRecord(const json& id, const absl::Status& status,
+                                   absl::string_view input_hash) {
+  const bool permanent = IsPermanentError(status);
+  nlohmann::ordered_json error = {{"code", absl::StatusCodeToString(status.code())},
+                                  {"message", std::string(status.message())},
+                                  {"retryable", !permanent}};
+  if (permanent) error["input_hash"] = std::string(input_hash);
+  return nlohmann::ordered_json{{"id", id}, {"error", std::move(error)}, {"finish_reason", "error"}};
 }
 
 std::string RecordLine(const nlohmann::ordered_json& record) {
@@ -310,6 +351,30 @@ bool IsFinishedRecord(const json& record) {
   auto it = record.find("finish_reason");
   return it != record.end() && it->is_string() &&
          IsFinishedReason(it->get_ref<const std::string&>());
+}
+
+RecordKind ClassifyRecord(const json& record) {
+  if (IsFinishedRecord(record)) return RecordKind::kFinished;
+  auto error = record.find("error");
+  if (error == record.end() || !error->is_object()) return RecordKind::kRetryable;  // cancelled
+  auto retryable = error->find("retryable");
+  if (retryable != error->end() && retryable->is_boolean()) {
+    return retryable->get<bool>() ? RecordKind::kRetryable : RecordKind::kPermanentError;
+  }
+  // Written before records said: judge by the code (and message) as IsPermanentError does.
+  auto code_field = error->find("code");
+  auto message_field = error->find("message");
+  absl::StatusCode code = absl::StatusCode::kUnknown;
+  if (code_field != error->end() && code_field->is_string()) {
+    for (int c = 0; c <= 16; ++c) {
+      if (absl::StatusCodeToString(static_cast<absl::StatusCode>(c)) == code_field->get<std::string>()) {
+        code = static_cast<absl::StatusCode>(c);
+      }
+    }
+  }
+  const std::string message =
+      message_field != error->end() && message_field->is_string() ? message_field->get<std::string>() : "";
+  return IsPermanentError(absl::Status(code, message)) ? RecordKind::kPermanentError : RecordKind::kRetryable;
 }
 
 absl::StatusOr<ExistingOutput> ScanAndRepairOutput(const std::filesystem::path& output) {
@@ -349,8 +414,24 @@ absl::StatusOr<ExistingOutput> ScanAndRepairOutput(const std::filesystem::path& 
     }
     ++existing.records;
     std::string key = record["id"].dump(-1, ' ', false, json::error_handler_t::replace);
-    if (IsFinishedRecord(record)) existing.done_keys.insert(key);
-    existing.recorded_keys.insert(std::move(key));
+    switch (ClassifyRecord(record)) {
+      case RecordKind::kFinished:
+        // A finished record is the best an id can have: any other of its records goes.
+        if (!existing.done_keys.insert(key).second) ++existing.superseded;
+        if (existing.permanent.erase(key) > 0) ++existing.superseded;
+        break;
+      case RecordKind::kPermanentError:
+        if (existing.done_keys.contains(key) || existing.permanent.contains(key)) {
+          ++existing.superseded;
+        } else {
+          auto hash = record["error"].find("input_hash");
+          existing.permanent[key] = hash != record["error"].end() && hash->is_string() ? hash->get<std::string>() : "";
+        }
+        break;
+      case RecordKind::kRetryable:
+        ++existing.superseded;
+        break;
+    }
     good_bytes += line_bytes;
   }
   if (in.bad()) {
@@ -365,6 +446,65 @@ absl::StatusOr<ExistingOutput> ScanAndRepairOutput(const std::filesystem::path& 
     }
   }
   return existing;
+}
+
+absl::StatusOr<int64_t> CompactOutput(const std::filesystem::path& output,
+                                      const absl::flat_hash_set<std::string>& rerun) {
+  std::ifstream in(output, std::ios::binary);
+  if (!in) return absl::PermissionDeniedError(absl::StrCat(output.string(), ": cannot read it to rewrite it"));
+  std::filesystem::path temp = output;
+  temp += ".rewrite";
+  std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return absl::PermissionDeniedError(absl::StrCat(temp.string(), ": cannot write (the output's folder must be writable)"));
+  }
+  // Two passes: which record each id keeps (its first finished one, else its first permanent
+  // error), then the copy of those lines in their order.
+  std::vector<std::string> lines;
+  absl::flat_hash_map<std::string, size_t> keep;  // key -> line index
+  absl::flat_hash_map<std::string, RecordKind> kept_kind;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json record = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object() || !record.contains("id")) continue;  // ScanAndRepairOutput refused these
+    const std::string key = record["id"].dump(-1, ' ', false, json::error_handler_t::replace);
+    const RecordKind kind = ClassifyRecord(record);
+    const bool better = kind == RecordKind::kFinished
+                            ? !kept_kind.contains(key) || kept_kind[key] != RecordKind::kFinished
+                            : kind == RecordKind::kPermanentError && !rerun.contains(key) && !kept_kind.contains(key);
+    if (better) {
+      keep[key] = lines.size();
+      kept_kind[key] = kind;
+    }
+    lines.push_back(std::move(line));
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat(output.string(), ": read error while rewriting"));
+  std::vector<bool> kept(lines.size(), false);
+  for (const auto& [key, index] : keep) kept[index] = true;
+  int64_t dropped = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (kept[i]) {
+      out << lines[i] << '\n';
+    } else {
+      ++dropped;
+    }
+  }
+  out.flush();
+  if (!out) return absl::DataLossError(absl::StrCat(temp.string(), ": write failed"));
+  out.close();
+  // On disk before it replaces the old file, so that a power loss cannot leave an empty output.
+  if (const int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::error_code ec;
+  std::filesystem::rename(temp, output, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot replace ", output.string(), " with its rewrite: ", ec.message()));
+  }
+  return dropped;
 }
 
 }  // namespace bitserve::cli
