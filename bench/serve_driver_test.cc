@@ -48,7 +48,7 @@ class FakeBackend : public rpc::GenerationBackend {
     });
     return id;
   }
-  void Cancel(uint64_t id) override {
+  void Cancel(uint64_t id, const absl::Status& why) override {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled_.insert(id);
   }

@@ -140,7 +140,7 @@ absl::StatusOr<uint64_t> RemoteBackend::Submit(GenerationInput input, Generation
   return id;
 }
 
-void RemoteBackend::Cancel(uint64_t id) {
+void RemoteBackend::Cancel(uint64_t id, const absl::Status& why) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = calls_.find(id);
   if (it != calls_.end()) it->second->Cancel();

@@ -53,7 +53,7 @@ class RemoteBackend : public GenerationBackend {
                                   ChunkCallback on_chunk) override;
   // Cancels the call (context TryCancel); the request ends with a final "cancelled" chunk, or
   // with the server's final message when that was already on its way.
-  void Cancel(uint64_t id) override;
+  void Cancel(uint64_t id, const absl::Status& why) override;
   absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special) override;
   absl::StatusOr<ModelSummary> Info() override;
 

@@ -13,6 +13,7 @@
 #include "kernels/status_macros.h"
 #include "runtime/detokenizer.h"
 #include "runtime/generation_config.h"
+#include "runtime/model_tokenizer.h"
 #include "runtime/stop_strings.h"
 
 namespace bitserve::rpc {
@@ -21,6 +22,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// `what` is "the prompt has" or the like.
+std::string TooManyBytes(absl::string_view what, size_t bytes, size_t limit, const Tokenizer& tokenizer) {
+  return absl::StrCat(what, " ", bytes, " bytes: more than ", limit, " tokens (of at most ",
+                      tokenizer.max_token_bytes(), " bytes each) can hold; max_model_len bounds it");
+}
 
 uint64_t DrawSeed() {
   std::random_device device;
@@ -54,6 +61,12 @@ struct InFlightStep {
   Clock::time_point start;
 };
 
+// What running a failed step's entries one by one found (Coordinator::Impl::Isolate).
+struct StepIsolation {
+  absl::flat_hash_map<uint64_t, absl::Status> failed;  // by sequence: its error when alone
+  std::vector<SampleResult> results;  // one per sampling entry (a placeholder where it failed)
+};
+
 struct Coordinator::Impl {
   CoordinatorOptions options;
   std::unique_ptr<Engine> engine;
@@ -66,7 +79,7 @@ struct Coordinator::Impl {
   std::condition_variable idle;       // Drain: a request finished
   std::unique_ptr<scheduler::Scheduler> scheduler;  // guarded by mu
   absl::flat_hash_map<uint64_t, std::unique_ptr<RequestState>> requests;  // guarded by mu
-  std::vector<uint64_t> cancelled;    // guarded by mu
+  std::vector<std::pair<uint64_t, absl::Status>> cancelled;  // with why; guarded by mu
   uint64_t next_id = 1;
   bool draining = false;
   bool stopping = false;
@@ -75,11 +88,20 @@ struct Coordinator::Impl {
 
   using Callbacks = std::vector<std::pair<ChunkCallback, GenerationChunk>>;
   void Loop();
+  // A request's prompt as token ids, checked against the vocabulary and max_model_len.
+  absl::StatusOr<std::vector<int32_t>> PromptTokens(const GenerationInput& input) const;
   // Under mu: the engine's view of a plan (entries, sample specs and the histories they point to).
   void Prepare(InFlightStep& step);
+  // Without mu, after a step of several entries failed (not UNAVAILABLE) and nothing else is in
+  // the engine: runs each entry alone to find the ones that fail by themselves. Returns
+  // UNAVAILABLE when the engine was lost meanwhile, else OK with `isolation` filled.
+  absl::Status Isolate(const InFlightStep& step, StepIsolation* isolation);
   // Under mu: a step's results (or its failure) applied to the scheduler and the requests.
+  // `isolation`: what Isolate found for a failed step (the entries that failed alone end with
+  // their error; the others go on).
   void Complete(const InFlightStep& step, const absl::Status& status,
-                const std::vector<SampleResult>& results, Callbacks& out);
+                const std::vector<SampleResult>& results, Callbacks& out,
+                const StepIsolation* isolation = nullptr);
   // Under mu: the final chunk of a request, removed from `requests`. Callbacks run later, outside
   // the lock, in the order collected.
   void Finish(RequestState& r, const std::string& reason, absl::Status status, GenerationChunk chunk,
@@ -89,6 +111,51 @@ struct Coordinator::Impl {
   bool Accept(RequestState& r, const SampleResult& sample, bool length_done,
               std::vector<std::pair<ChunkCallback, GenerationChunk>>& out);
 };
+
+absl::StatusOr<std::vector<int32_t>> Coordinator::Impl::PromptTokens(const GenerationInput& input) const {
+  // A prompt leaves room for one new token. Text is bounded before it is encoded (its bytes
+  // against what the limit's tokens can cover), and encoding stops once past the limit, so that
+  // a huge prompt costs no more than one at the limit.
+  const size_t limit = static_cast<size_t>(summary.max_model_len) - 1;
+  const int vocab = summary.vocab_size;
+  std::vector<int32_t> prompt;
+  bool encoded = false;
+  if (auto* text = std::get_if<TextInput>(&input)) {
+    if (TextExceedsTokens(*tokenizer, text->text.size(), limit)) {
+      return absl::ResourceExhaustedError(TooManyBytes("the prompt has", text->text.size(), limit, *tokenizer));
+    }
+    EncodeOptions options;
+    options.add_bos = tokenizer->add_bos_default();  // as `generate --prompt` and transformers
+    options.max_tokens = limit;
+    prompt = tokenizer->Encode(text->text, options);
+    encoded = true;
+  } else if (auto* chat = std::get_if<ChatInput>(&input)) {
+    size_t bytes = 0;
+    for (const ChatMessage& message : chat->messages) bytes += message.content.size();
+    if (TextExceedsTokens(*tokenizer, bytes, limit)) {
+      return absl::ResourceExhaustedError(TooManyBytes("the messages have", bytes, limit, *tokenizer));
+    }
+    ASSIGN_OR_RETURN(prompt, ApplyChatTemplate(*tokenizer, chat->messages, true, limit));
+    encoded = true;
+  } else {
+    prompt = std::get<TokenInput>(input).ids;
+  }
+  // Ids from the tokenizer are checked as well: one outside the vocabulary would fail the engine
+  // step of every sequence batched with it.
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat(encoded ? "the tokenizer made token id " : "token_ids: ",
+                                                     id, ", which is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  if (prompt.size() > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "prompt has ", encoded ? "more than " : "", encoded ? limit : prompt.size(), " tokens; max_model_len is ",
+        summary.max_model_len, " (the prompt and at least one new token must fit)"));
+  }
+  return prompt;
+}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options) {
   EngineOptions engine_options = options.engine;
@@ -103,14 +170,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const Coordinat
                                                                  std::unique_ptr<Engine> engine_in) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  {
-    std::error_code ec;
-    if (std::filesystem::exists(options.model_dir / "tokenizer.json", ec)) {
-      ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::Load(options.model_dir));
-    }
-  }
   impl->engine = std::move(engine_in);
   const Engine& engine = *impl->engine;
+  ASSIGN_OR_RETURN(impl->tokenizer, LoadModelTokenizer(options.model_dir, engine.config()));
   ASSIGN_OR_RETURN(GenerationConfig generation, LoadGenerationConfig(options.model_dir, engine.config()));
   impl->eos_ids = generation.eos_token_ids;
 
@@ -157,14 +219,26 @@ Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Coordinator::~Coordinator() { Shutdown(); }
 
 absl::StatusOr<std::vector<int32_t>> Coordinator::Tokenize(const std::string& text, bool add_special) {
-  if (impl_->tokenizer == nullptr) {
+  const Impl& m = *impl_;
+  if (m.tokenizer == nullptr) {
     return absl::FailedPreconditionError(
-        absl::StrCat(impl_->options.model_dir.string(), " has no tokenizer.json"));
+        absl::StrCat(m.options.model_dir.string(), " has no tokenizer.json"));
+  }
+  // Bounded as prompts are: nothing longer than max_model_len tokens is encoded in full.
+  const size_t limit = static_cast<size_t>(m.summary.max_model_len);
+  if (TextExceedsTokens(*m.tokenizer, text.size(), limit)) {
+    return absl::ResourceExhaustedError(TooManyBytes("the text has", text.size(), limit, *m.tokenizer));
   }
   // As Hugging Face's add_special_tokens: BOS when the tokenizer's own config adds it.
   EncodeOptions options;
-  options.add_bos = add_special && impl_->tokenizer->add_bos_default();
-  return impl_->tokenizer->Encode(text, options);
+  options.add_bos = add_special && m.tokenizer->add_bos_default();
+  options.max_tokens = limit;
+  std::vector<int32_t> ids = m.tokenizer->Encode(text, options);
+  if (ids.size() > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the text has more than ", limit, " tokens, the most this server encodes (max_model_len)"));
+  }
+  return ids;
 }
 
 absl::StatusOr<ModelSummary> Coordinator::Info() { return impl_->summary; }
@@ -196,30 +270,12 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
     }
   }
   auto state = std::make_unique<RequestState>();
-  if (auto* text = std::get_if<TextInput>(&input)) {
-    EncodeOptions options;
-    options.add_bos = tok->add_bos_default();  // as `generate --prompt` and transformers
-    state->prompt = tok->Encode(text->text, options);
-  } else if (auto* chat = std::get_if<ChatInput>(&input)) {
-    auto ids = ApplyChatTemplate(*tok, chat->messages);
-    if (!ids.ok()) return reject(ids.status());
-    state->prompt = *std::move(ids);
-  } else {
-    state->prompt = std::get<TokenInput>(input).ids;
-    for (int32_t id : state->prompt) {
-      if (id < 0 || id >= vocab) {
-        return reject(absl::InvalidArgumentError(
-            absl::StrCat("token_ids: ", id, " is outside the vocabulary [0, ", vocab, ")")));
-      }
-    }
+  {
+    absl::StatusOr<std::vector<int32_t>> prompt = m.PromptTokens(input);
+    if (!prompt.ok()) return reject(prompt.status());
+    state->prompt = *std::move(prompt);
   }
-  if (state->prompt.empty()) return reject(absl::InvalidArgumentError("the prompt has no tokens"));
   const int prompt_len = static_cast<int>(state->prompt.size());
-  if (prompt_len >= m.summary.max_model_len) {
-    return reject(absl::ResourceExhaustedError(
-        absl::StrCat("prompt has ", prompt_len, " tokens; max_model_len is ", m.summary.max_model_len,
-                     " (the prompt and at least one new token must fit)")));
-  }
   // Like vLLM: max_tokens is cut to what the context leaves.
   const int max_new = std::min(params.max_new_tokens, m.summary.max_model_len - prompt_len);
   if (!params.ignore_eos) state->stop_ids = m.eos_ids;
@@ -254,9 +310,9 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
   return id;
 }
 
-void Coordinator::Cancel(uint64_t id) {
+void Coordinator::Cancel(uint64_t id, const absl::Status& why) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->cancelled.push_back(id);
+  impl_->cancelled.emplace_back(id, why.ok() ? absl::CancelledError("cancelled") : why);
   impl_->wake.notify_one();
 }
 
@@ -278,7 +334,7 @@ void Coordinator::Drain(Clock::time_point deadline) {
   m.draining = true;
   m.PublishState();
   m.idle.wait_until(lock, deadline, [&] { return m.requests.empty(); });
-  for (const auto& [id, r] : m.requests) m.cancelled.push_back(id);
+  for (const auto& [id, r] : m.requests) m.cancelled.emplace_back(id, absl::CancelledError("the server is draining"));
   m.wake.notify_one();
   m.idle.wait(lock, [&] { return m.requests.empty() || m.stopping; });
 }
@@ -312,13 +368,16 @@ void Coordinator::Impl::Finish(RequestState& r, const std::string& reason, absl:
   chunk.usage = {static_cast<int>(r.prompt.size()), static_cast<int>(r.output.size())};
   chunk.seed = r.seed;
   const std::string code = status.ok() ? "" : absl::StatusCodeToString(status.code());
+  // A passed deadline is cancelled like a client that went away, but counted apart.
+  const std::string outcome =
+      status.code() == absl::StatusCode::kDeadlineExceeded ? "deadline_exceeded" : reason;
   if (options.metrics) {
-    options.metrics->RequestFinished(reason, code, e2e, chunk.usage.prompt_tokens,
+    options.metrics->RequestFinished(outcome, code, e2e, chunk.usage.prompt_tokens,
                                      chunk.usage.completion_tokens);
   }
   if (options.log_requests) {
     std::cerr << "bitserve request id=" << r.id << " request_id=\"" << r.params.request_id
-              << "\" outcome=" << reason << (code.empty() ? "" : " code=" + code)
+              << "\" outcome=" << outcome << (code.empty() ? "" : " code=" + code)
               << " prompt_tokens=" << chunk.usage.prompt_tokens
               << " completion_tokens=" << chunk.usage.completion_tokens << " e2e_s=" << e2e
               << std::endl;
@@ -398,7 +457,8 @@ void Coordinator::Impl::Prepare(InFlightStep& step) {
 }
 
 void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& status,
-                                 const std::vector<SampleResult>& results, Callbacks& out) {
+                                 const std::vector<SampleResult>& results, Callbacks& out,
+                                 const StepIsolation* isolation) {
   if (options.metrics) {
     options.metrics->StepDone(step.plan.num_tokens, static_cast<int>(step.plan.entries.size()),
                               Seconds(Clock::now() - step.start), static_cast<int>(step.plan.preempted.size()));
@@ -416,11 +476,29 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
     }
     return;
   }
-  absl::Status failure = status;
+  const std::vector<SampleResult>* answers = &results;
+  if (!status.ok() && isolation != nullptr) {
+    // One sequence's failure ends that sequence alone: those that failed by themselves end with
+    // their error, the others go on with the results of their runs alone. When other steps were
+    // in flight (a pipeline; their results were dropped), everything else is recomputed instead.
+    for (const auto& [seq_id, error] : isolation->failed) {
+      auto it = requests.find(seq_id);
+      if (it == requests.end()) continue;
+      (void)scheduler->Cancel(seq_id);
+      Finish(*it->second, "error", absl::Status(error.code(), absl::StrCat("engine step failed: ", error.message())),
+             {}, out);
+    }
+    if (scheduler->num_steps_in_flight() != 1) {
+      (void)scheduler->AbortInFlightSteps();
+      return;
+    }
+    answers = &isolation->results;
+  }
+  absl::Status failure = isolation != nullptr ? absl::OkStatus() : status;
   absl::StatusOr<std::vector<scheduler::FinishedSequence>> finished;
   if (failure.ok()) {
     std::vector<scheduler::SampledToken> tokens;
-    for (size_t i = 0; i < results.size(); ++i) tokens.push_back({step.sampled_ids[i], results[i].token});
+    for (size_t i = 0; i < answers->size(); ++i) tokens.push_back({step.sampled_ids[i], (*answers)[i].token});
     finished = scheduler->Update(tokens);
     if (!finished.ok()) failure = absl::InternalError(absl::StrCat("scheduler update: ", finished.status().message()));
   } else {
@@ -452,14 +530,32 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
   }
   absl::flat_hash_map<uint64_t, bool> by_length;
   for (const scheduler::FinishedSequence& f : *finished) by_length[f.id] = true;
-  for (size_t i = 0; i < results.size(); ++i) {
+  for (size_t i = 0; i < answers->size(); ++i) {
     auto it = requests.find(step.sampled_ids[i]);
     if (it == requests.end()) continue;
     const bool length_done = by_length.contains(step.sampled_ids[i]);
-    if (Accept(*it->second, results[i], length_done, out) && !length_done) {
+    if (Accept(*it->second, (*answers)[i], length_done, out) && !length_done) {
       (void)scheduler->Finish(step.sampled_ids[i]);
     }
   }
+}
+
+absl::Status Coordinator::Impl::Isolate(const InFlightStep& step, StepIsolation* isolation) {
+  std::vector<SampleResult> one;
+  size_t sample = 0;
+  for (size_t i = 0; i < step.entries.size(); ++i) {
+    const bool samples = step.entries[i].logits == LogitsWanted::kLast;
+    std::span<const SampleSpec> spec;
+    if (samples) spec = std::span<const SampleSpec>(&step.specs[sample], 1);
+    const absl::Status status = engine->Step(std::span<const BatchEntry>(&step.entries[i], 1), spec, &one);
+    if (status.code() == absl::StatusCode::kUnavailable) return status;
+    if (!status.ok()) isolation->failed[step.plan.entries[i].seq_id] = status;
+    if (samples) {
+      isolation->results.push_back(status.ok() && one.size() == 1 ? one[0] : SampleResult{});
+      ++sample;
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Coordinator::Impl::Loop() {
@@ -480,6 +576,27 @@ void Coordinator::Impl::Loop() {
     std::vector<SampleResult> ignored;
     for (size_t i = 0; i < flight.size(); ++i) (void)engine->FinishStep(&ignored);
     flight.clear();
+  };
+  // A step's outcome applied; a failed step of several entries (not a lost worker) is first
+  // taken apart (Isolate), so that one sequence's bad input or failure ends that sequence alone.
+  auto complete = [&](const InFlightStep& step, absl::Status status) {
+    StepIsolation isolation;
+    bool isolated = false;
+    if (!status.ok() && status.code() != absl::StatusCode::kUnavailable && step.entries.size() > 1) {
+      std::cerr << "bitserve: a step of " << step.entries.size()
+                << " sequences failed; running them one by one to find the cause: " << status.message()
+                << std::endl;
+      const absl::Status lost = Isolate(step, &isolation);
+      if (lost.ok()) {
+        isolated = true;
+      } else {
+        status = lost;
+      }
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    Complete(step, status, results, out, isolated ? &isolation : nullptr);
+    PublishState();
+    deliver(lock);
   };
   while (true) {
     std::unique_ptr<InFlightStep> next;
@@ -502,11 +619,11 @@ void Coordinator::Impl::Loop() {
         deliver(lock);
         return;
       }
-      for (uint64_t id : cancelled) {
+      for (const auto& [id, why] : cancelled) {
         auto it = requests.find(id);
         if (it == requests.end()) continue;
         (void)scheduler->Cancel(id);
-        Finish(*it->second, "cancelled", absl::CancelledError("cancelled"), {}, out);
+        Finish(*it->second, "cancelled", why, {}, out);
       }
       cancelled.clear();
       if (static_cast<int>(flight.size()) < depth) {
@@ -526,20 +643,14 @@ void Coordinator::Impl::Loop() {
       // The step runs without the lock: Submit and Cancel go on meanwhile.
       next->start = Clock::now();
       if (depth == 1) {
-        const absl::Status status = engine->Step(next->entries, next->specs, &results);
-        std::unique_lock<std::mutex> lock(mu);
-        Complete(*next, status, results, out);
-        PublishState();
-        deliver(lock);
+        absl::Status status = engine->Step(next->entries, next->specs, &results);
+        complete(*next, status);
         continue;
       }
-      const absl::Status started = engine->StartStep(next->entries, next->specs);
+      absl::Status started = engine->StartStep(next->entries, next->specs);
       if (!started.ok()) {
         drain();
-        std::unique_lock<std::mutex> lock(mu);
-        Complete(*next, started, {}, out);
-        PublishState();
-        deliver(lock);
+        complete(*next, started);
         continue;
       }
       flight.push_back(std::move(next));
@@ -548,12 +659,9 @@ void Coordinator::Impl::Loop() {
     if (flight.empty()) continue;
     std::unique_ptr<InFlightStep> oldest = std::move(flight.front());
     flight.pop_front();
-    const absl::Status status = engine->FinishStep(&results);
+    absl::Status status = engine->FinishStep(&results);
     if (!status.ok()) drain();
-    std::unique_lock<std::mutex> lock(mu);
-    Complete(*oldest, status, results, out);
-    PublishState();
-    deliver(lock);
+    complete(*oldest, status);
   }
 }
 

@@ -55,7 +55,7 @@ class Coordinator : public GenerationBackend {
 
   absl::StatusOr<uint64_t> Submit(GenerationInput input, GenerationParams params,
                                   ChunkCallback on_chunk) override;
-  void Cancel(uint64_t id) override;
+  void Cancel(uint64_t id, const absl::Status& why) override;
   absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special) override;
   absl::StatusOr<ModelSummary> Info() override;
 

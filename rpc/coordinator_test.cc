@@ -2,11 +2,15 @@
 // gives exactly what one sequence alone gives, and every request ends exactly once.
 #include "rpc/coordinator.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generation.h"
 #include "runtime/generation_config.h"
@@ -207,11 +211,11 @@ TEST(Coordinator, TextChatStopsAndCancellation) {
   long_params.max_new_tokens = 200;
   auto id = coordinator->Submit(TokenInput{*ids}, long_params, cancelled.Callback());
   ASSERT_TRUE(id.ok());
-  coordinator->Cancel(*id);
+  coordinator->Cancel(*id, absl::CancelledError("cancelled"));
   cancelled.Wait();
   EXPECT_EQ(cancelled.Final().finish_reason, "cancelled");
   EXPECT_EQ(cancelled.finals, 1);
-  coordinator->Cancel(*id);  // unknown by now: ignored
+  coordinator->Cancel(*id, absl::CancelledError("cancelled"));  // unknown by now: ignored
 
   const std::string text = metrics.RenderPrometheus();
   EXPECT_NE(text.find("bitserve_requests_total"), std::string::npos);
@@ -290,6 +294,197 @@ TEST(CoordinatorTest, PrefillProgressOfALongPromptWhenAsked) {
     }
     EXPECT_EQ(r.Tokens().size(), 3u);
   }
+}
+
+// A real CPU engine that fails every step whose batch holds kPoison (as an engine fails a batch
+// on one entry's bad input). With depth > 1 it takes steps pipelined, as a pipeline of workers
+// does: StartStep runs the step and FinishStep hands back its outcome, oldest first.
+class PoisonedEngine final : public Engine {
+ public:
+  static constexpr int32_t kPoison = 777;
+  PoisonedEngine(std::unique_ptr<Engine> inner, int depth) : inner_(std::move(inner)), depth_(depth) {}
+
+  const ModelConfig& config() const override { return inner_->config(); }
+  int block_size() const override { return inner_->block_size(); }
+  int num_kv_blocks() const override { return inner_->num_kv_blocks(); }
+  int64_t max_model_len() const override { return inner_->max_model_len(); }
+  int max_batch_tokens() const override { return inner_->max_batch_tokens(); }
+  std::string device_name() const override { return inner_->device_name(); }
+  KvDtype kv_dtype() const override { return inner_->kv_dtype(); }
+  absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override {
+    return inner_->Forward(entries, logits);
+  }
+  absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                    std::vector<SampleResult>* results) override {
+    ++steps_;
+    for (size_t e = 0; e < entries.size(); ++e) {
+      for (int32_t t : entries[e].tokens) {
+        if (t == kPoison) return absl::InvalidArgumentError(absl::StrCat("entry ", e, ": token 777 is poison"));
+      }
+    }
+    return inner_->Step(entries, samples, results);
+  }
+  int max_steps_in_flight() const override { return depth_; }
+  absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) override {
+    Outcome outcome;
+    outcome.status = Step(entries, samples, &outcome.results);
+    pending_.push_back(std::move(outcome));
+    return absl::OkStatus();
+  }
+  absl::Status FinishStep(std::vector<SampleResult>* results) override {
+    Outcome outcome = std::move(pending_.front());
+    pending_.pop_front();
+    *results = std::move(outcome.results);
+    return outcome.status;
+  }
+  int steps() const { return steps_; }
+
+ private:
+  struct Outcome {
+    absl::Status status;
+    std::vector<SampleResult> results;
+  };
+  std::unique_ptr<Engine> inner_;
+  const int depth_;
+  std::deque<Outcome> pending_;
+  std::atomic<int> steps_{0};
+};
+
+// Defect: one request whose input fails the engine step (an id outside the vocabulary, once)
+// failed every request batched with it. Now the failed step is taken apart: the request that
+// fails alone ends with the error, the others go on and give what they give alone.
+TEST(Coordinator, ASequenceThatFailsTheStepEndsAloneOthersGoOn) {
+  for (const int depth : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat("steps in flight: ", depth));
+    ServingMetrics metrics;
+    CoordinatorOptions options;
+    options.model_dir = TinyModel();
+    options.engine.block_size = 4;
+    options.scheduler.max_num_seqs = 8;
+    options.scheduler.max_num_batched_tokens = 64;
+    options.scheduler.long_prefill_chunk = 16;
+    options.scheduler.max_model_len = 256;
+    options.metrics = &metrics;
+    options.log_requests = false;
+    EngineOptions engine_options;
+    engine_options.block_size = 4;
+    engine_options.max_model_len = 256;
+    engine_options.max_batch_tokens = 64;
+    auto inner = LoadEngine(TinyModel(), engine_options);
+    ASSERT_TRUE(inner.ok()) << inner.status();
+    auto engine = std::make_unique<PoisonedEngine>(*std::move(inner), depth);
+    auto coordinator = Coordinator::Create(options, std::move(engine));
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+
+    const int kRequests = 6;
+    std::vector<std::unique_ptr<Result>> results;
+    std::vector<std::vector<int32_t>> prompts;
+    GenerationParams params;
+    params.max_new_tokens = 12;
+    params.ignore_eos = true;
+    params.sampling.seed = 5;
+    for (int i = 0; i < kRequests; ++i) {
+      std::vector<int32_t> prompt = {100 + i, 200 + 3 * i, 300 + i};
+      if (i == 2) prompt.push_back(PoisonedEngine::kPoison);
+      prompts.push_back(prompt);
+      results.push_back(std::make_unique<Result>());
+      ASSERT_TRUE((*coordinator)->Submit(TokenInput{prompt}, params, results.back()->Callback()).ok());
+    }
+    for (int i = 0; i < kRequests; ++i) {
+      results[i]->Wait();
+      EXPECT_EQ(results[i]->finals, 1) << i;
+      if (i == 2) {
+        EXPECT_EQ(results[i]->Final().finish_reason, "error");
+        EXPECT_EQ(results[i]->Final().status.code(), absl::StatusCode::kInvalidArgument);
+        EXPECT_THAT(std::string(results[i]->Final().status.message()), ::testing::HasSubstr("poison"));
+        continue;
+      }
+      EXPECT_EQ(results[i]->Final().finish_reason, "length") << i << ": " << results[i]->Final().status;
+      EXPECT_EQ(results[i]->Tokens(), Alone(prompts[i], params.sampling, 12, 5).tokens) << i;
+    }
+    // The scheduler holds nothing of the failed request, and metrics counted one error.
+    EXPECT_EQ((*coordinator)->State().running + (*coordinator)->State().waiting, 0);
+    EXPECT_NE(metrics.RenderPrometheus().find(
+                  "bitserve_requests_total{outcome=\"error\",code=\"INVALID_ARGUMENT\"} 1"),
+              std::string::npos)
+        << metrics.RenderPrometheus();
+  }
+}
+
+TEST(Coordinator, ATokenizerThatDoesNotFitTheModelIsRefusedAtLoad) {
+  const fs::path dir = fs::temp_directory_path() / ("bitserve_coordinator_mismatch_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto preset = FindModelPreset("test-gqa");  // 1,024 ids
+  ASSERT_TRUE(preset.ok());
+  ASSERT_TRUE(WriteSyntheticCheckpoint(*preset, dir, {}).ok());
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+    fs::copy_file(TinyModel() / file, dir / file);  // LLaMA-3's 128,256
+  }
+  CoordinatorOptions options;
+  options.model_dir = dir;
+  options.log_requests = false;
+  auto coordinator = Coordinator::Create(options);
+  ASSERT_FALSE(coordinator.ok());
+  EXPECT_EQ(coordinator.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(coordinator.status().message()), ::testing::HasSubstr("does not belong to this model"));
+  fs::remove_all(dir);
+}
+
+// Defect: a 63 MB prompt was encoded in full (16 s, 1.5 GB) before it was found too long. Text
+// beyond what max_model_len tokens can cover is refused on its size; below that, encoding stops
+// at the limit.
+TEST(Coordinator, OverlongTextIsRefusedWithoutEncodingItAll) {
+  auto coordinator = Make();  // max_model_len 256
+  ASSERT_NE(coordinator, nullptr);
+  Result unused;
+  GenerationParams params;
+  const std::string huge(8 << 20, 'a');
+  auto refused = coordinator->Submit(TextInput{huge}, params, unused.Callback());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::AllOf(::testing::HasSubstr("8388608 bytes"), ::testing::HasSubstr("more than 255 tokens")));
+  auto chat = coordinator->Submit(ChatInput{{{"user", huge}}}, params, unused.Callback());
+  EXPECT_EQ(chat.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(chat.status().message()), ::testing::HasSubstr("the messages have"));
+  auto tokenized = coordinator->Tokenize(huge, true);
+  EXPECT_EQ(tokenized.status().code(), absl::StatusCode::kResourceExhausted);
+  // Short enough in bytes, too many tokens: refused once encoding passes the limit.
+  std::string words;
+  for (int i = 0; i < 400; ++i) words += " w" + std::to_string(i);
+  auto too_many = coordinator->Submit(TextInput{words}, params, unused.Callback());
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(too_many.status().message()),
+              ::testing::HasSubstr("prompt has more than 255 tokens; max_model_len is 256"));
+  auto chat_many = coordinator->Submit(ChatInput{{{"user", words}}}, params, unused.Callback());
+  EXPECT_EQ(chat_many.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(coordinator->Tokenize(words, false).status().code(), absl::StatusCode::kResourceExhausted);
+  // At the limit, text still works.
+  EXPECT_TRUE(coordinator->Tokenize(" w1 w2 w3", false).ok());
+  EXPECT_EQ(coordinator->State().waiting + coordinator->State().running, 0);
+}
+
+TEST(Coordinator, ADeadlineIsCountedApartFromACancel) {
+  ServingMetrics metrics;
+  auto coordinator = Make(8, 64, 0, &metrics);
+  ASSERT_NE(coordinator, nullptr);
+  GenerationParams params;
+  params.max_new_tokens = 200;
+  params.ignore_eos = true;
+  Result expired, cancelled;
+  auto a = coordinator->Submit(TokenInput{{1, 2, 3}}, params, expired.Callback());
+  auto b = coordinator->Submit(TokenInput{{1, 2, 3}}, params, cancelled.Callback());
+  ASSERT_TRUE(a.ok() && b.ok());
+  coordinator->Cancel(*a, absl::DeadlineExceededError("the call's deadline passed"));
+  coordinator->Cancel(*b, absl::CancelledError("the client went away"));
+  expired.Wait();
+  cancelled.Wait();
+  EXPECT_EQ(expired.Final().status.code(), absl::StatusCode::kDeadlineExceeded);
+  const std::string text = metrics.RenderPrometheus();
+  EXPECT_NE(text.find("bitserve_requests_total{outcome=\"deadline_exceeded\",code=\"DEADLINE_EXCEEDED\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("bitserve_requests_total{outcome=\"cancelled\",code=\"CANCELLED\"} 1"), std::string::npos)
+      << text;
 }
 
 }  // namespace

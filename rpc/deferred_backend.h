@@ -21,8 +21,8 @@ class DeferredBackend final : public GenerationBackend {
     if (b == nullptr) return Starting();
     return b->Submit(std::move(input), std::move(params), std::move(on_chunk));
   }
-  void Cancel(uint64_t id) override {
-    if (GenerationBackend* b = backend_.load()) b->Cancel(id);
+  void Cancel(uint64_t id, const absl::Status& why) override {
+    if (GenerationBackend* b = backend_.load()) b->Cancel(id, why);
   }
   absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special) override {
     GenerationBackend* b = backend_.load();

@@ -104,9 +104,10 @@ class GenerationBackend {
   // another thread, until a final chunk; the returned id names the request for Cancel.
   virtual absl::StatusOr<uint64_t> Submit(GenerationInput input, GenerationParams params,
                                           ChunkCallback on_chunk) = 0;
-  // Ends a request at the next iteration with finish reason "cancelled". Unknown or finished ids
-  // are ignored.
-  virtual void Cancel(uint64_t id) = 0;
+  // Ends a request at the next iteration with finish reason "cancelled"; `why` is the final
+  // chunk's status: CANCELLED (the client went away or asked), DEADLINE_EXCEEDED (its deadline
+  // passed; metrics count it apart). Unknown or finished ids are ignored.
+  virtual void Cancel(uint64_t id, const absl::Status& why) = 0;
 
   virtual absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special) = 0;
   virtual absl::StatusOr<ModelSummary> Info() = 0;

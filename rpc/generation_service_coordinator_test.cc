@@ -149,7 +149,7 @@ TEST_F(CoordinatorServiceTest, CancelAndDeadlineFreeTheSequence) {
   absl::StatusOr<uint64_t> id = remote_->Submit(TokenInput{{128000, 50}}, params, got.Callback());
   ASSERT_TRUE(id.ok()) << id.status();
   while (got.Size() < 3) std::this_thread::sleep_for(1ms);
-  remote_->Cancel(*id);
+  remote_->Cancel(*id, absl::CancelledError("cancelled"));
   ASSERT_TRUE(got.WaitDone());
   EXPECT_EQ(got.chunks.back().finish_reason, "cancelled");
   ExpectNothingRunning();

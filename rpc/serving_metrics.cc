@@ -62,8 +62,9 @@ double RateWindow::Rate(Clock::time_point now) const {
 ServingMetrics::ServingMetrics()
     : requests_(registry_.AddCounter("bitserve_requests_total",
                                      "Requests by outcome: the finish reason (eos, stop, length, "
-                                     "cancelled, error) or rejected (refused before queueing), "
-                                     "and the gRPC status code.",
+                                     "cancelled, error), deadline_exceeded (the call's deadline "
+                                     "passed), or rejected (refused before queueing, malformed "
+                                     "requests included), and the gRPC status code.",
                                      {"outcome", "code"})),
       prompt_tokens_(
           registry_

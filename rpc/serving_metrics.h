@@ -46,8 +46,9 @@ class ServingMetrics {
  public:
   ServingMetrics();
 
-  // outcome: finish reason ("eos", "stop", "length", "cancelled", "error"); code: the gRPC code
-  // name ("UNAVAILABLE", ...) for "error", "OK" (or empty, rendered as "OK") otherwise.
+  // outcome: finish reason ("eos", "stop", "length", "cancelled", "error") or
+  // "deadline_exceeded"; code: the gRPC code name ("UNAVAILABLE", ...) for "error", "OK" (or
+  // empty, rendered as "OK") otherwise.
   void RequestFinished(absl::string_view outcome, absl::string_view code, double e2e_seconds,
                        int prompt_tokens, int completion_tokens);
   // A request refused by Submit: counted with outcome "rejected" and its code.

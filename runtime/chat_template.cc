@@ -80,20 +80,29 @@ absl::StatusOr<int32_t> SpecialId(const Tokenizer& tokenizer, absl::string_view 
   return *id;
 }
 
-void Append(std::vector<int32_t>& ids, const std::vector<int32_t>& more) {
-  ids.insert(ids.end(), more.begin(), more.end());
-}
-
 }  // namespace
 
 absl::StatusOr<std::vector<int32_t>> ApplyChatTemplate(const Tokenizer& tokenizer,
                                                        std::span<const ChatMessage> messages,
-                                                       bool add_generation_prompt) {
+                                                       bool add_generation_prompt,
+                                                       size_t max_tokens) {
   if (messages.empty()) return absl::InvalidArgumentError("chat has no messages");
   ASSIGN_OR_RETURN(const int32_t bos, SpecialId(tokenizer, "<|begin_of_text|>"));
   ASSIGN_OR_RETURN(const int32_t eot, SpecialId(tokenizer, "<|eot_id|>"));
 
+  const size_t limit = max_tokens > 0 ? max_tokens : SIZE_MAX;
   std::vector<int32_t> ids = {bos};
+  // Each piece is encoded with what is left of the limit; past it, the rest is skipped.
+  auto append = [&](absl::string_view text) {
+    if (ids.size() > limit) return;
+    EncodeOptions options;
+    options.max_tokens = max_tokens > 0 ? limit - ids.size() : 0;
+    if (max_tokens > 0 && options.max_tokens == 0) {
+      options.max_tokens = 1;  // 0 would mean no limit; one more id passes it as well
+    }
+    const std::vector<int32_t> more = tokenizer.Encode(text, options);
+    ids.insert(ids.end(), more.begin(), more.end());
+  };
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::optional<absl::string_view> prefix = RolePrefix(messages[i].role);
     if (!prefix) {
@@ -101,11 +110,11 @@ absl::StatusOr<std::vector<int32_t>> ApplyChatTemplate(const Tokenizer& tokenize
           absl::StrCat("messages[", i, "].role is \"", messages[i].role,
                        "\"; expected \"system\", \"user\" or \"assistant\""));
     }
-    Append(ids, tokenizer.Encode(*prefix));
-    Append(ids, tokenizer.Encode(Trim(messages[i].content)));
-    ids.push_back(eot);
+    append(*prefix);
+    append(Trim(messages[i].content));
+    if (ids.size() <= limit) ids.push_back(eot);
   }
-  if (add_generation_prompt) Append(ids, tokenizer.Encode("Assistant: "));
+  if (add_generation_prompt) append("Assistant: ");
   return ids;
 }
 

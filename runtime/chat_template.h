@@ -23,9 +23,12 @@ struct ChatMessage {
 };
 
 // InvalidArgument for no messages or an unknown role (naming it and the message index);
-// NotFound when the tokenizer lacks <|begin_of_text|> or <|eot_id|>.
+// NotFound when the tokenizer lacks <|begin_of_text|> or <|eot_id|>. max_tokens > 0 stops the
+// work once more than that many ids were made (EncodeOptions::max_tokens): a result longer than
+// max_tokens then only says "too long".
 absl::StatusOr<std::vector<int32_t>> ApplyChatTemplate(const Tokenizer& tokenizer,
                                                        std::span<const ChatMessage> messages,
-                                                       bool add_generation_prompt = true);
+                                                       bool add_generation_prompt = true,
+                                                       size_t max_tokens = 0);
 
 }  // namespace bitserve

@@ -214,7 +214,7 @@ absl::StatusOr<int> RunGenerate(const GenerateArgs& args) {
         watch->Wait(interrupted ? kCancelWait : std::chrono::milliseconds(-1));
     if (event == SigintWatch::Event::kSigint && !interrupted) {
       interrupted = true;  // the server sees the call cancelled and frees the sequence
-      backend->Cancel(*id);
+      backend->Cancel(*id, absl::CancelledError("interrupted (Ctrl-C)"));
     } else if (event != SigintWatch::Event::kNotified) {
       break;  // a second Ctrl-C, or the cancellation is taking too long: leave anyway
     }

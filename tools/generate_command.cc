@@ -11,6 +11,7 @@
 #include "runtime/chat_template.h"
 #include "runtime/generation.h"
 #include "runtime/generation_config.h"
+#include "runtime/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/generation_flags.h"
 #include "tools/pipeline_flags.h"
@@ -23,13 +24,6 @@ struct Args {
   GenerationFlags gen;
   PipelineFlags pipeline;
 };
-
-// The model's tokenizer, when the checkpoint has one.
-absl::StatusOr<std::unique_ptr<Tokenizer>> MaybeLoadTokenizer(const std::filesystem::path& model) {
-  std::error_code ec;
-  if (!std::filesystem::exists(model / "tokenizer.json", ec)) return std::unique_ptr<Tokenizer>();
-  return Tokenizer::Load(model);
-}
 
 absl::StatusOr<std::vector<int32_t>> PromptTokens(const Args& args, const Tokenizer* tokenizer) {
   const GenerationFlags& gen = args.gen;
@@ -59,7 +53,8 @@ absl::Status Run(const Args& args) {
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, MaybeLoadTokenizer(args.model));
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(args.model));
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadModelTokenizer(args.model, config));
   ASSIGN_OR_RETURN(request.prompt, PromptTokens(args, tokenizer.get()));
   EngineOptions options;
   options.device = args.device;

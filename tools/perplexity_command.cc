@@ -13,7 +13,7 @@
 #include "runtime/engine.h"
 #include "runtime/file_io.h"
 #include "runtime/perplexity.h"
-#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/pipeline_flags.h"
 
@@ -41,8 +41,12 @@ void AddPerplexityCommand(CLI::App& app) {
   cmd->callback([args] {
     RunOrExit("perplexity", [&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(args->input));
-      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, Tokenizer::Load(args->model));
       ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(args->model));
+      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadModelTokenizer(args->model, config));
+      if (tokenizer == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(args->model, " has no tokenizer.json: perplexity reads text"));
+      }
       const int64_t context = args->context > 0 ? args->context : config.max_position_embeddings;
       const int64_t stride = args->stride > 0 ? args->stride : std::max<int64_t>(1, context / 2);
       if (args->context < 0 || args->stride < 0) {

@@ -140,6 +140,13 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(
   for (const auto& [token, id] : spec.vocab) {
     if (in_alphabet[id]) tok->vocab_by_bytes_.emplace(tok->token_bytes_[id], id);
   }
+  // An added token that strips whitespace beside it stands for any number of input bytes.
+  const bool strips = std::any_of(spec.added_tokens.begin(), spec.added_tokens.end(),
+                                  [](const AddedTokenSpec& a) { return a.lstrip || a.rstrip; });
+  for (const std::string& bytes : tok->token_bytes_) {
+    tok->max_token_bytes_ = std::max(tok->max_token_bytes_, bytes.size());
+  }
+  if (strips) tok->max_token_bytes_ = 0;
 
   // Merges, by rank.
   tok->bpe_.ReserveMerges(spec.merges.size());
@@ -198,13 +205,17 @@ std::vector<int32_t> BpeTokenizer::Encode(absl::string_view text,
     repaired = ReplaceInvalidUtf8(text);
     text = repaired;
   }
+  // With a limit, work stops once it is passed: the ids then end at an arbitrary point.
+  const size_t limit = options.max_tokens > 0 ? options.max_tokens : SIZE_MAX;
   std::vector<int32_t> ids;
-  ids.reserve(text.size() / 3 + 2);
+  ids.reserve(std::min(text.size() / 3, limit) + 2);
   if (options.add_bos && bos_id_.has_value()) ids.push_back(*bos_id_);
-  auto on_token = [&ids](int32_t id) { ids.push_back(id); };
-  auto on_ordinary = [&](absl::string_view part) { EncodeOrdinary(part, &ids); };
+  auto on_token = [&ids, limit](int32_t id) {
+    if (ids.size() <= limit) ids.push_back(id);
+  };
+  auto on_ordinary = [&](absl::string_view part) { EncodeOrdinary(part, limit, &ids); };
   if (raw_added_.empty() && normalized_added_.empty()) {
-    EncodeOrdinary(text, &ids);
+    EncodeOrdinary(text, limit, &ids);
   } else {
     raw_added_.Split(
         text, options.parse_special,
@@ -216,8 +227,9 @@ std::vector<int32_t> BpeTokenizer::Encode(absl::string_view text,
   return ids;
 }
 
-void BpeTokenizer::EncodeOrdinary(absl::string_view text, std::vector<int32_t>* out) const {
-  for (size_t pos = 0; pos < text.size();) {
+void BpeTokenizer::EncodeOrdinary(absl::string_view text, size_t limit,
+                                  std::vector<int32_t>* out) const {
+  for (size_t pos = 0; pos < text.size() && out->size() <= limit;) {
     const size_t length = Llama3PreTokenLength(text, pos);
     EncodePreToken(text.substr(pos, length), out);
     pos += length;

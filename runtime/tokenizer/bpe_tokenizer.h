@@ -45,14 +45,15 @@ class BpeTokenizer final : public Tokenizer {
   int32_t vocab_size() const override { return static_cast<int32_t>(token_bytes_.size()); }
   std::optional<int32_t> bos_id() const override { return bos_id_; }
   bool add_bos_default() const override { return add_bos_default_; }
+  size_t max_token_bytes() const override { return max_token_bytes_; }
 
  private:
   BpeTokenizer(std::array<int32_t, 256> byte_tokens, std::vector<AddedTokenMatcher::Token> raw,
                std::vector<AddedTokenMatcher::Token> normalized)
       : bpe_(byte_tokens), raw_added_(std::move(raw)), normalized_added_(std::move(normalized)) {}
 
-  // Text with no added tokens in it.
-  void EncodeOrdinary(absl::string_view text, std::vector<int32_t>* out) const;
+  // Text with no added tokens in it; stops once `out` holds more than `limit` ids.
+  void EncodeOrdinary(absl::string_view text, size_t limit, std::vector<int32_t>* out) const;
   void EncodePreToken(absl::string_view piece, std::vector<int32_t>* out) const;
 
   std::vector<std::string> token_bytes_;  // by id; empty where no token has the id
@@ -70,6 +71,7 @@ class BpeTokenizer final : public Tokenizer {
   AddedTokenMatcher normalized_added_;
   std::optional<int32_t> bos_id_;
   bool add_bos_default_ = false;
+  size_t max_token_bytes_ = 0;
   PreTokenCache cache_;
 };
 

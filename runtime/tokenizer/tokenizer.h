@@ -20,6 +20,10 @@ struct EncodeOptions {
   // default: user content must not be able to inject control tokens.
   bool parse_special = false;
   bool add_bos = false;  // prepend the BOS token (tokenizer_config.json / post-processor)
+  // > 0: stop encoding once more than this many ids were made. The result is then a prefix of
+  // more than max_tokens ids (not necessarily the exact prefix of the full encoding, nor all of
+  // it): enough to tell that the text is too long, at a cost bounded by the limit.
+  size_t max_tokens = 0;
 };
 
 class Tokenizer {
@@ -48,6 +52,17 @@ class Tokenizer {
   // add_bos_token, else a post-processor template that starts with BOS (as LLaMA-3's does).
   // A hint for callers that build EncodeOptions; Encode itself adds BOS only when asked.
   virtual bool add_bos_default() const { return false; }
+  // The most input bytes one token can stand for (the longest token), so that a text of more
+  // than max_tokens * max_token_bytes() bytes is known to need more than max_tokens tokens
+  // without encoding it (TextExceedsTokens). 0: no such bound (added tokens that strip
+  // whitespace stand for any number of bytes).
+  virtual size_t max_token_bytes() const { return 0; }
 };
+
+// Whether `text_bytes` bytes certainly encode to more than `max_tokens` tokens.
+inline bool TextExceedsTokens(const Tokenizer& tokenizer, size_t text_bytes, size_t max_tokens) {
+  const size_t per_token = tokenizer.max_token_bytes();
+  return per_token > 0 && text_bytes / per_token > max_tokens;
+}
 
 }  // namespace bitserve
