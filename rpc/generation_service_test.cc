@@ -66,7 +66,7 @@ class FakeBackend : public GenerationBackend {
     return id;
   }
 
-  void Cancel(uint64_t id) override {
+  void Cancel(uint64_t id, const absl::Status& why) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       cancelled_.insert(id);
@@ -164,6 +164,7 @@ class GenerationServiceTest : public ::testing::Test {
   void SetUp() override {
     GrpcServerOptions options;
     options.listen_address = "127.0.0.1:0";
+    options.service.metrics = &metrics_;
     absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(&backend_, options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -235,6 +236,15 @@ class GenerationServiceTest : public ::testing::Test {
     return 0;  // UNKNOWN (field absent)
   }
 
+  // How many Generate requests the metrics count as rejected with INVALID_ARGUMENT.
+  int RejectedInvalid() {
+    const std::string text = metrics_.RenderPrometheus();
+    const std::string key = "bitserve_requests_total{outcome=\"rejected\",code=\"INVALID_ARGUMENT\"} ";
+    const size_t at = text.find(key);
+    return at == std::string::npos ? 0 : std::stoi(text.substr(at + key.size()));
+  }
+
+  ServingMetrics metrics_;  // outlives the server
   FakeBackend backend_;
   std::unique_ptr<GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -399,6 +409,57 @@ TEST_F(GenerationServiceTest, InvalidArgumentNamesTheFieldAndQueuesNothing) {
     EXPECT_TRUE(result.responses.empty());
   }
   EXPECT_EQ(backend_.submits(), 0);
+}
+
+// Defect: malformed protobuf bytes and invalid UTF-8 in a string field answered INTERNAL with an
+// empty message (gRPC's deserializer), logged by libprotobuf on every request.
+TEST_F(GenerationServiceTest, MalformedBytesAndInvalidUtf8AreInvalidArgumentNamingTheField) {
+  struct Case {
+    std::string method;
+    std::string bytes;
+    std::string message;  // a part of the status message
+  };
+  // GenerateRequest: text = 1; messages = 2 {messages = 1 {role = 1, content = 2}}; stop = 6.
+  const std::string user = std::string("\x0a\x04user", 6);
+  const std::string good_message = std::string("\x0a\x0a", 2) + user + std::string("\x12\x02hi", 4);
+  const std::string bad_message = std::string("\x0a\x0a", 2) + user + std::string("\x12\x02\xc3\x28", 4);
+  const std::string messages = good_message + bad_message;
+  const std::vector<Case> cases = {
+      {"Generate", std::string("\x0a\x05hi", 4), "malformed protobuf bytes (text runs past the end)"},
+      {"Generate", std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11), "malformed protobuf bytes"},
+      {"Generate", std::string("\x00\x01", 2), "malformed protobuf bytes (a bad field tag)"},
+      {"Generate", std::string("\x0a\x02\xff\xfe", 4), "text is not valid UTF-8"},
+      {"Generate", std::string("\x12", 1) + static_cast<char>(messages.size()) + messages,
+       "messages.messages[1].content is not valid UTF-8"},
+      {"Generate", std::string("\x0a\x01x\x32\x01z\x32\x01\x80", 9), "stop[1] is not valid UTF-8"},
+      {"Tokenize", std::string("\x0a\x01\xc0", 3), "text is not valid UTF-8"},
+      {"Tokenize", std::string("\x0a\x09", 2), "malformed protobuf bytes"},
+      {"ModelInfo", std::string("\x08", 1), "malformed protobuf bytes"},
+  };
+  for (const Case& c : cases) {
+    std::string response;
+    const grpc::Status status = RawUnary("/bitserve.v1.Generation/" + c.method, c.bytes, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+  }
+  EXPECT_EQ(backend_.submits(), 0);
+  EXPECT_EQ(RejectedInvalid(), 6) << "every refused Generate is counted as rejected";
+  // Unknown fields are skipped as protobuf skips them, whatever their bytes.
+  std::string response;
+  EXPECT_TRUE(RawUnary("/bitserve.v1.Generation/Tokenize",
+                       std::string("\x0a\x02hi\xa2\x06\x02\xff\xfe\xa8\x06\x07", 12), &response)
+                  .ok());
+}
+
+TEST_F(GenerationServiceTest, RequestsRefusedForTheirParametersAreCountedAsRejected) {
+  v1::GenerateRequest request = TextRequest("hello");
+  request.mutable_sampling()->set_temperature(-1);
+  EXPECT_EQ(Generate(request).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request = TextRequest("hello");
+  request.set_max_tokens(0);
+  EXPECT_EQ(Generate(request).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Generate(v1::GenerateRequest()).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RejectedInvalid(), 3);
 }
 
 TEST_F(GenerationServiceTest, SubmitErrorsMapOneToOneToGrpcCodes) {
@@ -649,11 +710,11 @@ TEST_F(RemoteBackendTest, CancelEndsWithCancelledAndReachesTheServerBackend) {
       remote_->Submit(TextInput{"hi"}, GenerationParams(), got.Callback());
   ASSERT_TRUE(id.ok());
   while (got.Size() < 2) std::this_thread::sleep_for(1ms);
-  remote_->Cancel(*id);
+  remote_->Cancel(*id, absl::CancelledError("cancelled"));
   ASSERT_TRUE(got.WaitDone());
   EXPECT_EQ(got.chunks.back().finish_reason, "cancelled");
   EXPECT_TRUE(backend_.WaitCancelCall(1, 2s));
-  remote_->Cancel(*id);  // finished: ignored
+  remote_->Cancel(*id, absl::CancelledError("cancelled"));  // finished: ignored
   EXPECT_EQ(remote_->InFlight(), 0);
 }
 

@@ -50,8 +50,9 @@ target_include_directories(bitserve_rpc_proto SYSTEM PUBLIC ${BITSERVE_PROTO_OUT
 target_link_libraries(bitserve_rpc_proto PUBLIC bitserve_runtime bitserve_options
                       protobuf::libprotobuf ${BITSERVE_GRPCPP})
 
-add_library(bitserve_rpc_service STATIC generation_service.cc grpc_server.cc)
-target_link_libraries(bitserve_rpc_service PUBLIC bitserve_rpc_proto ${BITSERVE_GRPCPP_REFLECTION})
+add_library(bitserve_rpc_service STATIC generation_service.cc grpc_server.cc request_bytes.cc)
+target_link_libraries(bitserve_rpc_service PUBLIC bitserve_rpc_proto bitserve_metrics
+                      ${BITSERVE_GRPCPP_REFLECTION})
 
 add_library(bitserve_rpc_client STATIC client.cc)
 target_link_libraries(bitserve_rpc_client PUBLIC bitserve_rpc_proto)

@@ -266,9 +266,88 @@ def test_invalid_arguments(ctx):
         (pb.GenerateRequest(messages=pb.ChatMessages(messages=[
             pb.ChatMessage(role="robot", content="x")])), "messages[0].role"),
     ]
+    before = metric_sum(ctx, "bitserve_requests_total", outcome="rejected", code="INVALID_ARGUMENT")
     for request, contains in cases:
         expect_code(lambda: ctx.generate(request, timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
                     contains)
+    # Every refusal is counted, those found while parsing the request included.
+    after = metric_sum(ctx, "bitserve_requests_total", outcome="rejected", code="INVALID_ARGUMENT")
+    assert after - before == len(cases), (before, after, len(cases))
+
+
+def test_malformed_bytes_and_invalid_utf8(ctx):
+    """Bytes that are no valid request (sent raw, as a broken or hostile client would): each is
+    INVALID_ARGUMENT naming the field or the defect, counted as rejected, never INTERNAL; the
+    server goes on serving."""
+    generate_raw = ctx.channel.unary_stream("/bitserve.v1.Generation/Generate")  # bytes as they are
+    tokenize_raw = ctx.channel.unary_unary("/bitserve.v1.Generation/Tokenize")
+    bad_content = b"\x0a\x04user" + b"\x12\x03\xed\xa0\x80"  # a UTF-16 surrogate in UTF-8 form
+    chat = b"\x0a" + bytes([len(bad_content)]) + bad_content
+    cases = [
+        (generate_raw, b"\x0a\x05hi", "malformed protobuf bytes"),
+        (generate_raw, b"\xff" * 12, "malformed protobuf bytes"),
+        (generate_raw, b"\x0a\x02\xff\xfe", "text is not valid UTF-8"),
+        (generate_raw, b"\x12" + bytes([len(chat)]) + chat, "messages.messages[0].content is not valid UTF-8"),
+        (tokenize_raw, b"\x0a\x01\xc0", "text is not valid UTF-8"),
+    ]
+    before = metric_sum(ctx, "bitserve_requests_total", outcome="rejected", code="INVALID_ARGUMENT")
+    for call, data, want in cases:
+        run = (lambda: list(call(data, timeout=10))) if call is generate_raw else (lambda: call(data, timeout=10))
+        expect_code(run, grpc.StatusCode.INVALID_ARGUMENT, want)
+    after = metric_sum(ctx, "bitserve_requests_total", outcome="rejected", code="INVALID_ARGUMENT")
+    assert after - before == 4, (before, after)
+    ids, _, _ = collect(ctx.generate(pb.GenerateRequest(text="still serving", max_tokens=2)))
+    assert len(ids) == 2
+    # At most one log line a second for all of them (a client can send them at any rate).
+    lines = [l for l in ctx.server.lines if "refused a malformed" in l]
+    assert 1 <= len(lines) <= 2, lines
+
+
+def test_overlong_text_is_refused_without_encoding_it(ctx):
+    """A prompt far beyond max_model_len (30 MB of CJK text, as four clients at once) is refused
+    RESOURCE_EXHAUSTED on its size, before it is tokenized; Tokenize the same."""
+    huge = "\u4f60\u597d" * (5 << 20)  # 30 MB of UTF-8
+
+    def refused(_):
+        e = expect_code(lambda: ctx.generate(pb.GenerateRequest(text=huge, max_tokens=2), timeout=60),
+                        grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert "31457280 bytes: more than" in e.details(), e.details()
+    start = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(refused, range(4)))
+    expect_code(lambda: ctx.stub.Tokenize(pb.TokenizeRequest(text=huge), timeout=60),
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "bytes: more than")
+    with open(f"/proc/{ctx.server.proc.pid}/status") as f:
+        peak = [l.split()[1] for l in f if l.startswith("VmHWM")][0]
+    print(f"  4 x 30 MB prompts refused in {time.time() - start:.2f} s; server peak RSS {int(peak) >> 10} MB",
+          flush=True)
+
+
+def test_metrics_listen_port_zero_prints_the_bound_port(ctx):
+    from grpc_harness import Process
+    server = Process([ctx.args.bitserve, "serve", "--model", ctx.model, "--listen", "127.0.0.1:0",
+                      "--metrics-listen", "127.0.0.1:0"])
+    try:
+        port = int(server.wait_line(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", 60).group(1))
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert b"bitserve_requests_total" in r.read()
+    finally:
+        server.kill()
+
+
+def test_a_tokenizer_of_another_model_is_refused_at_start(ctx):
+    """One text request once failed every request beside it: a model with another model's
+    tokenizer.json (ids beyond its vocabulary) was accepted. Now serve refuses to start."""
+    model = os.path.join(ctx.tmp, "gqa_with_llama3_tokenizer")
+    subprocess.run([ctx.args.bitserve, "make-model", "--preset", "test-gqa", "--out", model],
+                   check=True, stdout=subprocess.DEVNULL)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(ctx.model, name), model)
+    run = subprocess.run([ctx.args.bitserve, "serve", "--model", model, "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    assert "does not belong to this model" in run.stderr, run.stderr
 
 
 def test_prompt_beyond_capacity(ctx):
@@ -311,6 +390,12 @@ def test_deadline(ctx):
         ignore_eos=True), timeout=0.5), grpc.StatusCode.DEADLINE_EXCEEDED)
     assert time.time() - start < 5
     wait_running(ctx, 0)
+    # Counted as a passed deadline, not as a cancel.
+    deadline = time.time() + 5
+    while metric_sum(ctx, "bitserve_requests_total", outcome="deadline_exceeded",
+                     code="DEADLINE_EXCEEDED") < 1:
+        assert time.time() < deadline, "no deadline_exceeded outcome in the metrics"
+        time.sleep(0.05)
 
 
 def test_concurrent_streams(ctx):
@@ -443,7 +528,11 @@ TESTS = [
     test_stop_token_ids,
     test_max_tokens_length,
     test_invalid_arguments,
+    test_malformed_bytes_and_invalid_utf8,
     test_prompt_beyond_capacity,
+    test_overlong_text_is_refused_without_encoding_it,
+    test_metrics_listen_port_zero_prints_the_bound_port,
+    test_a_tokenizer_of_another_model_is_refused_at_start,
     test_cancel_mid_stream,
     test_deadline,
     test_concurrent_streams,
