@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 #include <iostream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -44,6 +45,7 @@ struct WorkerHub::Link {
   int64_t max_model_len = 0;
   std::string device;
   bool lost = false;
+  bool lost_by_peer = false;  // lost only because another stage of its pipeline was
   std::string lost_reason;
   std::map<uint64_t, wire::StepResult> results;  // by step id, until FinishStep takes them
 
@@ -138,11 +140,21 @@ class WorkerHub::RemoteEngine final : public Engine {
     in_flight_.pop_front();
     if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
     auto answered = [&](const Link& l) { return l.results.contains(step.id); };
+    // A stage that will not answer; the error then names the stage whose loss broke the pipeline
+    // (the others were only told to rejoin), whether or not that one answered this step.
     auto lost = [&]() -> const Link* {
+      const Link* unanswered = nullptr;
       for (auto& link : step.links) {
-        if (link->lost && !answered(*link)) return link.get();
+        if (link->lost && !answered(*link)) {
+          unanswered = link.get();
+          break;
+        }
       }
-      return nullptr;
+      if (unanswered == nullptr) return nullptr;
+      for (auto& link : step.links) {
+        if (link->lost && !link->lost_by_peer) return link.get();
+      }
+      return unanswered;
     };
     h.changed_.wait(lock, [&] {
       return h.shutting_down_ || lost() != nullptr ||
@@ -237,6 +249,7 @@ void WorkerHub::MarkLost(Link& link, const std::string& reason) {
   if (link.lost) return;
   link.lost = true;
   link.lost_reason = reason;
+  if (!shutting_down_) lost_workers_.push_back({link.worker_id, reason});
   changed_.notify_all();
   auto it = std::find_if(pipeline_.begin(), pipeline_.end(), [&](const auto& l) { return l.get() == &link; });
   if (it == pipeline_.end()) return;
@@ -258,6 +271,7 @@ void WorkerHub::MarkLost(Link& link, const std::string& reason) {
   for (auto& other : pipeline_) {
     if (other.get() == &link || other->lost) continue;
     other->lost = true;
+    other->lost_by_peer = true;
     other->lost_reason = absl::StrCat("the pipeline lost worker ", link.Name(n));
     if (!shutting_down_) rejoin_.push_back(other);
   }
@@ -544,6 +558,11 @@ absl::Status WorkerHub::HealthLocked() const {
                                               options_.num_stages, " stages ready");
   if (!last_loss_.empty()) return absl::UnavailableError(absl::StrCat(last_loss_, "; ", what));
   return absl::UnavailableError(what);
+}
+
+std::vector<WorkerHub::LostWorker> WorkerHub::TakeLostWorkers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(lost_workers_, {});
 }
 
 int WorkerHub::pipelines_ready() const {

@@ -42,7 +42,9 @@ struct ServeArgs {
 // `bitserve worker` processes of this machine, started by serve and stopped with it. One that exits
 // before the pipeline first became ready fails serve (a setting is wrong: a GPU that is not there,
 // a model it cannot read); one that exits later is started again (the coordinator rebuilds the
-// pipeline around it, as around any replacement).
+// pipeline around it, as around any replacement). One the coordinator declares lost while its
+// process lives on (hung: stopped, deadlocked, stuck in a driver call) is killed first, so that a
+// fresh one takes its place instead of the pipeline waiting for it forever.
 class LocalWorkers {
  public:
   // Device "cuda" puts worker i on GPU i; "cuda:N" (and "cpu") puts every worker there.
@@ -81,6 +83,25 @@ class LocalWorkers {
       }
     }
     return absl::OkStatus();
+  }
+  // The coordinator lost worker `id` (WorkerHub::TakeLostWorkers): if it is one of these and its
+  // process still runs, it is killed now; Check starts it again.
+  void Replace(const std::string& id, const std::string& reason) {
+    for (Worker& w : workers_) {
+      if (w.id != id || w.pid <= 0) continue;
+      int status = 0;
+      if (waitpid(w.pid, &status, WNOHANG) == 0) {
+        std::cerr << "bitserve serve: local worker " << w.id << " (pid " << w.pid << ") was lost (" << reason
+                  << ") but still runs; killing it" << std::endl;
+        kill(w.pid, SIGKILL);
+        waitpid(w.pid, &status, 0);
+        w.exit = absl::StrCat("killed after it was lost: ", reason);
+      } else {
+        w.exit = WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
+                                   : absl::StrCat("signal ", WTERMSIG(status));
+      }
+      w.pid = -1;
+    }
   }
   // After the coordinator told them to exit: wait a little, then make sure.
   void Stop() {
@@ -167,7 +188,11 @@ absl::Status Serve(const ServeArgs& args) {
   if (!args.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(metrics_server,
                      rpc::StartMetricsServer(args.metrics_listen, [&] { return metrics.RenderPrometheus(); }));
-    std::cerr << "bitserve serve: metrics on http://" << args.metrics_listen << "/metrics" << std::endl;
+    // The bound port (the address may ask for port 0, any free one).
+    const std::string& host = metrics_server->host();
+    std::cerr << "bitserve serve: metrics on http://"
+              << (host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host) << ":"
+              << metrics_server->port() << "/metrics" << std::endl;
   }
   // The API is bound first (liveness answers, readiness NOT_SERVING, calls UNAVAILABLE
   // "starting") while the model loads or the worker joins; "listening on" is printed once calls
@@ -175,6 +200,7 @@ absl::Status Serve(const ServeArgs& args) {
   rpc::DeferredBackend backend;
   rpc::GrpcServerOptions server_options;
   server_options.listen_address = args.listen;
+  server_options.service.metrics = &metrics;
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server, rpc::GrpcServer::Start(&backend, server_options));
 
   std::unique_ptr<rpc::WorkerHub> hub;
@@ -261,6 +287,11 @@ absl::Status Serve(const ServeArgs& args) {
   int signal = 0;
   while ((signal = TakeSignal(signals, std::chrono::milliseconds(200))) == 0) {
     server->SetReady(coordinator->Ready());
+    if (hub) {
+      for (const rpc::WorkerHub::LostWorker& lost : hub->TakeLostWorkers()) {
+        local_workers.Replace(lost.worker_id, lost.reason);
+      }
+    }
     if (absl::Status s = local_workers.Check(/*ready=*/true); !s.ok()) {
       std::cerr << "bitserve serve: " << s.message() << std::endl;
     }

@@ -12,6 +12,8 @@
     SIGTERM stops everything with exit 0.
   * a local stage worker of `serve --pipeline-stages 2` killed: serve starts it again and the
     rebuilt pipeline serves the same tokens.
+  * a local stage worker that hangs (SIGSTOP) is killed and replaced by serve; the stream it broke
+    ends UNAVAILABLE naming it; a hung remote worker is fenced while a replacement joins.
 
     pipeline_python_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc protoc]
 """
@@ -225,8 +227,128 @@ def test_local_stage_restarted(ctx):
     assert server.proc.wait(timeout=60) == 0, server.log()
 
 
+def local_worker_pid(server, worker_id):
+    pids = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", f"worker-id {worker_id}$"],
+                          capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1, f"local worker {worker_id} not found among the server's children: {pids}"
+    return int(pids[0])
+
+
+def test_hung_local_stage_replaced(ctx):
+    """A local stage worker that hangs (SIGSTOP: alive, silent) is declared lost after the
+    heartbeat timeout; serve kills it and starts another, and the rebuilt pipeline serves the same
+    tokens. The stream it was serving ends UNAVAILABLE naming the hung worker, not its peer."""
+    server = ctx.serve(["--pipeline-stages", "2", "--worker-heartbeat-timeout", "1500"])
+    server.wait_listening(120)
+    channel, stub, health = stub_for(server)
+    hung = None
+    try:
+        want = ctx.reference(PROMPTS[3], 2, "int8")
+        assert generate(stub, PROMPTS[3]) == want
+        first = threading.Event()
+        outcome = {}
+
+        def stream():
+            try:
+                for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=PROMPTS[4]),
+                                                          max_tokens=400, ignore_eos=True),
+                                       timeout=60):
+                    if r.token_ids:
+                        first.set()
+                outcome["ok"] = True
+            except grpc.RpcError as e:
+                outcome["code"], outcome["details"] = e.code(), e.details()
+            first.set()
+        t = threading.Thread(target=stream)
+        t.start()
+        assert first.wait(60)
+        # Stages go by registration order: local-1 may hold either.
+        stage = int(server.wait_line(r"worker local-1 \(.*\) registered for stage (\d)", 5).group(1))
+        hung = local_worker_pid(server, "local-1")
+        os.kill(hung, signal.SIGSTOP)
+        start = time.time()
+        t.join(timeout=30)
+        assert not t.is_alive(), "the stream did not end"
+        assert outcome.get("code") == grpc.StatusCode.UNAVAILABLE, outcome
+        # The worker that hung is named as lost, not the healthy stage that was told to rejoin.
+        assert f"worker local-1 (stage {stage}) lost" in outcome["details"], outcome["details"]
+        assert f"worker local-0 (stage {1 - stage}) lost" not in outcome["details"], outcome["details"]
+        server.wait_line(r"local worker local-1 \(pid \d+\) was lost \(no heartbeat", 30)
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
+        assert subprocess.run(["ps", "-o", "stat=", "-p", str(hung)], capture_output=True,
+                              text=True).stdout.strip() in ("", "Z"), "the hung worker still runs"
+        assert local_worker_pid(server, "local-1") != hung
+        got = None
+        while time.time() - start < 60:  # the first step after a rebuild fails once (KV state lost)
+            try:
+                got = generate(stub, PROMPTS[3])
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                time.sleep(0.2)
+        assert got == want, f"after the replacement: {got}, reference {want}"
+        print(f"  local stage {stage} hung (SIGSTOP): killed, replaced and serving the same tokens after "
+              f"{time.time() - start:.1f} s", flush=True)
+    finally:
+        channel.close()
+        if hung is not None:
+            try:
+                os.kill(hung, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.log()
+
+
+def test_hung_remote_stage_fenced(ctx):
+    """A remote stage worker that hangs is fenced: a replacement joins and the pipeline serves;
+    when the hung one wakes up, its late messages change nothing and it leaves."""
+    server = ctx.serve(["--worker-listen", "127.0.0.1:0", "--pipeline-stages", "2",
+                        "--worker-heartbeat-timeout", "1500"])
+    join = server.wait_line(r"workers join at (\S+)", 60).group(1)
+
+    def worker(name):
+        w = Process([ctx.args.bitserve, "worker", "--coordinator", join, "--worker-id", name,
+                     "--connect-timeout", "20"], name=f"worker {name}")
+        ctx.processes.append(w)
+        return w
+    w0 = worker("a")
+    server.wait_line(r"worker a .*registered for stage 0", 30)
+    w1 = worker("b")
+    server.wait_listening(60)
+    channel, stub, health = stub_for(server)
+    try:
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING)
+        want = ctx.reference(PROMPTS[5], 2, "int8")
+        assert generate(stub, PROMPTS[5]) == want
+        w1.proc.send_signal(signal.SIGSTOP)
+        server.wait_line(r"worker b \(stage 1\) lost: no heartbeat", 20)
+        wait_readiness(health, health_pb.HealthCheckResponse.NOT_SERVING, 10)
+        w0.wait_line("registering again", 20)
+        worker("c")
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
+        got = None
+        deadline = time.time() + 60
+        while got is None and time.time() < deadline:
+            try:
+                got = generate(stub, PROMPTS[5])
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                time.sleep(0.2)
+        assert got == want, f"after the replacement: {got}, reference {want}"
+        w1.proc.send_signal(signal.SIGCONT)  # wakes up fenced: it leaves, nothing changes
+        assert w1.proc.wait(timeout=30) != 0, "the fenced worker did not leave"
+        assert readiness(health) == health_pb.HealthCheckResponse.SERVING
+        assert generate(stub, PROMPTS[5]) == want
+    finally:
+        channel.close()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.log()
+
+
 TESTS = [test_two_stages_int8, test_three_stages_int8, test_two_stages_bf16,
-         test_remote_stage_lost_and_replaced, test_local_stage_restarted]
+         test_remote_stage_lost_and_replaced, test_local_stage_restarted,
+         test_hung_local_stage_replaced, test_hung_remote_stage_fenced]
 
 
 def main():
