@@ -262,6 +262,16 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
     return reject(absl::FailedPreconditionError(absl::StrCat(
         m.options.model_dir.string(), " has no tokenizer.json: use token ids, no stop strings")));
   }
+  // Bounded like stop strings: each is checked for every generated token.
+  constexpr size_t kMaxStopTokenIds = 1024, kMaxRequestIdBytes = 1024;
+  if (params.stop_token_ids.size() > kMaxStopTokenIds) {
+    return reject(absl::InvalidArgumentError(absl::StrCat(
+        "stop_token_ids holds ", params.stop_token_ids.size(), " ids; at most ", kMaxStopTokenIds)));
+  }
+  if (params.request_id.size() > kMaxRequestIdBytes) {  // echoed in every response and log line
+    return reject(absl::InvalidArgumentError(absl::StrCat(
+        "request_id has ", params.request_id.size(), " bytes; at most ", kMaxRequestIdBytes)));
+  }
   const int vocab = m.summary.vocab_size;
   for (int id : params.stop_token_ids) {
     if (id < 0 || id >= vocab) {

@@ -463,6 +463,42 @@ TEST(Coordinator, OverlongTextIsRefusedWithoutEncodingItAll) {
   EXPECT_EQ(coordinator->State().waiting + coordinator->State().running, 0);
 }
 
+// What every generated token is checked against (stop strings, stop ids) and what every response
+// echoes (request_id) is bounded, so that one request cannot slow all others.
+TEST(Coordinator, PerTokenWorkOfARequestIsBounded) {
+  auto coordinator = Make();
+  ASSERT_NE(coordinator, nullptr);
+  Result unused;
+  auto refused = [&](GenerationParams params) {
+    params.max_new_tokens = 2;
+    return coordinator->Submit(TokenInput{{1, 2}}, params, unused.Callback()).status();
+  };
+  GenerationParams many_stops;
+  many_stops.stop_strings.assign(65, "x");
+  EXPECT_THAT(std::string(refused(many_stops).message()), ::testing::HasSubstr("stop holds 65 strings; at most 64"));
+  GenerationParams long_stop;
+  long_stop.stop_strings = {"a", std::string(1025, 'b')};
+  EXPECT_THAT(std::string(refused(long_stop).message()), ::testing::HasSubstr("stop[1] has 1025 bytes"));
+  GenerationParams many_ids;
+  many_ids.stop_token_ids.assign(1025, 3);
+  EXPECT_THAT(std::string(refused(many_ids).message()), ::testing::HasSubstr("stop_token_ids holds 1025 ids"));
+  GenerationParams long_id;
+  long_id.request_id = std::string(1025, 'r');
+  EXPECT_THAT(std::string(refused(long_id).message()), ::testing::HasSubstr("request_id has 1025 bytes"));
+  for (const GenerationParams& p : {many_stops, long_stop, many_ids, long_id}) {
+    EXPECT_EQ(refused(p).code(), absl::StatusCode::kInvalidArgument);
+  }
+  GenerationParams at_the_bounds;
+  at_the_bounds.stop_strings.assign(64, std::string(1024, 'z'));
+  at_the_bounds.stop_token_ids.assign(1024, 3);
+  at_the_bounds.request_id = std::string(1024, 'r');
+  at_the_bounds.max_new_tokens = 2;
+  Result ok;
+  ASSERT_TRUE(coordinator->Submit(TokenInput{{1, 2}}, at_the_bounds, ok.Callback()).ok());
+  ok.Wait();
+  EXPECT_NE(ok.Final().finish_reason, "error");
+}
+
 TEST(Coordinator, ADeadlineIsCountedApartFromACancel) {
   ServingMetrics metrics;
   auto coordinator = Make(8, 64, 0, &metrics);

@@ -41,8 +41,11 @@ class ChunkQueue {
   std::deque<GenerationChunk> chunks_;
 };
 
-bool DeadlinePassed(const grpc::ServerContext& context) {
-  return std::chrono::system_clock::now() >= context.deadline();
+// `slack`: a call that gRPC cancelled for its deadline can be seen an instant before the deadline
+// by this clock (gRPC times calls on another one).
+bool DeadlinePassed(const grpc::ServerContext& context,
+                    std::chrono::milliseconds slack = std::chrono::milliseconds(0)) {
+  return std::chrono::system_clock::now() + slack >= context.deadline();
 }
 
 }  // namespace
@@ -128,7 +131,11 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
         }
         return grpc::Status::OK;
       }
-      if (!written) {  // the stream is gone: the client cancelled or disconnected
+      if (!written) {  // the stream is gone: the client cancelled or disconnected, or the deadline passed
+        if (DeadlinePassed(*context, std::chrono::milliseconds(100))) {
+          backend_->Cancel(*id, absl::DeadlineExceededError("the call's deadline passed"));
+          return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+        }
         backend_->Cancel(*id, absl::CancelledError("the client went away"));
         return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
       }
@@ -138,6 +145,10 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
     }
     if (context->IsCancelled()) {
+      if (DeadlinePassed(*context, std::chrono::milliseconds(100))) {
+        backend_->Cancel(*id, absl::DeadlineExceededError("the call's deadline passed"));
+        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+      }
       backend_->Cancel(*id, absl::CancelledError("cancelled by the client"));
       return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
     }

@@ -249,7 +249,6 @@ void WorkerHub::MarkLost(Link& link, const std::string& reason) {
   if (link.lost) return;
   link.lost = true;
   link.lost_reason = reason;
-  if (!shutting_down_) lost_workers_.push_back({link.worker_id, reason});
   changed_.notify_all();
   auto it = std::find_if(pipeline_.begin(), pipeline_.end(), [&](const auto& l) { return l.get() == &link; });
   if (it == pipeline_.end()) return;
@@ -284,7 +283,9 @@ void WorkerHub::Monitor() {
     changed_.wait_for(lock, options_.heartbeat_interval / 2);
     for (const auto& link : std::vector<std::shared_ptr<Link>>(pipeline_)) {
       if (link->assigned && !link->lost && Clock::now() - link->last_heard > options_.heartbeat_timeout) {
-        MarkLost(*link, absl::StrCat("no heartbeat for ", Millis(Clock::now() - link->last_heard), " ms"));
+        const std::string reason = absl::StrCat("no heartbeat for ", Millis(Clock::now() - link->last_heard), " ms");
+        MarkLost(*link, reason);
+        hung_workers_.push_back({link->worker_id, reason});
         link->context->TryCancel();  // ends the handler's Read
       }
     }
@@ -560,9 +561,9 @@ absl::Status WorkerHub::HealthLocked() const {
   return absl::UnavailableError(what);
 }
 
-std::vector<WorkerHub::LostWorker> WorkerHub::TakeLostWorkers() {
+std::vector<WorkerHub::HungWorker> WorkerHub::TakeHungWorkers() {
   std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(lost_workers_, {});
+  return std::exchange(hung_workers_, {});
 }
 
 int WorkerHub::pipelines_ready() const {

@@ -85,15 +85,16 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   // Times the pipeline became whole since the hub started (a rebuilt one counts again).
   int pipelines_ready() const;
 
-  // The workers lost by their own fault (dead, hung past the heartbeat timeout, failed, refused)
-  // since the last call; not those only told to rejoin because another stage was lost. The
-  // hub has fenced them already (their stream is cancelled, late messages are ignored); `bitserve
-  // serve` kills and restarts the local worker processes among them.
-  struct LostWorker {
+  // The workers lost since the last call because they fell silent past the heartbeat timeout
+  // (hung: stopped, deadlocked, stuck in a driver call) while their stream stayed open. The hub
+  // has fenced them (their stream is cancelled, late messages are ignored); `bitserve serve`
+  // kills the local worker processes among them, so that fresh ones take their place. (Workers
+  // lost otherwise, dead or failed, exit by themselves.)
+  struct HungWorker {
     std::string worker_id;
     std::string reason;
   };
-  std::vector<LostWorker> TakeLostWorkers();
+  std::vector<HungWorker> TakeHungWorkers();
 
   // Tells the attached worker to exit, fails a step in flight, refuses new workers. Idempotent.
   void Shutdown();
@@ -124,7 +125,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   std::vector<std::shared_ptr<Link>> pipeline_;
   std::vector<std::shared_ptr<Link>> rejoin_;  // to be told to register again (by Monitor)
   std::string last_loss_;          // why the previous pipeline broke, for Health and step errors
-  std::vector<LostWorker> lost_workers_;  // for TakeLostWorkers
+  std::vector<HungWorker> hung_workers_;  // for TakeHungWorkers
   uint64_t epoch_ = 0;             // increases each time the pipeline becomes whole
   uint64_t next_assignment_ = 1;
   uint64_t next_step_ = 1;

@@ -10,9 +10,17 @@
 namespace bitserve {
 
 absl::Status StopStringMatcher::Validate(std::span<const std::string> stop_strings) {
+  if (stop_strings.size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop holds ", stop_strings.size(), " strings; at most ", kMaxStopStrings));
+  }
   for (size_t i = 0; i < stop_strings.size(); ++i) {
     if (stop_strings[i].empty()) {
       return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is empty"));
+    }
+    if (stop_strings[i].size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] has ", stop_strings[i].size(),
+                                                     " bytes; at most ", kMaxStopStringBytes));
     }
   }
   return absl::OkStatus();

@@ -26,7 +26,12 @@ class StopStringMatcher {
     std::string stop_string;  // which one, when stopped (vLLM's stop_reason)
   };
 
-  // InvalidArgument for an empty stop string, naming its index. No stop strings is valid.
+  // Every generated token is matched against every stop string (on the serving thread), so
+  // their number and length are bounded: one request cannot slow every other.
+  static constexpr size_t kMaxStopStrings = 64;
+  static constexpr size_t kMaxStopStringBytes = 1024;
+  // InvalidArgument for an empty stop string (naming its index), or beyond the bounds above.
+  // No stop strings is valid.
   static absl::Status Validate(std::span<const std::string> stop_strings);
   static absl::StatusOr<StopStringMatcher> Create(std::vector<std::string> stop_strings,
                                                   bool include_stop_in_output = false);

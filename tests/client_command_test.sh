@@ -160,7 +160,7 @@ grep -q "interrupted" "$work/connect.err" || fail "Ctrl-C while connecting: $(ca
 # A deadline far shorter than the generation: DEADLINE_EXCEEDED, and the server drops the request.
 expect_error DEADLINE_EXCEEDED -- generate --server "$tiny_addr" --prompt-ids 5,6,7 --max-tokens 4000 \
   --ignore-eos --timeout 0.2 --request-id deadline-1
-wait_for_line "$work/tiny.log" 'request_id="deadline-1" outcome=cancelled' 30
+wait_for_line "$work/tiny.log" 'request_id="deadline-1" outcome=deadline_exceeded code=DEADLINE_EXCEEDED' 30
 
 # Ctrl-C while streaming: the request is cancelled on the server, the client exits 130.
 "$bitserve" client generate --server "$tiny_addr" --prompt-ids 5,6,7 --max-tokens 4000 --ignore-eos \

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -71,6 +72,9 @@ class LocalWorkers {
         w.pid = -1;
         w.exit = WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
                                    : absl::StrCat("signal ", WTERMSIG(status));
+        if (!w.killed_because.empty()) {
+          w.exit = absl::StrCat("killed: hung, ", std::exchange(w.killed_because, std::string()));
+        }
         if (!ready) {
           return absl::FailedPreconditionError(absl::StrCat("local worker ", w.id, " (", w.args[5], ") ended (",
                                                             w.exit, ") before the pipeline was ready"));
@@ -84,23 +88,15 @@ class LocalWorkers {
     }
     return absl::OkStatus();
   }
-  // The coordinator lost worker `id` (WorkerHub::TakeLostWorkers): if it is one of these and its
-  // process still runs, it is killed now; Check starts it again.
-  void Replace(const std::string& id, const std::string& reason) {
+  // The coordinator found worker `id` hung (WorkerHub::TakeHungWorkers): if it is one of these,
+  // its process is killed now; Check reaps it (and starts another once serving).
+  void Kill(const std::string& id, const std::string& reason) {
     for (Worker& w : workers_) {
       if (w.id != id || w.pid <= 0) continue;
-      int status = 0;
-      if (waitpid(w.pid, &status, WNOHANG) == 0) {
-        std::cerr << "bitserve serve: local worker " << w.id << " (pid " << w.pid << ") was lost (" << reason
-                  << ") but still runs; killing it" << std::endl;
-        kill(w.pid, SIGKILL);
-        waitpid(w.pid, &status, 0);
-        w.exit = absl::StrCat("killed after it was lost: ", reason);
-      } else {
-        w.exit = WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
-                                   : absl::StrCat("signal ", WTERMSIG(status));
-      }
-      w.pid = -1;
+      std::cerr << "bitserve serve: local worker " << w.id << " (pid " << w.pid << ") is hung (" << reason
+                << "); killing it" << std::endl;
+      kill(w.pid, SIGKILL);
+      w.killed_because = reason;
     }
   }
   // After the coordinator told them to exit: wait a little, then make sure.
@@ -124,6 +120,7 @@ class LocalWorkers {
     pid_t pid = -1;
     std::chrono::steady_clock::time_point started;
     std::string exit;
+    std::string killed_because;  // set by Kill until Check reaps the process
   };
   absl::Status Spawn(Worker& w) {
     const pid_t pid = fork();
@@ -248,6 +245,11 @@ absl::Status Serve(const ServeArgs& args) {
     std::cerr << std::endl;
     if (spawn_workers) RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.device));
     while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200)).ok()) {
+      // A local worker that hangs while the first pipeline forms is killed: serve then fails
+      // (Check below) instead of waiting for it forever.
+      for (const rpc::WorkerHub::HungWorker& hung : hub->TakeHungWorkers()) {
+        local_workers.Kill(hung.worker_id, hung.reason);
+      }
       if (absl::Status exited = local_workers.Check(/*ready=*/false); !exited.ok()) {
         server->Shutdown(std::chrono::system_clock::now());
         server->Wait();
@@ -288,8 +290,8 @@ absl::Status Serve(const ServeArgs& args) {
   while ((signal = TakeSignal(signals, std::chrono::milliseconds(200))) == 0) {
     server->SetReady(coordinator->Ready());
     if (hub) {
-      for (const rpc::WorkerHub::LostWorker& lost : hub->TakeLostWorkers()) {
-        local_workers.Replace(lost.worker_id, lost.reason);
+      for (const rpc::WorkerHub::HungWorker& hung : hub->TakeHungWorkers()) {
+        local_workers.Kill(hung.worker_id, hung.reason);
       }
     }
     if (absl::Status s = local_workers.Check(/*ready=*/true); !s.ok()) {

@@ -273,7 +273,7 @@ def test_hung_local_stage_replaced(ctx):
         # The worker that hung is named as lost, not the healthy stage that was told to rejoin.
         assert f"worker local-1 (stage {stage}) lost" in outcome["details"], outcome["details"]
         assert f"worker local-0 (stage {1 - stage}) lost" not in outcome["details"], outcome["details"]
-        server.wait_line(r"local worker local-1 \(pid \d+\) was lost \(no heartbeat", 30)
+        server.wait_line(r"local worker local-1 \(pid \d+\) is hung \(no heartbeat", 30)
         wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
         assert subprocess.run(["ps", "-o", "stat=", "-p", str(hung)], capture_output=True,
                               text=True).stdout.strip() in ("", "Z"), "the hung worker still runs"
