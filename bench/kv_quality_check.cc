@@ -21,9 +21,9 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/kv_quant.h"
 #include "nlohmann/json.hpp"
-#include "runtime/engine.h"
-#include "runtime/file_io.h"
-#include "runtime/generation.h"
+#include "runtime/engine/engine.h"
+#include "base/file_io.h"
+#include "runtime/generation/generation.h"
 
 namespace bitserve {
 namespace {

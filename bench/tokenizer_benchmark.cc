@@ -13,7 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "benchmark/benchmark.h"
 #include "nlohmann/json.hpp"
-#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/text/tokenizer/tokenizer.h"
 
 namespace bitserve {
 namespace {

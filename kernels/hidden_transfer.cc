@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/bf16.h"
+#include "base/bf16.h"
 
 namespace bitserve {
 

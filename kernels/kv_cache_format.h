@@ -46,12 +46,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-
-#if defined(__CUDACC__)
-#define BITSERVE_HOST_DEVICE __host__ __device__
-#else
-#define BITSERVE_HOST_DEVICE
-#endif
+#include "base/host_device.h"
 
 namespace bitserve {
 
@@ -84,30 +79,10 @@ BITSERVE_HOST_DEVICE constexpr int KvParamHalves(KvDtype dtype) {
 
 // ---- fp16 <-> float32, by integer operations (identical on host and device) ----
 
-BITSERVE_HOST_DEVICE inline uint32_t KvFloatBits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  return u;
-#endif
-}
-
-BITSERVE_HOST_DEVICE inline float KvBitsFloat(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-
 // IEEE binary16, round to nearest even, subnormals kept; overflow gives infinity (callers clamp
 // first), NaN stays NaN.
 BITSERVE_HOST_DEVICE inline uint16_t KvFloatToHalfRne(float f) {
-  const uint32_t u = KvFloatBits(f);
+  const uint32_t u = FloatBits(f);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t abs = u & 0x7fffffffu;
   if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
@@ -130,8 +105,8 @@ BITSERVE_HOST_DEVICE inline uint16_t KvFloatToHalfRne(float f) {
 BITSERVE_HOST_DEVICE inline float KvHalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) return KvBitsFloat(sign | 0x7f800000u | (mantissa << 13));
-  if (exponent != 0) return KvBitsFloat(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+  if (exponent == 0x1fu) return BitsFloat(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent != 0) return BitsFloat(sign | ((exponent + 112u) << 23) | (mantissa << 13));
   // Subnormal (or zero): mantissa * 2^-24, exact in float32.
   const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
   return sign != 0 ? -magnitude : magnitude;

@@ -10,11 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "kernels/status_macros.h"
-#include "runtime/detokenizer.h"
-#include "runtime/generation_config.h"
-#include "runtime/model_tokenizer.h"
-#include "runtime/stop_strings.h"
+#include "base/status_macros.h"
+#include "runtime/text/detokenizer.h"
+#include "runtime/checkpoint/generation_config.h"
+#include "runtime/text/model_tokenizer.h"
+#include "runtime/text/stop_strings.h"
 
 namespace bitserve::rpc {
 namespace {

@@ -17,8 +17,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "rpc/generation_backend.h"
 #include "rpc/serving_metrics.h"
-#include "runtime/engine.h"
-#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/engine/engine.h"
+#include "runtime/text/tokenizer/tokenizer.h"
 #include "scheduler/scheduler.h"
 
 namespace bitserve::rpc {

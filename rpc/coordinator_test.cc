@@ -12,9 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/generation.h"
-#include "runtime/generation_config.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "runtime/generation/generation.h"
+#include "runtime/checkpoint/generation_config.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve::rpc {
 namespace {

@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "runtime/chat_template.h"
-#include "runtime/sampling.h"
+#include "runtime/text/chat_template.h"
+#include "kernels/cpu/sampling.h"
 
 namespace bitserve::rpc {
 

@@ -47,7 +47,7 @@ endforeach()
 # rpc/generation_backend.h (validation included), shared by the service and the client.
 add_library(bitserve_rpc_proto STATIC ${BITSERVE_PROTO_SRCS} api_conversion.cc)
 target_include_directories(bitserve_rpc_proto SYSTEM PUBLIC ${BITSERVE_PROTO_OUT_DIR})
-target_link_libraries(bitserve_rpc_proto PUBLIC bitserve_runtime bitserve_options
+target_link_libraries(bitserve_rpc_proto PUBLIC bitserve_engine bitserve_text bitserve_options
                       protobuf::libprotobuf ${BITSERVE_GRPCPP})
 
 add_library(bitserve_rpc_service STATIC generation_service.cc grpc_server.cc request_bytes.cc)
@@ -66,7 +66,7 @@ bitserve_add_test(generation_service_test
 if(TARGET bitserve_rpc_coordinator)
   bitserve_add_test(generation_service_coordinator_test
     SRCS generation_service_coordinator_test.cc
-    DEPS bitserve_rpc_service bitserve_rpc_client bitserve_rpc_coordinator bitserve_engine_loader
+    DEPS bitserve_rpc_service bitserve_rpc_client bitserve_rpc_coordinator bitserve_generation
     LABELS unit)
 endif()
 

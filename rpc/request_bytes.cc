@@ -8,7 +8,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
-#include "runtime/tokenizer/unicode_text.h"
+#include "runtime/text/tokenizer/unicode_text.h"
 
 namespace bitserve::rpc {
 namespace {

@@ -12,12 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "bitserve/internal/worker.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "rpc/worker_protocol.h"
-#include "runtime/device_name.h"
-#include "runtime/engine.h"
-#include "runtime/nccl_transport.h"
-#include "runtime/tcp_transport.h"
+#include "base/device_name.h"
+#include "runtime/engine/engine.h"
+#include "runtime/transport/nccl_transport.h"
+#include "runtime/transport/tcp_transport.h"
 
 namespace bitserve::rpc {
 namespace {

@@ -2,7 +2,7 @@
 # WorkerHub (Attach service + the remote Engine), and the worker's loop (`bitserve worker`).
 add_library(bitserve_rpc_worker STATIC worker_protocol.cc worker_hub.cc worker.cc)
 target_link_libraries(bitserve_rpc_worker PUBLIC bitserve_rpc_proto bitserve_engine_loader bitserve_metrics
-                      bitserve_nccl_transport)
+                      bitserve_transport bitserve_nccl_transport)
 
 bitserve_add_test(worker_hub_test
   SRCS worker_hub_test.cc worker_protocol_test.cc

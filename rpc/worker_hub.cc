@@ -8,9 +8,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "rpc/worker_protocol.h"
-#include "runtime/nccl_transport.h"
+#include "runtime/transport/nccl_transport.h"
 
 namespace bitserve::rpc {
 namespace {

@@ -36,9 +36,9 @@
 #include "absl/strings/string_view.h"
 #include "bitserve/internal/worker.grpc.pb.h"
 #include "rpc/serving_metrics.h"
-#include "runtime/engine.h"
-#include "runtime/model_config.h"
-#include "runtime/pipeline_stage.h"
+#include "runtime/engine/engine.h"
+#include "runtime/checkpoint/model_config.h"
+#include "runtime/checkpoint/pipeline_stage.h"
 
 namespace bitserve::rpc {
 

@@ -16,8 +16,8 @@
 #include "rpc/coordinator.h"
 #include "rpc/worker.h"
 #include "rpc/worker_protocol.h"
-#include "runtime/model_config.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "runtime/checkpoint/model_config.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve::rpc {
 namespace {

@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "bitserve/internal/worker.pb.h"
-#include "runtime/engine.h"
+#include "runtime/engine/engine.h"
 
 namespace bitserve::rpc {
 

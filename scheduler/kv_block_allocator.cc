@@ -1,6 +1,6 @@
 #include "scheduler/kv_block_allocator.h"
 
-#include "kernels/check.h"
+#include "base/check.h"
 
 namespace bitserve::scheduler {
 namespace {

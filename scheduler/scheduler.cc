@@ -5,8 +5,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/check.h"
-#include "kernels/status_macros.h"
+#include "base/check.h"
+#include "base/status_macros.h"
 
 namespace bitserve::scheduler {
 

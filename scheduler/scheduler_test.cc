@@ -7,7 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "scheduler/fake_engine.h"
 #include "scheduler/fake_serving_loop.h"
 

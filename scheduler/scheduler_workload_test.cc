@@ -9,7 +9,7 @@
 #include <set>
 
 #include "gtest/gtest.h"
-#include "kernels/check.h"
+#include "base/check.h"
 #include "scheduler/fake_engine.h"
 #include "scheduler/fake_serving_loop.h"
 #include "scheduler/scheduler.h"

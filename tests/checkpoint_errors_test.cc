@@ -9,12 +9,12 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/file_io.h"
-#include "kernels/bf16.h"
-#include "runtime/model_weights.h"
-#include "runtime/safetensors_archive.h"
-#include "runtime/safetensors_writer.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "base/file_io.h"
+#include "base/bf16.h"
+#include "runtime/checkpoint/model_weights.h"
+#include "runtime/checkpoint/safetensors_archive.h"
+#include "runtime/checkpoint/safetensors_writer.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve {
 namespace {

@@ -24,7 +24,7 @@
 // Greedy tokens therefore cannot be identical on every row (the CPU with bf16 keys and values
 // flips them too): they must be identical wherever the CPU's best logit beats the GPU's choice by
 // more than kTieMargin of the row's standard deviation; closer calls are counted and printed.
-#include "runtime/cuda_engine.h"
+#include "runtime/engine/cuda_engine.h"
 
 #include <cuda_runtime.h>
 #include <unistd.h>
@@ -46,10 +46,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "runtime/engine.h"
-#include "runtime/pipeline_stage.h"
-#include "runtime/sampling.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "runtime/engine/engine.h"
+#include "runtime/checkpoint/pipeline_stage.h"
+#include "kernels/cpu/sampling.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve {
 namespace {

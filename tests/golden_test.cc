@@ -16,12 +16,12 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
-#include "runtime/file_io.h"
+#include "base/file_io.h"
 #include "nlohmann/json.hpp"
-#include "runtime/engine.h"
-#include "runtime/generation.h"
-#include "runtime/npy.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "runtime/engine/engine.h"
+#include "runtime/generation/generation.h"
+#include "runtime/checkpoint/npy.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve {
 namespace {

@@ -22,11 +22,11 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "runtime/engine.h"
-#include "runtime/file_io.h"
-#include "runtime/generation.h"
-#include "runtime/perplexity.h"
-#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/engine/engine.h"
+#include "base/file_io.h"
+#include "runtime/generation/generation.h"
+#include "runtime/generation/perplexity.h"
+#include "runtime/text/tokenizer/tokenizer.h"
 
 namespace bitserve {
 namespace {

@@ -15,7 +15,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "rpc/client.h"
 #include "rpc/coordinator.h"
 #include "tools/batch_job.h"

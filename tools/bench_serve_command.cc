@@ -19,7 +19,7 @@
 #include "absl/time/time.h"
 #include "bench/serve_driver.h"
 #include "bench/serve_report.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "rpc/client.h"
 #include "rpc/coordinator.h"
 #include "tools/command_line.h"

@@ -22,7 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "rpc/client.h"
 #include "tools/command_line.h"

@@ -7,11 +7,11 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/status_macros.h"
-#include "runtime/chat_template.h"
-#include "runtime/generation.h"
-#include "runtime/generation_config.h"
-#include "runtime/model_tokenizer.h"
+#include "base/status_macros.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/generation/generation.h"
+#include "runtime/checkpoint/generation_config.h"
+#include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/generation_flags.h"
 #include "tools/pipeline_flags.h"

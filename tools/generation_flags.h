@@ -10,7 +10,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
-#include "runtime/sampling.h"
+#include "kernels/cpu/sampling.h"
 
 namespace bitserve::cli {
 

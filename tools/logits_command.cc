@@ -3,10 +3,10 @@
 #include <filesystem>
 #include <iostream>
 
-#include "kernels/status_macros.h"
-#include "runtime/engine.h"
-#include "runtime/generation.h"
-#include "runtime/npy.h"
+#include "base/status_macros.h"
+#include "runtime/engine/engine.h"
+#include "runtime/generation/generation.h"
+#include "runtime/checkpoint/npy.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {

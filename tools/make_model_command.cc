@@ -4,8 +4,8 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/status_macros.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "base/status_macros.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {

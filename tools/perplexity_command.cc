@@ -8,12 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "runtime/engine.h"
-#include "runtime/file_io.h"
-#include "runtime/perplexity.h"
-#include "runtime/model_tokenizer.h"
+#include "runtime/engine/engine.h"
+#include "base/file_io.h"
+#include "runtime/generation/perplexity.h"
+#include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/pipeline_flags.h"
 

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
-#include "kernels/status_macros.h"
-#include "runtime/engine.h"
+#include "base/status_macros.h"
+#include "runtime/engine/engine.h"
 
 namespace bitserve::cli {
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "rpc/coordinator.h"
 #include "rpc/deferred_backend.h"
@@ -22,7 +22,7 @@
 #include "rpc/metrics_http.h"
 #include "rpc/serving_metrics.h"
 #include "rpc/worker_hub.h"
-#include "runtime/model_config.h"
+#include "runtime/checkpoint/model_config.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {

@@ -5,9 +5,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/status_macros.h"
-#include "runtime/tokenizer/tokenize_jsonl.h"
-#include "runtime/tokenizer/tokenizer.h"
+#include "base/status_macros.h"
+#include "runtime/text/tokenizer/tokenize_jsonl.h"
+#include "runtime/text/tokenizer/tokenizer.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {

@@ -34,7 +34,7 @@
 #include "kernels/cuda/device_buffer.cuh"
 #include "kernels/cuda/paged_attention.cuh"
 #include "kernels/cuda/paged_attention_options.cuh"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

@@ -16,8 +16,8 @@
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/cuda/ternary_layout.h"
-#include "runtime/model_weights.h"
-#include "runtime/safetensors_archive.h"
+#include "runtime/checkpoint/model_weights.h"
+#include "runtime/checkpoint/safetensors_archive.h"
 
 int main(int argc, char** argv) {
   using Clock = std::chrono::steady_clock;

@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
-#include "runtime/cuda_engine.h"
-#include "runtime/engine.h"
+#include "runtime/engine/cuda_engine.h"
+#include "runtime/engine/engine.h"
 #include "bench/cuda/engine_benchmark_setup.h"
 
 namespace bitserve {

@@ -11,8 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "kernels/status_macros.h"
-#include "runtime/synthetic_checkpoint.h"
+#include "base/status_macros.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve {
 

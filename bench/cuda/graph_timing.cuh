@@ -14,7 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/cuda/cuda_check.cuh"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 

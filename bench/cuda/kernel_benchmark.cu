@@ -44,7 +44,7 @@
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "kernels/cuda/ternary_layout.h"
 #include "kernels/cuda/ternary_tiled_gemm.cuh"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/bf16.h"
+#include "base/bf16.h"
 #include "kernels/cpu/act_quant.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/bf16_matmul.h"
@@ -18,7 +18,7 @@
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/ternary_matmul.h"
-#include "runtime/model_weights.h"
+#include "runtime/checkpoint/model_weights.h"
 using namespace bitserve;
 std::vector<float> Run(const ModelWeights& W, const std::vector<int32_t>& ids, bool bf16_kv,
                        bool bf16_head) {

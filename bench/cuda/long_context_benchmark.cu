@@ -27,8 +27,8 @@
 
 #include "absl/strings/str_split.h"
 #include "kernels/kv_cache_format.h"
-#include "runtime/cuda_engine.h"
-#include "runtime/engine.h"
+#include "runtime/engine/cuda_engine.h"
+#include "runtime/engine/engine.h"
 #include "bench/cuda/engine_benchmark_setup.h"
 
 namespace bitserve {

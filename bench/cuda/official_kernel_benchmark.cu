@@ -26,7 +26,7 @@
 #include "kernels/cuda/int8_activations.h"
 #include "kernels/cuda/ternary_gemm.cuh"
 #include "kernels/cuda/ternary_layout.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

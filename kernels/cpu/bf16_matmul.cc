@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "kernels/bf16.h"
+#include "base/bf16.h"
 #include "kernels/cpu/parallel.h"
 
 namespace bitserve::cpu {

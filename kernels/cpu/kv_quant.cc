@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "kernels/bf16.h"
+#include "base/bf16.h"
 
 namespace bitserve::cpu {
 

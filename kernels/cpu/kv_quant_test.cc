@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/bf16.h"
+#include "base/bf16.h"
 
 namespace bitserve::cpu {
 namespace {

@@ -32,7 +32,7 @@
 #include "kernels/cuda/ternary_layout.h"
 #include "kernels/cuda/ternary_tiled_gemm.cuh"
 // The model's other ops (embedding, residual + norm, gated FFN, q/k/v + RoPE, LM head).
-#include "kernels/bf16.h"
+#include "base/bf16.h"
 #include "kernels/cpu/bf16_matmul.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/rope.h"

@@ -11,7 +11,7 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/paged_attention_internal.cuh"
 #include "kernels/cuda/pdl.cuh"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

@@ -10,7 +10,7 @@
 #include "kernels/cuda/pdl.cuh"
 #include "kernels/cuda/qkv_rope.cuh"
 #include "kernels/cuda/ternary_kernel_common.cuh"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

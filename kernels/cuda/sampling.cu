@@ -6,62 +6,18 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/sampling.cuh"
+#include "kernels/sampling_math.h"
 
 namespace bitserve::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
-constexpr float kGreedyTemperature = 1e-5f;  // runtime/sampling.cc's
+// The per-element maths (SamplingUniform, ExpNonPositive, NanAsNegInf, SamplingBucket, the
+// penalties) is kernels/sampling_math.h's, shared with the CPU reference.
 
-// ---- runtime/sampling.cc's pure functions, operation for operation -------------------------
-
-// SamplingUniform: splitmix64 of seed + (draw_index + 1) * golden ratio, top 53 bits * 2^-53.
-__device__ double SamplingUniform(uint64_t seed, int64_t draw_index) {
-  uint64_t z =
-      seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(draw_index) + 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z = z ^ (z >> 31);
-  return static_cast<double>(z >> 11) * 0x1.0p-53;
-}
-
-// ExpNonPositive: Cephes' expf polynomial with every rounding explicit (no FMA contraction).
-__device__ float ExpNonPositive(float x) {
-  const float t = __fadd_rn(__fmul_rn(x, 1.44269504088896341f), 12582912.0f);
-  const float n = __fsub_rn(t, 12582912.0f);
-  const uint32_t n_bits = __float_as_uint(t) - 0x4B400000u;
-  const float r =
-      __fsub_rn(__fsub_rn(x, __fmul_rn(n, 0.693359375f)), __fmul_rn(n, -2.12194440e-4f));
-  float p = 1.9875691500e-4f;
-  p = __fadd_rn(__fmul_rn(p, r), 1.3981999507e-3f);
-  p = __fadd_rn(__fmul_rn(p, r), 8.3334519073e-3f);
-  p = __fadd_rn(__fmul_rn(p, r), 4.1665795894e-2f);
-  p = __fadd_rn(__fmul_rn(p, r), 1.6666665459e-1f);
-  p = __fadd_rn(__fmul_rn(p, r), 5.0000001201e-1f);
-  // p * r * r + r + 1, evaluated left to right as in C++.
-  p = __fadd_rn(__fadd_rn(__fmul_rn(__fmul_rn(p, r), r), r), 1.0f);
-  const float scale = __uint_as_float((n_bits + 127u) << 23);
-  const uint32_t keep = 0u - static_cast<uint32_t>(__float_as_uint(x) <= 0xC2AE0000u);
-  return __uint_as_float(__float_as_uint(__fmul_rn(p, scale)) & keep);
-}
-
-__device__ uint32_t Bucket(float x) {
-  const uint32_t bits = __float_as_uint(x);
-  return ((bits & 0x80000000u) ? ~bits : bits | 0x80000000u) >> 20;
-}
-
-__device__ float NanAsNegInf(float x) {
-  const uint32_t bits = __float_as_uint(x);
-  return (bits & 0x7FFFFFFFu) > 0x7F800000u ? __uint_as_float(0xFF800000u) : x;
-}
-
-// A 32-bit key that orders like the float (-0 and +0 equal, as `greater` compares them).
-__device__ uint32_t OrderKey(float x) {
-  if (x == 0.0f) x = 0.0f;
-  const uint32_t bits = __float_as_uint(x);
-  return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
-}
+// A sort key that orders like the float, -0 and +0 equal (as `greater` compares them).
+__device__ uint32_t OrderKey(float x) { return FloatOrderKey(x == 0.0f ? 0.0f : x); }
 
 // ---- block-wide helpers --------------------------------------------------------------------
 
@@ -256,12 +212,9 @@ __global__ void __launch_bounds__(kThreads)
     const PenaltyEntry entry = penalties[e];
     if (entry.id < 0 || entry.id >= vocab) continue;
     float x = w[entry.id];
-    if (p.repetition_penalty != 1.0f && entry.repeat != 0) {
-      x = x > 0.0f ? __fdiv_rn(x, p.repetition_penalty) : __fmul_rn(x, p.repetition_penalty);
-    }
+    if (p.repetition_penalty != 1.0f && entry.repeat != 0) x = RepetitionPenalized(x, p.repetition_penalty);
     if ((p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) && entry.count > 0) {
-      x = __fsub_rn(x, __fmul_rn(p.frequency_penalty, static_cast<float>(entry.count)));
-      x = __fsub_rn(x, p.presence_penalty);
+      x = FrequencyPresencePenalized(x, entry.count, p.frequency_penalty, p.presence_penalty);
     }
     w[entry.id] = x;
   }
@@ -349,9 +302,9 @@ __global__ void __launch_bounds__(kThreads)
       auto ranked = [&](int i) { return w[s[i]]; };
       const int c = FindFirstCrossing(vocab, ranked, static_cast<double>(p.top_p), true, sh, &last);
       if (c >= 0) {
-        boundary_bucket = Bucket(w[s[c]]);
+        boundary_bucket = SamplingBucket(w[s[c]]);
         int above = 0;
-        for (int i = threadIdx.x; i < vocab; i += kThreads) above += Bucket(w[i]) > boundary_bucket;
+        for (int i = threadIdx.x; i < vocab; i += kThreads) above += SamplingBucket(w[i]) > boundary_bucket;
         boundary_first = BlockSumInt(above, sh);
         boundary_last = c;
       }
@@ -365,7 +318,7 @@ __global__ void __launch_bounds__(kThreads)
       // Ids above the boundary bucket in id order, then the boundary bucket's kept ids ranked.
       const int n = vocab + (boundary_last - boundary_first + 1);
       auto weight = [&](int i) {
-        if (i < vocab) return Bucket(w[i]) > boundary_bucket ? filter(w[i]) : 0.0f;
+        if (i < vocab) return SamplingBucket(w[i]) > boundary_bucket ? filter(w[i]) : 0.0f;
         return filter(w[s[boundary_first + (i - vocab)]]);
       };
       found = FindFirstCrossing(n, weight, u, false, sh, &last);

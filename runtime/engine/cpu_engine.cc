@@ -1,0 +1,286 @@
+#include "runtime/engine/cpu_engine.h"
+
+#include <cmath>
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/act_quant.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/bf16_matmul.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/rms_norm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/ternary_matmul.h"
+#include "base/status_macros.h"
+#include "runtime/engine/moe_ffn.h"
+
+namespace bitserve {
+namespace {
+
+void Grow(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+}
+
+// y[m, out] = ternary(m x in) with the activations quantized per token first.
+void QuantizedLinear(const float* x, int64_t m, const TernaryMatrix& w, std::vector<int8_t>& xq,
+                     std::vector<float>& scales, float* y) {
+  cpu::ActQuantPerToken(x, m, w.cols, xq.data(), scales.data());
+  cpu::TernaryMatmul(xq.data(), scales.data(), m, w.values.data(), w.rows, w.cols, w.scale, y);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
+                                                           const EngineOptions& options) {
+  if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
+  if (options.num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks must be >= 0");
+  if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
+  if (options.max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
+  if (options.max_batch_tokens < 1) return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
+  if (options.kv_dtype && std::string(KvDtypeName(*options.kv_dtype)) == "invalid") {
+    return absl::InvalidArgumentError("kv_dtype is not one of f32, bf16, int8, int4");
+  }
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage));
+  if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int4 KV cache needs an even head_dim (two values a byte); the model has ",
+                     weights.config.head_dim));
+  }
+  return std::make_unique<CpuEngine>(std::move(weights), options);
+}
+
+namespace {
+
+int64_t ModelLen(const ModelConfig& c, const EngineOptions& options) {
+  return options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
+}
+
+// Enough blocks for max_sequences sequences of max_model_len tokens (allocated lazily).
+int NumBlocks(const ModelConfig& c, const EngineOptions& options) {
+  if (options.num_kv_blocks > 0) return options.num_kv_blocks;
+  const int64_t per_seq = (ModelLen(c, options) + options.block_size - 1) / options.block_size;
+  return static_cast<int>(std::min<int64_t>(per_seq * options.max_sequences, 1 << 30));
+}
+
+}  // namespace
+
+CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
+    : weights_(std::move(weights)),
+      stage_(options.stage),
+      transfer_(options.pp_transfer),
+      kv_(weights_.config, NumBlocks(weights_.config, options), options.block_size,
+          options.kv_dtype.value_or(KvDtype::kF32), options.stage.layer_begin,
+          options.stage.end(weights_.config.num_hidden_layers) - options.stage.layer_begin),
+      max_model_len_(ModelLen(weights_.config, options)),
+      max_batch_tokens_(options.max_batch_tokens),
+      inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
+      trace_(options.trace),
+      sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
+  stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
+}
+
+absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+  if (!stage_.whole_model()) {
+    return absl::FailedPreconditionError("Forward needs the whole model; a pipeline stage runs StageStep");
+  }
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                                max_batch_tokens_));
+  Run(entries, {});
+  Logits(entries, logits);
+  return absl::OkStatus();
+}
+
+void CpuEngine::Logits(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+  // Final norm and LM head, only for the rows that want logits.
+  const ModelConfig& c = config();
+  const int64_t h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  int64_t m = 0;
+  for (const BatchEntry& entry : entries) m += entry.tokens.size();
+  int64_t rows = 0, row0 = 0;
+  Grow(logits_in_, m * h);
+  for (const BatchEntry& entry : entries) {
+    const int64_t n = entry.tokens.size();
+    const int64_t first = entry.logits == LogitsWanted::kAll    ? 0
+                          : entry.logits == LogitsWanted::kLast ? n - 1
+                                                                : n;
+    for (int64_t i = first; i < n; ++i, ++rows) {
+      std::copy_n(x_.data() + (row0 + i) * h, h, logits_in_.data() + rows * h);
+    }
+    row0 += n;
+  }
+  logits->resize(rows * c.vocab_size);
+  if (rows == 0) return;
+  cpu::RmsNorm(logits_in_.data(), weights_.final_norm.data(), rows, h, eps, logits_in_.data());
+  cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h, logits->data());
+}
+
+namespace {
+
+absl::Status CheckSamples(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) {
+  size_t sampled = 0;
+  for (const BatchEntry& entry : entries) sampled += entry.logits == LogitsWanted::kLast;
+  if (sampled != samples.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(samples.size(), " sample specs for ", sampled,
+                                                   " entries that are sampled"));
+  }
+  for (const SampleSpec& spec : samples) {
+    if (spec.params == nullptr) return absl::InvalidArgumentError("a sample spec has no params");
+    RETURN_IF_ERROR(spec.params->Validate());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CpuEngine::Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                               std::vector<SampleResult>* results) {
+  // Only the sampled rows: entries asking for every row are scored, not sampled.
+  std::vector<BatchEntry> last_only(entries.begin(), entries.end());
+  for (BatchEntry& entry : last_only) {
+    if (entry.logits == LogitsWanted::kAll) entry.logits = LogitsWanted::kNone;
+  }
+  Logits(last_only, &step_logits_);
+  const int64_t vocab = config().vocab_size;
+  results->clear();
+  for (size_t i = 0; i < samples.size(); ++i) {
+    results->push_back(sampler_->SampleFor(
+        samples[i], std::span<const float>(step_logits_.data() + i * vocab, vocab)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                             std::vector<SampleResult>* results) {
+  if (!stage_.whole_model()) {
+    return absl::FailedPreconditionError("Step needs the whole model; a pipeline stage runs StageStep");
+  }
+  RETURN_IF_ERROR(CheckSamples(entries, samples));
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                                max_batch_tokens_));
+  Run(entries, {});
+  return Sample(entries, samples, results);
+}
+
+absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                                  const StageIo& io, std::vector<SampleResult>* results) {
+  if (io.on_device) return absl::InvalidArgumentError("the CPU engine keeps its stage messages in host memory");
+  if (stage_.last() && io.logits == nullptr) RETURN_IF_ERROR(CheckSamples(entries, samples));
+  if (!stage_.last() && io.output == nullptr) {
+    return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
+  }
+  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                                max_batch_tokens_));
+  int64_t m = 0;
+  for (const BatchEntry& entry : entries) m += entry.tokens.size();
+  const int64_t h = config().hidden_size;
+  if (!stage_.first() && static_cast<int64_t>(io.input.size()) != TransferBytes(transfer_, m, h)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pipeline stage ", stage_.stage, ": input of ", io.input.size(), " bytes; ", m, " tokens of ",
+        h, " in ", TransferDtypeName(transfer_), " are ", TransferBytes(transfer_, m, h)));
+  }
+  Run(entries, io.input);
+  if (!stage_.last()) {
+    io.output->resize(TransferBytes(transfer_, m, h));
+    EncodeHidden(transfer_, x_.data(), m, h, io.output->data());
+    return absl::OkStatus();
+  }
+  if (io.logits != nullptr) {
+    Logits(entries, io.logits);
+    return absl::OkStatus();
+  }
+  return Sample(entries, samples, results);
+}
+
+void CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input) {
+  const ModelConfig& c = config();
+  const int64_t h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  int64_t m = 0;
+  for (const BatchEntry& entry : entries) m += entry.tokens.size();
+  const int64_t widest = std::max({h, inter, qd});
+  Grow(x_, m * h);
+  Grow(a_, m * widest);
+  Grow(q_, m * qd);
+  Grow(k_, m * kvd);
+  Grow(v_, m * kvd);
+  Grow(o_, m * widest);
+  Grow(g_, m * inter);
+  Grow(u_, m * inter);
+  if (static_cast<int64_t>(aq_.size()) < m * widest) aq_.resize(m * widest);
+  Grow(scales_, m);
+
+  ids_.clear();
+  positions_.clear();
+  for (const BatchEntry& entry : entries) {
+    for (size_t i = 0; i < entry.tokens.size(); ++i) {
+      ids_.push_back(entry.tokens[i]);
+      positions_.push_back(static_cast<int32_t>(entry.start_position + i));
+    }
+  }
+  if (stage_.first()) {
+    cpu::Bf16GatherRows(weights_.embedding.data(), h, ids_.data(), m, x_.data());
+  } else {
+    DecodeHidden(transfer_, input.data(), m, h, x_.data());
+  }
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  for (int l = stage_.layer_begin; l < stage_.layer_end; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    // Attention block: q, k and v share one quantization of the normed input.
+    cpu::RmsNorm(x_.data(), w.input_norm.data(), m, h, eps, a_.data());
+    if (trace_) trace_("qkv_in", l, a_.data(), m, h);
+    cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.q.values.data(), qd, h, w.q.scale, q_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.scale, k_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale, v_.data());
+    cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(), inv_freq_.data());
+    cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(), inv_freq_.data());
+    Attention(l, entries);
+    cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
+    if (trace_) trace_("o_in", l, o_.data(), m, qd);
+    QuantizedLinear(o_.data(), m, w.o, aq_, scales_, a_.data());
+    cpu::AddInPlace(x_.data(), a_.data(), m * h);
+
+    // Feed-forward block: gate and up share one quantization.
+    cpu::RmsNorm(x_.data(), w.post_attention_norm.data(), m, h, eps, a_.data());
+    if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
+    if (c.is_moe()) {  // router + experts (runtime/moe_ffn.h); o_ is free after the attention block
+      MoeFeedForward(w.moe, c, a_.data(), m, o_.data());
+      cpu::AddInPlace(x_.data(), o_.data(), m * h);
+      continue;
+    }
+    cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.gate.values.data(), inter, h, w.gate.scale, g_.data());
+    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.up.values.data(), inter, h, w.up.scale, u_.data());
+    cpu::Relu2Mul(g_.data(), u_.data(), m * inter, g_.data());
+    cpu::RmsNorm(g_.data(), w.ffn_sub_norm.data(), m, inter, eps, g_.data());
+    if (trace_) trace_("down_in", l, g_.data(), m, inter);
+    QuantizedLinear(g_.data(), m, w.down, aq_, scales_, a_.data());
+    cpu::AddInPlace(x_.data(), a_.data(), m * h);
+  }
+}
+
+void CpuEngine::Attention(int layer, std::span<const BatchEntry> entries) {
+  const ModelConfig& c = config();
+  const int64_t qd = c.q_dim(), kvd = c.kv_dim();
+  const cpu::AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim,
+                                  static_cast<float>(1.0 / std::sqrt(double{1.0} * c.head_dim))};
+  int64_t row = 0;
+  for (const BatchEntry& entry : entries) {
+    const int64_t n = entry.tokens.size();
+    const int64_t start = entry.start_position;
+    for (int64_t i = 0; i < n; ++i) {
+      kv_.Write(layer, entry.block_table, start + i, k_.data() + (row + i) * kvd,
+                v_.data() + (row + i) * kvd);
+    }
+    // The reference attention reads one sequence's history contiguously.
+    Grow(kv_keys_, (start + n) * kvd);
+    Grow(kv_values_, (start + n) * kvd);
+    kv_.Gather(layer, entry.block_table, start + n, kv_keys_.data(), kv_values_.data());
+    cpu::AttentionCausal(q_.data() + row * qd, n, start, kv_keys_.data(), kv_values_.data(), kvd,
+                         shape, o_.data() + row * qd);
+    row += n;
+  }
+}
+
+}  // namespace bitserve

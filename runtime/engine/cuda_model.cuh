@@ -1,0 +1,47 @@
+// A BitNet checkpoint in device memory, in the layouts of kernels/cuda/: each layer's q, k, v
+// fused into one ternary matrix [q; k; v] and gate, up into [gate; up] (the product yields their
+// exact int32 sums; each part's own weight scale is applied by the epilogue that follows,
+// qkv_rope.cuh and gated_ffn.cuh), o and down alone with their scale in the matrix
+// (ternary_layout.h); norms as float32; embedding and LM head as bf16 (one buffer when tied).
+// A pipeline stage holds only its layers, the embedding on the first stage, the final norm and
+// LM head on the last (the embedding there too when the LM head is tied to it).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/cuda/device_buffer.cuh"
+#include "kernels/cuda/ternary_gemv.cuh"
+#include "kernels/cuda/ternary_layout.h"
+#include "runtime/checkpoint/model_weights.h"
+#include "runtime/checkpoint/pipeline_stage.h"
+
+namespace bitserve {
+
+struct CudaLayerWeights {
+  cuda::DeviceTernaryMatrix qkv, o, gate_up, down;
+  cuda::TernaryOutputScale q_scale, k_scale, v_scale, gate_scale, up_scale;
+  cuda::DeviceBuffer<float> input_norm, attn_sub_norm, post_attention_norm, ffn_sub_norm;
+};
+
+struct CudaModelWeights {
+  ModelConfig config;
+  PipelineStage stage;                  // layer_end resolved
+  std::vector<CudaLayerWeights> layers;  // the stage's layers: layers[i] is layer stage.layer_begin + i
+  cuda::DeviceBuffer<uint16_t> embedding;  // [vocab, hidden] bf16; empty when the stage needs none
+  cuda::DeviceBuffer<uint16_t> lm_head;    // empty when tied
+  cuda::DeviceBuffer<float> final_norm;
+  int64_t ternary_bytes = 0, norm_bytes = 0;
+
+  const uint16_t* lm_head_data() const {
+    return lm_head.size() > 0 ? lm_head.get() : embedding.get();
+  }
+};
+
+// Reads, repacks and uploads what `stage` holds of the checkpoint in `dir` (layers a few at a
+// time: host memory stays near a few layers' worth, not the model's).
+absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir, const PipelineStage& stage);
+
+}  // namespace bitserve

@@ -1,0 +1,72 @@
+#include "runtime/engine/engine.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+
+namespace bitserve {
+
+KvDtype DefaultKvDtype(const std::string& device) {
+  return device == "cpu" ? KvDtype::kF32 : KvDtype::kBf16;
+}
+
+absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,
+                           int block_size, int num_kv_blocks, int64_t max_model_len,
+                           int max_batch_tokens) {
+  if (entries.empty()) return absl::InvalidArgumentError("the batch has no entries");
+  int64_t total = 0;
+  std::set<int32_t> written;  // blocks receiving new keys and values in this batch
+  for (size_t e = 0; e < entries.size(); ++e) {
+    const BatchEntry& entry = entries[e];
+    if (entry.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("entry ", e, " has no tokens"));
+    if (entry.start_position < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", e, ": start_position ", entry.start_position, " is negative"));
+    }
+    for (int32_t id : entry.tokens) {
+      if (id < 0 || id >= config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("entry ", e, ": token id ", id,
+                                                       " is outside the vocabulary [0, ",
+                                                       config.vocab_size, ")"));
+      }
+    }
+    const int64_t end = int64_t{entry.start_position} + static_cast<int64_t>(entry.tokens.size());
+    if (end > max_model_len) {
+      return absl::OutOfRangeError(absl::StrCat("entry ", e, ": the sequence would reach ", end,
+                                                " positions; the limit is ", max_model_len));
+    }
+    const int64_t blocks_needed = (end + block_size - 1) / block_size;
+    if (static_cast<int64_t>(entry.block_table.size()) < blocks_needed) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", e, ": block table has ", entry.block_table.size(),
+                       " blocks; positions [0, ", end, ") need ", blocks_needed));
+    }
+    for (int64_t b = 0; b < blocks_needed; ++b) {
+      const int32_t id = entry.block_table[b];
+      if (id < 0 || id >= num_kv_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("entry ", e, ": block id ", id,
+                                                       " outside [0, ", num_kv_blocks, ")"));
+      }
+      if (b >= entry.start_position / block_size && !written.insert(id).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry ", e, ": block ", id, " is written by two entries of the batch"));
+      }
+    }
+    total += static_cast<int64_t>(entry.tokens.size());
+  }
+  if (total > max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("the batch has ", total,
+                                                   " tokens; the limit is ", max_batch_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                               const StageIo& io, std::vector<SampleResult>* results) {
+  if (!stage().whole_model()) {
+    return absl::UnimplementedError(absl::StrCat("device ", device_name(), " runs no pipeline stages"));
+  }
+  return io.logits != nullptr ? Forward(entries, io.logits) : Step(entries, samples, results);
+}
+
+}  // namespace bitserve
