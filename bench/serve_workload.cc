@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "tools/batch_records.h"
+#include "rpc/request_json.h"
 
 namespace bitserve::bench {
 namespace {
@@ -110,7 +110,7 @@ absl::StatusOr<std::vector<BenchRequest>> LoadJsonlWorkload(const std::filesyste
       line = parsed.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
     std::optional<nlohmann::json> id;
-    absl::StatusOr<cli::BatchRequest> parsed_line = cli::ParseBatchLine(line, &id);
+    absl::StatusOr<rpc::JsonRequest> parsed_line = rpc::ParseRequestLine(line, &id);
     if (!parsed_line.ok()) return fail(parsed_line.status().message());
     BenchRequest r;
     r.input = std::move(parsed_line->input);

@@ -3,7 +3,7 @@
 //
 // Requests: either vLLM's "random" dataset (prompt and output lengths drawn uniformly from
 // [floor(L(1-R)), ceil(L(1+R))], prompts of random token ids sent as token ids) or a JSONL file in
-// `bitserve batch`'s input format (tools/batch_records.h; "id" may be left out). Every request is
+// `bitserve batch`'s input format (rpc/request_json.h; "id" may be left out). Every request is
 // sent with ignore_eos and max_tokens = its drawn output length, so it produces exactly that many
 // tokens (unless the server's max_model_len cuts it; the report counts those).
 //

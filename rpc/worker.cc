@@ -253,8 +253,8 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
   engine_options.block_size = a.kv_cache().block_size();
   engine_options.num_kv_blocks = a.kv_cache().num_blocks();
   if (a.kv_cache().memory_fraction() > 0) engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
-  if (!a.kv_cache().dtype().empty()) {
-    auto kv_dtype = ParseKvDtype(a.kv_cache().dtype());
+  {
+    auto kv_dtype = KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype");
     if (!kv_dtype.ok()) return fail(kv_dtype.status());
     engine_options.kv_dtype = *kv_dtype;
   }
@@ -265,7 +265,7 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
                           shard.layer_end()};
   std::unique_ptr<Transport> transport;
   if (shard.num_pipeline_stages() > 1) {
-    auto dtype = ParseTransferDtype(a.transport().activation_dtype());
+    auto dtype = TransferDtypeFromProto(a.transport().activation_dtype(), "Assignment.transport.activation_dtype");
     if (!dtype.ok()) return fail(dtype.status());
     engine_options.pp_transfer = *dtype;
     if (a.transport().has_nccl()) {
@@ -316,7 +316,7 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
     r.set_max_model_len(static_cast<int32_t>(engine->max_model_len()));
     r.set_max_batch_tokens(engine->max_batch_tokens());
     r.set_device_name(engine->device_name());
-    r.set_kv_dtype(KvDtypeName(engine->kv_dtype()));
+    r.set_kv_dtype(KvDtypeToProto(engine->kv_dtype()));
     if (!sender.Send(ready_message)) return finish(absl::UnavailableError("the coordinator went away"));
   }
   std::cerr << "bitserve worker " << worker_id << ": ready on " << engine->device_name() << ", "

@@ -43,6 +43,7 @@ struct WorkerHub::Link {
   bool ready = false;
   int num_kv_blocks = 0, max_batch_tokens = 0;
   int64_t max_model_len = 0;
+  KvDtype kv_dtype = KvDtype::kBf16;
   std::string device;
   bool lost = false;
   bool lost_by_peer = false;  // lost only because another stage of its pipeline was
@@ -350,7 +351,7 @@ void WorkerHub::AssignAll() {
     for (int e = 0; e < config_.num_experts; ++e) shard.add_expert_ids(e);
     wire::KvCacheSpec& kv = *a.mutable_kv_cache();
     kv.set_block_size(options_.engine.block_size);
-    if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeName(*options_.engine.kv_dtype));
+    if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeToProto(*options_.engine.kv_dtype));
     kv.set_num_blocks(num_kv_blocks_ > 0 ? num_kv_blocks_ : options_.engine.num_kv_blocks);
     // Stages that share a GPU split its memory.
     int sharing = 0;
@@ -361,7 +362,7 @@ void WorkerHub::AssignAll() {
     kv.set_memory_fraction(options_.engine.kv_memory_fraction / std::max(1, sharing));
     if (n > 1) {
       wire::TransportSpec& t = *a.mutable_transport();
-      t.set_activation_dtype(TransferDtypeName(options_.pp_transfer));
+      t.set_activation_dtype(TransferDtypeToProto(options_.pp_transfer));
       if (!nccl_id.empty()) {
         t.mutable_nccl()->set_unique_id(nccl_id);
         t.mutable_nccl()->set_rank(i);
@@ -389,13 +390,14 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
         r.hidden_size(), "; the coordinator's has ", config_.vocab_size, ", ", config_.num_hidden_layers,
         ", ", config_.hidden_size));
   }
-  if (!ParseKvDtype(r.kv_dtype()).ok() ||
-      (options_.engine.kv_dtype && r.kv_dtype() != KvDtypeName(*options_.engine.kv_dtype))) {
-    return absl::FailedPreconditionError(absl::StrCat("it keeps its KV cache as \"", r.kv_dtype(), "\"",
-                                                      options_.engine.kv_dtype
-                                                          ? absl::StrCat("; expected ", KvDtypeName(*options_.engine.kv_dtype))
-                                                          : std::string()));
+  absl::StatusOr<std::optional<KvDtype>> kv_dtype = KvDtypeFromProto(r.kv_dtype(), "Ready.kv_dtype");
+  if (!kv_dtype.ok() || !kv_dtype->has_value() ||
+      (options_.engine.kv_dtype && **kv_dtype != *options_.engine.kv_dtype)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "it keeps its KV cache as ", kv_dtype.ok() && kv_dtype->has_value() ? KvDtypeName(**kv_dtype) : "an unknown type",
+        options_.engine.kv_dtype ? absl::StrCat("; expected ", KvDtypeName(*options_.engine.kv_dtype)) : std::string()));
   }
+  link.kv_dtype = **kv_dtype;
   if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
     return absl::FailedPreconditionError(absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ",
                                                       r.block_size(), " tokens; expected blocks of ",
@@ -428,7 +430,7 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
       max_batch_tokens_ = std::min(max_batch_tokens_, l->max_batch_tokens);
     }
     block_size_ = r.block_size();
-    kv_dtype_ = ParseKvDtype(r.kv_dtype()).value_or(KvDtype::kBf16);
+    kv_dtype_ = pipeline_[0]->kv_dtype;
     device_name_ = n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
                           : absl::StrCat(n, "-stage pipeline of workers over ", pipeline_transport_, " (",
                                          pipeline_[0]->device, ")");

@@ -109,7 +109,7 @@ struct FakeWorker {
     r.set_max_model_len(128);
     r.set_max_batch_tokens(64);
     r.set_device_name("fake");
-    r.set_kv_dtype("f32");
+    r.set_kv_dtype(wire::KV_DTYPE_F32);
     ASSERT_TRUE(stream->Write(m));
   }
 };
@@ -339,7 +339,7 @@ TEST(WorkerHubTest, PipelineTransportFollowsTheWorkersDevices) {
 #else
     EXPECT_TRUE(t0.has_cpu() && t1.has_cpu());  // no NCCL in this build: TCP
 #endif
-    EXPECT_EQ(t0.activation_dtype(), "int8");
+    EXPECT_EQ(t0.activation_dtype(), wire::ACTIVATION_DTYPE_INT8);
     EXPECT_DOUBLE_EQ(m0.assignment().kv_cache().memory_fraction(), 0.9);
   }
   {

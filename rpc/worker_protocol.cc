@@ -4,6 +4,53 @@
 
 namespace bitserve::rpc {
 
+wire::KvDtype KvDtypeToProto(KvDtype dtype) {
+  switch (dtype) {
+    case KvDtype::kF32:
+      return wire::KV_DTYPE_F32;
+    case KvDtype::kBf16:
+      return wire::KV_DTYPE_BF16;
+    case KvDtype::kInt8:
+      return wire::KV_DTYPE_INT8;
+    case KvDtype::kInt4:
+      return wire::KV_DTYPE_INT4;
+  }
+  return wire::KV_DTYPE_UNSPECIFIED;
+}
+
+absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, const char* field) {
+  switch (dtype) {
+    case wire::KV_DTYPE_UNSPECIFIED:
+      return std::optional<KvDtype>();
+    case wire::KV_DTYPE_F32:
+      return KvDtype::kF32;
+    case wire::KV_DTYPE_BF16:
+      return KvDtype::kBf16;
+    case wire::KV_DTYPE_INT8:
+      return KvDtype::kInt8;
+    case wire::KV_DTYPE_INT4:
+      return KvDtype::kInt4;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(field, ": unknown KV dtype ", static_cast<int>(dtype)));
+  }
+}
+
+wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype) {
+  return dtype == TransferDtype::kBf16 ? wire::ACTIVATION_DTYPE_BF16 : wire::ACTIVATION_DTYPE_INT8;
+}
+
+absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype, const char* field) {
+  switch (dtype) {
+    case wire::ACTIVATION_DTYPE_INT8:
+      return TransferDtype::kInt8;
+    case wire::ACTIVATION_DTYPE_BF16:
+      return TransferDtype::kBf16;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": unknown or unspecified activation dtype ", static_cast<int>(dtype)));
+  }
+}
+
 wire::Status StatusToProto(const absl::Status& status) {
   wire::Status out;
   out.set_code(static_cast<int32_t>(status.code()));

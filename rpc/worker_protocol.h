@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -17,7 +18,15 @@ namespace bitserve::rpc {
 namespace wire = ::bitserve::internal::v1;
 
 // A worker whose Register.protocol_version differs is refused. Bump on any incompatible change.
-inline constexpr uint32_t kWorkerProtocolVersion = 1;
+// 2: element types as enums (KvDtype, ActivationDtype) instead of strings.
+inline constexpr uint32_t kWorkerProtocolVersion = 2;
+
+// Element types on the wire. An unspecified KV dtype is the device's default (nullopt); an
+// unknown value is InvalidArgument naming `field`.
+wire::KvDtype KvDtypeToProto(KvDtype dtype);
+absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, const char* field);
+wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype);
+absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype, const char* field);
 
 wire::Status StatusToProto(const absl::Status& status);
 absl::Status StatusFromProto(const wire::Status& status);

@@ -97,5 +97,27 @@ TEST(WorkerProtocolTest, ResultsAndStatusesRoundTrip) {
   EXPECT_EQ(StatusFromProto(odd).code(), absl::StatusCode::kUnknown);
 }
 
+// Element types cross the protocol as enums: every type both ways, an unspecified KV type is the
+// device's default, anything unknown is refused naming the field.
+TEST(WorkerProtocolTest, ElementTypesRoundTripAndUnknownOnesAreRefused) {
+  for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4}) {
+    auto back = KvDtypeFromProto(KvDtypeToProto(d), "f");
+    ASSERT_TRUE(back.ok() && back->has_value());
+    EXPECT_EQ(**back, d);
+  }
+  auto unspecified = KvDtypeFromProto(wire::KV_DTYPE_UNSPECIFIED, "f");
+  ASSERT_TRUE(unspecified.ok());
+  EXPECT_FALSE(unspecified->has_value());
+  auto unknown = KvDtypeFromProto(static_cast<wire::KvDtype>(9), "Assignment.kv_cache.dtype");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("Assignment.kv_cache.dtype"), absl::string_view::npos);
+  for (TransferDtype d : {TransferDtype::kInt8, TransferDtype::kBf16}) {
+    auto back = TransferDtypeFromProto(TransferDtypeToProto(d), "f");
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, d);
+  }
+  EXPECT_FALSE(TransferDtypeFromProto(wire::ACTIVATION_DTYPE_UNSPECIFIED, "f").ok());
+}
+
 }  // namespace
 }  // namespace bitserve::rpc

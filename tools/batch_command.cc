@@ -20,6 +20,7 @@
 #include "rpc/coordinator.h"
 #include "tools/batch_job.h"
 #include "tools/command_line.h"
+#include "tools/serving_flags.h"
 
 namespace bitserve::cli {
 namespace {
@@ -27,12 +28,9 @@ namespace {
 constexpr int kExitRetryLater = 75;  // sysexits.h EX_TEMPFAIL
 
 struct Args {
-  std::string model, server, input, output, device = "cpu", kv_dtype;
+  std::string model, server, input, output;
   int max_in_flight = 0;
-  int max_num_seqs = 0;
-  int num_kv_blocks = 0;
-  int max_model_len = 0;
-  int max_batch_tokens = 0;
+  ServingFlags serving;  // with --model
 };
 
 absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& args) {
@@ -49,25 +47,8 @@ absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& 
     }
     return std::unique_ptr<rpc::GenerationBackend>(*std::move(remote));
   }
-  rpc::CoordinatorOptions options;
-  options.model_dir = args.model;
-  options.engine.device = args.device;
-  ASSIGN_OR_RETURN(options.engine.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
+  ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
   options.log_requests = false;  // the output file has every result; stderr keeps the progress
-  // 0 keeps the coordinator's defaults (its full batch size for the device).
-  if (args.max_num_seqs > 0) {
-    options.scheduler.max_num_seqs = args.max_num_seqs;
-    options.engine.max_sequences = args.max_num_seqs;
-  }
-  if (args.num_kv_blocks > 0) options.engine.num_kv_blocks = args.num_kv_blocks;
-  if (args.max_model_len > 0) {
-    options.engine.max_model_len = args.max_model_len;
-    options.scheduler.max_model_len = args.max_model_len;
-  }
-  if (args.max_batch_tokens > 0) {
-    options.engine.max_batch_tokens = args.max_batch_tokens;
-    options.scheduler.max_num_batched_tokens = args.max_batch_tokens;
-  }
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Coordinator> coordinator,
                    rpc::Coordinator::Create(options));
   return std::unique_ptr<rpc::GenerationBackend>(std::move(coordinator));
@@ -112,16 +93,7 @@ void AddBatchCommand(CLI::App& app) {
       ->required();
   cmd->add_option("--max-in-flight", args->max_in_flight,
                   "Requests submitted at once (default: what fills the server)");
-  cmd->add_option("--device", args->device, "With --model: cpu or cuda[:N]");
-  AddKvDtypeOption(cmd, &args->kv_dtype);  // with --model
-  cmd->add_option("--max-num-seqs", args->max_num_seqs,
-                  "With --model: sequences batched together (default: the coordinator's)");
-  cmd->add_option("--num-kv-blocks", args->num_kv_blocks,
-                  "With --model: KV cache blocks (default: sized for the device)");
-  cmd->add_option("--max-model-len", args->max_model_len,
-                  "With --model: positions per sequence (default: the model's)");
-  cmd->add_option("--max-batch-tokens", args->max_batch_tokens,
-                  "With --model: tokens per step (default: the coordinator's)");
+  AddServingFlags(cmd, &args->serving, "With --model: ");
   cmd->callback([args] { RunOrExit("batch", [&] { return Run(*args); }); });
 }
 

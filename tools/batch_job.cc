@@ -106,7 +106,7 @@ absl::StatusOr<InputSurvey> SurveyInput(const std::filesystem::path& path,
     ++survey.lines;
     if (permanent.empty()) continue;
     std::optional<nlohmann::json> id;
-    (void)ParseBatchLine(line, &id);
+    (void)rpc::ParseRequestLine(line, &id);
     if (!id.has_value()) continue;
     const std::string key = id->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if (!seen.insert(key).second) continue;
@@ -267,7 +267,7 @@ absl::StatusOr<std::shared_ptr<InFlight>> BatchJob::NextRequest() {
   int64_t number = 0;
   while (reader_.Next(&line, &number)) {
     std::optional<json> id;
-    absl::StatusOr<BatchRequest> request = ParseBatchLine(line, &id);
+    absl::StatusOr<BatchRequest> request = rpc::ParseRequestLine(line, &id);
     if (id.has_value()) {
       const std::string key = id->dump(-1, ' ', false, json::error_handler_t::replace);
       auto [it, first] = seen_keys_.try_emplace(key, number);

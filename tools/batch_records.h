@@ -1,15 +1,5 @@
-// The JSONL records of `bitserve batch`: input lines (requests), output lines (results and errors),
-// and the scan of an existing output file that makes a job resumable.
-//
-// Input line, one JSON object:
-//   {"id": "a" | 7,                                   required; string or number, unique in the
-//   file
-//    "prompt": "text" | "messages": [{"role", "content"}, ...] | "prompt_ids": [1, 2, 3],
-//    optional, as `bitserve generate`: "max_tokens", "temperature", "top_k", "top_p", "min_p",
-//    "seed", "stop" (string or list), "stop_token_ids", "ignore_eos", "logprobs" (bool, or a number
-//    of alternatives), "top_logprobs", "repetition_penalty", "presence_penalty",
-//    "frequency_penalty", "priority"}
-// Any other field is an error (a misspelt parameter must not silently fall back to a default).
+// The JSONL records of `bitserve batch`: output lines (results and errors), and the scan of an
+// existing output file that makes a job resumable. Input lines are rpc/request_json.h's.
 //
 // Output line, exactly one per id of the input (a rerun replaces what it runs again):
 //   {"id", "text", "token_ids", "finish_reason", "usage": {"prompt_tokens", "completion_tokens"},
@@ -37,21 +27,12 @@
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 #include "rpc/generation_backend.h"
+#include "rpc/request_json.h"
 
 namespace bitserve::cli {
 
-struct BatchRequest {
-  nlohmann::json id;  // string or number, as in the input
-  std::string key;    // id.dump(): the identity used for resume and duplicates
-  rpc::GenerationInput input;
-  rpc::GenerationParams params;
-};
-
-// Parses and validates one input line. InvalidArgument naming the field on error; `id` receives the
-// line's id whenever it has a valid one (also when another field is wrong), so that the error can
-// be recorded under it.
-absl::StatusOr<BatchRequest> ParseBatchLine(absl::string_view line,
-                                            std::optional<nlohmann::json>* id);
+// An input line (rpc/request_json.h).
+using BatchRequest = rpc::JsonRequest;
 
 // What a finished request brought back, gathered from its chunks.
 struct BatchResult {

@@ -23,13 +23,14 @@
 #include "rpc/client.h"
 #include "rpc/coordinator.h"
 #include "tools/command_line.h"
+#include "tools/serving_flags.h"
 
 namespace bitserve::cli {
 namespace {
 
 struct Args {
-  std::string server, model, device = "cpu";
-  int max_num_seqs = 256, max_batch_tokens = 8192, num_kv_blocks = 0, max_model_len = 0;
+  std::string server, model;
+  ServingFlags serving;  // with --model
   std::string dataset;
   int num_prompts = -1;  // -1: 1000 random prompts, or every dataset line once
   int input_len = 1024, output_len = 128;
@@ -58,23 +59,10 @@ absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& 
     }
     return std::unique_ptr<rpc::GenerationBackend>(*std::move(remote));
   }
-  // The same settings as `bitserve serve`'s defaults, so that --model and --server runs compare.
-  rpc::CoordinatorOptions options;
-  options.model_dir = args.model;
+  // `bitserve serve`'s flags and defaults (tools/serving_flags.h), so that --model and --server
+  // runs compare.
+  ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
   options.log_requests = false;
-  options.engine.device = args.device;
-  options.engine.num_kv_blocks = args.num_kv_blocks;
-  options.engine.max_sequences = args.max_num_seqs;
-  options.engine.max_batch_tokens = args.max_batch_tokens;
-  options.scheduler.max_num_seqs = args.max_num_seqs;
-  options.scheduler.max_waiting = 1024;
-  options.scheduler.max_num_batched_tokens = args.max_batch_tokens;
-  options.scheduler.long_prefill_chunk =
-      std::min(options.scheduler.long_prefill_chunk, args.max_batch_tokens);
-  if (args.max_model_len > 0) {
-    options.engine.max_model_len = args.max_model_len;
-    options.scheduler.max_model_len = args.max_model_len;
-  }
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::Coordinator> coordinator,
                    rpc::Coordinator::Create(options));
   return std::unique_ptr<rpc::GenerationBackend>(std::move(coordinator));
@@ -214,12 +202,7 @@ void AddBenchServeCommand(CLI::App& app) {
   auto* model = cmd->add_option("--model", args->model,
                                 "Checkpoint directory: benchmark an in-process coordinator");
   model->excludes(server);
-  cmd->add_option("--device", args->device, "With --model: cpu or cuda[:N]");
-  cmd->add_option("--max-num-seqs", args->max_num_seqs, "With --model: sequences batched at once");
-  cmd->add_option("--max-batch-tokens", args->max_batch_tokens, "With --model: tokens per step");
-  cmd->add_option("--num-kv-blocks", args->num_kv_blocks, "With --model: KV blocks (0: sized)");
-  cmd->add_option("--max-model-len", args->max_model_len,
-                  "With --model: positions per sequence (0: the model's)");
+  AddServingFlags(cmd, &args->serving, "With --model: ");
   cmd->add_option("--dataset", args->dataset,
                   "JSONL prompts ({\"prompt\": ...}, or `bitserve batch` input lines) instead of "
                   "random token ids");

@@ -24,14 +24,14 @@
 #include "rpc/worker_hub.h"
 #include "runtime/checkpoint/model_config.h"
 #include "tools/command_line.h"
+#include "tools/serving_flags.h"
 
 namespace bitserve::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, listen = "0.0.0.0:50051", metrics_listen, device = "cpu", kv_dtype;
-  int max_num_seqs = 256, max_waiting = 1024, max_batch_tokens = 8192, max_model_len = 0;
-  int num_kv_blocks = 0, block_size = 16;
+  std::string model, listen = "0.0.0.0:50051", metrics_listen;
+  ServingFlags serving;
   double drain_timeout_s = 30;
   std::string worker_listen;  // empty: the engine runs in this process
   int worker_heartbeat_timeout_ms = 3000;
@@ -163,24 +163,8 @@ absl::Status Serve(const ServeArgs& args) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   rpc::ServingMetrics metrics;
-  rpc::CoordinatorOptions options;
-  options.model_dir = args.model;
+  ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
   options.metrics = &metrics;
-  options.engine.device = args.device;
-  ASSIGN_OR_RETURN(options.engine.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
-  options.engine.block_size = args.block_size;
-  options.engine.num_kv_blocks = args.num_kv_blocks;
-  options.engine.max_sequences = args.max_num_seqs;
-  options.engine.max_batch_tokens = args.max_batch_tokens;
-  options.scheduler.max_num_seqs = args.max_num_seqs;
-  options.scheduler.max_waiting = args.max_waiting;
-  options.scheduler.max_num_batched_tokens = args.max_batch_tokens;
-  options.scheduler.long_prefill_chunk =
-      std::min(options.scheduler.long_prefill_chunk, args.max_batch_tokens);
-  if (args.max_model_len > 0) {
-    options.engine.max_model_len = args.max_model_len;
-    options.scheduler.max_model_len = args.max_model_len;
-  }
   std::unique_ptr<rpc::MetricsHttpServer> metrics_server;
   if (!args.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(metrics_server,
@@ -243,7 +227,7 @@ absl::Status Serve(const ServeArgs& args) {
     std::cerr << "bitserve serve: workers join at " << join_address;
     if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
     std::cerr << std::endl;
-    if (spawn_workers) RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.device));
+    if (spawn_workers) RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.serving.device));
     while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200)).ok()) {
       // A local worker that hangs while the first pipeline forms is killed: serve then fails
       // (Check below) instead of waiting for it forever.
@@ -321,14 +305,7 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--model", args->model, "Checkpoint directory")->required();
   cmd->add_option("--listen", args->listen, "gRPC address host:port (port 0: any free port)");
   cmd->add_option("--metrics-listen", args->metrics_listen, "Prometheus endpoint host:port (off when empty)");
-  cmd->add_option("--device", args->device, "cpu or cuda[:N]");
-  AddKvDtypeOption(cmd, &args->kv_dtype);
-  cmd->add_option("--max-num-seqs", args->max_num_seqs, "Sequences running at once");
-  cmd->add_option("--max-waiting", args->max_waiting, "Queued requests before RESOURCE_EXHAUSTED");
-  cmd->add_option("--max-batch-tokens", args->max_batch_tokens, "Tokens per engine step");
-  cmd->add_option("--max-model-len", args->max_model_len, "Positions per sequence (0: the model's)");
-  cmd->add_option("--num-kv-blocks", args->num_kv_blocks, "KV cache blocks (0: sized automatically)");
-  cmd->add_option("--block-size", args->block_size, "Tokens per KV block");
+  AddServingFlags(cmd, &args->serving);
   cmd->add_option("--drain-timeout", args->drain_timeout_s, "Seconds requests in flight get on SIGTERM");
   cmd->add_option("--worker-listen", args->worker_listen,
                   "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port");

@@ -37,9 +37,7 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
   if (options.max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
   if (options.max_batch_tokens < 1) return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
-  if (options.kv_dtype && std::string(KvDtypeName(*options.kv_dtype)) == "invalid") {
-    return absl::InvalidArgumentError("kv_dtype is not one of f32, bf16, int8, int4");
-  }
+  if (options.kv_dtype) RETURN_IF_ERROR(CheckKvDtype("cpu", *options.kv_dtype));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage));
   if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(

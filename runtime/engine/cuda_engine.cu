@@ -203,12 +203,8 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
     return absl::InvalidArgumentError(
         "num_kv_blocks and max_model_len must be >= 0, kv_memory_fraction in (0, 1)");
   }
-  const KvDtype kv_dtype = options.kv_dtype.value_or(KvDtype::kBf16);
-  if (kv_dtype != KvDtype::kBf16 && kv_dtype != KvDtype::kInt8 && kv_dtype != KvDtype::kInt4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the CUDA engine keeps its KV cache as bf16, int8 or int4, not ",
-                     KvDtypeName(kv_dtype), " (f32 is the CPU reference's)"));
-  }
+  const KvDtype kv_dtype = options.kv_dtype.value_or(DefaultKvDtype(options.device));
+  RETURN_IF_ERROR(CheckKvDtype(options.device, kv_dtype));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
   RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));

@@ -1,13 +1,30 @@
 #include "runtime/engine/engine.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace bitserve {
 
 KvDtype DefaultKvDtype(const std::string& device) {
   return device == "cpu" ? KvDtype::kF32 : KvDtype::kBf16;
+}
+
+std::vector<KvDtype> SupportedKvDtypes(const std::string& device) {
+  if (device == "cpu") return {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4};
+  return {KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4};
+}
+
+absl::Status CheckKvDtype(const std::string& device, KvDtype dtype) {
+  const std::vector<KvDtype> supported = SupportedKvDtypes(device);
+  if (std::find(supported.begin(), supported.end(), dtype) != supported.end()) return absl::OkStatus();
+  std::vector<std::string> names;
+  for (KvDtype d : supported) names.push_back(KvDtypeName(d));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "device ", device, " keeps its KV cache as ", absl::StrJoin(names, ", "), ", not ", KvDtypeName(dtype),
+      device == "cpu" ? "" : " (f32 is the CPU reference's)"));
 }
 
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,

@@ -159,6 +159,12 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& 
 
 // f32 on "cpu", bf16 on CUDA devices.
 KvDtype DefaultKvDtype(const std::string& device);
+// The KV element types an engine on `device` keeps: all four on the CPU (f32 is the reference;
+// the others quantize as a GPU does, for measuring quality), bf16, int8 and int4 on CUDA devices.
+std::vector<KvDtype> SupportedKvDtypes(const std::string& device);
+// OK when `device` keeps `dtype`; InvalidArgument naming both and what the device keeps otherwise.
+// The one check every path takes (engines, serve's flags, a worker's assignment).
+absl::Status CheckKvDtype(const std::string& device, KvDtype dtype);
 
 // Shared validation of a batch against an engine's limits (used by every backend).
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config, int block_size,

@@ -1,0 +1,67 @@
+// serve, batch --model and bench-serve --model turn their flags into a coordinator's options the
+// same way (tools/serving_flags.h).
+#include "tools/serving_flags.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace bitserve::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ServingFlags, ParsedFlagsBecomeTheOptionsOfEngineAndScheduler) {
+  CLI::App app;
+  ServingFlags flags;
+  AddServingFlags(&app, &flags);
+  app.parse(
+      "--device cpu --kv-dtype int8 --max-num-seqs 16 --max-waiting 7 --max-batch-tokens 512 "
+      "--max-model-len 1000 --block-size 8",
+      /*program_name_included=*/false);
+  auto options = ToCoordinatorOptions(flags, "/m");
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->model_dir, "/m");
+  EXPECT_EQ(options->engine.device, "cpu");
+  EXPECT_EQ(options->engine.kv_dtype, KvDtype::kInt8);
+  EXPECT_EQ(options->engine.block_size, 8);
+  EXPECT_EQ(options->engine.max_sequences, 16);
+  EXPECT_EQ(options->engine.max_batch_tokens, 512);
+  EXPECT_EQ(options->engine.max_model_len, 1000);
+  EXPECT_EQ(options->scheduler.max_num_seqs, 16);
+  EXPECT_EQ(options->scheduler.max_waiting, 7);
+  EXPECT_EQ(options->scheduler.max_num_batched_tokens, 512);
+  EXPECT_EQ(options->scheduler.max_model_len, 1000);
+  EXPECT_EQ(options->scheduler.long_prefill_chunk, 512);  // never beyond a step's tokens
+}
+
+TEST(ServingFlags, DefaultsAreServes) {
+  auto options = ToCoordinatorOptions(ServingFlags(), "/m");
+  ASSERT_TRUE(options.ok());
+  EXPECT_EQ(options->scheduler.max_num_seqs, 256);
+  EXPECT_EQ(options->scheduler.max_waiting, 1024);
+  EXPECT_EQ(options->scheduler.max_num_batched_tokens, 8192);
+  EXPECT_EQ(options->engine.block_size, 16);
+  EXPECT_FALSE(options->engine.kv_dtype.has_value());
+}
+
+TEST(ServingFlags, BadValuesNameTheFlag) {
+  ServingFlags zero_seqs;
+  zero_seqs.max_num_seqs = 0;
+  EXPECT_THAT(std::string(ToCoordinatorOptions(zero_seqs, "m").status().message()), HasSubstr("--max-num-seqs"));
+  ServingFlags negative_len;
+  negative_len.max_model_len = -1;
+  EXPECT_THAT(std::string(ToCoordinatorOptions(negative_len, "m").status().message()),
+              HasSubstr("--max-model-len"));
+  ServingFlags unknown_dtype;
+  unknown_dtype.kv_dtype = "fp8";
+  EXPECT_THAT(std::string(ToCoordinatorOptions(unknown_dtype, "m").status().message()), HasSubstr("--kv-dtype"));
+  ServingFlags f32_on_gpu;  // refused before any worker starts
+  f32_on_gpu.device = "cuda:0";
+  f32_on_gpu.kv_dtype = "f32";
+  const absl::Status refused = ToCoordinatorOptions(f32_on_gpu, "m").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("--kv-dtype: device cuda:0 keeps its KV cache as bf16"));
+}
+
+}  // namespace
+}  // namespace bitserve::cli
