@@ -177,30 +177,52 @@ absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuff
   return status;
 }
 
-// One registration; true when the coordinator asks this worker to register again.
-absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& worker_id) {
-  ::grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
-  auto channel = ::grpc::CreateCustomChannel(options.coordinator_address,
-                                             ::grpc::InsecureChannelCredentials(), args);
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + options.connect_timeout)) {
-    return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ",
-                                               options.coordinator_address, " within ",
-                                               options.connect_timeout.count(), " ms"));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<TcpListener> listener, TcpListener::Listen(options.transport_host, 0));
-  auto stub = wire::Coordinator::NewStub(channel);
+// One registration with the coordinator: the stream and its writer. Finish ends the stream and
+// returns `why` with the coordinator's closing status added; Fail first reports `why` to it.
+struct Session {
+  std::shared_ptr<::grpc::Channel> channel;
   ::grpc::ClientContext context;
-  std::unique_ptr<Stream> stream = stub->Attach(&context);
-  Sender sender(stream.get());
-  auto finish = [&](absl::Status why) {
-    sender.Close();
+  std::unique_ptr<Stream> stream;
+  std::unique_ptr<Sender> sender;
+  std::unique_ptr<TcpListener> listener;  // where later stages dial this one (TCP transport)
+
+  absl::Status Finish(absl::Status why) {
+    sender->Close();
     ::grpc::Status s = stream->Finish();
     if (why.ok() || s.ok()) return why;
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                         absl::StrCat(why.message(), ": ", s.error_message()));
-  };
+  }
+  absl::Status Fail(const absl::Status& why) {
+    wire::WorkerMessage failure;
+    *failure.mutable_failure()->mutable_status() = StatusToProto(why);
+    sender->Send(failure);
+    return Finish(why);
+  }
+};
+
+// The coordinator's first answer to a registration.
+struct Answer {
+  std::optional<wire::Assignment> assignment;  // what to load and serve
+  bool rejoin = false;                          // without an assignment: register again
+};
+
+// Step 1: dials the coordinator and registers. A refusal is an error with the coordinator's reason.
+absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string& worker_id, Session& session) {
+  ::grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  session.channel = ::grpc::CreateCustomChannel(options.coordinator_address,
+                                                ::grpc::InsecureChannelCredentials(), args);
+  if (!session.channel->WaitForConnected(std::chrono::system_clock::now() + options.connect_timeout)) {
+    return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ",
+                                               options.coordinator_address, " within ",
+                                               options.connect_timeout.count(), " ms"));
+  }
+  ASSIGN_OR_RETURN(session.listener, TcpListener::Listen(options.transport_host, 0));
+  auto stub = wire::Coordinator::NewStub(session.channel);
+  session.stream = stub->Attach(&session.context);
+  session.sender = std::make_unique<Sender>(session.stream.get());
 
   wire::WorkerMessage hello;
   wire::Register& reg = *hello.mutable_register_();
@@ -219,72 +241,93 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
     if (auto bus = CudaPciBusId(options.device); bus.ok()) reg.mutable_device()->set_pci_bus_id(*bus);
   }
   reg.set_build_version("bitserve");
-  reg.set_transport_address(listener->address());
+  reg.set_transport_address(session.listener->address());
   wire::CoordinatorMessage message;
-  if (!sender.Send(hello) || !stream->Read(&message)) {
-    return finish(absl::UnavailableError("the coordinator closed the stream at registration"));
+  if (!session.sender->Send(hello) || !session.stream->Read(&message)) {
+    return session.Finish(absl::UnavailableError("the coordinator closed the stream at registration"));
   }
   if (message.has_reject()) {
     absl::Status why = StatusFromProto(message.reject().status());
-    sender.Close();
-    stream->Finish();
+    session.sender->Close();
+    session.stream->Finish();
     return absl::Status(why.code(), absl::StrCat("the coordinator refused this worker: ", why.message()));
   }
+  Answer answer;
   if (message.has_shutdown()) {
-    finish(absl::OkStatus()).IgnoreError();
-    return message.shutdown().rejoin();
+    session.Finish(absl::OkStatus()).IgnoreError();
+    answer.rejoin = message.shutdown().rejoin();
+    return answer;
   }
   if (!message.has_assignment()) {
-    return finish(absl::InternalError("the coordinator's first message is not an Assignment"));
+    return session.Finish(absl::InternalError("the coordinator's first message is not an Assignment"));
   }
-  const wire::Assignment a = message.assignment();
-  std::atomic<uint64_t> steps_done{0};
-  Heartbeat heartbeat(&sender, std::chrono::milliseconds(std::max(50, a.heartbeat_interval_ms())),
-                      &steps_done);
-  auto fail = [&](const absl::Status& why) {
-    wire::WorkerMessage failure;
-    *failure.mutable_failure()->mutable_status() = StatusToProto(why);
-    sender.Send(failure);
-    return finish(why);
-  };
+  answer.assignment = message.assignment();
+  return answer;
+}
 
+// What an assignment loaded: the engine, and for a pipeline stage its transport to the others.
+struct Loaded {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Transport> transport;
+  std::optional<DeviceStageBuffers> device_buffers;  // NCCL: messages stay in device memory
+  TransferDtype pp_transfer = TransferDtype::kInt8;
+  double load_seconds = 0;
+};
+
+// What the coordinator checks of a loaded worker and sizes its scheduler by.
+wire::WorkerMessage ReadyMessage(const wire::Assignment& a, const Loaded& loaded) {
+  const Engine& engine = *loaded.engine;
+  wire::WorkerMessage message;
+  wire::Ready& r = *message.mutable_ready();
+  r.set_assignment_id(a.assignment_id());
+  r.set_num_kv_blocks(engine.num_kv_blocks());
+  r.set_load_seconds(loaded.load_seconds);
+  const ModelConfig& c = engine.config();
+  r.set_vocab_size(c.vocab_size);
+  r.set_num_hidden_layers(c.num_hidden_layers);
+  r.set_hidden_size(c.hidden_size);
+  r.set_block_size(engine.block_size());
+  r.set_max_model_len(static_cast<int32_t>(engine.max_model_len()));
+  r.set_max_batch_tokens(engine.max_batch_tokens());
+  r.set_device_name(engine.device_name());
+  r.set_kv_dtype(KvDtypeToProto(engine.kv_dtype()));
+  return message;
+}
+
+// Step 2: connects the transport and loads the shard `a` asks for (its errors are the worker's
+// failure, reported by the caller).
+absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::string& worker_id,
+                                      const wire::Assignment& a, Session& session) {
   EngineOptions engine_options;
   engine_options.device = options.device;
   engine_options.block_size = a.kv_cache().block_size();
   engine_options.num_kv_blocks = a.kv_cache().num_blocks();
   if (a.kv_cache().memory_fraction() > 0) engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
-  {
-    auto kv_dtype = KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype");
-    if (!kv_dtype.ok()) return fail(kv_dtype.status());
-    engine_options.kv_dtype = *kv_dtype;
-  }
+  ASSIGN_OR_RETURN(engine_options.kv_dtype, KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype"));
   engine_options.max_model_len = a.max_model_len();
   engine_options.max_batch_tokens = a.max_batch_tokens();
   const wire::ModelShard& shard = a.shard();
   engine_options.stage = {shard.pipeline_stage(), shard.num_pipeline_stages(), shard.layer_begin(),
                           shard.layer_end()};
-  std::unique_ptr<Transport> transport;
+  Loaded loaded;
   if (shard.num_pipeline_stages() > 1) {
-    auto dtype = TransferDtypeFromProto(a.transport().activation_dtype(), "Assignment.transport.activation_dtype");
-    if (!dtype.ok()) return fail(dtype.status());
-    engine_options.pp_transfer = *dtype;
+    ASSIGN_OR_RETURN(engine_options.pp_transfer,
+                     TransferDtypeFromProto(a.transport().activation_dtype(), "Assignment.transport.activation_dtype"));
     if (a.transport().has_nccl()) {
       // Before the engine takes the device memory it sizes its KV cache from.
       const wire::NcclBootstrap& nccl = a.transport().nccl();
-      auto connected = NcclTransport::Connect(nccl.unique_id(), nccl.rank(), nccl.world_size(), options.device,
-                                              options.connect_timeout);
-      if (!connected.ok()) return fail(connected.status());
-      transport = *std::move(connected);
+      ASSIGN_OR_RETURN(loaded.transport, NcclTransport::Connect(nccl.unique_id(), nccl.rank(), nccl.world_size(),
+                                                                options.device, options.connect_timeout));
     } else if (a.transport().has_cpu()) {
       const auto& peers = a.transport().cpu().peer_addresses();
-      auto connected = TcpTransport::Connect(std::move(listener), a.transport().cpu().rank(),
-                                             std::vector<std::string>(peers.begin(), peers.end()));
-      if (!connected.ok()) return fail(connected.status());
-      transport = *std::move(connected);
+      ASSIGN_OR_RETURN(loaded.transport,
+                       TcpTransport::Connect(std::move(session.listener), a.transport().cpu().rank(),
+                                             std::vector<std::string>(peers.begin(), peers.end())));
     } else {
-      return fail(absl::InvalidArgumentError("the assignment of a pipeline stage names no transport"));
+      return absl::InvalidArgumentError("the assignment of a pipeline stage names no transport");
     }
   }
+  loaded.pp_transfer = engine_options.pp_transfer;
   const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
   std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on " << options.device;
   if (shard.num_pipeline_stages() > 1) {
@@ -293,61 +336,45 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
   }
   std::cerr << std::endl;
   const auto load_start = Clock::now();
-  absl::StatusOr<std::unique_ptr<Engine>> loaded = LoadEngine(model_dir, engine_options);
-  if (!loaded.ok()) return fail(loaded.status());
-  std::unique_ptr<Engine> engine = *std::move(loaded);
-  std::optional<DeviceStageBuffers> device_buffers;
+  ASSIGN_OR_RETURN(loaded.engine, LoadEngine(model_dir, engine_options));
   if (a.transport().has_nccl()) {
-    auto buffers = engine->device_stage_buffers();
-    if (!buffers.ok()) return fail(buffers.status());
-    device_buffers = *buffers;
+    ASSIGN_OR_RETURN(DeviceStageBuffers buffers, loaded.engine->device_stage_buffers());
+    loaded.device_buffers = buffers;
   }
-  {
-    wire::WorkerMessage ready_message;
-    wire::Ready& r = *ready_message.mutable_ready();
-    r.set_assignment_id(a.assignment_id());
-    r.set_num_kv_blocks(engine->num_kv_blocks());
-    r.set_load_seconds(std::chrono::duration<double>(Clock::now() - load_start).count());
-    const ModelConfig& c = engine->config();
-    r.set_vocab_size(c.vocab_size);
-    r.set_num_hidden_layers(c.num_hidden_layers);
-    r.set_hidden_size(c.hidden_size);
-    r.set_block_size(engine->block_size());
-    r.set_max_model_len(static_cast<int32_t>(engine->max_model_len()));
-    r.set_max_batch_tokens(engine->max_batch_tokens());
-    r.set_device_name(engine->device_name());
-    r.set_kv_dtype(KvDtypeToProto(engine->kv_dtype()));
-    if (!sender.Send(ready_message)) return finish(absl::UnavailableError("the coordinator went away"));
-  }
-  std::cerr << "bitserve worker " << worker_id << ": ready on " << engine->device_name() << ", "
-            << engine->num_kv_blocks() << " KV blocks" << std::endl;
+  loaded.load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
+  return loaded;
+}
 
-  Inbox inbox(stream.get(), transport.get());
+// Step 3: runs the step plans that arrive until the coordinator sends Shutdown (returns whether it
+// asks to register again) or goes away.
+absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string& worker_id, Session& session,
+                                Loaded& loaded, std::atomic<uint64_t>& steps_done) {
+  Inbox inbox(session.stream.get(), loaded.transport.get());
   DecodedStep step;
   std::vector<uint8_t> input, output;
   std::vector<SampleResult> results;
   while (true) {
     std::optional<wire::CoordinatorMessage> next = inbox.Pop();
     if (!next) {
-      return finish(absl::UnavailableError(
+      return session.Finish(absl::UnavailableError(
           absl::StrCat("the coordinator at ", options.coordinator_address, " went away")));
     }
     if (next->has_shutdown()) {
       std::cerr << "bitserve worker " << worker_id << ": " << next->shutdown().reason() << std::endl;
-      finish(absl::OkStatus()).IgnoreError();
+      session.Finish(absl::OkStatus()).IgnoreError();
       return next->shutdown().rejoin();
     }
     if (!next->has_step()) continue;
     wire::WorkerMessage reply;
     wire::StepResult& result = *reply.mutable_step_result();
     result.set_step_id(next->step().step_id());
-    result.set_pipeline_stage(shard.pipeline_stage());
+    result.set_pipeline_stage(loaded.engine->stage().stage);
     const auto start = Clock::now();
     results.clear();
     double transfer_seconds = 0;
     const absl::Status status =
-        RunStep(*engine, transport.get(), device_buffers ? &*device_buffers : nullptr, next->step(), step, input,
-                output, results, engine_options.pp_transfer, &transfer_seconds);
+        RunStep(*loaded.engine, loaded.transport.get(), loaded.device_buffers ? &*loaded.device_buffers : nullptr,
+                next->step(), step, input, output, results, loaded.pp_transfer, &transfer_seconds);
     if (status.ok()) {
       EncodeResults(results, step.sampled_seq_ids, &result);
     } else {
@@ -356,10 +383,31 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
     result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count() - transfer_seconds);
     result.set_transfer_seconds(transfer_seconds);
     ++steps_done;
-    if (!sender.Send(reply)) {
-      return finish(absl::UnavailableError("the coordinator went away while a step result was sent"));
+    if (!session.sender->Send(reply)) {
+      return session.Finish(absl::UnavailableError("the coordinator went away while a step result was sent"));
     }
   }
+}
+
+// One registration: register, load the assignment, serve it. True when the coordinator asks this
+// worker to register again.
+absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& worker_id) {
+  Session session;
+  ASSIGN_OR_RETURN(const Answer answer, Register(options, worker_id, session));
+  if (!answer.assignment) return answer.rejoin;
+  const wire::Assignment& a = *answer.assignment;
+  // Heartbeats from here on, loading included.
+  std::atomic<uint64_t> steps_done{0};
+  Heartbeat heartbeat(session.sender.get(), std::chrono::milliseconds(std::max(50, a.heartbeat_interval_ms())),
+                      &steps_done);
+  absl::StatusOr<Loaded> loaded = LoadAssignment(options, worker_id, a, session);
+  if (!loaded.ok()) return session.Fail(loaded.status());
+  if (!session.sender->Send(ReadyMessage(a, *loaded))) {
+    return session.Finish(absl::UnavailableError("the coordinator went away"));
+  }
+  std::cerr << "bitserve worker " << worker_id << ": ready on " << loaded->engine->device_name() << ", "
+            << loaded->engine->num_kv_blocks() << " KV blocks" << std::endl;
+  return ServeSteps(options, worker_id, session, *loaded, steps_done);
 }
 
 }  // namespace

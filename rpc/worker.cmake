@@ -1,6 +1,7 @@
 # Coordinator <-> worker over the internal protocol: the wire conversions, the coordinator's
 # WorkerHub (Attach service + the remote Engine), and the worker's loop (`bitserve worker`).
-add_library(bitserve_rpc_worker STATIC worker_protocol.cc worker_hub.cc worker.cc)
+add_library(bitserve_rpc_worker STATIC worker_protocol.cc worker_hub.cc pipeline_assignment.cc
+            remote_engine.cc worker.cc)
 target_link_libraries(bitserve_rpc_worker PUBLIC bitserve_rpc_proto bitserve_engine_loader bitserve_metrics
                       bitserve_transport bitserve_nccl_transport)
 

@@ -1,7 +1,10 @@
 // The coordinator's end of the internal worker protocol (rpc/proto/bitserve/internal/worker.proto):
 // the `Attach` service workers dial, their registration, assignment and heartbeats, and the Engine
 // the coordinator drives that runs each step on the attached worker (`bitserve serve
-// --worker-listen ADDR` + `bitserve worker --coordinator ADDR`).
+// --worker-listen ADDR` + `bitserve worker --coordinator ADDR`). In three files: membership
+// (worker_hub.cc: registration, heartbeats, losses, health), pipeline assignment
+// (pipeline_assignment.cc: transport, shards, the check of a worker's Ready) and the remote engine
+// (remote_engine.cc); worker_link.h is the attached worker they share.
 //
 // Pipeline: num_stages workers form one pipeline. The first num_stages workers to register are
 // held until all have registered, then each is assigned a stage (layers balanced by

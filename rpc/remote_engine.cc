@@ -1,0 +1,162 @@
+// The Engine that drives a hub's pipeline of workers (WorkerHub::MakeEngine, rpc/worker_hub.h):
+// every step plan goes to every stage; the last answers with the sampled tokens.
+#include <algorithm>
+#include <deque>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "rpc/worker_hub.h"
+#include "rpc/worker_link.h"
+#include "rpc/worker_protocol.h"
+
+namespace bitserve::rpc {
+
+// Steps go to every stage of the pipeline; the limits are the first pipeline's.
+class WorkerHub::RemoteEngine final : public Engine {
+ public:
+  explicit RemoteEngine(WorkerHub* hub) : hub_(hub) {}
+
+  const ModelConfig& config() const override { return hub_->config_; }
+  int block_size() const override { return hub_->block_size_; }
+  int num_kv_blocks() const override { return hub_->num_kv_blocks_; }
+  int64_t max_model_len() const override { return hub_->max_model_len_; }
+  int max_batch_tokens() const override { return hub_->max_batch_tokens_; }
+  std::string device_name() const override { return hub_->device_name_; }
+  KvDtype kv_dtype() const override { return hub_->kv_dtype_; }
+  absl::Status Health() const override { return hub_->Health(); }
+
+  absl::Status Forward(std::span<const BatchEntry>, std::vector<float>*) override {
+    return absl::UnimplementedError(
+        "logits are not sent over the worker protocol; only sampled tokens come back (Step)");
+  }
+
+  int max_steps_in_flight() const override { return hub_->options_.num_stages; }
+
+  absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+                    std::vector<SampleResult>* results) override {
+    {
+      std::lock_guard<std::mutex> lock(hub_->mu_);
+      if (!in_flight_.empty()) return absl::FailedPreconditionError("Step with pipelined steps in flight");
+    }
+    RETURN_IF_ERROR(StartStep(entries, samples));
+    return FinishStep(results);
+  }
+
+  absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) override {
+    WorkerHub& h = *hub_;
+    const int num_stages = h.options_.num_stages;
+    InFlight step;
+    wire::CoordinatorMessage message;
+    {
+      std::lock_guard<std::mutex> lock(h.mu_);
+      if (h.shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
+      if (static_cast<int>(in_flight_.size()) >= num_stages) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(in_flight_.size(), " steps in flight already, the most a ", num_stages,
+                         "-stage pipeline takes"));
+      }
+      if (absl::Status health = h.HealthLocked(); !health.ok()) {
+        seen_epoch_ = 0;
+        return health;
+      }
+      if (seen_epoch_ != 0 && seen_epoch_ != h.epoch_) {
+        // The sequences the caller still runs had their KV cache on the lost pipeline.
+        seen_epoch_ = 0;
+        return absl::UnavailableError(absl::StrCat(
+            h.last_loss_, "; the workers were replaced, and the KV cache of the running sequences is gone"));
+      }
+      seen_epoch_ = h.epoch_;
+      step.id = h.next_step_++;
+      step.links = h.pipeline_;
+      step.samples = samples.size();
+      in_flight_.push_back(step);
+      if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
+      message.mutable_step()->set_step_id(step.id);
+    }
+    EncodeStep(entries, samples, message.mutable_step());
+    for (auto& link : step.links) {
+      if (!link->Write(message)) {
+        std::lock_guard<std::mutex> lock(h.mu_);
+        h.MarkLost(*link, "the step could not be sent (stream closed)");
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status FinishStep(std::vector<SampleResult>* results) override {
+    WorkerHub& h = *hub_;
+    const int num_stages = h.options_.num_stages;
+    std::unique_lock<std::mutex> lock(h.mu_);
+    if (in_flight_.empty()) return absl::FailedPreconditionError("no step in flight");
+    const InFlight step = in_flight_.front();
+    in_flight_.pop_front();
+    if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
+    auto answered = [&](const Link& l) { return l.results.contains(step.id); };
+    // A stage that will not answer; the error then names the stage whose loss broke the pipeline
+    // (the others were only told to rejoin), whether or not that one answered this step.
+    auto lost = [&]() -> const Link* {
+      const Link* unanswered = nullptr;
+      for (auto& link : step.links) {
+        if (link->lost && !answered(*link)) {
+          unanswered = link.get();
+          break;
+        }
+      }
+      if (unanswered == nullptr) return nullptr;
+      for (auto& link : step.links) {
+        if (link->lost && !link->lost_by_peer) return link.get();
+      }
+      return unanswered;
+    };
+    h.changed_.wait(lock, [&] {
+      return h.shutting_down_ || lost() != nullptr ||
+             std::all_of(step.links.begin(), step.links.end(), [&](const auto& l) { return answered(*l); });
+    });
+    std::vector<wire::StepResult> answers;
+    for (auto& link : step.links) {
+      auto it = link->results.find(step.id);
+      if (it == link->results.end()) continue;
+      answers.push_back(std::move(it->second));
+      link->results.erase(it);
+    }
+    if (h.shutting_down_ && answers.size() < step.links.size()) {
+      seen_epoch_ = 0;
+      return absl::UnavailableError("the coordinator is shutting down");
+    }
+    if (const Link* gone = lost()) {
+      seen_epoch_ = 0;
+      return absl::UnavailableError(absl::StrCat("worker ", gone->Name(num_stages),
+                                                 " lost during a step: ", gone->lost_reason));
+    }
+    lock.unlock();
+    if (h.options_.metrics) {
+      for (size_t i = 0; i < answers.size(); ++i) {
+        h.options_.metrics->StageStepDone(static_cast<int>(i), answers[i].compute_seconds(),
+                                          answers[i].transfer_seconds());
+      }
+    }
+    for (size_t i = 0; i < step.links.size(); ++i) {
+      if (absl::Status s = StatusFromProto(answers[i].status()); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("worker ", step.links[i]->Name(num_stages), ": ", s.message()));
+      }
+    }
+    ASSIGN_OR_RETURN(*results, DecodeResults(answers.back(), step.samples));
+    return absl::OkStatus();
+  }
+
+ private:
+  struct InFlight {
+    uint64_t id = 0;
+    std::vector<std::shared_ptr<Link>> links;
+    size_t samples = 0;
+  };
+  WorkerHub* hub_;
+  // Under hub mu_: the pipeline epoch the caller's KV state lives on, and the started steps.
+  uint64_t seen_epoch_ = 0;
+  std::deque<InFlight> in_flight_;
+};
+
+std::unique_ptr<Engine> WorkerHub::MakeEngine() { return std::make_unique<RemoteEngine>(this); }
+
+}  // namespace bitserve::rpc
