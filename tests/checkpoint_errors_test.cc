@@ -192,7 +192,7 @@ TEST_F(BadCheckpoint, ScalarWeightScaleIsAccepted) {
   });
   auto w = LoadModelWeights(dir_);
   ASSERT_TRUE(w.ok()) << w.status();
-  EXPECT_GT(w->layers[0].up.scale.value, 0.0f);
+  EXPECT_GT(w->layers[0].ffn.up.scale.value, 0.0f);
 }
 
 TEST_F(BadCheckpoint, ConfigContradictsTensors) {

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     }
     const auto t1 = Clock::now();
     for (bitserve::LayerWeights& w : *decoded) {
-      for (bitserve::TernaryMatrix* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) {
+      for (bitserve::TernaryMatrix* m : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up, &w.ffn.down}) {
         auto packed = bitserve::cuda::PackTernaryMatrix(m->values.data(), m->rows, m->cols, m->scale);
         if (!packed.ok()) return 1;
         codes += m->rows * m->cols;

@@ -26,7 +26,7 @@ std::vector<float> Run(const ModelWeights& W, const std::vector<int32_t>& ids, b
   int64_t m = ids.size(), h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(),
           kvd = c.kv_dim();
   std::vector<float> x(m * h), a(m * std::max(h, std::max(inter, qd))), q(m * qd), k(m * kvd),
-      v(m * kvd), o(m * qd), g(m * inter), u(m * inter), y(m * h);
+      v(m * kvd), o(m * qd), y(m * h);
   std::vector<int8_t> aq(m * std::max(h, std::max(inter, qd)));
   std::vector<float> s(m);
   std::vector<int32_t> pos(m);
@@ -38,6 +38,7 @@ std::vector<float> Run(const ModelWeights& W, const std::vector<int32_t>& ids, b
     cpu::ActQuantPerToken(in, m, dim, aq.data(), s.data());
     cpu::TernaryMatmul(aq.data(), s.data(), m, t.values.data(), t.rows, t.cols, t.scale, out);
   };
+  MoeScratch ffn_scratch;
   for (auto& w : W.layers) {
     cpu::RmsNorm(x.data(), w.input_norm.data(), m, h, eps, a.data());
     cpu::ActQuantPerToken(a.data(), m, h, aq.data(), s.data());
@@ -58,12 +59,7 @@ std::vector<float> Run(const ModelWeights& W, const std::vector<int32_t>& ids, b
     cpu::AddInPlace(x.data(), y.data(), m * h);
     cpu::RmsNorm(x.data(), w.post_attention_norm.data(), m, h, eps, a.data());
     cpu::ActQuantPerToken(a.data(), m, h, aq.data(), s.data());
-    cpu::TernaryMatmul(aq.data(), s.data(), m, w.gate.values.data(), inter, h, w.gate.scale,
-                       g.data());
-    cpu::TernaryMatmul(aq.data(), s.data(), m, w.up.values.data(), inter, h, w.up.scale, u.data());
-    cpu::Relu2Mul(g.data(), u.data(), m * inter, g.data());
-    cpu::RmsNorm(g.data(), w.ffn_sub_norm.data(), m, inter, eps, g.data());
-    lin(g.data(), inter, w.down, y.data());
+    cpu::BitnetFfn(w.ffn, aq.data(), s.data(), m, h, eps, ffn_scratch, y.data());
     cpu::AddInPlace(x.data(), y.data(), m * h);
   }
   cpu::RmsNorm(x.data(), W.final_norm.data(), m, h, eps, x.data());

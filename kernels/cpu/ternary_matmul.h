@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace bitserve::cpu {
 
@@ -16,6 +17,23 @@ struct WeightScale {
   bool divide = false;  // bitlinear
   float multiplier() const { return divide ? 1.0f / value : value; }
 };
+
+}  // namespace bitserve::cpu
+
+namespace bitserve {
+
+// A ternary weight matrix in the CPU reference's layout: int8 [out, in], its weight_scale folded
+// into one multiplier.
+struct TernaryMatrix {
+  int64_t rows = 0;            // output features
+  int64_t cols = 0;            // input features
+  std::vector<int8_t> values;  // [rows, cols] in {-1, 0, +1}
+  cpu::WeightScale scale;      // real weight = values * scale.multiplier()
+};
+
+}  // namespace bitserve
+
+namespace bitserve::cpu {
 
 // xq: [m, in] int8; x_scale: [m]; w: [out, in] int8 holding -1/0/+1; y: [m, out].
 void TernaryMatmul(const int8_t* xq, const float* x_scale, int64_t m, const int8_t* w, int64_t out,

@@ -221,10 +221,7 @@ absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
     }
     return l;
   }
-  ASSIGN_OR_RETURN(l.ffn_sub_norm, loader.Floats(p + "mlp.ffn_sub_norm.weight"));
-  ASSIGN_OR_RETURN(l.gate, loader.Ternary(p + "mlp.gate_proj"));
-  ASSIGN_OR_RETURN(l.up, loader.Ternary(p + "mlp.up_proj"));
-  ASSIGN_OR_RETURN(l.down, loader.Ternary(p + "mlp.down_proj"));
+  ASSIGN_OR_RETURN(l.ffn, LoadFfn(loader, p + "mlp."));
   return l;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/moe_ffn.h"
 #include "kernels/cpu/ternary_matmul.h"
 #include "runtime/checkpoint/model_config.h"
 #include "runtime/checkpoint/pipeline_stage.h"
@@ -17,32 +18,14 @@
 
 namespace bitserve {
 
-struct TernaryMatrix {
-  int64_t rows = 0;  // output features
-  int64_t cols = 0;  // input features
-  std::vector<int8_t> values;  // [rows, cols] in {-1, 0, +1}
-  cpu::WeightScale scale;      // real weight = values * scale.multiplier()
-};
-
-// One BitNet feed-forward network: gate/up -> relu(gate)^2 * up -> sub_norm -> down.
-struct FfnWeights {
-  std::vector<float> sub_norm;  // ffn_sub_norm
-  TernaryMatrix gate, up, down;
-};
-
-// A mixture-of-experts feed-forward block (docs/formats.md); empty in dense layers.
-struct MoeWeights {
-  std::vector<uint16_t> router;       // [num_experts, hidden] bf16 (mlp.gate.weight)
-  std::vector<FfnWeights> experts;    // num_experts
-  FfnWeights shared;                  // shared expert; empty matrices when there is none
-  std::vector<uint16_t> shared_gate;  // [1, hidden] bf16 (mlp.shared_expert_gate.weight)
-  bool has_shared() const { return !shared_gate.empty(); }
-};
-
+// The weights of one decoder layer, block by block (runtime/engine/decoder_layer.h): the attention
+// block's, then those of its feed-forward block, dense or a mixture of experts
+// (kernels/cpu/moe_ffn.h holds FfnWeights and MoeWeights, the types of the CPU reference ops).
 struct LayerWeights {
-  std::vector<float> input_norm, attn_sub_norm, post_attention_norm, ffn_sub_norm;
-  TernaryMatrix q, k, v, o, gate, up, down;  // gate/up/down and ffn_sub_norm: dense layers only
-  MoeWeights moe;                            // MoE layers only (config.is_moe())
+  std::vector<float> input_norm, attn_sub_norm, post_attention_norm;
+  TernaryMatrix q, k, v, o;
+  FfnWeights ffn;  // dense layers only
+  MoeWeights moe;  // MoE layers only (config.is_moe())
 };
 
 struct ModelWeights {

@@ -42,7 +42,7 @@ TEST(SyntheticCheckpoint, LoadsWithRealisticStatistics) {
   auto w = LoadModelWeights(dir.path());
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ(w->layers.size(), 3u);
-  const TernaryMatrix& up = w->layers[1].up;
+  const TernaryMatrix& up = w->layers[1].ffn.up;
   EXPECT_EQ(up.rows, 320);
   EXPECT_EQ(up.cols, 128);
   int64_t neg = 0, pos = 0;
@@ -94,7 +94,7 @@ TEST(SyntheticCheckpoint, SameSeedSameBytesShardedOrNot) {
   auto ws = LoadModelWeights(sharded.path());
   ASSERT_TRUE(wa.ok() && ws.ok()) << ws.status();
   EXPECT_EQ(wa->embedding, ws->embedding);
-  EXPECT_EQ(wa->layers[2].down.values, ws->layers[2].down.values);
+  EXPECT_EQ(wa->layers[2].ffn.down.values, ws->layers[2].ffn.down.values);
   options.seed = 6;
   options.max_shard_bytes = 4ull << 30;
   ASSERT_TRUE(WriteSyntheticCheckpoint(*preset, other.path(), options).ok());
@@ -132,8 +132,8 @@ TEST(CheckpointReader, StagesReadOnlyWhatTheyUse) {
     EXPECT_EQ(w2->embedding.empty(), !tied);
     EXPECT_EQ(std::vector<uint16_t>(w2->lm_head_data(), w2->lm_head_data() + whole->embedding.size()),
               std::vector<uint16_t>(whole->lm_head_data(), whole->lm_head_data() + whole->embedding.size()));
-    EXPECT_EQ(w1->layers[1].up.values, whole->layers[1].up.values);
-    EXPECT_TRUE(w1->layers[0].up.values.empty() && w1->layers[2].up.values.empty());
+    EXPECT_EQ(w1->layers[1].ffn.up.values, whole->layers[1].ffn.up.values);
+    EXPECT_TRUE(w1->layers[0].ffn.up.values.empty() && w1->layers[2].ffn.up.values.empty());
   }
 }
 

@@ -159,7 +159,7 @@ TEST_F(MoeCheckpoint, Loads) {
   EXPECT_EQ(moe.experts[2].sub_norm.size(), 16u);
   EXPECT_TRUE(moe.has_shared());
   EXPECT_EQ(moe.shared.up.rows, 8);
-  EXPECT_TRUE(w->layers[0].gate.values.empty());
+  EXPECT_TRUE(w->layers[0].ffn.gate.values.empty());
 }
 
 TEST_F(MoeCheckpoint, MissingExpertTensorIsNamed) {

@@ -1,7 +1,8 @@
 #include "runtime/engine/cpu_engine.h"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/act_quant.h"
@@ -10,9 +11,10 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/rope.h"
-#include "kernels/cpu/ternary_matmul.h"
+#include "base/check.h"
 #include "base/status_macros.h"
-#include "runtime/engine/moe_ffn.h"
+#include "kernels/cpu/moe_ffn.h"
+#include "kernels/cpu/ternary_matmul.h"
 
 namespace bitserve {
 namespace {
@@ -73,6 +75,8 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
       max_batch_tokens_(options.max_batch_tokens),
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
       trace_(options.trace),
+      moe_shape_{weights_.config.hidden_size, weights_.config.num_experts, weights_.config.num_experts_per_tok,
+                 weights_.config.norm_topk_prob, static_cast<float>(weights_.config.rms_norm_eps)},
       sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
   stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
 }
@@ -202,8 +206,6 @@ void CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t
   Grow(k_, m * kvd);
   Grow(v_, m * kvd);
   Grow(o_, m * widest);
-  Grow(g_, m * inter);
-  Grow(u_, m * inter);
   if (static_cast<int64_t>(aq_.size()) < m * widest) aq_.resize(m * widest);
   Grow(scales_, m);
 
@@ -220,45 +222,65 @@ void CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t
   } else {
     DecodeHidden(transfer_, input.data(), m, h, x_.data());
   }
-
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  for (int l = stage_.layer_begin; l < stage_.layer_end; ++l) {
-    const LayerWeights& w = weights_.layers[l];
-    // Attention block: q, k and v share one quantization of the normed input.
-    cpu::RmsNorm(x_.data(), w.input_norm.data(), m, h, eps, a_.data());
-    if (trace_) trace_("qkv_in", l, a_.data(), m, h);
-    cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.q.values.data(), qd, h, w.q.scale, q_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.scale, k_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale, v_.data());
-    cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(), inv_freq_.data());
-    cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(), inv_freq_.data());
-    Attention(l, entries);
-    cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
-    if (trace_) trace_("o_in", l, o_.data(), m, qd);
-    QuantizedLinear(o_.data(), m, w.o, aq_, scales_, a_.data());
-    cpu::AddInPlace(x_.data(), a_.data(), m * h);
-
-    // Feed-forward block: gate and up share one quantization.
-    cpu::RmsNorm(x_.data(), w.post_attention_norm.data(), m, h, eps, a_.data());
-    if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
-    if (c.is_moe()) {  // router + experts (runtime/moe_ffn.h); o_ is free after the attention block
-      MoeFeedForward(w.moe, c, a_.data(), m, o_.data());
-      cpu::AddInPlace(x_.data(), o_.data(), m * h);
-      continue;
-    }
-    cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.gate.values.data(), inter, h, w.gate.scale, g_.data());
-    cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.up.values.data(), inter, h, w.up.scale, u_.data());
-    cpu::Relu2Mul(g_.data(), u_.data(), m * inter, g_.data());
-    cpu::RmsNorm(g_.data(), w.ffn_sub_norm.data(), m, inter, eps, g_.data());
-    if (trace_) trace_("down_in", l, g_.data(), m, inter);
-    QuantizedLinear(g_.data(), m, w.down, aq_, scales_, a_.data());
-    cpu::AddInPlace(x_.data(), a_.data(), m * h);
-  }
+  entries_ = entries;
+  tokens_ = m;
+  const absl::Status status = RunDecoderLayers(*this, c, stage_.layer_begin, stage_.layer_end);
+  BITSERVE_CHECK(status.ok()) << status.message();  // the CPU blocks cannot fail
+  entries_ = {};
 }
 
-void CpuEngine::Attention(int layer, std::span<const BatchEntry> entries) {
+absl::Status CpuEngine::Attention(int l) {
+  const ModelConfig& c = config();
+  const int64_t m = tokens_, h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const LayerWeights& w = weights_.layers[l];
+  // q, k and v share one quantization of the normed input.
+  cpu::RmsNorm(x_.data(), w.input_norm.data(), m, h, eps, a_.data());
+  if (trace_) trace_("qkv_in", l, a_.data(), m, h);
+  cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
+  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.q.values.data(), qd, h, w.q.scale, q_.data());
+  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.scale, k_.data());
+  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale, v_.data());
+  cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(), inv_freq_.data());
+  cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(), inv_freq_.data());
+  SelfAttention(l);
+  cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
+  if (trace_) trace_("o_in", l, o_.data(), m, qd);
+  QuantizedLinear(o_.data(), m, w.o, aq_, scales_, a_.data());
+  cpu::AddInPlace(x_.data(), a_.data(), m * h);
+  return absl::OkStatus();
+}
+
+absl::Status CpuEngine::DenseFfn(int l) {
+  const ModelConfig& c = config();
+  const int64_t m = tokens_, h = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  // gate and up share one quantization of the normed input.
+  cpu::RmsNorm(x_.data(), weights_.layers[l].post_attention_norm.data(), m, h, eps, a_.data());
+  if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
+  cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
+  std::function<void(const float*, int64_t, int64_t)> down_in;
+  if (trace_) down_in = [&](const float* g, int64_t rows, int64_t inter) { trace_("down_in", l, g, rows, inter); };
+  cpu::BitnetFfn(weights_.layers[l].ffn, aq_.data(), scales_.data(), m, h, eps, ffn_scratch_, a_.data(),
+                 down_in);
+  cpu::AddInPlace(x_.data(), a_.data(), m * h);
+  return absl::OkStatus();
+}
+
+absl::Status CpuEngine::MoeFfn(int l) {
+  const ModelConfig& c = config();
+  const int64_t m = tokens_, h = c.hidden_size;
+  cpu::RmsNorm(x_.data(), weights_.layers[l].post_attention_norm.data(), m, h,
+               static_cast<float>(c.rms_norm_eps), a_.data());
+  if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
+  // Router + experts (kernels/cpu/moe_ffn.h); o_ is free after the attention block.
+  cpu::MoeFeedForward(weights_.layers[l].moe, moe_shape_, a_.data(), m, o_.data(), &ffn_scratch_);
+  cpu::AddInPlace(x_.data(), o_.data(), m * h);
+  return absl::OkStatus();
+}
+
+void CpuEngine::SelfAttention(int layer) {
+  const std::span<const BatchEntry> entries = entries_;
   const ModelConfig& c = config();
   const int64_t qd = c.q_dim(), kvd = c.kv_dim();
   const cpu::AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim,

@@ -14,13 +14,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/engine/decoder_layer.h"
 #include "runtime/engine/engine.h"
 #include "runtime/checkpoint/model_weights.h"
 #include "runtime/engine/paged_kv_cache.h"
 
 namespace bitserve {
 
-class CpuEngine : public Engine {
+class CpuEngine : public Engine, private DecoderBlocks {
  public:
   static absl::StatusOr<std::unique_ptr<CpuEngine>> Load(const std::filesystem::path& model_dir,
                                                          const EngineOptions& options = {});
@@ -50,7 +51,12 @@ class CpuEngine : public Engine {
   // Samples one token per kLast entry from the logits of Logits() (kAll entries are not sampled).
   absl::Status Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                       std::vector<SampleResult>* results);
-  void Attention(int layer, std::span<const BatchEntry> entries);
+  // The blocks of one decoder layer (decoder_layer.h) over the batch of the current Run.
+  absl::Status Attention(int layer) override;
+  absl::Status DenseFfn(int layer) override;
+  absl::Status MoeFfn(int layer) override;
+  // Writes the layer's keys and values into the cache and attends, one sequence at a time.
+  void SelfAttention(int layer);
 
   ModelWeights weights_;
   PipelineStage stage_;
@@ -60,8 +66,13 @@ class CpuEngine : public Engine {
   int max_batch_tokens_;
   std::vector<float> inv_freq_;
   ActivationTrace trace_;
+  MoeShape moe_shape_;
+  // The batch of the current Run, for the blocks.
+  std::span<const BatchEntry> entries_;
+  int64_t tokens_ = 0;
   // Scratch, grown to the largest batch seen and reused.
-  std::vector<float> x_, a_, q_, k_, v_, o_, g_, u_, logits_in_, step_logits_;
+  std::vector<float> x_, a_, q_, k_, v_, o_, logits_in_, step_logits_;
+  MoeScratch ffn_scratch_;
   std::vector<float> kv_keys_, kv_values_;
   std::vector<int8_t> aq_;
   std::vector<float> scales_;

@@ -2,7 +2,8 @@
 //   1. ValidateBatch, then the batch's metadata (token ids, positions, entries, block tables, the
 //      rows that want logits) into pinned host buffers and one async copy each into fixed device
 //      buffers (fixed, so that a captured graph reads the next step's metadata from them);
-//   2. the layers (RunLayers): embedding, then per layer
+//   2. the layers (RunLayers: RunDecoderLayers over the blocks of LayerRun, decoder_layer.h):
+//      embedding, then per layer
 //        fused q/k/v product (int32) -> epilogue + RoPE -> WritePagedKv (one kernel with the
 //        epilogue for a bf16 cache) -> PagedAttention ->
 //        attn_sub_norm + quant -> o product -> residual + post-norm + quant -> fused gate/up
@@ -47,6 +48,7 @@
 #include "kernels/cuda/ternary_gemv.cuh"
 #include "base/status_macros.h"
 #include "runtime/engine/cuda_engine.h"
+#include "runtime/engine/decoder_layer.h"
 #include "runtime/engine/cuda_model.cuh"
 #include "base/device_name.h"
 
@@ -115,6 +117,9 @@ class CudaEngine final : public Engine {
   // indices; a decode step pads tokens (and logit rows) to `padded_tokens`.
   absl::Status UploadBatch(std::span<const BatchEntry> entries,
                            const std::vector<int32_t>& logit_rows, int padded_tokens);
+  // The stage's layers (RunDecoderLayers over LayerRun, its decoder blocks), the LM head's first
+  // chunk on the last stage or the message for the next stage.
+  class LayerRun;
   absl::Status RunLayers(const RunShape& shape);
   absl::Status LmHead(int row_begin, int rows, cudaStream_t stream);
   // Runs the layers for a batch (graph or plain); the LM head rows [0, min(R, kLogitsChunk)) are
@@ -415,83 +420,125 @@ absl::Status CudaEngine::LmHead(int row_begin, int rows, cudaStream_t stream) {
                        logits_.get(), stream);
 }
 
+// The decoder blocks (decoder_layer.h) of one run of the stage's layers, as CUDA kernels. Each block
+// ends by adding its output into x_ and computing the next block's normed, quantized input in
+// act_out[0] in the same kernel: the post-attention norm after Attention, the next layer's input
+// norm after the feed-forward block (nothing after the stage's last layer).
+class CudaEngine::LayerRun final : public DecoderBlocks {
+ public:
+  LayerRun(CudaEngine& e, const RunShape& shape)
+      : e_(e),
+        c_(e.config()),
+        m_(shape.tokens),
+        h_(c_.hidden_size),
+        inter_(c_.intermediate_size),
+        qd_(c_.q_dim()),
+        eps_(static_cast<float>(c_.rms_norm_eps)),
+        scale_(static_cast<float>(1.0 / std::sqrt(double{1.0} * c_.head_dim))),
+        s_(e.stream_),
+        act_out_{{e.act_values_[0].get(), e.act_scales_[0].get(), e.act_sums_[0].get(), e.act_stride_},
+                 {e.act_values_[1].get(), e.act_scales_[1].get(), e.act_sums_[1].get(), e.act_stride_}},
+        qkv_shape_{c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim} {
+    batch_.num_entries = shape.entries;
+    batch_.num_tokens = static_cast<int>(m_);
+    batch_.token_begin = e.dev_.token_begin.get();
+    batch_.start_position = e.dev_.start.get();
+    batch_.token_entry = e.dev_.token_entry.get();
+    batch_.block_tables = e.dev_.block_tables.get();
+    batch_.max_blocks_per_seq = e.max_blocks_per_seq_;
+    batch_.max_context = shape.max_context;
+    batch_.device_num_entries = e.dev_.counts.get();
+    batch_.device_num_tokens = e.dev_.counts.get() + 1;
+    batch_.max_prefill_tokens = shape.max_prefill_tokens;
+  }
+
+  // x_ holds the stage's input; act_out[0] gets its first layer's normed, quantized input.
+  absl::Status Begin() {
+    return cuda::RmsNormQuantizeActivations(e_.x_.get(), e_.w_.layers[0].input_norm.get(), m_, h_, eps_,
+                                            act_out_[0], nullptr, s_);
+  }
+
+  absl::Status Attention(int layer) override {
+    const int l = Local(layer);
+    const CudaLayerWeights& w = e_.w_.layers[l];
+    const cuda::PagedKvLayer& kv = e_.kv_layers_[l];
+    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(e_.gemm_.get(), w.qkv.view(), cuda::Int8Activations(act_out_[0], m_, h_),
+                                             e_.acc_qkv_.get(), s_));
+    if (kv.dtype == KvDtype::kBf16) {  // one kernel instead of two
+      RETURN_IF_ERROR(cuda::QkvEpilogueRopeWriteBf16Kv(
+          e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, qkv_shape_,
+          e_.dev_.positions.get(), e_.cos_sin_.get(), e_.max_model_len_, e_.q_.get(), batch_, kv, s_));
+    } else {
+      RETURN_IF_ERROR(cuda::QkvEpilogueRope(e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale,
+                                            w.v_scale, m_, qkv_shape_, e_.dev_.positions.get(), e_.cos_sin_.get(),
+                                            e_.max_model_len_, e_.q_.get(), e_.k_.get(), e_.v_.get(), s_));
+      RETURN_IF_ERROR(cuda::WritePagedKv(e_.k_.get(), e_.v_.get(), batch_, kv, s_));
+    }
+    RETURN_IF_ERROR(cuda::PagedAttention(e_.q_.get(), batch_, kv, c_.num_attention_heads, scale_,
+                                         e_.attn_.get(), e_.attn_workspace_.get(),
+                                         static_cast<size_t>(e_.attn_workspace_.bytes()), s_));
+    RETURN_IF_ERROR(cuda::RmsNormQuantizeActivations(e_.attn_.get(), w.attn_sub_norm.get(), m_, qd_, eps_,
+                                                     act_out_[1], nullptr, s_));
+    RETURN_IF_ERROR(cuda::TernaryMatmul(e_.gemm_.get(), w.o.view(), cuda::Int8Activations(act_out_[1], m_, qd_),
+                                        e_.y_.get(), s_));
+    return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(), w.post_attention_norm.get(), m_, h_, eps_,
+                                    act_out_[0], nullptr, s_);
+  }
+
+  absl::Status DenseFfn(int layer) override {
+    const int l = Local(layer);
+    const CudaLayerWeights& w = e_.w_.layers[l];
+    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(e_.gemm_.get(), w.gate_up.view(),
+                                             cuda::Int8Activations(act_out_[0], m_, h_), e_.acc_gate_up_.get(), s_));
+    RETURN_IF_ERROR(cuda::GateUpRelu2NormQuantize(e_.acc_gate_up_.get(), e_.act_scales_[0].get(), w.gate_scale,
+                                                  w.up_scale, m_, inter_, w.ffn_sub_norm.get(), eps_, act_out_[1],
+                                                  nullptr, s_));
+    RETURN_IF_ERROR(cuda::TernaryMatmul(e_.gemm_.get(), w.down.view(),
+                                        cuda::Int8Activations(act_out_[1], m_, inter_), e_.y_.get(), s_));
+    return EndLayer(l);
+  }
+
+  absl::Status MoeFfn(int layer) override {
+    return absl::UnimplementedError("the CUDA engine has no MoE feed-forward block yet");
+  }
+
+ private:
+  int Local(int layer) const { return layer - e_.w_.stage.layer_begin; }
+
+  // x_ += y_ (the feed-forward block's output), with the next layer's normed, quantized input.
+  absl::Status EndLayer(int l) {
+    if (l + 1 < static_cast<int>(e_.w_.layers.size())) {
+      return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(), e_.w_.layers[l + 1].input_norm.get(), m_, h_,
+                                      eps_, act_out_[0], nullptr, s_);
+    }
+    return cuda::AddResidual(e_.x_.get(), e_.y_.get(), m_ * h_, s_);
+  }
+
+  CudaEngine& e_;
+  const ModelConfig& c_;
+  const int64_t m_;
+  const int h_, inter_, qd_;
+  const float eps_, scale_;
+  cudaStream_t s_;
+  const cuda::Int8ActivationsOut act_out_[2];
+  const cuda::QkvShape qkv_shape_;
+  cuda::AttentionBatch batch_;
+};
+
 absl::Status CudaEngine::RunLayers(const RunShape& shape) {
-  const ModelConfig& c = config();
   const int64_t m = shape.tokens;
-  const int h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim();
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const float scale = static_cast<float>(1.0 / std::sqrt(double{1.0} * c.head_dim));
+  const int h = config().hidden_size;
   cudaStream_t s = stream_;
-  const cuda::Int8ActivationsOut act_out[2] = {
-      {act_values_[0].get(), act_scales_[0].get(), act_sums_[0].get(), act_stride_},
-      {act_values_[1].get(), act_scales_[1].get(), act_sums_[1].get(), act_stride_}};
-  const cuda::QkvShape qkv_shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim};
-
-  cuda::AttentionBatch batch;
-  batch.num_entries = shape.entries;
-  batch.num_tokens = static_cast<int>(m);
-  batch.token_begin = dev_.token_begin.get();
-  batch.start_position = dev_.start.get();
-  batch.token_entry = dev_.token_entry.get();
-  batch.block_tables = dev_.block_tables.get();
-  batch.max_blocks_per_seq = max_blocks_per_seq_;
-  batch.max_context = shape.max_context;
-  batch.device_num_entries = dev_.counts.get();
-  batch.device_num_tokens = dev_.counts.get() + 1;
-  batch.max_prefill_tokens = shape.max_prefill_tokens;
-
   // The step's true token count (a decode bucket pads m) bounds the stage messages.
   const int32_t* true_tokens = dev_.counts.get() + 1;
   if (w_.stage.first()) {
-    RETURN_IF_ERROR(
-        cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
+    RETURN_IF_ERROR(cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
   } else {
     RETURN_IF_ERROR(cuda::DecodeHidden(transfer_, stage_in_.get(), m, true_tokens, h, x_.get(), s));
   }
-  RETURN_IF_ERROR(cuda::RmsNormQuantizeActivations(x_.get(), w_.layers[0].input_norm.get(), m, h,
-                                                   eps, act_out[0], nullptr, s));
-  const int num_layers = static_cast<int>(w_.layers.size());
-  for (int l = 0; l < num_layers; ++l) {
-    const CudaLayerWeights& w = w_.layers[l];
-    // Attention block; act_out[0] holds quantize(input_norm(x)).
-    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(
-        gemm_.get(), w.qkv.view(), cuda::Int8Activations(act_out[0], m, h), acc_qkv_.get(), s));
-    if (kv_layers_[l].dtype == KvDtype::kBf16) {  // one kernel instead of two
-      RETURN_IF_ERROR(cuda::QkvEpilogueRopeWriteBf16Kv(
-          acc_qkv_.get(), act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, qkv_shape,
-          dev_.positions.get(), cos_sin_.get(), max_model_len_, q_.get(), batch, kv_layers_[l], s));
-    } else {
-      RETURN_IF_ERROR(cuda::QkvEpilogueRope(
-          acc_qkv_.get(), act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, m, qkv_shape,
-          dev_.positions.get(), cos_sin_.get(), max_model_len_, q_.get(), k_.get(), v_.get(), s));
-      RETURN_IF_ERROR(cuda::WritePagedKv(k_.get(), v_.get(), batch, kv_layers_[l], s));
-    }
-    RETURN_IF_ERROR(cuda::PagedAttention(q_.get(), batch, kv_layers_[l], c.num_attention_heads,
-                                         scale, attn_.get(), attn_workspace_.get(),
-                                         static_cast<size_t>(attn_workspace_.bytes()), s));
-    RETURN_IF_ERROR(cuda::RmsNormQuantizeActivations(attn_.get(), w.attn_sub_norm.get(), m, qd, eps,
-                                                     act_out[1], nullptr, s));
-    RETURN_IF_ERROR(cuda::TernaryMatmul(gemm_.get(), w.o.view(),
-                                        cuda::Int8Activations(act_out[1], m, qd), y_.get(), s));
-    RETURN_IF_ERROR(cuda::AddRmsNormQuantize(x_.get(), y_.get(), w.post_attention_norm.get(), m, h,
-                                             eps, act_out[0], nullptr, s));
-    // Feed-forward block.
-    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(gemm_.get(), w.gate_up.view(),
-                                             cuda::Int8Activations(act_out[0], m, h),
-                                             acc_gate_up_.get(), s));
-    RETURN_IF_ERROR(cuda::GateUpRelu2NormQuantize(
-        acc_gate_up_.get(), act_scales_[0].get(), w.gate_scale, w.up_scale, m, inter,
-        w.ffn_sub_norm.get(), eps, act_out[1], nullptr, s));
-    RETURN_IF_ERROR(cuda::TernaryMatmul(gemm_.get(), w.down.view(),
-                                        cuda::Int8Activations(act_out[1], m, inter), y_.get(), s));
-    if (l + 1 < num_layers) {
-      RETURN_IF_ERROR(cuda::AddRmsNormQuantize(x_.get(), y_.get(),
-                                               w_.layers[l + 1].input_norm.get(), m, h, eps,
-                                               act_out[0], nullptr, s));
-    } else {
-      RETURN_IF_ERROR(cuda::AddResidual(x_.get(), y_.get(), m * h, s));
-    }
-  }
+  LayerRun run(*this, shape);
+  RETURN_IF_ERROR(run.Begin());
+  RETURN_IF_ERROR(RunDecoderLayers(run, config(), w_.stage.layer_begin, w_.stage.layer_end));
   if (!w_.stage.last()) {
     return cuda::EncodeHidden(transfer_, x_.get(), m, true_tokens, h, stage_out_.get(), s);
   }

@@ -58,19 +58,19 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_b
   l.q_scale = cuda::FoldWeightScale(w.q.scale);
   l.k_scale = cuda::FoldWeightScale(w.k.scale);
   l.v_scale = cuda::FoldWeightScale(w.v.scale);
-  l.gate_scale = cuda::FoldWeightScale(w.gate.scale);
-  l.up_scale = cuda::FoldWeightScale(w.up.scale);
+  l.gate_scale = cuda::FoldWeightScale(w.ffn.gate.scale);
+  l.up_scale = cuda::FoldWeightScale(w.ffn.up.scale);
   ASSIGN_OR_RETURN(l.qkv, UploadStacked({&w.q, &w.k, &w.v}));
   ASSIGN_OR_RETURN(l.o, UploadStacked({&w.o}));
-  ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.gate, &w.up}));
-  ASSIGN_OR_RETURN(l.down, UploadStacked({&w.down}));
+  ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.ffn.gate, &w.ffn.up}));
+  ASSIGN_OR_RETURN(l.down, UploadStacked({&w.ffn.down}));
   for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o, &l.gate_up, &l.down}) *ternary_bytes += t->view().bytes();
   ASSIGN_OR_RETURN(l.input_norm, UploadFloats(w.input_norm));
   ASSIGN_OR_RETURN(l.attn_sub_norm, UploadFloats(w.attn_sub_norm));
   ASSIGN_OR_RETURN(l.post_attention_norm, UploadFloats(w.post_attention_norm));
-  ASSIGN_OR_RETURN(l.ffn_sub_norm, UploadFloats(w.ffn_sub_norm));
+  ASSIGN_OR_RETURN(l.ffn_sub_norm, UploadFloats(w.ffn.sub_norm));
   *norm_bytes += 4 * static_cast<int64_t>(w.input_norm.size() + w.attn_sub_norm.size() +
-                                          w.post_attention_norm.size() + w.ffn_sub_norm.size());
+                                          w.post_attention_norm.size() + w.ffn.sub_norm.size());
   return l;
 }
 

@@ -1,4 +1,4 @@
-#include "runtime/engine/moe_ffn.h"
+#include "kernels/cpu/moe_ffn.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/ternary_matmul.h"
 
-namespace bitserve {
+namespace bitserve::cpu {
 namespace {
 
 template <typename T>
@@ -20,23 +20,24 @@ T* Sized(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-// One BitNet FFN on rows whose input is already quantized (xq, x_scales): y [rows, hidden].
-void Ffn(const FfnWeights& f, const int8_t* xq, const float* x_scales, int64_t rows, int64_t hidden,
-         float eps, MoeScratch& s, float* y) {
+}  // namespace
+
+void BitnetFfn(const FfnWeights& f, const int8_t* xq, const float* x_scales, int64_t rows, int64_t hidden,
+               float eps, MoeScratch& s, float* y,
+               const std::function<void(const float* x, int64_t rows, int64_t dim)>& down_in) {
   const int64_t inter = f.gate.rows;
   float* g = Sized(s.g, rows * inter);
   float* u = Sized(s.u, rows * inter);
-  cpu::TernaryMatmul(xq, x_scales, rows, f.gate.values.data(), inter, hidden, f.gate.scale, g);
-  cpu::TernaryMatmul(xq, x_scales, rows, f.up.values.data(), inter, hidden, f.up.scale, u);
-  cpu::Relu2Mul(g, u, rows * inter, g);
-  cpu::RmsNorm(g, f.sub_norm.data(), rows, inter, eps, g);
+  TernaryMatmul(xq, x_scales, rows, f.gate.values.data(), inter, hidden, f.gate.scale, g);
+  TernaryMatmul(xq, x_scales, rows, f.up.values.data(), inter, hidden, f.up.scale, u);
+  Relu2Mul(g, u, rows * inter, g);
+  RmsNorm(g, f.sub_norm.data(), rows, inter, eps, g);
+  if (down_in) down_in(g, rows, inter);
   int8_t* dq = Sized(s.dq, rows * inter);
   float* ds = Sized(s.d_scales, rows);
-  cpu::ActQuantPerToken(g, rows, inter, dq, ds);
-  cpu::TernaryMatmul(dq, ds, rows, f.down.values.data(), hidden, inter, f.down.scale, y);
+  ActQuantPerToken(g, rows, inter, dq, ds);
+  TernaryMatmul(dq, ds, rows, f.down.values.data(), hidden, inter, f.down.scale, y);
 }
-
-}  // namespace
 
 void RouteTopK(const float* logits, int64_t m, int num_experts, int k, bool norm_topk_prob,
                int32_t* experts, float* weights) {
@@ -60,25 +61,24 @@ void RouteTopK(const float* logits, int64_t m, int num_experts, int k, bool norm
   }
 }
 
-void MoeFeedForward(const MoeWeights& w, const ModelConfig& config, const float* n, int64_t m,
-                    float* out, MoeScratch* scratch) {
+void MoeFeedForward(const MoeWeights& w, const MoeShape& shape, const float* n, int64_t m, float* out,
+                    MoeScratch* scratch) {
   MoeScratch local;
   MoeScratch& s = scratch != nullptr ? *scratch : local;
-  const int64_t h = config.hidden_size;
-  const int num_experts = config.num_experts, k = config.num_experts_per_tok;
-  const float eps = static_cast<float>(config.rms_norm_eps);
-  BITSERVE_CHECK(static_cast<int>(w.experts.size()) == num_experts)
-      << "MoE weights do not match the config";
+  const int64_t h = shape.hidden;
+  const int num_experts = shape.num_experts, k = shape.top_k;
+  const float eps = shape.eps;
+  BITSERVE_CHECK(static_cast<int>(w.experts.size()) == num_experts) << "MoE weights do not match the shape";
 
   float* logits = Sized(s.logits, m * num_experts);
-  cpu::Bf16Matmul(n, m, w.router.data(), num_experts, h, logits);
+  Bf16Matmul(n, m, w.router.data(), num_experts, h, logits);
   int32_t* experts = Sized(s.experts, m * k);
   float* weights = Sized(s.weights, m * k);
-  RouteTopK(logits, m, num_experts, k, config.norm_topk_prob, experts, weights);
+  RouteTopK(logits, m, num_experts, k, shape.norm_topk_prob, experts, weights);
 
   int8_t* nq = Sized(s.nq, m * h);
   float* n_scales = Sized(s.n_scales, m);
-  cpu::ActQuantPerToken(n, m, h, nq, n_scales);
+  ActQuantPerToken(n, m, h, nq, n_scales);
 
   // Each expert runs once over the rows routed to it; results land in expert_out[row, slot].
   float* expert_out = Sized(s.expert_out, m * k * h);
@@ -97,7 +97,7 @@ void MoeFeedForward(const MoeWeights& w, const ModelConfig& config, const float*
       xs[j] = n_scales[row];
     }
     float* y = Sized(s.y, count * h);
-    Ffn(w.experts[e], xq, xs, count, h, eps, s, y);
+    BitnetFfn(w.experts[e], xq, xs, count, h, eps, s, y);
     for (int64_t j = 0; j < count; ++j)
       std::copy_n(y + j * h, h, expert_out + int64_t{s.rows[j]} * h);
   }
@@ -119,9 +119,9 @@ void MoeFeedForward(const MoeWeights& w, const ModelConfig& config, const float*
   }
   if (w.has_shared()) {
     float* gate = Sized(s.gate, m);
-    cpu::Bf16Matmul(n, m, w.shared_gate.data(), 1, h, gate);
+    Bf16Matmul(n, m, w.shared_gate.data(), 1, h, gate);
     float* y = Sized(s.y, m * h);
-    Ffn(w.shared, nq, n_scales, m, h, eps, s, y);
+    BitnetFfn(w.shared, nq, n_scales, m, h, eps, s, y);
     for (int64_t r = 0; r < m; ++r) {
       const float g = 1.0f / (1.0f + std::exp(-gate[r]));
       for (int64_t i = 0; i < h; ++i) {
@@ -132,4 +132,4 @@ void MoeFeedForward(const MoeWeights& w, const ModelConfig& config, const float*
   }
 }
 
-}  // namespace bitserve
+}  // namespace bitserve::cpu

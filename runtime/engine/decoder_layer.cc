@@ -1,0 +1,26 @@
+#include "runtime/engine/decoder_layer.h"
+
+#include "base/status_macros.h"
+
+namespace bitserve {
+
+FfnBlock LayerFfnBlock(const ModelConfig& config, int layer) {
+  return config.is_moe() ? FfnBlock::kMoe : FfnBlock::kDense;
+}
+
+absl::Status RunDecoderLayers(DecoderBlocks& blocks, const ModelConfig& config, int begin, int end) {
+  for (int layer = begin; layer < end; ++layer) {
+    RETURN_IF_ERROR(blocks.Attention(layer));
+    switch (LayerFfnBlock(config, layer)) {
+      case FfnBlock::kDense:
+        RETURN_IF_ERROR(blocks.DenseFfn(layer));
+        break;
+      case FfnBlock::kMoe:
+        RETURN_IF_ERROR(blocks.MoeFfn(layer));
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bitserve
