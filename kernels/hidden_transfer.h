@@ -1,7 +1,7 @@
 // How hidden states cross from one pipeline stage to the next (DESIGN.md "Parallelism"), written
 // once for every backend: the CPU engine (runtime/cpu_engine.cc) calls EncodeHidden/DecodeHidden
-// below, the CUDA engine kernels/cuda/hidden_transfer.cuh, and both produce the same bytes
-// (kernels/cuda/hidden_transfer_op_test.cu checks it bit for bit), so CPU and GPU stages can be
+// below, the CUDA engine kernels/cuda/transfer/hidden_transfer.cuh, and both produce the same bytes
+// (kernels/cuda/transfer/hidden_transfer_op_test.cu checks it bit for bit), so CPU and GPU stages can be
 // mixed and a message means the same on every transport.
 //
 // One message per step: the residual stream after the stage's last layer, [tokens, hidden].

@@ -1,6 +1,6 @@
 // The element formats of the paged KV cache (DESIGN.md "KV cache"), written once for every backend:
 // the CPU reference (kernels/cpu/kv_quant.h, runtime/paged_kv_cache.h) and the CUDA kernels
-// (kernels/cuda/paged_attention.cuh) include this header and call these functions, so both store
+// (kernels/cuda/attention/paged_attention.cuh) include this header and call these functions, so both store
 // the same bytes for the same float keys and values (kernels/cuda/op_test.cu checks it bit for
 // bit).
 //
@@ -36,7 +36,7 @@
 //
 // Layout of one token's row of all KV heads, shared by both backends (how rows are grouped into
 // blocks and planes is each cache's own: runtime/paged_kv_cache.h and
-// kernels/cuda/paged_attention.cuh):
+// kernels/cuda/attention/paged_attention.cuh):
 //   data:   [num_kv_heads][KvHeadBytes(dtype, head_dim)] bytes
 //   params: [num_kv_heads][KvParamHalves(dtype)] uint16
 #pragma once

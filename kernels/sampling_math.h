@@ -1,5 +1,5 @@
 // The per-element maths of token sampling that the CPU reference (kernels/cpu/sampling.cc) and the
-// GPU sampler (kernels/cuda/sampling.cu) share: written once here, for host and device, so that
+// GPU sampler (kernels/cuda/head/sampling.cu) share: written once here, for host and device, so that
 // both draw the same numbers and compute the same probabilities bit for bit (the CUDA op tests
 // compare them token for token). Every float operation is rounded on its own (base/host_device.h:
 // no FMA contraction on either side).

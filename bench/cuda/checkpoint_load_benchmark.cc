@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
-#include "kernels/cuda/ternary_layout.h"
+#include "kernels/cuda/ternary/ternary_layout.h"
 #include "runtime/checkpoint/model_weights.h"
 #include "runtime/checkpoint/safetensors_archive.h"
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/common/cuda_check.cuh"
 #include "base/status_macros.h"
 
 namespace bitserve::cuda {

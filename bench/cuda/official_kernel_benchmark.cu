@@ -20,12 +20,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "bench/cuda/graph_timing.cuh"
-#include "kernels/cuda/cuda_check.cuh"
-#include "kernels/cuda/device_buffer.cuh"
-#include "kernels/cuda/device_info.cuh"
-#include "kernels/cuda/int8_activations.h"
-#include "kernels/cuda/ternary_gemm.cuh"
-#include "kernels/cuda/ternary_layout.h"
+#include "kernels/cuda/common/cuda_check.cuh"
+#include "kernels/cuda/common/device_buffer.cuh"
+#include "kernels/cuda/common/device_info.cuh"
+#include "kernels/cuda/ternary/int8_activations.h"
+#include "kernels/cuda/ternary/ternary_gemm.cuh"
+#include "kernels/cuda/ternary/ternary_layout.h"
 #include "base/status_macros.h"
 
 namespace bitserve::cuda {
@@ -75,7 +75,7 @@ absl::Status Main(int argc, char** argv) {
               "bitserve GB/s");
   for (const Shape& shape : kShapes) {
     const int64_t out = shape.n, in = shape.k;
-    // bitserve: its own packed layout (kernels/cuda/ternary_layout.h), int8 activations.
+    // bitserve: its own packed layout (kernels/cuda/ternary/ternary_layout.h), int8 activations.
     TernaryMatrixView base;
     base.rows = out;
     base.cols = in;

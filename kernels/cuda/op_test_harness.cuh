@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "kernels/cuda/device_buffer.cuh"
+#include "kernels/cuda/common/device_buffer.cuh"
 
 namespace bitserve::cuda {
 

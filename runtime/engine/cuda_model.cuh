@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/cuda/device_buffer.cuh"
-#include "kernels/cuda/ternary_gemv.cuh"
-#include "kernels/cuda/ternary_layout.h"
+#include "kernels/cuda/common/device_buffer.cuh"
+#include "kernels/cuda/ternary/ternary_gemv.cuh"
+#include "kernels/cuda/ternary/ternary_layout.h"
 #include "runtime/checkpoint/model_weights.h"
 #include "runtime/checkpoint/pipeline_stage.h"
 
