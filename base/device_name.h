@@ -9,13 +9,16 @@
 
 namespace bitserve {
 
-inline bool IsCudaDevice(const std::string& device) { return device == "cuda" || device.rfind("cuda:", 0) == 0; }
+inline bool IsCudaDevice(const std::string& device) {
+  return device == "cuda" || device.rfind("cuda:", 0) == 0;
+}
 
 // The CUDA ordinal of "cuda" (0) or "cuda:N"; InvalidArgument naming the device otherwise.
 inline absl::StatusOr<int> CudaDeviceIndex(const std::string& device) {
   if (device == "cuda") return 0;
   int index = 0;
-  if (device.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(device.substr(5), &index) && index >= 0) return index;
+  if (device.rfind("cuda:", 0) == 0 && absl::SimpleAtoi(device.substr(5), &index) && index >= 0)
+    return index;
   return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\" is not cuda or cuda:N"));
 }
 

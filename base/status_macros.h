@@ -10,9 +10,9 @@
 #define BITSERVE_CONCAT(a, b) BITSERVE_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
-    ::absl::Status bitserve_status_ = (expr);         \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::absl::Status bitserve_status_ = (expr);            \
     if (!bitserve_status_.ok()) return bitserve_status_; \
   } while (0)
 
@@ -20,6 +20,6 @@
 #define ASSIGN_OR_RETURN(lhs, rexpr) \
   BITSERVE_ASSIGN_OR_RETURN_IMPL(BITSERVE_CONCAT(bitserve_statusor_, __LINE__), lhs, rexpr)
 #define BITSERVE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, rexpr) \
-  auto tmp = (rexpr);                                    \
-  if (!tmp.ok()) return std::move(tmp).status();         \
+  auto tmp = (rexpr);                                   \
+  if (!tmp.ok()) return std::move(tmp).status();        \
   lhs = std::move(tmp).value()

@@ -18,11 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "base/file_io.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/kv_quant.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
-#include "base/file_io.h"
 #include "runtime/generation/generation.h"
 
 namespace bitserve {

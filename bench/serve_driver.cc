@@ -183,7 +183,8 @@ std::shared_ptr<Phase> RunPhase(rpc::GenerationBackend& backend,
       }
     }
     lock.unlock();
-    for (uint64_t id : to_cancel) backend.Cancel(id, absl::CancelledError("the benchmark timed out"));
+    for (uint64_t id : to_cancel)
+      backend.Cancel(id, absl::CancelledError("the benchmark timed out"));
     lock.lock();
     phase->cv.wait_until(lock, Clock::now() + kCancelGrace, [&] { return phase->finished >= n; });
     for (int i = 0; i < n; ++i) {

@@ -16,9 +16,12 @@ absl::StatusOr<TransferDtype> ParseTransferDtype(absl::string_view name) {
       absl::StrCat("pipeline transfer dtype must be int8 or bf16, got \"", name, "\""));
 }
 
-std::string TransferDtypeName(TransferDtype dtype) { return dtype == TransferDtype::kInt8 ? "int8" : "bf16"; }
+std::string TransferDtypeName(TransferDtype dtype) {
+  return dtype == TransferDtype::kInt8 ? "int8" : "bf16";
+}
 
-void EncodeHidden(TransferDtype dtype, const float* x, int64_t tokens, int64_t hidden, uint8_t* out) {
+void EncodeHidden(TransferDtype dtype, const float* x, int64_t tokens, int64_t hidden,
+                  uint8_t* out) {
   if (dtype == TransferDtype::kBf16) {
     for (int64_t i = 0; i < tokens * hidden; ++i) {
       const uint16_t b = FloatToBf16(x[i]);
@@ -35,12 +38,14 @@ void EncodeHidden(TransferDtype dtype, const float* x, int64_t tokens, int64_t h
     std::memcpy(out + 4 * t, &scale, 4);
     const float inv = amax > 0 ? 127.0f / amax : 0.0f;
     for (int64_t i = 0; i < hidden; ++i) {
-      q[t * hidden + i] = static_cast<int8_t>(std::clamp(std::nearbyint(row[i] * inv), -127.0f, 127.0f));
+      q[t * hidden + i] =
+          static_cast<int8_t>(std::clamp(std::nearbyint(row[i] * inv), -127.0f, 127.0f));
     }
   }
 }
 
-void DecodeHidden(TransferDtype dtype, const uint8_t* in, int64_t tokens, int64_t hidden, float* x) {
+void DecodeHidden(TransferDtype dtype, const uint8_t* in, int64_t tokens, int64_t hidden,
+                  float* x) {
   if (dtype == TransferDtype::kBf16) {
     for (int64_t i = 0; i < tokens * hidden; ++i) {
       uint16_t b;

@@ -1,8 +1,8 @@
 // How hidden states cross from one pipeline stage to the next (DESIGN.md "Parallelism"), written
 // once for every backend: the CPU engine (runtime/cpu_engine.cc) calls EncodeHidden/DecodeHidden
 // below, the CUDA engine kernels/cuda/transfer/hidden_transfer.cuh, and both produce the same bytes
-// (kernels/cuda/transfer/hidden_transfer_op_test.cu checks it bit for bit), so CPU and GPU stages can be
-// mixed and a message means the same on every transport.
+// (kernels/cuda/transfer/hidden_transfer_op_test.cu checks it bit for bit), so CPU and GPU stages
+// can be mixed and a message means the same on every transport.
 //
 // One message per step: the residual stream after the stage's last layer, [tokens, hidden].
 //
@@ -34,7 +34,8 @@ inline int64_t TransferBytes(TransferDtype dtype, int64_t tokens, int64_t hidden
   return dtype == TransferDtype::kInt8 ? tokens * (4 + hidden) : tokens * hidden * 2;
 }
 // x: [tokens, hidden] float32 -> out: TransferBytes(...) bytes.
-void EncodeHidden(TransferDtype dtype, const float* x, int64_t tokens, int64_t hidden, uint8_t* out);
+void EncodeHidden(TransferDtype dtype, const float* x, int64_t tokens, int64_t hidden,
+                  uint8_t* out);
 // in: TransferBytes(...) bytes -> x: [tokens, hidden] float32.
 void DecodeHidden(TransferDtype dtype, const uint8_t* in, int64_t tokens, int64_t hidden, float* x);
 

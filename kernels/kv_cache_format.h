@@ -1,8 +1,8 @@
 // The element formats of the paged KV cache (DESIGN.md "KV cache"), written once for every backend:
 // the CPU reference (kernels/cpu/kv_quant.h, runtime/paged_kv_cache.h) and the CUDA kernels
-// (kernels/cuda/attention/paged_attention.cuh) include this header and call these functions, so both store
-// the same bytes for the same float keys and values (kernels/cuda/op_test.cu checks it bit for
-// bit).
+// (kernels/cuda/attention/paged_attention.cuh) include this header and call these functions, so
+// both store the same bytes for the same float keys and values (kernels/cuda/op_test.cu checks it
+// bit for bit).
 //
 // Unit of quantization: one (token, KV head) row of head_dim floats x[0 .. head_dim).
 //

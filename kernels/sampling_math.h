@@ -1,6 +1,6 @@
 // The per-element maths of token sampling that the CPU reference (kernels/cpu/sampling.cc) and the
-// GPU sampler (kernels/cuda/head/sampling.cu) share: written once here, for host and device, so that
-// both draw the same numbers and compute the same probabilities bit for bit (the CUDA op tests
+// GPU sampler (kernels/cuda/head/sampling.cu) share: written once here, for host and device, so
+// that both draw the same numbers and compute the same probabilities bit for bit (the CUDA op tests
 // compare them token for token). Every float operation is rounded on its own (base/host_device.h:
 // no FMA contraction on either side).
 #pragma once
@@ -19,7 +19,8 @@ inline constexpr float kGreedyTemperature = 1e-5f;
 // function of (seed, index), so stateless workers, GPU kernels and a sequence recomputed after
 // preemption all draw the same numbers.
 BITSERVE_HOST_DEVICE inline double SamplingUniform(uint64_t seed, int64_t draw_index) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(draw_index) + 0x9e3779b97f4a7c15ull;
+  uint64_t z =
+      seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(draw_index) + 0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   z = z ^ (z >> 31);
@@ -41,7 +42,7 @@ BITSERVE_HOST_DEVICE inline float ExpNonPositive(float x) {
   p = AddRn(MulRn(p, r), 4.1665795894e-2f);
   p = AddRn(MulRn(p, r), 1.6666665459e-1f);
   p = AddRn(MulRn(p, r), 5.0000001201e-1f);
-  p = AddRn(AddRn(MulRn(MulRn(p, r), r), r), 1.0f);  // p * r * r + r + 1, left to right
+  p = AddRn(AddRn(MulRn(MulRn(p, r), r), r), 1.0f);      // p * r * r + r + 1, left to right
   const float scale = BitsFloat((n_bits + 127u) << 23);  // 2^n, n in [-126, 0]
   // Bits of x at or below those of -87.0f: +0 or x in [-87, 0). Integer compare: no branch.
   const uint32_t keep = 0u - static_cast<uint32_t>(FloatBits(x) <= 0xC2AE0000u);
@@ -76,8 +77,8 @@ BITSERVE_HOST_DEVICE inline float RepetitionPenalized(float logit, float penalty
 
 // The frequency and presence penalties of a logit whose token was generated `count` > 0 times:
 // two subtractions in vLLM's order (frequency, then presence), rounded as it rounds them.
-BITSERVE_HOST_DEVICE inline float FrequencyPresencePenalized(float logit, int count, float frequency,
-                                                             float presence) {
+BITSERVE_HOST_DEVICE inline float FrequencyPresencePenalized(float logit, int count,
+                                                             float frequency, float presence) {
   return SubRn(SubRn(logit, MulRn(frequency, static_cast<float>(count))), presence);
 }
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <deque>
-#include <limits>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <random>
 #include <variant>
@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
-#include "runtime/text/detokenizer.h"
 #include "runtime/checkpoint/generation_config.h"
+#include "runtime/text/detokenizer.h"
 #include "runtime/text/model_tokenizer.h"
 #include "runtime/text/stop_strings.h"
 
@@ -24,9 +24,11 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // `what` is "the prompt has" or the like.
-std::string TooManyBytes(absl::string_view what, size_t bytes, size_t limit, const Tokenizer& tokenizer) {
+std::string TooManyBytes(absl::string_view what, size_t bytes, size_t limit,
+                         const Tokenizer& tokenizer) {
   return absl::StrCat(what, " ", bytes, " bytes: more than ", limit, " tokens (of at most ",
-                      tokenizer.max_token_bytes(), " bytes each) can hold; max_model_len bounds it");
+                      tokenizer.max_token_bytes(),
+                      " bytes each) can hold; max_model_len bounds it");
 }
 
 uint64_t DrawSeed() {
@@ -75,11 +77,11 @@ struct Coordinator::Impl {
   ModelSummary summary;
 
   mutable std::mutex mu;
-  std::condition_variable wake;       // the loop: work arrived
-  std::condition_variable idle;       // Drain: a request finished
+  std::condition_variable wake;                     // the loop: work arrived
+  std::condition_variable idle;                     // Drain: a request finished
   std::unique_ptr<scheduler::Scheduler> scheduler;  // guarded by mu
   absl::flat_hash_map<uint64_t, std::unique_ptr<RequestState>> requests;  // guarded by mu
-  std::vector<std::pair<uint64_t, absl::Status>> cancelled;  // with why; guarded by mu
+  std::vector<std::pair<uint64_t, absl::Status>> cancelled;               // with why; guarded by mu
   uint64_t next_id = 1;
   bool draining = false;
   bool stopping = false;
@@ -104,15 +106,16 @@ struct Coordinator::Impl {
                 const StepIsolation* isolation = nullptr);
   // Under mu: the final chunk of a request, removed from `requests`. Callbacks run later, outside
   // the lock, in the order collected.
-  void Finish(RequestState& r, const std::string& reason, absl::Status status, GenerationChunk chunk,
-              std::vector<std::pair<ChunkCallback, GenerationChunk>>& out);
+  void Finish(RequestState& r, const std::string& reason, absl::Status status,
+              GenerationChunk chunk, std::vector<std::pair<ChunkCallback, GenerationChunk>>& out);
   void PublishState();  // under mu
   // Under mu: appends a sampled token; returns whether the request ended.
   bool Accept(RequestState& r, const SampleResult& sample, bool length_done,
               std::vector<std::pair<ChunkCallback, GenerationChunk>>& out);
 };
 
-absl::StatusOr<std::vector<int32_t>> Coordinator::Impl::PromptTokens(const GenerationInput& input) const {
+absl::StatusOr<std::vector<int32_t>> Coordinator::Impl::PromptTokens(
+    const GenerationInput& input) const {
   // A prompt leaves room for one new token. Text is bounded before it is encoded (its bytes
   // against what the limit's tokens can cover), and encoding stops once past the limit, so that
   // a huge prompt costs no more than one at the limit.
@@ -122,7 +125,8 @@ absl::StatusOr<std::vector<int32_t>> Coordinator::Impl::PromptTokens(const Gener
   bool encoded = false;
   if (auto* text = std::get_if<TextInput>(&input)) {
     if (TextExceedsTokens(*tokenizer, text->text.size(), limit)) {
-      return absl::ResourceExhaustedError(TooManyBytes("the prompt has", text->text.size(), limit, *tokenizer));
+      return absl::ResourceExhaustedError(
+          TooManyBytes("the prompt has", text->text.size(), limit, *tokenizer));
     }
     EncodeOptions options;
     options.add_bos = tokenizer->add_bos_default();  // as `generate --prompt` and transformers
@@ -133,7 +137,8 @@ absl::StatusOr<std::vector<int32_t>> Coordinator::Impl::PromptTokens(const Gener
     size_t bytes = 0;
     for (const ChatMessage& message : chat->messages) bytes += message.content.size();
     if (TextExceedsTokens(*tokenizer, bytes, limit)) {
-      return absl::ResourceExhaustedError(TooManyBytes("the messages have", bytes, limit, *tokenizer));
+      return absl::ResourceExhaustedError(
+          TooManyBytes("the messages have", bytes, limit, *tokenizer));
     }
     ASSIGN_OR_RETURN(prompt, ApplyChatTemplate(*tokenizer, chat->messages, true, limit));
     encoded = true;
@@ -144,43 +149,50 @@ absl::StatusOr<std::vector<int32_t>> Coordinator::Impl::PromptTokens(const Gener
   // step of every sequence batched with it.
   for (int32_t id : prompt) {
     if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat(encoded ? "the tokenizer made token id " : "token_ids: ",
-                                                     id, ", which is outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(encoded ? "the tokenizer made token id " : "token_ids: ", id,
+                       ", which is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
   if (prompt.size() > limit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "prompt has ", encoded ? "more than " : "", encoded ? limit : prompt.size(), " tokens; max_model_len is ",
-        summary.max_model_len, " (the prompt and at least one new token must fit)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("prompt has ", encoded ? "more than " : "", encoded ? limit : prompt.size(),
+                     " tokens; max_model_len is ", summary.max_model_len,
+                     " (the prompt and at least one new token must fit)"));
   }
   return prompt;
 }
 
-absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options) {
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
+    const CoordinatorOptions& options) {
   EngineOptions engine_options = options.engine;
-  engine_options.max_sequences = std::max(engine_options.max_sequences, options.scheduler.max_num_seqs);
+  engine_options.max_sequences =
+      std::max(engine_options.max_sequences, options.scheduler.max_num_seqs);
   engine_options.max_batch_tokens =
       std::max(engine_options.max_batch_tokens, options.scheduler.max_num_batched_tokens);
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, LoadEngine(options.model_dir, engine_options));
   return Create(options, std::move(engine));
 }
 
-absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(const CoordinatorOptions& options,
-                                                                 std::unique_ptr<Engine> engine_in) {
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
+    const CoordinatorOptions& options, std::unique_ptr<Engine> engine_in) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->engine = std::move(engine_in);
   const Engine& engine = *impl->engine;
   ASSIGN_OR_RETURN(impl->tokenizer, LoadModelTokenizer(options.model_dir, engine.config()));
-  ASSIGN_OR_RETURN(GenerationConfig generation, LoadGenerationConfig(options.model_dir, engine.config()));
+  ASSIGN_OR_RETURN(GenerationConfig generation,
+                   LoadGenerationConfig(options.model_dir, engine.config()));
   impl->eos_ids = generation.eos_token_ids;
 
   scheduler::SchedulerConfig config = options.scheduler;
   config.block_size = engine.block_size();
   config.num_kv_blocks = engine.num_kv_blocks();
-  config.max_model_len = static_cast<int>(std::min<int64_t>(config.max_model_len, engine.max_model_len()));
-  config.max_num_batched_tokens = std::min(config.max_num_batched_tokens, engine.max_batch_tokens());
+  config.max_model_len =
+      static_cast<int>(std::min<int64_t>(config.max_model_len, engine.max_model_len()));
+  config.max_num_batched_tokens =
+      std::min(config.max_num_batched_tokens, engine.max_batch_tokens());
   config.long_prefill_chunk = std::min(config.long_prefill_chunk, config.max_num_batched_tokens);
   ASSIGN_OR_RETURN(impl->scheduler, scheduler::Scheduler::Create(config));
 
@@ -218,7 +230,8 @@ Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Coordinator::~Coordinator() { Shutdown(); }
 
-absl::StatusOr<std::vector<int32_t>> Coordinator::Tokenize(const std::string& text, bool add_special) {
+absl::StatusOr<std::vector<int32_t>> Coordinator::Tokenize(const std::string& text,
+                                                           bool add_special) {
   const Impl& m = *impl_;
   if (m.tokenizer == nullptr) {
     return absl::FailedPreconditionError(
@@ -227,7 +240,8 @@ absl::StatusOr<std::vector<int32_t>> Coordinator::Tokenize(const std::string& te
   // Bounded as prompts are: nothing longer than max_model_len tokens is encoded in full.
   const size_t limit = static_cast<size_t>(m.summary.max_model_len);
   if (TextExceedsTokens(*m.tokenizer, text.size(), limit)) {
-    return absl::ResourceExhaustedError(TooManyBytes("the text has", text.size(), limit, *m.tokenizer));
+    return absl::ResourceExhaustedError(
+        TooManyBytes("the text has", text.size(), limit, *m.tokenizer));
   }
   // As Hugging Face's add_special_tokens: BOS when the tokenizer's own config adds it.
   EncodeOptions options;
@@ -247,7 +261,8 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
                                              ChunkCallback on_chunk) {
   Impl& m = *impl_;
   auto reject = [&](absl::Status status) {
-    if (m.options.metrics) m.options.metrics->RequestRejected(absl::StatusCodeToString(status.code()));
+    if (m.options.metrics)
+      m.options.metrics->RequestRejected(absl::StatusCodeToString(status.code()));
     return status;
   };
   // Validation first: nothing is queued for a bad request.
@@ -258,15 +273,17 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
   }
   if (absl::Status s = StopStringMatcher::Validate(params.stop_strings); !s.ok()) return reject(s);
   const Tokenizer* tok = m.tokenizer.get();
-  if (tok == nullptr && (!params.stop_strings.empty() || !std::holds_alternative<TokenInput>(input))) {
+  if (tok == nullptr &&
+      (!params.stop_strings.empty() || !std::holds_alternative<TokenInput>(input))) {
     return reject(absl::FailedPreconditionError(absl::StrCat(
         m.options.model_dir.string(), " has no tokenizer.json: use token ids, no stop strings")));
   }
   // Bounded like stop strings: each is checked for every generated token.
   constexpr size_t kMaxStopTokenIds = 1024, kMaxRequestIdBytes = 1024;
   if (params.stop_token_ids.size() > kMaxStopTokenIds) {
-    return reject(absl::InvalidArgumentError(absl::StrCat(
-        "stop_token_ids holds ", params.stop_token_ids.size(), " ids; at most ", kMaxStopTokenIds)));
+    return reject(absl::InvalidArgumentError(absl::StrCat("stop_token_ids holds ",
+                                                          params.stop_token_ids.size(),
+                                                          " ids; at most ", kMaxStopTokenIds)));
   }
   if (params.request_id.size() > kMaxRequestIdBytes) {  // echoed in every response and log line
     return reject(absl::InvalidArgumentError(absl::StrCat(
@@ -289,7 +306,8 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
   // Like vLLM: max_tokens is cut to what the context leaves.
   const int max_new = std::min(params.max_new_tokens, m.summary.max_model_len - prompt_len);
   if (!params.ignore_eos) state->stop_ids = m.eos_ids;
-  state->stop_ids.insert(state->stop_ids.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
+  state->stop_ids.insert(state->stop_ids.end(), params.stop_token_ids.begin(),
+                         params.stop_token_ids.end());
   state->seed = params.sampling.seed.value_or(DrawSeed());
   if (tok) {
     state->detokenizer.emplace(*tok);
@@ -303,7 +321,8 @@ absl::StatusOr<uint64_t> Coordinator::Submit(GenerationInput input, GenerationPa
 
   std::lock_guard<std::mutex> lock(m.mu);
   if (m.stopping || m.draining || !m.ready) {
-    return reject(absl::UnavailableError(m.draining ? "the server is draining" : "the server is stopping"));
+    return reject(
+        absl::UnavailableError(m.draining ? "the server is draining" : "the server is stopping"));
   }
   if (absl::Status health = m.engine->Health(); !health.ok()) return reject(health);
   const uint64_t id = m.next_id++;
@@ -344,7 +363,8 @@ void Coordinator::Drain(Clock::time_point deadline) {
   m.draining = true;
   m.PublishState();
   m.idle.wait_until(lock, deadline, [&] { return m.requests.empty(); });
-  for (const auto& [id, r] : m.requests) m.cancelled.emplace_back(id, absl::CancelledError("the server is draining"));
+  for (const auto& [id, r] : m.requests)
+    m.cancelled.emplace_back(id, absl::CancelledError("the server is draining"));
   m.wake.notify_one();
   m.idle.wait(lock, [&] { return m.requests.empty() || m.stopping; });
 }
@@ -419,10 +439,12 @@ bool Coordinator::Impl::Accept(RequestState& r, const SampleResult& sample, bool
     chunk.text = std::move(o.text);
     if (o.stopped) reason = "stop";
   }
-  if (reason.empty() && std::find(r.stop_ids.begin(), r.stop_ids.end(), sample.token) != r.stop_ids.end()) {
+  if (reason.empty() &&
+      std::find(r.stop_ids.begin(), r.stop_ids.end(), sample.token) != r.stop_ids.end()) {
     // The model's own end tokens are "eos"; a client's stop_token_ids are "stop".
-    const bool model_eos = std::find(eos_ids.begin(), eos_ids.end(), sample.token) != eos_ids.end() &&
-                           !r.params.ignore_eos;
+    const bool model_eos =
+        std::find(eos_ids.begin(), eos_ids.end(), sample.token) != eos_ids.end() &&
+        !r.params.ignore_eos;
     reason = model_eos ? "eos" : "stop";
   }
   if (reason.empty() && length_done) reason = "length";
@@ -471,7 +493,8 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
                                  const StepIsolation* isolation) {
   if (options.metrics) {
     options.metrics->StepDone(step.plan.num_tokens, static_cast<int>(step.plan.entries.size()),
-                              Seconds(Clock::now() - step.start), static_cast<int>(step.plan.preempted.size()));
+                              Seconds(Clock::now() - step.start),
+                              static_cast<int>(step.plan.preempted.size()));
   }
   if (status.code() == absl::StatusCode::kUnavailable) {
     // The worker is gone and the KV cache with it: every request in flight ends UNAVAILABLE
@@ -495,8 +518,9 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
       auto it = requests.find(seq_id);
       if (it == requests.end()) continue;
       (void)scheduler->Cancel(seq_id);
-      Finish(*it->second, "error", absl::Status(error.code(), absl::StrCat("engine step failed: ", error.message())),
-             {}, out);
+      Finish(*it->second, "error",
+             absl::Status(error.code(), absl::StrCat("engine step failed: ", error.message())), {},
+             out);
     }
     if (scheduler->num_steps_in_flight() != 1) {
       (void)scheduler->AbortInFlightSteps();
@@ -508,9 +532,12 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
   absl::StatusOr<std::vector<scheduler::FinishedSequence>> finished;
   if (failure.ok()) {
     std::vector<scheduler::SampledToken> tokens;
-    for (size_t i = 0; i < answers->size(); ++i) tokens.push_back({step.sampled_ids[i], (*answers)[i].token});
+    for (size_t i = 0; i < answers->size(); ++i)
+      tokens.push_back({step.sampled_ids[i], (*answers)[i].token});
     finished = scheduler->Update(tokens);
-    if (!finished.ok()) failure = absl::InternalError(absl::StrCat("scheduler update: ", finished.status().message()));
+    if (!finished.ok())
+      failure =
+          absl::InternalError(absl::StrCat("scheduler update: ", finished.status().message()));
   } else {
     failure = absl::Status(status.code(), absl::StrCat("engine step failed: ", status.message()));
   }
@@ -557,7 +584,8 @@ absl::Status Coordinator::Impl::Isolate(const InFlightStep& step, StepIsolation*
     const bool samples = step.entries[i].logits == LogitsWanted::kLast;
     std::span<const SampleSpec> spec;
     if (samples) spec = std::span<const SampleSpec>(&step.specs[sample], 1);
-    const absl::Status status = engine->Step(std::span<const BatchEntry>(&step.entries[i], 1), spec, &one);
+    const absl::Status status =
+        engine->Step(std::span<const BatchEntry>(&step.entries[i], 1), spec, &one);
     if (status.code() == absl::StatusCode::kUnavailable) return status;
     if (!status.ok()) isolation->failed[step.plan.entries[i].seq_id] = status;
     if (samples) {
@@ -592,10 +620,11 @@ void Coordinator::Impl::Loop() {
   auto complete = [&](const InFlightStep& step, absl::Status status) {
     StepIsolation isolation;
     bool isolated = false;
-    if (!status.ok() && status.code() != absl::StatusCode::kUnavailable && step.entries.size() > 1) {
+    if (!status.ok() && status.code() != absl::StatusCode::kUnavailable &&
+        step.entries.size() > 1) {
       std::cerr << "bitserve: a step of " << step.entries.size()
-                << " sequences failed; running them one by one to find the cause: " << status.message()
-                << std::endl;
+                << " sequences failed; running them one by one to find the cause: "
+                << status.message() << std::endl;
       const absl::Status lost = Isolate(step, &isolation);
       if (lost.ok()) {
         isolated = true;
@@ -613,7 +642,8 @@ void Coordinator::Impl::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu);
       if (flight.empty()) {
-        wake.wait(lock, [&] { return stopping || !cancelled.empty() || scheduler->has_unfinished(); });
+        wake.wait(lock,
+                  [&] { return stopping || !cancelled.empty() || scheduler->has_unfinished(); });
       }
       if (stopping) {
         for (auto& [id, r] : requests) {
@@ -638,7 +668,8 @@ void Coordinator::Impl::Loop() {
       cancelled.clear();
       if (static_cast<int>(flight.size()) < depth) {
         const int active = scheduler->num_running() + scheduler->num_waiting();
-        const int cap = depth == 1 ? std::numeric_limits<int>::max() : std::max(1, (active + depth - 1) / depth);
+        const int cap = depth == 1 ? std::numeric_limits<int>::max()
+                                   : std::max(1, (active + depth - 1) / depth);
         scheduler::StepPlan plan = scheduler->Schedule(cap);
         if (!plan.empty()) {
           next = std::make_unique<InFlightStep>();

@@ -25,10 +25,10 @@ namespace bitserve::rpc {
 
 struct CoordinatorOptions {
   std::filesystem::path model_dir;
-  EngineOptions engine;                // device, KV blocks, block size, max_batch_tokens
+  EngineOptions engine;                  // device, KV blocks, block size, max_batch_tokens
   scheduler::SchedulerConfig scheduler;  // num_kv_blocks / block_size are taken from the engine
-  ServingMetrics* metrics = nullptr;   // optional, not owned
-  bool log_requests = true;            // one structured line per finished request on stderr
+  ServingMetrics* metrics = nullptr;     // optional, not owned
+  bool log_requests = true;              // one structured line per finished request on stderr
 };
 
 // What the metrics and ModelInfo report about the running state.

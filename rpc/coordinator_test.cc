@@ -12,9 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/generation/generation.h"
 #include "runtime/checkpoint/generation_config.h"
 #include "runtime/checkpoint/synthetic_checkpoint.h"
+#include "runtime/generation/generation.h"
 
 namespace bitserve::rpc {
 namespace {
@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 
 const fs::path& TinyModel() {
   static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("bitserve_coordinator_test_" + std::to_string(getpid()));
+    fs::path d =
+        fs::temp_directory_path() / ("bitserve_coordinator_test_" + std::to_string(getpid()));
     auto preset = FindModelPreset("tiny");
     EXPECT_TRUE(preset.ok());
     EXPECT_TRUE(WriteSyntheticCheckpoint(*preset, d, {}).ok());
@@ -85,8 +86,8 @@ std::unique_ptr<Coordinator> Make(int max_num_seqs = 8, int max_waiting = 64, in
 }
 
 // The single-sequence reference: runtime Generate on its own CPU engine.
-GenerateResult Alone(const std::vector<int32_t>& prompt, const SamplingParams& sampling, int max_new,
-                     uint64_t seed) {
+GenerateResult Alone(const std::vector<int32_t>& prompt, const SamplingParams& sampling,
+                     int max_new, uint64_t seed) {
   EngineOptions options;
   options.max_sequences = 1;
   auto engine = LoadEngine(TinyModel(), options);
@@ -240,7 +241,8 @@ TEST(Coordinator, BadRequestsAreRejectedBeforeAnythingIsQueued) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(coordinator->Submit(TokenInput{{}}, ok, unused.Callback()).status().code(),
             absl::StatusCode::kInvalidArgument);
-  auto too_long = coordinator->Submit(TokenInput{std::vector<int32_t>(300, 5)}, ok, unused.Callback());
+  auto too_long =
+      coordinator->Submit(TokenInput{std::vector<int32_t>(300, 5)}, ok, unused.Callback());
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(std::string(too_long.status().message()).find("300"), std::string::npos);
   EXPECT_EQ(coordinator->State().waiting + coordinator->State().running, 0);
@@ -302,7 +304,8 @@ TEST(CoordinatorTest, PrefillProgressOfALongPromptWhenAsked) {
 class PoisonedEngine final : public Engine {
  public:
   static constexpr int32_t kPoison = 777;
-  PoisonedEngine(std::unique_ptr<Engine> inner, int depth) : inner_(std::move(inner)), depth_(depth) {}
+  PoisonedEngine(std::unique_ptr<Engine> inner, int depth)
+      : inner_(std::move(inner)), depth_(depth) {}
 
   const ModelConfig& config() const override { return inner_->config(); }
   int block_size() const override { return inner_->block_size(); }
@@ -319,13 +322,15 @@ class PoisonedEngine final : public Engine {
     ++steps_;
     for (size_t e = 0; e < entries.size(); ++e) {
       for (int32_t t : entries[e].tokens) {
-        if (t == kPoison) return absl::InvalidArgumentError(absl::StrCat("entry ", e, ": token 777 is poison"));
+        if (t == kPoison)
+          return absl::InvalidArgumentError(absl::StrCat("entry ", e, ": token 777 is poison"));
       }
     }
     return inner_->Step(entries, samples, results);
   }
   int max_steps_in_flight() const override { return depth_; }
-  absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) override {
+  absl::Status StartStep(std::span<const BatchEntry> entries,
+                         std::span<const SampleSpec> samples) override {
     Outcome outcome;
     outcome.status = Step(entries, samples, &outcome.results);
     pending_.push_back(std::move(outcome));
@@ -388,7 +393,8 @@ TEST(Coordinator, ASequenceThatFailsTheStepEndsAloneOthersGoOn) {
       if (i == 2) prompt.push_back(PoisonedEngine::kPoison);
       prompts.push_back(prompt);
       results.push_back(std::make_unique<Result>());
-      ASSERT_TRUE((*coordinator)->Submit(TokenInput{prompt}, params, results.back()->Callback()).ok());
+      ASSERT_TRUE(
+          (*coordinator)->Submit(TokenInput{prompt}, params, results.back()->Callback()).ok());
     }
     for (int i = 0; i < kRequests; ++i) {
       results[i]->Wait();
@@ -396,10 +402,12 @@ TEST(Coordinator, ASequenceThatFailsTheStepEndsAloneOthersGoOn) {
       if (i == 2) {
         EXPECT_EQ(results[i]->Final().finish_reason, "error");
         EXPECT_EQ(results[i]->Final().status.code(), absl::StatusCode::kInvalidArgument);
-        EXPECT_THAT(std::string(results[i]->Final().status.message()), ::testing::HasSubstr("poison"));
+        EXPECT_THAT(std::string(results[i]->Final().status.message()),
+                    ::testing::HasSubstr("poison"));
         continue;
       }
-      EXPECT_EQ(results[i]->Final().finish_reason, "length") << i << ": " << results[i]->Final().status;
+      EXPECT_EQ(results[i]->Final().finish_reason, "length")
+          << i << ": " << results[i]->Final().status;
       EXPECT_EQ(results[i]->Tokens(), Alone(prompts[i], params.sampling, 12, 5).tokens) << i;
     }
     // The scheduler holds nothing of the failed request, and metrics counted one error.
@@ -412,7 +420,8 @@ TEST(Coordinator, ASequenceThatFailsTheStepEndsAloneOthersGoOn) {
 }
 
 TEST(Coordinator, ATokenizerThatDoesNotFitTheModelIsRefusedAtLoad) {
-  const fs::path dir = fs::temp_directory_path() / ("bitserve_coordinator_mismatch_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("bitserve_coordinator_mismatch_" + std::to_string(getpid()));
   fs::remove_all(dir);
   auto preset = FindModelPreset("test-gqa");  // 1,024 ids
   ASSERT_TRUE(preset.ok());
@@ -426,7 +435,8 @@ TEST(Coordinator, ATokenizerThatDoesNotFitTheModelIsRefusedAtLoad) {
   auto coordinator = Coordinator::Create(options);
   ASSERT_FALSE(coordinator.ok());
   EXPECT_EQ(coordinator.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(coordinator.status().message()), ::testing::HasSubstr("does not belong to this model"));
+  EXPECT_THAT(std::string(coordinator.status().message()),
+              ::testing::HasSubstr("does not belong to this model"));
   fs::remove_all(dir);
 }
 
@@ -442,7 +452,8 @@ TEST(Coordinator, OverlongTextIsRefusedWithoutEncodingItAll) {
   auto refused = coordinator->Submit(TextInput{huge}, params, unused.Callback());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(refused.status().message()),
-              ::testing::AllOf(::testing::HasSubstr("8388608 bytes"), ::testing::HasSubstr("more than 255 tokens")));
+              ::testing::AllOf(::testing::HasSubstr("8388608 bytes"),
+                               ::testing::HasSubstr("more than 255 tokens")));
   auto chat = coordinator->Submit(ChatInput{{{"user", huge}}}, params, unused.Callback());
   EXPECT_EQ(chat.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(chat.status().message()), ::testing::HasSubstr("the messages have"));
@@ -457,7 +468,8 @@ TEST(Coordinator, OverlongTextIsRefusedWithoutEncodingItAll) {
               ::testing::HasSubstr("prompt has more than 255 tokens; max_model_len is 256"));
   auto chat_many = coordinator->Submit(ChatInput{{{"user", words}}}, params, unused.Callback());
   EXPECT_EQ(chat_many.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(coordinator->Tokenize(words, false).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(coordinator->Tokenize(words, false).status().code(),
+            absl::StatusCode::kResourceExhausted);
   // At the limit, text still works.
   EXPECT_TRUE(coordinator->Tokenize(" w1 w2 w3", false).ok());
   EXPECT_EQ(coordinator->State().waiting + coordinator->State().running, 0);
@@ -475,16 +487,20 @@ TEST(Coordinator, PerTokenWorkOfARequestIsBounded) {
   };
   GenerationParams many_stops;
   many_stops.stop_strings.assign(65, "x");
-  EXPECT_THAT(std::string(refused(many_stops).message()), ::testing::HasSubstr("stop holds 65 strings; at most 64"));
+  EXPECT_THAT(std::string(refused(many_stops).message()),
+              ::testing::HasSubstr("stop holds 65 strings; at most 64"));
   GenerationParams long_stop;
   long_stop.stop_strings = {"a", std::string(1025, 'b')};
-  EXPECT_THAT(std::string(refused(long_stop).message()), ::testing::HasSubstr("stop[1] has 1025 bytes"));
+  EXPECT_THAT(std::string(refused(long_stop).message()),
+              ::testing::HasSubstr("stop[1] has 1025 bytes"));
   GenerationParams many_ids;
   many_ids.stop_token_ids.assign(1025, 3);
-  EXPECT_THAT(std::string(refused(many_ids).message()), ::testing::HasSubstr("stop_token_ids holds 1025 ids"));
+  EXPECT_THAT(std::string(refused(many_ids).message()),
+              ::testing::HasSubstr("stop_token_ids holds 1025 ids"));
   GenerationParams long_id;
   long_id.request_id = std::string(1025, 'r');
-  EXPECT_THAT(std::string(refused(long_id).message()), ::testing::HasSubstr("request_id has 1025 bytes"));
+  EXPECT_THAT(std::string(refused(long_id).message()),
+              ::testing::HasSubstr("request_id has 1025 bytes"));
   for (const GenerationParams& p : {many_stops, long_stop, many_ids, long_id}) {
     EXPECT_EQ(refused(p).code(), absl::StatusCode::kInvalidArgument);
   }
@@ -516,10 +532,13 @@ TEST(Coordinator, ADeadlineIsCountedApartFromACancel) {
   cancelled.Wait();
   EXPECT_EQ(expired.Final().status.code(), absl::StatusCode::kDeadlineExceeded);
   const std::string text = metrics.RenderPrometheus();
-  EXPECT_NE(text.find("bitserve_requests_total{outcome=\"deadline_exceeded\",code=\"DEADLINE_EXCEEDED\"} 1"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "bitserve_requests_total{outcome=\"deadline_exceeded\",code=\"DEADLINE_EXCEEDED\"} 1"),
+      std::string::npos)
       << text;
-  EXPECT_NE(text.find("bitserve_requests_total{outcome=\"cancelled\",code=\"CANCELLED\"} 1"), std::string::npos)
+  EXPECT_NE(text.find("bitserve_requests_total{outcome=\"cancelled\",code=\"CANCELLED\"} 1"),
+            std::string::npos)
       << text;
 }
 

@@ -24,7 +24,8 @@ class DeferredBackend final : public GenerationBackend {
   void Cancel(uint64_t id, const absl::Status& why) override {
     if (GenerationBackend* b = backend_.load()) b->Cancel(id, why);
   }
-  absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special) override {
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text,
+                                                bool add_special) override {
     GenerationBackend* b = backend_.load();
     if (b == nullptr) return Starting();
     return b->Tokenize(text, add_special);
@@ -37,7 +38,8 @@ class DeferredBackend final : public GenerationBackend {
 
  private:
   static absl::Status Starting() {
-    return absl::UnavailableError("the server is starting (the model is loading or no worker has joined)");
+    return absl::UnavailableError(
+        "the server is starting (the model is loading or no worker has joined)");
   }
   std::atomic<GenerationBackend*> backend_{nullptr};
 };

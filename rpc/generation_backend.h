@@ -12,8 +12,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "runtime/text/chat_template.h"
 #include "kernels/cpu/sampling.h"
+#include "runtime/text/chat_template.h"
 
 namespace bitserve::rpc {
 
@@ -39,8 +39,8 @@ struct GenerationParams {
   std::vector<int> stop_token_ids;  // added to the model's eos ids (unless ignore_eos)
   bool ignore_eos = false;
   bool include_stop_string = false;
-  int priority = 0;                 // higher first
-  std::string request_id;           // optional client id, echoed in logs and results
+  int priority = 0;        // higher first
+  std::string request_id;  // optional client id, echoed in logs and results
   // Report prefill progress of prompts longer than one chunk (GenerationChunk::
   // prompt_tokens_processed), for progress bars over long documents.
   bool prefill_progress = false;
@@ -56,14 +56,14 @@ struct Usage {
 // One streamed piece of a result. The last chunk of a request has final == true and carries the
 // finish reason (and, for "error", a non-OK status whose code maps 1:1 to a gRPC code) and usage.
 struct GenerationChunk {
-  std::vector<int32_t> token_ids;     // new tokens
-  std::string text;                   // text that became final with them (never splits UTF-8)
-  std::vector<SampleResult> logprobs; // one per new token when params.logprobs
+  std::vector<int32_t> token_ids;      // new tokens
+  std::string text;                    // text that became final with them (never splits UTF-8)
+  std::vector<SampleResult> logprobs;  // one per new token when params.logprobs
   bool final = false;
   std::string finish_reason;
-  absl::Status status;                // OK unless finish_reason == "error"
+  absl::Status status;  // OK unless finish_reason == "error"
   Usage usage;
-  uint64_t seed = 0;                  // the sampling seed used (final chunk)
+  uint64_t seed = 0;  // the sampling seed used (final chunk)
   // With params.prefill_progress: a chunk without tokens after each prefill chunk of the prompt
   // that is not its last, saying how many prompt tokens are prefilled (of usage.prompt_tokens).
   // 0 otherwise.
@@ -76,7 +76,7 @@ using ChunkCallback = std::function<void(GenerationChunk chunk)>;
 
 struct ModelSummary {
   std::string model_dir;
-  std::string architecture;        // "BitNetForCausalLM"
+  std::string architecture;  // "BitNetForCausalLM"
   int vocab_size = 0;
   int hidden_size = 0;
   int num_layers = 0;
@@ -89,7 +89,7 @@ struct ModelSummary {
   int kv_block_size = 0;
   int kv_num_blocks = 0;
   int64_t kv_capacity_tokens = 0;
-  std::string kv_dtype;            // "f32" on CPU, "bf16" / "int8" / "int4" on GPUs
+  std::string kv_dtype;  // "f32" on CPU, "bf16" / "int8" / "int4" on GPUs
   std::string device;
   std::vector<int> eos_token_ids;
 };
@@ -109,7 +109,8 @@ class GenerationBackend {
   // passed; metrics count it apart). Unknown or finished ids are ignored.
   virtual void Cancel(uint64_t id, const absl::Status& why) = 0;
 
-  virtual absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special) = 0;
+  virtual absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text,
+                                                        bool add_special) = 0;
   virtual absl::StatusOr<ModelSummary> Info() = 0;
 };
 

@@ -54,14 +54,16 @@ GenerationService::GenerationService(GenerationBackend* backend, GenerationServi
     : backend_(backend), options_(options) {
   // The generated service numbers its methods in bitserve.proto's order. Each becomes a handler
   // of raw bytes (gRPC's "streamed" handlers: the request is read, not deserialized, by gRPC).
-  using Handler = grpc::internal::BidiStreamingHandler<GenerationService, grpc::ByteBuffer, grpc::ByteBuffer>;
+  using Handler =
+      grpc::internal::BidiStreamingHandler<GenerationService, grpc::ByteBuffer, grpc::ByteBuffer>;
   MarkMethodStreamed(0, new Handler(std::mem_fn(&GenerationService::GenerateBytes), this));
   MarkMethodStreamed(1, new Handler(std::mem_fn(&GenerationService::TokenizeBytes), this));
   MarkMethodStreamed(2, new Handler(std::mem_fn(&GenerationService::ModelInfoBytes), this));
 }
 
 absl::Status GenerationService::ReadRequest(grpc::ServerContext* context, RawStream* stream,
-                                            const char* method, google::protobuf::Message* request) {
+                                            const char* method,
+                                            google::protobuf::Message* request) {
   grpc::ByteBuffer buffer;
   absl::Status status = stream->Read(&buffer)
                             ? ParseRequestBytes(&buffer, request)
@@ -69,15 +71,16 @@ absl::Status GenerationService::ReadRequest(grpc::ServerContext* context, RawStr
   if (status.ok()) return status;
   int64_t suppressed = 0;
   if (malformed_log_.Allow(&suppressed)) {
-    std::cerr << "bitserve: refused a malformed " << method << " request from " << context->peer() << ": "
-              << status.message();
+    std::cerr << "bitserve: refused a malformed " << method << " request from " << context->peer()
+              << ": " << status.message();
     if (suppressed > 0) std::cerr << " (and " << suppressed << " more since the last such line)";
     std::cerr << std::endl;
   }
   return status;
 }
 
-grpc::Status GenerationService::Reply(RawStream* stream, const google::protobuf::Message& response) {
+grpc::Status GenerationService::Reply(RawStream* stream,
+                                      const google::protobuf::Message& response) {
   grpc::ByteBuffer buffer;
   if (absl::Status s = SerializeToBuffer(response, &buffer); !s.ok()) return ToGrpcStatus(s);
   stream->Write(buffer);
@@ -131,7 +134,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
         }
         return grpc::Status::OK;
       }
-      if (!written) {  // the stream is gone: the client cancelled or disconnected, or the deadline passed
+      if (!written) {  // the stream is gone: the client cancelled or disconnected, or the deadline
+                       // passed
         if (DeadlinePassed(*context, std::chrono::milliseconds(100))) {
           backend_->Cancel(*id, absl::DeadlineExceededError("the call's deadline passed"));
           return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
@@ -157,7 +161,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
 
 grpc::Status GenerationService::TokenizeBytes(grpc::ServerContext* context, RawStream* stream) {
   v1::TokenizeRequest request;
-  if (absl::Status s = ReadRequest(context, stream, "Tokenize", &request); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = ReadRequest(context, stream, "Tokenize", &request); !s.ok())
+    return ToGrpcStatus(s);
   absl::StatusOr<std::vector<int32_t>> ids =
       backend_->Tokenize(request.text(), request.add_special_tokens());
   if (!ids.ok()) return ToGrpcStatus(ids.status());
@@ -168,7 +173,8 @@ grpc::Status GenerationService::TokenizeBytes(grpc::ServerContext* context, RawS
 
 grpc::Status GenerationService::ModelInfoBytes(grpc::ServerContext* context, RawStream* stream) {
   v1::ModelInfoRequest request;
-  if (absl::Status s = ReadRequest(context, stream, "ModelInfo", &request); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = ReadRequest(context, stream, "ModelInfo", &request); !s.ok())
+    return ToGrpcStatus(s);
   absl::StatusOr<ModelSummary> summary = backend_->Info();
   if (!summary.ok()) return ToGrpcStatus(summary.status());
   v1::ModelInfoResponse response;

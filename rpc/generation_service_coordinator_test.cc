@@ -12,9 +12,9 @@
 #include "rpc/client.h"
 #include "rpc/coordinator.h"
 #include "rpc/grpc_server.h"
+#include "runtime/checkpoint/synthetic_checkpoint.h"
 #include "runtime/engine/engine.h"
 #include "runtime/generation/generation.h"
-#include "runtime/checkpoint/synthetic_checkpoint.h"
 
 namespace bitserve::rpc {
 namespace {

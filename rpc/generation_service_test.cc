@@ -239,7 +239,8 @@ class GenerationServiceTest : public ::testing::Test {
   // How many Generate requests the metrics count as rejected with INVALID_ARGUMENT.
   int RejectedInvalid() {
     const std::string text = metrics_.RenderPrometheus();
-    const std::string key = "bitserve_requests_total{outcome=\"rejected\",code=\"INVALID_ARGUMENT\"} ";
+    const std::string key =
+        "bitserve_requests_total{outcome=\"rejected\",code=\"INVALID_ARGUMENT\"} ";
     const size_t at = text.find(key);
     return at == std::string::npos ? 0 : std::stoi(text.substr(at + key.size()));
   }
@@ -422,11 +423,14 @@ TEST_F(GenerationServiceTest, MalformedBytesAndInvalidUtf8AreInvalidArgumentNami
   // GenerateRequest: text = 1; messages = 2 {messages = 1 {role = 1, content = 2}}; stop = 6.
   const std::string user = std::string("\x0a\x04user", 6);
   const std::string good_message = std::string("\x0a\x0a", 2) + user + std::string("\x12\x02hi", 4);
-  const std::string bad_message = std::string("\x0a\x0a", 2) + user + std::string("\x12\x02\xc3\x28", 4);
+  const std::string bad_message =
+      std::string("\x0a\x0a", 2) + user + std::string("\x12\x02\xc3\x28", 4);
   const std::string messages = good_message + bad_message;
   const std::vector<Case> cases = {
-      {"Generate", std::string("\x0a\x05hi", 4), "malformed protobuf bytes (text runs past the end)"},
-      {"Generate", std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11), "malformed protobuf bytes"},
+      {"Generate", std::string("\x0a\x05hi", 4),
+       "malformed protobuf bytes (text runs past the end)"},
+      {"Generate", std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11),
+       "malformed protobuf bytes"},
       {"Generate", std::string("\x00\x01", 2), "malformed protobuf bytes (a bad field tag)"},
       {"Generate", std::string("\x0a\x02\xff\xfe", 4), "text is not valid UTF-8"},
       {"Generate", std::string("\x12", 1) + static_cast<char>(messages.size()) + messages,
@@ -439,7 +443,8 @@ TEST_F(GenerationServiceTest, MalformedBytesAndInvalidUtf8AreInvalidArgumentNami
   for (const Case& c : cases) {
     std::string response;
     const grpc::Status status = RawUnary("/bitserve.v1.Generation/" + c.method, c.bytes, &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message << ": " << status.error_message();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.message << ": " << status.error_message();
     EXPECT_THAT(status.error_message(), HasSubstr(c.message));
   }
   EXPECT_EQ(backend_.submits(), 0);
@@ -458,7 +463,8 @@ TEST_F(GenerationServiceTest, RequestsRefusedForTheirParametersAreCountedAsRejec
   request = TextRequest("hello");
   request.set_max_tokens(0);
   EXPECT_EQ(Generate(request).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Generate(v1::GenerateRequest()).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Generate(v1::GenerateRequest()).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(RejectedInvalid(), 3);
 }
 

@@ -34,14 +34,14 @@ void WorkerHub::AssignAll() {
     if (auto id = NewNcclUniqueId(); id.ok()) {
       nccl_id = *std::move(id);
     } else {
-      std::cerr << "bitserve serve: no NCCL for this pipeline (" << id.status().message() << "); using TCP"
-                << std::endl;
+      std::cerr << "bitserve serve: no NCCL for this pipeline (" << id.status().message()
+                << "); using TCP" << std::endl;
     }
   }
   pipeline_transport_ = nccl_id.empty() ? "tcp" : "nccl";
   if (n > 1) {
-    std::cerr << "bitserve serve: pipeline of " << n << " stages over " << pipeline_transport_ << " ("
-              << TransferDtypeName(options_.pp_transfer) << " hidden states)" << std::endl;
+    std::cerr << "bitserve serve: pipeline of " << n << " stages over " << pipeline_transport_
+              << " (" << TransferDtypeName(options_.pp_transfer) << " hidden states)" << std::endl;
   }
   for (int i = 0; i < n; ++i) {
     Link& link = *pipeline_[i];
@@ -80,7 +80,8 @@ void WorkerHub::AssignAll() {
         t.mutable_nccl()->set_world_size(n);
       } else {
         t.mutable_cpu()->set_rank(i);
-        for (const auto& peer : pipeline_) t.mutable_cpu()->add_peer_addresses(peer->transport_address);
+        for (const auto& peer : pipeline_)
+          t.mutable_cpu()->add_peer_addresses(peer->transport_address);
       }
     }
     a.set_max_batch_tokens(options_.engine.max_batch_tokens);
@@ -97,29 +98,35 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
   if (r.vocab_size() != config_.vocab_size || r.num_hidden_layers() != config_.num_hidden_layers ||
       r.hidden_size() != config_.hidden_size) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "it loaded a model with vocab ", r.vocab_size(), ", ", r.num_hidden_layers(), " layers, hidden ",
-        r.hidden_size(), "; the coordinator's has ", config_.vocab_size, ", ", config_.num_hidden_layers,
-        ", ", config_.hidden_size));
+        "it loaded a model with vocab ", r.vocab_size(), ", ", r.num_hidden_layers(),
+        " layers, hidden ", r.hidden_size(), "; the coordinator's has ", config_.vocab_size, ", ",
+        config_.num_hidden_layers, ", ", config_.hidden_size));
   }
-  absl::StatusOr<std::optional<KvDtype>> kv_dtype = KvDtypeFromProto(r.kv_dtype(), "Ready.kv_dtype");
+  absl::StatusOr<std::optional<KvDtype>> kv_dtype =
+      KvDtypeFromProto(r.kv_dtype(), "Ready.kv_dtype");
   if (!kv_dtype.ok() || !kv_dtype->has_value() ||
       (options_.engine.kv_dtype && **kv_dtype != *options_.engine.kv_dtype)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "it keeps its KV cache as ", kv_dtype.ok() && kv_dtype->has_value() ? KvDtypeName(**kv_dtype) : "an unknown type",
-        options_.engine.kv_dtype ? absl::StrCat("; expected ", KvDtypeName(*options_.engine.kv_dtype)) : std::string()));
+        "it keeps its KV cache as ",
+        kv_dtype.ok() && kv_dtype->has_value() ? KvDtypeName(**kv_dtype) : "an unknown type",
+        options_.engine.kv_dtype
+            ? absl::StrCat("; expected ", KvDtypeName(*options_.engine.kv_dtype))
+            : std::string()));
   }
   link.kv_dtype = **kv_dtype;
   if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
-    return absl::FailedPreconditionError(absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ",
-                                                      r.block_size(), " tokens; expected blocks of ",
-                                                      options_.engine.block_size));
+    return absl::FailedPreconditionError(
+        absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ", r.block_size(),
+                     " tokens; expected blocks of ", options_.engine.block_size));
   }
-  if (pipelines_ready_ > 0 && (r.num_kv_blocks() < num_kv_blocks_ || r.max_model_len() < max_model_len_ ||
-                               r.max_batch_tokens() < max_batch_tokens_)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "a replacement must hold what the first workers held: ", r.num_kv_blocks(), " KV blocks, max_model_len ",
-        r.max_model_len(), ", max_batch_tokens ", r.max_batch_tokens(), " vs ", num_kv_blocks_, ", ",
-        max_model_len_, ", ", max_batch_tokens_));
+  if (pipelines_ready_ > 0 &&
+      (r.num_kv_blocks() < num_kv_blocks_ || r.max_model_len() < max_model_len_ ||
+       r.max_batch_tokens() < max_batch_tokens_)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a replacement must hold what the first workers held: ", r.num_kv_blocks(),
+                     " KV blocks, max_model_len ", r.max_model_len(), ", max_batch_tokens ",
+                     r.max_batch_tokens(), " vs ", num_kv_blocks_, ", ", max_model_len_, ", ",
+                     max_batch_tokens_));
   }
   link.ready = true;
   link.num_kv_blocks = r.num_kv_blocks();
@@ -128,7 +135,8 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
   link.device = r.device_name();
   const int n = options_.num_stages;
   std::cerr << "bitserve serve: worker " << link.Name(n) << " ready on " << r.device_name() << ": "
-            << r.num_kv_blocks() << " KV blocks, loaded in " << r.load_seconds() << " s" << std::endl;
+            << r.num_kv_blocks() << " KV blocks, loaded in " << r.load_seconds() << " s"
+            << std::endl;
   if (!Whole()) return absl::OkStatus();
   if (pipelines_ready_ == 0) {
     // The scheduler's limits: what every stage can hold.
@@ -143,8 +151,8 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
     block_size_ = r.block_size();
     kv_dtype_ = pipeline_[0]->kv_dtype;
     device_name_ = n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
-                          : absl::StrCat(n, "-stage pipeline of workers over ", pipeline_transport_, " (",
-                                         pipeline_[0]->device, ")");
+                          : absl::StrCat(n, "-stage pipeline of workers over ", pipeline_transport_,
+                                         " (", pipeline_[0]->device, ")");
   }
   ++epoch_;
   ++pipelines_ready_;

@@ -37,13 +37,15 @@ class WorkerHub::RemoteEngine final : public Engine {
                     std::vector<SampleResult>* results) override {
     {
       std::lock_guard<std::mutex> lock(hub_->mu_);
-      if (!in_flight_.empty()) return absl::FailedPreconditionError("Step with pipelined steps in flight");
+      if (!in_flight_.empty())
+        return absl::FailedPreconditionError("Step with pipelined steps in flight");
     }
     RETURN_IF_ERROR(StartStep(entries, samples));
     return FinishStep(results);
   }
 
-  absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) override {
+  absl::Status StartStep(std::span<const BatchEntry> entries,
+                         std::span<const SampleSpec> samples) override {
     WorkerHub& h = *hub_;
     const int num_stages = h.options_.num_stages;
     InFlight step;
@@ -52,9 +54,9 @@ class WorkerHub::RemoteEngine final : public Engine {
       std::lock_guard<std::mutex> lock(h.mu_);
       if (h.shutting_down_) return absl::UnavailableError("the coordinator is shutting down");
       if (static_cast<int>(in_flight_.size()) >= num_stages) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(in_flight_.size(), " steps in flight already, the most a ", num_stages,
-                         "-stage pipeline takes"));
+        return absl::FailedPreconditionError(absl::StrCat(in_flight_.size(),
+                                                          " steps in flight already, the most a ",
+                                                          num_stages, "-stage pipeline takes"));
       }
       if (absl::Status health = h.HealthLocked(); !health.ok()) {
         seen_epoch_ = 0;
@@ -64,14 +66,16 @@ class WorkerHub::RemoteEngine final : public Engine {
         // The sequences the caller still runs had their KV cache on the lost pipeline.
         seen_epoch_ = 0;
         return absl::UnavailableError(absl::StrCat(
-            h.last_loss_, "; the workers were replaced, and the KV cache of the running sequences is gone"));
+            h.last_loss_,
+            "; the workers were replaced, and the KV cache of the running sequences is gone"));
       }
       seen_epoch_ = h.epoch_;
       step.id = h.next_step_++;
       step.links = h.pipeline_;
       step.samples = samples.size();
       in_flight_.push_back(step);
-      if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
+      if (h.options_.metrics)
+        h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
       message.mutable_step()->set_step_id(step.id);
     }
     EncodeStep(entries, samples, message.mutable_step());
@@ -91,7 +95,8 @@ class WorkerHub::RemoteEngine final : public Engine {
     if (in_flight_.empty()) return absl::FailedPreconditionError("no step in flight");
     const InFlight step = in_flight_.front();
     in_flight_.pop_front();
-    if (h.options_.metrics) h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
+    if (h.options_.metrics)
+      h.options_.metrics->SetStepsInFlight(static_cast<int>(in_flight_.size()));
     auto answered = [&](const Link& l) { return l.results.contains(step.id); };
     // A stage that will not answer; the error then names the stage whose loss broke the pipeline
     // (the others were only told to rejoin), whether or not that one answered this step.
@@ -111,7 +116,8 @@ class WorkerHub::RemoteEngine final : public Engine {
     };
     h.changed_.wait(lock, [&] {
       return h.shutting_down_ || lost() != nullptr ||
-             std::all_of(step.links.begin(), step.links.end(), [&](const auto& l) { return answered(*l); });
+             std::all_of(step.links.begin(), step.links.end(),
+                         [&](const auto& l) { return answered(*l); });
     });
     std::vector<wire::StepResult> answers;
     for (auto& link : step.links) {
@@ -138,7 +144,8 @@ class WorkerHub::RemoteEngine final : public Engine {
     }
     for (size_t i = 0; i < step.links.size(); ++i) {
       if (absl::Status s = StatusFromProto(answers[i].status()); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("worker ", step.links[i]->Name(num_stages), ": ", s.message()));
+        return absl::Status(
+            s.code(), absl::StrCat("worker ", step.links[i]->Name(num_stages), ": ", s.message()));
       }
     }
     ASSIGN_OR_RETURN(*results, DecodeResults(answers.back(), step.samples));

@@ -15,8 +15,8 @@ namespace {
 
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
-using google::protobuf::io::CodedInputStream;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
 
 // Nested messages deeper than this are refused (our messages nest two levels; protobuf's own
 // limit is 100).
@@ -101,7 +101,8 @@ absl::Status ParseRequestBytes(grpc::ByteBuffer* buffer, google::protobuf::Messa
       return absl::InvalidArgumentError("the request message could not be read");
     }
     bytes.reserve(buffer->Length());
-    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    for (const grpc::Slice& s : slices)
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
     buffer->Clear();
   }
   return ParseRequestBytes(bytes, message);
@@ -110,7 +111,8 @@ absl::Status ParseRequestBytes(grpc::ByteBuffer* buffer, google::protobuf::Messa
 absl::Status SerializeToBuffer(const google::protobuf::Message& message, grpc::ByteBuffer* buffer) {
   std::string bytes;
   if (!message.SerializeToString(&bytes)) {
-    return absl::InternalError(absl::StrCat("cannot serialize a ", message.GetDescriptor()->full_name()));
+    return absl::InternalError(
+        absl::StrCat("cannot serialize a ", message.GetDescriptor()->full_name()));
   }
   grpc::Slice slice(std::move(bytes));
   *buffer = grpc::ByteBuffer(&slice, 1);

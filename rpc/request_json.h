@@ -2,7 +2,8 @@
 // bench-serve --dataset`.
 //
 //   {"id": "a" | 7,                                   required; string or number, unique in the
-//                                                     file (bench-serve's datasets may leave it out)
+//                                                     file (bench-serve's datasets may leave it
+//                                                     out)
 //    "prompt": "text" | "messages": [{"role", "content"}, ...] | "prompt_ids": [1, 2, 3],
 //    optional, as `bitserve generate`: "max_tokens", "temperature", "top_k", "top_p", "min_p",
 //    "seed", "stop" (string or list), "stop_token_ids", "ignore_eos", "logprobs" (bool, or a number
@@ -32,6 +33,6 @@ struct JsonRequest {
 // line's id whenever it has a valid one (also when another field is wrong), so that the error can
 // be recorded under it.
 absl::StatusOr<JsonRequest> ParseRequestLine(absl::string_view line,
-                                            std::optional<nlohmann::json>* id);
+                                             std::optional<nlohmann::json>* id);
 
 }  // namespace bitserve::rpc

@@ -43,7 +43,8 @@ TEST(ParseRequestLine, SamplingParameters) {
   EXPECT_EQ(p.priority, -2);
   EXPECT_EQ(p.request_id, "x");
 
-  r = ParseRequestLine(R"({"id": 12, "prompt_ids": [1], "logprobs": true, "stop": ["a", "b"]})", &id);
+  r = ParseRequestLine(R"({"id": 12, "prompt_ids": [1], "logprobs": true, "stop": ["a", "b"]})",
+                       &id);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->params.logprobs);
   EXPECT_EQ(r->params.sampling.top_logprobs, 0);

@@ -10,11 +10,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/device_name.h"
+#include "base/status_macros.h"
 #include "bitserve/internal/worker.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "base/status_macros.h"
 #include "rpc/worker_protocol.h"
-#include "base/device_name.h"
 #include "runtime/engine/engine.h"
 #include "runtime/transport/nccl_transport.h"
 #include "runtime/transport/tcp_transport.h"
@@ -55,7 +55,8 @@ class Sender {
 // Sends a heartbeat every interval until destroyed.
 class Heartbeat {
  public:
-  Heartbeat(Sender* sender, std::chrono::milliseconds interval, const std::atomic<uint64_t>* steps_done)
+  Heartbeat(Sender* sender, std::chrono::milliseconds interval,
+            const std::atomic<uint64_t>* steps_done)
       : thread_([this, sender, interval, steps_done] {
           std::unique_lock<std::mutex> lock(mu_);
           uint64_t sequence = 0;
@@ -133,16 +134,16 @@ class Inbox {
 // any stage failed.
 absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuffers* device,
                      const wire::StepPlan& plan, DecodedStep& step, std::vector<uint8_t>& input,
-                     std::vector<uint8_t>& output, std::vector<SampleResult>& results, TransferDtype dtype,
-                     double* transfer_seconds) {
+                     std::vector<uint8_t>& output, std::vector<SampleResult>& results,
+                     TransferDtype dtype, double* transfer_seconds) {
   const PipelineStage& stage = engine.stage();
   RETURN_IF_ERROR(DecodeStep(plan, &step));
   if (stage.whole_model()) return engine.Step(step.entries, step.samples, &results);
   int64_t tokens = 0;
   for (const BatchEntry& e : step.entries) tokens += static_cast<int64_t>(e.tokens.size());
   if (tokens > engine.max_batch_tokens()) {
-    return absl::InvalidArgumentError(absl::StrCat("the step has ", tokens, " tokens; the limit is ",
-                                                   engine.max_batch_tokens()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the step has ", tokens, " tokens; the limit is ", engine.max_batch_tokens()));
   }
   const int64_t bytes = TransferBytes(dtype, tokens, engine.config().hidden_size);
   // Time in the transport, waits for the peer included.
@@ -169,7 +170,8 @@ absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuff
   if (!stage.last()) {
     const absl::Status sent = timed([&] {
       if (device != nullptr) return transport->Send(stage.stage + 1, device->output, bytes);
-      return status.ok() ? transport->Send(stage.stage + 1, output.data(), static_cast<int64_t>(output.size()))
+      return status.ok() ? transport->Send(stage.stage + 1, output.data(),
+                                           static_cast<int64_t>(output.size()))
                          : transport->Send(stage.stage + 1, nullptr, 0);
     });
     if (status.ok()) status = sent;
@@ -204,17 +206,19 @@ struct Session {
 // The coordinator's first answer to a registration.
 struct Answer {
   std::optional<wire::Assignment> assignment;  // what to load and serve
-  bool rejoin = false;                          // without an assignment: register again
+  bool rejoin = false;                         // without an assignment: register again
 };
 
 // Step 1: dials the coordinator and registers. A refusal is an error with the coordinator's reason.
-absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string& worker_id, Session& session) {
+absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string& worker_id,
+                                Session& session) {
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
   session.channel = ::grpc::CreateCustomChannel(options.coordinator_address,
                                                 ::grpc::InsecureChannelCredentials(), args);
-  if (!session.channel->WaitForConnected(std::chrono::system_clock::now() + options.connect_timeout)) {
+  if (!session.channel->WaitForConnected(std::chrono::system_clock::now() +
+                                         options.connect_timeout)) {
     return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ",
                                                options.coordinator_address, " within ",
                                                options.connect_timeout.count(), " ms"));
@@ -238,19 +242,22 @@ absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string&
   }
   if (cuda) {
     // The coordinator chooses NCCL only for stages on distinct GPUs; unknown (no NCCL here): TCP.
-    if (auto bus = CudaPciBusId(options.device); bus.ok()) reg.mutable_device()->set_pci_bus_id(*bus);
+    if (auto bus = CudaPciBusId(options.device); bus.ok())
+      reg.mutable_device()->set_pci_bus_id(*bus);
   }
   reg.set_build_version("bitserve");
   reg.set_transport_address(session.listener->address());
   wire::CoordinatorMessage message;
   if (!session.sender->Send(hello) || !session.stream->Read(&message)) {
-    return session.Finish(absl::UnavailableError("the coordinator closed the stream at registration"));
+    return session.Finish(
+        absl::UnavailableError("the coordinator closed the stream at registration"));
   }
   if (message.has_reject()) {
     absl::Status why = StatusFromProto(message.reject().status());
     session.sender->Close();
     session.stream->Finish();
-    return absl::Status(why.code(), absl::StrCat("the coordinator refused this worker: ", why.message()));
+    return absl::Status(why.code(),
+                        absl::StrCat("the coordinator refused this worker: ", why.message()));
   }
   Answer answer;
   if (message.has_shutdown()) {
@@ -259,7 +266,8 @@ absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string&
     return answer;
   }
   if (!message.has_assignment()) {
-    return session.Finish(absl::InternalError("the coordinator's first message is not an Assignment"));
+    return session.Finish(
+        absl::InternalError("the coordinator's first message is not an Assignment"));
   }
   answer.assignment = message.assignment();
   return answer;
@@ -302,8 +310,10 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   engine_options.device = options.device;
   engine_options.block_size = a.kv_cache().block_size();
   engine_options.num_kv_blocks = a.kv_cache().num_blocks();
-  if (a.kv_cache().memory_fraction() > 0) engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
-  ASSIGN_OR_RETURN(engine_options.kv_dtype, KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype"));
+  if (a.kv_cache().memory_fraction() > 0)
+    engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
+  ASSIGN_OR_RETURN(engine_options.kv_dtype,
+                   KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype"));
   engine_options.max_model_len = a.max_model_len();
   engine_options.max_batch_tokens = a.max_batch_tokens();
   const wire::ModelShard& shard = a.shard();
@@ -312,27 +322,31 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   Loaded loaded;
   if (shard.num_pipeline_stages() > 1) {
     ASSIGN_OR_RETURN(engine_options.pp_transfer,
-                     TransferDtypeFromProto(a.transport().activation_dtype(), "Assignment.transport.activation_dtype"));
+                     TransferDtypeFromProto(a.transport().activation_dtype(),
+                                            "Assignment.transport.activation_dtype"));
     if (a.transport().has_nccl()) {
       // Before the engine takes the device memory it sizes its KV cache from.
       const wire::NcclBootstrap& nccl = a.transport().nccl();
-      ASSIGN_OR_RETURN(loaded.transport, NcclTransport::Connect(nccl.unique_id(), nccl.rank(), nccl.world_size(),
-                                                                options.device, options.connect_timeout));
+      ASSIGN_OR_RETURN(loaded.transport,
+                       NcclTransport::Connect(nccl.unique_id(), nccl.rank(), nccl.world_size(),
+                                              options.device, options.connect_timeout));
     } else if (a.transport().has_cpu()) {
       const auto& peers = a.transport().cpu().peer_addresses();
-      ASSIGN_OR_RETURN(loaded.transport,
-                       TcpTransport::Connect(std::move(session.listener), a.transport().cpu().rank(),
-                                             std::vector<std::string>(peers.begin(), peers.end())));
+      ASSIGN_OR_RETURN(
+          loaded.transport,
+          TcpTransport::Connect(std::move(session.listener), a.transport().cpu().rank(),
+                                std::vector<std::string>(peers.begin(), peers.end())));
     } else {
       return absl::InvalidArgumentError("the assignment of a pipeline stage names no transport");
     }
   }
   loaded.pp_transfer = engine_options.pp_transfer;
   const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
-  std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on " << options.device;
+  std::cerr << "bitserve worker " << worker_id << ": loading " << model_dir << " on "
+            << options.device;
   if (shard.num_pipeline_stages() > 1) {
-    std::cerr << ", stage " << shard.pipeline_stage() << " of " << shard.num_pipeline_stages() << " (layers "
-              << shard.layer_begin() << "-" << shard.layer_end() - 1 << ")";
+    std::cerr << ", stage " << shard.pipeline_stage() << " of " << shard.num_pipeline_stages()
+              << " (layers " << shard.layer_begin() << "-" << shard.layer_end() - 1 << ")";
   }
   std::cerr << std::endl;
   const auto load_start = Clock::now();
@@ -347,8 +361,9 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
 
 // Step 3: runs the step plans that arrive until the coordinator sends Shutdown (returns whether it
 // asks to register again) or goes away.
-absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string& worker_id, Session& session,
-                                Loaded& loaded, std::atomic<uint64_t>& steps_done) {
+absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string& worker_id,
+                                Session& session, Loaded& loaded,
+                                std::atomic<uint64_t>& steps_done) {
   Inbox inbox(session.stream.get(), loaded.transport.get());
   DecodedStep step;
   std::vector<uint8_t> input, output;
@@ -360,7 +375,8 @@ absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string&
           absl::StrCat("the coordinator at ", options.coordinator_address, " went away")));
     }
     if (next->has_shutdown()) {
-      std::cerr << "bitserve worker " << worker_id << ": " << next->shutdown().reason() << std::endl;
+      std::cerr << "bitserve worker " << worker_id << ": " << next->shutdown().reason()
+                << std::endl;
       session.Finish(absl::OkStatus()).IgnoreError();
       return next->shutdown().rejoin();
     }
@@ -373,18 +389,21 @@ absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string&
     results.clear();
     double transfer_seconds = 0;
     const absl::Status status =
-        RunStep(*loaded.engine, loaded.transport.get(), loaded.device_buffers ? &*loaded.device_buffers : nullptr,
-                next->step(), step, input, output, results, loaded.pp_transfer, &transfer_seconds);
+        RunStep(*loaded.engine, loaded.transport.get(),
+                loaded.device_buffers ? &*loaded.device_buffers : nullptr, next->step(), step,
+                input, output, results, loaded.pp_transfer, &transfer_seconds);
     if (status.ok()) {
       EncodeResults(results, step.sampled_seq_ids, &result);
     } else {
       *result.mutable_status() = StatusToProto(status);
     }
-    result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count() - transfer_seconds);
+    result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count() -
+                               transfer_seconds);
     result.set_transfer_seconds(transfer_seconds);
     ++steps_done;
     if (!session.sender->Send(reply)) {
-      return session.Finish(absl::UnavailableError("the coordinator went away while a step result was sent"));
+      return session.Finish(
+          absl::UnavailableError("the coordinator went away while a step result was sent"));
     }
   }
 }
@@ -398,15 +417,16 @@ absl::StatusOr<bool> RunOnce(const WorkerOptions& options, const std::string& wo
   const wire::Assignment& a = *answer.assignment;
   // Heartbeats from here on, loading included.
   std::atomic<uint64_t> steps_done{0};
-  Heartbeat heartbeat(session.sender.get(), std::chrono::milliseconds(std::max(50, a.heartbeat_interval_ms())),
+  Heartbeat heartbeat(session.sender.get(),
+                      std::chrono::milliseconds(std::max(50, a.heartbeat_interval_ms())),
                       &steps_done);
   absl::StatusOr<Loaded> loaded = LoadAssignment(options, worker_id, a, session);
   if (!loaded.ok()) return session.Fail(loaded.status());
   if (!session.sender->Send(ReadyMessage(a, *loaded))) {
     return session.Finish(absl::UnavailableError("the coordinator went away"));
   }
-  std::cerr << "bitserve worker " << worker_id << ": ready on " << loaded->engine->device_name() << ", "
-            << loaded->engine->num_kv_blocks() << " KV blocks" << std::endl;
+  std::cerr << "bitserve worker " << worker_id << ": ready on " << loaded->engine->device_name()
+            << ", " << loaded->engine->num_kv_blocks() << " KV blocks" << std::endl;
   return ServeSteps(options, worker_id, session, *loaded, steps_done);
 }
 

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <iostream>
 #include <map>
 #include <set>
-#include <iostream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -26,16 +26,18 @@ absl::StatusOr<PipelineTransport> ParsePipelineTransport(absl::string_view name)
   if (name == "auto") return PipelineTransport::kAuto;
   if (name == "nccl") return PipelineTransport::kNccl;
   if (name == "tcp") return PipelineTransport::kTcp;
-  return absl::InvalidArgumentError(absl::StrCat("pipeline transport must be auto, nccl or tcp, got \"", name, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("pipeline transport must be auto, nccl or tcp, got \"", name, "\""));
 }
 
 absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOptions& options) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   if (options.heartbeat_interval.count() <= 0 ||
       options.heartbeat_timeout <= options.heartbeat_interval) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "heartbeat timeout (", options.heartbeat_timeout.count(),
-        " ms) must exceed the heartbeat interval (", options.heartbeat_interval.count(), " ms) > 0"));
+    return absl::InvalidArgumentError(absl::StrCat("heartbeat timeout (",
+                                                   options.heartbeat_timeout.count(),
+                                                   " ms) must exceed the heartbeat interval (",
+                                                   options.heartbeat_interval.count(), " ms) > 0"));
   }
   ASSIGN_OR_RETURN(std::vector<PipelineStage> stages, BalanceStages(config, options.num_stages));
   if (options.num_stages > 1 && options.pp_transport == PipelineTransport::kNccl) {
@@ -46,7 +48,8 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
   return std::unique_ptr<WorkerHub>(new WorkerHub(options, std::move(config), std::move(stages)));
 }
 
-WorkerHub::WorkerHub(const WorkerHubOptions& options, ModelConfig config, std::vector<PipelineStage> stages)
+WorkerHub::WorkerHub(const WorkerHubOptions& options, ModelConfig config,
+                     std::vector<PipelineStage> stages)
     : options_(options), config_(std::move(config)), stages_(std::move(stages)) {
   monitor_ = std::thread([this] { Monitor(); });
 }
@@ -55,7 +58,8 @@ WorkerHub::~WorkerHub() { Shutdown(); }
 
 bool WorkerHub::Whole() const {
   return static_cast<int>(pipeline_.size()) == options_.num_stages &&
-         std::all_of(pipeline_.begin(), pipeline_.end(), [](const auto& l) { return l->ready && !l->lost; });
+         std::all_of(pipeline_.begin(), pipeline_.end(),
+                     [](const auto& l) { return l->ready && !l->lost; });
 }
 
 int WorkerHub::ReadyStages() const {
@@ -68,7 +72,8 @@ void WorkerHub::MarkLost(Link& link, const std::string& reason) {
   link.lost = true;
   link.lost_reason = reason;
   changed_.notify_all();
-  auto it = std::find_if(pipeline_.begin(), pipeline_.end(), [&](const auto& l) { return l.get() == &link; });
+  auto it = std::find_if(pipeline_.begin(), pipeline_.end(),
+                         [&](const auto& l) { return l.get() == &link; });
   if (it == pipeline_.end()) return;
   const int n = options_.num_stages;
   if (!link.assigned) {
@@ -100,8 +105,10 @@ void WorkerHub::Monitor() {
   while (!shutting_down_) {
     changed_.wait_for(lock, options_.heartbeat_interval / 2);
     for (const auto& link : std::vector<std::shared_ptr<Link>>(pipeline_)) {
-      if (link->assigned && !link->lost && WorkerLinkClock::now() - link->last_heard > options_.heartbeat_timeout) {
-        const std::string reason = absl::StrCat("no heartbeat for ", Millis(WorkerLinkClock::now() - link->last_heard), " ms");
+      if (link->assigned && !link->lost &&
+          WorkerLinkClock::now() - link->last_heard > options_.heartbeat_timeout) {
+        const std::string reason = absl::StrCat(
+            "no heartbeat for ", Millis(WorkerLinkClock::now() - link->last_heard), " ms");
         MarkLost(*link, reason);
         hung_workers_.push_back({link->worker_id, reason});
         link->context->TryCancel();  // ends the handler's Read
@@ -123,7 +130,8 @@ void WorkerHub::Monitor() {
 ::grpc::Status WorkerHub::Attach(::grpc::ServerContext* context, WorkerStream* stream) {
   wire::WorkerMessage message;
   if (!stream->Read(&message) || !message.has_register_()) {
-    return ::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT, "the first message must be Register");
+    return ::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first message must be Register");
   }
   const wire::Register& reg = message.register_();
   const int n = options_.num_stages;
@@ -151,16 +159,18 @@ void WorkerHub::Monitor() {
   link->hostname = reg.device().hostname();
   link->pci_bus_id = reg.device().pci_bus_id();
   if (n > 1 && options_.pp_transport == PipelineTransport::kNccl && link->device_kind != "cuda") {
-    return reject(::grpc::StatusCode::FAILED_PRECONDITION,
-                  absl::StrCat("this coordinator's pipeline runs over NCCL (--pp-transport nccl); a ",
-                               link->device_kind, " worker cannot join it"));
+    return reject(
+        ::grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("this coordinator's pipeline runs over NCCL (--pp-transport nccl); a ",
+                     link->device_kind, " worker cannot join it"));
   }
   link->context = context;
   link->stream = stream;
   link->last_heard = WorkerLinkClock::now();
   {
     std::unique_lock<std::mutex> lock(mu_);
-    if (shutting_down_) return reject(::grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
+    if (shutting_down_)
+      return reject(::grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
     if (static_cast<int>(pipeline_.size()) == n) {
       return reject(::grpc::StatusCode::ALREADY_EXISTS,
                     n == 1 ? absl::StrCat("worker ", pipeline_[0]->worker_id,
@@ -171,7 +181,8 @@ void WorkerHub::Monitor() {
     pipeline_.push_back(link);
     std::cerr << "bitserve serve: worker " << link->worker_id << " (" << reg.device().kind() << ", "
               << context->peer() << ") registered"
-              << (n > 1 ? absl::StrCat(" for stage ", link->stage, " of ", n) : std::string()) << std::endl;
+              << (n > 1 ? absl::StrCat(" for stage ", link->stage, " of ", n) : std::string())
+              << std::endl;
     if (static_cast<int>(pipeline_.size()) == n) AssignAll();
     // Wait for the rest of the pipeline; a worker that leaves meanwhile frees its place.
     while (!link->assigned && !link->lost && !shutting_down_) {
@@ -197,7 +208,8 @@ void WorkerHub::Monitor() {
       break;
     } else if (message.has_ready() && !link->ready) {
       if (absl::Status s = AcceptReady(*link, message.ready()); !s.ok()) {
-        std::cerr << "bitserve serve: refused worker " << link->worker_id << ": " << s.message() << std::endl;
+        std::cerr << "bitserve serve: refused worker " << link->worker_id << ": " << s.message()
+                  << std::endl;
         MarkLost(*link, std::string(s.message()));
         end = ::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION, std::string(s.message()));
         break;
@@ -217,7 +229,8 @@ void WorkerHub::Monitor() {
 
 absl::Status WorkerHub::WaitForWorker(WorkerLinkClock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!changed_.wait_until(lock, deadline, [&] { return pipelines_ready_ > 0 || shutting_down_; }) ||
+  if (!changed_.wait_until(lock, deadline,
+                           [&] { return pipelines_ready_ > 0 || shutting_down_; }) ||
       pipelines_ready_ == 0) {
     return absl::DeadlineExceededError("no worker became ready");
   }
@@ -231,10 +244,11 @@ absl::Status WorkerHub::Health() const {
 
 absl::Status WorkerHub::HealthLocked() const {
   if (Whole()) return absl::OkStatus();
-  const std::string what = options_.num_stages == 1
-                               ? std::string(pipelines_ready_ == 0 ? "no worker attached yet" : "no worker attached")
-                               : absl::StrCat("the pipeline has ", ReadyStages(), " of ",
-                                              options_.num_stages, " stages ready");
+  const std::string what =
+      options_.num_stages == 1
+          ? std::string(pipelines_ready_ == 0 ? "no worker attached yet" : "no worker attached")
+          : absl::StrCat("the pipeline has ", ReadyStages(), " of ", options_.num_stages,
+                         " stages ready");
   if (!last_loss_.empty()) return absl::UnavailableError(absl::StrCat(last_loss_, "; ", what));
   return absl::UnavailableError(what);
 }

@@ -39,9 +39,9 @@
 #include "absl/strings/string_view.h"
 #include "bitserve/internal/worker.grpc.pb.h"
 #include "rpc/serving_metrics.h"
-#include "runtime/engine/engine.h"
 #include "runtime/checkpoint/model_config.h"
 #include "runtime/checkpoint/pipeline_stage.h"
+#include "runtime/engine/engine.h"
 
 namespace bitserve::rpc {
 
@@ -61,7 +61,7 @@ struct WorkerHubOptions {
   int num_stages = 1;                                // pipeline stages = workers
   TransferDtype pp_transfer = TransferDtype::kInt8;  // hidden states between stages
   PipelineTransport pp_transport = PipelineTransport::kAuto;
-  ServingMetrics* metrics = nullptr;                 // optional: per-stage step times, steps in flight
+  ServingMetrics* metrics = nullptr;  // optional: per-stage step times, steps in flight
 };
 
 class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
@@ -110,10 +110,10 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   void Monitor();
   // Under mu_: marks `link` lost and breaks up its pipeline (the others are told to rejoin).
   void MarkLost(Link& link, const std::string& reason);
-  void AssignAll();   // under mu_: the pipeline has all its workers
-  bool NcclCanJoin() const;  // under mu_: every stage a CUDA worker on a GPU of its own
-  bool Whole() const;  // under mu_: every stage attached and ready
-  int ReadyStages() const;  // under mu_
+  void AssignAll();                   // under mu_: the pipeline has all its workers
+  bool NcclCanJoin() const;           // under mu_: every stage a CUDA worker on a GPU of its own
+  bool Whole() const;                 // under mu_: every stage attached and ready
+  int ReadyStages() const;            // under mu_
   absl::Status HealthLocked() const;  // Health() under mu_
   // Under mu_: the Ready of one stage; an error says why it is refused.
   absl::Status AcceptReady(Link& link, const ::bitserve::internal::v1::Ready& ready);
@@ -127,9 +127,9 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   // The pipeline being formed or serving, in stage order; its size grows to num_stages.
   std::vector<std::shared_ptr<Link>> pipeline_;
   std::vector<std::shared_ptr<Link>> rejoin_;  // to be told to register again (by Monitor)
-  std::string last_loss_;          // why the previous pipeline broke, for Health and step errors
+  std::string last_loss_;  // why the previous pipeline broke, for Health and step errors
   std::vector<HungWorker> hung_workers_;  // for TakeHungWorkers
-  uint64_t epoch_ = 0;             // increases each time the pipeline becomes whole
+  uint64_t epoch_ = 0;                    // increases each time the pipeline becomes whole
   uint64_t next_assignment_ = 1;
   uint64_t next_step_ = 1;
   int pipelines_ready_ = 0;

@@ -28,7 +28,8 @@ using std::chrono::milliseconds;
 
 const fs::path& Model() {
   static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("bitserve_worker_hub_test_" + std::to_string(getpid()));
+    fs::path d =
+        fs::temp_directory_path() / ("bitserve_worker_hub_test_" + std::to_string(getpid()));
     auto preset = FindModelPreset("test-gqa");
     EXPECT_TRUE(preset.ok());
     EXPECT_TRUE(WriteSyntheticCheckpoint(*preset, d, {}).ok());
@@ -141,10 +142,11 @@ std::vector<Outcome> RunAll(GenerationBackend& backend, int n, int max_tokens) {
     GenerationParams params;
     params.max_new_tokens = max_tokens;
     params.ignore_eos = true;
-    auto id = backend.Submit(TokenInput{{1, 5 + i, 9, 2 * i + 3}}, params, [&, i](GenerationChunk c) {
-      tokens[i].insert(tokens[i].end(), c.token_ids.begin(), c.token_ids.end());
-      if (c.final) done[i].set_value({tokens[i], c.status});
-    });
+    auto id =
+        backend.Submit(TokenInput{{1, 5 + i, 9, 2 * i + 3}}, params, [&, i](GenerationChunk c) {
+          tokens[i].insert(tokens[i].end(), c.token_ids.begin(), c.token_ids.end());
+          if (c.final) done[i].set_value({tokens[i], c.status});
+        });
     if (!id.ok()) done[i].set_value({{}, id.status()});
   }
   std::vector<Outcome> out;
@@ -245,7 +247,8 @@ TEST(WorkerHubTest, LostWorkerFailsRequestsAndAReplacementRestoresService) {
     return RunWorker(options);
   });
   const auto deadline = Clock::now() + std::chrono::seconds(30);
-  while (!(*coordinator)->Ready() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
+  while (!(*coordinator)->Ready() && Clock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(20));
   ASSERT_TRUE((*coordinator)->Ready());
   auto local = Coordinator::Create(Options());
   ASSERT_TRUE(local.ok());
@@ -304,8 +307,8 @@ wire::DeviceInfo Device(const std::string& kind, const std::string& host, const 
 }
 
 // Two stages register; returns their first messages.
-std::pair<wire::CoordinatorMessage, wire::CoordinatorMessage> FormPipeline(Hub& hub, const wire::DeviceInfo& a,
-                                                                           const wire::DeviceInfo& b) {
+std::pair<wire::CoordinatorMessage, wire::CoordinatorMessage> FormPipeline(
+    Hub& hub, const wire::DeviceInfo& a, const wire::DeviceInfo& b) {
   FakeWorker first(hub.address, kWorkerProtocolVersion, a);
   FakeWorker second(hub.address, kWorkerProtocolVersion, b);
   auto m0 = first.Read();
@@ -354,7 +357,8 @@ TEST(WorkerHubTest, PipelineTransportFollowsTheWorkersDevices) {
     auto [m0, m1] = FormPipeline(hub, a, b);
     ASSERT_TRUE(m0.has_assignment() && m1.has_assignment());
     ASSERT_TRUE(m0.assignment().transport().has_cpu()) << a.kind() << " + " << b.kind();
-    EXPECT_EQ(m0.assignment().transport().cpu().rank() + m1.assignment().transport().cpu().rank(), 1);
+    EXPECT_EQ(m0.assignment().transport().cpu().rank() + m1.assignment().transport().cpu().rank(),
+              1);
     EXPECT_EQ(m1.assignment().transport().cpu().peer_addresses_size(), 2);
     const bool shared = a.kind() == "cuda" && b.kind() == "cuda";
     EXPECT_DOUBLE_EQ(m0.assignment().kv_cache().memory_fraction(), shared ? 0.45 : 0.9);
@@ -371,7 +375,8 @@ TEST(WorkerHubTest, PipelineTransportFollowsTheWorkersDevices) {
     wire::CoordinatorMessage m = worker.Read();
     ASSERT_TRUE(m.has_reject());
     EXPECT_EQ(m.reject().status().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
-    EXPECT_NE(m.reject().status().message().find("NCCL"), std::string::npos) << m.reject().status().message();
+    EXPECT_NE(m.reject().status().message().find("NCCL"), std::string::npos)
+        << m.reject().status().message();
   }
 #endif
   EXPECT_EQ(ParsePipelineTransport("ib").status().code(), absl::StatusCode::kInvalidArgument);

@@ -31,7 +31,8 @@ absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, con
     case wire::KV_DTYPE_INT4:
       return KvDtype::kInt4;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(field, ": unknown KV dtype ", static_cast<int>(dtype)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": unknown KV dtype ", static_cast<int>(dtype)));
   }
 }
 
@@ -39,15 +40,16 @@ wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype) {
   return dtype == TransferDtype::kBf16 ? wire::ACTIVATION_DTYPE_BF16 : wire::ACTIVATION_DTYPE_INT8;
 }
 
-absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype, const char* field) {
+absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype,
+                                                     const char* field) {
   switch (dtype) {
     case wire::ACTIVATION_DTYPE_INT8:
       return TransferDtype::kInt8;
     case wire::ACTIVATION_DTYPE_BF16:
       return TransferDtype::kBf16;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": unknown or unspecified activation dtype ", static_cast<int>(dtype)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": unknown or unspecified activation dtype ", static_cast<int>(dtype)));
   }
 }
 
@@ -79,9 +81,15 @@ void EncodeStep(std::span<const BatchEntry> entries, std::span<const SampleSpec>
     out->mutable_token_ids()->Add(e.tokens.begin(), e.tokens.end());
     out->mutable_block_table()->Add(e.block_table.begin(), e.block_table.end());
     switch (e.logits) {
-      case LogitsWanted::kNone: out->set_logits(wire::LOGITS_WANTED_NONE); break;
-      case LogitsWanted::kLast: out->set_logits(wire::LOGITS_WANTED_LAST); break;
-      case LogitsWanted::kAll: out->set_logits(wire::LOGITS_WANTED_ALL); break;
+      case LogitsWanted::kNone:
+        out->set_logits(wire::LOGITS_WANTED_NONE);
+        break;
+      case LogitsWanted::kLast:
+        out->set_logits(wire::LOGITS_WANTED_LAST);
+        break;
+      case LogitsWanted::kAll:
+        out->set_logits(wire::LOGITS_WANTED_ALL);
+        break;
     }
     if (e.logits != LogitsWanted::kLast || next_sample >= samples.size()) continue;
     const SampleSpec& spec = samples[next_sample++];
@@ -125,7 +133,8 @@ absl::Status DecodeStep(const wire::StepPlan& plan, DecodedStep* out) {
   for (int i = 0; i < n; ++i) {
     const wire::StepEntry& e = plan.entries(i);
     if (e.token_ids().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("step ", plan.step_id(), " entry ", i, ": no token_ids"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("step ", plan.step_id(), " entry ", i, ": no token_ids"));
     }
     out->tokens_[i].assign(e.token_ids().begin(), e.token_ids().end());
     out->tables_[i].assign(e.block_table().begin(), e.block_table().end());
@@ -134,12 +143,18 @@ absl::Status DecodeStep(const wire::StepPlan& plan, DecodedStep* out) {
     entry.tokens = out->tokens_[i];
     entry.block_table = out->tables_[i];
     switch (e.logits()) {
-      case wire::LOGITS_WANTED_NONE: entry.logits = LogitsWanted::kNone; break;
-      case wire::LOGITS_WANTED_LAST: entry.logits = LogitsWanted::kLast; break;
-      case wire::LOGITS_WANTED_ALL: entry.logits = LogitsWanted::kAll; break;
+      case wire::LOGITS_WANTED_NONE:
+        entry.logits = LogitsWanted::kNone;
+        break;
+      case wire::LOGITS_WANTED_LAST:
+        entry.logits = LogitsWanted::kLast;
+        break;
+      case wire::LOGITS_WANTED_ALL:
+        entry.logits = LogitsWanted::kAll;
+        break;
       default:
-        return absl::InvalidArgumentError(
-            absl::StrCat("step ", plan.step_id(), " entry ", i, ": unknown logits value ", e.logits()));
+        return absl::InvalidArgumentError(absl::StrCat("step ", plan.step_id(), " entry ", i,
+                                                       ": unknown logits value ", e.logits()));
     }
     out->entries.push_back(entry);
     if (entry.logits != LogitsWanted::kLast) continue;
@@ -192,8 +207,8 @@ absl::StatusOr<std::vector<SampleResult>> DecodeResults(const wire::StepResult& 
                                                         size_t expected) {
   if (static_cast<size_t>(result.tokens_size()) != expected) {
     return absl::InvalidArgumentError(absl::StrCat("step ", result.step_id(), ": ",
-                                                   result.tokens_size(), " sampled tokens, expected ",
-                                                   expected));
+                                                   result.tokens_size(),
+                                                   " sampled tokens, expected ", expected));
   }
   std::vector<SampleResult> out(expected);
   for (size_t i = 0; i < expected; ++i) {

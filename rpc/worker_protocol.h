@@ -26,7 +26,8 @@ inline constexpr uint32_t kWorkerProtocolVersion = 2;
 wire::KvDtype KvDtypeToProto(KvDtype dtype);
 absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, const char* field);
 wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype);
-absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype, const char* field);
+absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype,
+                                                     const char* field);
 
 wire::Status StatusToProto(const absl::Status& status);
 absl::Status StatusFromProto(const wire::Status& status);

@@ -25,7 +25,8 @@ TEST(WorkerProtocolTest, StepRoundTrip) {
   ASSERT_EQ(d.entries.size(), 2u);
   EXPECT_EQ(std::vector<int32_t>(d.entries[0].tokens.begin(), d.entries[0].tokens.end()), t0);
   EXPECT_EQ(d.entries[1].start_position, 17);
-  EXPECT_EQ(std::vector<int32_t>(d.entries[1].block_table.begin(), d.entries[1].block_table.end()), b1);
+  EXPECT_EQ(std::vector<int32_t>(d.entries[1].block_table.begin(), d.entries[1].block_table.end()),
+            b1);
   EXPECT_EQ(d.entries[0].logits, LogitsWanted::kNone);
   ASSERT_EQ(d.samples.size(), 1u);
   EXPECT_EQ(d.sampled_seq_ids, std::vector<uint64_t>{1});

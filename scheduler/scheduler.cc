@@ -161,7 +161,8 @@ bool Scheduler::ScheduleRunning(StepBuilder& step) {
 }
 
 void Scheduler::AdmitWaiting(StepBuilder& step) {
-  while (!waiting_.empty() && num_running() < config_.max_num_seqs && step.budget > 0 && !step.full()) {
+  while (!waiting_.empty() && num_running() < config_.max_num_seqs && step.budget > 0 &&
+         !step.full()) {
     Sequence& seq = *waiting_.begin()->second;
     const int n = std::min({seq.num_pending_tokens(), config_.long_prefill_chunk, step.budget});
     // Head-of-line: when the head does not fit, nothing behind it is admitted either, or a long

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <numeric>
 
+#include "base/check.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "base/check.h"
 #include "scheduler/fake_engine.h"
 #include "scheduler/fake_serving_loop.h"
 

@@ -8,8 +8,8 @@
 #include <random>
 #include <set>
 
-#include "gtest/gtest.h"
 #include "base/check.h"
+#include "gtest/gtest.h"
 #include "scheduler/fake_engine.h"
 #include "scheduler/fake_serving_loop.h"
 #include "scheduler/scheduler.h"

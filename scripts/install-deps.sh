@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libutf8proc-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
   python3-grpcio python3-protobuf python3-yaml
 )

@@ -7,10 +7,10 @@
 #include <functional>
 #include <sstream>
 
+#include "base/bf16.h"
+#include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "base/file_io.h"
-#include "base/bf16.h"
 #include "runtime/checkpoint/model_weights.h"
 #include "runtime/checkpoint/safetensors_archive.h"
 #include "runtime/checkpoint/safetensors_writer.h"
@@ -52,7 +52,8 @@ class BadCheckpoint : public ::testing::Test {
     return w.ok() ? "" : std::string(w.status().message());
   }
 
-  // Rewrites the checkpoint with `edit` applied to its tensor list (bytes copied from the original).
+  // Rewrites the checkpoint with `edit` applied to its tensor list (bytes copied from the
+  // original).
   void Rewrite(const std::function<void(std::vector<TensorSpec>&)>& edit) {
     auto archive = SafetensorsArchive::Open(dir_);
     ASSERT_TRUE(archive.ok());
@@ -126,15 +127,19 @@ TEST_F(BadCheckpoint, CorruptedHeaderJson) {
 
 TEST_F(BadCheckpoint, WeightCodeThree) {
   std::string bytes = ReadAll(file());
-  bytes[Offset("model.layers.1.mlp.up_proj.weight") + 17] = static_cast<char>(0xC5);  // code 3 in bits 6-7
+  bytes[Offset("model.layers.1.mlp.up_proj.weight") + 17] =
+      static_cast<char>(0xC5);  // code 3 in bits 6-7
   WriteAll(file(), bytes);
-  EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.safetensors"),
-                                 HasSubstr("model.layers.1.mlp.up_proj.weight"), HasSubstr("code 3")));
+  EXPECT_THAT(LoadError(),
+              AllOf(HasSubstr("model.safetensors"), HasSubstr("model.layers.1.mlp.up_proj.weight"),
+                    HasSubstr("code 3")));
 }
 
 TEST_F(BadCheckpoint, MissingTensor) {
   Rewrite([](std::vector<TensorSpec>& specs) {
-    std::erase_if(specs, [](const TensorSpec& s) { return s.name == "model.layers.2.mlp.ffn_sub_norm.weight"; });
+    std::erase_if(specs, [](const TensorSpec& s) {
+      return s.name == "model.layers.2.mlp.ffn_sub_norm.weight";
+    });
   });
   EXPECT_THAT(LoadError(), AllOf(HasSubstr("missing tensor model.layers.2.mlp.ffn_sub_norm.weight"),
                                  HasSubstr("[320]")));
@@ -211,7 +216,8 @@ TEST_F(BadCheckpoint, NonFiniteNormWeight) {
   uint16_t nan = FloatToBf16(NAN);
   std::memcpy(bytes.data() + Offset("model.norm.weight") + 2 * 7, &nan, 2);
   WriteAll(file(), bytes);
-  EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.norm.weight"), HasSubstr("element 7 is not finite")));
+  EXPECT_THAT(LoadError(),
+              AllOf(HasSubstr("model.norm.weight"), HasSubstr("element 7 is not finite")));
 }
 
 // The embedding (and, untied, the LM head) feed every output: a NaN or Inf there once made every
@@ -238,7 +244,8 @@ TEST_F(BadCheckpoint, InfiniteEmbeddingOnAPipelineStage) {
     auto ends = reader->StageEnds(stage);
     ASSERT_FALSE(ends.ok());
     EXPECT_THAT(ends.status().message(),
-                AllOf(HasSubstr("model.embed_tokens.weight"), HasSubstr("element 0 (row 0, column 0) is infinite")));
+                AllOf(HasSubstr("model.embed_tokens.weight"),
+                      HasSubstr("element 0 (row 0, column 0) is infinite")));
   }
   // A middle stage reads neither.
   EXPECT_TRUE(reader->StageEnds(PipelineStage{1, 3, 1, 2}).ok());
@@ -262,7 +269,8 @@ TEST_F(BadCheckpoint, NonFiniteUntiedLmHead) {
       }
     }
   });
-  EXPECT_THAT(LoadError(), AllOf(HasSubstr("lm_head.weight"), HasSubstr("(row 1023, column 127) is NaN")));
+  EXPECT_THAT(LoadError(),
+              AllOf(HasSubstr("lm_head.weight"), HasSubstr("(row 1023, column 127) is NaN")));
 }
 
 TEST_F(BadCheckpoint, NonPositiveWeightScale) {

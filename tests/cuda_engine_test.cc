@@ -46,10 +46,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "runtime/engine/engine.h"
-#include "runtime/checkpoint/pipeline_stage.h"
 #include "kernels/cpu/sampling.h"
+#include "runtime/checkpoint/pipeline_stage.h"
 #include "runtime/checkpoint/synthetic_checkpoint.h"
+#include "runtime/engine/engine.h"
 
 namespace bitserve {
 namespace {
@@ -452,7 +452,8 @@ TEST(CudaEngineKvCapacity, AutomaticBlockCountFollowsTheDtype) {
 // ---- Pipeline stages on the GPU (EngineOptions::stage; runtime/pipeline_engine.h) ----
 
 // (model, stages, transfer dtype).
-class CudaPipelineTest : public ::testing::TestWithParam<std::tuple<std::string, int, TransferDtype>> {
+class CudaPipelineTest
+    : public ::testing::TestWithParam<std::tuple<std::string, int, TransferDtype>> {
  protected:
   void SetUp() override {
     if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
@@ -476,10 +477,11 @@ class CudaPipelineTest : public ::testing::TestWithParam<std::tuple<std::string,
 // Three sequences: a prefill step (one entry wants every row), a mixed step, then decode steps of
 // three entries (a padded bucket of 4 in the stage engines' CUDA graphs) with random next tokens.
 std::vector<std::vector<float>> RunPipelinePlan(
-    int vocab, const std::function<absl::Status(std::span<const BatchEntry>, std::vector<float>*)>& forward) {
+    int vocab,
+    const std::function<absl::Status(std::span<const BatchEntry>, std::vector<float>*)>& forward) {
   std::mt19937 rng(4321);
-  std::vector<std::vector<int32_t>> prompts = {RandomTokens(11, vocab, rng), RandomTokens(19, vocab, rng),
-                                               RandomTokens(7, vocab, rng)};
+  std::vector<std::vector<int32_t>> prompts = {
+      RandomTokens(11, vocab, rng), RandomTokens(19, vocab, rng), RandomTokens(7, vocab, rng)};
   const std::vector<std::vector<int32_t>> tables = {{5, 1, 9, 12}, {0, 7, 3, 14}, {2, 8, 11, 6}};
   std::vector<int32_t> cached(3, 0);
   std::vector<std::vector<float>> out;
@@ -490,17 +492,20 @@ std::vector<std::vector<float>> RunPipelinePlan(
     out.push_back(logits);
     for (const BatchEntry& e : batch) {
       for (size_t q = 0; q < tables.size(); ++q) {
-        if (e.block_table.data() == tables[q].data()) cached[q] += static_cast<int32_t>(e.tokens.size());
+        if (e.block_table.data() == tables[q].data())
+          cached[q] += static_cast<int32_t>(e.tokens.size());
       }
     }
   };
-  run({{0, prompts[0], tables[0], LogitsWanted::kAll}, {0, prompts[1], tables[1], LogitsWanted::kLast}});
+  run({{0, prompts[0], tables[0], LogitsWanted::kAll},
+       {0, prompts[1], tables[1], LogitsWanted::kLast}});
   std::vector<int32_t> a = RandomTokens(1, vocab, rng), b = RandomTokens(1, vocab, rng);
-  run({{cached[0], a, tables[0], LogitsWanted::kLast}, {0, prompts[2], tables[2], LogitsWanted::kLast},
+  run({{cached[0], a, tables[0], LogitsWanted::kLast},
+       {0, prompts[2], tables[2], LogitsWanted::kLast},
        {cached[1], b, tables[1], LogitsWanted::kLast}});
   for (int step = 0; step < 6; ++step) {
-    std::vector<std::vector<int32_t>> next = {RandomTokens(1, vocab, rng), RandomTokens(1, vocab, rng),
-                                              RandomTokens(1, vocab, rng)};
+    std::vector<std::vector<int32_t>> next = {
+        RandomTokens(1, vocab, rng), RandomTokens(1, vocab, rng), RandomTokens(1, vocab, rng)};
     run({{cached[0], next[0], tables[0], LogitsWanted::kLast},
          {cached[1], next[1], tables[1], LogitsWanted::kLast},
          {cached[2], next[2], tables[2], LogitsWanted::kLast}});
@@ -509,8 +514,9 @@ std::vector<std::vector<float>> RunPipelinePlan(
 }
 
 // A pipeline of CUDA stage engines against the same pipeline of CPU stage engines (the same
-// transfer and KV bytes when their inputs agree): the tolerance of MatchesCpuEngine. And against the unsplit CUDA engine, which only the transfer format separates
-// from it (int8: 1/254 of a row's max per element; measured on the CPU in pipeline_stage_test).
+// transfer and KV bytes when their inputs agree): the tolerance of MatchesCpuEngine. And against
+// the unsplit CUDA engine, which only the transfer format separates from it (int8: 1/254 of a row's
+// max per element; measured on the CPU in pipeline_stage_test).
 TEST_P(CudaPipelineTest, MatchesCpuPipelineAndWholeModel) {
   auto gpu = LoadEngine(ModelDir(model()), PipelineOptions("cuda"));
   auto cpu = LoadEngine(ModelDir(model()), PipelineOptions("cpu"));
@@ -526,12 +532,16 @@ TEST_P(CudaPipelineTest, MatchesCpuPipelineAndWholeModel) {
   const auto w = RunPipelinePlan(vocab, forward(**whole));
   Comparison vs_cpu, vs_whole;
   for (size_t step = 0; step < g.size(); ++step) {
-    CompareLogits(c[step], g[step], vocab, name() + " vs CPU pipeline, step " + std::to_string(step), &vs_cpu);
-    CompareLogits(w[step], g[step], vocab, name() + " vs whole model, step " + std::to_string(step), &vs_whole);
+    CompareLogits(c[step], g[step], vocab,
+                  name() + " vs CPU pipeline, step " + std::to_string(step), &vs_cpu);
+    CompareLogits(w[step], g[step], vocab, name() + " vs whole model, step " + std::to_string(step),
+                  &vs_whole);
   }
-  std::cout << "[ numbers  ] " << name() << ": " << vs_cpu.rows << " rows; worst relative L2 error vs the CPU "
-            << "pipeline " << vs_cpu.worst << " (near ties " << vs_cpu.near_ties << "), vs the unsplit GPU model "
-            << vs_whole.worst << " (near ties " << vs_whole.near_ties << ")" << std::endl;
+  std::cout << "[ numbers  ] " << name() << ": " << vs_cpu.rows
+            << " rows; worst relative L2 error vs the CPU "
+            << "pipeline " << vs_cpu.worst << " (near ties " << vs_cpu.near_ties
+            << "), vs the unsplit GPU model " << vs_whole.worst << " (near ties "
+            << vs_whole.near_ties << ")" << std::endl;
 }
 
 // The device path a worker takes under NCCL (StageIo::on_device: messages stay in the engines'
@@ -554,7 +564,8 @@ TEST_P(CudaPipelineTest, DeviceMessagesEqualHostMessages) {
   }
   const int vocab = (*host)->config().vocab_size;
   const int64_t hidden = (*host)->config().hidden_size;
-  auto device_forward = [&](std::span<const BatchEntry> batch, std::vector<float>* logits) -> absl::Status {
+  auto device_forward = [&](std::span<const BatchEntry> batch,
+                            std::vector<float>* logits) -> absl::Status {
     int64_t tokens = 0;
     for (const BatchEntry& e : batch) tokens += static_cast<int64_t>(e.tokens.size());
     for (size_t s = 0; s < engines.size(); ++s) {
@@ -567,8 +578,8 @@ TEST_P(CudaPipelineTest, DeviceMessagesEqualHostMessages) {
       auto from = engines[s]->device_stage_buffers();
       auto to = engines[s + 1]->device_stage_buffers();
       if (!from.ok() || !to.ok()) return absl::InternalError("no device stage buffers");
-      if (cudaMemcpy(to->input, from->output, TransferBytes(transfer(), tokens, hidden), cudaMemcpyDeviceToDevice) !=
-          cudaSuccess) {
+      if (cudaMemcpy(to->input, from->output, TransferBytes(transfer(), tokens, hidden),
+                     cudaMemcpyDeviceToDevice) != cudaSuccess) {
         return absl::InternalError("cudaMemcpy");
       }
     }
@@ -581,7 +592,8 @@ TEST_P(CudaPipelineTest, DeviceMessagesEqualHostMessages) {
   ASSERT_EQ(a.size(), d.size());
   for (size_t step = 0; step < a.size(); ++step) {
     ASSERT_EQ(a[step].size(), d[step].size());
-    EXPECT_EQ(std::memcmp(a[step].data(), d[step].data(), a[step].size() * 4), 0) << name() << " step " << step;
+    EXPECT_EQ(std::memcmp(a[step].data(), d[step].data(), a[step].size() * 4), 0)
+        << name() << " step " << step;
   }
 }
 
@@ -609,19 +621,21 @@ TEST(CudaPipelineStage, RejectsWholeModelCallsAndWrongInput) {
   EXPECT_TRUE((*e)->StageStep(batch, {}, io, &results).ok());
   EXPECT_EQ(logits.size(), static_cast<size_t>((*e)->config().vocab_size));
   o.stage = {0, 2, 0, 99};
-  EXPECT_EQ(LoadEngine(ModelDir("test-gqa"), o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadEngine(ModelDir("test-gqa"), o).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaPipelineTest,
-    ::testing::Values(std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kInt8},
-                      std::tuple<std::string, int, TransferDtype>{"test-gqa", 3, TransferDtype::kInt8},
-                      std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kBf16},
-                      std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kInt8},
-                      std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kBf16}),
+    ::testing::Values(
+        std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kInt8},
+        std::tuple<std::string, int, TransferDtype>{"test-gqa", 3, TransferDtype::kInt8},
+        std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kBf16},
+        std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kInt8},
+        std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kBf16}),
     [](const ::testing::TestParamInfo<std::tuple<std::string, int, TransferDtype>>& info) {
-      std::string name = absl::StrCat(std::get<0>(info.param), "_", std::get<1>(info.param), "_stages_",
-                                      TransferDtypeName(std::get<2>(info.param)));
+      std::string name = absl::StrCat(std::get<0>(info.param), "_", std::get<1>(info.param),
+                                      "_stages_", TransferDtypeName(std::get<2>(info.param)));
       std::replace(name.begin(), name.end(), '-', '_');
       return name;
     });

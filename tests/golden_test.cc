@@ -15,13 +15,13 @@
 #include <fstream>
 #include <sstream>
 
-#include "gtest/gtest.h"
 #include "base/file_io.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "runtime/engine/engine.h"
-#include "runtime/generation/generation.h"
 #include "runtime/checkpoint/npy.h"
 #include "runtime/checkpoint/synthetic_checkpoint.h"
+#include "runtime/engine/engine.h"
+#include "runtime/generation/generation.h"
 
 namespace bitserve {
 namespace {
@@ -59,8 +59,8 @@ struct Sequence {
 
 // Where our activations first round differently from the reference's.
 struct TieReport {
-  int64_t first_row;  // rows before it are compared; == rows when there is no divergence
-  std::string where;  // description of the divergence
+  int64_t first_row;   // rows before it are compared; == rows when there is no divergence
+  std::string where;   // description of the divergence
   bool is_tie = true;  // both values within kTieWindow of the same half-integer
   double max_activation_error = 0;  // before first_row
 };
@@ -73,7 +73,8 @@ std::vector<Sequence> LoadSequences(const fs::path& dir) {
     Sequence seq;
     seq.prompt = s["prompt_ids"].get<std::vector<int32_t>>();
     seq.generated = s["generated_ids"].get<std::vector<int32_t>>();
-    for (auto [array, file] : {std::pair{&seq.logits, "logits_"}, {&seq.activations, "activations_"}}) {
+    for (auto [array, file] :
+         {std::pair{&seq.logits, "logits_"}, {&seq.activations, "activations_"}}) {
       auto loaded = ReadNpyFloat32(dir / (file + std::to_string(k) + ".npy"));
       EXPECT_TRUE(loaded.ok()) << loaded.status();
       if (loaded.ok()) *array = *std::move(loaded);
@@ -84,7 +85,8 @@ std::vector<Sequence> LoadSequences(const fs::path& dir) {
 }
 
 // ||a - b|| / ||b|| over `rows` rows of b starting at `first_row`.
-double RelativeError(const std::vector<float>& a, const NpyArray& b, int64_t first_row, int64_t rows) {
+double RelativeError(const std::vector<float>& a, const NpyArray& b, int64_t first_row,
+                     int64_t rows) {
   const int64_t vocab = b.shape[1];
   double num = 0, den = 0;
   for (int64_t i = 0; i < rows * vocab; ++i) {
@@ -132,9 +134,10 @@ class Golden : public ::testing::TestWithParam<std::string> {
       std::vector<float> x;  // [rows, width]
     };
     std::vector<Segment> segments;
-    auto engine = MakeEngine([&](const std::string& name, int layer, const float* x, int64_t rows, int64_t dim) {
-      segments.push_back({name, layer, dim, std::vector<float>(x, x + rows * dim)});
-    });
+    auto engine = MakeEngine(
+        [&](const std::string& name, int layer, const float* x, int64_t rows, int64_t dim) {
+          segments.push_back({name, layer, dim, std::vector<float>(x, x + rows * dim)});
+        });
     std::vector<int32_t> ids = seq.all();
     std::vector<float> logits;
     const BatchEntry entry{0, ids, Blocks(0), LogitsWanted::kLast};
@@ -164,7 +167,8 @@ class Golden : public ::testing::TestWithParam<std::string> {
           if (QuantRound(v_ours) == QuantRound(v_ref)) continue;
           const double half = std::floor(std::min(v_ours, v_ref)) + 0.5;
           report.first_row = r;
-          report.is_tie = std::fabs(v_ours - half) <= kTieWindow && std::fabs(v_ref - half) <= kTieWindow;
+          report.is_tie =
+              std::fabs(v_ours - half) <= kTieWindow && std::fabs(v_ref - half) <= kTieWindow;
           std::ostringstream where;
           where.precision(9);
           where << "row " << r << " layer " << s.layer << " " << s.name << "[" << i << "]: ours "
@@ -182,7 +186,8 @@ class Golden : public ::testing::TestWithParam<std::string> {
 TEST_P(Golden, MakeModelStillWritesTheCommittedCheckpoint) {
   auto preset = FindModelPreset(GetParam());
   ASSERT_TRUE(preset.ok());
-  fs::path tmp = fs::temp_directory_path() / ("bitserve_golden_" + std::to_string(getpid()) + GetParam());
+  fs::path tmp =
+      fs::temp_directory_path() / ("bitserve_golden_" + std::to_string(getpid()) + GetParam());
   ASSERT_TRUE(WriteSyntheticCheckpoint(*preset, tmp, {}).ok());
   for (const char* file : {"model.safetensors", "config.json"}) {
     EXPECT_EQ(ReadAll(tmp / file), ReadAll(dir() / "model" / file))
@@ -281,16 +286,19 @@ TEST_P(Golden, BatchedAndChunkedPrefillGiveIdenticalLogits) {
   hot.temperature = 1.0f;
   hot.top_k = 50;
   const SampleSpec specs[] = {{&greedy, 1, 0, a, {}}, {&hot, 7, 3, b, {}}};
-  const BatchEntry last[] = {{0, a, Blocks(2), LogitsWanted::kLast}, {0, b, Blocks(3), LogitsWanted::kLast}};
+  const BatchEntry last[] = {{0, a, Blocks(2), LogitsWanted::kLast},
+                             {0, b, Blocks(3), LogitsWanted::kLast}};
   std::vector<SampleResult> results;
   ASSERT_TRUE(engine->Step(last, specs, &results).ok());
   ASSERT_EQ(results.size(), 2u);
   const int64_t vocab = engine->config().vocab_size;
   Sampler host(greedy, {});
-  EXPECT_EQ(results[0].token,
-            host.SampleFor(specs[0], std::span<const float>(alone_a).subspan((a.size() - 1) * vocab, vocab)).token);
-  EXPECT_EQ(results[1].token,
-            host.SampleFor(specs[1], std::span<const float>(alone_b).subspan((b.size() - 1) * vocab, vocab)).token);
+  EXPECT_EQ(results[0].token, host.SampleFor(specs[0], std::span<const float>(alone_a).subspan(
+                                                           (a.size() - 1) * vocab, vocab))
+                                  .token);
+  EXPECT_EQ(results[1].token, host.SampleFor(specs[1], std::span<const float>(alone_b).subspan(
+                                                           (b.size() - 1) * vocab, vocab))
+                                  .token);
 }
 
 TEST_P(Golden, BadBatchesChangeNothing) {
@@ -303,20 +311,23 @@ TEST_P(Golden, BadBatchesChangeNothing) {
   const BatchEntry whole{0, all, Blocks(1), LogitsWanted::kLast};
   ASSERT_TRUE(engine->Forward({&whole, 1}, &reference).ok());
 
-  auto expect_rejected = [&](std::span<const BatchEntry> batch, absl::StatusCode code, const char* what) {
+  auto expect_rejected = [&](std::span<const BatchEntry> batch, absl::StatusCode code,
+                             const char* what) {
     absl::Status s = engine->Forward(batch, &logits);
     EXPECT_EQ(s.code(), code) << s;
     EXPECT_NE(std::string(s.message()).find(what), std::string::npos) << s;
   };
   // Sequence 0's block 0 is overwritten only if a rejected batch still ran.
   const std::vector<int32_t> bad = {4, engine->config().vocab_size};
-  const BatchEntry bad_token[] = {{0, ok, Blocks(0), LogitsWanted::kLast}, {0, bad, Blocks(2), LogitsWanted::kLast}};
+  const BatchEntry bad_token[] = {{0, ok, Blocks(0), LogitsWanted::kLast},
+                                  {0, bad, Blocks(2), LogitsWanted::kLast}};
   expect_rejected(bad_token, absl::StatusCode::kInvalidArgument, "outside the vocabulary");
   std::vector<int32_t> huge(engine->max_model_len() + 1, 1);
   std::vector<int32_t> big_table(huge.size() / 4 + 1, 0);
   const BatchEntry too_long{0, huge, big_table, LogitsWanted::kLast};
   expect_rejected({&too_long, 1}, absl::StatusCode::kOutOfRange, "limit");
-  const BatchEntry twice[] = {{0, {ok.data(), 1}, Blocks(0), LogitsWanted::kLast}, {0, ok, Blocks(0), LogitsWanted::kLast}};
+  const BatchEntry twice[] = {{0, {ok.data(), 1}, Blocks(0), LogitsWanted::kLast},
+                              {0, ok, Blocks(0), LogitsWanted::kLast}};
   expect_rejected(twice, absl::StatusCode::kInvalidArgument, "written by two entries");
   const std::vector<int32_t> short_table = {0};
   const std::vector<int32_t> eight(8, 5);

@@ -20,10 +20,10 @@
 #include <iostream>
 #include <span>
 
+#include "base/file_io.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
-#include "base/file_io.h"
 #include "runtime/generation/generation.h"
 #include "runtime/generation/perplexity.h"
 #include "runtime/text/tokenizer/tokenizer.h"

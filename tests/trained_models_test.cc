@@ -2,11 +2,11 @@
 // matches the PyTorch value stored beside each model (expected_perplexity.json) within 1%.
 #include <filesystem>
 
+#include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
-#include "base/file_io.h"
 #include "runtime/generation/perplexity.h"
 #include "runtime/text/tokenizer/tokenizer.h"
 

@@ -33,7 +33,8 @@ std::string SummaryLine(const BatchSummary& s, const std::filesystem::path& outp
   std::string line = absl::StrCat("bitserve batch: ", c.total, " lines: ", c.completed, " done");
   if (c.skipped > 0) absl::StrAppend(&line, ", ", c.skipped, " already done earlier");
   absl::StrAppend(&line, ", ", c.failed, c.failed == 1 ? " error" : " errors");
-  if (c.retry_later > 0) absl::StrAppend(&line, " (", c.retry_later, " retryable: run again to retry)");
+  if (c.retry_later > 0)
+    absl::StrAppend(&line, " (", c.retry_later, " retryable: run again to retry)");
   if (c.malformed > 0) {
     absl::StrAppend(&line, ", ", c.malformed,
                     c.malformed == 1 ? " malformed line" : " malformed lines");
@@ -94,8 +95,9 @@ struct InputSurvey {
 
 // One pass over the input before the run: its lines, and which permanent errors of an earlier run
 // no longer match their line (`permanent`: key -> input_hash; the first line of an id counts).
-absl::StatusOr<InputSurvey> SurveyInput(const std::filesystem::path& path,
-                                        const absl::flat_hash_map<std::string, std::string>& permanent) {
+absl::StatusOr<InputSurvey> SurveyInput(
+    const std::filesystem::path& path,
+    const absl::flat_hash_map<std::string, std::string>& permanent) {
   LineReader reader;
   if (absl::Status s = reader.Open(path); !s.ok()) return s;
   InputSurvey survey;
@@ -216,9 +218,10 @@ absl::Status BatchJob::Prepare() {
   if (existing->superseded > 0 || !survey->edited.empty()) {
     absl::StatusOr<int64_t> dropped = CompactOutput(options_.output, survey->edited);
     if (!dropped.ok()) return dropped.status();
-    progress_.Message(absl::StrCat(options_.output.string(), ": removed ", *dropped,
-                                   " records of earlier runs to run their ids again (retryable errors, "
-                                   "cancelled results, errors of lines edited since)"));
+    progress_.Message(
+        absl::StrCat(options_.output.string(), ": removed ", *dropped,
+                     " records of earlier runs to run their ids again (retryable errors, "
+                     "cancelled results, errors of lines edited since)"));
   }
   done_keys_ = std::move(existing->done_keys);
   for (const auto& [key, hash] : existing->permanent) {
@@ -366,8 +369,9 @@ bool BatchJob::SubmitHeld(Clock::time_point now) {
 }
 
 void BatchJob::Failed(const std::shared_ptr<InFlight>& state, const absl::Status& status) {
-  const std::string what = absl::StrCat("id ", state->request.key, ": ",
-                                        absl::StatusCodeToString(status.code()), ": ", status.message());
+  const std::string what =
+      absl::StrCat("id ", state->request.key, ": ", absl::StatusCodeToString(status.code()), ": ",
+                   status.message());
   const bool permanent = IsPermanentError(status);
   if (!permanent && ++state->attempts < options_.max_attempts && stop_.ok()) {
     LineMessage(state->line, absl::StrCat(what, "; trying again (", state->attempts + 1, " of ",
@@ -386,7 +390,8 @@ void BatchJob::Failed(const std::shared_ptr<InFlight>& state, const absl::Status
   if (absl::Status s = Write(ErrorRecord(state->request.id, status, state->input_hash)); !s.ok()) {
     stop_ = s;
     output_broken_ = true;
-    for (uint64_t id : in_flight_) backend_.Cancel(id, absl::CancelledError("the output cannot be written"));
+    for (uint64_t id : in_flight_)
+      backend_.Cancel(id, absl::CancelledError("the output cannot be written"));
   }
 }
 
@@ -440,7 +445,8 @@ void BatchJob::Complete(const std::shared_ptr<InFlight>& state) {
     // Nothing more can be recorded: stop the rest early.
     stop_ = s;
     output_broken_ = true;
-    for (uint64_t id : in_flight_) backend_.Cancel(id, absl::CancelledError("the output cannot be written"));
+    for (uint64_t id : in_flight_)
+      backend_.Cancel(id, absl::CancelledError("the output cannot be written"));
   }
 }
 

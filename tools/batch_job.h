@@ -47,7 +47,7 @@ struct BatchJobOptions {
 };
 
 struct BatchSummary {
-  BatchCounts counts;  // counts.retry_later > 0: some ids have no result yet (run again)
+  BatchCounts counts;     // counts.retry_later > 0: some ids have no result yet (run again)
   int64_t retries = 0;    // submissions retried after "queue full" or UNAVAILABLE
   int max_in_flight = 0;  // the limit used
   double seconds = 0;

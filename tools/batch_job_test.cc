@@ -487,15 +487,18 @@ TEST_F(BatchJobTest, RequestErrorsBecomeErrorRecords) {
   // max_attempts times.
   EXPECT_EQ(backend.submit_calls(), 3 + options_.max_attempts);
   auto by_id = ById();
-  EXPECT_EQ(by_id["\"r\""], json::parse(absl::StrCat(R"({"id": "r", "finish_reason": "error",
+  EXPECT_EQ(by_id["\"r\""], json::parse(absl::StrCat(
+                                R"({"id": "r", "finish_reason": "error",
       "error": {"code": "INVALID_ARGUMENT", "message": "temperature is bad", "retryable": false,
-                "input_hash": ")", InputHash("{\"id\": \"r\", \"prompt\": \"reject\"}"), R"("}})")));
+                "input_hash": ")",
+                                InputHash("{\"id\": \"r\", \"prompt\": \"reject\"}"), R"("}})")));
   EXPECT_EQ(by_id["\"h\""]["error"]["code"], "RESOURCE_EXHAUSTED");
   EXPECT_EQ(by_id["\"h\""]["error"]["retryable"], false);
   EXPECT_EQ(by_id["\"f\""]["error"], json::parse(R"({"code": "UNAVAILABLE",
       "message": "worker 0 lost", "retryable": true})"));
   EXPECT_EQ(by_id["\"g\""]["finish_reason"], "eos");
-  EXPECT_THAT(log_.str(), HasSubstr(":3: id \"f\": UNAVAILABLE: worker 0 lost; trying again (2 of 3)"));
+  EXPECT_THAT(log_.str(),
+              HasSubstr(":3: id \"f\": UNAVAILABLE: worker 0 lost; trying again (2 of 3)"));
   EXPECT_THAT(log_.str(), HasSubstr("3 errors (1 retryable: run again to retry)"));
 
   // A rerun runs only the retryable one, and replaces its record: one record per id.
@@ -524,7 +527,8 @@ TEST_F(BatchJobTest, RetryableFailureThatPassesOnRetryLeavesOnlyTheResult) {
 }
 
 TEST_F(BatchJobTest, PermanentErrorOfAnEditedLineRunsAgain) {
-  WriteFile(options_.input, "{\"id\": \"x\", \"prompt\": \"reject\"}\n{\"id\": \"y\", \"prompt\": \"huge\"}\n");
+  WriteFile(options_.input,
+            "{\"id\": \"x\", \"prompt\": \"reject\"}\n{\"id\": \"y\", \"prompt\": \"huge\"}\n");
   FakeBackend backend;
   ASSERT_TRUE(RunBatchJob(backend, options_).ok());
   EXPECT_EQ(ById()["\"x\""]["error"]["code"], "INVALID_ARGUMENT");
@@ -535,7 +539,8 @@ TEST_F(BatchJobTest, PermanentErrorOfAnEditedLineRunsAgain) {
   EXPECT_EQ(idle.submit_calls(), 0);
   EXPECT_EQ(summary->counts.skipped, 2);
   // x fixed: its error record is replaced by its result; y's stays.
-  WriteFile(options_.input, "{\"id\": \"x\", \"prompt\": \"good\"}\n{\"id\": \"y\", \"prompt\": \"huge\"}\n");
+  WriteFile(options_.input,
+            "{\"id\": \"x\", \"prompt\": \"good\"}\n{\"id\": \"y\", \"prompt\": \"huge\"}\n");
   FakeBackend fixed;
   summary = RunBatchJob(fixed, options_);
   ASSERT_TRUE(summary.ok());
@@ -547,13 +552,18 @@ TEST_F(BatchJobTest, PermanentErrorOfAnEditedLineRunsAgain) {
 }
 
 TEST_F(BatchJobTest, OutputOfOlderVersionsWithSeveralRecordsPerIdIsCompacted) {
-  WriteFile(options_.input, "{\"id\": \"a\", \"prompt\": \"aa\"}\n{\"id\": \"b\", \"prompt\": \"reject\"}\n");
+  WriteFile(options_.input,
+            "{\"id\": \"a\", \"prompt\": \"aa\"}\n{\"id\": \"b\", \"prompt\": \"reject\"}\n");
   // As older versions left it after three runs: errors without "retryable", then a result.
   WriteFile(options_.output,
-            "{\"id\":\"a\",\"error\":{\"code\":\"UNAVAILABLE\",\"message\":\"x\"},\"finish_reason\":\"error\"}\n"
-            "{\"id\":\"b\",\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"bad\"},\"finish_reason\":\"error\"}\n"
-            "{\"id\":\"a\",\"error\":{\"code\":\"INTERNAL\",\"message\":\"y\"},\"finish_reason\":\"error\"}\n"
-            "{\"id\":\"b\",\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"bad\"},\"finish_reason\":\"error\"}\n"
+            "{\"id\":\"a\",\"error\":{\"code\":\"UNAVAILABLE\",\"message\":\"x\"},\"finish_"
+            "reason\":\"error\"}\n"
+            "{\"id\":\"b\",\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"bad\"},\"finish_"
+            "reason\":\"error\"}\n"
+            "{\"id\":\"a\",\"error\":{\"code\":\"INTERNAL\",\"message\":\"y\"},\"finish_reason\":"
+            "\"error\"}\n"
+            "{\"id\":\"b\",\"error\":{\"code\":\"INVALID_ARGUMENT\",\"message\":\"bad\"},\"finish_"
+            "reason\":\"error\"}\n"
             "{\"id\":\"a\",\"text\":\"t\",\"token_ids\":[1],\"finish_reason\":\"eos\","
             "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
   FakeBackend backend;
@@ -622,7 +632,8 @@ TEST(BatchRecords, InvalidUtf8IsReplacedNotThrown) {
 
 TEST(IsPermanentError, TheSameRequestWouldFailTheSameWay) {
   EXPECT_TRUE(IsPermanentError(absl::InvalidArgumentError("temperature must be in [0, 100]")));
-  EXPECT_TRUE(IsPermanentError(absl::ResourceExhaustedError("prompt has 9000 tokens; max_model_len is 4096")));
+  EXPECT_TRUE(IsPermanentError(
+      absl::ResourceExhaustedError("prompt has 9000 tokens; max_model_len is 4096")));
   EXPECT_TRUE(IsPermanentError(absl::FailedPreconditionError("no tokenizer.json")));
   EXPECT_FALSE(IsPermanentError(absl::ResourceExhaustedError("queue full: 3 waiting, limit 3")));
   EXPECT_FALSE(IsPermanentError(absl::UnavailableError("worker lost")));
@@ -656,7 +667,8 @@ TEST(BatchProgress, BarAndDurations) {
   BatchCounts prefilling = c;
   prefilling.prefill_done = 98304;
   prefilling.prefill_total = 524288;
-  EXPECT_THAT(BatchProgress::BarText(prefilling, 10), HasSubstr("| prefill 98304/524288 tokens (18.8%)"));
+  EXPECT_THAT(BatchProgress::BarText(prefilling, 10),
+              HasSubstr("| prefill 98304/524288 tokens (18.8%)"));
 
   std::ostringstream terminal, file;
   BatchProgress bar(terminal, true), quiet(file, false);

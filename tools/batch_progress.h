@@ -13,13 +13,13 @@
 namespace bitserve::cli {
 
 struct BatchCounts {
-  int64_t total = 0;       // non-blank input lines
-  int64_t skipped = 0;     // already in the output from an earlier run
-  int64_t completed = 0;   // results written in this run (finished records)
-  int64_t failed = 0;      // requests that failed in this run (error records written)
+  int64_t total = 0;        // non-blank input lines
+  int64_t skipped = 0;      // already in the output from an earlier run
+  int64_t completed = 0;    // results written in this run (finished records)
+  int64_t failed = 0;       // requests that failed in this run (error records written)
   int64_t retry_later = 0;  // of those, retryable failures: ids without a result yet
-  int64_t malformed = 0;   // lines that are not valid requests (reported, error record by id)
-  int64_t duplicates = 0;  // lines whose id came earlier in the input (reported, not run)
+  int64_t malformed = 0;    // lines that are not valid requests (reported, error record by id)
+  int64_t duplicates = 0;   // lines whose id came earlier in the input (reported, not run)
   int64_t generated_tokens = 0;
   int64_t prompt_tokens = 0;
   // Long prompts being prefilled in chunks right now: tokens done of their total.

@@ -81,7 +81,8 @@ nlohmann::ordered_json ErrorRecord(const json& id, const absl::Status& status,
                                   {"message", std::string(status.message())},
                                   {"retryable", !permanent}};
   if (permanent) error["input_hash"] = std::string(input_hash);
-  return nlohmann::ordered_json{{"id", id}, {"error", std::move(error)}, {"finish_reason", "error"}};
+  return nlohmann::ordered_json{
+      {"id", id}, {"error", std::move(error)}, {"finish_reason", "error"}};
 }
 
 std::string RecordLine(const nlohmann::ordered_json& record) {
@@ -115,14 +116,17 @@ RecordKind ClassifyRecord(const json& record) {
   absl::StatusCode code = absl::StatusCode::kUnknown;
   if (code_field != error->end() && code_field->is_string()) {
     for (int c = 0; c <= 16; ++c) {
-      if (absl::StatusCodeToString(static_cast<absl::StatusCode>(c)) == code_field->get<std::string>()) {
+      if (absl::StatusCodeToString(static_cast<absl::StatusCode>(c)) ==
+          code_field->get<std::string>()) {
         code = static_cast<absl::StatusCode>(c);
       }
     }
   }
-  const std::string message =
-      message_field != error->end() && message_field->is_string() ? message_field->get<std::string>() : "";
-  return IsPermanentError(absl::Status(code, message)) ? RecordKind::kPermanentError : RecordKind::kRetryable;
+  const std::string message = message_field != error->end() && message_field->is_string()
+                                  ? message_field->get<std::string>()
+                                  : "";
+  return IsPermanentError(absl::Status(code, message)) ? RecordKind::kPermanentError
+                                                       : RecordKind::kRetryable;
 }
 
 absl::StatusOr<ExistingOutput> ScanAndRepairOutput(const std::filesystem::path& output) {
@@ -173,7 +177,8 @@ absl::StatusOr<ExistingOutput> ScanAndRepairOutput(const std::filesystem::path& 
           ++existing.superseded;
         } else {
           auto hash = record["error"].find("input_hash");
-          existing.permanent[key] = hash != record["error"].end() && hash->is_string() ? hash->get<std::string>() : "";
+          existing.permanent[key] =
+              hash != record["error"].end() && hash->is_string() ? hash->get<std::string>() : "";
         }
         break;
       case RecordKind::kRetryable:
@@ -199,12 +204,15 @@ absl::StatusOr<ExistingOutput> ScanAndRepairOutput(const std::filesystem::path& 
 absl::StatusOr<int64_t> CompactOutput(const std::filesystem::path& output,
                                       const absl::flat_hash_set<std::string>& rerun) {
   std::ifstream in(output, std::ios::binary);
-  if (!in) return absl::PermissionDeniedError(absl::StrCat(output.string(), ": cannot read it to rewrite it"));
+  if (!in)
+    return absl::PermissionDeniedError(
+        absl::StrCat(output.string(), ": cannot read it to rewrite it"));
   std::filesystem::path temp = output;
   temp += ".rewrite";
   std::ofstream out(temp, std::ios::binary | std::ios::trunc);
   if (!out) {
-    return absl::PermissionDeniedError(absl::StrCat(temp.string(), ": cannot write (the output's folder must be writable)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(temp.string(), ": cannot write (the output's folder must be writable)"));
   }
   // Two passes: which record each id keeps (its first finished one, else its first permanent
   // error), then the copy of those lines in their order.
@@ -215,19 +223,22 @@ absl::StatusOr<int64_t> CompactOutput(const std::filesystem::path& output,
   while (std::getline(in, line)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     json record = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!record.is_object() || !record.contains("id")) continue;  // ScanAndRepairOutput refused these
+    if (!record.is_object() || !record.contains("id"))
+      continue;  // ScanAndRepairOutput refused these
     const std::string key = record["id"].dump(-1, ' ', false, json::error_handler_t::replace);
     const RecordKind kind = ClassifyRecord(record);
     const bool better = kind == RecordKind::kFinished
                             ? !kept_kind.contains(key) || kept_kind[key] != RecordKind::kFinished
-                            : kind == RecordKind::kPermanentError && !rerun.contains(key) && !kept_kind.contains(key);
+                            : kind == RecordKind::kPermanentError && !rerun.contains(key) &&
+                                  !kept_kind.contains(key);
     if (better) {
       keep[key] = lines.size();
       kept_kind[key] = kind;
     }
     lines.push_back(std::move(line));
   }
-  if (in.bad()) return absl::DataLossError(absl::StrCat(output.string(), ": read error while rewriting"));
+  if (in.bad())
+    return absl::DataLossError(absl::StrCat(output.string(), ": read error while rewriting"));
   std::vector<bool> kept(lines.size(), false);
   for (const auto& [key, index] : keep) kept[index] = true;
   int64_t dropped = 0;

@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "runtime/text/chat_template.h"
-#include "runtime/generation/generation.h"
 #include "runtime/checkpoint/generation_config.h"
+#include "runtime/generation/generation.h"
+#include "runtime/text/chat_template.h"
 #include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/generation_flags.h"

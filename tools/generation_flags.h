@@ -9,8 +9,8 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
-#include "nlohmann/json.hpp"
 #include "kernels/cpu/sampling.h"
+#include "nlohmann/json.hpp"
 
 namespace bitserve::cli {
 

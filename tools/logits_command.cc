@@ -4,9 +4,9 @@
 #include <iostream>
 
 #include "base/status_macros.h"
+#include "runtime/checkpoint/npy.h"
 #include "runtime/engine/engine.h"
 #include "runtime/generation/generation.h"
-#include "runtime/checkpoint/npy.h"
 #include "tools/command_line.h"
 
 namespace bitserve::cli {
@@ -22,8 +22,9 @@ void AddLogitsCommand(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output .npy file (float32 [tokens, vocab])")->required();
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &args->kv_dtype);
-  cmd->add_option("--trace-dir", args->trace_dir,
-                  "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
+  cmd->add_option(
+      "--trace-dir", args->trace_dir,
+      "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
   cmd->callback([args] {
     RunOrExit("logits", [&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::vector<int32_t> tokens, ParseTokenIds(args->tokens, "--tokens"));
@@ -34,8 +35,10 @@ void AddLogitsCommand(CLI::App& app) {
       absl::Status trace_status;
       if (!args->trace_dir.empty()) {
         std::filesystem::create_directories(args->trace_dir);
-        options.trace = [&](const std::string& name, int layer, const float* x, int64_t rows, int64_t dim) {
-          auto path = std::filesystem::path(args->trace_dir) / ("L" + std::to_string(layer) + "_" + name + ".npy");
+        options.trace = [&](const std::string& name, int layer, const float* x, int64_t rows,
+                            int64_t dim) {
+          auto path = std::filesystem::path(args->trace_dir) /
+                      ("L" + std::to_string(layer) + "_" + name + ".npy");
           trace_status.Update(WriteNpyFloat32(path, {rows, dim}, x));
         };
       }
@@ -47,7 +50,8 @@ void AddLogitsCommand(CLI::App& app) {
       RETURN_IF_ERROR(engine->Forward({&entry, 1}, &logits));
       RETURN_IF_ERROR(trace_status);
       const int64_t vocab = engine->config().vocab_size;
-      return WriteNpyFloat32(args->out, {static_cast<int64_t>(tokens.size()), vocab}, logits.data());
+      return WriteNpyFloat32(args->out, {static_cast<int64_t>(tokens.size()), vocab},
+                             logits.data());
     });
   });
 }

@@ -8,10 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file_io.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
-#include "base/file_io.h"
 #include "runtime/generation/perplexity.h"
 #include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
@@ -42,7 +42,8 @@ void AddPerplexityCommand(CLI::App& app) {
     RunOrExit("perplexity", [&]() -> absl::Status {
       ASSIGN_OR_RETURN(std::string text, ReadFileToString(args->input));
       ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(args->model));
-      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadModelTokenizer(args->model, config));
+      ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                       LoadModelTokenizer(args->model, config));
       if (tokenizer == nullptr) {
         return absl::FailedPreconditionError(
             absl::StrCat(args->model, " has no tokenizer.json: perplexity reads text"));

@@ -19,7 +19,8 @@ struct PipelineFlags {
     cmd->add_option("--pipeline-stages", stages,
                     "Run the layers as this many pipeline stages in this process (a served "
                     "pipeline's numerics)");
-    cmd->add_option("--pp-transfer", transfer, "Hidden states between stages: int8 (default) or bf16");
+    cmd->add_option("--pp-transfer", transfer,
+                    "Hidden states between stages: int8 (default) or bf16");
   }
   absl::Status Apply(EngineOptions* options) const {
     if (stages < 1) return absl::InvalidArgumentError("--pipeline-stages must be >= 1");

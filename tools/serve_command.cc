@@ -56,8 +56,9 @@ class LocalWorkers {
     for (int i = 0; i < count; ++i) {
       Worker w;
       w.id = absl::StrCat("local-", i);
-      w.args = {self, "worker", "--coordinator", coordinator, "--device",
-                device == "cuda" ? absl::StrCat("cuda:", i) : device, "--worker-id", w.id};
+      w.args = {self,          "worker",   "--coordinator",
+                coordinator,   "--device", device == "cuda" ? absl::StrCat("cuda:", i) : device,
+                "--worker-id", w.id};
       RETURN_IF_ERROR(Spawn(w));
       workers_.push_back(std::move(w));
     }
@@ -76,13 +77,15 @@ class LocalWorkers {
           w.exit = absl::StrCat("killed: hung, ", std::exchange(w.killed_because, std::string()));
         }
         if (!ready) {
-          return absl::FailedPreconditionError(absl::StrCat("local worker ", w.id, " (", w.args[5], ") ended (",
-                                                            w.exit, ") before the pipeline was ready"));
+          return absl::FailedPreconditionError(absl::StrCat("local worker ", w.id, " (", w.args[5],
+                                                            ") ended (", w.exit,
+                                                            ") before the pipeline was ready"));
         }
       }
-      if (w.pid < 0 && ready && std::chrono::steady_clock::now() - w.started > std::chrono::seconds(5)) {
-        std::cerr << "bitserve serve: local worker " << w.id << " ended (" << w.exit << "); starting it again"
-                  << std::endl;
+      if (w.pid < 0 && ready &&
+          std::chrono::steady_clock::now() - w.started > std::chrono::seconds(5)) {
+        std::cerr << "bitserve serve: local worker " << w.id << " ended (" << w.exit
+                  << "); starting it again" << std::endl;
         RETURN_IF_ERROR(Spawn(w));
       }
     }
@@ -93,8 +96,8 @@ class LocalWorkers {
   void Kill(const std::string& id, const std::string& reason) {
     for (Worker& w : workers_) {
       if (w.id != id || w.pid <= 0) continue;
-      std::cerr << "bitserve serve: local worker " << w.id << " (pid " << w.pid << ") is hung (" << reason
-                << "); killing it" << std::endl;
+      std::cerr << "bitserve serve: local worker " << w.id << " (pid " << w.pid << ") is hung ("
+                << reason << "); killing it" << std::endl;
       kill(w.pid, SIGKILL);
       w.killed_because = reason;
     }
@@ -167,8 +170,9 @@ absl::Status Serve(const ServeArgs& args) {
   options.metrics = &metrics;
   std::unique_ptr<rpc::MetricsHttpServer> metrics_server;
   if (!args.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(metrics_server,
-                     rpc::StartMetricsServer(args.metrics_listen, [&] { return metrics.RenderPrometheus(); }));
+    ASSIGN_OR_RETURN(metrics_server, rpc::StartMetricsServer(args.metrics_listen, [&] {
+                       return metrics.RenderPrometheus();
+                     }));
     // The bound port (the address may ask for port 0, any free one).
     const std::string& host = metrics_server->host();
     std::cerr << "bitserve serve: metrics on http://"
@@ -182,7 +186,8 @@ absl::Status Serve(const ServeArgs& args) {
   rpc::GrpcServerOptions server_options;
   server_options.listen_address = args.listen;
   server_options.service.metrics = &metrics;
-  ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server, rpc::GrpcServer::Start(&backend, server_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server,
+                   rpc::GrpcServer::Start(&backend, server_options));
 
   std::unique_ptr<rpc::WorkerHub> hub;
   std::unique_ptr<grpc::Server> worker_server;
@@ -206,7 +211,8 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.model_dir = args.model;
     hub_options.engine = options.engine;
     hub_options.heartbeat_timeout = std::chrono::milliseconds(args.worker_heartbeat_timeout_ms);
-    hub_options.heartbeat_interval = std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
+    hub_options.heartbeat_interval =
+        std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
     hub_options.num_stages = args.pipeline_stages;
     hub_options.metrics = &metrics;
     ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
@@ -227,8 +233,10 @@ absl::Status Serve(const ServeArgs& args) {
     std::cerr << "bitserve serve: workers join at " << join_address;
     if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
     std::cerr << std::endl;
-    if (spawn_workers) RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.serving.device));
-    while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200)).ok()) {
+    if (spawn_workers)
+      RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.serving.device));
+    while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200))
+                .ok()) {
       // A local worker that hangs while the first pipeline forms is killed: serve then fails
       // (Check below) instead of waiting for it forever.
       for (const rpc::WorkerHub::HungWorker& hung : hub->TakeHungWorkers()) {
@@ -242,7 +250,8 @@ absl::Status Serve(const ServeArgs& args) {
         return exited;
       }
       if (int signal = TakeSignal(signals, std::chrono::milliseconds(0))) {
-        std::cerr << "bitserve serve: " << SignalName(signal) << " before a worker joined, exiting" << std::endl;
+        std::cerr << "bitserve serve: " << SignalName(signal) << " before a worker joined, exiting"
+                  << std::endl;
         server->Shutdown(std::chrono::system_clock::now());
         server->Wait();
         stop_workers();
@@ -254,13 +263,14 @@ absl::Status Serve(const ServeArgs& args) {
   }
   ASSIGN_OR_RETURN(rpc::ModelSummary info, coordinator->Info());
   std::cerr << "bitserve serve: " << info.model_dir << " on " << info.device << ", KV cache "
-            << info.kv_num_blocks << " blocks of " << info.kv_block_size << " tokens = "
-            << info.kv_capacity_tokens << " tokens (" << info.kv_dtype << "), max_model_len "
-            << info.max_model_len << ", max_num_seqs " << info.max_num_seqs << std::endl;
+            << info.kv_num_blocks << " blocks of " << info.kv_block_size
+            << " tokens = " << info.kv_capacity_tokens << " tokens (" << info.kv_dtype
+            << "), max_model_len " << info.max_model_len << ", max_num_seqs " << info.max_num_seqs
+            << std::endl;
   if (auto config = LoadModelConfig(args.model);
       config.ok() && info.max_model_len > config->max_position_embeddings) {
-    std::cerr << "bitserve serve: warning: max_model_len " << info.max_model_len << " is beyond the "
-              << config->max_position_embeddings
+    std::cerr << "bitserve serve: warning: max_model_len " << info.max_model_len
+              << " is beyond the " << config->max_position_embeddings
               << " positions the model was trained for; RoPE goes on at any position, but quality "
                  "beyond the trained length is not promised"
               << std::endl;
@@ -282,8 +292,8 @@ absl::Status Serve(const ServeArgs& args) {
       std::cerr << "bitserve serve: " << s.message() << std::endl;
     }
   }
-  std::cerr << "bitserve serve: " << SignalName(signal) << ", draining (up to " << args.drain_timeout_s
-            << " s)" << std::endl;
+  std::cerr << "bitserve serve: " << SignalName(signal) << ", draining (up to "
+            << args.drain_timeout_s << " s)" << std::endl;
   server->SetReady(false);
   coordinator->Drain(std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(args.drain_timeout_s * 1000)));
@@ -304,17 +314,22 @@ void AddServeCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model over gRPC (bitserve.v1)");
   cmd->add_option("--model", args->model, "Checkpoint directory")->required();
   cmd->add_option("--listen", args->listen, "gRPC address host:port (port 0: any free port)");
-  cmd->add_option("--metrics-listen", args->metrics_listen, "Prometheus endpoint host:port (off when empty)");
+  cmd->add_option("--metrics-listen", args->metrics_listen,
+                  "Prometheus endpoint host:port (off when empty)");
   AddServingFlags(cmd, &args->serving);
-  cmd->add_option("--drain-timeout", args->drain_timeout_s, "Seconds requests in flight get on SIGTERM");
-  cmd->add_option("--worker-listen", args->worker_listen,
-                  "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port");
+  cmd->add_option("--drain-timeout", args->drain_timeout_s,
+                  "Seconds requests in flight get on SIGTERM");
+  cmd->add_option(
+      "--worker-listen", args->worker_listen,
+      "Run no engine here: `bitserve worker --coordinator ADDR` joins at this host:port");
   cmd->add_option("--pipeline-stages", args->pipeline_stages,
                   "Split the layers over this many workers (without --worker-listen: local worker "
                   "processes, one per stage; --device cuda puts stage i on GPU i)");
-  cmd->add_option("--pp-transfer", args->pp_transfer, "Hidden states between stages: int8 (default) or bf16");
-  cmd->add_option("--pp-transport", args->pp_transport,
-                  "Between stages: auto (NCCL when every stage has a GPU of its own, else TCP), nccl or tcp");
+  cmd->add_option("--pp-transfer", args->pp_transfer,
+                  "Hidden states between stages: int8 (default) or bf16");
+  cmd->add_option(
+      "--pp-transport", args->pp_transport,
+      "Between stages: auto (NCCL when every stage has a GPU of its own, else TCP), nccl or tcp");
   cmd->add_option("--worker-heartbeat-timeout", args->worker_heartbeat_timeout_ms,
                   "Milliseconds without a heartbeat before a worker is lost (default 3000)");
   cmd->callback([args] { RunOrExit("serve", [&] { return Serve(*args); }); });

@@ -13,10 +13,13 @@ void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_p
   cmd->add_option("--device", flags->device, n + "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &flags->kv_dtype);
   cmd->add_option("--max-num-seqs", flags->max_num_seqs, n + "Sequences running at once");
-  cmd->add_option("--max-waiting", flags->max_waiting, n + "Queued requests before RESOURCE_EXHAUSTED");
+  cmd->add_option("--max-waiting", flags->max_waiting,
+                  n + "Queued requests before RESOURCE_EXHAUSTED");
   cmd->add_option("--max-batch-tokens", flags->max_batch_tokens, n + "Tokens per engine step");
-  cmd->add_option("--max-model-len", flags->max_model_len, n + "Positions per sequence (0: the model's)");
-  cmd->add_option("--num-kv-blocks", flags->num_kv_blocks, n + "KV cache blocks (0: sized automatically)");
+  cmd->add_option("--max-model-len", flags->max_model_len,
+                  n + "Positions per sequence (0: the model's)");
+  cmd->add_option("--num-kv-blocks", flags->num_kv_blocks,
+                  n + "KV cache blocks (0: sized automatically)");
   cmd->add_option("--block-size", flags->block_size, n + "Tokens per KV block");
 }
 
@@ -26,11 +29,13 @@ absl::StatusOr<rpc::CoordinatorOptions> ToCoordinatorOptions(const ServingFlags&
                                     {"--max-waiting", flags.max_waiting},
                                     {"--max-batch-tokens", flags.max_batch_tokens},
                                     {"--block-size", flags.block_size}}) {
-    if (value < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", value));
+    if (value < 1)
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", value));
   }
   for (const auto& [name, value] : {std::pair{"--max-model-len", flags.max_model_len},
                                     {"--num-kv-blocks", flags.num_kv_blocks}}) {
-    if (value < 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 0, got ", value));
+    if (value < 0)
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 0, got ", value));
   }
   rpc::CoordinatorOptions options;
   options.model_dir = model_dir;
@@ -49,7 +54,8 @@ absl::StatusOr<rpc::CoordinatorOptions> ToCoordinatorOptions(const ServingFlags&
   options.scheduler.max_num_seqs = flags.max_num_seqs;
   options.scheduler.max_waiting = flags.max_waiting;
   options.scheduler.max_num_batched_tokens = flags.max_batch_tokens;
-  options.scheduler.long_prefill_chunk = std::min(options.scheduler.long_prefill_chunk, flags.max_batch_tokens);
+  options.scheduler.long_prefill_chunk =
+      std::min(options.scheduler.long_prefill_chunk, flags.max_batch_tokens);
   if (flags.max_model_len > 0) {
     options.engine.max_model_len = flags.max_model_len;
     options.scheduler.max_model_len = flags.max_model_len;

@@ -47,20 +47,23 @@ TEST(ServingFlags, DefaultsAreServes) {
 TEST(ServingFlags, BadValuesNameTheFlag) {
   ServingFlags zero_seqs;
   zero_seqs.max_num_seqs = 0;
-  EXPECT_THAT(std::string(ToCoordinatorOptions(zero_seqs, "m").status().message()), HasSubstr("--max-num-seqs"));
+  EXPECT_THAT(std::string(ToCoordinatorOptions(zero_seqs, "m").status().message()),
+              HasSubstr("--max-num-seqs"));
   ServingFlags negative_len;
   negative_len.max_model_len = -1;
   EXPECT_THAT(std::string(ToCoordinatorOptions(negative_len, "m").status().message()),
               HasSubstr("--max-model-len"));
   ServingFlags unknown_dtype;
   unknown_dtype.kv_dtype = "fp8";
-  EXPECT_THAT(std::string(ToCoordinatorOptions(unknown_dtype, "m").status().message()), HasSubstr("--kv-dtype"));
+  EXPECT_THAT(std::string(ToCoordinatorOptions(unknown_dtype, "m").status().message()),
+              HasSubstr("--kv-dtype"));
   ServingFlags f32_on_gpu;  // refused before any worker starts
   f32_on_gpu.device = "cuda:0";
   f32_on_gpu.kv_dtype = "f32";
   const absl::Status refused = ToCoordinatorOptions(f32_on_gpu, "m").status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.message()), HasSubstr("--kv-dtype: device cuda:0 keeps its KV cache as bf16"));
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr("--kv-dtype: device cuda:0 keeps its KV cache as bf16"));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// Paged attention (kernels/cuda/attention/paged_attention.cu) beside the machine's own ceilings, in one run.
+// Paged attention (kernels/cuda/attention/paged_attention.cu) beside the machine's own ceilings, in
+// one run.
 //
 // Decode: the bitnet-2b4t attention shape (20 query heads, 5 KV heads, head_dim 128, bf16 KV
 // blocks of 16 tokens) at batch 1, 16, 64 and contexts 1K, 4K, 32K, 128K: time per call and the KV
@@ -29,12 +30,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "bench/cuda/graph_timing.cuh"
-#include "kernels/cuda/common/cuda_check.cuh"
-#include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/attention/paged_attention_options.cuh"
-#include "base/status_macros.h"
+#include "kernels/cuda/common/cuda_check.cuh"
+#include "kernels/cuda/common/device_buffer.cuh"
 
 namespace bitserve::cuda {
 namespace {

@@ -1,9 +1,9 @@
 // The host side of loading a checkpoint onto a GPU (not a test; no GPU needed): per layer, decode
-// the safetensors' 2-bit weights to int8 (CheckpointReader::Layers, every CPU thread) and repack them into
-// the kernels' tile layout (PackTernaryMatrix, every CPU thread), as LoadCudaModelWeights does
-// before each upload. For a 70B model this is most of the engine's load time. First the model's
-// ends (StageEnds: the bf16 embedding / LM head copied and checked to be finite), beside a plain
-// copy of the same bytes measured in the same run (what the finiteness check adds).
+// the safetensors' 2-bit weights to int8 (CheckpointReader::Layers, every CPU thread) and repack
+// them into the kernels' tile layout (PackTernaryMatrix, every CPU thread), as LoadCudaModelWeights
+// does before each upload. For a 70B model this is most of the engine's load time. First the
+// model's ends (StageEnds: the bf16 embedding / LM head copied and checked to be finite), beside a
+// plain copy of the same bytes measured in the same run (what the finiteness check adds).
 //
 //   checkpoint_load_benchmark --model DIR [--layers N]   (default: every layer)
 #include <algorithm>
@@ -61,10 +61,11 @@ int main(int argc, char** argv) {
       }
       ends_s = std::min(ends_s, std::chrono::duration<double>(Clock::now() - t2).count());
     }
-    std::printf("ends (embedding%s, %.2f GB): StageEnds (copy + finiteness check on %d threads) %.3f s; "
-                "allocate + copy without a check %.3f s; the check alone on one thread %.3f s\n",
-                reader->config().tie_word_embeddings ? ", tied LM head" : " + LM head", e->bytes.size() / 1e9,
-                bitserve::cpu::NumThreads(), ends_s, copy_s, check_s);
+    std::printf(
+        "ends (embedding%s, %.2f GB): StageEnds (copy + finiteness check on %d threads) %.3f s; "
+        "allocate + copy without a check %.3f s; the check alone on one thread %.3f s\n",
+        reader->config().tie_word_embeddings ? ", tied LM head" : " + LM head",
+        e->bytes.size() / 1e9, bitserve::cpu::NumThreads(), ends_s, copy_s, check_s);
   }
   const int total = reader->config().num_hidden_layers;
   const int n = layers < 0 ? total : std::min(layers, total);
@@ -80,8 +81,10 @@ int main(int argc, char** argv) {
     }
     const auto t1 = Clock::now();
     for (bitserve::LayerWeights& w : *decoded) {
-      for (bitserve::TernaryMatrix* m : {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up, &w.ffn.down}) {
-        auto packed = bitserve::cuda::PackTernaryMatrix(m->values.data(), m->rows, m->cols, m->scale);
+      for (bitserve::TernaryMatrix* m :
+           {&w.q, &w.k, &w.v, &w.o, &w.ffn.gate, &w.ffn.up, &w.ffn.down}) {
+        auto packed =
+            bitserve::cuda::PackTernaryMatrix(m->values.data(), m->rows, m->cols, m->scale);
         if (!packed.ok()) return 1;
         codes += m->rows * m->cols;
       }
@@ -89,7 +92,8 @@ int main(int argc, char** argv) {
     decode_s += std::chrono::duration<double>(t1 - t0).count();
     pack_s += std::chrono::duration<double>(Clock::now() - t1).count();
   }
-  std::printf("%d layers on %d threads: decode %.2f s, pack %.2f s (%.0f M codes/s), %.3f s per layer\n", n,
-              bitserve::cpu::NumThreads(), decode_s, pack_s, codes / pack_s / 1e6, (decode_s + pack_s) / n);
+  std::printf(
+      "%d layers on %d threads: decode %.2f s, pack %.2f s (%.0f M codes/s), %.3f s per layer\n", n,
+      bitserve::cpu::NumThreads(), decode_s, pack_s, codes / pack_s / 1e6, (decode_s + pack_s) / n);
   return 0;
 }

@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "bench/cuda/engine_benchmark_setup.h"
 #include "runtime/engine/cuda_engine.h"
 #include "runtime/engine/engine.h"
-#include "bench/cuda/engine_benchmark_setup.h"
 
 namespace bitserve {
 namespace {

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/cuda/common/cuda_check.cuh"
 #include "base/status_macros.h"
+#include "kernels/cuda/common/cuda_check.cuh"
 
 namespace bitserve::cuda {
 
@@ -89,7 +89,7 @@ inline absl::Status RandomWords(void* p, int64_t bytes) {
 struct GraphTiming {
   double replay_us = 500;  // calls per graph: about this much work, whole rotations of the copies
   double max_calls = 1024;
-  int replays = 15;        // 5 when one replay takes more than 20 ms
+  int replays = 15;  // 5 when one replay takes more than 20 ms
 };
 
 // Median time of one call, in microseconds. call(i) issues call number i on `stream` (i picks the

@@ -34,17 +34,17 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 #include "bench/cuda/graph_timing.cuh"
-#include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/common/device_info.cuh"
+#include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/ternary/ternary_gemm.cuh"
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
 #include "kernels/cuda/ternary/ternary_layout.h"
 #include "kernels/cuda/ternary/ternary_tiled_gemm.cuh"
-#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

@@ -26,10 +26,10 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "bench/cuda/engine_benchmark_setup.h"
 #include "kernels/kv_cache_format.h"
 #include "runtime/engine/cuda_engine.h"
 #include "runtime/engine/engine.h"
-#include "bench/cuda/engine_benchmark_setup.h"
 
 namespace bitserve {
 namespace {
@@ -97,9 +97,11 @@ int Run(int argc, char** argv) {
     const CudaEngineFootprint& fp = *GetCudaEngineFootprint(engine);
     const int bs = engine.block_size();
     const int64_t capacity = static_cast<int64_t>(engine.num_kv_blocks()) * bs;
-    std::printf("\n%s KV: %.1f KB per token, %d blocks of %d = %ld tokens of context (%.1f GB), loaded in %.1f s\n",
-                std::string(name).c_str(), fp.kv_bytes_per_position / 1e3, engine.num_kv_blocks(), bs,
-                static_cast<long>(capacity), fp.kv_cache_bytes / 1e9, Seconds(Clock::now() - t0));
+    std::printf(
+        "\n%s KV: %.1f KB per token, %d blocks of %d = %ld tokens of context (%.1f GB), loaded in "
+        "%.1f s\n",
+        std::string(name).c_str(), fp.kv_bytes_per_position / 1e3, engine.num_kv_blocks(), bs,
+        static_cast<long>(capacity), fp.kv_cache_bytes / 1e9, Seconds(Clock::now() - t0));
 
     // Real chunked prefill of one sequence, into blocks [0, prefill / bs).
     const int64_t real = std::min<int64_t>(prefill, capacity - 2 * bs) / bs * bs;
@@ -112,37 +114,43 @@ int Run(int argc, char** argv) {
     for (int64_t start = 0; start < real; start += engine.max_batch_tokens()) {
       const int64_t n = std::min<int64_t>(engine.max_batch_tokens(), real - start);
       std::vector<int32_t> chunk(n);
-      for (int64_t t = 0; t < n; ++t) chunk[t] = static_cast<int32_t>(((start + t) * 104729 + 3) % vocab);
+      for (int64_t t = 0; t < n; ++t)
+        chunk[t] = static_cast<int32_t>(((start + t) * 104729 + 3) % vocab);
       const std::span<const int32_t> chunk_table(table.data(), (start + n + bs - 1) / bs);
-      const absl::Status st = engine.Forward(
-          std::vector<BatchEntry>{{static_cast<int32_t>(start), chunk, chunk_table, LogitsWanted::kNone}}, &unused);
+      const absl::Status st =
+          engine.Forward(std::vector<BatchEntry>{{static_cast<int32_t>(start), chunk, chunk_table,
+                                                  LogitsWanted::kNone}},
+                         &unused);
       if (!st.ok()) {
         std::cerr << "prefill: " << st << "\n";
         return 1;
       }
       const double elapsed = Seconds(Clock::now() - p0);
       if (elapsed - last_report > 10 || start + n == real) {
-        std::printf("  prefill %ld tokens in %.1f s (%.0f tokens/s so far)\n", static_cast<long>(start + n),
-                    elapsed, (start + n) / elapsed);
+        std::printf("  prefill %ld tokens in %.1f s (%.0f tokens/s so far)\n",
+                    static_cast<long>(start + n), elapsed, (start + n) / elapsed);
         last_report = elapsed;
       }
     }
 
-    std::printf("| context | step (ms) | tokens/s | KV read per step (GB) | marginal KV bandwidth (GB/s) |\n");
+    std::printf(
+        "| context | step (ms) | tokens/s | KV read per step (GB) | marginal KV bandwidth (GB/s) "
+        "|\n");
     std::printf("|---:|---:|---:|---:|---:|\n");
     double base_ms = 0, base_bytes = 0;
     const int32_t fresh = static_cast<int32_t>(real / bs);  // first block no position above writes
     for (const int64_t length : lengths) {
       if (length + steps + 8 > capacity && length > real) {
         // Cyclic reuse needs no memory, but be honest: a real sequence this long must fit.
-        std::printf("| %ld | does not fit (capacity %ld tokens) | | | |\n", static_cast<long>(length),
-                    static_cast<long>(capacity));
+        std::printf("| %ld | does not fit (capacity %ld tokens) | | | |\n",
+                    static_cast<long>(length), static_cast<long>(capacity));
         continue;
       }
       // Positions [0, length - 1) read real blocks (cyclically), the new tokens go to fresh blocks.
       const int64_t old_blocks = (length - 1) / bs;
       std::vector<int32_t> long_table(old_blocks);
-      for (int64_t b = 0; b < old_blocks; ++b) long_table[b] = static_cast<int32_t>(b % (real / bs));
+      for (int64_t b = 0; b < old_blocks; ++b)
+        long_table[b] = static_cast<int32_t>(b % (real / bs));
       for (int b = 0; b < (steps + 3 + bs) / bs + 1; ++b) long_table.push_back(fresh + b);
       const int32_t first_position = static_cast<int32_t>(old_blocks * bs);
       SamplingParams greedy;
@@ -165,13 +173,16 @@ int Run(int argc, char** argv) {
         token[0] = results[0].token;
       }
       const double ms = Median(times);
-      const double bytes = static_cast<double>(fp.kv_bytes_per_position) * (first_position + steps / 2);
+      const double bytes =
+          static_cast<double>(fp.kv_bytes_per_position) * (first_position + steps / 2);
       if (base_ms == 0) {
         base_ms = ms;
         base_bytes = bytes;
       }
-      const double marginal = ms > base_ms ? (bytes - base_bytes) / ((ms - base_ms) * 1e-3) / 1e9 : 0;
-      std::printf("| %ld | %.3f | %.0f | %.2f | %s |\n", static_cast<long>(length), ms, 1e3 / ms, bytes / 1e9,
+      const double marginal =
+          ms > base_ms ? (bytes - base_bytes) / ((ms - base_ms) * 1e-3) / 1e9 : 0;
+      std::printf("| %ld | %.3f | %.0f | %.2f | %s |\n", static_cast<long>(length), ms, 1e3 / ms,
+                  bytes / 1e9,
                   marginal > 0 ? std::to_string(static_cast<int>(marginal)).c_str() : "-");
       std::fflush(stdout);
     }

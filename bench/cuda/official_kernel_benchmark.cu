@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "bench/cuda/graph_timing.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
@@ -26,7 +27,6 @@
 #include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/ternary/ternary_gemm.cuh"
 #include "kernels/cuda/ternary/ternary_layout.h"
-#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {
@@ -43,8 +43,8 @@ using OfficialFn = void (*)(int8_t*, int8_t*, __nv_bfloat16*, __nv_bfloat16*, __
 struct Shape {
   int n, k;
 };
-constexpr Shape kShapes[] = {{3840, 2560}, {2560, 2560},  {13824, 2560}, {2560, 6912},
-                             {4800, 3200}, {3200, 3200},  {20480, 3200}, {3200, 10240},
+constexpr Shape kShapes[] = {{3840, 2560},  {2560, 2560}, {13824, 2560}, {2560, 6912},
+                             {4800, 3200},  {3200, 3200}, {20480, 3200}, {3200, 10240},
                              {5120, 27648}, {55296, 5120}};
 
 absl::Status Main(int argc, char** argv) {
@@ -59,7 +59,8 @@ absl::Status Main(int argc, char** argv) {
   OfficialFn official = nullptr;
   if (!official_path.empty()) {
     void* lib = dlopen(official_path.c_str(), RTLD_NOW);
-    if (lib == nullptr) return absl::NotFoundError(absl::StrCat("dlopen ", official_path, ": ", dlerror()));
+    if (lib == nullptr)
+      return absl::NotFoundError(absl::StrCat("dlopen ", official_path, ": ", dlerror()));
     official = reinterpret_cast<OfficialFn>(dlsym(lib, "bitlinear_int8xint2"));
     if (official == nullptr) {
       return absl::NotFoundError(absl::StrCat(official_path, " has no bitlinear_int8xint2"));
@@ -83,7 +84,8 @@ absl::Status Main(int argc, char** argv) {
     base.padded_cols = PaddedInputs(in);
     base.scale.value = 0.8f;
     const int64_t packed_bytes = base.bytes();
-    const int copies = static_cast<int>(std::clamp<int64_t>(kRotationBytes / packed_bytes + 1, 1, 64));
+    const int copies =
+        static_cast<int>(std::clamp<int64_t>(kRotationBytes / packed_bytes + 1, 1, 64));
     ASSIGN_OR_RETURN(auto packed, DeviceBuffer<uint32_t>::Create(packed_bytes / 4 * copies));
     FillTernaryWords<<<kFillBlocks, 256>>>(packed.get(), packed.size(), ++g_seed);
     ASSIGN_OR_RETURN(auto xq, DeviceBuffer<int8_t>::Create(base.padded_cols));
@@ -103,7 +105,8 @@ absl::Status Main(int argc, char** argv) {
     ASSIGN_OR_RETURN(const double ours, TimePerCall(
                                             [&](int c) {
                                               TernaryMatrixView v = base;
-                                              v.words = packed.get() + (packed_bytes / 4) * (c % copies);
+                                              v.words =
+                                                  packed.get() + (packed_bytes / 4) * (c % copies);
                                               return TernaryMatmul(nullptr, v, x, y.get(), stream);
                                             },
                                             copies, stream));
@@ -113,7 +116,8 @@ absl::Status Main(int argc, char** argv) {
       const int64_t official_bytes = out * in / 4;
       const int official_copies =
           static_cast<int>(std::clamp<int64_t>(kRotationBytes / official_bytes + 1, 1, 64));
-      ASSIGN_OR_RETURN(auto weights, DeviceBuffer<uint32_t>::Create(official_bytes / 4 * official_copies));
+      ASSIGN_OR_RETURN(auto weights,
+                       DeviceBuffer<uint32_t>::Create(official_bytes / 4 * official_copies));
       FillTernaryWords<<<kFillBlocks, 256>>>(weights.get(), weights.size(), ++g_seed);
       ASSIGN_OR_RETURN(auto input, DeviceBuffer<int8_t>::Create(in));
       RETURN_IF_ERROR(RandomWords(input.get(), input.bytes()));

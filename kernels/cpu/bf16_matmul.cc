@@ -23,7 +23,7 @@ __attribute__((target_clones("avx2", "default"))) float Dot(const float* a, cons
 }
 
 __attribute__((target_clones("avx2", "default"))) void WidenRow(const uint16_t* w, int64_t k,
-                                                                 float* row) {
+                                                                float* row) {
   for (int64_t i = 0; i < k; ++i) row[i] = Bf16ToFloat(w[i]);
 }
 

@@ -9,8 +9,8 @@
 #include <random>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "base/bf16.h"
+#include "gtest/gtest.h"
 
 namespace bitserve::cpu {
 namespace {

@@ -22,8 +22,8 @@ T* Sized(std::vector<T>& v, int64_t n) {
 
 }  // namespace
 
-void BitnetFfn(const FfnWeights& f, const int8_t* xq, const float* x_scales, int64_t rows, int64_t hidden,
-               float eps, MoeScratch& s, float* y,
+void BitnetFfn(const FfnWeights& f, const int8_t* xq, const float* x_scales, int64_t rows,
+               int64_t hidden, float eps, MoeScratch& s, float* y,
                const std::function<void(const float* x, int64_t rows, int64_t dim)>& down_in) {
   const int64_t inter = f.gate.rows;
   float* g = Sized(s.g, rows * inter);
@@ -61,14 +61,15 @@ void RouteTopK(const float* logits, int64_t m, int num_experts, int k, bool norm
   }
 }
 
-void MoeFeedForward(const MoeWeights& w, const MoeShape& shape, const float* n, int64_t m, float* out,
-                    MoeScratch* scratch) {
+void MoeFeedForward(const MoeWeights& w, const MoeShape& shape, const float* n, int64_t m,
+                    float* out, MoeScratch* scratch) {
   MoeScratch local;
   MoeScratch& s = scratch != nullptr ? *scratch : local;
   const int64_t h = shape.hidden;
   const int num_experts = shape.num_experts, k = shape.top_k;
   const float eps = shape.eps;
-  BITSERVE_CHECK(static_cast<int>(w.experts.size()) == num_experts) << "MoE weights do not match the shape";
+  BITSERVE_CHECK(static_cast<int>(w.experts.size()) == num_experts)
+      << "MoE weights do not match the shape";
 
   float* logits = Sized(s.logits, m * num_experts);
   Bf16Matmul(n, m, w.router.data(), num_experts, h, logits);

@@ -39,9 +39,9 @@ struct MoeWeights {
 struct MoeShape {
   int64_t hidden = 0;
   int num_experts = 0;
-  int top_k = 0;               // num_experts_per_tok
+  int top_k = 0;  // num_experts_per_tok
   bool norm_topk_prob = false;
-  float eps = 1e-5f;           // rms_norm_eps of the experts' sub-norms
+  float eps = 1e-5f;  // rms_norm_eps of the experts' sub-norms
 };
 
 // Buffers reused between calls (optional).

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <random>
 
-#include "gtest/gtest.h"
 #include "base/bf16.h"
+#include "gtest/gtest.h"
 
 namespace bitserve {
 namespace {

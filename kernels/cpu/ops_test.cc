@@ -3,8 +3,8 @@
 #include <random>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "base/bf16.h"
+#include "gtest/gtest.h"
 #include "kernels/cpu/act_quant.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/bf16_matmul.h"
@@ -136,7 +136,8 @@ TEST(Rope, MatchesFloat64RotationAndPreservesNorm) {
       for (int i = 0; i < dim / 2; ++i) {
         double f = pos[t] / std::pow(10000.0, 2.0 * i / dim);
         want[(t * heads + h) * dim + i] = v[i] * std::cos(f) - v[i + dim / 2] * std::sin(f);
-        want[(t * heads + h) * dim + i + dim / 2] = v[i + dim / 2] * std::cos(f) + v[i] * std::sin(f);
+        want[(t * heads + h) * dim + i + dim / 2] =
+            v[i + dim / 2] * std::cos(f) + v[i] * std::sin(f);
       }
     }
   }
@@ -162,7 +163,8 @@ TEST(Attention, MatchesFloat64SoftmaxWithCausalGqa) {
       double mx = -1e300, sum = 0;
       for (int j = 0; j < keys; ++j) {
         double d = 0;
-        for (int i = 0; i < dim; ++i) d += double{q[(t * heads + h) * dim + i]} * k[(j * kv_heads + kvh) * dim + i];
+        for (int i = 0; i < dim; ++i)
+          d += double{q[(t * heads + h) * dim + i]} * k[(j * kv_heads + kvh) * dim + i];
         p[j] = d / std::sqrt(8.0);
         mx = std::max(mx, p[j]);
       }

@@ -24,8 +24,8 @@
 #include "kernels/cpu/act_quant.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/ternary_matmul.h"
-#include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
+#include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/op_test_harness.cuh"
 #include "kernels/cuda/ternary/ternary_gemm.cuh"
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
@@ -36,10 +36,10 @@
 #include "kernels/cpu/bf16_matmul.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/rope.h"
-#include "kernels/cuda/head/embedding.cuh"
-#include "kernels/cuda/norm/gated_ffn.cuh"
-#include "kernels/cuda/head/lm_head.cuh"
 #include "kernels/cuda/attention/qkv_rope.cuh"
+#include "kernels/cuda/head/embedding.cuh"
+#include "kernels/cuda/head/lm_head.cuh"
+#include "kernels/cuda/norm/gated_ffn.cuh"
 #include "kernels/cuda/norm/residual_norm.cuh"
 
 namespace bitserve::cuda {

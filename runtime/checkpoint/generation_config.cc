@@ -4,9 +4,9 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_io.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "base/file_io.h"
 
 namespace bitserve {
 
@@ -20,12 +20,12 @@ absl::StatusOr<GenerationConfig> ParseGenerationConfig(absl::string_view json_te
   auto it = root.find("eos_token_id");
   if (it == root.end() || it->is_null()) return config;
   auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": field \"eos_token_id\" must be a token id in [0, ", vocab_size,
-        ") or a list of them, got ", it->dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field \"eos_token_id\" must be a token id in [0, ", vocab_size,
+                     ") or a list of them, got ", it->dump()));
   };
-  std::vector<nlohmann::json> values = it->is_array() ? it->get<std::vector<nlohmann::json>>()
-                                                      : std::vector<nlohmann::json>{*it};
+  std::vector<nlohmann::json> values =
+      it->is_array() ? it->get<std::vector<nlohmann::json>>() : std::vector<nlohmann::json>{*it};
   for (const nlohmann::json& v : values) {
     if (!v.is_number_integer()) return bad();
     const int64_t id = v.get<int64_t>();

@@ -11,7 +11,8 @@ TEST(GenerationConfig, ReadsOneOrManyStopIds) {
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->eos_token_ids, std::vector<int>{128001});
   auto many = ParseGenerationConfig(R"({"bos_token_id": 128000, "eos_token_id": [128001, 128009],
-                                       "do_sample": true})", "g.json", 128256);
+                                       "do_sample": true})",
+                                    "g.json", 128256);
   ASSERT_TRUE(many.ok());
   EXPECT_EQ(many->eos_token_ids, (std::vector<int>{128001, 128009}));
   auto none = ParseGenerationConfig("{}", "g.json", 10);
@@ -24,7 +25,8 @@ TEST(GenerationConfig, BadValuesNameFileAndField) {
                           R"({"eos_token_id": -1})", "[1]", "{"}) {
     auto c = ParseGenerationConfig(bad, "/m/generation_config.json", 50);
     ASSERT_FALSE(c.ok()) << bad;
-    EXPECT_THAT(std::string(c.status().message()), ::testing::HasSubstr("/m/generation_config.json"));
+    EXPECT_THAT(std::string(c.status().message()),
+                ::testing::HasSubstr("/m/generation_config.json"));
   }
 }
 

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "base/status_macros.h"
 #include "base/file_io.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace bitserve {
@@ -40,7 +40,8 @@ class Fields {
   absl::StatusOr<int> Int(absl::string_view field, int64_t min, int64_t max) const {
     if (!Has(field)) return Error(field, "is missing");
     const json& v = object_.at(std::string(field));
-    if (!v.is_number_integer()) return Error(field, absl::StrCat("must be an integer, got ", v.dump()));
+    if (!v.is_number_integer())
+      return Error(field, absl::StrCat("must be an integer, got ", v.dump()));
     int64_t value = v.get<int64_t>();
     if (value < min || value > max) {
       return Error(field, absl::StrCat("must be in [", min, ", ", max, "], got ", value));
@@ -77,9 +78,10 @@ class Fields {
 absl::StatusOr<LinearClass> ParseQuantization(const json& root, absl::string_view source) {
   auto it = root.find("quantization_config");
   if (it == root.end() || it->is_null()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": field \"quantization_config\" is missing; bitserve serves BitNet b1.58 "
-                "checkpoints with quant_method \"bitnet\" (packed ternary weights)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source,
+                     ": field \"quantization_config\" is missing; bitserve serves BitNet b1.58 "
+                     "checkpoints with quant_method \"bitnet\" (packed ternary weights)"));
   }
   if (!it->is_object()) {
     return absl::InvalidArgumentError(
@@ -88,7 +90,8 @@ absl::StatusOr<LinearClass> ParseQuantization(const json& root, absl::string_vie
   std::string where = absl::StrCat(source, " quantization_config");
   Fields q(*it, where);
   ASSIGN_OR_RETURN(std::string method, q.String("quant_method"));
-  if (method != "bitnet") return q.Error("quant_method", absl::StrCat("must be \"bitnet\", got \"", method, "\""));
+  if (method != "bitnet")
+    return q.Error("quant_method", absl::StrCat("must be \"bitnet\", got \"", method, "\""));
   std::string linear = "bitlinear";  // transformers' BitNetQuantConfig default
   if (q.Has("linear_class")) {
     ASSIGN_OR_RETURN(linear, q.String("linear_class"));
@@ -98,12 +101,14 @@ absl::StatusOr<LinearClass> ParseQuantization(const json& root, absl::string_vie
     ASSIGN_OR_RETURN(mode, q.String("quantization_mode"));
   }
   if (mode != "offline") {
-    return q.Error("quantization_mode",
-                   absl::StrCat("must be \"offline\" (packed ternary weights), got \"", mode,
-                                "\"; online quantization of full-precision weights is not supported"));
+    return q.Error(
+        "quantization_mode",
+        absl::StrCat("must be \"offline\" (packed ternary weights), got \"", mode,
+                     "\"; online quantization of full-precision weights is not supported"));
   }
   ASSIGN_OR_RETURN(bool use_rms_norm, q.Bool("use_rms_norm", false));
-  if (use_rms_norm) return q.Error("use_rms_norm", "true is not supported (BitNet b1.58 uses explicit sub-norms)");
+  if (use_rms_norm)
+    return q.Error("use_rms_norm", "true is not supported (BitNet b1.58 uses explicit sub-norms)");
   if (linear == "autobitlinear") return LinearClass::kAutoBitLinear;
   if (linear == "bitlinear") return LinearClass::kBitLinear;
   return q.Error("linear_class",
@@ -116,7 +121,8 @@ absl::StatusOr<std::vector<int>> ParseEos(const json& root, absl::string_view so
   if (it == root.end() || it->is_null()) return ids;
   auto bad = [&] {
     return absl::InvalidArgumentError(absl::StrCat(
-        source, ": field \"eos_token_id\" must be a token id or a list of token ids, got ", it->dump()));
+        source, ": field \"eos_token_id\" must be a token id or a list of token ids, got ",
+        it->dump()));
   };
   if (it->is_number_integer()) {
     ids.push_back(it->get<int>());
@@ -134,15 +140,16 @@ absl::StatusOr<std::vector<int>> ParseEos(const json& root, absl::string_view so
 // The MoE fields, by Qwen-MoE names (Mixtral's num_local_experts is accepted for num_experts).
 absl::Status ParseMoe(const Fields& f, ModelConfig* c) {
   const bool qwen = f.Has("num_experts"), mixtral = f.Has("num_local_experts");
-  if (!qwen && !mixtral) return f.Error("num_experts", "is missing (model_type \"bitnet_moe\" needs it)");
+  if (!qwen && !mixtral)
+    return f.Error("num_experts", "is missing (model_type \"bitnet_moe\" needs it)");
   if (qwen) {
     ASSIGN_OR_RETURN(c->num_experts, f.Int("num_experts", 1, 1 << 16));
   }
   if (mixtral) {
     ASSIGN_OR_RETURN(int local, f.Int("num_local_experts", 1, 1 << 16));
     if (qwen && local != c->num_experts) {
-      return f.Error("num_local_experts",
-                     absl::StrCat("(", local, ") disagrees with num_experts (", c->num_experts, ")"));
+      return f.Error("num_local_experts", absl::StrCat("(", local, ") disagrees with num_experts (",
+                                                       c->num_experts, ")"));
     }
     c->num_experts = local;
   }
@@ -159,7 +166,8 @@ absl::Status ParseMoe(const Fields& f, ModelConfig* c) {
     if (step != 1) return f.Error("decoder_sparse_step", "must be 1 (every layer has experts)");
   }
   if (f.Has("mlp_only_layers") && !f.IsEmptyArray("mlp_only_layers")) {
-    return f.Error("mlp_only_layers", "must be empty (dense layers in an MoE model are not supported)");
+    return f.Error("mlp_only_layers",
+                   "must be empty (dense layers in an MoE model are not supported)");
   }
   return absl::OkStatus();
 }
@@ -179,24 +187,27 @@ absl::Status ModelConfig::Validate() const {
                absl::StrCat("(", num_key_value_heads, ") must divide num_attention_heads (",
                             num_attention_heads, ")"));
   }
-  if (head_dim % 2 != 0) return bad("head_dim", absl::StrCat("must be even for RoPE, got ", head_dim));
+  if (head_dim % 2 != 0)
+    return bad("head_dim", absl::StrCat("must be even for RoPE, got ", head_dim));
   // Packed ternary rows hold 4 output rows a byte: every projection's output size must be a
   // multiple of 4.
   const std::pair<absl::string_view, int> outs[] = {{"hidden_size", hidden_size},
-                                                   {"intermediate_size", intermediate_size},
-                                                   {"num_attention_heads * head_dim", q_dim()},
-                                                   {"num_key_value_heads * head_dim", kv_dim()}};
+                                                    {"intermediate_size", intermediate_size},
+                                                    {"num_attention_heads * head_dim", q_dim()},
+                                                    {"num_key_value_heads * head_dim", kv_dim()}};
   for (const auto& [name, value] : outs) {
     if (value % 4 != 0) return bad(name, absl::StrCat("must be a multiple of 4, got ", value));
     if (value > kMaxDim) return bad(name, absl::StrCat("is too large: ", value));
   }
   for (int id : eos_token_ids) {
     if (id < 0 || id >= vocab_size) {
-      return bad("eos_token_id", absl::StrCat(id, " is outside the vocabulary [0, ", vocab_size, ")"));
+      return bad("eos_token_id",
+                 absl::StrCat(id, " is outside the vocabulary [0, ", vocab_size, ")"));
     }
   }
   if (bos_token_id >= vocab_size) {
-    return bad("bos_token_id", absl::StrCat(bos_token_id, " is outside the vocabulary [0, ", vocab_size, ")"));
+    return bad("bos_token_id",
+               absl::StrCat(bos_token_id, " is outside the vocabulary [0, ", vocab_size, ")"));
   }
   if (is_moe()) {
     if (num_experts_per_tok < 1 || num_experts_per_tok > num_experts) {
@@ -211,7 +222,8 @@ absl::Status ModelConfig::Validate() const {
       if (value > kMaxDim) return bad(name, absl::StrCat("is too large: ", value));
     }
     if (moe_intermediate_size < 4) {
-      return bad("moe_intermediate_size", absl::StrCat("must be at least 4, got ", moe_intermediate_size));
+      return bad("moe_intermediate_size",
+                 absl::StrCat("must be at least 4, got ", moe_intermediate_size));
     }
   }
   if (!(rope_theta > 0)) return bad("rope_theta", "must be positive");
@@ -219,10 +231,13 @@ absl::Status ModelConfig::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source) {
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
+                                             absl::string_view source) {
   json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
-  if (!root.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": must be a JSON object"));
+  if (root.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
+  if (!root.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": must be a JSON object"));
   Fields f(root, source);
 
   // "bitnet": transformers' BitNetForCausalLM; "bitnet_moe": bitserve's MoE format.
@@ -241,31 +256,37 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
     bool ok = arch.is_array() && !arch.empty();
     for (const json& a : arch) ok = ok && a.is_string() && a.get<std::string>() == want;
     if (!ok) {
-      return f.Error("architectures", absl::StrCat("must be [\"", want, "\"] for model_type \"",
-                                                   moe ? "bitnet_moe" : "bitnet", "\", got ", arch.dump()));
+      return f.Error("architectures",
+                     absl::StrCat("must be [\"", want, "\"] for model_type \"",
+                                  moe ? "bitnet_moe" : "bitnet", "\", got ", arch.dump()));
     }
   }
   if (!moe) {
     for (absl::string_view field : {"num_experts", "num_local_experts", "num_experts_per_tok"}) {
       if (f.Has(field)) {
-        return f.Error(field, "is a mixture-of-experts field; such checkpoints need model_type "
-                              "\"bitnet_moe\" (docs/formats.md)");
+        return f.Error(field,
+                       "is a mixture-of-experts field; such checkpoints need model_type "
+                       "\"bitnet_moe\" (docs/formats.md)");
       }
     }
   }
   if (f.Has("hidden_act")) {
     ASSIGN_OR_RETURN(std::string act, f.String("hidden_act"));
-    if (act != "relu2") return f.Error("hidden_act", absl::StrCat("must be \"relu2\", got \"", act, "\""));
+    if (act != "relu2")
+      return f.Error("hidden_act", absl::StrCat("must be \"relu2\", got \"", act, "\""));
   }
   ASSIGN_OR_RETURN(bool attention_bias, f.Bool("attention_bias", false));
-  if (attention_bias) return f.Error("attention_bias", "true is not supported (BitNet has no biases)");
-  if (f.Has("rope_scaling")) return f.Error("rope_scaling", "is not supported (must be null or absent)");
+  if (attention_bias)
+    return f.Error("attention_bias", "true is not supported (BitNet has no biases)");
+  if (f.Has("rope_scaling"))
+    return f.Error("rope_scaling", "is not supported (must be null or absent)");
 
   ModelConfig c;
   ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size", 4, kMaxDim));
   if (moe) RETURN_IF_ERROR(ParseMoe(f, &c));
   if (moe && !f.Has("intermediate_size")) {
-    c.intermediate_size = c.moe_intermediate_size;  // unused by MoE layers; keeps scratch sizes sane
+    c.intermediate_size =
+        c.moe_intermediate_size;  // unused by MoE layers; keeps scratch sizes sane
   } else {
     ASSIGN_OR_RETURN(c.intermediate_size, f.Int("intermediate_size", 4, kMaxDim));
   }

@@ -8,8 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace bitserve {
 
@@ -31,14 +31,14 @@ struct ModelConfig {
   double rope_theta = 500000.0;
   double rms_norm_eps = 1e-5;
   bool tie_word_embeddings = true;
-  int bos_token_id = -1;            // -1: none
-  std::vector<int> eos_token_ids;   // config.json's eos_token_id (a number or a list)
+  int bos_token_id = -1;           // -1: none
+  std::vector<int> eos_token_ids;  // config.json's eos_token_id (a number or a list)
   LinearClass linear_class = LinearClass::kAutoBitLinear;
 
   // Mixture of experts (model_type "bitnet_moe", docs/formats.md); num_experts == 0: dense.
   // Every layer's feed-forward block is then a router over num_experts BitNet FFN experts of
   // moe_intermediate_size, num_experts_per_tok of them per token, plus an optional shared expert.
-  int num_experts = 0;                      // config.json: num_experts or num_local_experts
+  int num_experts = 0;  // config.json: num_experts or num_local_experts
   int num_experts_per_tok = 0;
   int moe_intermediate_size = 0;            // each expert's FFN width
   bool norm_topk_prob = true;               // renormalize the top-k router probabilities

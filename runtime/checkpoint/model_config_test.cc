@@ -54,7 +54,7 @@ TEST(ModelConfig, RoundTripsThroughJson) {
 }
 
 struct BadCase {
-  std::string patch;  // JSON merge patch applied to the 2B4T config
+  std::string patch;   // JSON merge patch applied to the 2B4T config
   std::string expect;  // substring of the error
 };
 
@@ -92,7 +92,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"quantization_config": null})", "\"quantization_config\" is missing"},
         BadCase{R"({"quantization_config": {"quant_method": "gptq"}})", "\"quant_method\""},
         BadCase{R"({"quantization_config": {"linear_class": "fancy"}})", "\"linear_class\""},
-        BadCase{R"({"quantization_config": {"quantization_mode": "online"}})", "\"quantization_mode\""},
+        BadCase{R"({"quantization_config": {"quantization_mode": "online"}})",
+                "\"quantization_mode\""},
         BadCase{R"({"quantization_config": {"use_rms_norm": true}})", "\"use_rms_norm\""}));
 
 TEST(ModelConfig, RejectsNonJsonAndNonObjects) {

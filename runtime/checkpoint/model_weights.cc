@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/bf16.h"
-#include "kernels/cpu/parallel.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/parallel.h"
 #include "runtime/checkpoint/safetensors_archive.h"
 #include "runtime/checkpoint/ternary_packing.h"
 
@@ -62,7 +62,8 @@ absl::StatusOr<std::vector<float>> ReadFloats(const SafetensorsArchive::Entry& e
         std::memcpy(&out[i], p + 4 * i, 4);
         break;
       default:
-        return absl::InvalidArgumentError(absl::StrCat(Where(e), ": dtype ", std::string(DTypeName(e.info->dtype)),
+        return absl::InvalidArgumentError(absl::StrCat(Where(e), ": dtype ",
+                                                       std::string(DTypeName(e.info->dtype)),
                                                        " is not a float type (BF16, F16 or F32)"));
     }
     if (!std::isfinite(out[i])) {
@@ -83,8 +84,10 @@ absl::StatusOr<std::vector<uint16_t>> ReadBf16(const SafetensorsArchive::Entry& 
   std::vector<int64_t> first_bad;  // per chunk; -1: none
   std::mutex mu;
   cpu::ParallelFor(n, int64_t{1} << 20, [&](int64_t begin, int64_t end) {
-    std::memcpy(out.data() + begin, e.bytes.data() + 2 * begin, static_cast<size_t>(end - begin) * 2);
-    // A bf16 is NaN or Inf when its 8 exponent bits are all ones. Branch-free so that it vectorizes.
+    std::memcpy(out.data() + begin, e.bytes.data() + 2 * begin,
+                static_cast<size_t>(end - begin) * 2);
+    // A bf16 is NaN or Inf when its 8 exponent bits are all ones. Branch-free so that it
+    // vectorizes.
     uint32_t any = 0;
     for (int64_t i = begin; i < end; ++i) any |= (out[i] & 0x7F80u) == 0x7F80u;
     if (!any) return;
@@ -99,16 +102,19 @@ absl::StatusOr<std::vector<uint16_t>> ReadBf16(const SafetensorsArchive::Entry& 
   if (first_bad.empty()) return out;
   const int64_t i = *std::min_element(first_bad.begin(), first_bad.end());
   const int64_t cols = e.info->shape.empty() ? 1 : e.info->shape.back();
-  return absl::DataLossError(absl::StrCat(Where(e), ": element ", i, " (row ", i / cols, ", column ", i % cols,
-                                          ") is ", (out[i] & 0x7Fu) != 0 ? "NaN" : "infinite",
-                                          "; every weight must be finite"));
+  return absl::DataLossError(
+      absl::StrCat(Where(e), ": element ", i, " (row ", i / cols, ", column ", i % cols, ") is ",
+                   (out[i] & 0x7Fu) != 0 ? "NaN" : "infinite", "; every weight must be finite"));
 }
 
 // Which MoE config field asks for a missing tensor, to make the error actionable.
 std::string MoeHint(const std::string& name) {
-  if (name.find(".mlp.experts.") != std::string::npos) return " (num_experts / moe_intermediate_size)";
-  if (name.find(".mlp.shared_expert") != std::string::npos) return " (shared_expert_intermediate_size > 0)";
-  if (name.find(".mlp.gate.weight") != std::string::npos) return " (the router of model_type bitnet_moe)";
+  if (name.find(".mlp.experts.") != std::string::npos)
+    return " (num_experts / moe_intermediate_size)";
+  if (name.find(".mlp.shared_expert") != std::string::npos)
+    return " (shared_expert_intermediate_size > 0)";
+  if (name.find(".mlp.gate.weight") != std::string::npos)
+    return " (the router of model_type bitnet_moe)";
   return "";
 }
 
@@ -133,16 +139,18 @@ class Loader {
       // A scale may be stored as shape [1] (transformers) or as a scalar [].
       const bool scalar_scale = want.role == TensorRole::kWeightScale && e->info->shape.empty();
       if (e->info->shape != want.shape && !scalar_scale) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            Where(*e), ": shape ", ShapeString(e->info->shape), " does not match config.json, which implies ",
-            ShapeString(want.shape)));
+        return absl::InvalidArgumentError(
+            absl::StrCat(Where(*e), ": shape ", ShapeString(e->info->shape),
+                         " does not match config.json, which implies ", ShapeString(want.shape)));
       }
       const bool float_ok = want.role == TensorRole::kNorm || want.role == TensorRole::kWeightScale;
       const DType got = e->info->dtype;
-      const bool dtype_ok = got == want.dtype || (float_ok && (got == DType::kF16 || got == DType::kF32));
+      const bool dtype_ok =
+          got == want.dtype || (float_ok && (got == DType::kF16 || got == DType::kF32));
       if (!dtype_ok) {
-        return absl::InvalidArgumentError(absl::StrCat(Where(*e), ": dtype ", std::string(DTypeName(got)),
-                                                       ", expected ", std::string(DTypeName(want.dtype))));
+        return absl::InvalidArgumentError(absl::StrCat(Where(*e), ": dtype ",
+                                                       std::string(DTypeName(got)), ", expected ",
+                                                       std::string(DTypeName(want.dtype))));
       }
     }
     for (const std::string& name : archive_.TensorNames()) {
@@ -150,9 +158,11 @@ class Loader {
       const SafetensorsArchive::Entry* e = archive_.Find(name);
       std::string hint;
       if (name == "lm_head.weight") hint = " (config.json has tie_word_embeddings true)";
-      if (name.find(".mlp.experts.") != std::string::npos || name.find(".mlp.shared_expert") != std::string::npos) {
-        hint = " (more experts or a shared expert than config.json's num_experts / "
-               "shared_expert_intermediate_size declare, or a dense config)";
+      if (name.find(".mlp.experts.") != std::string::npos ||
+          name.find(".mlp.shared_expert") != std::string::npos) {
+        hint =
+            " (more experts or a shared expert than config.json's num_experts / "
+            "shared_expert_intermediate_size declare, or a dense config)";
       }
       return absl::InvalidArgumentError(
           absl::StrCat(Where(*e), ": unexpected tensor for this config", hint));
@@ -162,9 +172,13 @@ class Loader {
 
   const ModelConfig& config() const { return config_; }
 
-  const SafetensorsArchive::Entry& Get(const std::string& name) const { return *archive_.Find(name); }
+  const SafetensorsArchive::Entry& Get(const std::string& name) const {
+    return *archive_.Find(name);
+  }
 
-  absl::StatusOr<std::vector<float>> Floats(const std::string& name) const { return ReadFloats(Get(name)); }
+  absl::StatusOr<std::vector<float>> Floats(const std::string& name) const {
+    return ReadFloats(Get(name));
+  }
 
   absl::StatusOr<TernaryMatrix> Ternary(const std::string& prefix) const {
     const SafetensorsArchive::Entry& w = Get(prefix + ".weight");
@@ -217,7 +231,8 @@ absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
     }
     if (c.shared_expert_intermediate_size > 0) {
       ASSIGN_OR_RETURN(l.moe.shared, LoadFfn(loader, p + "mlp.shared_expert."));
-      ASSIGN_OR_RETURN(l.moe.shared_gate, ReadBf16(loader.Get(p + "mlp.shared_expert_gate.weight")));
+      ASSIGN_OR_RETURN(l.moe.shared_gate,
+                       ReadBf16(loader.Get(p + "mlp.shared_expert_gate.weight")));
     }
     return l;
   }
@@ -230,7 +245,8 @@ absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
 std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
   std::vector<TensorLayout> t;
   const int64_t h = c.hidden_size, inter = c.intermediate_size, q = c.q_dim(), kv = c.kv_dim();
-  t.push_back({"model.embed_tokens.weight", TensorRole::kEmbedding, DType::kBF16, {c.vocab_size, h}});
+  t.push_back(
+      {"model.embed_tokens.weight", TensorRole::kEmbedding, DType::kBF16, {c.vocab_size, h}});
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     auto norm = [&](const std::string& name, int64_t n) {
@@ -258,7 +274,8 @@ std::vector<TensorLayout> CheckpointLayout(const ModelConfig& c) {
       continue;
     }
     t.push_back({p + "mlp.gate.weight", TensorRole::kRouter, DType::kBF16, {c.num_experts, h}});
-    for (int e = 0; e < c.num_experts; ++e) ffn(absl::StrCat("mlp.experts.", e, "."), c.moe_intermediate_size);
+    for (int e = 0; e < c.num_experts; ++e)
+      ffn(absl::StrCat("mlp.experts.", e, "."), c.moe_intermediate_size);
     if (c.shared_expert_intermediate_size > 0) {
       ffn("mlp.shared_expert.", c.shared_expert_intermediate_size);
       t.push_back({p + "mlp.shared_expert_gate.weight", TensorRole::kRouter, DType::kBF16, {1, h}});
@@ -275,8 +292,8 @@ namespace {
 
 absl::Status CheckLayerRange(const ModelConfig& c, int begin, int end) {
   if (begin < 0 || end < begin || end > c.num_hidden_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("layers [", begin, ", ", end, ") are not a range of the ",
-                                                   c.num_hidden_layers, " layers"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layers [", begin, ", ", end, ") are not a range of the ", c.num_hidden_layers, " layers"));
   }
   return absl::OkStatus();
 }
@@ -342,7 +359,8 @@ absl::StatusOr<std::vector<LayerWeights>> CheckpointReader::Layers(int begin, in
   return layers;
 }
 
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, const PipelineStage& stage) {
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir,
+                                              const PipelineStage& stage) {
   ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(dir));
   ASSIGN_OR_RETURN(ModelWeights w, reader.StageEnds(stage));
   const int begin = stage.layer_begin, end = stage.end(w.config.num_hidden_layers);

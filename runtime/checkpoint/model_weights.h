@@ -35,12 +35,15 @@ struct ModelWeights {
   std::vector<float> final_norm;
   std::vector<LayerWeights> layers;
 
-  const uint16_t* lm_head_data() const { return lm_head.empty() ? embedding.data() : lm_head.data(); }
+  const uint16_t* lm_head_data() const {
+    return lm_head.empty() ? embedding.data() : lm_head.data();
+  }
 };
 
 // What a checkpoint with this config holds, in file order: names, dtypes and shapes as
 // transformers' BitNetForCausalLM saves them (ternary weights packed as U8 [out/4, in]); for MoE
-// configs the feed-forward tensors of docs/formats.md (kRouter: bf16 router and shared-expert gate).
+// configs the feed-forward tensors of docs/formats.md (kRouter: bf16 router and shared-expert
+// gate).
 enum class TensorRole { kEmbedding, kLmHead, kNorm, kTernary, kWeightScale, kRouter };
 struct TensorLayout {
   std::string name;
@@ -77,6 +80,7 @@ class CheckpointReader {
 
 // What `stage` (default: the whole model) holds of the checkpoint in `dir`: StageEnds and its
 // layers; the other layers stay empty.
-absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir, const PipelineStage& stage = {});
+absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir,
+                                              const PipelineStage& stage = {});
 
 }  // namespace bitserve

@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/file_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "base/file_io.h"
 #include "runtime/checkpoint/safetensors_archive.h"
 #include "runtime/checkpoint/synthetic_checkpoint.h"
 
@@ -130,8 +130,10 @@ TEST(CheckpointReader, StagesReadOnlyWhatTheyUse) {
     EXPECT_EQ(w2->final_norm, whole->final_norm);
     EXPECT_EQ(w2->lm_head, whole->lm_head);
     EXPECT_EQ(w2->embedding.empty(), !tied);
-    EXPECT_EQ(std::vector<uint16_t>(w2->lm_head_data(), w2->lm_head_data() + whole->embedding.size()),
-              std::vector<uint16_t>(whole->lm_head_data(), whole->lm_head_data() + whole->embedding.size()));
+    EXPECT_EQ(
+        std::vector<uint16_t>(w2->lm_head_data(), w2->lm_head_data() + whole->embedding.size()),
+        std::vector<uint16_t>(whole->lm_head_data(),
+                              whole->lm_head_data() + whole->embedding.size()));
     EXPECT_EQ(w1->layers[1].ffn.up.values, whole->layers[1].ffn.up.values);
     EXPECT_TRUE(w1->layers[0].ffn.up.values.empty() && w1->layers[2].ffn.up.values.empty());
   }
@@ -146,7 +148,8 @@ TEST(CheckpointReader, RefusesBadRanges) {
   ASSERT_TRUE(reader.ok()) << reader.status();
   EXPECT_EQ(reader->Layers(2, 4).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(reader->Layers(-1, 1).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(reader->StageEnds(PipelineStage{0, 2, 1, 2}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reader->StageEnds(PipelineStage{0, 2, 1, 2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   auto none = reader->Layers(1, 1);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());

@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/bf16.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "base/bf16.h"
 #include "runtime/checkpoint/model_config.h"
 #include "runtime/checkpoint/model_weights.h"
 #include "runtime/checkpoint/safetensors_writer.h"

@@ -10,8 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "base/status_macros.h"
 #include "base/file_io.h"
+#include "base/status_macros.h"
 
 namespace bitserve {
 namespace {
@@ -79,7 +79,8 @@ absl::StatusOr<NpyArray> ReadNpyFloat32(const std::filesystem::path& path) {
   if (!std::regex_search(header, std::regex("'fortran_order':\\s*False"))) {
     return bad("fortran_order must be False");
   }
-  if (!std::regex_search(header, match, std::regex("'shape':\\s*\\(([^)]*)\\)"))) return bad("no shape");
+  if (!std::regex_search(header, match, std::regex("'shape':\\s*\\(([^)]*)\\)")))
+    return bad("no shape");
   NpyArray array;
   int64_t count = 1;
   for (absl::string_view part : absl::StrSplit(match[1].str(), ',', absl::SkipWhitespace())) {

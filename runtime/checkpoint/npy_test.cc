@@ -10,7 +10,8 @@ namespace bitserve {
 namespace {
 
 std::filesystem::path TempFile(const std::string& name) {
-  return std::filesystem::temp_directory_path() / ("bitserve_npy_" + std::to_string(getpid()) + name);
+  return std::filesystem::temp_directory_path() /
+         ("bitserve_npy_" + std::to_string(getpid()) + name);
 }
 
 TEST(Npy, RoundTrips) {

@@ -10,14 +10,14 @@ namespace bitserve {
 
 absl::Status PipelineStage::Validate(int num_layers) const {
   if (num_stages < 1 || stage < 0 || stage >= num_stages) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pipeline stage ", stage, " of ", num_stages, ": need 0 <= stage < num_stages"));
+    return absl::InvalidArgumentError(absl::StrCat("pipeline stage ", stage, " of ", num_stages,
+                                                   ": need 0 <= stage < num_stages"));
   }
   const int e = end(num_layers);
   if (layer_begin < 0 || e > num_layers || layer_begin >= e) {
-    return absl::InvalidArgumentError(absl::StrCat("pipeline stage ", stage, ": layers [", layer_begin,
-                                                   ", ", e, ") are not a non-empty range of the ",
-                                                   num_layers, " layers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("pipeline stage ", stage, ": layers [", layer_begin, ", ", e,
+                     ") are not a non-empty range of the ", num_layers, " layers"));
   }
   if (first() && layer_begin != 0) {
     return absl::InvalidArgumentError("pipeline stage 0 must start at layer 0");
@@ -32,14 +32,15 @@ absl::Status PipelineStage::Validate(int num_layers) const {
 absl::StatusOr<std::vector<PipelineStage>> BalanceStages(const ModelConfig& c, int num_stages) {
   const int n = c.num_hidden_layers;
   if (num_stages < 1 || num_stages > n) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pipeline stages must be in [1, ", n, "] (the model has ", n, " layers), got ",
-                     num_stages));
+    return absl::InvalidArgumentError(absl::StrCat("pipeline stages must be in [1, ", n,
+                                                   "] (the model has ", n, " layers), got ",
+                                                   num_stages));
   }
   // Bytes read per decode step: a layer's ternary weights at 2 bits, the LM head in bf16.
   const double h = c.hidden_size;
-  const double ffn = c.is_moe() ? static_cast<double>(c.num_experts_per_tok) * c.moe_intermediate_size
-                                : static_cast<double>(c.intermediate_size);
+  const double ffn = c.is_moe()
+                         ? static_cast<double>(c.num_experts_per_tok) * c.moe_intermediate_size
+                         : static_cast<double>(c.intermediate_size);
   const double layer = (h * (c.q_dim() + 2.0 * c.kv_dim()) + c.q_dim() * h + 3.0 * h * ffn) / 4.0;
   const double head = 2.0 * h * c.vocab_size;
   // Stage s ends after the layer where the running cost passes (s + 1) / S of the total, keeping

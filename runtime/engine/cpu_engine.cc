@@ -5,15 +5,15 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "base/status_macros.h"
 #include "kernels/cpu/act_quant.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/bf16_matmul.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/moe_ffn.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/rope.h"
-#include "base/check.h"
-#include "base/status_macros.h"
-#include "kernels/cpu/moe_ffn.h"
 #include "kernels/cpu/ternary_matmul.h"
 
 namespace bitserve {
@@ -38,7 +38,8 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks must be >= 0");
   if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
   if (options.max_model_len < 0) return absl::InvalidArgumentError("max_model_len must be >= 0");
-  if (options.max_batch_tokens < 1) return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
+  if (options.max_batch_tokens < 1)
+    return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
   if (options.kv_dtype) RETURN_IF_ERROR(CheckKvDtype("cpu", *options.kv_dtype));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage));
   if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
@@ -75,15 +76,17 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
       max_batch_tokens_(options.max_batch_tokens),
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
       trace_(options.trace),
-      moe_shape_{weights_.config.hidden_size, weights_.config.num_experts, weights_.config.num_experts_per_tok,
-                 weights_.config.norm_topk_prob, static_cast<float>(weights_.config.rms_norm_eps)},
+      moe_shape_{weights_.config.hidden_size, weights_.config.num_experts,
+                 weights_.config.num_experts_per_tok, weights_.config.norm_topk_prob,
+                 static_cast<float>(weights_.config.rms_norm_eps)},
       sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
   stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
 }
 
 absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
   if (!stage_.whole_model()) {
-    return absl::FailedPreconditionError("Forward needs the whole model; a pipeline stage runs StageStep");
+    return absl::FailedPreconditionError(
+        "Forward needs the whole model; a pipeline stage runs StageStep");
   }
   RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
                                 max_batch_tokens_));
@@ -114,17 +117,19 @@ void CpuEngine::Logits(std::span<const BatchEntry> entries, std::vector<float>* 
   logits->resize(rows * c.vocab_size);
   if (rows == 0) return;
   cpu::RmsNorm(logits_in_.data(), weights_.final_norm.data(), rows, h, eps, logits_in_.data());
-  cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h, logits->data());
+  cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h,
+                  logits->data());
 }
 
 namespace {
 
-absl::Status CheckSamples(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) {
+absl::Status CheckSamples(std::span<const BatchEntry> entries,
+                          std::span<const SampleSpec> samples) {
   size_t sampled = 0;
   for (const BatchEntry& entry : entries) sampled += entry.logits == LogitsWanted::kLast;
   if (sampled != samples.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(samples.size(), " sample specs for ", sampled,
-                                                   " entries that are sampled"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(samples.size(), " sample specs for ", sampled, " entries that are sampled"));
   }
   for (const SampleSpec& spec : samples) {
     if (spec.params == nullptr) return absl::InvalidArgumentError("a sample spec has no params");
@@ -135,7 +140,8 @@ absl::Status CheckSamples(std::span<const BatchEntry> entries, std::span<const S
 
 }  // namespace
 
-absl::Status CpuEngine::Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+absl::Status CpuEngine::Sample(std::span<const BatchEntry> entries,
+                               std::span<const SampleSpec> samples,
                                std::vector<SampleResult>* results) {
   // Only the sampled rows: entries asking for every row are scored, not sampled.
   std::vector<BatchEntry> last_only(entries.begin(), entries.end());
@@ -152,10 +158,12 @@ absl::Status CpuEngine::Sample(std::span<const BatchEntry> entries, std::span<co
   return absl::OkStatus();
 }
 
-absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+absl::Status CpuEngine::Step(std::span<const BatchEntry> entries,
+                             std::span<const SampleSpec> samples,
                              std::vector<SampleResult>* results) {
   if (!stage_.whole_model()) {
-    return absl::FailedPreconditionError("Step needs the whole model; a pipeline stage runs StageStep");
+    return absl::FailedPreconditionError(
+        "Step needs the whole model; a pipeline stage runs StageStep");
   }
   RETURN_IF_ERROR(CheckSamples(entries, samples));
   RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
@@ -164,9 +172,11 @@ absl::Status CpuEngine::Step(std::span<const BatchEntry> entries, std::span<cons
   return Sample(entries, samples, results);
 }
 
-absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                                  const StageIo& io, std::vector<SampleResult>* results) {
-  if (io.on_device) return absl::InvalidArgumentError("the CPU engine keeps its stage messages in host memory");
+absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries,
+                                  std::span<const SampleSpec> samples, const StageIo& io,
+                                  std::vector<SampleResult>* results) {
+  if (io.on_device)
+    return absl::InvalidArgumentError("the CPU engine keeps its stage messages in host memory");
   if (stage_.last() && io.logits == nullptr) RETURN_IF_ERROR(CheckSamples(entries, samples));
   if (!stage_.last() && io.output == nullptr) {
     return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
@@ -177,9 +187,10 @@ absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries, std::span
   for (const BatchEntry& entry : entries) m += entry.tokens.size();
   const int64_t h = config().hidden_size;
   if (!stage_.first() && static_cast<int64_t>(io.input.size()) != TransferBytes(transfer_, m, h)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "pipeline stage ", stage_.stage, ": input of ", io.input.size(), " bytes; ", m, " tokens of ",
-        h, " in ", TransferDtypeName(transfer_), " are ", TransferBytes(transfer_, m, h)));
+    return absl::InvalidArgumentError(absl::StrCat("pipeline stage ", stage_.stage, ": input of ",
+                                                   io.input.size(), " bytes; ", m, " tokens of ", h,
+                                                   " in ", TransferDtypeName(transfer_), " are ",
+                                                   TransferBytes(transfer_, m, h)));
   }
   Run(entries, io.input);
   if (!stage_.last()) {
@@ -239,10 +250,14 @@ absl::Status CpuEngine::Attention(int l) {
   if (trace_) trace_("qkv_in", l, a_.data(), m, h);
   cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
   cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.q.values.data(), qd, h, w.q.scale, q_.data());
-  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.scale, k_.data());
-  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale, v_.data());
-  cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(), inv_freq_.data());
-  cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(), inv_freq_.data());
+  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.k.values.data(), kvd, h, w.k.scale,
+                     k_.data());
+  cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale,
+                     v_.data());
+  cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(),
+                inv_freq_.data());
+  cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(),
+                inv_freq_.data());
   SelfAttention(l);
   cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
   if (trace_) trace_("o_in", l, o_.data(), m, qd);
@@ -260,9 +275,12 @@ absl::Status CpuEngine::DenseFfn(int l) {
   if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
   cpu::ActQuantPerToken(a_.data(), m, h, aq_.data(), scales_.data());
   std::function<void(const float*, int64_t, int64_t)> down_in;
-  if (trace_) down_in = [&](const float* g, int64_t rows, int64_t inter) { trace_("down_in", l, g, rows, inter); };
-  cpu::BitnetFfn(weights_.layers[l].ffn, aq_.data(), scales_.data(), m, h, eps, ffn_scratch_, a_.data(),
-                 down_in);
+  if (trace_)
+    down_in = [&](const float* g, int64_t rows, int64_t inter) {
+      trace_("down_in", l, g, rows, inter);
+    };
+  cpu::BitnetFfn(weights_.layers[l].ffn, aq_.data(), scales_.data(), m, h, eps, ffn_scratch_,
+                 a_.data(), down_in);
   cpu::AddInPlace(x_.data(), a_.data(), m * h);
   return absl::OkStatus();
 }

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/checkpoint/model_weights.h"
 #include "runtime/engine/decoder_layer.h"
 #include "runtime/engine/engine.h"
-#include "runtime/checkpoint/model_weights.h"
 #include "runtime/engine/paged_kv_cache.h"
 
 namespace bitserve {

@@ -31,26 +31,26 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/device_name.h"
+#include "base/status_macros.h"
 #include "kernels/cpu/rope.h"
-#include "kernels/cuda/norm/act_quant.cuh"
+#include "kernels/cuda/attention/paged_attention.cuh"
+#include "kernels/cuda/attention/qkv_rope.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
-#include "kernels/cuda/head/embedding.cuh"
-#include "kernels/cuda/norm/gated_ffn.cuh"
-#include "kernels/cuda/transfer/hidden_transfer.cuh"
-#include "kernels/cuda/head/lm_head.cuh"
-#include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/common/pinned_buffer.cuh"
-#include "kernels/cuda/attention/qkv_rope.cuh"
-#include "kernels/cuda/norm/residual_norm.cuh"
+#include "kernels/cuda/head/embedding.cuh"
+#include "kernels/cuda/head/lm_head.cuh"
 #include "kernels/cuda/head/sampling.cuh"
+#include "kernels/cuda/norm/act_quant.cuh"
+#include "kernels/cuda/norm/gated_ffn.cuh"
+#include "kernels/cuda/norm/residual_norm.cuh"
 #include "kernels/cuda/ternary/ternary_gemm.cuh"
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
-#include "base/status_macros.h"
+#include "kernels/cuda/transfer/hidden_transfer.cuh"
 #include "runtime/engine/cuda_engine.h"
-#include "runtime/engine/decoder_layer.h"
 #include "runtime/engine/cuda_model.cuh"
-#include "base/device_name.h"
+#include "runtime/engine/decoder_layer.h"
 
 namespace bitserve {
 namespace {
@@ -420,8 +420,8 @@ absl::Status CudaEngine::LmHead(int row_begin, int rows, cudaStream_t stream) {
                        logits_.get(), stream);
 }
 
-// The decoder blocks (decoder_layer.h) of one run of the stage's layers, as CUDA kernels. Each block
-// ends by adding its output into x_ and computing the next block's normed, quantized input in
+// The decoder blocks (decoder_layer.h) of one run of the stage's layers, as CUDA kernels. Each
+// block ends by adding its output into x_ and computing the next block's normed, quantized input in
 // act_out[0] in the same kernel: the post-attention norm after Attention, the next layer's input
 // norm after the feed-forward block (nothing after the stage's last layer).
 class CudaEngine::LayerRun final : public DecoderBlocks {
@@ -436,8 +436,9 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
         eps_(static_cast<float>(c_.rms_norm_eps)),
         scale_(static_cast<float>(1.0 / std::sqrt(double{1.0} * c_.head_dim))),
         s_(e.stream_),
-        act_out_{{e.act_values_[0].get(), e.act_scales_[0].get(), e.act_sums_[0].get(), e.act_stride_},
-                 {e.act_values_[1].get(), e.act_scales_[1].get(), e.act_sums_[1].get(), e.act_stride_}},
+        act_out_{
+            {e.act_values_[0].get(), e.act_scales_[0].get(), e.act_sums_[0].get(), e.act_stride_},
+            {e.act_values_[1].get(), e.act_scales_[1].get(), e.act_sums_[1].get(), e.act_stride_}},
         qkv_shape_{c_.num_attention_heads, c_.num_key_value_heads, c_.head_dim} {
     batch_.num_entries = shape.entries;
     batch_.num_tokens = static_cast<int>(m_);
@@ -454,47 +455,52 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
 
   // x_ holds the stage's input; act_out[0] gets its first layer's normed, quantized input.
   absl::Status Begin() {
-    return cuda::RmsNormQuantizeActivations(e_.x_.get(), e_.w_.layers[0].input_norm.get(), m_, h_, eps_,
-                                            act_out_[0], nullptr, s_);
+    return cuda::RmsNormQuantizeActivations(e_.x_.get(), e_.w_.layers[0].input_norm.get(), m_, h_,
+                                            eps_, act_out_[0], nullptr, s_);
   }
 
   absl::Status Attention(int layer) override {
     const int l = Local(layer);
     const CudaLayerWeights& w = e_.w_.layers[l];
     const cuda::PagedKvLayer& kv = e_.kv_layers_[l];
-    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(e_.gemm_.get(), w.qkv.view(), cuda::Int8Activations(act_out_[0], m_, h_),
+    RETURN_IF_ERROR(cuda::TernaryMatmulInt32(e_.gemm_.get(), w.qkv.view(),
+                                             cuda::Int8Activations(act_out_[0], m_, h_),
                                              e_.acc_qkv_.get(), s_));
     if (kv.dtype == KvDtype::kBf16) {  // one kernel instead of two
       RETURN_IF_ERROR(cuda::QkvEpilogueRopeWriteBf16Kv(
           e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, qkv_shape_,
-          e_.dev_.positions.get(), e_.cos_sin_.get(), e_.max_model_len_, e_.q_.get(), batch_, kv, s_));
+          e_.dev_.positions.get(), e_.cos_sin_.get(), e_.max_model_len_, e_.q_.get(), batch_, kv,
+          s_));
     } else {
-      RETURN_IF_ERROR(cuda::QkvEpilogueRope(e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale,
-                                            w.v_scale, m_, qkv_shape_, e_.dev_.positions.get(), e_.cos_sin_.get(),
-                                            e_.max_model_len_, e_.q_.get(), e_.k_.get(), e_.v_.get(), s_));
+      RETURN_IF_ERROR(cuda::QkvEpilogueRope(
+          e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, m_,
+          qkv_shape_, e_.dev_.positions.get(), e_.cos_sin_.get(), e_.max_model_len_, e_.q_.get(),
+          e_.k_.get(), e_.v_.get(), s_));
       RETURN_IF_ERROR(cuda::WritePagedKv(e_.k_.get(), e_.v_.get(), batch_, kv, s_));
     }
     RETURN_IF_ERROR(cuda::PagedAttention(e_.q_.get(), batch_, kv, c_.num_attention_heads, scale_,
                                          e_.attn_.get(), e_.attn_workspace_.get(),
                                          static_cast<size_t>(e_.attn_workspace_.bytes()), s_));
-    RETURN_IF_ERROR(cuda::RmsNormQuantizeActivations(e_.attn_.get(), w.attn_sub_norm.get(), m_, qd_, eps_,
-                                                     act_out_[1], nullptr, s_));
-    RETURN_IF_ERROR(cuda::TernaryMatmul(e_.gemm_.get(), w.o.view(), cuda::Int8Activations(act_out_[1], m_, qd_),
-                                        e_.y_.get(), s_));
-    return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(), w.post_attention_norm.get(), m_, h_, eps_,
-                                    act_out_[0], nullptr, s_);
+    RETURN_IF_ERROR(cuda::RmsNormQuantizeActivations(e_.attn_.get(), w.attn_sub_norm.get(), m_, qd_,
+                                                     eps_, act_out_[1], nullptr, s_));
+    RETURN_IF_ERROR(cuda::TernaryMatmul(
+        e_.gemm_.get(), w.o.view(), cuda::Int8Activations(act_out_[1], m_, qd_), e_.y_.get(), s_));
+    return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(), w.post_attention_norm.get(), m_, h_,
+                                    eps_, act_out_[0], nullptr, s_);
   }
 
   absl::Status DenseFfn(int layer) override {
     const int l = Local(layer);
     const CudaLayerWeights& w = e_.w_.layers[l];
     RETURN_IF_ERROR(cuda::TernaryMatmulInt32(e_.gemm_.get(), w.gate_up.view(),
-                                             cuda::Int8Activations(act_out_[0], m_, h_), e_.acc_gate_up_.get(), s_));
-    RETURN_IF_ERROR(cuda::GateUpRelu2NormQuantize(e_.acc_gate_up_.get(), e_.act_scales_[0].get(), w.gate_scale,
-                                                  w.up_scale, m_, inter_, w.ffn_sub_norm.get(), eps_, act_out_[1],
-                                                  nullptr, s_));
+                                             cuda::Int8Activations(act_out_[0], m_, h_),
+                                             e_.acc_gate_up_.get(), s_));
+    RETURN_IF_ERROR(cuda::GateUpRelu2NormQuantize(
+        e_.acc_gate_up_.get(), e_.act_scales_[0].get(), w.gate_scale, w.up_scale, m_, inter_,
+        w.ffn_sub_norm.get(), eps_, act_out_[1], nullptr, s_));
     RETURN_IF_ERROR(cuda::TernaryMatmul(e_.gemm_.get(), w.down.view(),
-                                        cuda::Int8Activations(act_out_[1], m_, inter_), e_.y_.get(), s_));
+                                        cuda::Int8Activations(act_out_[1], m_, inter_), e_.y_.get(),
+                                        s_));
     return EndLayer(l);
   }
 
@@ -508,8 +514,9 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
   // x_ += y_ (the feed-forward block's output), with the next layer's normed, quantized input.
   absl::Status EndLayer(int l) {
     if (l + 1 < static_cast<int>(e_.w_.layers.size())) {
-      return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(), e_.w_.layers[l + 1].input_norm.get(), m_, h_,
-                                      eps_, act_out_[0], nullptr, s_);
+      return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(),
+                                      e_.w_.layers[l + 1].input_norm.get(), m_, h_, eps_,
+                                      act_out_[0], nullptr, s_);
     }
     return cuda::AddResidual(e_.x_.get(), e_.y_.get(), m_ * h_, s_);
   }
@@ -532,7 +539,8 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
   // The step's true token count (a decode bucket pads m) bounds the stage messages.
   const int32_t* true_tokens = dev_.counts.get() + 1;
   if (w_.stage.first()) {
-    RETURN_IF_ERROR(cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
+    RETURN_IF_ERROR(
+        cuda::EmbeddingLookup(w_.embedding.get(), h, dev_.tokens.get(), m, x_.get(), s));
   } else {
     RETURN_IF_ERROR(cuda::DecodeHidden(transfer_, stage_in_.get(), m, true_tokens, h, x_.get(), s));
   }

@@ -3,8 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/parallel.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/parallel.h"
 #include "runtime/engine/cuda_model.cuh"
 
 namespace bitserve {
@@ -53,7 +53,8 @@ absl::StatusOr<cuda::DeviceBuffer<uint16_t>> UploadBf16(const std::vector<uint16
   return buffer;
 }
 
-absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_bytes, int64_t* norm_bytes) {
+absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_bytes,
+                                             int64_t* norm_bytes) {
   CudaLayerWeights l;
   l.q_scale = cuda::FoldWeightScale(w.q.scale);
   l.k_scale = cuda::FoldWeightScale(w.k.scale);
@@ -64,7 +65,8 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_b
   ASSIGN_OR_RETURN(l.o, UploadStacked({&w.o}));
   ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.ffn.gate, &w.ffn.up}));
   ASSIGN_OR_RETURN(l.down, UploadStacked({&w.ffn.down}));
-  for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o, &l.gate_up, &l.down}) *ternary_bytes += t->view().bytes();
+  for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o, &l.gate_up, &l.down})
+    *ternary_bytes += t->view().bytes();
   ASSIGN_OR_RETURN(l.input_norm, UploadFloats(w.input_norm));
   ASSIGN_OR_RETURN(l.attn_sub_norm, UploadFloats(w.attn_sub_norm));
   ASSIGN_OR_RETURN(l.post_attention_norm, UploadFloats(w.post_attention_norm));
@@ -76,7 +78,8 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_b
 
 }  // namespace
 
-absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir, const PipelineStage& stage) {
+absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir,
+                                                      const PipelineStage& stage) {
   ASSIGN_OR_RETURN(const CheckpointReader reader, CheckpointReader::Open(dir));
   // What the stage uses outside the layers first (embedding, final norm, LM head).
   ASSIGN_OR_RETURN(ModelWeights ends, reader.StageEnds(stage));

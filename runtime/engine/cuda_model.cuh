@@ -28,8 +28,9 @@ struct CudaLayerWeights {
 
 struct CudaModelWeights {
   ModelConfig config;
-  PipelineStage stage;                  // layer_end resolved
-  std::vector<CudaLayerWeights> layers;  // the stage's layers: layers[i] is layer stage.layer_begin + i
+  PipelineStage stage;  // layer_end resolved
+  std::vector<CudaLayerWeights>
+      layers;  // the stage's layers: layers[i] is layer stage.layer_begin + i
   cuda::DeviceBuffer<uint16_t> embedding;  // [vocab, hidden] bf16; empty when the stage needs none
   cuda::DeviceBuffer<uint16_t> lm_head;    // empty when tied
   cuda::DeviceBuffer<float> final_norm;
@@ -42,6 +43,7 @@ struct CudaModelWeights {
 
 // Reads, repacks and uploads what `stage` holds of the checkpoint in `dir` (layers a few at a
 // time: host memory stays near a few layers' worth, not the model's).
-absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir, const PipelineStage& stage);
+absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir,
+                                                      const PipelineStage& stage);
 
 }  // namespace bitserve

@@ -8,7 +8,8 @@ FfnBlock LayerFfnBlock(const ModelConfig& config, int layer) {
   return config.is_moe() ? FfnBlock::kMoe : FfnBlock::kDense;
 }
 
-absl::Status RunDecoderLayers(DecoderBlocks& blocks, const ModelConfig& config, int begin, int end) {
+absl::Status RunDecoderLayers(DecoderBlocks& blocks, const ModelConfig& config, int begin,
+                              int end) {
   for (int layer = begin; layer < end; ++layer) {
     RETURN_IF_ERROR(blocks.Attention(layer));
     switch (LayerFfnBlock(config, layer)) {

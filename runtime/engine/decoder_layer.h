@@ -7,10 +7,12 @@
 //                       layer's K/V) -> attn_sub_norm -> ActQuant -> o
 //   x += Ffn(x):        RMSNorm_post, then the layer's block:
 //                         dense: ActQuant -> gate, up -> relu(gate)^2 * up -> ffn_sub_norm ->
-//                                ActQuant -> down                  (kernels/cpu/moe_ffn.h BitnetFfn)
+//                                ActQuant -> down                  (kernels/cpu/moe_ffn.h
+//                                BitnetFfn)
 //                         MoE:   router -> softmax top-k -> each chosen expert a dense block on
 //                                ActQuant(n) -> weighted sum in top-k order (+ the shared expert
-//                                and its sigmoid gate)             (kernels/cpu/moe_ffn.h MoeFeedForward)
+//                                and its sigmoid gate)             (kernels/cpu/moe_ffn.h
+//                                MoeFeedForward)
 // What each block computes is fixed here; how is the backend's: the CUDA engine ends a block by
 // adding its output into x and computing the next block's normed, quantized input in one kernel.
 #pragma once

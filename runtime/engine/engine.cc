@@ -19,12 +19,13 @@ std::vector<KvDtype> SupportedKvDtypes(const std::string& device) {
 
 absl::Status CheckKvDtype(const std::string& device, KvDtype dtype) {
   const std::vector<KvDtype> supported = SupportedKvDtypes(device);
-  if (std::find(supported.begin(), supported.end(), dtype) != supported.end()) return absl::OkStatus();
+  if (std::find(supported.begin(), supported.end(), dtype) != supported.end())
+    return absl::OkStatus();
   std::vector<std::string> names;
   for (KvDtype d : supported) names.push_back(KvDtypeName(d));
   return absl::InvalidArgumentError(absl::StrCat(
-      "device ", device, " keeps its KV cache as ", absl::StrJoin(names, ", "), ", not ", KvDtypeName(dtype),
-      device == "cpu" ? "" : " (f32 is the CPU reference's)"));
+      "device ", device, " keeps its KV cache as ", absl::StrJoin(names, ", "), ", not ",
+      KvDtypeName(dtype), device == "cpu" ? "" : " (f32 is the CPU reference's)"));
 }
 
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,
@@ -35,7 +36,8 @@ absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfi
   std::set<int32_t> written;  // blocks receiving new keys and values in this batch
   for (size_t e = 0; e < entries.size(); ++e) {
     const BatchEntry& entry = entries[e];
-    if (entry.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("entry ", e, " has no tokens"));
+    if (entry.tokens.empty())
+      return absl::InvalidArgumentError(absl::StrCat("entry ", e, " has no tokens"));
     if (entry.start_position < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("entry ", e, ": start_position ", entry.start_position, " is negative"));
@@ -61,8 +63,8 @@ absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfi
     for (int64_t b = 0; b < blocks_needed; ++b) {
       const int32_t id = entry.block_table[b];
       if (id < 0 || id >= num_kv_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat("entry ", e, ": block id ", id,
-                                                       " outside [0, ", num_kv_blocks, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry ", e, ": block id ", id, " outside [0, ", num_kv_blocks, ")"));
       }
       if (b >= entry.start_position / block_size && !written.insert(id).second) {
         return absl::InvalidArgumentError(
@@ -72,16 +74,18 @@ absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfi
     total += static_cast<int64_t>(entry.tokens.size());
   }
   if (total > max_batch_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("the batch has ", total,
-                                                   " tokens; the limit is ", max_batch_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the batch has ", total, " tokens; the limit is ", max_batch_tokens));
   }
   return absl::OkStatus();
 }
 
-absl::Status Engine::StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                               const StageIo& io, std::vector<SampleResult>* results) {
+absl::Status Engine::StageStep(std::span<const BatchEntry> entries,
+                               std::span<const SampleSpec> samples, const StageIo& io,
+                               std::vector<SampleResult>* results) {
   if (!stage().whole_model()) {
-    return absl::UnimplementedError(absl::StrCat("device ", device_name(), " runs no pipeline stages"));
+    return absl::UnimplementedError(
+        absl::StrCat("device ", device_name(), " runs no pipeline stages"));
   }
   return io.logits != nullptr ? Forward(entries, io.logits) : Step(entries, samples, results);
 }

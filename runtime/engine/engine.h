@@ -20,33 +20,33 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/cpu/sampling.h"
 #include "kernels/kv_cache_format.h"
 #include "runtime/checkpoint/model_config.h"
 #include "runtime/checkpoint/pipeline_stage.h"
-#include "kernels/cpu/sampling.h"
 
 namespace bitserve {
 
 // Sees every activation right before it is quantized to int8 (for comparing implementations
 // layer by layer): name is "qkv_in", "o_in", "gate_up_in" or "down_in"; x is [rows, dim].
-using ActivationTrace =
-    std::function<void(const std::string& name, int layer, const float* x, int64_t rows, int64_t dim)>;
+using ActivationTrace = std::function<void(const std::string& name, int layer, const float* x,
+                                           int64_t rows, int64_t dim)>;
 
 struct EngineOptions {
-  std::string device = "cpu";      // "cpu", "cuda", "cuda:N"
-  int block_size = 16;             // tokens per KV block
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
+  int block_size = 16;         // tokens per KV block
   // KV blocks. 0: enough for max_sequences sequences of max_model_len tokens (CPU), or what fits in
   // kv_memory_fraction of the free device memory after weights and scratch (CUDA).
   int num_kv_blocks = 0;
-  int max_sequences = 8;           // sizing hint for num_kv_blocks = 0 on CPU
-  int64_t max_model_len = 0;       // positions per sequence; 0: the model's max_position_embeddings
-  int max_batch_tokens = 8192;     // tokens of one Forward/Step; scratch is sized for it at load
+  int max_sequences = 8;        // sizing hint for num_kv_blocks = 0 on CPU
+  int64_t max_model_len = 0;    // positions per sequence; 0: the model's max_position_embeddings
+  int max_batch_tokens = 8192;  // tokens of one Forward/Step; scratch is sized for it at load
   double kv_memory_fraction = 0.9;  // CUDA only
   // Element type of the KV cache (kernels/kv_cache_format.h). Unset: the device's default,
   // DefaultKvDtype(device). CPU: all four (f32 is the reference; the others quantize on write and
   // dequantize on read, for measuring quality); CUDA: bf16, int8, int4.
   std::optional<KvDtype> kv_dtype;
-  ActivationTrace trace;           // optional; CPU only
+  ActivationTrace trace;  // optional; CPU only
   // Pipeline parallelism: the layers this engine holds (default: all) and how hidden states
   // cross to the next stage (runtime/pipeline_stage.h, kernels/hidden_transfer.h). CPU and CUDA;
   // not for MoE on CUDA (no CUDA MoE engine).
@@ -61,9 +61,9 @@ struct EngineOptions {
 enum class LogitsWanted { kNone, kLast, kAll };
 
 struct BatchEntry {
-  int32_t start_position = 0;           // position of tokens[0]; the cache holds [0, start_position)
-  std::span<const int32_t> tokens;      // non-empty
-  std::span<const int32_t> block_table; // covers at least start_position + tokens.size() positions
+  int32_t start_position = 0;       // position of tokens[0]; the cache holds [0, start_position)
+  std::span<const int32_t> tokens;  // non-empty
+  std::span<const int32_t> block_table;  // covers at least start_position + tokens.size() positions
   LogitsWanted logits = LogitsWanted::kLast;
 };
 
@@ -117,7 +117,8 @@ class Engine {
   // Forward, then one token sampled (sampling.h SampleSpec) for each entry whose logits ==
   // kLast, in entry order: samples.size() must equal the number of such entries (kAll entries
   // are not sampled). Only the chosen tokens (and logprobs when asked) leave the device.
-  virtual absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+  virtual absl::Status Step(std::span<const BatchEntry> entries,
+                            std::span<const SampleSpec> samples,
                             std::vector<SampleResult>* results) = 0;
 
   // Pipelined steps (a pipeline of S workers keeps S steps in flight, one per stage): StartStep
@@ -126,7 +127,8 @@ class Engine {
   // outlive StartStep. Engines that run one step at a time say 1 here and keep the
   // Unimplemented defaults; callers then use Step.
   virtual int max_steps_in_flight() const { return 1; }
-  virtual absl::Status StartStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples) {
+  virtual absl::Status StartStep(std::span<const BatchEntry> entries,
+                                 std::span<const SampleSpec> samples) {
     return absl::UnimplementedError("this engine runs one step at a time (Step)");
   }
   virtual absl::Status FinishStep(std::vector<SampleResult>* results) {
@@ -144,11 +146,13 @@ class Engine {
   // (io.logits). The batch is validated as in Forward, and io.input's size against the batch.
   // A whole-model engine runs Step or Forward; engines without stage support are Unimplemented
   // for other stages.
-  virtual absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                                 const StageIo& io, std::vector<SampleResult>* results);
+  virtual absl::Status StageStep(std::span<const BatchEntry> entries,
+                                 std::span<const SampleSpec> samples, const StageIo& io,
+                                 std::vector<SampleResult>* results);
   // GPU engines: the buffers of StageIo::on_device. Others: Unimplemented.
   virtual absl::StatusOr<DeviceStageBuffers> device_stage_buffers() {
-    return absl::UnimplementedError("device " + device_name() + " keeps no stage messages in device memory");
+    return absl::UnimplementedError("device " + device_name() +
+                                    " keeps no stage messages in device memory");
   }
 };
 
@@ -167,7 +171,8 @@ std::vector<KvDtype> SupportedKvDtypes(const std::string& device);
 absl::Status CheckKvDtype(const std::string& device, KvDtype dtype);
 
 // Shared validation of a batch against an engine's limits (used by every backend).
-absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config, int block_size,
-                           int num_kv_blocks, int64_t max_model_len, int max_batch_tokens);
+absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,
+                           int block_size, int num_kv_blocks, int64_t max_model_len,
+                           int max_batch_tokens);
 
 }  // namespace bitserve

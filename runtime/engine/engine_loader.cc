@@ -3,8 +3,8 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/engine/cpu_engine.h"
 #include "base/device_name.h"
+#include "runtime/engine/cpu_engine.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/pipeline_engine.h"
 #if BITSERVE_WITH_CUDA_ENGINE
@@ -31,8 +31,8 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& 
 #if BITSERVE_WITH_CUDA_ENGINE
     return LoadCudaEngine(model_dir, options);
 #else
-    return absl::UnimplementedError(absl::StrCat(
-        "device \"", options.device, "\": this bitserve was built without CUDA"));
+    return absl::UnimplementedError(
+        absl::StrCat("device \"", options.device, "\": this bitserve was built without CUDA"));
 #endif
   }
   return absl::InvalidArgumentError(

@@ -19,7 +19,8 @@ TEST(KvDtypeSupport, CpuKeepsAllFourCudaNotF32) {
     }
     const absl::Status f32 = CheckKvDtype(device, KvDtype::kF32);
     EXPECT_EQ(f32.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(std::string(f32.message()), HasSubstr("keeps its KV cache as bf16, int8, int4, not f32"));
+    EXPECT_THAT(std::string(f32.message()),
+                HasSubstr("keeps its KV cache as bf16, int8, int4, not f32"));
   }
   EXPECT_FALSE(CheckKvDtype("cpu", static_cast<KvDtype>(7)).ok());
   EXPECT_EQ(DefaultKvDtype("cpu"), KvDtype::kF32);

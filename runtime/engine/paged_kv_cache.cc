@@ -32,7 +32,8 @@ int64_t PagedKvCache::allocated_blocks() const {
 
 int64_t PagedKvCache::DataOffset(int layer, int kv, int row) const {
   BITSERVE_CHECK(layer >= first_layer_ && layer < first_layer_ + layers_) << "layer " << layer;
-  return params_bytes_ + ((int64_t{layer - first_layer_} * 2 + kv) * block_size_ + row) * row_bytes_;
+  return params_bytes_ +
+         ((int64_t{layer - first_layer_} * 2 + kv) * block_size_ + row) * row_bytes_;
 }
 
 int64_t PagedKvCache::ParamsOffset(int layer, int kv, int row) const {
@@ -61,8 +62,8 @@ void PagedKvCache::Gather(int layer, std::span<const int32_t> block_table, int64
   for (int64_t p = 0; p < count; p += block_size_) {
     const int rows = static_cast<int>(std::min<int64_t>(block_size_, count - p));
     const uint8_t* block = blocks_[block_table[p / block_size_]].get();
-    BITSERVE_CHECK(block != nullptr) << "reading block " << block_table[p / block_size_]
-                                     << " that was never written";
+    BITSERVE_CHECK(block != nullptr)
+        << "reading block " << block_table[p / block_size_] << " that was never written";
     const uint16_t* params = reinterpret_cast<const uint16_t*>(block);
     for (int kv = 0; kv < 2; ++kv) {
       float* out = (kv == 0 ? keys : values) + p * row_;

@@ -7,9 +7,8 @@
 
 namespace bitserve {
 
-absl::StatusOr<std::unique_ptr<PipelineEngine>> PipelineEngine::Load(const std::filesystem::path& model_dir,
-                                                                     const EngineOptions& options,
-                                                                     int num_stages) {
+absl::StatusOr<std::unique_ptr<PipelineEngine>> PipelineEngine::Load(
+    const std::filesystem::path& model_dir, const EngineOptions& options, int num_stages) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   ASSIGN_OR_RETURN(std::vector<PipelineStage> split, BalanceStages(config, num_stages));
   std::vector<std::unique_ptr<Engine>> stages;
@@ -35,8 +34,9 @@ std::string PipelineEngine::device_name() const {
   return absl::StrCat(stages_.size(), "-stage pipeline (", stages_.front()->device_name(), ")");
 }
 
-absl::Status PipelineEngine::Run(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                                 std::vector<float>* logits, std::vector<SampleResult>* results) {
+absl::Status PipelineEngine::Run(std::span<const BatchEntry> entries,
+                                 std::span<const SampleSpec> samples, std::vector<float>* logits,
+                                 std::vector<SampleResult>* results) {
   for (auto& stage : stages_) {
     StageIo io;
     io.input = carry_;
@@ -48,11 +48,13 @@ absl::Status PipelineEngine::Run(std::span<const BatchEntry> entries, std::span<
   return absl::OkStatus();
 }
 
-absl::Status PipelineEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
+absl::Status PipelineEngine::Forward(std::span<const BatchEntry> entries,
+                                     std::vector<float>* logits) {
   return Run(entries, {}, logits, nullptr);
 }
 
-absl::Status PipelineEngine::Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
+absl::Status PipelineEngine::Step(std::span<const BatchEntry> entries,
+                                  std::span<const SampleSpec> samples,
                                   std::vector<SampleResult>* results) {
   return Run(entries, samples, nullptr, results);
 }

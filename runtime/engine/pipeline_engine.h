@@ -17,8 +17,8 @@ namespace bitserve {
 class PipelineEngine final : public Engine {
  public:
   // options.stage is ignored: the layers are split by BalanceStages into `num_stages`.
-  static absl::StatusOr<std::unique_ptr<PipelineEngine>> Load(const std::filesystem::path& model_dir,
-                                                              const EngineOptions& options, int num_stages);
+  static absl::StatusOr<std::unique_ptr<PipelineEngine>> Load(
+      const std::filesystem::path& model_dir, const EngineOptions& options, int num_stages);
 
   const ModelConfig& config() const override { return stages_.front()->config(); }
   int block_size() const override { return stages_.front()->block_size(); }
@@ -33,7 +33,8 @@ class PipelineEngine final : public Engine {
                     std::vector<SampleResult>* results) override;
 
  private:
-  explicit PipelineEngine(std::vector<std::unique_ptr<Engine>> stages) : stages_(std::move(stages)) {}
+  explicit PipelineEngine(std::vector<std::unique_ptr<Engine>> stages)
+      : stages_(std::move(stages)) {}
   absl::Status Run(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                    std::vector<float>* logits, std::vector<SampleResult>* results);
 

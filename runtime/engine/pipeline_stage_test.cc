@@ -8,8 +8,8 @@
 #include <random>
 
 #include "gtest/gtest.h"
-#include "runtime/engine/engine.h"
 #include "runtime/checkpoint/synthetic_checkpoint.h"
+#include "runtime/engine/engine.h"
 
 namespace bitserve {
 namespace {
@@ -47,7 +47,7 @@ TEST(TransferFormatTest, Int8AndBf16RoundTrips) {
   const int64_t tokens = 5, hidden = 96;
   std::vector<float> x(tokens * hidden);
   for (float& v : x) v = normal(rng);
-  x[3] = 40.0f;  // an outlier channel sets its row's scale
+  x[3] = 40.0f;                                      // an outlier channel sets its row's scale
   std::fill(x.begin() + 4 * hidden, x.end(), 0.0f);  // an all-zero row
   for (TransferDtype dtype : {TransferDtype::kInt8, TransferDtype::kBf16}) {
     std::vector<uint8_t> bytes(TransferBytes(dtype, tokens, hidden));
@@ -60,7 +60,8 @@ TEST(TransferFormatTest, Int8AndBf16RoundTrips) {
       for (int64_t i = 0; i < hidden; ++i) {
         const float a = x[t * hidden + i], b = y[t * hidden + i];
         // int8: half a step of max/127; bf16: half an ulp of 8 significant bits.
-        const float bound = dtype == TransferDtype::kInt8 ? amax / 254.0f * 1.0001f : std::abs(a) / 256.0f;
+        const float bound =
+            dtype == TransferDtype::kInt8 ? amax / 254.0f * 1.0001f : std::abs(a) / 256.0f;
         ASSERT_LE(std::abs(a - b), bound) << TransferDtypeName(dtype) << " t=" << t << " i=" << i;
       }
     }
@@ -103,12 +104,14 @@ TEST(StageStepTest, InputOfTheWrongSizeAndWholeModelCallsAreRefused) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("input of"), std::string::npos) << s;
   // A stage is not the whole model.
-  EXPECT_EQ((*last)->Step({&entry, 1}, {&spec, 1}, &results).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*last)->Step({&entry, 1}, {&spec, 1}, &results).code(),
+            absl::StatusCode::kFailedPrecondition);
   std::vector<float> logits;
   EXPECT_EQ((*last)->Forward({&entry, 1}, &logits).code(), absl::StatusCode::kFailedPrecondition);
   // A stage that does not end at the last layer is not the last stage.
   o.stage = {1, 2, 3, 5};
-  EXPECT_EQ(LoadEngine("models/shakespeare-dense", o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadEngine("models/shakespeare-dense", o).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 class PipelineChainTest : public ::testing::TestWithParam<std::tuple<int, TransferDtype>> {};
@@ -154,7 +157,8 @@ TEST_P(PipelineChainTest, MatchesTheWholeModel) {
   int32_t token = prompt.back();
   for (int s = 0; s < steps; ++s) {
     const std::vector<int32_t> one = {token};
-    const BatchEntry entry{static_cast<int32_t>(prompt.size()) + s - 1, one, table, LogitsWanted::kLast};
+    const BatchEntry entry{static_cast<int32_t>(prompt.size()) + s - 1, one, table,
+                           LogitsWanted::kLast};
     std::vector<float> lw, lg;
     ASSERT_TRUE((*whole)->Forward({&entry, 1}, &lw).ok());
     ASSERT_TRUE((*chain)->Forward({&entry, 1}, &lg).ok());
@@ -179,7 +183,8 @@ TEST_P(PipelineChainTest, MatchesTheWholeModel) {
 
 INSTANTIATE_TEST_SUITE_P(Stages, PipelineChainTest,
                          ::testing::Combine(::testing::Values(2, 3),
-                                            ::testing::Values(TransferDtype::kInt8, TransferDtype::kBf16)));
+                                            ::testing::Values(TransferDtype::kInt8,
+                                                              TransferDtype::kBf16)));
 
 }  // namespace
 }  // namespace bitserve

@@ -15,8 +15,9 @@ int32_t ArgMax(std::span<const float> values) {
 }
 
 std::vector<int32_t> IdentityBlockTable(const Engine& engine) {
-  const int64_t blocks = std::min<int64_t>(
-      (engine.max_model_len() + engine.block_size() - 1) / engine.block_size(), engine.num_kv_blocks());
+  const int64_t blocks =
+      std::min<int64_t>((engine.max_model_len() + engine.block_size() - 1) / engine.block_size(),
+                        engine.num_kv_blocks());
   std::vector<int32_t> table(blocks);
   for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
   return table;
@@ -44,8 +45,7 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, const Tokenizer* tokeniz
     return absl::OutOfRangeError(
         absl::StrCat("prompt has ", prompt_len, " tokens; the limit is ", max_len));
   }
-  const std::vector<int> stops =
-      request.ignore_eos ? std::vector<int>{} : request.stop_token_ids;
+  const std::vector<int> stops = request.ignore_eos ? std::vector<int>{} : request.stop_token_ids;
   std::optional<IncrementalDetokenizer> detokenizer;
   if (tokenizer) detokenizer.emplace(*tokenizer);
   ASSIGN_OR_RETURN(StopStringMatcher matcher,
@@ -65,7 +65,8 @@ absl::StatusOr<GenerateResult> Generate(Engine& engine, const Tokenizer* tokeniz
   while (!finished && static_cast<int>(result.tokens.size()) < request.max_new_tokens) {
     const BatchEntry entry{static_cast<int32_t>(position), next, block_table, LogitsWanted::kLast};
     const SampleSpec spec{&request.sampling, result.seed,
-                          static_cast<int64_t>(result.tokens.size()), request.prompt, result.tokens};
+                          static_cast<int64_t>(result.tokens.size()), request.prompt,
+                          result.tokens};
     if (step_logits) {
       // The caller wants the logits: sample on the host from the copy.
       status = engine.Forward({&entry, 1}, &logits);

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "runtime/engine/engine.h"
 #include "kernels/cpu/sampling.h"
+#include "runtime/engine/engine.h"
 #include "runtime/text/tokenizer/tokenizer.h"
 
 namespace bitserve {
@@ -18,19 +18,20 @@ namespace bitserve {
 struct GenerateRequest {
   std::vector<int32_t> prompt;
   int max_new_tokens = 16;
-  SamplingParams sampling;          // default: greedy
-  std::vector<int> stop_token_ids;  // e.g. generation_config.json's eos ids; ignored with ignore_eos
+  SamplingParams sampling;  // default: greedy
+  std::vector<int>
+      stop_token_ids;  // e.g. generation_config.json's eos ids; ignored with ignore_eos
   bool ignore_eos = false;
   std::vector<std::string> stop_strings;  // need a tokenizer; matched across token boundaries
   bool include_stop_string = false;
 };
 
 struct GenerateResult {
-  std::vector<int32_t> tokens;  // generated, without the prompt (a final stop token included)
-  std::string text;             // detokenized, special tokens skipped, stop string removed
-  std::string finish_reason;    // "eos" (stop token), "stop" (stop string), "length"
+  std::vector<int32_t> tokens;        // generated, without the prompt (a final stop token included)
+  std::string text;                   // detokenized, special tokens skipped, stop string removed
+  std::string finish_reason;          // "eos" (stop token), "stop" (stop string), "length"
   std::vector<SampleResult> samples;  // per token: its logprob and top alternatives
-  uint64_t seed = 0;            // the sampling seed used (to reproduce the output)
+  uint64_t seed = 0;                  // the sampling seed used (to reproduce the output)
 };
 
 // Called as the output grows: the new token and the text that became final with it (may be

@@ -10,10 +10,10 @@ namespace bitserve {
 absl::Status CheckTokenizerFitsModel(const Tokenizer& tokenizer, const ModelConfig& config,
                                      const std::string& source) {
   if (tokenizer.vocab_size() <= config.vocab_size) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      source, " has token ids up to ", tokenizer.vocab_size() - 1,
-      ", but the model's vocabulary (config.json vocab_size) is [0, ", config.vocab_size,
-      "): this tokenizer does not belong to this model"));
+  return absl::FailedPreconditionError(
+      absl::StrCat(source, " has token ids up to ", tokenizer.vocab_size() - 1,
+                   ", but the model's vocabulary (config.json vocab_size) is [0, ",
+                   config.vocab_size, "): this tokenizer does not belong to this model"));
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadModelTokenizer(const std::filesystem::path& dir,

@@ -57,8 +57,9 @@ TEST_F(ModelTokenizerTest, AnotherModelsLargerTokenizerIsRefused) {
   ASSERT_FALSE(tokenizer.ok());
   EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(tokenizer.status().message(),
-              AllOf(HasSubstr((dir_ / "gqa" / "tokenizer.json").string()), HasSubstr("token ids up to 128255"),
-                    HasSubstr("[0, 1024)"), HasSubstr("does not belong to this model")));
+              AllOf(HasSubstr((dir_ / "gqa" / "tokenizer.json").string()),
+                    HasSubstr("token ids up to 128255"), HasSubstr("[0, 1024)"),
+                    HasSubstr("does not belong to this model")));
 }
 
 }  // namespace

@@ -21,20 +21,23 @@ using Clock = std::chrono::steady_clock;
 
 absl::StatusOr<int> ParseCudaDevice(const std::string& device) {
   if (!IsCudaDevice(device)) {
-    return absl::InvalidArgumentError(absl::StrCat("NCCL needs a CUDA device (cuda or cuda:N), not \"", device, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL needs a CUDA device (cuda or cuda:N), not \"", device, "\""));
   }
   return CudaDeviceIndex(device);
 }
 
 absl::Status CudaError(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+  return absl::InternalError(
+      absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
 }
 
 absl::Status NcclError(ncclResult_t r, const std::string& what, ncclComm_t comm) {
   const char* last = comm != nullptr ? ncclGetLastError(comm) : nullptr;
-  return absl::UnavailableError(absl::StrCat("NCCL ", what, ": ", ncclGetErrorString(r),
-                                             last != nullptr && *last != '\0' ? absl::StrCat(" (", last, ")") : ""));
+  return absl::UnavailableError(
+      absl::StrCat("NCCL ", what, ": ", ncclGetErrorString(r),
+                   last != nullptr && *last != '\0' ? absl::StrCat(" (", last, ")") : ""));
 }
 
 // Short waits spin (a decode step's message arrives within microseconds of the peer's kernel), long
@@ -61,7 +64,8 @@ struct NcclTransport::State {
   absl::Status Wait(const std::string& what) {
     const auto start = Clock::now();
     while (true) {
-      if (abort_requested.load()) return End(absl::UnavailableError(absl::StrCat(what, ": the transport was aborted")));
+      if (abort_requested.load())
+        return End(absl::UnavailableError(absl::StrCat(what, ": the transport was aborted")));
       ncclResult_t state = ncclSuccess;
       const ncclResult_t r = ncclCommGetAsyncError(comm, &state);
       if (r != ncclSuccess) return End(NcclError(r, what, comm));
@@ -83,7 +87,8 @@ struct NcclTransport::State {
     return why_status;
   }
   absl::Status Usable() const {
-    if (aborted) return absl::UnavailableError(absl::StrCat("the NCCL communicator was aborted: ", why));
+    if (aborted)
+      return absl::UnavailableError(absl::StrCat("the NCCL communicator was aborted: ", why));
     if (abort_requested.load()) return absl::UnavailableError("the transport was aborted");
     return absl::OkStatus();
   }
@@ -91,7 +96,8 @@ struct NcclTransport::State {
 
 absl::StatusOr<std::string> NewNcclUniqueId() {
   ncclUniqueId id;
-  if (const ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) return NcclError(r, "ncclGetUniqueId", nullptr);
+  if (const ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess)
+    return NcclError(r, "ncclGetUniqueId", nullptr);
   static_assert(sizeof(id.internal) == kNcclUniqueIdBytes);
   return std::string(id.internal, sizeof(id.internal));
 }
@@ -107,12 +113,12 @@ absl::StatusOr<std::string> CudaPciBusId(const std::string& device) {
   return std::string(bus);
 }
 
-absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const std::string& unique_id, int rank,
-                                                                      int world_size, const std::string& device,
-                                                                      std::chrono::milliseconds timeout) {
+absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(
+    const std::string& unique_id, int rank, int world_size, const std::string& device,
+    std::chrono::milliseconds timeout) {
   if (unique_id.size() != kNcclUniqueIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the NCCL unique id has ", unique_id.size(), " bytes, not ", kNcclUniqueIdBytes));
+    return absl::InvalidArgumentError(absl::StrCat("the NCCL unique id has ", unique_id.size(),
+                                                   " bytes, not ", kNcclUniqueIdBytes));
   }
   if (world_size < 1 || rank < 0 || rank >= world_size) {
     return absl::InvalidArgumentError(absl::StrCat("NCCL rank ", rank, " of ", world_size));
@@ -136,7 +142,8 @@ absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const std:
   State& st = *transport->state_;
   if (r != ncclSuccess && r != ncclInProgress) {
     if (st.comm != nullptr) st.End(NcclError(r, "ncclCommInitRankConfig", st.comm)).IgnoreError();
-    return NcclError(r, absl::StrCat("ncclCommInitRankConfig (rank ", rank, " of ", world_size, ")"), nullptr);
+    return NcclError(
+        r, absl::StrCat("ncclCommInitRankConfig (rank ", rank, " of ", world_size, ")"), nullptr);
   }
   const auto deadline = Clock::now() + timeout;
   const auto start = Clock::now();
@@ -145,12 +152,14 @@ absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const std:
     r = ncclCommGetAsyncError(st.comm, &state);
     if (r != ncclSuccess) return st.End(NcclError(r, "forming the communicator", st.comm));
     if (state == ncclSuccess) break;
-    if (state != ncclInProgress) return st.End(NcclError(state, "forming the communicator", st.comm));
+    if (state != ncclInProgress)
+      return st.End(NcclError(state, "forming the communicator", st.comm));
     if (Clock::now() > deadline) {
-      return st.End(absl::DeadlineExceededError(
-          absl::StrCat("the NCCL communicator of ", world_size, " ranks did not form within ", timeout.count(),
-                       " ms (this is rank ", rank, "; are the other workers up, and can every rank reach the "
-                       "coordinator's NCCL bootstrap and the others? NCCL_SOCKET_IFNAME picks the interface)")));
+      return st.End(absl::DeadlineExceededError(absl::StrCat(
+          "the NCCL communicator of ", world_size, " ranks did not form within ", timeout.count(),
+          " ms (this is rank ", rank,
+          "; are the other workers up, and can every rank reach the "
+          "coordinator's NCCL bootstrap and the others? NCCL_SOCKET_IFNAME picks the interface)")));
     }
     Pause(start);
   }
@@ -174,7 +183,8 @@ absl::Status NcclTransport::Send(int peer, const void* data, int64_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   const std::string what = absl::StrCat("send of ", bytes, " bytes to rank ", peer);
   cudaSetDevice(state_->device);
-  const ncclResult_t r = ncclSend(data, static_cast<size_t>(bytes), ncclInt8, peer, state_->comm, state_->stream);
+  const ncclResult_t r =
+      ncclSend(data, static_cast<size_t>(bytes), ncclInt8, peer, state_->comm, state_->stream);
   if (r != ncclSuccess && r != ncclInProgress) return state_->End(NcclError(r, what, state_->comm));
   return state_->Wait(what);
 }
@@ -182,12 +192,14 @@ absl::Status NcclTransport::Send(int peer, const void* data, int64_t bytes) {
 absl::Status NcclTransport::Recv(int peer, void* data, int64_t bytes) {
   if (absl::Status s = state_->Usable(); !s.ok()) return s;
   if (peer < 0 || peer >= world_size_ || peer == rank_) {
-    return absl::InvalidArgumentError(absl::StrCat("rank ", rank_, " cannot receive from rank ", peer));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank_, " cannot receive from rank ", peer));
   }
   if (bytes == 0) return absl::OkStatus();
   const std::string what = absl::StrCat("receive of ", bytes, " bytes from rank ", peer);
   cudaSetDevice(state_->device);
-  const ncclResult_t r = ncclRecv(data, static_cast<size_t>(bytes), ncclInt8, peer, state_->comm, state_->stream);
+  const ncclResult_t r =
+      ncclRecv(data, static_cast<size_t>(bytes), ncclInt8, peer, state_->comm, state_->stream);
   if (r != ncclSuccess && r != ncclInProgress) return state_->End(NcclError(r, what, state_->comm));
   return state_->Wait(what);
 }
@@ -205,7 +217,8 @@ absl::Status NoNccl() { return absl::UnimplementedError("this bitserve was built
 absl::StatusOr<std::string> NewNcclUniqueId() { return NoNccl(); }
 absl::StatusOr<std::string> CudaPciBusId(const std::string&) { return NoNccl(); }
 absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const std::string&, int, int,
-                                                                      const std::string&, std::chrono::milliseconds) {
+                                                                      const std::string&,
+                                                                      std::chrono::milliseconds) {
   return NoNccl();
 }
 NcclTransport::NcclTransport(int rank, int world_size, std::unique_ptr<State> state)

@@ -40,8 +40,9 @@ class NcclTransport final : public Transport {
  public:
   // Joins rank `rank` of `world_size` on `device` ("cuda", "cuda:N") to the communicator of
   // `unique_id`; every rank must call this within `timeout` (DEADLINE_EXCEEDED otherwise).
-  static absl::StatusOr<std::unique_ptr<NcclTransport>> Connect(const std::string& unique_id, int rank,
-                                                                int world_size, const std::string& device,
+  static absl::StatusOr<std::unique_ptr<NcclTransport>> Connect(const std::string& unique_id,
+                                                                int rank, int world_size,
+                                                                const std::string& device,
                                                                 std::chrono::milliseconds timeout);
   ~NcclTransport() override;
 

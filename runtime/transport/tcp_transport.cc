@@ -25,13 +25,15 @@ absl::Status Errno(const std::string& what) {
 }
 
 // Waits until fd is readable (or writable) within `timeout`.
-absl::Status WaitFor(int fd, short events, std::chrono::milliseconds timeout, const std::string& what) {
+absl::Status WaitFor(int fd, short events, std::chrono::milliseconds timeout,
+                     const std::string& what) {
   pollfd p{fd, events, 0};
   while (true) {
     const int r = poll(&p, 1, static_cast<int>(timeout.count()));
     if (r > 0) return absl::OkStatus();
     if (r == 0) {
-      return absl::DeadlineExceededError(absl::StrCat(what, ": nothing within ", timeout.count(), " ms"));
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, ": nothing within ", timeout.count(), " ms"));
     }
     if (errno != EINTR) return Errno(what);
   }
@@ -57,7 +59,8 @@ absl::Status ReadAll(int fd, void* data, int64_t bytes, std::chrono::millisecond
   while (bytes > 0) {
     RETURN_IF_ERROR(WaitFor(fd, POLLIN, timeout, what));
     const ssize_t n = recv(fd, p, static_cast<size_t>(bytes), 0);
-    if (n == 0) return absl::UnavailableError(absl::StrCat(what, ": the peer closed the connection"));
+    if (n == 0)
+      return absl::UnavailableError(absl::StrCat(what, ": the peer closed the connection"));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Errno(what);
@@ -71,11 +74,13 @@ absl::Status ReadAll(int fd, void* data, int64_t bytes, std::chrono::millisecond
 absl::StatusOr<std::pair<std::string, int>> SplitAddress(const std::string& address) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("transport address \"", address, "\" is not host:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("transport address \"", address, "\" is not host:port"));
   }
   const int port = std::atoi(address.c_str() + colon + 1);
   if (port <= 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("transport address \"", address, "\" has no valid port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("transport address \"", address, "\" has no valid port"));
   }
   return std::make_pair(address.substr(0, colon), port);
 }
@@ -93,7 +98,8 @@ absl::StatusOr<int> Dial(const std::string& address, Clock::time_point deadline)
   hints.ai_socktype = SOCK_STREAM;
   while (true) {
     addrinfo* found = nullptr;
-    const int rc = getaddrinfo(host_port.first.c_str(), std::to_string(host_port.second).c_str(), &hints, &found);
+    const int rc = getaddrinfo(host_port.first.c_str(), std::to_string(host_port.second).c_str(),
+                               &hints, &found);
     if (rc == 0) {
       for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
         const int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
@@ -108,7 +114,8 @@ absl::StatusOr<int> Dial(const std::string& address, Clock::time_point deadline)
       freeaddrinfo(found);
     }
     if (Clock::now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("cannot connect to transport peer ", address));
+      return absl::DeadlineExceededError(
+          absl::StrCat("cannot connect to transport peer ", address));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -116,14 +123,17 @@ absl::StatusOr<int> Dial(const std::string& address, Clock::time_point deadline)
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TcpListener>> TcpListener::Listen(const std::string& host, int port) {
+absl::StatusOr<std::unique_ptr<TcpListener>> TcpListener::Listen(const std::string& host,
+                                                                 int port) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE;
   addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || found == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("transport host \"", host, "\" does not resolve"));
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("transport host \"", host, "\" does not resolve"));
   }
   const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
   const int one = 1;
@@ -147,7 +157,8 @@ absl::StatusOr<std::unique_ptr<TcpListener>> TcpListener::Listen(const std::stri
 TcpListener::~TcpListener() { close(fd_); }
 
 absl::StatusOr<int> TcpListener::Accept(std::chrono::milliseconds timeout) {
-  RETURN_IF_ERROR(WaitFor(fd_, POLLIN, timeout, absl::StrCat("waiting for transport peers on ", address_)));
+  RETURN_IF_ERROR(
+      WaitFor(fd_, POLLIN, timeout, absl::StrCat("waiting for transport peers on ", address_)));
   const int fd = accept(fd_, nullptr, nullptr);
   if (fd < 0) return Errno("accept");
   NoDelay(fd);
@@ -183,16 +194,19 @@ absl::StatusOr<std::unique_ptr<TcpTransport>> TcpTransport::Connect(
     }
   }
   for (int accepted = 0; accepted < world - 1 - rank; ++accepted) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     auto fd = listener->Accept(std::max(left, std::chrono::milliseconds(1)));
     if (!fd.ok()) {
       cleanup();
       return fd.status();
     }
     int32_t peer = -1;
-    absl::Status s = ReadAll(*fd, &peer, 4, std::max(left, std::chrono::milliseconds(1)), "transport hello");
+    absl::Status s =
+        ReadAll(*fd, &peer, 4, std::max(left, std::chrono::milliseconds(1)), "transport hello");
     if (s.ok() && (peer <= rank || peer >= world || fds[peer] >= 0)) {
-      s = absl::InvalidArgumentError(absl::StrCat("transport rank ", rank, ": unexpected hello from rank ", peer));
+      s = absl::InvalidArgumentError(
+          absl::StrCat("transport rank ", rank, ": unexpected hello from rank ", peer));
     }
     if (!s.ok()) {
       close(*fd);
@@ -211,7 +225,8 @@ TcpTransport::~TcpTransport() {
 }
 
 void TcpTransport::Abort() {
-  // shutdown() wakes a thread blocked in poll/recv on the socket; close() stays with the destructor.
+  // shutdown() wakes a thread blocked in poll/recv on the socket; close() stays with the
+  // destructor.
   for (int fd : fds_) {
     if (fd >= 0) shutdown(fd, SHUT_RDWR);
   }
@@ -238,7 +253,8 @@ absl::Status TcpTransport::Recv(int peer, void* data, int64_t bytes) {
   uint64_t length = 0;
   RETURN_IF_ERROR(ReadAll(fds_[peer], &length, 8, recv_timeout_, what));
   if (length != static_cast<uint64_t>(bytes)) {
-    return absl::InternalError(absl::StrCat(what, ": a message of ", length, " bytes, expected ", bytes));
+    return absl::InternalError(
+        absl::StrCat(what, ": a message of ", length, " bytes, expected ", bytes));
   }
   return ReadAll(fds_[peer], data, bytes, recv_timeout_, what);
 }

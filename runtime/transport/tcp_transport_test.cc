@@ -26,7 +26,8 @@ std::vector<std::unique_ptr<TcpTransport>> ConnectAll(int world) {
   std::vector<std::future<absl::StatusOr<std::unique_ptr<TcpTransport>>>> pending;
   for (int r = 0; r < world; ++r) {
     pending.push_back(std::async(std::launch::async, [&, r, l = std::move(listeners[r])]() mutable {
-      return TcpTransport::Connect(std::move(l), r, addresses, milliseconds(5000), milliseconds(2000));
+      return TcpTransport::Connect(std::move(l), r, addresses, milliseconds(5000),
+                                   milliseconds(2000));
     }));
   }
   std::vector<std::unique_ptr<TcpTransport>> out;

@@ -11,12 +11,12 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/common/cuda_check.cuh"
-#include "kernels/cuda/common/device_info.cuh"
+#include "base/status_macros.h"
 #include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/attention/paged_attention_internal.cuh"
 #include "kernels/cuda/attention/paged_attention_options.cuh"
-#include "base/status_macros.h"
+#include "kernels/cuda/common/cuda_check.cuh"
+#include "kernels/cuda/common/device_info.cuh"
 
 namespace bitserve::cuda {
 namespace paged_attention {

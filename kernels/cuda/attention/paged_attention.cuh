@@ -52,14 +52,14 @@ inline int64_t PagedKvBytesPerPosition(KvDtype dtype, int num_kv_heads, int head
 // captured for a bucket of batch sizes stays valid for smaller batches of the same bucket: kernels
 // read the true sizes from the device arrays and return early past them.
 struct AttentionBatch {
-  int num_entries = 0;           // entries in the device arrays (<= max_entries)
-  int num_tokens = 0;            // tokens in the batch (<= max_tokens)
+  int num_entries = 0;                      // entries in the device arrays (<= max_entries)
+  int num_tokens = 0;                       // tokens in the batch (<= max_tokens)
   const int32_t* token_begin = nullptr;     // [num_entries + 1]
   const int32_t* start_position = nullptr;  // [num_entries]
   const int32_t* token_entry = nullptr;     // [num_tokens] entry of each token
   const int32_t* block_tables = nullptr;    // [num_entries][max_blocks_per_seq]
   int max_blocks_per_seq = 0;
-  int max_context = 0;           // bound on start_position + tokens of any entry (grid sizing)
+  int max_context = 0;  // bound on start_position + tokens of any entry (grid sizing)
   // Device copies of num_entries / num_tokens for graph replays (may be null when the host ints
   // are exact).
   const int32_t* device_num_entries = nullptr;

@@ -1,5 +1,6 @@
-// Paged attention and WritePagedKv (kernels/cuda/attention/paged_attention.cuh) in the CUDA op test harness
-// (op_test_harness.cuh), for each KV cache dtype (bf16, int8, int4; kernels/kv_cache_format.h).
+// Paged attention and WritePagedKv (kernels/cuda/attention/paged_attention.cuh) in the CUDA op test
+// harness (op_test_harness.cuh), for each KV cache dtype (bf16, int8, int4;
+// kernels/kv_cache_format.h).
 //
 // Random q, K/V history quantized by the CPU reference (kernels/cpu/kv_quant.h) straight into a
 // cache whose unused rows and blocks hold NaN (bf16 NaN, or NaN fp16 params for int8/int4: a
@@ -12,9 +13,9 @@
 // to the bf16 tolerance: the kernels dequantize to exactly the reference's values (prefill keeps
 // the integers exact in bf16 and applies scale and zero around the MMAs).
 // Tolerance: relative L2 error of the whole output <= 3e-4 and of each (token, head) row <= 1e-3.
-// Measured on an H100 (2026-11-24, bf16 cache): decode (fp32 CUDA cores) ~4e-7 at short contexts, 2e-5 at
-// 32K; prefill (tensor cores, q and p as hi + lo bf16, ~2^-17 relative) ~4e-6 short, 9e-5 for a
-// chunk after 32K keys: at long contexts the output is an average of many values (|o| ~
+// Measured on an H100 (2026-11-24, bf16 cache): decode (fp32 CUDA cores) ~4e-7 at short contexts,
+// 2e-5 at 32K; prefill (tensor cores, q and p as hi + lo bf16, ~2^-17 relative) ~4e-6 short, 9e-5
+// for a chunk after 32K keys: at long contexts the output is an average of many values (|o| ~
 // 1/sqrt(keys)), so the same absolute error is a larger relative one, for the CPU's float sums
 // too. The plain-bf16 prefill variant (q and p rounded to bf16) measured 2.6e-3 and gets 1e-2 /
 // 5e-2. int8 / int4 caches (H100, 2026-11-23, bench/cuda/results/h100_kv_dtype_op_test.txt): at
@@ -34,10 +35,10 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/kv_quant.h"
-#include "kernels/cuda/common/device_buffer.cuh"
-#include "kernels/cuda/op_test_harness.cuh"
 #include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/attention/paged_attention_options.cuh"
+#include "kernels/cuda/common/device_buffer.cuh"
+#include "kernels/cuda/op_test_harness.cuh"
 #include "kernels/kv_cache_format.h"
 
 namespace bitserve::cuda {
@@ -51,14 +52,14 @@ struct AttnCase {
   std::string label;
   int heads, kv_heads, head_dim, block_size;
   std::vector<AttnEntry> entries;
-  int decode_splits = 0;       // PagedAttentionOptions::decode_splits (0: automatic)
-  bool split_bf16 = true;      // PagedAttentionOptions::prefill_split_bf16
-  bool graph_bounds = false;   // host bounds above the true counts, true counts on the device
+  int decode_splits = 0;      // PagedAttentionOptions::decode_splits (0: automatic)
+  bool split_bf16 = true;     // PagedAttentionOptions::prefill_split_bf16
+  bool graph_bounds = false;  // host bounds above the true counts, true counts on the device
   KvDtype dtype = KvDtype::kBf16;
 
   std::string Name() const {
     std::string name = absl::StrCat(label, "_", KvDtypeName(dtype), "_h", heads, "_kv", kv_heads,
-                                     "_d", head_dim, "_bs", block_size);
+                                    "_d", head_dim, "_bs", block_size);
     if (decode_splits > 0) absl::StrAppend(&name, "_splits", decode_splits);
     if (!split_bf16) absl::StrAppend(&name, "_plainbf16");
     if (graph_bounds) absl::StrAppend(&name, "_graphbounds");
@@ -68,12 +69,12 @@ struct AttnCase {
 
 std::vector<AttnCase> AllAttentionCases() {
   std::vector<AttnCase> c;
-  const std::vector<AttnEntry> decode8 = {{0, 1},   {1, 1},    {15, 1},   {16, 1},
-                                          {17, 1},  {1000, 1}, {4095, 1}, {5000, 1}};
+  const std::vector<AttnEntry> decode8 = {{0, 1},  {1, 1},    {15, 1},   {16, 1},
+                                          {17, 1}, {1000, 1}, {4095, 1}, {5000, 1}};
   // Decode only: every head_dim and GQA ratio (1, 2, 3-in-4, 4, 5-in-8, 8, 16 = two slices).
-  c.push_back({"decode", 20, 5, 128, 16, decode8});           // bitnet-2b4t
-  c.push_back({"decode", 4, 2, 32, 16, decode8});             // tiny / test-gqa
-  c.push_back({"decode", 3, 3, 32, 16, decode8});             // test-odd
+  c.push_back({"decode", 20, 5, 128, 16, decode8});  // bitnet-2b4t
+  c.push_back({"decode", 4, 2, 32, 16, decode8});    // tiny / test-gqa
+  c.push_back({"decode", 3, 3, 32, 16, decode8});    // test-odd
   c.push_back({"decode", 4, 4, 64, 8, decode8});
   c.push_back({"decode", 16, 2, 96, 32, decode8});
   c.push_back({"decode", 64, 8, 128, 16, {{3000, 1}, {77, 1}}});  // 70B

@@ -27,9 +27,9 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/cuda/attention/paged_attention_internal.cuh"
 #include "kernels/cuda/common/cp_async.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
-#include "kernels/cuda/attention/paged_attention_internal.cuh"
 
 namespace bitserve::cuda::paged_attention {
 namespace {
@@ -71,7 +71,6 @@ __device__ __forceinline__ void SplitPack(float x0, float x1, uint32_t& hi, uint
   hi = *reinterpret_cast<const uint32_t*>(&h);
   lo = PackBf16(x0 - __low2float(h), x1 - __high2float(h));
 }
-
 
 template <int kHeadDim, bool kSplit, KvDtype kType>
 constexpr int PrefillSharedBytes() {
@@ -142,7 +141,7 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
   constexpr int kTileBuffers = kQuantized ? 1 : 2;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem);  // [kQPlanes][64][kStride]
-  __nv_bfloat16* sk = sq + kQPlanes * kPrefillRows * kStride;   // [kTileBuffers][64][kStride]
+  __nv_bfloat16* sk = sq + kQPlanes * kPrefillRows * kStride;  // [kTileBuffers][64][kStride]
   __nv_bfloat16* sv = sk + kTileBuffers * kPrefillKeys * kStride;
   // Quantized only: raw K, V [2][64][kHeadBytes]; (scale, offset) of K, V [64]; Q row sums [64].
   uint8_t* raw_k = reinterpret_cast<uint8_t*>(sv + kTileBuffers * kPrefillKeys * kStride);
@@ -195,11 +194,11 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
     for (int h = 0; h < 2; ++h) {
       const int r = warp * 16 + g + 8 * h;
       const int token = tok0 + r / G;
-      row_pos[h] = (r < a.tokens_per_tile * G && token >= ta && token < tb) ? pos_offset + token
-                                                                              : -1;
+      row_pos[h] =
+          (r < a.tokens_per_tile * G && token >= ta && token < tb) ? pos_offset + token : -1;
     }
-    int warp_min = min(row_pos[0] < 0 ? INT_MAX : row_pos[0],
-                       row_pos[1] < 0 ? INT_MAX : row_pos[1]);
+    int warp_min =
+        min(row_pos[0] < 0 ? INT_MAX : row_pos[0], row_pos[1] < 0 ? INT_MAX : row_pos[1]);
     int warp_max = max(row_pos[0], row_pos[1]);
     warp_min = __reduce_min_sync(0xffffffffu, warp_min);
     warp_max = __reduce_max_sync(0xffffffffu, warp_max);
@@ -212,7 +211,8 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
         float sum = 0;
         for (int d = 0; d < kHeadDim; ++d) {
           sum += __bfloat162float(sq[threadIdx.x * kStride + d]);
-          if constexpr (kSplit) sum += __bfloat162float(sq[(kPrefillRows + threadIdx.x) * kStride + d]);
+          if constexpr (kSplit)
+            sum += __bfloat162float(sq[(kPrefillRows + threadIdx.x) * kStride + d]);
         }
         s_qsum[threadIdx.x] = sum;
       }
@@ -231,8 +231,8 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
         const uint8_t* src_v = a.v;
         int bytes = 0;
         if (p <= pos_hi) {
-          const int64_t off = CacheRow(table, p, a.log2_block_size) * a.row_bytes +
-                              kv_head * kHeadBytes + byte;
+          const int64_t off =
+              CacheRow(table, p, a.log2_block_size) * a.row_bytes + kv_head * kHeadBytes + byte;
           src_k += off;
           src_v += off;
           bytes = 16;
@@ -423,12 +423,13 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
       const int r = warp * 16 + g + 8 * h;
       const int token = tok0 + r / G;
       const float inv = 1.0f / sum;
-      float* dst = a.out + (static_cast<int64_t>(token) * a.num_heads + kv_head * G + r % G) *
-                               kHeadDim + 2 * t4;
+      float* dst = a.out +
+                   (static_cast<int64_t>(token) * a.num_heads + kv_head * G + r % G) * kHeadDim +
+                   2 * t4;
 #pragma unroll
       for (int dn = 0; dn < kDimTiles; ++dn) {
-        *reinterpret_cast<float2*>(dst + dn * 8) = make_float2((o[dn][2 * h] + z) * inv,
-                                                               (o[dn][2 * h + 1] + z) * inv);
+        *reinterpret_cast<float2*>(dst + dn * 8) =
+            make_float2((o[dn][2 * h] + z) * inv, (o[dn][2 * h + 1] + z) * inv);
       }
     }
   }
@@ -452,8 +453,10 @@ absl::Status LaunchForHeadDim(bool split, KvDtype dtype, const PrefillArgs& args
     case KvDtype::kBf16:
       return split ? Launch<kHeadDim, true, KvDtype::kBf16>(args, grid, stream)
                    : Launch<kHeadDim, false, KvDtype::kBf16>(args, grid, stream);
-    case KvDtype::kInt8: return Launch<kHeadDim, true, KvDtype::kInt8>(args, grid, stream);
-    default: return Launch<kHeadDim, true, KvDtype::kInt4>(args, grid, stream);
+    case KvDtype::kInt8:
+      return Launch<kHeadDim, true, KvDtype::kInt8>(args, grid, stream);
+    default:
+      return Launch<kHeadDim, true, KvDtype::kInt4>(args, grid, stream);
   }
 }
 
@@ -462,10 +465,14 @@ absl::Status LaunchForHeadDim(bool split, KvDtype dtype, const PrefillArgs& args
 absl::Status LaunchPrefill(int head_dim, bool split_bf16, KvDtype dtype, const PrefillArgs& args,
                            dim3 grid, cudaStream_t stream) {
   switch (head_dim) {
-    case 32: return LaunchForHeadDim<32>(split_bf16, dtype, args, grid, stream);
-    case 64: return LaunchForHeadDim<64>(split_bf16, dtype, args, grid, stream);
-    case 96: return LaunchForHeadDim<96>(split_bf16, dtype, args, grid, stream);
-    default: return LaunchForHeadDim<128>(split_bf16, dtype, args, grid, stream);
+    case 32:
+      return LaunchForHeadDim<32>(split_bf16, dtype, args, grid, stream);
+    case 64:
+      return LaunchForHeadDim<64>(split_bf16, dtype, args, grid, stream);
+    case 96:
+      return LaunchForHeadDim<96>(split_bf16, dtype, args, grid, stream);
+    default:
+      return LaunchForHeadDim<128>(split_bf16, dtype, args, grid, stream);
   }
 }
 

@@ -8,10 +8,10 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/common/cuda_check.cuh"
-#include "kernels/cuda/attention/paged_attention_internal.cuh"
-#include "kernels/cuda/common/pdl.cuh"
 #include "base/status_macros.h"
+#include "kernels/cuda/attention/paged_attention_internal.cuh"
+#include "kernels/cuda/common/cuda_check.cuh"
+#include "kernels/cuda/common/pdl.cuh"
 
 namespace bitserve::cuda {
 namespace {

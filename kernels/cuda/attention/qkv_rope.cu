@@ -4,13 +4,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/cuda/attention/paged_attention_internal.cuh"
+#include "kernels/cuda/attention/qkv_rope.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/device_info.cuh"
-#include "kernels/cuda/attention/paged_attention_internal.cuh"
 #include "kernels/cuda/common/pdl.cuh"
-#include "kernels/cuda/attention/qkv_rope.cuh"
 #include "kernels/cuda/ternary/ternary_kernel_common.cuh"
-#include "base/status_macros.h"
 
 namespace bitserve::cuda {
 namespace {

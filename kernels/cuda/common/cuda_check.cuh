@@ -9,7 +9,8 @@
 
 namespace bitserve::cuda {
 
-inline absl::Status CudaStatus(cudaError_t error, const char* statement, const char* file, int line) {
+inline absl::Status CudaStatus(cudaError_t error, const char* statement, const char* file,
+                               int line) {
   if (error == cudaSuccess) return absl::OkStatus();
   int device = -1;
   cudaGetDevice(&device);
@@ -20,9 +21,9 @@ inline absl::Status CudaStatus(cudaError_t error, const char* statement, const c
 
 }  // namespace bitserve::cuda
 
-#define BITSERVE_CUDA_RETURN_IF_ERROR(statement)                                                 \
-  do {                                                                                           \
-    ::absl::Status bitserve_cuda_status_ =                                                       \
-        ::bitserve::cuda::CudaStatus((statement), #statement, __FILE__, __LINE__);               \
-    if (!bitserve_cuda_status_.ok()) return bitserve_cuda_status_;                               \
+#define BITSERVE_CUDA_RETURN_IF_ERROR(statement)                                   \
+  do {                                                                             \
+    ::absl::Status bitserve_cuda_status_ =                                         \
+        ::bitserve::cuda::CudaStatus((statement), #statement, __FILE__, __LINE__); \
+    if (!bitserve_cuda_status_.ok()) return bitserve_cuda_status_;                 \
   } while (0)

@@ -4,8 +4,8 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/device_info.cuh"
-#include "kernels/cuda/head/embedding.cuh"
 #include "kernels/cuda/common/pdl.cuh"
+#include "kernels/cuda/head/embedding.cuh"
 
 namespace bitserve::cuda {
 namespace {

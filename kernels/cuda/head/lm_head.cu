@@ -3,9 +3,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/common/cuda_check.cuh"
-#include "kernels/cuda/norm/fused_norm_quantize.cuh"
-#include "kernels/cuda/head/lm_head.cuh"
 #include "kernels/cuda/common/pdl.cuh"
+#include "kernels/cuda/head/lm_head.cuh"
+#include "kernels/cuda/norm/fused_norm_quantize.cuh"
 
 namespace bitserve::cuda {
 namespace {

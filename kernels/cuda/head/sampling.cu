@@ -212,7 +212,8 @@ __global__ void __launch_bounds__(kThreads)
     const PenaltyEntry entry = penalties[e];
     if (entry.id < 0 || entry.id >= vocab) continue;
     float x = w[entry.id];
-    if (p.repetition_penalty != 1.0f && entry.repeat != 0) x = RepetitionPenalized(x, p.repetition_penalty);
+    if (p.repetition_penalty != 1.0f && entry.repeat != 0)
+      x = RepetitionPenalized(x, p.repetition_penalty);
     if ((p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) && entry.count > 0) {
       x = FrequencyPresencePenalized(x, entry.count, p.frequency_penalty, p.presence_penalty);
     }
@@ -304,7 +305,8 @@ __global__ void __launch_bounds__(kThreads)
       if (c >= 0) {
         boundary_bucket = SamplingBucket(w[s[c]]);
         int above = 0;
-        for (int i = threadIdx.x; i < vocab; i += kThreads) above += SamplingBucket(w[i]) > boundary_bucket;
+        for (int i = threadIdx.x; i < vocab; i += kThreads)
+          above += SamplingBucket(w[i]) > boundary_bucket;
         boundary_first = BlockSumInt(above, sh);
         boundary_last = c;
       }

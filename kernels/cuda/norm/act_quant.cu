@@ -1,8 +1,8 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
+#include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/norm/fused_norm_quantize.cuh"
 
 namespace bitserve::cuda {
@@ -137,8 +137,8 @@ absl::Status RmsNormQuantizeActivations(const float* x, const float* weight, int
   if (absl::Status s = Validate(rows, dim, out); !s.ok()) return s;
   if (rows == 0) return absl::OkStatus();
   if (FitsRegisterKernel(x, weight, dim, out, normed)) {
-    return internal::LaunchFusedNormQuantize<true>(RowLoader{x, static_cast<int>(dim)}, weight, rows,
-                                                   dim, eps, out, normed, stream);
+    return internal::LaunchFusedNormQuantize<true>(RowLoader{x, static_cast<int>(dim)}, weight,
+                                                   rows, dim, eps, out, normed, stream);
   }
   QuantizeRowsKernel<true><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
       x, weight, static_cast<int>(dim), eps, out.values, out.stride, out.scales, out.sums, normed);

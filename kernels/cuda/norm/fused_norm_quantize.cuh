@@ -24,8 +24,8 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/device_info.cuh"
-#include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/common/pdl.cuh"
+#include "kernels/cuda/ternary/int8_activations.h"
 
 namespace bitserve::cuda::internal {
 

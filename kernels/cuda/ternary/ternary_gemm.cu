@@ -245,8 +245,7 @@ absl::Status TernaryGemm::RunInt32(const TernaryMatrixView& w, const Int8Activat
   return Multiply(w, x, nullptr, acc, stream);
 }
 
-TernaryProductPath ChooseTernaryProductPath(const TernaryMatrixView& w, int64_t m,
-                                            bool have_gemm) {
+TernaryProductPath ChooseTernaryProductPath(const TernaryMatrixView& w, int64_t m, bool have_gemm) {
   // bench/cuda/kernel_benchmark.cu --products on an H200 (docs/perf.md). The GEMV kernels stream
   // the weights once and win while few tokens share them: below 128 tokens (64 from 12,288 rows,
   // 32 for the 70B gate/up's 57,344, 256 for long inputs into at most 4,096 rows). The tiled
@@ -256,8 +255,8 @@ TernaryProductPath ChooseTernaryProductPath(const TernaryMatrixView& w, int64_t 
   // into few rows (the 2B4T down projection) from 256, where the tiled grid has fewer blocks than
   // the GPU has multiprocessors.
   const bool long_k = w.k_tiles() >= 48;
-  const int64_t gemv_below = w.padded_rows >= 32768   ? 32
-                             : w.padded_rows >= 12288 ? 64
+  const int64_t gemv_below = w.padded_rows >= 32768              ? 32
+                             : w.padded_rows >= 12288            ? 64
                              : (long_k && w.padded_rows <= 4096) ? 256
                                                                  : 128;
   if (m < gemv_below) return TernaryProductPath::kGemv;
@@ -278,8 +277,8 @@ absl::Status Dispatch(TernaryGemm* gemm, const TernaryMatrixView& w, const Int8A
       return y != nullptr ? TernaryGemv(w, x, y, stream) : TernaryGemvInt32(w, x, acc, stream);
     case TernaryProductPath::kTiled: {
       // The wgmma scratch holds [x.rows, x.stride]; TernaryGemm sized it for its own limits.
-      const bool fits = gemm != nullptr && x.rows <= gemm->max_tokens() &&
-                        x.stride <= gemm->max_cols();
+      const bool fits =
+          gemm != nullptr && x.rows <= gemm->max_tokens() && x.stride <= gemm->max_cols();
       return TernaryTiledMatmul(w, x, y, acc, stream, fits ? gemm->tiled_scratch() : nullptr);
     }
     case TernaryProductPath::kCublas:

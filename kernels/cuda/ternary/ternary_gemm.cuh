@@ -62,7 +62,6 @@ class TernaryGemm {
   DeviceBuffer<uint8_t> workspace_;  // cuBLASLt's
   DeviceBuffer<int8_t> permuted_;    // the tiled wgmma kernels' activations [max_tokens, max_cols]
   std::vector<std::unique_ptr<Plan>> plans_;
-
 };
 
 // The three ways to a ternary product, by token count (bench/cuda/kernel_benchmark.cu measures

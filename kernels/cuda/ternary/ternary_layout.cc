@@ -102,8 +102,8 @@ absl::StatusOr<PackedTernaryMatrix> PackTernaryMatrix(const int8_t* values, int6
     }
   });
   if (bad_r >= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("ternary matrix value at [", bad_r, ", ", bad_k, "] is ",
-                                                   bad_v, ", expected -1, 0 or 1"));
+    return absl::InvalidArgumentError(absl::StrCat("ternary matrix value at [", bad_r, ", ", bad_k,
+                                                   "] is ", bad_v, ", expected -1, 0 or 1"));
   }
   return w;
 }

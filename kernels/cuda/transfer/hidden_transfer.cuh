@@ -20,12 +20,14 @@ namespace bitserve::cuda {
 // x: [max_rows, hidden] float32. Encodes rows [0, rows) into out (TransferBytes(dtype, rows,
 // hidden) bytes), rows = *device_rows when device_rows is not null (<= max_rows), else max_rows.
 // hidden: a multiple of 4; x 16-byte aligned, out 4-byte aligned.
-absl::Status EncodeHidden(TransferDtype dtype, const float* x, int64_t max_rows, const int32_t* device_rows,
-                          int64_t hidden, uint8_t* out, cudaStream_t stream);
+absl::Status EncodeHidden(TransferDtype dtype, const float* x, int64_t max_rows,
+                          const int32_t* device_rows, int64_t hidden, uint8_t* out,
+                          cudaStream_t stream);
 
 // The inverse: rows [0, rows) of x from `in`; rows [rows, max_rows) become 0 (the padding rows of a
 // decode bucket stay finite).
-absl::Status DecodeHidden(TransferDtype dtype, const uint8_t* in, int64_t max_rows, const int32_t* device_rows,
-                          int64_t hidden, float* x, cudaStream_t stream);
+absl::Status DecodeHidden(TransferDtype dtype, const uint8_t* in, int64_t max_rows,
+                          const int32_t* device_rows, int64_t hidden, float* x,
+                          cudaStream_t stream);
 
 }  // namespace bitserve::cuda

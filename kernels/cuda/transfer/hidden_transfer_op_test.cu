@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "kernels/cuda/transfer/hidden_transfer.cuh"
 #include "kernels/cuda/op_test_harness.cuh"
+#include "kernels/cuda/transfer/hidden_transfer.cuh"
 #include "kernels/hidden_transfer.h"
 
 namespace bitserve::cuda {
@@ -53,7 +53,8 @@ TEST_P(HiddenTransferOpTest, MatchesCpuReference) {
         row[t % h] = 40.0f;
         break;
       case 1:  // max 127 -> scale 1, inv 1: half-way values round to even
-        for (int64_t i = 0; i < h; ++i) row[i] = static_cast<float>(static_cast<int>(rng.Uniform(-126, 126))) + 0.5f;
+        for (int64_t i = 0; i < h; ++i)
+          row[i] = static_cast<float>(static_cast<int>(rng.Uniform(-126, 126))) + 0.5f;
         row[0] = 127.0f;
         break;
       case 2:  // all zero: scale 0
@@ -81,7 +82,8 @@ TEST_P(HiddenTransferOpTest, MatchesCpuReference) {
   const int32_t* device_rows = c.rows < c.max_rows ? drows.get() : nullptr;
   ASSERT_OK(EncodeHidden(c.dtype, dx.get(), c.max_rows, device_rows, h, dout.get(), nullptr));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  ExpectBitExact(Download(dout), expected, h, absl::StrCat("encoded message (", message, " bytes) and after"));
+  ExpectBitExact(Download(dout), expected, h,
+                 absl::StrCat("encoded message (", message, " bytes) and after"));
 
   // Decode the CPU's bytes: rows [0, rows) as DecodeHidden, the rest zero.
   std::vector<float> decoded(x.size(), 0.0f);
@@ -94,11 +96,12 @@ TEST_P(HiddenTransferOpTest, MatchesCpuReference) {
   ExpectBitExact(Download(dx), decoded, h, "decoded hidden states");
 }
 
-INSTANTIATE_TEST_SUITE_P(HiddenTransfer, HiddenTransferOpTest, ::testing::ValuesIn(AllTransferCases()),
+INSTANTIATE_TEST_SUITE_P(HiddenTransfer, HiddenTransferOpTest,
+                         ::testing::ValuesIn(AllTransferCases()),
                          [](const ::testing::TestParamInfo<TransferCase>& info) {
                            const TransferCase& c = info.param;
-                           return absl::StrCat(TransferDtypeName(c.dtype), "_h", c.hidden, "_rows", c.rows, "_of",
-                                               c.max_rows);
+                           return absl::StrCat(TransferDtypeName(c.dtype), "_h", c.hidden, "_rows",
+                                               c.rows, "_of", c.max_rows);
                          });
 
 TEST(HiddenTransferOps, RejectsBadShapes) {

@@ -35,12 +35,14 @@ class Tokenizer {
                                                              absl::string_view source);
   virtual ~Tokenizer() = default;
 
-  virtual std::vector<int32_t> Encode(absl::string_view text, const EncodeOptions& options = {}) const = 0;
+  virtual std::vector<int32_t> Encode(absl::string_view text,
+                                      const EncodeOptions& options = {}) const = 0;
 
   // The bytes a token stands for: byte-level decoded for BPE tokens (possibly a partial UTF-8
   // character), the literal text for added/special tokens; empty for an unknown id.
   virtual const std::string& TokenBytes(int32_t id) const = 0;
-  // Concatenated TokenBytes (invalid UTF-8 is replaced with U+FFFD); skip_special drops special tokens.
+  // Concatenated TokenBytes (invalid UTF-8 is replaced with U+FFFD); skip_special drops special
+  // tokens.
   virtual std::string Decode(std::span<const int32_t> ids, bool skip_special = false) const = 0;
 
   // Exact lookup of a vocabulary or added token's string form (e.g. "<|eot_id|>").
