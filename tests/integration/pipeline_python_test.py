@@ -5,7 +5,7 @@
     greedy tokens of the single-process reference of the same pipeline (`bitserve generate
     --pipeline-stages S`: the same stage engines chained in one process), for int8 and bf16
     transfer, with many requests batched together; how often it agrees with the unsplit model is
-    printed (the transfer format is lossy by design: runtime/pipeline_stage_test.cc bounds it).
+    printed (the transfer format is lossy by design: runtime/engine/pipeline_stage_test.cc bounds it).
   * remote stage workers (`serve --worker-listen --pipeline-stages 2` + `bitserve worker`): a stage
     killed mid-stream ends the request UNAVAILABLE within seconds, readiness drops, the surviving
     stage registers again, a replacement joins, the rebuilt pipeline serves the same tokens, and

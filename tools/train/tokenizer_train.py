@@ -1,5 +1,5 @@
 """Byte-level BPE tokenizer for the trained fixtures, in the LLaMA-3 tokenizer.json structure
-that bitserve's tokenizer reads (runtime/tokenizer/tokenizer_json.cc): pre_tokenizer
+that bitserve's tokenizer reads (runtime/text/tokenizer/tokenizer_json.cc): pre_tokenizer
 Sequence[Split(LLaMA-3 regex, Isolated), ByteLevel(add_prefix_space=false, use_regex=false)],
 ByteLevel decoder, BPE model, special tokens after the BPE vocabulary, a [BOS, $A] template.
 
