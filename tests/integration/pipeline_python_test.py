@@ -83,6 +83,27 @@ def generate(stub, prompt, timeout=120):
     return ids
 
 
+def start_stream(stub, prompt, max_tokens):
+    """A long Generate in a thread. Returns (thread, outcome): once outcome["first"] (an Event) is
+    set, a token came (or the stream ended); outcome then gets "ok", or "code" and "details"."""
+    outcome = {"first": threading.Event()}
+
+    def stream():
+        try:
+            for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
+                                                      max_tokens=max_tokens, ignore_eos=True),
+                                   timeout=60):
+                if r.token_ids:
+                    outcome["first"].set()
+            outcome["ok"] = True
+        except grpc.RpcError as e:
+            outcome["code"], outcome["details"] = e.code(), e.details()
+        outcome["first"].set()
+    t = threading.Thread(target=stream)
+    t.start()
+    return t, outcome
+
+
 def readiness(health):
     return health.Check(health_pb.HealthCheckRequest(service=SERVICE), timeout=10).status
 
@@ -157,23 +178,8 @@ def test_remote_stage_lost_and_replaced(ctx):
         want = ctx.reference(PROMPTS[0], 2, "int8")
         assert generate(stub, PROMPTS[0]) == want
 
-        first = threading.Event()
-        outcome = {}
-
-        def stream():
-            try:
-                for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=PROMPTS[1]),
-                                                          max_tokens=200, ignore_eos=True),
-                                       timeout=60):
-                    if r.token_ids:
-                        first.set()
-                outcome["ok"] = True
-            except grpc.RpcError as e:
-                outcome["code"], outcome["details"] = e.code(), e.details()
-            first.set()
-        t = threading.Thread(target=stream)
-        t.start()
-        assert first.wait(60)
+        t, outcome = start_stream(stub, PROMPTS[1], 200)
+        assert outcome["first"].wait(60)
         start = time.time()
         w1.proc.send_signal(signal.SIGKILL)  # the last stage dies mid-stream
         t.join(timeout=30)
@@ -245,23 +251,8 @@ def test_hung_local_stage_replaced(ctx):
     try:
         want = ctx.reference(PROMPTS[3], 2, "int8")
         assert generate(stub, PROMPTS[3]) == want
-        first = threading.Event()
-        outcome = {}
-
-        def stream():
-            try:
-                for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=PROMPTS[4]),
-                                                          max_tokens=400, ignore_eos=True),
-                                       timeout=60):
-                    if r.token_ids:
-                        first.set()
-                outcome["ok"] = True
-            except grpc.RpcError as e:
-                outcome["code"], outcome["details"] = e.code(), e.details()
-            first.set()
-        t = threading.Thread(target=stream)
-        t.start()
-        assert first.wait(60)
+        t, outcome = start_stream(stub, PROMPTS[4], 400)
+        assert outcome["first"].wait(60)
         # Stages go by registration order: local-1 may hold either.
         stage = int(server.wait_line(r"worker local-1 \(.*\) registered for stage (\d)", 5).group(1))
         hung = local_worker_pid(server, "local-1")
