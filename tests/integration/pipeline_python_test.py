@@ -158,7 +158,9 @@ def test_two_stages_bf16(ctx):
     check_local_pipeline(ctx, 2, "bf16")
 
 
-def test_remote_stage_lost_and_replaced(ctx):
+def serve_remote_pipeline(ctx):
+    """`serve --worker-listen --pipeline-stages 2` (heartbeat timeout 1.5 s), and a function that
+    starts a `bitserve worker` named `name` that joins it."""
     server = ctx.serve(["--worker-listen", "127.0.0.1:0", "--pipeline-stages", "2",
                         "--worker-heartbeat-timeout", "1500"])
     join = server.wait_line(r"workers join at (\S+)", 60).group(1)
@@ -168,6 +170,11 @@ def test_remote_stage_lost_and_replaced(ctx):
                      "--connect-timeout", "20"], name=f"worker {name}")
         ctx.processes.append(w)
         return w
+    return server, worker
+
+
+def test_remote_stage_lost_and_replaced(ctx):
+    server, worker = serve_remote_pipeline(ctx)
     w0 = worker("a")
     server.wait_line(r"worker a .*registered for stage 0", 30)
     w1 = worker("b")
@@ -294,15 +301,7 @@ def test_hung_local_stage_replaced(ctx):
 def test_hung_remote_stage_fenced(ctx):
     """A remote stage worker that hangs is fenced: a replacement joins and the pipeline serves;
     when the hung one wakes up, its late messages change nothing and it leaves."""
-    server = ctx.serve(["--worker-listen", "127.0.0.1:0", "--pipeline-stages", "2",
-                        "--worker-heartbeat-timeout", "1500"])
-    join = server.wait_line(r"workers join at (\S+)", 60).group(1)
-
-    def worker(name):
-        w = Process([ctx.args.bitserve, "worker", "--coordinator", join, "--worker-id", name,
-                     "--connect-timeout", "20"], name=f"worker {name}")
-        ctx.processes.append(w)
-        return w
+    server, worker = serve_remote_pipeline(ctx)
     w0 = worker("a")
     server.wait_line(r"worker a .*registered for stage 0", 30)
     w1 = worker("b")
