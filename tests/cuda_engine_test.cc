@@ -35,6 +35,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -74,9 +75,11 @@ bool HaveGpu() {
   return count > 0;
 }
 
-// The golden checkpoints and a `tiny` preset (LLaMA-3 vocabulary, 128256 logits) written once.
+// The golden checkpoints, the trained MoE fixture, and the `tiny` (LLaMA-3 vocabulary, 128256
+// logits) and `test-moe` (MoE with a shared expert) presets written once.
 fs::path ModelDir(const std::string& name) {
-  if (name != "tiny") return fs::path("tests/data/golden") / name / "model";
+  if (name == "shakespeare-moe") return fs::path("models") / name;
+  if (name != "tiny" && name != "test-moe") return fs::path("tests/data/golden") / name / "model";
   // Removed when the test binary exits.
   struct TempDir {
     fs::path path;
@@ -85,20 +88,20 @@ fs::path ModelDir(const std::string& name) {
       fs::remove_all(path, ignored);
     }
   };
-  static const TempDir dir{[] {
-    const fs::path d = fs::temp_directory_path() /
-                       ("bitserve_cuda_engine_test_tiny_" + std::to_string(::getpid()));
-    auto preset = FindModelPreset("tiny");
-    EXPECT_TRUE(preset.ok()) << preset.status();
-    ModelPreset p = *preset;
-    p.with_tokenizer = false;
-    SyntheticCheckpointOptions options;
-    options.seed = 7;
-    const absl::Status s = WriteSyntheticCheckpoint(p, d, options);
-    EXPECT_TRUE(s.ok()) << s;
-    return d;
-  }()};
-  return dir.path;
+  static std::map<std::string, TempDir>* dirs = new std::map<std::string, TempDir>;
+  auto it = dirs->find(name);
+  if (it != dirs->end()) return it->second.path;
+  const fs::path d = fs::temp_directory_path() /
+                     ("bitserve_cuda_engine_test_" + name + "_" + std::to_string(::getpid()));
+  auto preset = FindModelPreset(name);
+  EXPECT_TRUE(preset.ok()) << preset.status();
+  ModelPreset p = *preset;
+  p.with_tokenizer = false;
+  SyntheticCheckpointOptions options;
+  options.seed = 7;
+  const absl::Status s = WriteSyntheticCheckpoint(p, d, options);
+  EXPECT_TRUE(s.ok()) << s;
+  return (*dirs)[name].path = d;
 }
 
 EngineOptions Options(const std::string& device, std::optional<KvDtype> kv_dtype = {}) {
@@ -416,6 +419,36 @@ TEST_P(CudaEngineTest, RejectsBadBatches) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// --load-format dummy: random weights of the config's shapes made on the GPU (no weight file
+// read): finite logits, the same ones on every load, a pipeline stage too, dense and MoE.
+TEST(CudaEngineDummyLoad, RandomWeightsRunAndRepeat) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  for (const char* model : {"test-gqa", "test-moe"}) {
+    EngineOptions o = Options("cuda");
+    o.load_format = LoadFormat::kDummy;
+    const std::vector<int32_t> tokens = {5, 9, 100, 3, 77};
+    const std::vector<int32_t> table = {0, 1};
+    std::vector<float> first;
+    for (int load = 0; load < 2; ++load) {
+      auto e = LoadCudaEngine(ModelDir(model), o);
+      ASSERT_TRUE(e.ok()) << model << ": " << e.status();
+      BatchEntry entry{0, tokens, table, LogitsWanted::kAll};
+      std::vector<float> logits;
+      ASSERT_OK((*e)->Forward({&entry, 1}, &logits));
+      ASSERT_EQ(logits.size(), tokens.size() * (*e)->config().vocab_size);
+      for (float v : logits) ASSERT_TRUE(std::isfinite(v)) << model;
+      if (load == 0) {
+        first = logits;
+      } else {
+        EXPECT_EQ(logits, first) << model << ": two dummy loads differ";
+      }
+    }
+    o.stage = {0, 2, 0, 1};  // the first of two stages
+    auto stage = LoadCudaEngine(ModelDir(model), o);
+    ASSERT_TRUE(stage.ok()) << model << " stage 0: " << stage.status();
+  }
+}
+
 // The automatic KV block count (kv_memory_fraction of the free memory) follows the bytes a
 // position takes in each dtype, and the footprint reports them.
 TEST(CudaEngineKvCapacity, AutomaticBlockCountFollowsTheDtype) {
@@ -632,7 +665,8 @@ INSTANTIATE_TEST_SUITE_P(
         std::tuple<std::string, int, TransferDtype>{"test-gqa", 3, TransferDtype::kInt8},
         std::tuple<std::string, int, TransferDtype>{"test-gqa", 2, TransferDtype::kBf16},
         std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kInt8},
-        std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kBf16}),
+        std::tuple<std::string, int, TransferDtype>{"tiny", 2, TransferDtype::kBf16},
+        std::tuple<std::string, int, TransferDtype>{"test-moe", 2, TransferDtype::kInt8}),
     [](const ::testing::TestParamInfo<std::tuple<std::string, int, TransferDtype>>& info) {
       std::string name = absl::StrCat(std::get<0>(info.param), "_", std::get<1>(info.param),
                                       "_stages_", TransferDtypeName(std::get<2>(info.param)));
@@ -642,7 +676,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaEngineKvTest,
-    ::testing::Combine(::testing::Values("test-gqa", "test-odd", "tiny"),
+    ::testing::Combine(::testing::Values("test-gqa", "test-odd", "tiny", "test-moe",
+                                         "shakespeare-moe"),
                        ::testing::Values(KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4)),
     [](const ::testing::TestParamInfo<std::tuple<std::string, KvDtype>>& info) {
       std::string name = std::get<0>(info.param) + "_" + KvDtypeName(std::get<1>(info.param));
@@ -650,7 +685,8 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest, ::testing::Values("test-gqa", "test-odd", "tiny"),
+INSTANTIATE_TEST_SUITE_P(Models, CudaEngineTest,
+                         ::testing::Values("test-gqa", "test-odd", "tiny", "test-moe"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -16,8 +16,9 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text, absl:
     part = absl::StripAsciiWhitespace(part);
     int32_t id;
     if (part.empty() || !absl::SimpleAtoi(part, &id) || id < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          flag, ": \"", part, "\" is not a token id (expected comma-separated non-negative integers)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": \"", part,
+                       "\" is not a token id (expected comma-separated non-negative integers)"));
     }
     ids.push_back(id);
   }
@@ -36,6 +37,21 @@ absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value
   if (!dtype.ok())
     return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", dtype.status().message()));
   return std::optional<KvDtype>(*dtype);
+}
+
+void AddLoadFormatOption(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--load-format", *value,
+                  "Weights: safetensors (the checkpoint; default) or dummy (random weights of "
+                  "config.json's shapes made on the GPU, no weight file needed: benchmarks)");
+}
+
+absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value) {
+  if (value.empty()) return LoadFormat::kSafetensors;
+  absl::StatusOr<LoadFormat> format = ParseLoadFormat(value);
+  if (!format.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--load-format: ", format.status().message()));
+  }
+  return *format;
 }
 
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body) {

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "kernels/kv_cache_format.h"
+#include "runtime/engine/engine.h"
 
 namespace bitserve::cli {
 
@@ -24,9 +25,13 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text, absl:
 void AddKvDtypeOption(CLI::App* cmd, std::string* value);
 absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value);
 
+// --load-format safetensors|dummy (runtime/engine/engine.h LoadFormat), for the subcommands that
+// load an engine; the parse names the flag.
+void AddLoadFormatOption(CLI::App* cmd, std::string* value);
+absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value);
+
 // Runs a subcommand body; a non-OK status prints "bitserve NAME: message" and exits with 1.
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body);
-
 
 // The subcommands.
 void AddMakeModelCommand(CLI::App& app);

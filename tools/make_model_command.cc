@@ -1,5 +1,5 @@
 // bitserve make-model --preset NAME --out DIR [--seed N] [--layers N] [--max-shard-size BYTES]
-//                     [--no-tokenizer] [--list]
+//                     [--no-tokenizer] [--config-only] [--list]
 #include <chrono>
 #include <iostream>
 
@@ -16,7 +16,7 @@ void AddMakeModelCommand(CLI::App& app) {
     uint64_t seed = 0;
     int layers = 0;  // with --layers only
     uint64_t max_shard_bytes = 4ull << 30;
-    bool list = false, no_tokenizer = false;
+    bool list = false, no_tokenizer = false, config_only = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
@@ -34,6 +34,9 @@ void AddMakeModelCommand(CLI::App& app) {
   cmd->add_flag(
       "--no-tokenizer", args->no_tokenizer,
       "Write no tokenizer files (clients send token ids), e.g. where node_modules is absent");
+  cmd->add_flag("--config-only", args->config_only,
+                "Write config.json, generation_config.json and the tokenizer but no weights: "
+                "for --load-format dummy (shapes whose checkpoint would not fit a disk)");
   cmd->callback([args, layers] {
     RunOrExit("make-model", [&]() -> absl::Status {
       if (args->list) {
@@ -55,6 +58,7 @@ void AddMakeModelCommand(CLI::App& app) {
       SyntheticCheckpointOptions options;
       options.seed = args->seed;
       options.max_shard_bytes = args->max_shard_bytes;
+      options.config_only = args->config_only;
       auto start = std::chrono::steady_clock::now();
       RETURN_IF_ERROR(WriteSyntheticCheckpoint(preset, args->out, options));
       double seconds =

@@ -13,7 +13,8 @@ namespace bitserve::cli {
 
 struct ServingFlags {
   std::string device = "cpu";
-  std::string kv_dtype;  // empty: the device's default
+  std::string kv_dtype;     // empty: the device's default
+  std::string load_format;  // empty: safetensors
   int max_num_seqs = 256;
   int max_waiting = 1024;
   int max_batch_tokens = 8192;
@@ -22,7 +23,8 @@ struct ServingFlags {
   int block_size = 16;
 };
 
-// Adds --device, --kv-dtype, --max-num-seqs, --max-waiting, --max-batch-tokens, --max-model-len,
+// Adds --device, --kv-dtype, --load-format, --max-num-seqs, --max-waiting, --max-batch-tokens,
+// --max-model-len,
 // --num-kv-blocks and --block-size. `in_process_note`: prefixed to each help text, e.g. "With
 // --model: " for commands that may also drive a remote server instead.
 void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_process_note = "");

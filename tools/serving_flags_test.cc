@@ -64,6 +64,15 @@ TEST(ServingFlags, BadValuesNameTheFlag) {
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.message()),
               HasSubstr("--kv-dtype: device cuda:0 keeps its KV cache as bf16"));
+  ServingFlags bad_format;
+  bad_format.load_format = "gguf";
+  EXPECT_THAT(std::string(ToCoordinatorOptions(bad_format, "m").status().message()),
+              HasSubstr("--load-format: load format \"gguf\" is not one of safetensors, dummy"));
+  ServingFlags dummy;
+  dummy.load_format = "dummy";
+  auto options = ToCoordinatorOptions(dummy, "m");
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->engine.load_format, LoadFormat::kDummy);
 }
 
 }  // namespace

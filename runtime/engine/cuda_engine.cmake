@@ -9,6 +9,7 @@ if(BITSERVE_WITH_CUDA)
 
   bitserve_add_test(cuda_engine_test
     SRCS ${PROJECT_SOURCE_DIR}/tests/cuda_engine_test.cc
-    DEPS bitserve_cuda_engine bitserve_engine_loader bitserve_generation
+         ${PROJECT_SOURCE_DIR}/tests/cuda_trained_moe_test.cc
+    DEPS bitserve_cuda_engine bitserve_engine_loader bitserve_generation bitserve_text
     LABELS gpu)
 endif()

@@ -9,7 +9,9 @@
 //        attn_sub_norm + quant -> o product -> residual + post-norm + quant -> fused gate/up
 //        product (int32) -> epilogue + relu^2 * up + ffn_sub_norm + quant -> down product ->
 //        residual + next layer's input norm + quant
-//      and the final norm + bf16 LM head for the rows that want logits;
+//      (an MoE layer's feed-forward block is kernels/cuda/moe/moe_ffn.cuh's MoeFeedForward on the
+//      post-attention norm's float and quantized outputs), and the final norm + bf16 LM head for
+//      the rows that want logits;
 //   3. logits to the host (Forward) or GpuSampler (Step), which returns only tokens and logprobs.
 // Decode steps (every entry one token wanting logits) are padded to a batch bucket and run with
 // the attention bounds of a context bucket; each (batch, context) bucket is captured as a CUDA
@@ -26,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -42,6 +45,7 @@
 #include "kernels/cuda/head/embedding.cuh"
 #include "kernels/cuda/head/lm_head.cuh"
 #include "kernels/cuda/head/sampling.cuh"
+#include "kernels/cuda/moe/moe_ffn.cuh"
 #include "kernels/cuda/norm/act_quant.cuh"
 #include "kernels/cuda/norm/gated_ffn.cuh"
 #include "kernels/cuda/norm/residual_norm.cuh"
@@ -164,6 +168,11 @@ class CudaEngine final : public Engine {
   // Pipeline stages: the previous stage's message (not on the first), this stage's (not on the
   // last).
   DeviceBuffer<uint8_t> stage_in_, stage_out_;
+  // MoE models: the post-attention norm's float output (the router's input) and the MoE block's
+  // scratch.
+  MoeShape moe_shape_;
+  DeviceBuffer<float> moe_in_;
+  std::optional<cuda::MoeFfnScratch> moe_scratch_;
 
   // Batch metadata: pinned staging and its fixed device copy.
   struct Metadata {
@@ -213,11 +222,6 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
   RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
-  if (config.is_moe()) {
-    return absl::UnimplementedError(
-        absl::StrCat(model_dir.string(), ": Mixture-of-Experts models (", config.num_experts,
-                     " experts) run on --device cpu only; the CUDA MoE kernels are not built yet"));
-  }
   std::unique_ptr<CudaEngine> engine(new CudaEngine);
   engine->device_ = device;
   RETURN_IF_ERROR(engine->Init(model_dir, options, cuda_options));
@@ -227,11 +231,18 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
 absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const EngineOptions& options,
                               const CudaEngineOptions& cuda_options) {
   ASSIGN_OR_RETURN(const ModelConfig c, LoadModelConfig(model_dir));
-  const int h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
-  if (h % 4 != 0 || inter % 4 != 0 || qd % 4 != 0) {
+  // The dense FFN products: every layer's in a dense model, the shared expert's in an MoE model.
+  const int h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const int inter = c.is_moe() ? c.shared_expert_intermediate_size : c.intermediate_size;
+  if (h % 4 != 0 || inter % 4 != 0 || qd % 4 != 0 || c.moe_intermediate_size % 4 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA engine needs hidden_size, intermediate_size, q_dim and "
+                     "moe_intermediate_size multiples of 4, got ",
+                     h, ", ", inter, ", ", qd, ", ", c.moe_intermediate_size));
+  }
+  if (c.is_moe() && c.num_experts > 1024) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the CUDA engine needs hidden_size, intermediate_size and q_dim multiples of 4, got ", h,
-        ", ", inter, ", ", qd));
+        "the CUDA engine routes over at most 1024 experts, the model has ", c.num_experts));
   }
   cudaDeviceProp prop{};
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device_));
@@ -246,10 +257,15 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
   std::vector<float> inv_freq = cpu::RopeInverseFrequencies(c.head_dim, c.rope_theta);
-  ASSIGN_OR_RETURN(w_, LoadCudaModelWeights(model_dir, options.stage));
+  if (options.load_format == LoadFormat::kDummy) {
+    ASSIGN_OR_RETURN(w_, MakeDummyCudaModelWeights(c, options.stage, /*seed=*/0));
+  } else {
+    ASSIGN_OR_RETURN(w_, LoadCudaModelWeights(model_dir, options.stage));
+  }
   const PipelineStage& stage = w_.stage;
   const int num_layers = stage.layer_end - stage.layer_begin;
   footprint_.ternary_weight_bytes = w_.ternary_bytes;
+  footprint_.expert_weight_bytes = w_.expert_bytes;
   footprint_.norm_bytes = w_.norm_bytes;
   footprint_.lm_head_bytes = stage.last() ? int64_t{2} * c.vocab_size * h : 0;
 
@@ -269,6 +285,15 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
     RETURN_IF_ERROR(Alloc(&act_values_[i], m * act_stride_));
     RETURN_IF_ERROR(Alloc(&act_scales_[i], m));
     RETURN_IF_ERROR(Alloc(&act_sums_[i], m));
+  }
+  if (c.is_moe()) {
+    moe_shape_ = LayerMoeShape(c);
+    RETURN_IF_ERROR(Alloc(&moe_in_, m * h));
+    auto scratch = [&]() -> absl::StatusOr<cuda::MoeFfnScratch> {
+      return cuda::MoeFfnScratch::Create(moe_shape_, c.moe_intermediate_size, inter, m);
+    };
+    ASSIGN_OR_RETURN(cuda::MoeFfnScratch s, scratch());
+    moe_scratch_.emplace(std::move(s));
   }
   const int64_t chunk = std::min<int64_t>(kLogitsChunk, m);
   if (stage.last()) {
@@ -353,11 +378,11 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
     layer.head_dim = c.head_dim;
     kv_layers_.push_back(layer);
   }
-  footprint_.scratch_bytes = x_.bytes() + y_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() +
-                             attn_.bytes() + acc_qkv_.bytes() + acc_gate_up_.bytes() +
-                             2 * act_values_[0].bytes() + logits_.bytes() + lm_in_.bytes() +
-                             attn_workspace_.bytes() + gemm_->scratch_bytes() + stage_in_.bytes() +
-                             stage_out_.bytes();
+  footprint_.scratch_bytes =
+      x_.bytes() + y_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() +
+      acc_qkv_.bytes() + acc_gate_up_.bytes() + 2 * act_values_[0].bytes() + logits_.bytes() +
+      lm_in_.bytes() + attn_workspace_.bytes() + gemm_->scratch_bytes() + stage_in_.bytes() +
+      stage_out_.bytes() + moe_in_.bytes() + (moe_scratch_ ? moe_scratch_->bytes() : 0);
   return absl::OkStatus();
 }
 
@@ -485,8 +510,10 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
                                                      eps_, act_out_[1], nullptr, s_));
     RETURN_IF_ERROR(cuda::TernaryMatmul(
         e_.gemm_.get(), w.o.view(), cuda::Int8Activations(act_out_[1], m_, qd_), e_.y_.get(), s_));
+    // An MoE block's router reads the float norm output too.
+    float* normed = w.moe ? e_.moe_in_.get() : nullptr;
     return cuda::AddRmsNormQuantize(e_.x_.get(), e_.y_.get(), w.post_attention_norm.get(), m_, h_,
-                                    eps_, act_out_[0], nullptr, s_);
+                                    eps_, act_out_[0], normed, s_);
   }
 
   absl::Status DenseFfn(int layer) override {
@@ -505,7 +532,13 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
   }
 
   absl::Status MoeFfn(int layer) override {
-    return absl::UnimplementedError("the CUDA engine has no MoE feed-forward block yet");
+    const int l = Local(layer);
+    const CudaLayerWeights& w = e_.w_.layers[l];
+    if (!w.moe) return absl::InternalError(absl::StrCat("layer ", layer, " has no MoE weights"));
+    RETURN_IF_ERROR(cuda::MoeFeedForward(w.moe->view(), e_.moe_shape_, e_.moe_in_.get(),
+                                         cuda::Int8Activations(act_out_[0], m_, h_), e_.y_.get(),
+                                         *e_.moe_scratch_, e_.gemm_.get(), s_));
+    return EndLayer(l);
   }
 
  private:

@@ -43,7 +43,8 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadCudaEngine(const std::filesystem::pa
 // rows; KV bytes per cached position (all layers, keys and values, data and params). Null when
 // `engine` is not a CUDA engine.
 struct CudaEngineFootprint {
-  int64_t ternary_weight_bytes = 0;
+  int64_t ternary_weight_bytes = 0;  // all of them, the routed experts' included
+  int64_t expert_weight_bytes = 0;   // the routed experts' (MoE): a step reads those it routes to
   int64_t lm_head_bytes = 0;
   int64_t norm_bytes = 0;
   int64_t kv_bytes_per_position = 0;

@@ -1,11 +1,15 @@
 #include <algorithm>
+#include <cmath>
 #include <initializer_list>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cuda/common/cuda_check.cuh"
+#include "kernels/cuda/common/random_fill.cuh"
 #include "runtime/engine/cuda_model.cuh"
+#include "runtime/engine/decoder_layer.h"
 
 namespace bitserve {
 namespace {
@@ -53,20 +57,33 @@ absl::StatusOr<cuda::DeviceBuffer<uint16_t>> UploadBf16(const std::vector<uint16
   return buffer;
 }
 
-absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_bytes,
-                                             int64_t* norm_bytes) {
+absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, const ModelConfig& config,
+                                             int64_t* ternary_bytes, int64_t* norm_bytes,
+                                             int64_t* expert_bytes) {
   CudaLayerWeights l;
   l.q_scale = cuda::FoldWeightScale(w.q.scale);
   l.k_scale = cuda::FoldWeightScale(w.k.scale);
   l.v_scale = cuda::FoldWeightScale(w.v.scale);
-  l.gate_scale = cuda::FoldWeightScale(w.ffn.gate.scale);
-  l.up_scale = cuda::FoldWeightScale(w.ffn.up.scale);
   ASSIGN_OR_RETURN(l.qkv, UploadStacked({&w.q, &w.k, &w.v}));
   ASSIGN_OR_RETURN(l.o, UploadStacked({&w.o}));
-  ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.ffn.gate, &w.ffn.up}));
-  ASSIGN_OR_RETURN(l.down, UploadStacked({&w.ffn.down}));
-  for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o, &l.gate_up, &l.down})
-    *ternary_bytes += t->view().bytes();
+  for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o}) *ternary_bytes += t->view().bytes();
+  if (config.is_moe()) {
+    auto moe = [&]() -> absl::StatusOr<cuda::DeviceMoeWeights> {
+      return cuda::DeviceMoeWeights::Upload(w.moe, LayerMoeShape(config));
+    };
+    ASSIGN_OR_RETURN(cuda::DeviceMoeWeights device, moe());
+    *ternary_bytes += device.ternary_bytes();
+    *expert_bytes += device.expert_bytes();
+    *norm_bytes += device.float_bytes();
+    l.moe.emplace(std::move(device));
+  } else {
+    l.gate_scale = cuda::FoldWeightScale(w.ffn.gate.scale);
+    l.up_scale = cuda::FoldWeightScale(w.ffn.up.scale);
+    ASSIGN_OR_RETURN(l.gate_up, UploadStacked({&w.ffn.gate, &w.ffn.up}));
+    ASSIGN_OR_RETURN(l.down, UploadStacked({&w.ffn.down}));
+    for (const cuda::DeviceTernaryMatrix* t : {&l.gate_up, &l.down})
+      *ternary_bytes += t->view().bytes();
+  }
   ASSIGN_OR_RETURN(l.input_norm, UploadFloats(w.input_norm));
   ASSIGN_OR_RETURN(l.attn_sub_norm, UploadFloats(w.attn_sub_norm));
   ASSIGN_OR_RETURN(l.post_attention_norm, UploadFloats(w.post_attention_norm));
@@ -77,6 +94,75 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, int64_t* ternary_b
 }
 
 }  // namespace
+
+absl::StatusOr<CudaModelWeights> MakeDummyCudaModelWeights(const ModelConfig& c,
+                                                           const PipelineStage& stage,
+                                                           uint64_t seed) {
+  RETURN_IF_ERROR(c.Validate());
+  CudaModelWeights m;
+  m.config = c;
+  m.stage = stage;
+  m.stage.layer_end = stage.end(c.num_hidden_layers);
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
+  const auto scale = [](int64_t in) {
+    return cuda::TernaryOutputScale{cuda::TernaryOutputScale::Mode::kMultiply,
+                                    1.0f / std::sqrt(0.5625f * static_cast<float>(in))};
+  };
+  const auto floats = [&](int64_t n, float mean, float sd,
+                          uint64_t s) -> absl::StatusOr<cuda::DeviceBuffer<float>> {
+    ASSIGN_OR_RETURN(auto b, cuda::DeviceBuffer<float>::Create(n));
+    RETURN_IF_ERROR(cuda::FillRandomFloat(b.get(), n, mean, sd, s, nullptr));
+    m.norm_bytes += 4 * n;
+    return b;
+  };
+  const auto bf16 = [&](int64_t n, uint64_t s) -> absl::StatusOr<cuda::DeviceBuffer<uint16_t>> {
+    ASSIGN_OR_RETURN(auto b, cuda::DeviceBuffer<uint16_t>::Create(n));
+    RETURN_IF_ERROR(cuda::FillRandomBf16(b.get(), n, 0.0f, 3.0f / std::sqrt(static_cast<float>(h)),
+                                         s, nullptr));
+    return b;
+  };
+  const int64_t table = int64_t{c.vocab_size} * h;
+  if (m.stage.first() || (m.stage.last() && c.tie_word_embeddings)) {
+    ASSIGN_OR_RETURN(m.embedding, bf16(table, seed ^ 0x100));
+  }
+  if (m.stage.last()) {
+    if (!c.tie_word_embeddings) {
+      ASSIGN_OR_RETURN(m.lm_head, bf16(table, seed ^ 0x200));
+    }
+    ASSIGN_OR_RETURN(m.final_norm, floats(h, 1.0f, 0.1f, seed ^ 0x300));
+  }
+  for (int layer = m.stage.layer_begin; layer < m.stage.layer_end; ++layer) {
+    const uint64_t ls = seed ^ (static_cast<uint64_t>(layer + 1) << 32);
+    CudaLayerWeights l;
+    l.q_scale = l.k_scale = l.v_scale = scale(h);
+    ASSIGN_OR_RETURN(l.qkv, cuda::DeviceTernaryMatrix::Random(qd + 2 * kvd, h, {}, ls ^ 1));
+    ASSIGN_OR_RETURN(l.o, cuda::DeviceTernaryMatrix::Random(h, qd, scale(qd), ls ^ 2));
+    m.ternary_bytes += l.qkv.view().bytes() + l.o.view().bytes();
+    if (c.is_moe()) {
+      auto moe = [&]() -> absl::StatusOr<cuda::DeviceMoeWeights> {
+        return cuda::DeviceMoeWeights::Random(LayerMoeShape(c), c.moe_intermediate_size,
+                                              c.shared_expert_intermediate_size, ls ^ 3);
+      };
+      ASSIGN_OR_RETURN(cuda::DeviceMoeWeights device, moe());
+      m.ternary_bytes += device.ternary_bytes();
+      m.expert_bytes += device.expert_bytes();
+      m.norm_bytes += device.float_bytes();
+      l.moe.emplace(std::move(device));
+    } else {
+      l.gate_scale = l.up_scale = scale(h);
+      ASSIGN_OR_RETURN(l.gate_up, cuda::DeviceTernaryMatrix::Random(2 * inter, h, {}, ls ^ 4));
+      ASSIGN_OR_RETURN(l.down, cuda::DeviceTernaryMatrix::Random(h, inter, scale(inter), ls ^ 5));
+      m.ternary_bytes += l.gate_up.view().bytes() + l.down.view().bytes();
+      ASSIGN_OR_RETURN(l.ffn_sub_norm, floats(inter, 1.0f, 0.1f, ls ^ 6));
+    }
+    ASSIGN_OR_RETURN(l.input_norm, floats(h, 1.0f, 0.1f, ls ^ 7));
+    ASSIGN_OR_RETURN(l.attn_sub_norm, floats(qd, 1.0f, 0.1f, ls ^ 8));
+    ASSIGN_OR_RETURN(l.post_attention_norm, floats(h, 1.0f, 0.1f, ls ^ 9));
+    m.layers.push_back(std::move(l));
+  }
+  BITSERVE_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  return m;
+}
 
 absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir,
                                                       const PipelineStage& stage) {
@@ -105,7 +191,8 @@ absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::pat
     const int end = std::min(begin + chunk, m.stage.layer_end);
     ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end));
     for (LayerWeights& w : layers) {
-      ASSIGN_OR_RETURN(CudaLayerWeights l, UploadLayer(w, &m.ternary_bytes, &m.norm_bytes));
+      ASSIGN_OR_RETURN(CudaLayerWeights l,
+                       UploadLayer(w, m.config, &m.ternary_bytes, &m.norm_bytes, &m.expert_bytes));
       m.layers.push_back(std::move(l));
       w = LayerWeights();
     }

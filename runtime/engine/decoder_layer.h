@@ -18,6 +18,7 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "kernels/cpu/moe_ffn.h"
 #include "runtime/checkpoint/model_config.h"
 
 namespace bitserve {
@@ -27,6 +28,9 @@ enum class FfnBlock { kDense, kMoe };
 // The feed-forward block of `layer` (every layer of an MoE config is MoE today; a model that
 // mixes them would say so here).
 FfnBlock LayerFfnBlock(const ModelConfig& config, int layer);
+
+// What an MoE block needs of the config (both engines' MoE blocks).
+MoeShape LayerMoeShape(const ModelConfig& config);
 
 class DecoderBlocks {
  public:

@@ -17,6 +17,13 @@ std::vector<KvDtype> SupportedKvDtypes(const std::string& device) {
   return {KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4};
 }
 
+absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name) {
+  if (name == "safetensors") return LoadFormat::kSafetensors;
+  if (name == "dummy") return LoadFormat::kDummy;
+  return absl::InvalidArgumentError(
+      absl::StrCat("load format \"", name, "\" is not one of safetensors, dummy"));
+}
+
 absl::Status CheckKvDtype(const std::string& device, KvDtype dtype) {
   const std::vector<KvDtype> supported = SupportedKvDtypes(device);
   if (std::find(supported.begin(), supported.end(), dtype) != supported.end())

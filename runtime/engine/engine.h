@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/kv_cache_format.h"
 #include "runtime/checkpoint/model_config.h"
@@ -31,6 +32,10 @@ namespace bitserve {
 // layer by layer): name is "qkv_in", "o_in", "gate_up_in" or "down_in"; x is [rows, dim].
 using ActivationTrace = std::function<void(const std::string& name, int layer, const float* x,
                                            int64_t rows, int64_t dim)>;
+
+enum class LoadFormat { kSafetensors, kDummy };
+// "safetensors" / "dummy"; InvalidArgument naming the accepted values otherwise.
+absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name);
 
 struct EngineOptions {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
@@ -47,9 +52,13 @@ struct EngineOptions {
   // dequantize on read, for measuring quality); CUDA: bf16, int8, int4.
   std::optional<KvDtype> kv_dtype;
   ActivationTrace trace;  // optional; CPU only
+  // Where the weights come from: the checkpoint (safetensors), or random weights of the config's
+  // shapes made on the device (kDummy, like vLLM's --load-format dummy: benchmarks of shapes whose
+  // checkpoint would not fit a disk; CUDA only; config.json must still be in model_dir).
+  LoadFormat load_format = LoadFormat::kSafetensors;
   // Pipeline parallelism: the layers this engine holds (default: all) and how hidden states
-  // cross to the next stage (runtime/pipeline_stage.h, kernels/hidden_transfer.h). CPU and CUDA;
-  // not for MoE on CUDA (no CUDA MoE engine).
+  // cross to the next stage (runtime/pipeline_stage.h, kernels/hidden_transfer.h). CPU and CUDA,
+  // dense and MoE.
   PipelineStage stage;
   TransferDtype pp_transfer = TransferDtype::kInt8;
   // > 1: LoadEngine splits the layers over this many stage engines chained in this process

@@ -5,7 +5,7 @@
 #     build/bench/cuda/official_kernel_benchmark build/bench/cuda/long_context_benchmark
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
-#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline llama70b
+#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline llama70b moe
 #                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
@@ -66,6 +66,36 @@ if has serve; then
       | grep -E "Successful|Failed|throughput|Median|P99"
   done
   kill -TERM $spid; wait $spid; echo "serve exit $?"
+fi
+
+# moe:      the MoE presets (issue 18) from dummy weights made on the GPU (`make-model
+#           --config-only` + `--load-format dummy`): engine_benchmark decode steps at batch 1, 16,
+#           64, 256 beside the floor of the experts a step can touch, prefill; MOE_PRESETS picks
+#           (default "qwen3-30b-a3b qwen3-235b-a22b"); MOE_SERVE=1 adds a served 128/128 run of
+#           the first preset with bench-serve.
+if has moe; then
+  for preset in ${MOE_PRESETS:-qwen3-30b-a3b qwen3-235b-a22b}; do
+    m=/tmp/bitserve-$preset
+    "$bin/bitserve" make-model --preset "$preset" --out "$m" --config-only >/dev/null 2>&1 ||
+      "$bin/bitserve" make-model --preset "$preset" --out "$m" --config-only --no-tokenizer >/dev/null 2>&1 ||
+      echo "make-model $preset failed"
+    t0=$(date +%s)
+    timeout 400 "$bin/engine_benchmark" --model "$m" --load-format dummy --batches 1,16,64,256 \
+      --prompt 512 --steps 16 --prefill 512,4096 2>&1 | tee "$out/${preset}_engine_benchmark.log"
+    echo "engine_benchmark $preset: $(( $(date +%s) - t0 )) s"
+  done
+  if [[ ${MOE_SERVE:-0} == 1 ]]; then
+    preset=${MOE_PRESETS%% *}; preset=${preset:-qwen3-30b-a3b}
+    "$bin/bitserve" serve --model /tmp/bitserve-$preset --load-format dummy --device cuda \
+      --listen 127.0.0.1:0 --max-num-seqs 256 >/dev/null 2>"$out/${preset}_serve.log" &
+    spid=$!
+    for _ in $(seq 3000); do grep -q "listening on" "$out/${preset}_serve.log" && break; sleep 0.1; done
+    addr=$(grep -o "listening on .*" "$out/${preset}_serve.log" | awk '{print $3}')
+    timeout 200 "$bin/bitserve" bench-serve --server "$addr" --num-prompts 512 --input-len 128 \
+      --output-len 128 --timeout 180 --json "$out/${preset}_serve_128.json" 2>&1 |
+      tee "$out/${preset}_serve_128.log" | grep -E "Successful|Failed|throughput|Median|P99"
+    kill -TERM $spid; wait $spid; echo "serve exit $?"
+  fi
 fi
 
 if has llama70b; then
@@ -173,6 +203,15 @@ for dev in cpu cuda; do
   "$bin/bitserve" perplexity --model models/shakespeare-dense --input models/data/shakespeare-valid.txt \
     --device $dev --json >"$out/ppl_$dev.json" 2>&1
   echo "perplexity $dev exit $?: $(cat "$out/ppl_$dev.json")"
+done
+# The trained MoE fixture (issue 18): the same on the GPU's MoE block.
+for dev in cpu cuda; do
+  "$bin/bitserve" generate --model models/shakespeare-moe --prompt "ROMEO:" --max-tokens 40 \
+    --device $dev --json >"$out/generate_moe_$dev.json" 2>"$out/generate_moe_$dev.err"
+  echo "generate moe $dev exit $?: $(head -c 300 "$out/generate_moe_$dev.json")"
+  "$bin/bitserve" perplexity --model models/shakespeare-moe --input models/data/shakespeare-valid.txt \
+    --device $dev --json >"$out/ppl_moe_$dev.json" 2>&1
+  echo "perplexity moe $dev exit $?: $(cat "$out/ppl_moe_$dev.json")"
 done
 # Compressed KV cache on the GPU (issue 6): the same perplexity with int8 and int4 keys and values
 # (docs/quality.md has the CPU engine's numbers for the same bytes), and a generation.

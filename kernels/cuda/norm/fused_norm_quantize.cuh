@@ -12,7 +12,11 @@
 //
 // A Producer is a small struct passed by value with
 //   __device__ float4 Load(int64_t row, int i) const;   // elements 4i .. 4i+3 of the row
-// called exactly once per (row, i) with i < dim / 4, so it may also store (the residual add does).
+// called exactly once per (row, i) with i < dim / 4, so it may also store (the residual add does),
+// and optionally
+//   __device__ int64_t NormWeightOffset(int64_t row) const;  // the row's norm weights: weight + it
+// for rows whose norm weights differ (the experts' sub-norms of a grouped MoE FFN; read after the
+// wait, so it may depend on what the previous kernel wrote).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -97,9 +101,10 @@ __global__ void __launch_bounds__(kBlock)
   const int part = static_cast<int>(blockIdx.x % kCluster);
   const int first = part * kBlock + static_cast<int>(threadIdx.x);
   const int dim4 = dim / 4;
+  constexpr bool kRowWeights = requires(const Producer& p) { p.NormWeightOffset(int64_t{0}); };
   // The norm weights are constant: with few per thread (the decode shapes) they are loaded before
   // the wait, so their latency hides under the previous kernel's end.
-  constexpr bool kEarlyWeights = kNorm && kVec <= 2;
+  constexpr bool kEarlyWeights = kNorm && kVec <= 2 && !kRowWeights;
   float4 early_w[kEarlyWeights ? kVec : 1];
   if constexpr (kEarlyWeights) {
 #pragma unroll
@@ -111,6 +116,7 @@ __global__ void __launch_bounds__(kBlock)
   }
   WaitForPrerequisites();  // launched with LaunchDependent (pdl.cuh)
   AllowDependentLaunch();
+  if constexpr (kRowWeights) weight += producer.NormWeightOffset(row);
   float4 v[kVec];
 #pragma unroll
   for (int j = 0; j < kVec; ++j) {

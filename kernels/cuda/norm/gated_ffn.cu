@@ -29,7 +29,56 @@ struct GateUpProducer {
   }
 };
 
+// Row r of a grouped product: its expert's scales and sub-norm row (after the wait: the routing
+// kernels wrote row_expert).
+struct GroupedGateUpProducer {
+  const int4* acc;
+  const float* x_scales;
+  int inter4;
+  GroupedGateUp experts;
+
+  __device__ float Relu2Mul(int g, int u, float xs, const TernaryOutputScale& gs,
+                            const TernaryOutputScale& us) const {
+    const float gate = ScaleOutput(g, xs, static_cast<int>(gs.mode), gs.value);
+    const float up = ScaleOutput(u, xs, static_cast<int>(us.mode), us.value);
+    const float r = gate > 0.0f ? gate : 0.0f;
+    return __fmul_rn(__fmul_rn(r, r), up);
+  }
+  __device__ float4 Load(int64_t row, int i) const {
+    const int e = experts.row_expert[row];
+    const int64_t source = experts.source_rows != nullptr ? experts.source_rows[row] : row;
+    const float xs = x_scales[source];
+    const TernaryOutputScale gs = experts.gate_scales[e], us = experts.up_scales[e];
+    const int4 g = acc[row * 2 * inter4 + i];
+    const int4 u = acc[row * 2 * inter4 + inter4 + i];
+    return make_float4(Relu2Mul(g.x, u.x, xs, gs, us), Relu2Mul(g.y, u.y, xs, gs, us),
+                       Relu2Mul(g.z, u.z, xs, gs, us), Relu2Mul(g.w, u.w, xs, gs, us));
+  }
+  __device__ int64_t NormWeightOffset(int64_t row) const {
+    return static_cast<int64_t>(experts.row_expert[row]) * inter4 * 4;
+  }
+};
+
 }  // namespace
+
+absl::Status GroupedGateUpRelu2NormQuantize(const int32_t* acc, const float* x_scales,
+                                            const GroupedGateUp& experts, int64_t rows,
+                                            int64_t inter, float eps, const Int8ActivationsOut& out,
+                                            cudaStream_t stream) {
+  if (absl::Status s =
+          internal::ValidateFusedRow("GroupedGateUpRelu2NormQuantize", rows, inter, out);
+      !s.ok()) {
+    return s;
+  }
+  if (experts.row_expert == nullptr || experts.gate_scales == nullptr ||
+      experts.up_scales == nullptr || experts.sub_norm_weights == nullptr) {
+    return absl::InvalidArgumentError("GroupedGateUpRelu2NormQuantize: null expert operands");
+  }
+  const GroupedGateUpProducer producer{reinterpret_cast<const int4*>(acc), x_scales,
+                                       static_cast<int>(inter / 4), experts};
+  return internal::LaunchFusedNormQuantize<true>(producer, experts.sub_norm_weights, rows, inter,
+                                                 eps, out, nullptr, stream);
+}
 
 absl::Status GateUpRelu2NormQuantize(const int32_t* acc, const float* x_scales,
                                      TernaryOutputScale gate_scale, TernaryOutputScale up_scale,

@@ -26,4 +26,20 @@ absl::Status GateUpRelu2NormQuantize(const int32_t* acc, const float* x_scales,
                                      float eps, const Int8ActivationsOut& out, float* normed,
                                      cudaStream_t stream);
 
+// The same for the rows of a grouped MoE product (ternary_grouped_gemv.cuh): row r used expert
+// row_expert[r] (device), whose gate/up scales (device, [experts]) and sub-norm weights
+// (sub_norm_weights + expert * inter) apply; its activation scale is x_scales[source_rows[r]]
+// (source_rows null: x_scales[r]).
+struct GroupedGateUp {
+  const int32_t* row_expert = nullptr;
+  const int32_t* source_rows = nullptr;
+  const TernaryOutputScale* gate_scales = nullptr;
+  const TernaryOutputScale* up_scales = nullptr;
+  const float* sub_norm_weights = nullptr;  // [experts, inter]
+};
+absl::Status GroupedGateUpRelu2NormQuantize(const int32_t* acc, const float* x_scales,
+                                            const GroupedGateUp& experts, int64_t rows,
+                                            int64_t inter, float eps, const Int8ActivationsOut& out,
+                                            cudaStream_t stream);
+
 }  // namespace bitserve::cuda

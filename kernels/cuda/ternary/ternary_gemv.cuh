@@ -39,6 +39,9 @@ struct TernaryMatrixView {
 class DeviceTernaryMatrix {
  public:
   static absl::StatusOr<DeviceTernaryMatrix> Upload(const PackedTernaryMatrix& packed);
+  // Random weights made on the device (random_ternary.cuh), for dummy-weight loads.
+  static absl::StatusOr<DeviceTernaryMatrix> Random(int64_t rows, int64_t cols,
+                                                    TernaryOutputScale scale, uint64_t seed);
   TernaryMatrixView view() const { return view_; }
 
  private:

@@ -1,0 +1,61 @@
+// Grouped ternary products for mixture-of-experts layers: the rows of a batch, grouped by expert
+// (rows [begin_e, end_e) go through expert e's matrix), multiplied in ONE launch over every
+// active expert. The work list (items: an expert and up to `rows_per_item` of its rows) is built
+// on the device by the routing kernels (kernels/cuda/moe/moe_routing.cuh), so the launch shape
+// depends only on bounds and a captured CUDA graph replays it whatever the routing.
+//
+// Built from the GEMV kernels of ternary_gemv.cuh (dp4a for one row per item, int8 mma.m16n8k32
+// for 8..64): each item streams its expert's weights once for its rows. Results are those of
+// TernaryGemv on each expert's rows: the int32 sums exact, the float epilogue bit for bit.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/cuda/ternary/int8_activations.h"
+#include "kernels/cuda/ternary/ternary_gemv.cuh"
+
+namespace bitserve::cuda {
+
+// One work item of a grouped product (device memory, 16 bytes; read as an int4).
+struct GroupedProductItem {
+  int32_t expert = 0;
+  int32_t row_begin = 0;  // first grouped row
+  int32_t rows = 0;       // 1 .. rows_per_item
+  int32_t unused = 0;
+};
+
+// The experts' matrices: one buffer, expert e's packed matrix at words + e * expert_words, all of
+// the shape of `first`.
+struct GroupedTernaryWeights {
+  TernaryMatrixView first;
+  int64_t expert_words = 0;  // 32-bit words per expert (a multiple of 4)
+  int num_experts = 0;
+  const TernaryOutputScale* scales = nullptr;  // device, per expert (the float output's epilogue)
+};
+
+// The work list of one run (device pointers) and the bounds the launch is sized by.
+struct GroupedRows {
+  const GroupedProductItem* items = nullptr;
+  const int32_t* num_items = nullptr;  // device: items of this run
+  int max_items = 0;                   // grid bound (host)
+  int rows_per_item = 1;               // 1, 8, 16, 32 or 64 (GroupedRowsPerItem)
+  // Activation row of each grouped row (the product gathers its inputs); null: grouped row r reads
+  // activation row r.
+  const int32_t* source_rows = nullptr;
+};
+
+// Rows per work item for a run whose active experts get about `rows_per_expert` rows each.
+int GroupedRowsPerItem(double rows_per_expert);
+// Bound on the items of `grouped_rows` rows over `num_experts` experts in runs of rows_per_item.
+int MaxGroupedItems(int64_t grouped_rows, int num_experts, int rows_per_item);
+
+// y [grouped rows, rows] float32 (with the expert's scale), or acc [.., rows] int32: exactly one
+// non-null. x: the activations the grouped rows read (x.rows: how many there are).
+absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activations& x,
+                                const GroupedRows& groups, float* y, int32_t* acc,
+                                cudaStream_t stream);
+
+}  // namespace bitserve::cuda
