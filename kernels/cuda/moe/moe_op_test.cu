@@ -222,7 +222,7 @@ TEST_P(GroupedProductTest, MatchesPerExpertReference) {
 std::vector<GroupedCase> GroupedCases() {
   std::vector<GroupedCase> cases;
   using S = GroupedCase::Spread;
-  for (int t : {1, 8, 16, 32, 64}) {
+  for (int t : {1, 8, 16, 32, 64, 128, 256}) {
     // Long inputs (gate/up: 16+ k-tiles) and short ones (down: 6), partial row tiles.
     for (const auto& [rows, cols] :
          {std::pair<int64_t, int64_t>{200, 2048}, {2048, 768}, {96, 200}}) {
@@ -235,6 +235,14 @@ std::vector<GroupedCase> GroupedCases() {
     cases.push_back({"one_expert_t" + std::to_string(t), 8, 2, 70, 160, 384, t, S::kOneExpert});
     cases.push_back({"few_experts_t" + std::to_string(t), 64, 2, 33, 160, 384, t, S::kFewExperts});
     cases.push_back({"k_equals_e_t" + std::to_string(t), 4, 4, 21, 160, 384, t});
+  }
+  // Items of several tiled blocks (up to 256 rows per expert) at the qwen3-30b-a3b shapes.
+  for (int t : {64, 128, 256}) {
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{1536, 2048}, {2048, 768}}) {
+      cases.push_back({"prefill_t" + std::to_string(t) + "_" + std::to_string(rows) + "x" +
+                           std::to_string(cols),
+                       32, 8, 700, rows, cols, t});
+    }
   }
   return cases;
 }

@@ -5,6 +5,7 @@
 #include "kernels/cuda/common/pdl.cuh"
 #include "kernels/cuda/ternary/ternary_gemv_kernels.cuh"
 #include "kernels/cuda/ternary/ternary_grouped_gemv.cuh"
+#include "kernels/cuda/ternary/ternary_tiled_internal.cuh"
 
 namespace bitserve::cuda {
 namespace {
@@ -48,6 +49,9 @@ cudaError_t Launch(int rows_per_item, bool long_k, const TernaryProductArgs& a,
       return LaunchGroupedMma<4, 1, 2, 4, 1>(a, g, max_items, stream);
     case 64:
       return LaunchGroupedMma<8, 1, 2, 4, 1>(a, g, max_items, stream);
+    case 128:
+    case 256:
+      return internal::LaunchGroupedTiled(a, g, rows_per_item, max_items, stream);
     default:
       return cudaErrorInvalidValue;
   }
@@ -60,7 +64,9 @@ int GroupedRowsPerItem(double rows_per_expert) {
   if (rows_per_expert <= 12) return 8;
   if (rows_per_expert <= 24) return 16;
   if (rows_per_expert <= 48) return 32;
-  return 64;
+  if (rows_per_expert <= 96) return 64;
+  if (rows_per_expert <= 192) return 128;
+  return 256;
 }
 
 int MaxGroupedItems(int64_t grouped_rows, int num_experts, int rows_per_item) {
@@ -86,9 +92,9 @@ absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activa
     return absl::InvalidArgumentError("grouped product: float output needs the experts' scales");
   }
   const int t = groups.rows_per_item;
-  if (t != 1 && t != 8 && t != 16 && t != 32 && t != 64) {
+  if (t != 1 && t != 8 && t != 16 && t != 32 && t != 64 && t != 128 && t != 256) {
     return absl::InvalidArgumentError(
-        absl::StrCat("grouped product: ", t, " rows per item is not compiled in (1, 8 .. 64)"));
+        absl::StrCat("grouped product: ", t, " rows per item is not compiled in (1, 8 .. 256)"));
   }
   if (groups.max_items < 0 || groups.max_items > 65535 || groups.items == nullptr ||
       groups.num_items == nullptr) {

@@ -4,9 +4,10 @@
 // on the device by the routing kernels (kernels/cuda/moe/moe_routing.cuh), so the launch shape
 // depends only on bounds and a captured CUDA graph replays it whatever the routing.
 //
-// Built from the GEMV kernels of ternary_gemv.cuh (dp4a for one row per item, int8 mma.m16n8k32
-// for 8..64): each item streams its expert's weights once for its rows. Results are those of
-// TernaryGemv on each expert's rows: the int32 sums exact, the float epilogue bit for bit.
+// Built from the product kernels: the GEMV kernels of ternary_gemv.cuh (dp4a for one row per item,
+// int8 mma.m16n8k32 streaming for 8 .. 64), the tiled mma.sync kernel of ternary_tiled_gemm.cuh
+// (128 x 64 tiles) for 128 and 256 rows per item. Results are those of the plain products on each
+// expert's rows: the int32 sums exact, the float epilogue bit for bit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -41,7 +42,7 @@ struct GroupedRows {
   const GroupedProductItem* items = nullptr;
   const int32_t* num_items = nullptr;  // device: items of this run
   int max_items = 0;                   // grid bound (host)
-  int rows_per_item = 1;               // 1, 8, 16, 32 or 64 (GroupedRowsPerItem)
+  int rows_per_item = 1;               // 1, 8, 16, 32, 64, 128 or 256 (GroupedRowsPerItem)
   // Activation row of each grouped row (the product gathers its inputs); null: grouped row r reads
   // activation row r.
   const int32_t* source_rows = nullptr;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/common/pdl.cuh"
 #include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
 
@@ -112,6 +113,45 @@ __device__ __forceinline__ void StoreProduct(const TernaryProductArgs& a, int64_
     a.acc[index] = dot;
   } else {
     a.y[index] = ScaleOutput(dot, x_scale, a.scale_mode, a.scale_value);
+  }
+}
+
+// A grouped product's work list and per-expert operands (device pointers). Unused by plain
+// products (passed zeroed).
+struct ExpertGroupsArgs {
+  const int4* items = nullptr;                 // {expert, first grouped row, rows, 0}
+  const int* num_items = nullptr;              // items of this run (<= gridDim.z)
+  int64_t expert_uint4s = 0;                   // uint4s from one expert's matrix to the next
+  const TernaryOutputScale* scales = nullptr;  // per expert; null: the args' scale
+  const int32_t* source_rows = nullptr;  // activation row of each grouped row; null: the same row
+};
+
+// A grouped product (ternary_grouped_gemv.cuh): block z takes work item z, rows
+// [row_begin, row_begin + rows) of the grouped rows times its expert's matrix. Rebases `a` on the
+// item (weights, output rows, token count, the expert's scale) and returns its first grouped row,
+// or -1 when z is past the items of this run. Reads what earlier kernels wrote, so it waits first.
+__device__ __forceinline__ int ResolveGroupItem(const ExpertGroupsArgs& g, TernaryProductArgs& a) {
+  WaitForPrerequisites();
+  if (static_cast<int>(blockIdx.z) >= *g.num_items) return -1;
+  const int4 item = g.items[blockIdx.z];  // {expert, row_begin, rows, 0}
+  a.w += static_cast<int64_t>(item.x) * g.expert_uint4s;
+  a.m = item.z;
+  if (g.scales != nullptr) {
+    a.scale_mode = static_cast<int>(g.scales[item.x].mode);
+    a.scale_value = g.scales[item.x].value;
+  }
+  if (a.y != nullptr) a.y += static_cast<int64_t>(item.y) * a.rows;
+  if (a.acc != nullptr) a.acc += static_cast<int64_t>(item.y) * a.rows;
+  return item.y;
+}
+
+// The activation row of local token `token` (grouped: through source_rows when given).
+template <bool kGrouped>
+__device__ __forceinline__ int SourceRow(const ExpertGroupsArgs& g, int first, int token) {
+  if constexpr (kGrouped) {
+    return g.source_rows != nullptr ? g.source_rows[first + token] : first + token;
+  } else {
+    return token;
   }
 }
 

@@ -15,7 +15,10 @@ namespace {
 using internal::CpAsync16;
 using internal::CpAsyncCommit;
 using internal::CpAsyncWait;
+using internal::ExpertGroupsArgs;
 using internal::MmaS8;
+using internal::ResolveGroupItem;
+using internal::SourceRow;
 using internal::StoreProduct;
 using internal::TernaryProductArgs;
 using internal::UnpackFragments;
@@ -40,10 +43,17 @@ struct TiledShape {
   static constexpr int kSharedBytes = kStages * kStageBytes;
 };
 
-template <int kWR, int kWN, int kRT, int kNT, int kStages, int kMinBlocks>
+// kGrouped: block z takes work item z of a grouped product (ternary_kernel_common.cuh
+// ResolveGroupItem), blocks along x its runs of kBlockTokens rows.
+template <int kWR, int kWN, int kRT, int kNT, int kStages, int kMinBlocks, bool kGrouped = false>
 __global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks)
-    TernaryTiledKernel(TernaryProductArgs a) {
+    TernaryTiledKernel(TernaryProductArgs a, ExpertGroupsArgs groups) {
   using S = TiledShape<kWR, kWN, kRT, kNT, kStages>;
+  int first = 0;
+  if constexpr (kGrouped) {
+    first = ResolveGroupItem(groups, a);
+    if (first < 0 || static_cast<int>(blockIdx.x) * S::kBlockTokens >= a.m) return;
+  }
   extern __shared__ __align__(128) uint8_t smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -79,7 +89,7 @@ __global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks)
     const int chunk = threadIdx.x + i * S::kThreads;
     const int n = chunk / 8, c = chunk % 8;
     x_ok[i] = token0 + n < a.m;
-    const int token = min(token0 + n, a.m - 1);
+    const int token = SourceRow<kGrouped>(groups, first, min(token0 + n, a.m - 1));
     x_src[i] = a.x + static_cast<int64_t>(token) * a.x_stride + c * 16;
     x_dst[i] = S::kWeightBytes + ActChunkOffset(n, c);
   }
@@ -155,8 +165,9 @@ __global__ void __launch_bounds__(kWR* kWN * 32, kMinBlocks)
     for (int col = 0; col < 2; ++col) {
       const int token = token0 + (warp_n * kNT + j) * 8 + 2 * t + col;
       if (token >= a.m) continue;
-      const int x_sum = a.x_sum[token];
-      const float x_scale = a.acc == nullptr ? a.x_scale[token] : 0.0f;
+      const int source = SourceRow<kGrouped>(groups, first, token);
+      const int x_sum = a.x_sum[source];
+      const float x_scale = a.acc == nullptr ? a.x_scale[source] : 0.0f;
       const int64_t out_row = static_cast<int64_t>(token) * a.rows;
 #pragma unroll
       for (int r = 0; r < kRT; ++r) {
@@ -186,7 +197,7 @@ cudaError_t Launch(const TernaryProductArgs& a, cudaStream_t stream) {
   // the first read it from L2.
   const dim3 grid((a.m + S::kBlockTokens - 1) / S::kBlockTokens,
                   (a.row_tiles + S::kBlockRowTiles - 1) / S::kBlockRowTiles);
-  kernel<<<grid, S::kThreads, S::kSharedBytes, stream>>>(a);
+  kernel<<<grid, S::kThreads, S::kSharedBytes, stream>>>(a, ExpertGroupsArgs{});
   return cudaGetLastError();
 }
 
@@ -242,6 +253,26 @@ bool SameConfig(const TernaryTiledConfig& a, const TernaryTiledConfig& b) {
 }
 
 }  // namespace
+
+namespace internal {
+
+// The grouped form of the 128 x 64 mma.sync configuration: items of up to rows_per_item rows (a
+// multiple of 64), rows_per_item / 64 blocks along x per item.
+cudaError_t LaunchGroupedTiled(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
+                               int rows_per_item, int max_items, cudaStream_t stream) {
+  using S = TiledShape<2, 2, 4, 4, 4>;
+  auto* kernel = &TernaryTiledKernel<2, 2, 4, 4, 4, 1, true>;
+  static const cudaError_t attribute =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSharedBytes);
+  if (attribute != cudaSuccess) return attribute;
+  if (rows_per_item % S::kBlockTokens != 0) return cudaErrorInvalidValue;
+  const dim3 grid(rows_per_item / S::kBlockTokens,
+                  (a.row_tiles + S::kBlockRowTiles - 1) / S::kBlockRowTiles, max_items);
+  kernel<<<grid, S::kThreads, S::kSharedBytes, stream>>>(a, g);
+  return cudaGetLastError();
+}
+
+}  // namespace internal
 
 bool WgmmaAvailable() {
   if (!internal::WgmmaCompiled()) return false;
