@@ -189,6 +189,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
   scheduler::SchedulerConfig config = options.scheduler;
   config.block_size = engine.block_size();
   config.num_kv_blocks = engine.num_kv_blocks();
+  config.num_kv_pools = engine.num_kv_pools();
   config.max_model_len =
       static_cast<int>(std::min<int64_t>(config.max_model_len, engine.max_model_len()));
   config.max_num_batched_tokens =
