@@ -39,5 +39,24 @@ TEST(ExpertPlacement, RefusesWhatCannotBeSplit) {
   EXPECT_FALSE(ContiguousPlacement(8, 0).ok());
 }
 
+TEST(ExpertPlacement, BalancedFromLoadsEvensOutTheRanks) {
+  // Skewed loads where the contiguous split puts every hot expert on rank 0.
+  const std::vector<int64_t> loads = {900, 800, 700, 600, 10, 20, 30, 40};
+  auto contiguous = ContiguousPlacement(8, 2);
+  auto balanced = BalancedPlacement(loads, 2);
+  ASSERT_TRUE(contiguous.ok());
+  ASSERT_TRUE(balanced.ok()) << balanced.status();
+  EXPECT_THAT(RankLoads(*contiguous, loads), ElementsAre(3000, 100));
+  // 900 -> 0, 800 -> 1, 700 -> 1, 600 -> 0, 40 -> 0, 30 -> 1, 20 -> 1, 10 -> 0.
+  EXPECT_THAT(RankLoads(*balanced, loads), ElementsAre(1550, 1550));
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(balanced->ExpertsOf(r).size(), 4u) << "rank " << r;
+  // Equal loads keep a valid split; the errors are the contiguous placement's.
+  auto flat = BalancedPlacement(std::vector<int64_t>(8, 5), 4);
+  ASSERT_TRUE(flat.ok());
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(flat->ExpertsOf(r).size(), 2u);
+  EXPECT_FALSE(BalancedPlacement(std::vector<int64_t>(8, 1), 3).ok());
+  EXPECT_FALSE(BalancedPlacement({1, -1}, 2).ok());
+}
+
 }  // namespace
 }  // namespace bitserve::scheduler

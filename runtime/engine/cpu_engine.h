@@ -81,11 +81,16 @@ class CpuEngine : public Engine, private DecoderBlocks {
   std::vector<int32_t> expert_owner_;                // empty without expert parallelism
   std::shared_ptr<ExpertExchange> expert_exchange_;  // null without expert parallelism
   std::vector<int64_t> expert_rows_;                 // last_step_expert_rows()
-  // Expert-parallel scratch: rows out per rank and the slots they came from, rows in, results.
-  std::vector<ExpertRows> rows_out_, rows_in_;
-  std::vector<std::vector<int32_t>> slots_out_;
-  std::vector<std::vector<float>> results_out_, results_in_;
-  ExpertRows received_;
+  // Expert-parallel scratch (cpu_expert_parallel.cc).
+  struct ExpertParallelScratch {
+    std::vector<int64_t> send_counts, recv_counts;
+    std::vector<int32_t> send_slots;  // the slot (row * k + j) of each row sent, as sent
+    std::vector<int8_t> send_values, recv_values;
+    std::vector<float> send_scales, recv_scales, results, back;
+    std::vector<int32_t> send_experts, recv_experts;
+    std::vector<uint16_t> results_bf16, back_bf16;
+  };
+  ExpertParallelScratch ep_;
   // The batch of the current Run, for the blocks.
   std::span<const BatchEntry> entries_;
   int64_t tokens_ = 0;

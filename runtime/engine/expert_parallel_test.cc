@@ -2,6 +2,8 @@
 // holding 4 experts and its own sequences' KV cache, exchanging rows over the TCP transport on
 // loopback, give exactly (bit for bit) the logits of the single-process engine, also in steps
 // where one rank has no tokens; and an EP engine refuses what cannot be an EP group.
+#include <cmath>
+#include <cstdio>
 #include <future>
 #include <thread>
 
@@ -16,7 +18,8 @@ namespace {
 using std::chrono::milliseconds;
 const char kModel[] = "models/shakespeare-moe";
 
-std::vector<std::shared_ptr<ExpertExchange>> ConnectGroup(int ranks) {
+std::vector<std::shared_ptr<ExpertExchange>> ConnectGroup(
+    int ranks, ExpertResultDtype dtype = ExpertResultDtype::kF32) {
   std::vector<std::unique_ptr<TcpListener>> listeners;
   std::vector<std::string> addresses;
   for (int r = 0; r < ranks; ++r) {
@@ -38,7 +41,8 @@ std::vector<std::shared_ptr<ExpertExchange>> ConnectGroup(int ranks) {
   for (int r = 0; r < ranks; ++r) {
     auto t = pending[r].get();
     EXPECT_TRUE(t.ok()) << t.status();
-    auto x = TransportExpertExchange::Create(std::shared_ptr<Transport>(*std::move(t)), group, r);
+    auto x =
+        TransportExpertExchange::Create(std::shared_ptr<Transport>(*std::move(t)), group, r, dtype);
     EXPECT_TRUE(x.ok()) << x.status();
     out.push_back(*std::move(x));
   }
@@ -136,6 +140,45 @@ TEST(ExpertParallelTest, TwoRanksGiveTheSingleEngineLogitsBitForBit) {
       row += rows;
     }
   }
+}
+
+// The GPU path's bf16 results, on the CPU: close to the fp32 results, not equal (the rounding is
+// applied to every result row, the local ones included).
+TEST(ExpertParallelTest, Bf16ResultsStayCloseToTheSingleEngine) {
+  auto whole = LoadEngine(kModel, Options());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto exchanges = ConnectGroup(2, ExpertResultDtype::kBf16);
+  std::vector<std::unique_ptr<Engine>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    EngineOptions o = Options();
+    o.expert_owner = {0, 0, 0, 0, 1, 1, 1, 1};
+    o.expert_exchange = exchanges[r];
+    auto e = LoadEngine(kModel, o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    ranks.push_back(*std::move(e));
+  }
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 32; ++i) prompt.push_back((i * 131 + 7) % 2000);
+  const std::vector<int32_t> table = {0, 1};
+  const BatchEntry entry{0, prompt, table, LogitsWanted::kAll};
+  std::vector<float> want, got;
+  ASSERT_TRUE((*whole)->Forward({&entry, 1}, &want).ok());
+  std::thread idle([&] {
+    std::vector<float> none;
+    EXPECT_TRUE(ranks[1]->Forward({}, &none).ok());
+  });
+  ASSERT_TRUE(ranks[0]->Forward({&entry, 1}, &got).ok());
+  idle.join();
+  ASSERT_EQ(got.size(), want.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * double{got[i] - want[i]};
+    den += want[i] * double{want[i]};
+  }
+  const double rel = std::sqrt(num / den);
+  std::printf("bf16 expert results: logits relative L2 %.5f against fp32\n", rel);
+  EXPECT_GT(rel, 0.0);
+  EXPECT_LT(rel, 0.02);
 }
 
 TEST(ExpertParallelTest, RefusesWhatIsNotAnExpertParallelGroup) {

@@ -5,6 +5,7 @@
 // peer that goes away.
 #include "runtime/transport/transport_expert_exchange.h"
 
+#include <cmath>
 #include <future>
 #include <thread>
 
@@ -42,50 +43,79 @@ std::vector<std::shared_ptr<Transport>> ConnectAll(int world) {
   return out;
 }
 
-// Rank `from`'s rows for rank `to`: a load that differs per pair (zero for some), values that
+// Rank `from`'s rows for rank `to`: a count that differs per pair (zero for some), values that
 // name their origin, destination and index.
-ExpertRows RowsFor(int from, int to, int64_t hidden, int64_t scale) {
-  ExpertRows rows;
-  const int64_t n = ((from * 3 + to * 5) % 4) * scale;
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t c = 0; c < hidden; ++c) {
-      rows.values.push_back(static_cast<int8_t>((from * 31 + to * 17 + i + c) % 251 - 125));
-    }
-    rows.scales.push_back(0.5f + from + to * 0.25f + i * 1e-3f);
-    rows.experts.push_back(static_cast<int32_t>(to * 10 + i % 10));
-  }
-  return rows;
+int64_t Count(int from, int to, int64_t scale) { return ((from * 3 + to * 5) % 4) * scale; }
+int8_t Value(int from, int to, int64_t i, int64_t c) {
+  return static_cast<int8_t>((from * 31 + to * 17 + i + c) % 251 - 125);
 }
+float Scale(int from, int to, int64_t i) { return 0.5f + from + to * 0.25f + i * 1e-3f; }
+// The owner's answer to a row: not representable in bf16, so the bf16 path shows its rounding.
+float Answer(int owner, float scale, int8_t value) { return scale * 1.001f + value + owner; }
 
-// One rank's dispatch and combine: checks what arrives, answers each row with values derived
-// from it, and checks the answers to its own rows.
+// One rank's exchange: counts, rows grouped by destination, checks of what arrives, one answer
+// per row received, and the answers to its own rows checked.
 void RunRank(ExpertExchange& x, int64_t hidden, int64_t scale) {
   const int n = x.group_size(), me = x.rank();
-  std::vector<ExpertRows> out(n), in;
-  for (int p = 0; p < n; ++p) out[p] = RowsFor(me, p, hidden, scale);
-  ASSERT_TRUE(x.Dispatch(hidden, out, &in).ok());
-  ASSERT_EQ(static_cast<int>(in.size()), n);
-  std::vector<std::vector<float>> results(n), back;
+  const bool bf16 = x.result_dtype() == ExpertResultDtype::kBf16;
+  std::vector<int64_t> send_counts(n), recv_counts(n, -1);
+  std::vector<int8_t> values;
+  std::vector<float> scales;
+  std::vector<int32_t> experts;
   for (int p = 0; p < n; ++p) {
-    const ExpertRows want = RowsFor(p, me, hidden, scale);
-    ASSERT_EQ(in[p].values, want.values) << "rows from rank " << p;
-    ASSERT_EQ(in[p].scales, want.scales);
-    ASSERT_EQ(in[p].experts, want.experts);
-    for (int64_t i = 0; i < in[p].size(); ++i) {
+    send_counts[p] = Count(me, p, scale);
+    for (int64_t i = 0; i < send_counts[p]; ++i) {
+      for (int64_t c = 0; c < hidden; ++c) values.push_back(Value(me, p, i, c));
+      scales.push_back(Scale(me, p, i));
+      experts.push_back(static_cast<int32_t>(p * 10 + i % 10));
+    }
+  }
+  ASSERT_TRUE(x.ExchangeCounts(send_counts, recv_counts).ok());
+  int64_t received = 0;
+  for (int p = 0; p < n; ++p) {
+    ASSERT_EQ(recv_counts[p], Count(p, me, scale)) << "count from rank " << p;
+    received += recv_counts[p];
+  }
+  std::vector<int8_t> in_values(received * hidden);
+  std::vector<float> in_scales(received);
+  std::vector<int32_t> in_experts(received);
+  ASSERT_TRUE(x.Dispatch(hidden, values.data(), scales.data(), experts.data(), in_values.data(),
+                         in_scales.data(), in_experts.data())
+                  .ok());
+  std::vector<float> results;
+  std::vector<uint16_t> results_bf16;
+  int64_t row = 0;
+  for (int p = 0; p < n; ++p) {
+    for (int64_t i = 0; i < recv_counts[p]; ++i, ++row) {
+      ASSERT_EQ(in_scales[row], Scale(p, me, i)) << "row " << i << " from rank " << p;
+      ASSERT_EQ(in_experts[row], me * 10 + i % 10);
       for (int64_t c = 0; c < hidden; ++c) {
-        // Not representable in bf16: shows the rounding of the bf16 path.
-        results[p].push_back(in[p].scales[i] * 1.001f + in[p].values[i * hidden + c] + me);
+        ASSERT_EQ(in_values[row * hidden + c], Value(p, me, i, c));
+        const float a = Answer(me, in_scales[row], in_values[row * hidden + c]);
+        results.push_back(a);
+        results_bf16.push_back(FloatToBf16(a));
       }
     }
   }
-  ASSERT_TRUE(x.Combine(hidden, results, &back).ok());
+  const int64_t sent = static_cast<int64_t>(scales.size());
+  std::vector<float> back(sent * hidden, std::nanf(""));
+  std::vector<uint16_t> back_bf16(sent * hidden, 0xFFFF);
+  ASSERT_TRUE(
+      x.Combine(hidden,
+                bf16 ? static_cast<const void*>(results_bf16.data())
+                     : static_cast<const void*>(results.data()),
+                bf16 ? static_cast<void*>(back_bf16.data()) : static_cast<void*>(back.data()))
+          .ok());
+  row = 0;
   for (int p = 0; p < n; ++p) {
-    ASSERT_EQ(static_cast<int64_t>(back[p].size()), out[p].size() * hidden);
-    for (int64_t i = 0; i < out[p].size(); ++i) {
+    for (int64_t i = 0; i < send_counts[p]; ++i, ++row) {
       for (int64_t c = 0; c < hidden; ++c) {
-        float want = out[p].scales[i] * 1.001f + out[p].values[i * hidden + c] + p;
-        if (x.result_dtype() == ExpertResultDtype::kBf16) want = Bf16ToFloat(FloatToBf16(want));
-        ASSERT_EQ(back[p][i * hidden + c], want) << "result from rank " << p << " row " << i;
+        const float want = Answer(p, scales[row], values[row * hidden + c]);
+        if (bf16) {
+          ASSERT_EQ(back_bf16[row * hidden + c], FloatToBf16(want)) << "rank " << p << " row " << i;
+        } else {
+          ASSERT_EQ(back[row * hidden + c], want) << "result from rank " << p << " row " << i;
+        }
       }
     }
   }
@@ -132,13 +162,14 @@ TEST(TransportExpertExchangeTest, APeerThatIsGoneBreaksTheExchange) {
   auto x = TransportExpertExchange::Create(transports[0], {0, 1}, 0);
   ASSERT_TRUE(x.ok());
   transports[1].reset();  // rank 1's process is gone: its sockets close
-  std::vector<ExpertRows> out(2), in;
-  out[1] = RowsFor(0, 1, 16, 1);
-  absl::Status s = (*x)->Dispatch(16, out, &in);
+  const std::vector<int64_t> send = {0, 3};
+  std::vector<int64_t> recv(2);
+  absl::Status s = (*x)->ExchangeCounts(send, recv);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("EP rank 1"), std::string::npos) << s;
   // Out of step from now on: later calls fail at once with the same error.
-  EXPECT_EQ((*x)->Dispatch(16, out, &in), s);
+  EXPECT_EQ((*x)->ExchangeCounts(send, recv), s);
+  EXPECT_EQ((*x)->Combine(16, nullptr, nullptr), s);
 }
 
 }  // namespace

@@ -13,6 +13,10 @@ on the trained models/shakespeare-moe (8 experts, top-2):
     model, EP on a GPU device.
   * an EP rank killed mid-stream: the request ends UNAVAILABLE naming the rank, the coordinator
     stays up, serve restarts the worker, and the rebuilt group serves the same tokens.
+  * an EP rank that hangs (SIGSTOP) while its peer waits for it in an exchange: it is declared
+    lost after the heartbeat timeout, the peer is released, serve kills and replaces the hung one.
+  * remote EP workers (`serve --worker-listen --expert-parallel 2` + `bitserve worker`): one
+    killed, the survivor registers again, a replacement joins, the same tokens again.
 
     expert_parallel_python_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto
 """
@@ -225,8 +229,111 @@ def test_killed_ep_rank(ctx):
     stop(server)
 
 
+def start_stream(stub, prompt, max_tokens):
+    """A long Generate in a thread: (thread, outcome); outcome["first"] is set at the first token
+    (or the end), then "ok", or "code" and "details"."""
+    outcome = {"first": threading.Event()}
+
+    def stream():
+        try:
+            for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
+                                                      max_tokens=max_tokens, ignore_eos=True),
+                                   timeout=60):
+                if r.token_ids:
+                    outcome["first"].set()
+            outcome["ok"] = True
+        except grpc.RpcError as e:
+            outcome["code"], outcome["details"] = e.code(), e.details()
+        outcome["first"].set()
+    t = threading.Thread(target=stream)
+    t.start()
+    return t, outcome
+
+
+def generate_after_rebuild(stub, prompt, deadline):
+    """The first step after a rebuild fails once (the KV state is gone): retried."""
+    while True:
+        try:
+            return generate(stub, prompt)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE and time.time() < deadline, e
+            time.sleep(0.2)
+
+
+def test_hung_ep_rank_replaced(ctx):
+    server = ctx.serve(["--expert-parallel", "2", "--worker-heartbeat-timeout", "1500"])
+    server.wait_listening(120)
+    channel, stub, health = stub_for(server)
+    hung = None
+    try:
+        want = ctx.reference(PROMPTS[3])
+        assert generate(stub, PROMPTS[3]) == want
+        t, outcome = start_stream(stub, PROMPTS[4], 230)
+        assert outcome["first"].wait(60)
+        hung = local_worker_pid(server, "local-0")
+        os.kill(hung, signal.SIGSTOP)  # alive and silent: its peer waits in an exchange
+        start = time.time()
+        t.join(timeout=30)
+        assert not t.is_alive(), "the stream did not end"
+        assert outcome.get("code") == grpc.StatusCode.UNAVAILABLE, outcome
+        assert re.search(r"worker local-0 \(EP rank \d\) lost", outcome["details"]), outcome
+        server.wait_line(r"local worker local-0 \(pid \d+\) is hung \(no heartbeat", 30)
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
+        assert local_worker_pid(server, "local-0") != hung
+        assert generate_after_rebuild(stub, PROMPTS[3], time.time() + 60) == want
+        print(f"  EP rank hung (SIGSTOP): replaced and serving the same tokens after "
+              f"{time.time() - start:.1f} s", flush=True)
+    finally:
+        channel.close()
+        if hung is not None:
+            try:
+                os.kill(hung, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    stop(server)
+
+
+def test_remote_ep_rank_lost_and_replaced(ctx):
+    server = ctx.serve(["--worker-listen", "127.0.0.1:0", "--expert-parallel", "2",
+                        "--worker-heartbeat-timeout", "1500"])
+    join = server.wait_line(r"workers join at (\S+)", 60).group(1)
+
+    def worker(name):
+        w = Process([ctx.args.bitserve, "worker", "--coordinator", join, "--worker-id", name,
+                     "--connect-timeout", "20"], name=f"worker {name}")
+        ctx.processes.append(w)
+        return w
+    w0 = worker("a")
+    server.wait_line(r"worker a .*registered as a \(EP rank 0\)", 30)
+    w1 = worker("b")
+    server.wait_listening(60)
+    channel, stub, health = stub_for(server)
+    try:
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING)
+        want = ctx.reference(PROMPTS[5])
+        assert generate(stub, PROMPTS[5]) == want
+        t, outcome = start_stream(stub, PROMPTS[0], 230)
+        assert outcome["first"].wait(60)
+        w1.proc.send_signal(signal.SIGKILL)
+        t.join(timeout=30)
+        assert not t.is_alive(), "the stream did not end"
+        assert outcome.get("code") == grpc.StatusCode.UNAVAILABLE, outcome
+        assert "worker b (EP rank 1)" in outcome["details"], outcome["details"]
+        wait_readiness(health, health_pb.HealthCheckResponse.NOT_SERVING, 10)
+        w0.wait_line("registering again", 20)
+        worker("c")
+        wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
+        assert generate_after_rebuild(stub, PROMPTS[5], time.time() + 60) == want
+        assert server.proc.poll() is None
+    finally:
+        channel.close()
+    stop(server)
+    assert w0.proc.wait(timeout=30) == 0, w0.log()
+
+
 TESTS = [test_ep2_equals_single_process, test_pp2_ep2_equals_one_process_pipeline,
-         test_bad_input_is_refused_clearly, test_killed_ep_rank]
+         test_bad_input_is_refused_clearly, test_killed_ep_rank, test_hung_ep_rank_replaced,
+         test_remote_ep_rank_lost_and_replaced]
 
 
 def main():
