@@ -5,7 +5,7 @@ on the trained models/shakespeare-moe (8 experts, top-2):
   * `bitserve serve --expert-parallel 2` (two local workers, 4 experts each, attention
     data-parallel) gives exactly the greedy tokens of the single-process engine (`bitserve
     generate`) for concurrent requests, which the coordinator spreads over both ranks; the expert
-    load metrics account for every routed token.
+    load metrics account for every routed token (also those of the engine in serve's process).
   * `--pipeline-stages 2 --expert-parallel 2` (four workers) gives exactly the tokens of the
     one-process two-stage pipeline (`generate --pipeline-stages 2`: EP changes no number, the int8
     hidden-state transfer between stages is the pipeline's own).
@@ -156,6 +156,26 @@ def test_ep2_equals_single_process(ctx):
 
 def test_pp2_ep2_equals_one_process_pipeline(ctx):
     serve_and_compare(ctx, 2, 2)
+
+
+def test_in_process_expert_load(ctx):
+    """Without EP the engine in serve's process reports the same expert load metrics (rank 0)."""
+    server = ctx.serve([])
+    server.wait_listening(120)
+    channel, stub, _ = stub_for(server)
+    try:
+        assert generate(stub, PROMPTS[0]) == ctx.reference(PROMPTS[0])
+        text = metrics(server)
+        experts = samples(text, "bitserve_expert_tokens_total")
+        per_rank = samples(text, "bitserve_expert_rank_tokens_total")
+        fed = len(PROMPTS[0]) + MAX_TOKENS - 1  # the last token is sampled, never fed back
+        for layer in range(6):
+            by_expert = sum(v for k, v in experts.items() if k.startswith(f'layer="{layer}",'))
+            assert by_expert == 2 * fed, f"layer {layer}: {by_expert} rows for {fed} tokens"
+            assert per_rank.get(f'layer="{layer}",rank="0"') == by_expert, per_rank
+    finally:
+        channel.close()
+    stop(server)
 
 
 def refused(ctx, extra, model, want):
@@ -332,6 +352,7 @@ def test_remote_ep_rank_lost_and_replaced(ctx):
 
 
 TESTS = [test_ep2_equals_single_process, test_pp2_ep2_equals_one_process_pipeline,
+         test_in_process_expert_load,
          test_bad_input_is_refused_clearly, test_killed_ep_rank, test_hung_ep_rank_replaced,
          test_remote_ep_rank_lost_and_replaced]
 
