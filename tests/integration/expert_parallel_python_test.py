@@ -297,7 +297,7 @@ def test_hung_ep_rank_replaced(ctx):
         assert not t.is_alive(), "the stream did not end"
         assert outcome.get("code") == grpc.StatusCode.UNAVAILABLE, outcome
         assert re.search(r"worker local-0 \(EP rank \d\) lost", outcome["details"]), outcome
-        server.wait_line(r"local worker local-0 \(pid \d+\) is hung \(no heartbeat", 30)
+        server.wait_line(r"local worker local-0 \(pid \d+\) is hung \(no heartbeat", 60)
         wait_readiness(health, health_pb.HealthCheckResponse.SERVING, 60)
         assert local_worker_pid(server, "local-0") != hung
         assert generate_after_rebuild(stub, PROMPTS[3], time.time() + 60) == want
