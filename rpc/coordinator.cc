@@ -101,6 +101,8 @@ struct Coordinator::Impl {
   // Under mu: a step's results (or its failure) applied to the scheduler and the requests.
   // `isolation`: what Isolate found for a failed step (the entries that failed alone end with
   // their error; the others go on).
+  // The expert load metrics of an in-process engine's last step.
+  void ReportExpertLoad(const Engine& engine);
   void Complete(const InFlightStep& step, const absl::Status& status,
                 const std::vector<SampleResult>& results, Callbacks& out,
                 const StepIsolation* isolation = nullptr);
@@ -189,6 +191,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
   scheduler::SchedulerConfig config = options.scheduler;
   config.block_size = engine.block_size();
   config.num_kv_blocks = engine.num_kv_blocks();
+  config.num_kv_pools = engine.num_kv_pools();
   config.max_model_len =
       static_cast<int>(std::min<int64_t>(config.max_model_len, engine.max_model_len()));
   config.max_num_batched_tokens =
@@ -488,6 +491,18 @@ void Coordinator::Impl::Prepare(InFlightStep& step) {
   }
 }
 
+void Coordinator::Impl::ReportExpertLoad(const Engine& engine) {
+  // An engine in this process counts its experts' rows itself (workers report theirs in their
+  // step results, rpc/remote_engine.cc); one rank: rank 0.
+  const std::span<const int64_t> rows = engine.last_step_expert_rows();
+  const int experts = engine.config().num_experts;
+  if (options.metrics == nullptr || rows.empty() || experts == 0) return;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    options.metrics->ExpertTokens(engine.stage().layer_begin + static_cast<int>(i / experts),
+                                  static_cast<int>(i % experts), 0, rows[i]);
+  }
+}
+
 void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& status,
                                  const std::vector<SampleResult>& results, Callbacks& out,
                                  const StepIsolation* isolation) {
@@ -685,6 +700,7 @@ void Coordinator::Impl::Loop() {
       next->start = Clock::now();
       if (depth == 1) {
         absl::Status status = engine->Step(next->entries, next->specs, &results);
+        if (status.ok()) ReportExpertLoad(*engine);
         complete(*next, status);
         continue;
       }

@@ -26,11 +26,14 @@ bool WorkerHub::NcclCanJoin() const {
 }
 
 void WorkerHub::AssignAll() {
-  const int n = options_.num_stages;
-  // One communicator per pipeline formed: a fresh unique id (its bootstrap root runs here).
+  const int n = num_workers();
+  const int ep = options_.expert_parallel;
+  // One communicator per pipeline formed: a fresh unique id (its bootstrap root runs here). Expert
+  // parallelism runs over TCP for now (Create refuses --pp-transport nccl with it).
   std::string nccl_id;
-  if (n > 1 && (options_.pp_transport == PipelineTransport::kNccl ||
-                (options_.pp_transport == PipelineTransport::kAuto && NcclCanJoin()))) {
+  if (n > 1 && ep == 1 &&
+      (options_.pp_transport == PipelineTransport::kNccl ||
+       (options_.pp_transport == PipelineTransport::kAuto && NcclCanJoin()))) {
     if (auto id = NewNcclUniqueId(); id.ok()) {
       nccl_id = *std::move(id);
     } else {
@@ -39,27 +42,39 @@ void WorkerHub::AssignAll() {
     }
   }
   pipeline_transport_ = nccl_id.empty() ? "tcp" : "nccl";
-  if (n > 1) {
-    std::cerr << "bitserve serve: pipeline of " << n << " stages over " << pipeline_transport_
-              << " (" << TransferDtypeName(options_.pp_transfer) << " hidden states)" << std::endl;
+  if (options_.num_stages > 1) {
+    std::cerr << "bitserve serve: pipeline of " << options_.num_stages << " stages over "
+              << pipeline_transport_ << " (" << TransferDtypeName(options_.pp_transfer)
+              << " hidden states)" << std::endl;
+  }
+  if (ep > 1) {
+    std::cerr << "bitserve serve: " << options_.num_stages << " expert-parallel group"
+              << (options_.num_stages > 1 ? "s" : "") << " of " << ep << " ranks over "
+              << pipeline_transport_ << ", " << config_.num_experts / ep
+              << " experts per rank (contiguous)" << std::endl;
   }
   for (int i = 0; i < n; ++i) {
     Link& link = *pipeline_[i];
-    const PipelineStage& st = stages_[i];
+    const PipelineStage& st = stages_[link.stage];
     wire::Assignment& a = *link.assignment.mutable_assignment();
     a.set_assignment_id(next_assignment_++);
     a.set_rank(i);
     a.set_world_size(n);
     a.set_model_dir(options_.model_dir.string());
     wire::ModelShard& shard = *a.mutable_shard();
-    shard.set_pipeline_stage(i);
-    shard.set_num_pipeline_stages(n);
+    shard.set_pipeline_stage(link.stage);
+    shard.set_num_pipeline_stages(options_.num_stages);
     shard.set_layer_begin(st.layer_begin);
     shard.set_layer_end(st.end(config_.num_hidden_layers));
     shard.set_has_embedding(st.first());
     shard.set_has_lm_head(st.last());
-    shard.set_expert_group_size(1);
-    for (int e = 0; e < config_.num_experts; ++e) shard.add_expert_ids(e);
+    shard.set_expert_group(link.stage);
+    shard.set_expert_group_size(ep);
+    shard.set_rank_in_expert_group(link.ep_rank);
+    for (int e = 0; e < config_.num_experts; ++e) {
+      if (ep == 1 || expert_owner_[e] == link.ep_rank) shard.add_expert_ids(e);
+    }
+    if (ep > 1) shard.mutable_expert_owner()->Add(expert_owner_.begin(), expert_owner_.end());
     wire::KvCacheSpec& kv = *a.mutable_kv_cache();
     kv.set_block_size(options_.engine.block_size);
     if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeToProto(*options_.engine.kv_dtype));
@@ -133,8 +148,8 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
   link.max_model_len = r.max_model_len();
   link.max_batch_tokens = r.max_batch_tokens();
   link.device = r.device_name();
-  const int n = options_.num_stages;
-  std::cerr << "bitserve serve: worker " << link.Name(n) << " ready on " << r.device_name() << ": "
+  const int n = num_workers();
+  std::cerr << "bitserve serve: worker " << link.Name() << " ready on " << r.device_name() << ": "
             << r.num_kv_blocks() << " KV blocks, loaded in " << r.load_seconds() << " s"
             << std::endl;
   if (!Whole()) return absl::OkStatus();
@@ -150,13 +165,19 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
     }
     block_size_ = r.block_size();
     kv_dtype_ = pipeline_[0]->kv_dtype;
-    device_name_ = n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
-                          : absl::StrCat(n, "-stage pipeline of workers over ", pipeline_transport_,
-                                         " (", pipeline_[0]->device, ")");
+    const int stages = options_.num_stages, ep = options_.expert_parallel;
+    device_name_ =
+        n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)
+        : ep == 1
+            ? absl::StrCat(stages, "-stage pipeline of workers over ", pipeline_transport_, " (",
+                           pipeline_[0]->device, ")")
+            : absl::StrCat(stages > 1 ? absl::StrCat(stages, "-stage pipeline of ") : "",
+                           "expert-parallel group", stages > 1 ? "s" : "", " of ", ep,
+                           " workers over ", pipeline_transport_, " (", pipeline_[0]->device, ")");
   }
   ++epoch_;
   ++pipelines_ready_;
-  if (n > 1) std::cerr << "bitserve serve: pipeline of " << n << " stages ready" << std::endl;
+  if (n > 1) std::cerr << "bitserve serve: pipeline of " << n << " workers ready" << std::endl;
   changed_.notify_all();
   return absl::OkStatus();
 }

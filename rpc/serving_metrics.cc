@@ -146,6 +146,21 @@ ServingMetrics::ServingMetrics()
           "Time one worker (pipeline stage) spent in its transport for one step: receiving the "
           "previous stage's hidden states and sending its own (NCCL or TCP), waits included.",
           StepDurationBuckets(), {"stage"})),
+      expert_tokens_(registry_.AddCounter(
+          "bitserve_expert_tokens_total",
+          "Tokens each routed expert ran, per MoE layer (one per token that chose it), as the "
+          "expert-parallel workers report: the load that expert placement balances.",
+          {"layer", "expert"})),
+      expert_rank_tokens_(registry_.AddCounter(
+          "bitserve_expert_rank_tokens_total",
+          "Tokens the experts of one expert-parallel rank ran, per MoE layer (its share of "
+          "bitserve_expert_tokens_total): imbalance between ranks is time the others wait.",
+          {"layer", "rank"})),
+      rank_tokens_(registry_.AddCounter(
+          "bitserve_expert_parallel_rank_tokens_total",
+          "Tokens of the sequences each expert-parallel rank ran (attention runs data-parallel: "
+          "each rank its own sequences, placed by the coordinator).",
+          {"rank"})),
       steps_in_flight_(registry_
                            .AddGauge("bitserve_steps_in_flight",
                                      "Steps handed to the workers and not yet answered (a pipeline "
@@ -191,6 +206,17 @@ void ServingMetrics::StepDone(int num_tokens, int num_seqs, double seconds, int 
 void ServingMetrics::StageStepDone(int stage, double compute_seconds, double transfer_seconds) {
   stage_compute_.WithLabels({std::to_string(stage)}).Observe(compute_seconds);
   stage_transfer_.WithLabels({std::to_string(stage)}).Observe(transfer_seconds);
+}
+
+void ServingMetrics::ExpertTokens(int layer, int expert, int rank, int64_t tokens) {
+  if (tokens <= 0) return;
+  const std::string l = std::to_string(layer);
+  expert_tokens_.WithLabels({l, std::to_string(expert)}).Increment(static_cast<double>(tokens));
+  expert_rank_tokens_.WithLabels({l, std::to_string(rank)}).Increment(static_cast<double>(tokens));
+}
+
+void ServingMetrics::RankTokens(int rank, int64_t tokens) {
+  rank_tokens_.WithLabels({std::to_string(rank)}).Increment(static_cast<double>(tokens));
 }
 
 void ServingMetrics::SetStepsInFlight(int steps) { steps_in_flight_.Set(steps); }

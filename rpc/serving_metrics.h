@@ -64,6 +64,11 @@ class ServingMetrics {
   // utilization is the pipeline bubble (docs/perf.md).
   void StageStepDone(int stage, double compute_seconds, double transfer_seconds);
   void SetStepsInFlight(int steps);
+  // Expert parallelism: `tokens` rows of MoE layer `layer` ran through routed expert `expert` on
+  // expert-parallel rank `rank` in one step.
+  void ExpertTokens(int layer, int expert, int rank, int64_t tokens);
+  // Expert parallelism: `tokens` tokens of one step ran on rank `rank` (its sequences).
+  void RankTokens(int rank, int64_t tokens);
   void SetState(int waiting, int running, int kv_blocks_used, int kv_blocks_free,
                 int64_t kv_capacity_tokens, bool ready);
 
@@ -95,6 +100,9 @@ class ServingMetrics {
   Histogram& step_duration_;
   HistogramFamily& stage_compute_;
   HistogramFamily& stage_transfer_;
+  CounterFamily& expert_tokens_;
+  CounterFamily& expert_rank_tokens_;
+  CounterFamily& rank_tokens_;
   Gauge& steps_in_flight_;
   RateWindow generated_rate_;
 };

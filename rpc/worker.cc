@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <iostream>
@@ -18,6 +19,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/transport/nccl_transport.h"
 #include "runtime/transport/tcp_transport.h"
+#include "runtime/transport/transport_expert_exchange.h"
 
 namespace bitserve::rpc {
 namespace {
@@ -125,23 +127,48 @@ class Inbox {
   std::thread thread_;
 };
 
+// Where a stage's hidden states come from and go to (transport ranks; -1: none), and whether the
+// worker is a rank of an expert-parallel group (rank r of stage s is transport rank s * E + r; its
+// hidden states cross to rank r of the next stage).
+struct StagePeers {
+  int previous = -1, next = -1;
+  bool expert_parallel = false;
+};
+
+// An expert-parallel rank whose own plan failed before its layers ran still takes part in the
+// step's exchanges, with no tokens, so that the other ranks of its group are not left waiting.
+void TakePartWithNoTokens(Engine& engine) {
+  std::vector<uint8_t> output;
+  std::vector<SampleResult> results;
+  StageIo io;
+  io.output = &output;
+  const absl::Status s = engine.stage().whole_model() ? engine.Step({}, {}, &results)
+                                                      : engine.StageStep({}, {}, io, &results);
+  s.IgnoreError();  // the step fails anyway; a broken exchange shows in the next one
+}
+
 // One step of this worker's stage: hidden states in from the previous stage, out to the next.
 // Host messages (TCP) or device ones (NCCL, `device`: the engine's buffers). Every stage sees the
-// same plan, so a plan that does not decode or exceeds max_batch_tokens fails on every stage
-// before anything crosses. Otherwise each stage but the last sends exactly one message per step:
-// over TCP an empty one when its step failed (the next stage then fails it too), over NCCL, which
-// has no sizes, the full-size message whatever its contents; the coordinator fails a step that
-// any stage failed.
+// same plan (with expert parallelism: every stage's rank r sees rank r's part), so a plan that does
+// not decode or exceeds max_batch_tokens fails on every stage before anything crosses. Otherwise
+// each stage but the last sends exactly one message per step: over TCP an empty one when its step
+// failed (the next stage then fails it too), over NCCL, which has no sizes, the full-size message
+// whatever its contents; the coordinator fails a step that any stage failed.
 absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuffers* device,
-                     const wire::StepPlan& plan, DecodedStep& step, std::vector<uint8_t>& input,
-                     std::vector<uint8_t>& output, std::vector<SampleResult>& results,
-                     TransferDtype dtype, double* transfer_seconds) {
+                     const StagePeers& peers, const wire::StepPlan& plan, DecodedStep& step,
+                     std::vector<uint8_t>& input, std::vector<uint8_t>& output,
+                     std::vector<SampleResult>& results, TransferDtype dtype,
+                     double* transfer_seconds) {
   const PipelineStage& stage = engine.stage();
-  RETURN_IF_ERROR(DecodeStep(plan, &step));
+  if (absl::Status s = DecodeStep(plan, &step); !s.ok()) {
+    if (peers.expert_parallel) TakePartWithNoTokens(engine);
+    return s;
+  }
   if (stage.whole_model()) return engine.Step(step.entries, step.samples, &results);
   int64_t tokens = 0;
   for (const BatchEntry& e : step.entries) tokens += static_cast<int64_t>(e.tokens.size());
   if (tokens > engine.max_batch_tokens()) {
+    if (peers.expert_parallel) TakePartWithNoTokens(engine);
     return absl::InvalidArgumentError(
         absl::StrCat("the step has ", tokens, " tokens; the limit is ", engine.max_batch_tokens()));
   }
@@ -159,20 +186,24 @@ absl::Status RunStep(Engine& engine, Transport* transport, const DeviceStageBuff
   absl::Status status;
   if (!stage.first()) {
     if (device != nullptr) {
-      status = timed([&] { return transport->Recv(stage.stage - 1, device->input, bytes); });
+      status = timed([&] { return transport->Recv(peers.previous, device->input, bytes); });
     } else {
       input.resize(bytes);
-      status = timed([&] { return transport->Recv(stage.stage - 1, input.data(), bytes); });
+      status = timed([&] { return transport->Recv(peers.previous, input.data(), bytes); });
       io.input = input;
     }
   }
-  if (status.ok()) status = engine.StageStep(step.entries, step.samples, io, &results);
+  if (status.ok()) {
+    status = engine.StageStep(step.entries, step.samples, io, &results);
+  } else if (peers.expert_parallel) {
+    TakePartWithNoTokens(engine);
+  }
   if (!stage.last()) {
     const absl::Status sent = timed([&] {
-      if (device != nullptr) return transport->Send(stage.stage + 1, device->output, bytes);
-      return status.ok() ? transport->Send(stage.stage + 1, output.data(),
-                                           static_cast<int64_t>(output.size()))
-                         : transport->Send(stage.stage + 1, nullptr, 0);
+      if (device != nullptr) return transport->Send(peers.next, device->output, bytes);
+      return status.ok()
+                 ? transport->Send(peers.next, output.data(), static_cast<int64_t>(output.size()))
+                 : transport->Send(peers.next, nullptr, 0);
     });
     if (status.ok()) status = sent;
   }
@@ -276,7 +307,8 @@ absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string&
 // What an assignment loaded: the engine, and for a pipeline stage its transport to the others.
 struct Loaded {
   std::unique_ptr<Engine> engine;
-  std::unique_ptr<Transport> transport;
+  std::shared_ptr<Transport> transport;  // shared with an expert exchange
+  StagePeers peers;
   std::optional<DeviceStageBuffers> device_buffers;  // NCCL: messages stay in device memory
   TransferDtype pp_transfer = TransferDtype::kInt8;
   double load_seconds = 0;
@@ -320,7 +352,8 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   engine_options.stage = {shard.pipeline_stage(), shard.num_pipeline_stages(), shard.layer_begin(),
                           shard.layer_end()};
   Loaded loaded;
-  if (shard.num_pipeline_stages() > 1) {
+  const int ep = std::max(1, shard.expert_group_size());
+  if (a.world_size() > 1) {
     ASSIGN_OR_RETURN(engine_options.pp_transfer,
                      TransferDtypeFromProto(a.transport().activation_dtype(),
                                             "Assignment.transport.activation_dtype"));
@@ -339,6 +372,21 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
     } else {
       return absl::InvalidArgumentError("the assignment of a pipeline stage names no transport");
     }
+    const int me = loaded.transport->rank();
+    if (shard.pipeline_stage() > 0) loaded.peers.previous = me - ep;
+    if (shard.pipeline_stage() + 1 < shard.num_pipeline_stages()) loaded.peers.next = me + ep;
+  }
+  if (ep > 1) {
+    if (loaded.transport == nullptr) {
+      return absl::InvalidArgumentError("an expert-parallel assignment names no transport");
+    }
+    std::vector<int> group(ep);
+    for (int r = 0; r < ep; ++r) group[r] = shard.expert_group() * ep + r;
+    ASSIGN_OR_RETURN(engine_options.expert_exchange,
+                     TransportExpertExchange::Create(loaded.transport, std::move(group),
+                                                     shard.rank_in_expert_group()));
+    engine_options.expert_owner.assign(shard.expert_owner().begin(), shard.expert_owner().end());
+    loaded.peers.expert_parallel = true;
   }
   loaded.pp_transfer = engine_options.pp_transfer;
   const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
@@ -347,6 +395,10 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   if (shard.num_pipeline_stages() > 1) {
     std::cerr << ", stage " << shard.pipeline_stage() << " of " << shard.num_pipeline_stages()
               << " (layers " << shard.layer_begin() << "-" << shard.layer_end() - 1 << ")";
+  }
+  if (ep > 1) {
+    std::cerr << ", expert-parallel rank " << shard.rank_in_expert_group() << " of " << ep << " ("
+              << shard.expert_ids_size() << " experts)";
   }
   std::cerr << std::endl;
   const auto load_start = Clock::now();
@@ -357,6 +409,20 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   }
   loaded.load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   return loaded;
+}
+
+// The rows each routed expert held here ran in the step, per MoE layer that ran any.
+void AddExpertLoad(const Engine& engine, wire::StepResult* result) {
+  const std::span<const int64_t> rows = engine.last_step_expert_rows();
+  const int experts = engine.config().num_experts;
+  if (rows.empty() || experts == 0) return;
+  for (size_t l = 0; l * experts < rows.size(); ++l) {
+    const auto layer = rows.subspan(l * experts, experts);
+    if (std::all_of(layer.begin(), layer.end(), [](int64_t n) { return n == 0; })) continue;
+    wire::ExpertLoad* load = result->add_expert_load();
+    load->set_layer(engine.stage().layer_begin + static_cast<int>(l));
+    load->mutable_rows()->Add(layer.begin(), layer.end());
+  }
 }
 
 // Step 3: runs the step plans that arrive until the coordinator sends Shutdown (returns whether it
@@ -390,10 +456,11 @@ absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string&
     double transfer_seconds = 0;
     const absl::Status status =
         RunStep(*loaded.engine, loaded.transport.get(),
-                loaded.device_buffers ? &*loaded.device_buffers : nullptr, next->step(), step,
-                input, output, results, loaded.pp_transfer, &transfer_seconds);
+                loaded.device_buffers ? &*loaded.device_buffers : nullptr, loaded.peers,
+                next->step(), step, input, output, results, loaded.pp_transfer, &transfer_seconds);
     if (status.ok()) {
       EncodeResults(results, step.sampled_seq_ids, &result);
+      AddExpertLoad(*loaded.engine, &result);
     } else {
       *result.mutable_status() = StatusToProto(status);
     }

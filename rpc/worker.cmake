@@ -3,6 +3,7 @@
 add_library(bitserve_rpc_worker STATIC worker_protocol.cc worker_hub.cc pipeline_assignment.cc
             remote_engine.cc worker.cc)
 target_link_libraries(bitserve_rpc_worker PUBLIC bitserve_rpc_proto bitserve_engine_loader bitserve_metrics
+                      bitserve_scheduler
                       bitserve_transport bitserve_nccl_transport)
 
 bitserve_add_test(worker_hub_test
@@ -17,3 +18,6 @@ bitserve_add_python_grpc_test(worker_python_test 300)
 bitserve_add_python_grpc_test(pipeline_python_test 600)
 # deploy/kubernetes/*.yaml: consistent, and their command lines serve on loopback.
 bitserve_add_python_grpc_test(deploy_manifests_test 300)
+# Expert parallelism of worker processes (EP2, PP2 x EP2) against the one-process engine, bad
+# input, and a rank lost and replaced.
+bitserve_add_python_grpc_test(expert_parallel_python_test 600)

@@ -12,6 +12,7 @@
 #include "rpc/worker_link.h"
 #include "rpc/worker_protocol.h"
 #include "runtime/transport/nccl_transport.h"
+#include "scheduler/expert_placement.h"
 
 namespace bitserve::rpc {
 namespace {
@@ -40,24 +41,44 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
                                                    options.heartbeat_interval.count(), " ms) > 0"));
   }
   ASSIGN_OR_RETURN(std::vector<PipelineStage> stages, BalanceStages(config, options.num_stages));
+  std::vector<int32_t> expert_owner;
+  if (options.expert_parallel != 1) {
+    absl::StatusOr<scheduler::ExpertPlacement> placement =
+        scheduler::ContiguousPlacement(config.num_experts, options.expert_parallel);
+    if (!placement.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--expert-parallel ", options.expert_parallel,
+                                                     ": ", placement.status().message(), " (",
+                                                     options.model_dir.string(), ")"));
+    }
+    expert_owner = placement->owner;
+    if (options.pp_transport == PipelineTransport::kNccl) {
+      return absl::UnimplementedError(
+          "--pp-transport nccl with --expert-parallel: expert parallelism runs over the TCP "
+          "transport (CPU workers) for now");
+    }
+  }
   if (options.num_stages > 1 && options.pp_transport == PipelineTransport::kNccl) {
     if (absl::Status s = NewNcclUniqueId().status(); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("--pp-transport nccl: ", s.message()));
     }
   }
-  return std::unique_ptr<WorkerHub>(new WorkerHub(options, std::move(config), std::move(stages)));
+  return std::unique_ptr<WorkerHub>(
+      new WorkerHub(options, std::move(config), std::move(stages), std::move(expert_owner)));
 }
 
 WorkerHub::WorkerHub(const WorkerHubOptions& options, ModelConfig config,
-                     std::vector<PipelineStage> stages)
-    : options_(options), config_(std::move(config)), stages_(std::move(stages)) {
+                     std::vector<PipelineStage> stages, std::vector<int32_t> expert_owner)
+    : options_(options),
+      config_(std::move(config)),
+      stages_(std::move(stages)),
+      expert_owner_(std::move(expert_owner)) {
   monitor_ = std::thread([this] { Monitor(); });
 }
 
 WorkerHub::~WorkerHub() { Shutdown(); }
 
 bool WorkerHub::Whole() const {
-  return static_cast<int>(pipeline_.size()) == options_.num_stages &&
+  return static_cast<int>(pipeline_.size()) == num_workers() &&
          std::all_of(pipeline_.begin(), pipeline_.end(),
                      [](const auto& l) { return l->ready && !l->lost; });
 }
@@ -75,17 +96,18 @@ void WorkerHub::MarkLost(Link& link, const std::string& reason) {
   auto it = std::find_if(pipeline_.begin(), pipeline_.end(),
                          [&](const auto& l) { return l.get() == &link; });
   if (it == pipeline_.end()) return;
-  const int n = options_.num_stages;
   if (!link.assigned) {
     // The pipeline was still forming: the others keep waiting, in registration order.
     pipeline_.erase(it);
-    for (size_t i = 0; i < pipeline_.size(); ++i) pipeline_[i]->stage = static_cast<int>(i);
+    for (size_t i = 0; i < pipeline_.size(); ++i) {
+      pipeline_[i]->Place(static_cast<int>(i), options_.num_stages, options_.expert_parallel);
+    }
     return;
   }
   if (shutting_down_) {
-    if (link.ready) std::cerr << "bitserve serve: worker " << link.Name(n) << " left" << std::endl;
+    if (link.ready) std::cerr << "bitserve serve: worker " << link.Name() << " left" << std::endl;
   } else {
-    last_loss_ = absl::StrCat("worker ", link.Name(n), " lost: ", reason);
+    last_loss_ = absl::StrCat("worker ", link.Name(), " lost: ", reason);
     std::cerr << "bitserve serve: " << last_loss_ << std::endl;
   }
   // The pipeline breaks up: the other stages' KV cache and transport are useless without this
@@ -94,7 +116,7 @@ void WorkerHub::MarkLost(Link& link, const std::string& reason) {
     if (other.get() == &link || other->lost) continue;
     other->lost = true;
     other->lost_by_peer = true;
-    other->lost_reason = absl::StrCat("the pipeline lost worker ", link.Name(n));
+    other->lost_reason = absl::StrCat("the pipeline lost worker ", link.Name());
     if (!shutting_down_) rejoin_.push_back(other);
   }
   pipeline_.clear();
@@ -134,7 +156,7 @@ void WorkerHub::Monitor() {
                           "the first message must be Register");
   }
   const wire::Register& reg = message.register_();
-  const int n = options_.num_stages;
+  const int n = num_workers();
   auto reject = [&](::grpc::StatusCode code, const std::string& why) {
     wire::CoordinatorMessage out;
     out.mutable_reject()->mutable_status()->set_code(static_cast<int>(code));
@@ -149,8 +171,15 @@ void WorkerHub::Monitor() {
                                kWorkerProtocolVersion, " (build the worker from the same source)"));
   }
   if (n > 1 && reg.transport_address().empty()) {
+    return reject(
+        ::grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("a pipeline of ", n, " workers needs the worker's transport_address"));
+  }
+  if (options_.expert_parallel > 1 && reg.device().kind() != "cpu") {
     return reject(::grpc::StatusCode::FAILED_PRECONDITION,
-                  absl::StrCat("a ", n, "-stage pipeline needs the worker's transport_address"));
+                  absl::StrCat("expert parallelism (--expert-parallel ", options_.expert_parallel,
+                               ") runs on CPU workers for now; a ", reg.device().kind(),
+                               " worker cannot join"));
   }
   auto link = std::make_shared<Link>();
   link->worker_id = reg.worker_id().empty() ? context->peer() : reg.worker_id();
@@ -177,11 +206,14 @@ void WorkerHub::Monitor() {
                                           " holds the model; this coordinator runs one worker")
                            : absl::StrCat("the pipeline has its ", n, " workers"));
     }
-    link->stage = static_cast<int>(pipeline_.size());
+    link->Place(static_cast<int>(pipeline_.size()), options_.num_stages, options_.expert_parallel);
     pipeline_.push_back(link);
     std::cerr << "bitserve serve: worker " << link->worker_id << " (" << reg.device().kind() << ", "
               << context->peer() << ") registered"
-              << (n > 1 ? absl::StrCat(" for stage ", link->stage, " of ", n) : std::string())
+              << (n == 1 ? std::string()
+                  : options_.expert_parallel == 1
+                      ? absl::StrCat(" for stage ", link->stage, " of ", n)
+                      : absl::StrCat(" as ", link->Name(), ", worker ", link->slot + 1, " of ", n))
               << std::endl;
     if (static_cast<int>(pipeline_.size()) == n) AssignAll();
     // Wait for the rest of the pipeline; a worker that leaves meanwhile frees its place.
@@ -245,10 +277,12 @@ absl::Status WorkerHub::Health() const {
 absl::Status WorkerHub::HealthLocked() const {
   if (Whole()) return absl::OkStatus();
   const std::string what =
-      options_.num_stages == 1
+      num_workers() == 1
           ? std::string(pipelines_ready_ == 0 ? "no worker attached yet" : "no worker attached")
-          : absl::StrCat("the pipeline has ", ReadyStages(), " of ", options_.num_stages,
-                         " stages ready");
+      : options_.expert_parallel == 1 ? absl::StrCat("the pipeline has ", ReadyStages(), " of ",
+                                                     options_.num_stages, " stages ready")
+                                      : absl::StrCat("the pipeline has ", ReadyStages(), " of ",
+                                                     num_workers(), " workers ready");
   if (!last_loss_.empty()) return absl::UnavailableError(absl::StrCat(last_loss_, "; ", what));
   return absl::UnavailableError(what);
 }

@@ -16,6 +16,15 @@
 // sampled tokens, the others with an empty acknowledgement. A worker that registers while the
 // pipeline is complete is refused.
 //
+// Expert parallelism (expert_parallel = E > 1, MoE models, CPU workers over TCP for now): each
+// stage is a group of E workers (slot = stage * E + rank, in registration order), each holding the
+// stage's dense weights and the experts the placement (scheduler/expert_placement.h) gives its
+// rank, all of them connected by one TCP transport. Every step plan is split by rank: a sequence
+// runs on the rank whose KV pool holds its blocks (the engine's block ids are E pools, one per
+// rank, num_kv_pools), and every rank of every stage gets its part each step, possibly empty,
+// since the group steps in lockstep. The last stage's ranks each answer with their sequences'
+// tokens. A lost rank is a lost stage: the whole pipeline is rebuilt.
+//
 // Losing a worker: a broken stream, a WorkerFailure message, or no heartbeat within
 // heartbeat_timeout. The step waiting on it (and every later step until the pipeline is whole
 // again) fails UNAVAILABLE naming the worker and why; Health() is UNAVAILABLE meanwhile. The
@@ -58,7 +67,10 @@ struct WorkerHubOptions {
   EngineOptions engine;
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};
-  int num_stages = 1;                                // pipeline stages = workers
+  int num_stages = 1;  // pipeline stages
+  // Workers of each stage's expert-parallel group (1: none); the pipeline then has
+  // num_stages * expert_parallel workers (DESIGN.md "Parallelism").
+  int expert_parallel = 1;
   TransferDtype pp_transfer = TransferDtype::kInt8;  // hidden states between stages
   PipelineTransport pp_transport = PipelineTransport::kAuto;
   ServingMetrics* metrics = nullptr;  // optional: per-stage step times, steps in flight
@@ -106,7 +118,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   struct Link;
   class RemoteEngine;
   explicit WorkerHub(const WorkerHubOptions& options, ModelConfig config,
-                     std::vector<PipelineStage> stages);
+                     std::vector<PipelineStage> stages, std::vector<int32_t> expert_owner);
   void Monitor();
   // Under mu_: marks `link` lost and breaks up its pipeline (the others are told to rejoin).
   void MarkLost(Link& link, const std::string& reason);
@@ -121,10 +133,12 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   WorkerHubOptions options_;
   ModelConfig config_;
   std::vector<PipelineStage> stages_;
+  std::vector<int32_t> expert_owner_;  // expert parallelism: the rank holding each expert
 
   mutable std::mutex mu_;
   std::condition_variable changed_;
-  // The pipeline being formed or serving, in stage order; its size grows to num_stages.
+  int num_workers() const { return options_.num_stages * options_.expert_parallel; }
+  // The pipeline being formed or serving, in slot order; its size grows to num_workers().
   std::vector<std::shared_ptr<Link>> pipeline_;
   std::vector<std::shared_ptr<Link>> rejoin_;  // to be told to register again (by Monitor)
   std::string last_loss_;  // why the previous pipeline broke, for Health and step errors

@@ -385,3 +385,33 @@ TEST(WorkerHubTest, PipelineTransportFollowsTheWorkersDevices) {
 
 }  // namespace
 }  // namespace bitserve::rpc
+
+namespace bitserve::rpc {
+namespace {
+
+TEST(WorkerHubTest, ExpertParallelismIsRefusedWhereItCannotSplit) {
+  WorkerHubOptions options;
+  options.expert_parallel = 2;
+  options.model_dir = Model();  // test-gqa: dense
+  auto dense = WorkerHub::Create(options);
+  EXPECT_EQ(dense.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(dense.status().message().find("--expert-parallel 2"), std::string::npos)
+      << dense.status();
+  EXPECT_NE(dense.status().message().find("dense"), std::string::npos) << dense.status();
+  options.model_dir = "models/shakespeare-moe";  // 8 experts
+  options.expert_parallel = 3;
+  auto uneven = WorkerHub::Create(options);
+  EXPECT_EQ(uneven.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(uneven.status().message().find("does not divide the model's 8 experts"),
+            std::string::npos)
+      << uneven.status();
+  options.expert_parallel = 2;
+  options.pp_transport = PipelineTransport::kNccl;
+  EXPECT_EQ(WorkerHub::Create(options).status().code(), absl::StatusCode::kUnimplemented);
+  options.pp_transport = PipelineTransport::kAuto;
+  auto hub = WorkerHub::Create(options);
+  EXPECT_TRUE(hub.ok()) << hub.status();
+}
+
+}  // namespace
+}  // namespace bitserve::rpc

@@ -32,7 +32,9 @@ struct WorkerHub::Link {
   std::mutex write_mu;
   bool closed = false;  // under write_mu
 
-  int stage = 0;
+  int slot = 0;  // place in the pipeline: stage * expert_parallel + ep_rank
+  int stage = 0, ep_rank = 0;
+  int num_stages = 1, expert_parallel = 1;
   bool assigned = false;  // the Assignment below is decided (and then sent)
   wire::CoordinatorMessage assignment;
   WorkerLinkClock::time_point last_heard;
@@ -46,8 +48,20 @@ struct WorkerHub::Link {
   std::string lost_reason;
   std::map<uint64_t, wire::StepResult> results;  // by step id, until FinishStep takes them
 
-  std::string Name(int num_stages) const {
-    return num_stages == 1 ? worker_id : absl::StrCat(worker_id, " (stage ", stage, ")");
+  // Its place in the pipeline: `slot` of num_stages * expert_parallel.
+  void Place(int slot_, int num_stages_, int expert_parallel_) {
+    slot = slot_;
+    num_stages = num_stages_;
+    expert_parallel = expert_parallel_;
+    stage = slot / expert_parallel;
+    ep_rank = slot % expert_parallel;
+  }
+  // The worker id with its place: "w (stage 1)", "w (EP rank 1)", "w (stage 1, EP rank 0)".
+  std::string Name() const {
+    if (num_stages == 1 && expert_parallel == 1) return worker_id;
+    if (expert_parallel == 1) return absl::StrCat(worker_id, " (stage ", stage, ")");
+    if (num_stages == 1) return absl::StrCat(worker_id, " (EP rank ", ep_rank, ")");
+    return absl::StrCat(worker_id, " (stage ", stage, ", EP rank ", ep_rank, ")");
   }
   // False when the stream is closed or broken.
   bool Write(const wire::CoordinatorMessage& message) {

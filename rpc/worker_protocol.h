@@ -19,7 +19,8 @@ namespace wire = ::bitserve::internal::v1;
 
 // A worker whose Register.protocol_version differs is refused. Bump on any incompatible change.
 // 2: element types as enums (KvDtype, ActivationDtype) instead of strings.
-inline constexpr uint32_t kWorkerProtocolVersion = 2;
+// 3: expert parallelism (ModelShard.expert_owner, StepResult.expert_load).
+inline constexpr uint32_t kWorkerProtocolVersion = 3;
 
 // Element types on the wire. An unspecified KV dtype is the device's default (nullopt); an
 // unknown value is InvalidArgument naming `field`.

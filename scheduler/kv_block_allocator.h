@@ -8,6 +8,12 @@
 //
 // This class only hands out block ids and owns the per-sequence tables; the memory stays with the
 // workers, and each step plan carries the tables they need.
+//
+// Pools: an expert-parallel group runs attention data-parallel, each rank its own sequences in
+// its own KV memory (DESIGN.md "Parallelism"). The block ids are then split into num_pools equal
+// pools, pool r = ids [r * pool_blocks, (r + 1) * pool_blocks) = rank r's memory, and all blocks
+// of one sequence come from one pool: the pool chosen when it gets its first block (PoolFor),
+// kept until Free. With one pool (no EP) nothing changes.
 #pragma once
 
 #include <cstdint>
@@ -19,16 +25,30 @@ namespace bitserve::scheduler {
 
 class KvBlockAllocator {
  public:
-  // num_blocks, block_size >= 1 (SchedulerConfig::Validate).
-  KvBlockAllocator(int num_blocks, int block_size);
+  // num_blocks, block_size, num_pools >= 1, num_pools dividing num_blocks
+  // (SchedulerConfig::Validate).
+  KvBlockAllocator(int num_blocks, int block_size, int num_pools = 1);
 
   int block_size() const { return block_size_; }
   int num_blocks() const { return static_cast<int>(owned_.size()); }
-  int num_free_blocks() const { return static_cast<int>(free_.size()); }
+  int num_free_blocks() const { return num_free_; }
   int num_used_blocks() const { return num_blocks() - num_free_blocks(); }
   int64_t capacity_tokens() const { return int64_t{num_blocks()} * block_size_; }
   // Sequences that hold at least one block.
   int num_sequences() const { return static_cast<int>(tables_.size()); }
+
+  int num_pools() const { return static_cast<int>(pools_.size()); }
+  int pool_blocks() const { return num_blocks() / num_pools(); }
+  // What one sequence can hold at most: its pool's capacity.
+  int64_t pool_capacity_tokens() const { return int64_t{pool_blocks()} * block_size_; }
+  int num_free_blocks(int pool) const { return static_cast<int>(pools_[pool].free.size()); }
+  int num_sequences(int pool) const { return pools_[pool].sequences; }
+  // The pool of seq_id's blocks; -1 when it holds none.
+  int PoolOf(uint64_t seq_id) const;
+  // Where a new sequence whose first step needs `blocks` blocks goes: the pool running the fewest
+  // sequences among those with that many free blocks (ties: most free blocks, then the lowest
+  // index), so that the ranks share the sequences; -1 when no pool has them.
+  int PoolFor(int64_t blocks) const;
 
   int64_t BlocksForTokens(int64_t num_tokens) const {
     return (num_tokens + block_size_ - 1) / block_size_;
@@ -36,9 +56,10 @@ class KvBlockAllocator {
   // Blocks that seq_id must still gain to hold num_tokens tokens in all (0 when it already can).
   int64_t NewBlocksNeeded(uint64_t seq_id, int64_t num_tokens) const;
 
-  // Grows seq_id's table until it holds num_tokens tokens. Returns false, allocating nothing, when
-  // there are not enough free blocks. A table never shrinks until Free.
-  [[nodiscard]] bool TryGrow(uint64_t seq_id, int64_t num_tokens);
+  // Grows seq_id's table until it holds num_tokens tokens, from its pool (a sequence that holds no
+  // block yet: from `pool`, or PoolFor's choice when -1). Returns false, allocating nothing, when
+  // the pool has not enough free blocks. A table never shrinks until Free.
+  [[nodiscard]] bool TryGrow(uint64_t seq_id, int64_t num_tokens, int pool = -1);
   // Returns all of seq_id's blocks (nothing when it holds none).
   void Free(uint64_t seq_id);
 
@@ -46,9 +67,14 @@ class KvBlockAllocator {
   const std::vector<int32_t>& block_table(uint64_t seq_id) const;
 
  private:
+  struct Pool {
+    // Last in, first out: a block freed a moment ago is reused first, while it is warm in caches.
+    std::vector<int32_t> free;
+    int sequences = 0;
+  };
   int block_size_;
-  // Last in, first out: a block freed a moment ago is reused first, while it is warm in caches.
-  std::vector<int32_t> free_;
+  std::vector<Pool> pools_;
+  int num_free_ = 0;
   std::vector<bool> owned_;  // per block: held by some table; catches double frees
   absl::flat_hash_map<uint64_t, std::vector<int32_t>> tables_;
 };

@@ -16,7 +16,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerConf
 }
 
 Scheduler::Scheduler(const SchedulerConfig& config)
-    : config_(config), kv_blocks_(config.num_kv_blocks, config.block_size) {}
+    : config_(config), kv_blocks_(config.num_kv_blocks, config.block_size, config.num_kv_pools) {}
 
 absl::Status Scheduler::Add(Request request) {
   const uint64_t id = request.id;
@@ -47,12 +47,15 @@ absl::Status Scheduler::Add(Request request) {
   }
   // The last sampled token is never fed back, so its K/V are never written.
   const int64_t kv_tokens = total - 1;
-  if (kv_tokens > kv_blocks_.capacity_tokens()) {
+  if (kv_tokens > kv_blocks_.pool_capacity_tokens()) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "request ", id, ": prompt of ", prompt, " tokens + max_new_tokens ", request.max_new_tokens,
         " needs ", kv_tokens, " tokens of KV cache, more than its whole capacity of ",
-        kv_blocks_.capacity_tokens(), " tokens (", kv_blocks_.num_blocks(), " blocks of ",
-        kv_blocks_.block_size(), ")"));
+        kv_blocks_.pool_capacity_tokens(), " tokens (", kv_blocks_.pool_blocks(), " blocks of ",
+        kv_blocks_.block_size(),
+        kv_blocks_.num_pools() > 1 ? " on each expert-parallel rank, which holds a sequence alone"
+                                   : "",
+        ")"));
   }
   if (num_waiting() >= config_.max_waiting) {
     return absl::ResourceExhaustedError(
@@ -94,8 +97,16 @@ void Scheduler::PreemptForWaitingPriority(StepBuilder& step) {
   const int64_t first_chunk = std::min(
       {head.num_pending_tokens(), config_.long_prefill_chunk, config_.max_num_batched_tokens});
   const int64_t blocks = kv_blocks_.BlocksForTokens(first_chunk);
-  while (num_running() >= config_.max_num_seqs || kv_blocks_.num_free_blocks() < blocks) {
-    Sequence* victim = LowestIdleRunning(nullptr);
+  while (num_running() >= config_.max_num_seqs || kv_blocks_.PoolFor(blocks) < 0) {
+    // Short of blocks: victims from the pool closest to fitting the head.
+    int pool = -1;
+    if (kv_blocks_.PoolFor(blocks) < 0) {
+      pool = 0;
+      for (int p = 1; p < kv_blocks_.num_pools(); ++p) {
+        if (kv_blocks_.num_free_blocks(p) > kv_blocks_.num_free_blocks(pool)) pool = p;
+      }
+    }
+    Sequence* victim = LowestIdleRunning(nullptr, pool);
     // Only strictly lower priorities: within one, first come first served is the rule.
     if (victim == nullptr || victim->priority() >= head.priority()) break;
     Preempt(*victim);
@@ -132,8 +143,9 @@ bool Scheduler::ScheduleRunning(StepBuilder& step) {
     if (n <= 0) continue;
     const int64_t needed = int64_t{seq->num_computed_tokens()} + n;
     bool fits = kv_blocks_.TryGrow(seq->id(), needed);
+    const int pool = kv_blocks_.PoolOf(seq->id());
     while (!fits) {
-      Sequence* victim = LowestIdleRunning(seq);
+      Sequence* victim = LowestIdleRunning(seq, pool);
       if (victim == nullptr) break;
       if (is_idle_decode(*victim)) --owed;
       Preempt(*victim);
@@ -145,7 +157,7 @@ bool Scheduler::ScheduleRunning(StepBuilder& step) {
     if (!fits) {
       // Lower sequences in flight become victims once their step returns: wait for them rather
       // than throw away this sequence's cache.
-      if (HasInFlightBelow(*seq)) continue;
+      if (HasInFlightBelow(*seq, pool)) continue;
       Preempt(*seq);
       step.preempted.push_back(seq->id());
       ++num_preemptions_;
@@ -166,8 +178,10 @@ void Scheduler::AdmitWaiting(StepBuilder& step) {
     Sequence& seq = *waiting_.begin()->second;
     const int n = std::min({seq.num_pending_tokens(), config_.long_prefill_chunk, step.budget});
     // Head-of-line: when the head does not fit, nothing behind it is admitted either, or a long
-    // prompt could wait forever behind a stream of short ones.
-    if (!kv_blocks_.TryGrow(seq.id(), n)) break;
+    // prompt could wait forever behind a stream of short ones. Its pool (expert-parallel rank):
+    // the least loaded that fits.
+    const int pool = kv_blocks_.PoolFor(kv_blocks_.BlocksForTokens(n));
+    if (pool < 0 || !kv_blocks_.TryGrow(seq.id(), n, pool)) break;
     waiting_.erase(waiting_.begin());
     running_.emplace(KeyOf(seq), &seq);
     seq.set_state(SequenceState::kRunning);
@@ -193,17 +207,21 @@ void Scheduler::Emit(Sequence& seq, int num_tokens, StepBuilder& step) {
   (is_decode ? step.decodes : step.prefills).push_back(std::move(entry));
 }
 
-Sequence* Scheduler::LowestIdleRunning(const Sequence* above) const {
+bool Scheduler::InPool(const Sequence& seq, int pool) const {
+  return pool < 0 || kv_blocks_.PoolOf(seq.id()) == pool;
+}
+
+Sequence* Scheduler::LowestIdleRunning(const Sequence* above, int pool) const {
   for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
     if (it->second == above) return nullptr;
-    if (!it->second->in_flight()) return it->second;
+    if (!it->second->in_flight() && InPool(*it->second, pool)) return it->second;
   }
   return nullptr;
 }
 
-bool Scheduler::HasInFlightBelow(const Sequence& seq) const {
+bool Scheduler::HasInFlightBelow(const Sequence& seq, int pool) const {
   for (auto it = running_.rbegin(); it != running_.rend() && it->second != &seq; ++it) {
-    if (it->second->in_flight()) return true;
+    if (it->second->in_flight() && InPool(*it->second, pool)) return true;
   }
   return false;
 }

@@ -11,6 +11,9 @@
 //      not starved by a stream of short ones; a waiting sequence of higher priority than a
 //      running one may preempt it. No admission in a step that had to preempt for memory: the
 //      freed blocks are for the sequences already running.
+// Expert parallelism: the KV blocks are one pool per rank (kv_block_allocator.h); a sequence is
+// admitted into the least loaded pool with room, and only sequences of the same pool are
+// preempted for it.
 // Sequences in flight (in a step whose results have not come back) are skipped, never preempted
 // nor freed, so that pipeline parallelism can keep several steps in flight (one per stage).
 //
@@ -93,7 +96,9 @@ class Scheduler {
   struct StepBuilder {
     int budget = 0;
     int max_sequences = 0;
-    bool full() const { return static_cast<int>(decodes.size() + prefills.size()) >= max_sequences; }
+    bool full() const {
+      return static_cast<int>(decodes.size() + prefills.size()) >= max_sequences;
+    }
     std::vector<PlanEntry> decodes;
     std::vector<PlanEntry> prefills;
     std::vector<uint64_t> preempted;
@@ -115,10 +120,12 @@ class Scheduler {
   void AdmitWaiting(StepBuilder& step);
   void Emit(Sequence& seq, int num_tokens, StepBuilder& step);
 
-  // The newest idle running sequence of the lowest priority, stopping at `above` (exclusive);
+  // The newest idle running sequence of the lowest priority, stopping at `above` (exclusive),
+  // among those whose blocks are in `pool` (-1: any; freeing another rank's blocks makes no room);
   // nullptr when there is none.
-  Sequence* LowestIdleRunning(const Sequence* above) const;
-  bool HasInFlightBelow(const Sequence& seq) const;
+  Sequence* LowestIdleRunning(const Sequence* above, int pool = -1) const;
+  bool HasInFlightBelow(const Sequence& seq, int pool = -1) const;
+  bool InPool(const Sequence& seq, int pool) const;
   // Frees an idle running sequence's blocks and moves it to the waiting queue.
   void Preempt(Sequence& seq);
   absl::Status Release(uint64_t id, const char* what);

@@ -19,6 +19,9 @@ struct SchedulerConfig {
   int block_size = 16;
   // Blocks of KV memory on the workers. No default: it depends on the device and the model.
   int num_kv_blocks = 0;
+  // Pools the blocks are split into, one per rank of an expert-parallel group (each rank runs its
+  // own sequences in its own KV memory; kv_block_allocator.h). Must divide num_kv_blocks.
+  int num_kv_pools = 1;
   // Positions of one sequence: prompt plus generated tokens.
   int max_model_len = 4096;
   // Waiting requests beyond which Add answers RESOURCE_EXHAUSTED.

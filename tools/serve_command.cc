@@ -36,6 +36,7 @@ struct ServeArgs {
   std::string worker_listen;  // empty: the engine runs in this process
   int worker_heartbeat_timeout_ms = 3000;
   int pipeline_stages = 1;
+  int expert_parallel = 1;
   std::string pp_transfer = "int8";
   std::string pp_transport = "auto";
 };
@@ -49,6 +50,7 @@ struct ServeArgs {
 class LocalWorkers {
  public:
   // Device "cuda" puts worker i on GPU i; "cuda:N" (and "cpu") puts every worker there.
+  // Workers are numbered by pipeline slot: stage * expert_parallel + EP rank.
   absl::Status Start(int count, const std::string& coordinator, const std::string& device) {
     char self[4096] = {};
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -168,10 +170,10 @@ absl::Status Serve(const ServeArgs& args) {
   rpc::ServingMetrics metrics;
   ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
   if (options.engine.load_format == LoadFormat::kDummy &&
-      (args.pipeline_stages > 1 || !args.worker_listen.empty())) {
+      (args.pipeline_stages > 1 || args.expert_parallel > 1 || !args.worker_listen.empty())) {
     return absl::InvalidArgumentError(
-        "--load-format dummy loads the model in this process: it does not reach pipeline "
-        "workers (drop --pipeline-stages / --worker-listen)");
+        "--load-format dummy loads the model in this process: it does not reach workers (drop "
+        "--pipeline-stages / --expert-parallel / --worker-listen)");
   }
   options.metrics = &metrics;
   std::unique_ptr<rpc::MetricsHttpServer> metrics_server;
@@ -205,10 +207,22 @@ absl::Status Serve(const ServeArgs& args) {
       worker_server->Wait();
     }
   };
-  // More than one stage without remote workers: this machine's workers, one process per stage.
+  if (args.expert_parallel < 1 || args.pipeline_stages < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--pipeline-stages (", args.pipeline_stages,
+                                                   ") and --expert-parallel (",
+                                                   args.expert_parallel, ") must be >= 1"));
+  }
+  if (args.expert_parallel > 1 && args.serving.device != "cpu") {
+    return absl::UnimplementedError(absl::StrCat(
+        "--expert-parallel ", args.expert_parallel, " with --device ", args.serving.device,
+        ": expert parallelism runs on CPU workers (over TCP) for now"));
+  }
+  // More than one worker without remote workers: this machine's workers, one process per stage
+  // and expert-parallel rank.
+  const int num_workers = args.pipeline_stages * args.expert_parallel;
   LocalWorkers local_workers;
   std::string worker_listen = args.worker_listen;
-  const bool spawn_workers = worker_listen.empty() && args.pipeline_stages > 1;
+  const bool spawn_workers = worker_listen.empty() && num_workers > 1;
   if (spawn_workers) worker_listen = "127.0.0.1:0";
   if (worker_listen.empty()) {
     ASSIGN_OR_RETURN(coordinator, rpc::Coordinator::Create(options));
@@ -220,6 +234,7 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.heartbeat_interval =
         std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
     hub_options.num_stages = args.pipeline_stages;
+    hub_options.expert_parallel = args.expert_parallel;
     hub_options.metrics = &metrics;
     ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
     ASSIGN_OR_RETURN(hub_options.pp_transport, rpc::ParsePipelineTransport(args.pp_transport));
@@ -238,9 +253,12 @@ absl::Status Serve(const ServeArgs& args) {
     const std::string join_address = absl::StrCat(host, ":", port);
     std::cerr << "bitserve serve: workers join at " << join_address;
     if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
+    if (args.expert_parallel > 1) {
+      std::cerr << " (expert-parallel groups of " << args.expert_parallel << ")";
+    }
     std::cerr << std::endl;
     if (spawn_workers)
-      RETURN_IF_ERROR(local_workers.Start(args.pipeline_stages, join_address, args.serving.device));
+      RETURN_IF_ERROR(local_workers.Start(num_workers, join_address, args.serving.device));
     while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200))
                 .ok()) {
       // A local worker that hangs while the first pipeline forms is killed: serve then fails
@@ -331,6 +349,10 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--pipeline-stages", args->pipeline_stages,
                   "Split the layers over this many workers (without --worker-listen: local worker "
                   "processes, one per stage; --device cuda puts stage i on GPU i)");
+  cmd->add_option("--expert-parallel", args->expert_parallel,
+                  "Split each MoE layer's experts over this many workers (per pipeline stage), "
+                  "attention data-parallel over them (without --worker-listen: local worker "
+                  "processes; CPU workers over TCP for now)");
   cmd->add_option("--pp-transfer", args->pp_transfer,
                   "Hidden states between stages: int8 (default) or bf16");
   cmd->add_option(

@@ -61,76 +61,96 @@ void RouteTopK(const float* logits, int64_t m, int num_experts, int k, bool norm
   }
 }
 
-void MoeFeedForward(const MoeWeights& w, const MoeShape& shape, const float* n, int64_t m,
-                    float* out, MoeScratch* scratch) {
-  MoeScratch local;
-  MoeScratch& s = scratch != nullptr ? *scratch : local;
+void RouteTokens(const MoeWeights& w, const MoeShape& shape, const float* n, int64_t m,
+                 MoeScratch& s) {
+  float* logits = Sized(s.logits, m * shape.num_experts);
+  Bf16Matmul(n, m, w.router.data(), shape.num_experts, shape.hidden, logits);
+  RouteTopK(logits, m, shape.num_experts, shape.top_k, shape.norm_topk_prob,
+            Sized(s.experts, m * shape.top_k), Sized(s.weights, m * shape.top_k));
+}
+
+void RunExperts(const MoeWeights& w, const MoeShape& shape, const int8_t* xq, const float* x_scales,
+                const int32_t* expert_ids, int64_t rows, float* y, MoeScratch& s) {
   const int64_t h = shape.hidden;
-  const int num_experts = shape.num_experts, k = shape.top_k;
-  const float eps = shape.eps;
-  BITSERVE_CHECK(static_cast<int>(w.experts.size()) == num_experts)
-      << "MoE weights do not match the shape";
-
-  float* logits = Sized(s.logits, m * num_experts);
-  Bf16Matmul(n, m, w.router.data(), num_experts, h, logits);
-  int32_t* experts = Sized(s.experts, m * k);
-  float* weights = Sized(s.weights, m * k);
-  RouteTopK(logits, m, num_experts, k, shape.norm_topk_prob, experts, weights);
-
-  int8_t* nq = Sized(s.nq, m * h);
-  float* n_scales = Sized(s.n_scales, m);
-  ActQuantPerToken(n, m, h, nq, n_scales);
-
-  // Each expert runs once over the rows routed to it; results land in expert_out[row, slot].
-  float* expert_out = Sized(s.expert_out, m * k * h);
-  for (int e = 0; e < num_experts; ++e) {
-    s.rows.clear();  // row * k + slot
-    for (int64_t i = 0; i < m * k; ++i) {
-      if (experts[i] == e) s.rows.push_back(static_cast<int32_t>(i));
+  for (int e = 0; e < shape.num_experts; ++e) {
+    s.rows.clear();
+    for (int64_t i = 0; i < rows; ++i) {
+      if (expert_ids[i] == e) s.rows.push_back(static_cast<int32_t>(i));
     }
     const int64_t count = static_cast<int64_t>(s.rows.size());
     if (count == 0) continue;
-    int8_t* xq = Sized(s.xq, count * h);
-    float* xs = Sized(s.x_scales, count);
+    BITSERVE_CHECK(w.holds(e)) << "rows for expert " << e << ", which is not loaded here";
+    int8_t* gathered = Sized(s.xq, count * h);
+    float* scales = Sized(s.x_scales, count);
     for (int64_t j = 0; j < count; ++j) {
-      const int64_t row = s.rows[j] / k;
-      std::copy_n(nq + row * h, h, xq + j * h);
-      xs[j] = n_scales[row];
+      std::copy_n(xq + int64_t{s.rows[j]} * h, h, gathered + j * h);
+      scales[j] = x_scales[s.rows[j]];
     }
-    float* y = Sized(s.y, count * h);
-    BitnetFfn(w.experts[e], xq, xs, count, h, eps, s, y);
-    for (int64_t j = 0; j < count; ++j)
-      std::copy_n(y + j * h, h, expert_out + int64_t{s.rows[j]} * h);
+    float* ey = Sized(s.y, count * h);
+    BitnetFfn(w.experts[e], gathered, scales, count, h, shape.eps, s, ey);
+    for (int64_t j = 0; j < count; ++j) std::copy_n(ey + j * h, h, y + int64_t{s.rows[j]} * h);
   }
-  // Weighted sum in top-k order, each product rounded before the add (as torch evaluates it).
+}
+
+void CombineExperts(const float* weights, const float* expert_out, int64_t m, int k, int64_t hidden,
+                    float* out) {
   for (int64_t r = 0; r < m; ++r) {
-    float* o = out + r * h;
+    float* o = out + r * hidden;
     for (int j = 0; j < k; ++j) {
       const float wj = weights[r * k + j];
-      const float* y = expert_out + (r * k + j) * h;
+      const float* y = expert_out + (r * k + j) * hidden;
       if (j == 0) {
-        for (int64_t i = 0; i < h; ++i) o[i] = wj * y[i];
+        for (int64_t i = 0; i < hidden; ++i) o[i] = wj * y[i];
       } else {
-        for (int64_t i = 0; i < h; ++i) {
+        for (int64_t i = 0; i < hidden; ++i) {
           const float p = wj * y[i];
           o[i] = o[i] + p;
         }
       }
     }
   }
-  if (w.has_shared()) {
-    float* gate = Sized(s.gate, m);
-    Bf16Matmul(n, m, w.shared_gate.data(), 1, h, gate);
-    float* y = Sized(s.y, m * h);
-    BitnetFfn(w.shared, nq, n_scales, m, h, eps, s, y);
-    for (int64_t r = 0; r < m; ++r) {
-      const float g = 1.0f / (1.0f + std::exp(-gate[r]));
-      for (int64_t i = 0; i < h; ++i) {
-        const float p = g * y[r * h + i];
-        out[r * h + i] = out[r * h + i] + p;
-      }
+}
+
+void AddSharedExpert(const MoeWeights& w, const MoeShape& shape, const float* n, const int8_t* nq,
+                     const float* n_scales, int64_t m, float* out, MoeScratch& s) {
+  if (!w.has_shared()) return;
+  const int64_t h = shape.hidden;
+  float* gate = Sized(s.gate, m);
+  Bf16Matmul(n, m, w.shared_gate.data(), 1, h, gate);
+  float* y = Sized(s.y, m * h);
+  BitnetFfn(w.shared, nq, n_scales, m, h, shape.eps, s, y);
+  for (int64_t r = 0; r < m; ++r) {
+    const float g = 1.0f / (1.0f + std::exp(-gate[r]));
+    for (int64_t i = 0; i < h; ++i) {
+      const float p = g * y[r * h + i];
+      out[r * h + i] = out[r * h + i] + p;
     }
   }
+}
+
+void MoeFeedForward(const MoeWeights& w, const MoeShape& shape, const float* n, int64_t m,
+                    float* out, MoeScratch* scratch) {
+  MoeScratch local;
+  MoeScratch& s = scratch != nullptr ? *scratch : local;
+  const int64_t h = shape.hidden;
+  const int k = shape.top_k;
+  BITSERVE_CHECK(static_cast<int>(w.experts.size()) == shape.num_experts)
+      << "MoE weights do not match the shape";
+  RouteTokens(w, shape, n, m, s);
+  int8_t* nq = Sized(s.nq, m * h);
+  float* n_scales = Sized(s.n_scales, m);
+  ActQuantPerToken(n, m, h, nq, n_scales);
+  // Every slot's row (one quantization of n shared by the token's k experts) through its expert.
+  int8_t* slot_q = Sized(s.dispatch_q, m * k * h);
+  float* slot_scales = Sized(s.dispatch_scales, m * k);
+  for (int64_t i = 0; i < m * k; ++i) {
+    std::copy_n(nq + (i / k) * h, h, slot_q + i * h);
+    slot_scales[i] = n_scales[i / k];
+  }
+  float* expert_out = Sized(s.expert_out, m * k * h);
+  RunExperts(w, shape, slot_q, slot_scales, s.experts.data(), m * k, expert_out, s);
+  CombineExperts(s.weights.data(), expert_out, m, k, h, out);
+  AddSharedExpert(w, shape, n, nq, n_scales, m, out, s);
 }
 
 }  // namespace bitserve::cpu

@@ -8,6 +8,7 @@
 
 #include "base/bf16.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/act_quant.h"
 
 namespace bitserve {
 namespace {
@@ -181,6 +182,74 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MoeFfnTest,
                          ::testing::Values(Case{4, 2, 32, 0, true}, Case{8, 2, 48, 0, true},
                                            Case{8, 3, 16, 0, false}, Case{4, 1, 32, 24, true},
                                            Case{6, 6, 8, 16, false}));
+
+// Expert parallelism's split of the block (runtime/engine/cpu_expert_parallel.cc): the tokens
+// routed on one side, each owner holding only its experts and running the rows sent to it in any
+// order, the combine back at the origin: equal to MoeFeedForward bit for bit (shared expert too).
+TEST(MoePieces, ExpertsSplitOverOwnersEqualMoeFeedForwardBitForBit) {
+  std::mt19937 rng(4242);
+  ModelConfig c;
+  c.hidden_size = 64;
+  c.num_experts = 6;
+  c.num_experts_per_tok = 2;
+  c.norm_topk_prob = true;
+  const MoeShape shape = ShapeOf(c);
+  MoeWeights whole;
+  whole.router = RandomBf16(rng, int64_t{c.num_experts} * c.hidden_size, 0.3f);
+  for (int e = 0; e < c.num_experts; ++e) whole.experts.push_back(RandomFfn(rng, 64, 24));
+  whole.shared = RandomFfn(rng, 64, 16);
+  whole.shared_gate = RandomBf16(rng, 64, 0.2f);
+  const int owners = 3;  // owner of expert e: e / 2
+  std::vector<MoeWeights> parts(owners, whole);
+  for (int e = 0; e < c.num_experts; ++e) {
+    for (int o = 0; o < owners; ++o) {
+      if (o != e / 2) parts[o].experts[e] = FfnWeights();
+    }
+  }
+  EXPECT_FALSE(parts[0].holds(2));
+  EXPECT_TRUE(parts[1].holds(2));
+  const int64_t m = 29, h = 64, k = 2;
+  std::vector<float> n(m * h);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (float& v : n) v = d(rng);
+  std::vector<float> want(m * h);
+  MoeFeedForward(whole, shape, n.data(), m, want.data());
+
+  MoeScratch s;
+  cpu::RouteTokens(whole, shape, n.data(), m, s);
+  const std::vector<int32_t> experts(s.experts.begin(), s.experts.begin() + m * k);
+  const std::vector<float> weights(s.weights.begin(), s.weights.begin() + m * k);
+  std::vector<int8_t> nq(m * h);
+  std::vector<float> scales(m);
+  cpu::ActQuantPerToken(n.data(), m, h, nq.data(), scales.data());
+  std::vector<float> expert_out(m * k * h, std::nanf(""));
+  for (int o = 0; o < owners; ++o) {
+    // The owner's rows, newest slot first: the order rows arrive in must not matter.
+    std::vector<int64_t> slots;
+    for (int64_t i = m * k - 1; i >= 0; --i) {
+      if (experts[i] / 2 == o) slots.push_back(i);
+    }
+    std::vector<int8_t> xq;
+    std::vector<float> xs;
+    std::vector<int32_t> ids;
+    for (int64_t i : slots) {
+      xq.insert(xq.end(), nq.begin() + (i / k) * h, nq.begin() + (i / k + 1) * h);
+      xs.push_back(scales[i / k]);
+      ids.push_back(experts[i]);
+    }
+    std::vector<float> y(slots.size() * h);
+    MoeScratch owner_scratch;
+    cpu::RunExperts(parts[o], shape, xq.data(), xs.data(), ids.data(),
+                    static_cast<int64_t>(slots.size()), y.data(), owner_scratch);
+    for (size_t j = 0; j < slots.size(); ++j) {
+      std::copy_n(y.data() + j * h, h, expert_out.data() + slots[j] * h);
+    }
+  }
+  std::vector<float> got(m * h, std::nanf(""));
+  cpu::CombineExperts(weights.data(), expert_out.data(), m, k, h, got.data());
+  cpu::AddSharedExpert(whole, shape, n.data(), nq.data(), scales.data(), m, got.data(), s);
+  for (int64_t i = 0; i < m * h; ++i) ASSERT_EQ(got[i], want[i]) << "element " << i;
+}
 
 TEST(RouteTopK, NormalizesAndBreaksTiesByIndex) {
   const float logits[] = {1.0f, 3.0f, 3.0f, 0.0f, /* row 2 */ 0.5f, 0.5f, 0.5f, 0.5f};

@@ -212,7 +212,8 @@ absl::StatusOr<FfnWeights> LoadFfn(const Loader& loader, const std::string& pref
   return f;
 }
 
-absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
+absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index,
+                                       std::span<const int32_t> expert_ids) {
   const std::string p = absl::StrCat("model.layers.", index, ".");
   LayerWeights l;
   ASSIGN_OR_RETURN(l.input_norm, loader.Floats(p + "input_layernorm.weight"));
@@ -227,6 +228,10 @@ absl::StatusOr<LayerWeights> LoadLayer(const Loader& loader, int index) {
     ASSIGN_OR_RETURN(l.moe.router, ReadBf16(loader.Get(p + "mlp.gate.weight")));
     l.moe.experts.resize(c.num_experts);
     for (int e = 0; e < c.num_experts; ++e) {
+      if (!expert_ids.empty() &&
+          std::find(expert_ids.begin(), expert_ids.end(), e) == expert_ids.end()) {
+        continue;
+      }
       ASSIGN_OR_RETURN(l.moe.experts[e], LoadFfn(loader, absl::StrCat(p, "mlp.experts.", e, ".")));
     }
     if (c.shared_expert_intermediate_size > 0) {
@@ -341,13 +346,21 @@ absl::StatusOr<ModelWeights> CheckpointReader::StageEnds(const PipelineStage& st
   return w;
 }
 
-absl::StatusOr<std::vector<LayerWeights>> CheckpointReader::Layers(int begin, int end) const {
+absl::StatusOr<std::vector<LayerWeights>> CheckpointReader::Layers(
+    int begin, int end, std::span<const int32_t> expert_ids) const {
   RETURN_IF_ERROR(CheckLayerRange(state_->config, begin, end));
+  for (int32_t e : expert_ids) {
+    if (e < 0 || e >= state_->config.num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("expert ", e, " is not one of the model's ",
+                                                     state_->config.num_experts, " experts"));
+    }
+  }
   std::vector<LayerWeights> layers(end - begin);
   std::vector<absl::Status> status(layers.size());
   cpu::ParallelFor(static_cast<int64_t>(layers.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      absl::StatusOr<LayerWeights> layer = LoadLayer(*state_->loader, static_cast<int>(begin + i));
+      absl::StatusOr<LayerWeights> layer =
+          LoadLayer(*state_->loader, static_cast<int>(begin + i), expert_ids);
       if (layer.ok()) {
         layers[i] = *std::move(layer);
       } else {
@@ -360,11 +373,12 @@ absl::StatusOr<std::vector<LayerWeights>> CheckpointReader::Layers(int begin, in
 }
 
 absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir,
-                                              const PipelineStage& stage) {
+                                              const PipelineStage& stage,
+                                              std::span<const int32_t> expert_ids) {
   ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(dir));
   ASSIGN_OR_RETURN(ModelWeights w, reader.StageEnds(stage));
   const int begin = stage.layer_begin, end = stage.end(w.config.num_hidden_layers);
-  ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end));
+  ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end, expert_ids));
   for (int i = begin; i < end; ++i) w.layers[i] = std::move(layers[i - begin]);
   return w;
 }

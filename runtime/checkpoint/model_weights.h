@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -70,7 +71,10 @@ class CheckpointReader {
   absl::StatusOr<ModelWeights> StageEnds(const PipelineStage& stage) const;
   // Layers [begin, end), decoded on every CPU thread (a GPU engine streams a 70B model to the
   // device a few layers at a time, so that the host never holds the model's int8 values, 70 GB).
-  absl::StatusOr<std::vector<LayerWeights>> Layers(int begin, int end) const;
+  // MoE layers load the routed experts `expert_ids` (empty: all of them; expert parallelism gives
+  // each rank its own, scheduler/expert_placement.h); the others stay empty (MoeWeights::holds).
+  absl::StatusOr<std::vector<LayerWeights>> Layers(int begin, int end,
+                                                   std::span<const int32_t> expert_ids = {}) const;
 
  private:
   struct State;
@@ -79,8 +83,9 @@ class CheckpointReader {
 };
 
 // What `stage` (default: the whole model) holds of the checkpoint in `dir`: StageEnds and its
-// layers; the other layers stay empty.
+// layers, with the routed experts `expert_ids` (empty: all); the other layers stay empty.
 absl::StatusOr<ModelWeights> LoadModelWeights(const std::filesystem::path& dir,
-                                              const PipelineStage& stage = {});
+                                              const PipelineStage& stage = {},
+                                              std::span<const int32_t> expert_ids = {});
 
 }  // namespace bitserve

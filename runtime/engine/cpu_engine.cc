@@ -30,6 +30,37 @@ void QuantizedLinear(const float* x, int64_t m, const TernaryMatrix& w, std::vec
   cpu::TernaryMatmul(xq.data(), scales.data(), m, w.values.data(), w.rows, w.cols, w.scale, y);
 }
 
+// The routed experts an expert-parallel rank loads; InvalidArgument when the options do not
+// describe an EP group of this model.
+absl::StatusOr<std::vector<int32_t>> ExpertsOfRank(const std::filesystem::path& model_dir,
+                                                   const EngineOptions& options) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
+  const ExpertExchange& exchange = *options.expert_exchange;
+  if (!config.is_moe()) {
+    return absl::InvalidArgumentError(
+        "expert parallelism needs a mixture-of-experts model; this one is dense");
+  }
+  if (static_cast<int>(options.expert_owner.size()) != config.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("expert_owner names ",
+                                                   options.expert_owner.size(),
+                                                   " experts; the model has ", config.num_experts));
+  }
+  std::vector<int32_t> experts;
+  for (int e = 0; e < config.num_experts; ++e) {
+    const int owner = options.expert_owner[e];
+    if (owner < 0 || owner >= exchange.group_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("expert ", e, " is owned by rank ", owner,
+                                                     " of a group of ", exchange.group_size()));
+    }
+    if (owner == exchange.rank()) experts.push_back(e);
+  }
+  if (experts.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert-parallel rank ", exchange.rank(), " owns no expert"));
+  }
+  return experts;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
@@ -46,7 +77,11 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.max_batch_tokens < 1)
     return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
   if (options.kv_dtype) RETURN_IF_ERROR(CheckKvDtype("cpu", *options.kv_dtype));
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage));
+  std::vector<int32_t> experts;
+  if (options.expert_exchange != nullptr) {
+    ASSIGN_OR_RETURN(experts, ExpertsOfRank(model_dir, options));
+  }
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage, experts));
   if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("int4 KV cache needs an even head_dim (two values a byte); the model has ",
@@ -82,6 +117,8 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
       inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
       trace_(options.trace),
       moe_shape_(LayerMoeShape(weights_.config)),
+      expert_owner_(options.expert_owner),
+      expert_exchange_(options.expert_exchange),
       sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
   stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
 }
@@ -91,11 +128,25 @@ absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector
     return absl::FailedPreconditionError(
         "Forward needs the whole model; a pipeline stage runs StageStep");
   }
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
-                                max_batch_tokens_));
-  Run(entries, {});
+  if (absl::Status s = Validate(entries); !s.ok()) return Refuse(s);
+  RETURN_IF_ERROR(Run(entries, {}));
   Logits(entries, logits);
   return absl::OkStatus();
+}
+
+absl::Status CpuEngine::Validate(std::span<const BatchEntry> entries) const {
+  if (expert_exchange_ != nullptr && entries.empty()) return absl::OkStatus();
+  return ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
+                       max_batch_tokens_);
+}
+
+absl::Status CpuEngine::Refuse(absl::Status refused) {
+  if (expert_exchange_ != nullptr) {
+    if (absl::Status s = Run({}, {}); !s.ok()) {
+      return absl::Status(refused.code(), absl::StrCat(refused.message(), "; then ", s.message()));
+    }
+  }
+  return refused;
 }
 
 void CpuEngine::Logits(std::span<const BatchEntry> entries, std::vector<float>* logits) {
@@ -168,10 +219,9 @@ absl::Status CpuEngine::Step(std::span<const BatchEntry> entries,
     return absl::FailedPreconditionError(
         "Step needs the whole model; a pipeline stage runs StageStep");
   }
-  RETURN_IF_ERROR(CheckSamples(entries, samples));
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
-                                max_batch_tokens_));
-  Run(entries, {});
+  if (absl::Status s = CheckSamples(entries, samples); !s.ok()) return Refuse(s);
+  if (absl::Status s = Validate(entries); !s.ok()) return Refuse(s);
+  RETURN_IF_ERROR(Run(entries, {}));
   return Sample(entries, samples, results);
 }
 
@@ -180,22 +230,24 @@ absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries,
                                   std::vector<SampleResult>* results) {
   if (io.on_device)
     return absl::InvalidArgumentError("the CPU engine keeps its stage messages in host memory");
-  if (stage_.last() && io.logits == nullptr) RETURN_IF_ERROR(CheckSamples(entries, samples));
-  if (!stage_.last() && io.output == nullptr) {
-    return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
+  if (stage_.last() && io.logits == nullptr) {
+    if (absl::Status s = CheckSamples(entries, samples); !s.ok()) return Refuse(s);
   }
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size(), num_kv_blocks(), max_model_len_,
-                                max_batch_tokens_));
+  if (!stage_.last() && io.output == nullptr) {
+    return Refuse(
+        absl::InvalidArgumentError("a stage that is not the last needs an output buffer"));
+  }
+  if (absl::Status s = Validate(entries); !s.ok()) return Refuse(s);
   int64_t m = 0;
   for (const BatchEntry& entry : entries) m += entry.tokens.size();
   const int64_t h = config().hidden_size;
   if (!stage_.first() && static_cast<int64_t>(io.input.size()) != TransferBytes(transfer_, m, h)) {
-    return absl::InvalidArgumentError(absl::StrCat("pipeline stage ", stage_.stage, ": input of ",
-                                                   io.input.size(), " bytes; ", m, " tokens of ", h,
-                                                   " in ", TransferDtypeName(transfer_), " are ",
-                                                   TransferBytes(transfer_, m, h)));
+    return Refuse(absl::InvalidArgumentError(
+        absl::StrCat("pipeline stage ", stage_.stage, ": input of ", io.input.size(), " bytes; ", m,
+                     " tokens of ", h, " in ", TransferDtypeName(transfer_), " are ",
+                     TransferBytes(transfer_, m, h))));
   }
-  Run(entries, io.input);
+  RETURN_IF_ERROR(Run(entries, io.input));
   if (!stage_.last()) {
     io.output->resize(TransferBytes(transfer_, m, h));
     EncodeHidden(transfer_, x_.data(), m, h, io.output->data());
@@ -208,7 +260,7 @@ absl::Status CpuEngine::StageStep(std::span<const BatchEntry> entries,
   return Sample(entries, samples, results);
 }
 
-void CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input) {
+absl::Status CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input) {
   const ModelConfig& c = config();
   const int64_t h = c.hidden_size, inter = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
   int64_t m = 0;
@@ -238,9 +290,13 @@ void CpuEngine::Run(std::span<const BatchEntry> entries, std::span<const uint8_t
   }
   entries_ = entries;
   tokens_ = m;
+  if (c.is_moe()) {
+    expert_rows_.assign(int64_t{stage_.layer_end - stage_.layer_begin} * c.num_experts, 0);
+  }
+  // Only an expert exchange can fail (a peer rank is gone).
   const absl::Status status = RunDecoderLayers(*this, c, stage_.layer_begin, stage_.layer_end);
-  BITSERVE_CHECK(status.ok()) << status.message();  // the CPU blocks cannot fail
   entries_ = {};
+  return status;
 }
 
 absl::Status CpuEngine::Attention(int l) {
@@ -295,7 +351,13 @@ absl::Status CpuEngine::MoeFfn(int l) {
                static_cast<float>(c.rms_norm_eps), a_.data());
   if (trace_) trace_("gate_up_in", l, a_.data(), m, h);
   // Router + experts (kernels/cpu/moe_ffn.h); o_ is free after the attention block.
-  cpu::MoeFeedForward(weights_.layers[l].moe, moe_shape_, a_.data(), m, o_.data(), &ffn_scratch_);
+  if (expert_exchange_ != nullptr) {
+    RETURN_IF_ERROR(ExpertParallelMoe(l, a_.data(), m, o_.data()));
+  } else {
+    cpu::MoeFeedForward(weights_.layers[l].moe, moe_shape_, a_.data(), m, o_.data(), &ffn_scratch_);
+    int64_t* rows = expert_rows_.data() + int64_t{l - stage_.layer_begin} * c.num_experts;
+    for (int64_t i = 0; i < m * c.num_experts_per_tok; ++i) ++rows[ffn_scratch_.experts[i]];
+  }
   cpu::AddInPlace(x_.data(), o_.data(), m * h);
   return absl::OkStatus();
 }

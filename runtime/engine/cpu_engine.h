@@ -42,10 +42,21 @@ class CpuEngine : public Engine, private DecoderBlocks {
   const PipelineStage& stage() const override { return stage_; }
   absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
                          const StageIo& io, std::vector<SampleResult>* results) override;
+  std::span<const int64_t> last_step_expert_rows() const override { return expert_rows_; }
 
  private:
-  // x_ = the embedded tokens (first stage) or the decoded input, then the stage's layers.
-  void Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input);
+  // x_ = the embedded tokens (first stage) or the decoded input, then the stage's layers. Fails
+  // only when an expert exchange does.
+  absl::Status Run(std::span<const BatchEntry> entries, std::span<const uint8_t> input);
+  // The batch checked against the engine's limits (ValidateBatch); an expert-parallel rank also
+  // accepts an empty one.
+  absl::Status Validate(std::span<const BatchEntry> entries) const;
+  // An expert-parallel rank whose batch was refused still takes part in the step's exchanges,
+  // with no tokens, so that its peers are not left waiting; returns `refused`.
+  absl::Status Refuse(absl::Status refused);
+  // The MoE block of an expert-parallel rank: route, send rows to their experts' owners, run the
+  // rows sent here, take the results back, combine (as cpu::MoeFeedForward, bit for bit).
+  absl::Status ExpertParallelMoe(int layer, const float* n, int64_t m, float* out);
   // Final norm and LM head for the rows the entries want.
   void Logits(std::span<const BatchEntry> entries, std::vector<float>* logits);
   // Samples one token per kLast entry from the logits of Logits() (kAll entries are not sampled).
@@ -67,6 +78,19 @@ class CpuEngine : public Engine, private DecoderBlocks {
   std::vector<float> inv_freq_;
   ActivationTrace trace_;
   MoeShape moe_shape_;
+  std::vector<int32_t> expert_owner_;                // empty without expert parallelism
+  std::shared_ptr<ExpertExchange> expert_exchange_;  // null without expert parallelism
+  std::vector<int64_t> expert_rows_;                 // last_step_expert_rows()
+  // Expert-parallel scratch (cpu_expert_parallel.cc).
+  struct ExpertParallelScratch {
+    std::vector<int64_t> send_counts, recv_counts;
+    std::vector<int32_t> send_slots;  // the slot (row * k + j) of each row sent, as sent
+    std::vector<int8_t> send_values, recv_values;
+    std::vector<float> send_scales, recv_scales, results, back;
+    std::vector<int32_t> send_experts, recv_experts;
+    std::vector<uint16_t> results_bf16, back_bf16;
+  };
+  ExpertParallelScratch ep_;
   // The batch of the current Run, for the blocks.
   std::span<const BatchEntry> entries_;
   int64_t tokens_ = 0;

@@ -13,6 +13,9 @@
 //                                ActQuant(n) -> weighted sum in top-k order (+ the shared expert
 //                                and its sigmoid gate)             (kernels/cpu/moe_ffn.h
 //                                MoeFeedForward)
+// Under expert parallelism (EngineOptions::expert_exchange) the MoE block is the same computation
+// with the expert products on the experts' owners: route, dispatch int8 rows, run, combine back
+// (runtime/engine/cpu_expert_parallel.cc; kernels/cpu/moe_ffn.h has the pieces).
 // What each block computes is fixed here; how is the backend's: the CUDA engine ends a block by
 // adding its output into x and computing the next block's normed, quantized input in one kernel.
 #pragma once

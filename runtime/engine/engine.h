@@ -25,6 +25,7 @@
 #include "kernels/kv_cache_format.h"
 #include "runtime/checkpoint/model_config.h"
 #include "runtime/checkpoint/pipeline_stage.h"
+#include "runtime/transport/expert_exchange.h"
 
 namespace bitserve {
 
@@ -64,6 +65,14 @@ struct EngineOptions {
   // > 1: LoadEngine splits the layers over this many stage engines chained in this process
   // (runtime/pipeline_engine.h): what a served pipeline computes, without workers.
   int local_pipeline_stages = 1;
+  // Expert parallelism (DESIGN.md "Parallelism"; CPU engine only for now): this engine is rank
+  // expert_exchange->rank() of an EP group. It holds the dense weights, loads only the routed
+  // experts that expert_owner ([num_experts]: the rank holding each, scheduler/
+  // expert_placement.h) gives it, runs its own sequences' attention, and at every MoE layer
+  // sends its tokens' rows to the experts' owners through the exchange. A batch may then be
+  // empty: every rank takes part in every step. Unset: every expert here, no exchange.
+  std::vector<int32_t> expert_owner;
+  std::shared_ptr<ExpertExchange> expert_exchange;
 };
 
 // Which rows of an entry get logits.
@@ -158,6 +167,14 @@ class Engine {
   virtual absl::Status StageStep(std::span<const BatchEntry> entries,
                                  std::span<const SampleSpec> samples, const StageIo& io,
                                  std::vector<SampleResult>* results);
+  // Expert load of the last step (for metrics): the rows each routed expert held here ran, per
+  // layer of stage(): [layer - stage().layer_begin][expert]. Empty when the engine does not count
+  // (dense models, engines without expert parallelism).
+  virtual std::span<const int64_t> last_step_expert_rows() const { return {}; }
+  // KV pools the block ids of num_kv_blocks() fall into (scheduler/kv_block_allocator.h): an
+  // expert-parallel group keeps one pool per rank, blocks [r * num_kv_blocks() / pools, ...),
+  // and a sequence's blocks all come from the pool of the rank that runs it.
+  virtual int num_kv_pools() const { return 1; }
   // GPU engines: the buffers of StageIo::on_device. Others: Unimplemented.
   virtual absl::StatusOr<DeviceStageBuffers> device_stage_buffers() {
     return absl::UnimplementedError("device " + device_name() +

@@ -1,0 +1,59 @@
+// The all-to-all of expert parallelism (DESIGN.md "Parallelism"): at each MoE layer every rank of
+// an EP group sends the (token, chosen expert) rows of its own tokens to the ranks that own those
+// experts, the owners run their experts over what they received, and the results go back to the
+// rows' origins, which combine them in top-k order. Dropless: every row is sent, whatever the
+// load. An engine sees only this interface: the TCP implementation (transport_expert_exchange.h)
+// moves host memory; an NCCL one will move device memory (device_memory()), with the same calls.
+//
+// One exchange, as an engine makes it (E ranks; "grouped" = rank 0's rows first, then rank 1's):
+//   1. ExchangeCounts: send_counts[p] rows for rank p  ->  recv_counts[p] rows from rank p.
+//   2. Dispatch: the rows to send, grouped by destination, each the token's int8 quantized input
+//      [hidden] (ActQuant of the post-attention norm, which the expert quantizes anyway: lossless),
+//      its fp32 scale and the expert id  ->  the rows received, grouped by origin.
+//   3. (the engine runs its experts over the rows received)
+//   4. Combine: one result row [hidden] per row received, in the order received  ->  one per row
+//      sent, in the order sent. Results travel as result_dtype: fp32 on the CPU path, so that EP
+//      equals the single-process engine bit for bit; bf16 halves the bytes (the GPU path).
+// Every rank takes part in every exchange of a step, with zero rows when it has none: the group
+// runs in lockstep. After any error the exchange is broken (the group is out of step; it is
+// rebuilt with the pipeline) and every later call fails with that error.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+
+namespace bitserve {
+
+enum class ExpertResultDtype { kF32, kBf16 };
+inline int64_t ExpertResultBytes(ExpertResultDtype dtype) {
+  return dtype == ExpertResultDtype::kF32 ? 4 : 2;
+}
+
+class ExpertExchange {
+ public:
+  virtual ~ExpertExchange() = default;
+
+  virtual int rank() const = 0;        // in the EP group, [0, group_size)
+  virtual int group_size() const = 0;  // E
+  virtual ExpertResultDtype result_dtype() const = 0;
+  // Whether the row and result pointers below are device memory (NCCL) or host memory (TCP).
+  // Counts are host memory always.
+  virtual bool device_memory() const = 0;
+
+  // send_counts and recv_counts have group_size() entries; send_counts[rank()] rows stay here
+  // and come back as recv_counts[rank()]. UNAVAILABLE naming the peer's EP rank when it is gone.
+  virtual absl::Status ExchangeCounts(std::span<const int64_t> send_counts,
+                                      std::span<int64_t> recv_counts) = 0;
+  // The rows of the last ExchangeCounts: sum(send_counts) rows to send, sum(recv_counts) rows
+  // received (values [rows, hidden] int8, scales [rows] fp32, experts [rows] int32: global ids).
+  virtual absl::Status Dispatch(int64_t hidden, const int8_t* send_values, const float* send_scales,
+                                const int32_t* send_experts, int8_t* recv_values,
+                                float* recv_scales, int32_t* recv_experts) = 0;
+  // results: [sum(recv_counts), hidden] of result_dtype, in the order Dispatch received the rows;
+  // back: [sum(send_counts), hidden] of result_dtype, in the order Dispatch sent them.
+  virtual absl::Status Combine(int64_t hidden, const void* results, void* back) = 0;
+};
+
+}  // namespace bitserve
