@@ -87,7 +87,9 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, const ModelConfig&
   ASSIGN_OR_RETURN(l.input_norm, UploadFloats(w.input_norm));
   ASSIGN_OR_RETURN(l.attn_sub_norm, UploadFloats(w.attn_sub_norm));
   ASSIGN_OR_RETURN(l.post_attention_norm, UploadFloats(w.post_attention_norm));
-  ASSIGN_OR_RETURN(l.ffn_sub_norm, UploadFloats(w.ffn.sub_norm));
+  if (!config.is_moe()) {
+    ASSIGN_OR_RETURN(l.ffn_sub_norm, UploadFloats(w.ffn.sub_norm));
+  }
   *norm_bytes += 4 * static_cast<int64_t>(w.input_norm.size() + w.attn_sub_norm.size() +
                                           w.post_attention_norm.size() + w.ffn.sub_norm.size());
   return l;
