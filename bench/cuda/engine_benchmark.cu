@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_split.h"
 #include "bench/cuda/engine_benchmark_setup.h"
+#include "bench/cuda/graph_timing.cuh"
 #include "runtime/engine/cuda_engine.h"
 #include "runtime/engine/engine.h"
 
@@ -38,30 +39,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-// Device-to-device copy of 1 GiB, counting bytes read + written (docs/perf.md's "copy").
-double CopyBandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
-  cudaMemset(a, 1, bytes);
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<double> times;
-  for (int i = 0; i < 12; ++i) {
-    cudaEventRecord(start);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    if (i >= 2) times.push_back(ms);
-  }
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (Median(times) * 1e-3);
-}
 
 int Run(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear as they are measured, also into a pipe
@@ -100,7 +77,7 @@ int Run(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  const double copy_bw = CopyBandwidth();
+  const double copy_bw = cuda::CopyBandwidth();
   std::printf("GPU: %s; device-to-device copy bandwidth %.0f GB/s (read + written)\n", prop.name,
               copy_bw / 1e9);
 

@@ -85,6 +85,31 @@ inline absl::Status RandomWords(void* p, int64_t bytes) {
 
 // ---- timing ----------------------------------------------------------------------------------
 
+// Device-to-device copy of 1 GiB, counting bytes read + written (docs/perf.md's "copy"): the
+// bandwidth the benchmarks' floors divide by. Median of 8 copies after 2 warm-up copies.
+inline double CopyBandwidth() {
+  const size_t bytes = size_t{1} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<float> times;
+  for (int i = 0; i < 10; ++i) {
+    cudaEventRecord(start);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    if (i >= 2) times.push_back(ms);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  std::sort(times.begin(), times.end());
+  return 2.0 * bytes / (times[times.size() / 2] * 1e-3);
+}
+
 // How much work one graph replay holds and how many replays the median is over.
 struct GraphTiming {
   double replay_us = 500;  // calls per graph: about this much work, whole rotations of the copies

@@ -38,29 +38,6 @@ const std::vector<Shape> kShapes = {{"qwen3-30b-a3b", 2048, 768, 128, 8},
                                     {"qwen3-235b-a22b", 4096, 1536, 128, 8},
                                     {"mixtral-8x7b", 4096, 14336, 8, 2}};
 
-double CopyBandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<float> times;
-  for (int i = 0; i < 10; ++i) {
-    cudaEventRecord(start);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    if (i >= 2) times.push_back(ms);
-  }
-  cudaFree(a);
-  cudaFree(b);
-  std::sort(times.begin(), times.end());
-  return 2.0 * bytes / (times[times.size() / 2] * 1e-3);
-}
-
 template <typename T>
 DeviceBuffer<T> Buffer(int64_t n) {
   auto b = DeviceBuffer<T>::Create(n);

@@ -36,13 +36,19 @@ import urllib.request
 
 import grpc  # python3-grpcio
 
-from grpc_harness import Process, Server, argument_parser, generate_stubs, load_stubs, run_checks
+from worker_test_helpers import (local_worker_pid, run_worker_tests, start_stream, stub_for,
+                                 wait_readiness)
+import worker_test_helpers
+from grpc_harness import Process, Server, generate_stubs, load_stubs
 
-SERVICE = "bitserve.v1.Generation"
 MODEL = "models/shakespeare-moe"  # trained: real routing, 6 MoE layers of 8 experts, top-2
 PROMPTS = [[2043] + [(37 * i + 11 * j) % 1900 + 40 for j in range(6 + i)] for i in range(6)]
 MAX_TOKENS = 16
 
+
+
+def generate(stub, prompt, max_tokens=MAX_TOKENS, timeout=120):
+    return worker_test_helpers.generate(stub, prompt, max_tokens, timeout)
 
 class Context:
     def __init__(self, args):
@@ -75,20 +81,6 @@ class Context:
         return server
 
 
-def stub_for(server):
-    channel = grpc.insecure_channel(server.address)
-    return channel, pb_grpc.GenerationStub(channel), health_grpc.HealthStub(channel)
-
-
-def generate(stub, prompt, max_tokens=MAX_TOKENS, timeout=120):
-    ids = []
-    for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
-                                              max_tokens=max_tokens, ignore_eos=True),
-                           timeout=timeout):
-        ids.extend(r.token_ids)
-    return ids
-
-
 def metrics(server):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as r:
         return r.read().decode()
@@ -98,17 +90,6 @@ def samples(text, name):
     """{labels string: value} of every sample of metric `name`."""
     return {m.group(1): float(m.group(2))
             for m in re.finditer(rf"^{name}{{(.*)}} (\S+)$", text, re.M)}
-
-
-def readiness(health):
-    return health.Check(health_pb.HealthCheckRequest(service=SERVICE), timeout=10).status
-
-
-def wait_readiness(health, want, timeout=60):
-    deadline = time.time() + timeout
-    while readiness(health) != want:
-        assert time.time() < deadline, f"readiness is not {want} after {timeout} s"
-        time.sleep(0.05)
 
 
 def stop(server):
@@ -194,13 +175,6 @@ def test_bad_input_is_refused_clearly(ctx):
             "expert parallelism runs on CPU workers")
 
 
-def local_worker_pid(server, worker_id):
-    pids = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", f"worker-id {worker_id}$"],
-                          capture_output=True, text=True).stdout.split()
-    assert len(pids) == 1, f"local worker {worker_id} not found among the server's children: {pids}"
-    return int(pids[0])
-
-
 def test_killed_ep_rank(ctx):
     server = ctx.serve(["--expert-parallel", "2", "--worker-heartbeat-timeout", "1500"])
     server.wait_listening(120)
@@ -247,27 +221,6 @@ def test_killed_ep_rank(ctx):
     finally:
         channel.close()
     stop(server)
-
-
-def start_stream(stub, prompt, max_tokens):
-    """A long Generate in a thread: (thread, outcome); outcome["first"] is set at the first token
-    (or the end), then "ok", or "code" and "details"."""
-    outcome = {"first": threading.Event()}
-
-    def stream():
-        try:
-            for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
-                                                      max_tokens=max_tokens, ignore_eos=True),
-                                   timeout=60):
-                if r.token_ids:
-                    outcome["first"].set()
-            outcome["ok"] = True
-        except grpc.RpcError as e:
-            outcome["code"], outcome["details"] = e.code(), e.details()
-        outcome["first"].set()
-    t = threading.Thread(target=stream)
-    t.start()
-    return t, outcome
 
 
 def generate_after_rebuild(stub, prompt, deadline):
@@ -357,29 +310,5 @@ TESTS = [test_ep2_equals_single_process, test_pp2_ep2_equals_one_process_pipelin
          test_remote_ep_rank_lost_and_replaced]
 
 
-def main():
-    args = argument_parser(__doc__).parse_args()
-    ctx = Context(args)
-
-    def show_logs(test):  # and go on with the next check
-        for p in ctx.processes:
-            print(f"--- {p.name} log tail:\n{p.log(15)}")
-        return False
-
-    def stop_processes(test):
-        for p in ctx.processes:
-            p.kill()
-        ctx.processes.clear()
-    try:
-        failed = run_checks(TESTS, ctx, on_failure=show_logs, after_each=stop_processes)
-    finally:
-        ctx.close()
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_worker_tests(__doc__, TESTS, Context))

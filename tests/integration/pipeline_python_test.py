@@ -27,19 +27,24 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
 import grpc  # python3-grpcio
 
-from grpc_harness import Process, Server, argument_parser, generate_stubs, load_stubs, run_checks
+from worker_test_helpers import (local_worker_pid, readiness, run_worker_tests, start_stream,
+                                 stub_for, wait_readiness)
+import worker_test_helpers
+from grpc_harness import Process, Server, generate_stubs, load_stubs
 
-SERVICE = "bitserve.v1.Generation"
 MODEL = "models/shakespeare-dense"  # trained: real activations, 6 layers
 PROMPTS = [[2043] + [(37 * i + 11 * j) % 1900 + 40 for j in range(6 + i)] for i in range(8)]
 MAX_TOKENS = 20
 
+
+
+def generate(stub, prompt, max_tokens=MAX_TOKENS, timeout=120):
+    return worker_test_helpers.generate(stub, prompt, max_tokens, timeout)
 
 class Context:
     def __init__(self, args):
@@ -67,52 +72,6 @@ class Context:
         server = Server(self.args.bitserve, MODEL, extra)
         self.processes.append(server)
         return server
-
-
-def stub_for(server):
-    channel = grpc.insecure_channel(server.address)
-    return channel, pb_grpc.GenerationStub(channel), health_grpc.HealthStub(channel)
-
-
-def generate(stub, prompt, timeout=120):
-    ids = []
-    for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
-                                              max_tokens=MAX_TOKENS, ignore_eos=True),
-                           timeout=timeout):
-        ids.extend(r.token_ids)
-    return ids
-
-
-def start_stream(stub, prompt, max_tokens):
-    """A long Generate in a thread. Returns (thread, outcome): once outcome["first"] (an Event) is
-    set, a token came (or the stream ended); outcome then gets "ok", or "code" and "details"."""
-    outcome = {"first": threading.Event()}
-
-    def stream():
-        try:
-            for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=prompt),
-                                                      max_tokens=max_tokens, ignore_eos=True),
-                                   timeout=60):
-                if r.token_ids:
-                    outcome["first"].set()
-            outcome["ok"] = True
-        except grpc.RpcError as e:
-            outcome["code"], outcome["details"] = e.code(), e.details()
-        outcome["first"].set()
-    t = threading.Thread(target=stream)
-    t.start()
-    return t, outcome
-
-
-def readiness(health):
-    return health.Check(health_pb.HealthCheckRequest(service=SERVICE), timeout=10).status
-
-
-def wait_readiness(health, want, timeout=60):
-    deadline = time.time() + timeout
-    while readiness(health) != want:
-        assert time.time() < deadline, f"readiness is not {want} after {timeout} s"
-        time.sleep(0.05)
 
 
 def check_local_pipeline(ctx, stages, transfer):
@@ -240,13 +199,6 @@ def test_local_stage_restarted(ctx):
     assert server.proc.wait(timeout=60) == 0, server.log()
 
 
-def local_worker_pid(server, worker_id):
-    pids = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", f"worker-id {worker_id}$"],
-                          capture_output=True, text=True).stdout.split()
-    assert len(pids) == 1, f"local worker {worker_id} not found among the server's children: {pids}"
-    return int(pids[0])
-
-
 def test_hung_local_stage_replaced(ctx):
     """A local stage worker that hangs (SIGSTOP: alive, silent) is declared lost after the
     heartbeat timeout; serve kills it and starts another, and the rebuilt pipeline serves the same
@@ -341,29 +293,5 @@ TESTS = [test_two_stages_int8, test_three_stages_int8, test_two_stages_bf16,
          test_hung_local_stage_replaced, test_hung_remote_stage_fenced]
 
 
-def main():
-    args = argument_parser(__doc__).parse_args()
-    ctx = Context(args)
-
-    def show_logs(test):  # and go on with the next check
-        for p in ctx.processes:
-            print(f"--- {p.name} log tail:\n{p.log(15)}")
-        return False
-
-    def stop_processes(test):
-        for p in ctx.processes:
-            p.kill()
-        ctx.processes.clear()
-    try:
-        failed = run_checks(TESTS, ctx, on_failure=show_logs, after_each=stop_processes)
-    finally:
-        ctx.close()
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_worker_tests(__doc__, TESTS, Context))
