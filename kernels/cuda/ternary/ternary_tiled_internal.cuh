@@ -20,7 +20,7 @@ cudaError_t PermuteActivationsForWgmma(const int8_t* x, int64_t stride, int m, i
 // that is not compiled in.
 cudaError_t LaunchTernaryWgmma(int warpgroups, int tokens, int stages, int min_blocks,
                                const TernaryProductArgs& a, cudaStream_t stream);
-// The grouped tiled product (ternary_grouped_gemv.cuh) for rows_per_item 128 and 256.
+// The grouped tiled product (ternary_grouped_gemv.cuh) for rows_per_item 64, 128 and 256.
 cudaError_t LaunchGroupedTiled(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
                                int rows_per_item, int max_items, cudaStream_t stream);
 
