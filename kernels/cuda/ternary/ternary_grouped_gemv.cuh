@@ -6,8 +6,8 @@
 //
 // Built from the product kernels: the GEMV kernels of ternary_gemv.cuh (dp4a for one row per item,
 // int8 mma.m16n8k32 streaming for 8 .. 32), the tiled mma.sync kernel of ternary_tiled_gemm.cuh
-// (128 x 64 tiles) for 64, 128 and 256 rows per item. Results are those of the plain products on each
-// expert's rows: the int32 sums exact, the float epilogue bit for bit.
+// (128 x 64 tiles) for 64, 128 and 256 rows per item. Results are those of the plain products on
+// each expert's rows: the int32 sums exact, the float epilogue bit for bit.
 #pragma once
 
 #include <cuda_runtime.h>
