@@ -199,6 +199,14 @@ class CudaEngineKvTest : public ::testing::TestWithParam<std::tuple<std::string,
 // Prefill, decode and mixed batches with scattered block tables, CPU vs GPU (the CPU keeps float32
 // keys and values against a bf16 GPU cache, the same dtype against int8/int4).
 TEST_P(CudaEngineKvTest, MatchesCpuEngine) {
+  if (model() == "test-moe") {
+    // Its random router leaves tokens whose k-th and (k+1)-th experts are close, and the bf16 /
+    // int4 caches' rounding then picks another expert for a few rows (H100, 2026-12-07: 2 of 59
+    // rows over the tolerance; the MoE block's op tests are exact). shakespeare-moe (trained)
+    // routes decisively and is compared here; test-moe's shared expert and unnormalized weights
+    // go through the graph, sampling and pipeline tests.
+    GTEST_SKIP() << "test-moe: random routing, compared in the other tests";
+  }
   auto cpu = Load(model(), "cpu", true, dtype() == KvDtype::kBf16 ? KvDtype::kF32 : dtype());
   auto gpu = Load(model(), "cuda", true, dtype());
   ASSERT_TRUE(cpu && gpu);
@@ -676,12 +684,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaEngineKvTest,
-    // test-moe is not here: its random router leaves tokens whose k-th and (k+1)-th expert are
-    // close, and the bf16 / int4 caches' rounding (not the MoE block: its op tests are exact)
-    // then picks another expert for a few rows (H100, 2026-12-07: 2 of 59 rows over the
-    // tolerance). The trained shakespeare-moe routes decisively; test-moe runs the shared
-    // expert and unnormalized weights through the other tests (sampling, graphs, pipeline).
-    ::testing::Combine(::testing::Values("test-gqa", "test-odd", "tiny", "shakespeare-moe"),
+    ::testing::Combine(::testing::Values("test-gqa", "test-odd", "tiny", "test-moe",
+                                         "shakespeare-moe"),
                        ::testing::Values(KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4)),
     [](const ::testing::TestParamInfo<std::tuple<std::string, KvDtype>>& info) {
       std::string name = std::get<0>(info.param) + "_" + KvDtypeName(std::get<1>(info.param));
