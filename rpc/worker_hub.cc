@@ -21,6 +21,14 @@ int64_t Millis(WorkerLinkClock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
 
+// What a worker whose pipeline lost another worker hears (it registers again).
+wire::CoordinatorMessage RejoinMessage() {
+  wire::CoordinatorMessage message;
+  message.mutable_shutdown()->set_reason("a pipeline stage was lost; register again");
+  message.mutable_shutdown()->set_rejoin(true);
+  return message;
+}
+
 }  // namespace
 
 absl::StatusOr<PipelineTransport> ParsePipelineTransport(absl::string_view name) {
@@ -141,10 +149,8 @@ void WorkerHub::Monitor() {
     rejoin.swap(rejoin_);
     if (rejoin.empty()) continue;
     lock.unlock();
-    wire::CoordinatorMessage message;
-    message.mutable_shutdown()->set_reason("a pipeline stage was lost; register again");
-    message.mutable_shutdown()->set_rejoin(true);
-    for (auto& link : rejoin) link->Write(message);
+    const wire::CoordinatorMessage message = RejoinMessage();
+    for (auto& link : rejoin) link->WriteRejoin(message);
     lock.lock();
   }
 }
@@ -228,9 +234,16 @@ void WorkerHub::Monitor() {
   link->Write(link->assignment);
 
   ::grpc::Status end = ::grpc::Status::OK;
+  bool rejoin = false;
   while (stream->Read(&message)) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (link->lost) break;
+    if (link->lost) {
+      // Lost because a peer was: the worker must hear "register again" before its stream ends
+      // (the monitor writes it too, but this handler may end the stream first: a survivor whose
+      // step failed on the lost peer answers at once).
+      rejoin = link->lost_by_peer && !shutting_down_;
+      break;
+    }
     link->last_heard = WorkerLinkClock::now();
     if (message.has_step_result()) {
       link->results[message.step_result().step_id()] = message.step_result();
@@ -248,6 +261,7 @@ void WorkerHub::Monitor() {
       }
     }
   }
+  if (rejoin) link->WriteRejoin(RejoinMessage());
   {
     std::lock_guard<std::mutex> lock(mu_);
     MarkLost(*link, context->IsCancelled() ? "its stream was cancelled" : "its stream closed");

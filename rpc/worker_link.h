@@ -68,6 +68,16 @@ struct WorkerHub::Link {
     std::lock_guard<std::mutex> lock(write_mu);
     return !closed && stream->Write(message);
   }
+  // The "register again" shutdown, at most once: the hub's monitor and the link's own handler
+  // may both send it, and a worker reads nothing after the first (a second, unread, would keep
+  // its stream from finishing).
+  bool WriteRejoin(const wire::CoordinatorMessage& message) {
+    std::lock_guard<std::mutex> lock(write_mu);
+    if (closed || rejoin_sent) return false;
+    rejoin_sent = true;
+    return stream->Write(message);
+  }
+  bool rejoin_sent = false;  // guarded by write_mu
 };
 
 }  // namespace bitserve::rpc
