@@ -123,7 +123,9 @@ TEST(ExpertParallelTest, TwoRanksGiveTheSingleEngineLogitsBitForBit) {
       ASSERT_EQ(rows.size(), 6u * 8);
       for (int l = 0; l < 6; ++l) {
         for (int e = 0; e < 8; ++e) {
-          if (e / 4 != r) EXPECT_EQ(rows[l * 8 + e], 0) << "rank " << r << " expert " << e;
+          if (e / 4 != r) {
+            EXPECT_EQ(rows[l * 8 + e], 0) << "rank " << r << " expert " << e;
+          }
           counted += rows[l * 8 + e];
         }
       }

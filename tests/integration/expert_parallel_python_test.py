@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -46,9 +45,9 @@ PROMPTS = [[2043] + [(37 * i + 11 * j) % 1900 + 40 for j in range(6 + i)] for i 
 MAX_TOKENS = 16
 
 
-
 def generate(stub, prompt, max_tokens=MAX_TOKENS, timeout=120):
     return worker_test_helpers.generate(stub, prompt, max_tokens, timeout)
+
 
 class Context:
     def __init__(self, args):
@@ -182,21 +181,7 @@ def test_killed_ep_rank(ctx):
     try:
         want = ctx.reference(PROMPTS[1])
         assert generate(stub, PROMPTS[1]) == want
-        outcome = {"first": threading.Event()}
-
-        def stream():
-            try:
-                for r in stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=PROMPTS[2]),
-                                                          max_tokens=230, ignore_eos=True),
-                                       timeout=60):
-                    if r.token_ids:
-                        outcome["first"].set()
-                outcome["ok"] = True
-            except grpc.RpcError as e:
-                outcome["code"], outcome["details"] = e.code(), e.details()
-            outcome["first"].set()
-        t = threading.Thread(target=stream)
-        t.start()
+        t, outcome = start_stream(stub, PROMPTS[2], 230)
         assert outcome["first"].wait(60)
         os.kill(local_worker_pid(server, "local-1"), signal.SIGKILL)  # dies mid-step
         start = time.time()

@@ -42,9 +42,9 @@ PROMPTS = [[2043] + [(37 * i + 11 * j) % 1900 + 40 for j in range(6 + i)] for i 
 MAX_TOKENS = 20
 
 
-
 def generate(stub, prompt, max_tokens=MAX_TOKENS, timeout=120):
     return worker_test_helpers.generate(stub, prompt, max_tokens, timeout)
+
 
 class Context:
     def __init__(self, args):

@@ -54,17 +54,6 @@ absl::StatusOr<PackedTernaryMatrix> PackDown(FfnWeights& f) {
   return packed;
 }
 
-TernaryMatrixView ViewOf(const PackedTernaryMatrix& p, const uint32_t* words) {
-  TernaryMatrixView v;
-  v.words = words;
-  v.rows = p.rows;
-  v.cols = p.cols;
-  v.padded_rows = p.padded_rows;
-  v.padded_cols = p.padded_cols;
-  v.scale = p.scale;
-  return v;
-}
-
 }  // namespace
 
 absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const MoeShape& shape) {
@@ -130,10 +119,11 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
 
   MoeFfnWeightsView& v = d.view_;
   v.router = d.router_.get();
-  v.gate_up.first = ViewOf(gate_up_shape, d.gate_up_.get());
+  v.gate_up.first = PackedMatrixView(d.gate_up_.get(), gate_up_shape.rows, gate_up_shape.cols, {});
   v.gate_up.expert_words = static_cast<int64_t>(gate_up_words.size()) / num_experts;
   v.gate_up.num_experts = num_experts;
-  v.down.first = ViewOf(down_shape, d.down_.get());
+  v.down.first =
+      PackedMatrixView(d.down_.get(), down_shape.rows, down_shape.cols, down_shape.scale);
   v.down.expert_words = static_cast<int64_t>(down_words.size()) / num_experts;
   v.down.num_experts = num_experts;
   v.down.scales = d.down_scales_.get();
@@ -214,10 +204,10 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Random(const MoeShape& shape,
 
   MoeFfnWeightsView& v = d.view_;
   v.router = d.router_.get();
-  v.gate_up.first = {d.gate_up_.get(), 2 * inter, h, PaddedRows(2 * inter), PaddedInputs(h), {}};
+  v.gate_up.first = PackedMatrixView(d.gate_up_.get(), 2 * inter, h, {});
   v.gate_up.expert_words = gu_words;
   v.gate_up.num_experts = num_experts;
-  v.down.first = {d.down_.get(), h, inter, PaddedRows(h), PaddedInputs(inter), scale(inter)};
+  v.down.first = PackedMatrixView(d.down_.get(), h, inter, scale(inter));
   v.down.expert_words = down_words;
   v.down.num_experts = num_experts;
   v.down.scales = d.down_scales_.get();

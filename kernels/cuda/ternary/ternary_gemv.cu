@@ -177,12 +177,7 @@ absl::StatusOr<DeviceTernaryMatrix> DeviceTernaryMatrix::Upload(const PackedTern
   if (absl::Status s = m.words_.CopyFromHost(packed.words.data(), packed.words.size()); !s.ok()) {
     return s;
   }
-  m.view_.words = m.words_.get();
-  m.view_.rows = packed.rows;
-  m.view_.cols = packed.cols;
-  m.view_.padded_rows = packed.padded_rows;
-  m.view_.padded_cols = packed.padded_cols;
-  m.view_.scale = packed.scale;
+  m.view_ = PackedMatrixView(m.words_.get(), packed.rows, packed.cols, packed.scale);
   return m;
 }
 
@@ -201,12 +196,7 @@ absl::StatusOr<DeviceTernaryMatrix> DeviceTernaryMatrix::Random(int64_t rows, in
       !s.ok()) {
     return s;
   }
-  m.view_.words = m.words_.get();
-  m.view_.rows = rows;
-  m.view_.cols = cols;
-  m.view_.padded_rows = PaddedRows(rows);
-  m.view_.padded_cols = PaddedInputs(cols);
-  m.view_.scale = scale;
+  m.view_ = PackedMatrixView(m.words_.get(), rows, cols, scale);
   return m;
 }
 

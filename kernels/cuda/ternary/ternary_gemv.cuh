@@ -35,6 +35,19 @@ struct TernaryMatrixView {
   int64_t bytes() const { return padded_rows * padded_cols / 4; }
 };
 
+// The view of a [rows, cols] matrix in the layout of ternary_layout.h at `words` (padding derived).
+inline TernaryMatrixView PackedMatrixView(const uint32_t* words, int64_t rows, int64_t cols,
+                                          TernaryOutputScale scale) {
+  TernaryMatrixView v;
+  v.words = words;
+  v.rows = rows;
+  v.cols = cols;
+  v.padded_rows = PaddedRows(rows);
+  v.padded_cols = PaddedInputs(cols);
+  v.scale = scale;
+  return v;
+}
+
 // Owns the device copy of a packed matrix.
 class DeviceTernaryMatrix {
  public:
