@@ -28,12 +28,11 @@ bool WorkerHub::NcclCanJoin() const {
 void WorkerHub::AssignAll() {
   const int n = num_workers();
   const int ep = options_.expert_parallel;
-  // One communicator per pipeline formed: a fresh unique id (its bootstrap root runs here). Expert
-  // parallelism runs over TCP for now (Create refuses --pp-transport nccl with it).
+  // One communicator per pipeline formed (every stage and expert-parallel rank): a fresh unique id
+  // (its bootstrap root runs here).
   std::string nccl_id;
-  if (n > 1 && ep == 1 &&
-      (options_.pp_transport == PipelineTransport::kNccl ||
-       (options_.pp_transport == PipelineTransport::kAuto && NcclCanJoin()))) {
+  if (n > 1 && (options_.pp_transport == PipelineTransport::kNccl ||
+                (options_.pp_transport == PipelineTransport::kAuto && NcclCanJoin()))) {
     if (auto id = NewNcclUniqueId(); id.ok()) {
       nccl_id = *std::move(id);
     } else {

@@ -17,6 +17,7 @@
 #include "grpcpp/grpcpp.h"
 #include "rpc/worker_protocol.h"
 #include "runtime/engine/engine.h"
+#include "runtime/transport/nccl_expert_exchange.h"
 #include "runtime/transport/nccl_transport.h"
 #include "runtime/transport/tcp_transport.h"
 #include "runtime/transport/transport_expert_exchange.h"
@@ -382,9 +383,16 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
     }
     std::vector<int> group(ep);
     for (int r = 0; r < ep; ++r) group[r] = shard.expert_group() * ep + r;
-    ASSIGN_OR_RETURN(engine_options.expert_exchange,
-                     TransportExpertExchange::Create(loaded.transport, std::move(group),
-                                                     shard.rank_in_expert_group()));
+    // NCCL moves the rows in device memory; TCP in host memory.
+    if (auto nccl = std::dynamic_pointer_cast<NcclTransport>(loaded.transport); nccl != nullptr) {
+      ASSIGN_OR_RETURN(engine_options.expert_exchange,
+                       NcclExpertExchange::Create(std::move(nccl), std::move(group),
+                                                  shard.rank_in_expert_group()));
+    } else {
+      ASSIGN_OR_RETURN(engine_options.expert_exchange,
+                       TransportExpertExchange::Create(loaded.transport, std::move(group),
+                                                       shard.rank_in_expert_group()));
+    }
     engine_options.expert_owner.assign(shard.expert_owner().begin(), shard.expert_owner().end());
     loaded.peers.expert_parallel = true;
   }

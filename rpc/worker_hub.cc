@@ -59,13 +59,9 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
                                                      options.model_dir.string(), ")"));
     }
     expert_owner = placement->owner;
-    if (options.pp_transport == PipelineTransport::kNccl) {
-      return absl::UnimplementedError(
-          "--pp-transport nccl with --expert-parallel: expert parallelism runs over the TCP "
-          "transport (CPU workers) for now");
-    }
   }
-  if (options.num_stages > 1 && options.pp_transport == PipelineTransport::kNccl) {
+  if ((options.num_stages > 1 || options.expert_parallel > 1) &&
+      options.pp_transport == PipelineTransport::kNccl) {
     if (absl::Status s = NewNcclUniqueId().status(); !s.ok()) {
       return absl::Status(s.code(), absl::StrCat("--pp-transport nccl: ", s.message()));
     }
@@ -180,12 +176,6 @@ void WorkerHub::Monitor() {
     return reject(
         ::grpc::StatusCode::FAILED_PRECONDITION,
         absl::StrCat("a pipeline of ", n, " workers needs the worker's transport_address"));
-  }
-  if (options_.expert_parallel > 1 && reg.device().kind() != "cpu") {
-    return reject(::grpc::StatusCode::FAILED_PRECONDITION,
-                  absl::StrCat("expert parallelism (--expert-parallel ", options_.expert_parallel,
-                               ") runs on CPU workers for now; a ", reg.device().kind(),
-                               " worker cannot join"));
   }
   auto link = std::make_shared<Link>();
   link->worker_id = reg.worker_id().empty() ? context->peer() : reg.worker_id();

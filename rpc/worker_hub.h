@@ -16,10 +16,11 @@
 // sampled tokens, the others with an empty acknowledgement. A worker that registers while the
 // pipeline is complete is refused.
 //
-// Expert parallelism (expert_parallel = E > 1, MoE models, CPU workers over TCP for now): each
-// stage is a group of E workers (slot = stage * E + rank, in registration order), each holding the
-// stage's dense weights and the experts the placement (scheduler/expert_placement.h) gives its
-// rank, all of them connected by one TCP transport. Every step plan is split by rank: a sequence
+// Expert parallelism (expert_parallel = E > 1, MoE models; CPU workers over TCP, GPU workers over
+// NCCL or TCP): each stage is a group of E workers (slot = stage * E + rank, in registration
+// order), each holding the stage's dense weights and the experts the placement
+// (scheduler/expert_placement.h) gives its rank, all of them connected by one transport (one NCCL
+// communicator, or TCP). Every step plan is split by rank: a sequence
 // runs on the rank whose KV pool holds its blocks (the engine's block ids are E pools, one per
 // rank, num_kv_pools), and every rank of every stage gets its part each step, possibly empty,
 // since the group steps in lockstep. The last stage's ranks each answer with their sequences'

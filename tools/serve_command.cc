@@ -212,11 +212,6 @@ absl::Status Serve(const ServeArgs& args) {
                                                    ") and --expert-parallel (",
                                                    args.expert_parallel, ") must be >= 1"));
   }
-  if (args.expert_parallel > 1 && args.serving.device != "cpu") {
-    return absl::UnimplementedError(absl::StrCat(
-        "--expert-parallel ", args.expert_parallel, " with --device ", args.serving.device,
-        ": expert parallelism runs on CPU workers (over TCP) for now"));
-  }
   // More than one worker without remote workers: this machine's workers, one process per stage
   // and expert-parallel rank.
   const int num_workers = args.pipeline_stages * args.expert_parallel;
@@ -349,10 +344,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--pipeline-stages", args->pipeline_stages,
                   "Split the layers over this many workers (without --worker-listen: local worker "
                   "processes, one per stage; --device cuda puts stage i on GPU i)");
-  cmd->add_option("--expert-parallel", args->expert_parallel,
-                  "Split each MoE layer's experts over this many workers (per pipeline stage), "
-                  "attention data-parallel over them (without --worker-listen: local worker "
-                  "processes; CPU workers over TCP for now)");
+  cmd->add_option(
+      "--expert-parallel", args->expert_parallel,
+      "Split each MoE layer's experts over this many workers (per pipeline stage), "
+      "attention data-parallel over them (without --worker-listen: local worker "
+      "processes; --device cuda puts worker i on GPU i: NCCL between GPUs, TCP otherwise)");
   cmd->add_option("--pp-transfer", args->pp_transfer,
                   "Hidden states between stages: int8 (default) or bf16");
   cmd->add_option(

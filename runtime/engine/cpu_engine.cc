@@ -30,37 +30,6 @@ void QuantizedLinear(const float* x, int64_t m, const TernaryMatrix& w, std::vec
   cpu::TernaryMatmul(xq.data(), scales.data(), m, w.values.data(), w.rows, w.cols, w.scale, y);
 }
 
-// The routed experts an expert-parallel rank loads; InvalidArgument when the options do not
-// describe an EP group of this model.
-absl::StatusOr<std::vector<int32_t>> ExpertsOfRank(const std::filesystem::path& model_dir,
-                                                   const EngineOptions& options) {
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  const ExpertExchange& exchange = *options.expert_exchange;
-  if (!config.is_moe()) {
-    return absl::InvalidArgumentError(
-        "expert parallelism needs a mixture-of-experts model; this one is dense");
-  }
-  if (static_cast<int>(options.expert_owner.size()) != config.num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat("expert_owner names ",
-                                                   options.expert_owner.size(),
-                                                   " experts; the model has ", config.num_experts));
-  }
-  std::vector<int32_t> experts;
-  for (int e = 0; e < config.num_experts; ++e) {
-    const int owner = options.expert_owner[e];
-    if (owner < 0 || owner >= exchange.group_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("expert ", e, " is owned by rank ", owner,
-                                                     " of a group of ", exchange.group_size()));
-    }
-    if (owner == exchange.rank()) experts.push_back(e);
-  }
-  if (experts.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expert-parallel rank ", exchange.rank(), " owns no expert"));
-  }
-  return experts;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem::path& model_dir,
@@ -79,7 +48,8 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.kv_dtype) RETURN_IF_ERROR(CheckKvDtype("cpu", *options.kv_dtype));
   std::vector<int32_t> experts;
   if (options.expert_exchange != nullptr) {
-    ASSIGN_OR_RETURN(experts, ExpertsOfRank(model_dir, options));
+    ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
+    ASSIGN_OR_RETURN(experts, ExpertsOfRank(config, options));
   }
   ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(model_dir, options.stage, experts));
   if (options.kv_dtype == KvDtype::kInt4 && weights.config.head_dim % 2 != 0) {

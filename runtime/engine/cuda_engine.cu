@@ -53,6 +53,7 @@
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
 #include "kernels/cuda/transfer/hidden_transfer.cuh"
 #include "runtime/engine/cuda_engine.h"
+#include "runtime/engine/cuda_engine_class.cuh"
 #include "runtime/engine/cuda_model.cuh"
 #include "runtime/engine/decoder_layer.h"
 
@@ -78,115 +79,7 @@ absl::Status Alloc(PinnedBuffer<T>* b, int64_t n) {
   return absl::OkStatus();
 }
 
-// The sizes one run of the layers is launched with (upper bounds for a captured graph).
-struct RunShape {
-  int tokens = 0;       // rows every kernel processes (a decode bucket pads)
-  int entries = 0;      // entries of the attention batch (host bound)
-  int logit_rows = 0;   // rows the LM head computes inside RunLayers (0: none)
-  int max_context = 0;  // attention's bound
-  int max_prefill_tokens = -1;
-};
-
-class CudaEngine final : public Engine {
- public:
-  static absl::StatusOr<std::unique_ptr<CudaEngine>> Load(const std::filesystem::path& model_dir,
-                                                          const EngineOptions& options,
-                                                          const CudaEngineOptions& cuda_options);
-  ~CudaEngine() override;
-
-  const ModelConfig& config() const override { return w_.config; }
-  int block_size() const override { return block_size_; }
-  int num_kv_blocks() const override { return num_kv_blocks_; }
-  int64_t max_model_len() const override { return max_model_len_; }
-  int max_batch_tokens() const override { return max_batch_tokens_; }
-  std::string device_name() const override { return device_name_; }
-  KvDtype kv_dtype() const override { return kv_dtype_; }
-  const PipelineStage& stage() const override { return w_.stage; }
-
-  absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
-  absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                    std::vector<SampleResult>* results) override;
-  absl::Status StageStep(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                         const StageIo& io, std::vector<SampleResult>* results) override;
-  absl::StatusOr<DeviceStageBuffers> device_stage_buffers() override;
-
-  const CudaEngineFootprint& footprint() const { return footprint_; }
-
- private:
-  CudaEngine() = default;
-  absl::Status Init(const std::filesystem::path& model_dir, const EngineOptions& options,
-                    const CudaEngineOptions& cuda_options);
-
-  // Stages the batch's metadata and copies it to the device. `logit_rows` are flattened token
-  // indices; a decode step pads tokens (and logit rows) to `padded_tokens`.
-  absl::Status UploadBatch(std::span<const BatchEntry> entries,
-                           const std::vector<int32_t>& logit_rows, int padded_tokens);
-  // The stage's layers (RunDecoderLayers over LayerRun, its decoder blocks), the LM head's first
-  // chunk on the last stage or the message for the next stage.
-  class LayerRun;
-  absl::Status RunLayers(const RunShape& shape);
-  absl::Status LmHead(int row_begin, int rows, cudaStream_t stream);
-  // Runs the layers for a batch (graph or plain); the LM head rows [0, min(R, kLogitsChunk)) are
-  // computed when `shape.logit_rows` > 0.
-  absl::Status Run(std::span<const BatchEntry> entries, const std::vector<int32_t>& logit_rows,
-                   bool want_logits_rows);
-  // Forward and Step of a validated batch (the last stage's StageStep too).
-  absl::Status ComputeLogits(std::span<const BatchEntry> entries, std::vector<float>* logits);
-  absl::Status Sample(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
-                      std::vector<SampleResult>* results);
-
-  CudaModelWeights w_;
-  int device_ = 0;
-  std::string device_name_;
-  int block_size_ = 16, num_kv_blocks_ = 0, max_batch_tokens_ = 0, max_blocks_per_seq_ = 0;
-  int64_t max_model_len_ = 0;
-  KvDtype kv_dtype_ = KvDtype::kBf16;
-  bool use_graphs_ = true;
-  TransferDtype transfer_ = TransferDtype::kInt8;
-  cudaStream_t stream_ = nullptr;
-  CudaEngineFootprint footprint_;
-
-  // Kernel helpers.
-  std::unique_ptr<cuda::TernaryGemm> gemm_;
-  std::unique_ptr<cuda::Bf16LmHead> lm_head_;
-  std::unique_ptr<cuda::GpuSampler> sampler_;
-
-  // KV cache: one allocation; per layer the planes of paged_attention.cuh (k data, v data, k
-  // params, v params), each padded to 256 bytes.
-  DeviceBuffer<uint8_t> kv_;
-  std::vector<cuda::PagedKvLayer> kv_layers_;
-
-  // Scratch for max_batch_tokens tokens.
-  int64_t act_stride_ = 0;
-  DeviceBuffer<float> x_, y_, q_, k_, v_, attn_, logits_, cos_sin_;
-  DeviceBuffer<int32_t> acc_qkv_, acc_gate_up_;
-  DeviceBuffer<int8_t> act_values_[2];
-  DeviceBuffer<float> act_scales_[2];
-  DeviceBuffer<int32_t> act_sums_[2];
-  DeviceBuffer<uint16_t> lm_in_;
-  DeviceBuffer<uint8_t> attn_workspace_;
-  // Pipeline stages: the previous stage's message (not on the first), this stage's (not on the
-  // last).
-  DeviceBuffer<uint8_t> stage_in_, stage_out_;
-  // MoE models: the post-attention norm's float output (the router's input) and the MoE block's
-  // scratch.
-  MoeShape moe_shape_;
-  DeviceBuffer<float> moe_in_;
-  std::optional<cuda::MoeFfnScratch> moe_scratch_;
-
-  // Batch metadata: pinned staging and its fixed device copy.
-  struct Metadata {
-    PinnedBuffer<int32_t> tokens, positions, token_entry, token_begin, start, logit_rows,
-        block_tables, counts;
-  } host_;
-  struct DeviceMetadata {
-    DeviceBuffer<int32_t> tokens, positions, token_entry, token_begin, start, logit_rows,
-        block_tables, counts;
-  } dev_;
-
-  // Decode graphs by (batch bucket, context bucket).
-  std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
-};
+}  // namespace
 
 CudaEngine::~CudaEngine() {
   for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
@@ -257,10 +150,16 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
   std::vector<float> inv_freq = cpu::RopeInverseFrequencies(c.head_dim, c.rope_theta);
+  std::vector<int32_t> held;  // an expert-parallel rank's routed experts
+  if (options.expert_exchange != nullptr) {
+    ASSIGN_OR_RETURN(held, ExpertsOfRank(c, options));
+    use_graphs_ = false;
+  }
   if (options.load_format == LoadFormat::kDummy) {
-    ASSIGN_OR_RETURN(w_, MakeDummyCudaModelWeights(c, options.stage, /*seed=*/0));
+    ASSIGN_OR_RETURN(
+        w_, MakeDummyCudaModelWeights(c, options.stage, /*seed=*/0, static_cast<int>(held.size())));
   } else {
-    ASSIGN_OR_RETURN(w_, LoadCudaModelWeights(model_dir, options.stage));
+    ASSIGN_OR_RETURN(w_, LoadCudaModelWeights(model_dir, options.stage, held));
   }
   const PipelineStage& stage = w_.stage;
   const int num_layers = stage.layer_end - stage.layer_begin;
@@ -294,6 +193,7 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
     };
     ASSIGN_OR_RETURN(cuda::MoeFfnScratch s, scratch());
     moe_scratch_.emplace(std::move(s));
+    if (options.expert_exchange != nullptr) RETURN_IF_ERROR(InitExpertParallel(options, held));
   }
   const int64_t chunk = std::min<int64_t>(kLogitsChunk, m);
   if (stage.last()) {
@@ -535,6 +435,11 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
     const int l = Local(layer);
     const CudaLayerWeights& w = e_.w_.layers[l];
     if (!w.moe) return absl::InternalError(absl::StrCat("layer ", layer, " has no MoE weights"));
+    if (e_.expert_exchange_ != nullptr) {
+      RETURN_IF_ERROR(e_.ExpertParallelMoe(
+          layer, e_.moe_in_.get(), cuda::Int8Activations(act_out_[0], m_, h_), e_.y_.get()));
+      return EndLayer(l);
+    }
     RETURN_IF_ERROR(cuda::MoeFeedForward(w.moe->view(), e_.moe_shape_, e_.moe_in_.get(),
                                          cuda::Int8Activations(act_out_[0], m_, h_), e_.y_.get(),
                                          *e_.moe_scratch_, e_.gemm_.get(), s_));
@@ -587,12 +492,16 @@ absl::Status CudaEngine::RunLayers(const RunShape& shape) {
   return absl::OkStatus();
 }
 
+namespace {
+
 int DecodeBucket(int entries) {
   for (int b : kDecodeBuckets) {
     if (entries <= b) return b;
   }
   return 0;
 }
+
+}  // namespace
 
 absl::Status CudaEngine::Run(std::span<const BatchEntry> entries,
                              const std::vector<int32_t>& logit_rows, bool want_logits_rows) {
@@ -606,7 +515,12 @@ absl::Status CudaEngine::Run(std::span<const BatchEntry> entries,
     decode = decode && n == 1 && e.logits != LogitsWanted::kNone;
   }
   const int entries_n = static_cast<int>(entries.size());
-  const int bucket = decode ? DecodeBucket(entries_n) : 0;
+  if (expert_exchange_ != nullptr) {
+    std::fill(expert_rows_.begin(), expert_rows_.end(), 0);
+    if (entries.empty()) return EmptyExpertParallelStep();
+  }
+  // Under expert parallelism every step runs unpadded and without graphs.
+  const int bucket = decode && expert_exchange_ == nullptr ? DecodeBucket(entries_n) : 0;
   RunShape shape;
   if (bucket > 0) {
     // Decode: the bucket's shape, whether replayed from a graph or launched.
@@ -648,14 +562,29 @@ absl::Status CudaEngine::Run(std::span<const BatchEntry> entries,
   return RunLayers(shape);
 }
 
+absl::Status CudaEngine::Validate(std::span<const BatchEntry> entries) const {
+  if (expert_exchange_ != nullptr && entries.empty()) return absl::OkStatus();
+  return ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
+                       max_batch_tokens_);
+}
+
+absl::Status CudaEngine::Refuse(absl::Status refused) {
+  if (expert_exchange_ != nullptr) {
+    std::fill(expert_rows_.begin(), expert_rows_.end(), 0);
+    if (absl::Status s = EmptyExpertParallelStep(); !s.ok()) {
+      return absl::Status(refused.code(), absl::StrCat(refused.message(), "; then ", s.message()));
+    }
+  }
+  return refused;
+}
+
 absl::Status CudaEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
   if (!w_.stage.whole_model()) {
     return absl::FailedPreconditionError(
         "Forward needs the whole model; a pipeline stage runs StageStep");
   }
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
-                                max_batch_tokens_));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  if (absl::Status s = Validate(entries); !s.ok()) return Refuse(s);
   return ComputeLogits(entries, logits);
 }
 
@@ -666,9 +595,8 @@ absl::Status CudaEngine::Step(std::span<const BatchEntry> entries,
     return absl::FailedPreconditionError(
         "Step needs the whole model; a pipeline stage runs StageStep");
   }
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
-                                max_batch_tokens_));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  if (absl::Status s = Validate(entries); !s.ok()) return Refuse(s);
   return Sample(entries, samples, results);
 }
 
@@ -687,9 +615,8 @@ absl::Status CudaEngine::StageStep(std::span<const BatchEntry> entries,
   if (!stage.last() && io.output == nullptr && !io.on_device) {
     return absl::InvalidArgumentError("a stage that is not the last needs an output buffer");
   }
-  RETURN_IF_ERROR(ValidateBatch(entries, config(), block_size_, num_kv_blocks_, max_model_len_,
-                                max_batch_tokens_));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+  if (absl::Status s = Validate(entries); !s.ok()) return Refuse(s);
   int64_t m = 0;
   for (const BatchEntry& e : entries) m += static_cast<int64_t>(e.tokens.size());
   const int64_t h = config().hidden_size;
@@ -839,8 +766,6 @@ absl::Status CudaEngine::Sample(std::span<const BatchEntry> entries,
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Engine>> LoadCudaEngine(const std::filesystem::path& model_dir,
                                                        const EngineOptions& options,

@@ -58,6 +58,7 @@ absl::StatusOr<cuda::DeviceBuffer<uint16_t>> UploadBf16(const std::vector<uint16
 }
 
 absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, const ModelConfig& config,
+                                             std::span<const int32_t> expert_ids,
                                              int64_t* ternary_bytes, int64_t* norm_bytes,
                                              int64_t* expert_bytes) {
   CudaLayerWeights l;
@@ -69,7 +70,7 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, const ModelConfig&
   for (const cuda::DeviceTernaryMatrix* t : {&l.qkv, &l.o}) *ternary_bytes += t->view().bytes();
   if (config.is_moe()) {
     auto moe = [&]() -> absl::StatusOr<cuda::DeviceMoeWeights> {
-      return cuda::DeviceMoeWeights::Upload(w.moe, LayerMoeShape(config));
+      return cuda::DeviceMoeWeights::Upload(w.moe, LayerMoeShape(config), expert_ids);
     };
     ASSIGN_OR_RETURN(cuda::DeviceMoeWeights device, moe());
     *ternary_bytes += device.ternary_bytes();
@@ -99,7 +100,7 @@ absl::StatusOr<CudaLayerWeights> UploadLayer(LayerWeights& w, const ModelConfig&
 
 absl::StatusOr<CudaModelWeights> MakeDummyCudaModelWeights(const ModelConfig& c,
                                                            const PipelineStage& stage,
-                                                           uint64_t seed) {
+                                                           uint64_t seed, int held_experts) {
   RETURN_IF_ERROR(c.Validate());
   CudaModelWeights m;
   m.config = c;
@@ -143,7 +144,8 @@ absl::StatusOr<CudaModelWeights> MakeDummyCudaModelWeights(const ModelConfig& c,
     if (c.is_moe()) {
       auto moe = [&]() -> absl::StatusOr<cuda::DeviceMoeWeights> {
         return cuda::DeviceMoeWeights::Random(LayerMoeShape(c), c.moe_intermediate_size,
-                                              c.shared_expert_intermediate_size, ls ^ 3);
+                                              c.shared_expert_intermediate_size, ls ^ 3,
+                                              held_experts);
       };
       ASSIGN_OR_RETURN(cuda::DeviceMoeWeights device, moe());
       m.ternary_bytes += device.ternary_bytes();
@@ -167,7 +169,8 @@ absl::StatusOr<CudaModelWeights> MakeDummyCudaModelWeights(const ModelConfig& c,
 }
 
 absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir,
-                                                      const PipelineStage& stage) {
+                                                      const PipelineStage& stage,
+                                                      std::span<const int32_t> expert_ids) {
   ASSIGN_OR_RETURN(const CheckpointReader reader, CheckpointReader::Open(dir));
   // What the stage uses outside the layers first (embedding, final norm, LM head).
   ASSIGN_OR_RETURN(ModelWeights ends, reader.StageEnds(stage));
@@ -191,10 +194,10 @@ absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::pat
   const int chunk = std::clamp(cpu::NumThreads(), 1, 8);
   for (int begin = m.stage.layer_begin; begin < m.stage.layer_end; begin += chunk) {
     const int end = std::min(begin + chunk, m.stage.layer_end);
-    ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end));
+    ASSIGN_OR_RETURN(std::vector<LayerWeights> layers, reader.Layers(begin, end, expert_ids));
     for (LayerWeights& w : layers) {
-      ASSIGN_OR_RETURN(CudaLayerWeights l,
-                       UploadLayer(w, m.config, &m.ternary_bytes, &m.norm_bytes, &m.expert_bytes));
+      ASSIGN_OR_RETURN(CudaLayerWeights l, UploadLayer(w, m.config, expert_ids, &m.ternary_bytes,
+                                                       &m.norm_bytes, &m.expert_bytes));
       m.layers.push_back(std::move(l));
       w = LayerWeights();
     }

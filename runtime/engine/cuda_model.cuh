@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,15 +49,18 @@ struct CudaModelWeights {
 };
 
 // Reads, repacks and uploads what `stage` holds of the checkpoint in `dir` (layers a few at a
-// time: host memory stays near a few layers' worth, not the model's).
+// time: host memory stays near a few layers' worth, not the model's). `expert_ids` (an
+// expert-parallel rank's, ascending): only these routed experts, in this order; empty: all.
 absl::StatusOr<CudaModelWeights> LoadCudaModelWeights(const std::filesystem::path& dir,
-                                                      const PipelineStage& stage);
+                                                      const PipelineStage& stage,
+                                                      std::span<const int32_t> expert_ids = {});
 
 // Random weights of `config`'s shapes for `stage`, made on the device (--load-format dummy): the
 // statistics of `make-model`'s synthetic checkpoints (ternary codes 28% / 44% / 28%, scales that
-// keep unit-RMS inputs near unit RMS, norms near 1), no file read.
+// keep unit-RMS inputs near unit RMS, norms near 1), no file read. `held_experts` > 0: that many
+// routed experts per MoE layer (an expert-parallel rank's share).
 absl::StatusOr<CudaModelWeights> MakeDummyCudaModelWeights(const ModelConfig& config,
                                                            const PipelineStage& stage,
-                                                           uint64_t seed);
+                                                           uint64_t seed, int held_experts = 0);
 
 }  // namespace bitserve

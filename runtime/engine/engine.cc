@@ -87,6 +87,34 @@ absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfi
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int32_t>> ExpertsOfRank(const ModelConfig& config,
+                                                   const EngineOptions& options) {
+  const ExpertExchange& exchange = *options.expert_exchange;
+  if (!config.is_moe()) {
+    return absl::InvalidArgumentError(
+        "expert parallelism needs a mixture-of-experts model; this one is dense");
+  }
+  if (static_cast<int>(options.expert_owner.size()) != config.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("expert_owner names ",
+                                                   options.expert_owner.size(),
+                                                   " experts; the model has ", config.num_experts));
+  }
+  std::vector<int32_t> experts;
+  for (int e = 0; e < config.num_experts; ++e) {
+    const int owner = options.expert_owner[e];
+    if (owner < 0 || owner >= exchange.group_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("expert ", e, " is owned by rank ", owner,
+                                                     " of a group of ", exchange.group_size()));
+    }
+    if (owner == exchange.rank()) experts.push_back(e);
+  }
+  if (experts.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert-parallel rank ", exchange.rank(), " owns no expert"));
+  }
+  return experts;
+}
+
 absl::Status Engine::StageStep(std::span<const BatchEntry> entries,
                                std::span<const SampleSpec> samples, const StageIo& io,
                                std::vector<SampleResult>* results) {

@@ -65,7 +65,7 @@ struct EngineOptions {
   // > 1: LoadEngine splits the layers over this many stage engines chained in this process
   // (runtime/pipeline_engine.h): what a served pipeline computes, without workers.
   int local_pipeline_stages = 1;
-  // Expert parallelism (DESIGN.md "Parallelism"; CPU engine only for now): this engine is rank
+  // Expert parallelism (DESIGN.md "Parallelism"; CPU and CUDA engines): this engine is rank
   // expert_exchange->rank() of an EP group. It holds the dense weights, loads only the routed
   // experts that expert_owner ([num_experts]: the rank holding each, scheduler/
   // expert_placement.h) gives it, runs its own sequences' attention, and at every MoE layer
@@ -195,6 +195,13 @@ std::vector<KvDtype> SupportedKvDtypes(const std::string& device);
 // OK when `device` keeps `dtype`; InvalidArgument naming both and what the device keeps otherwise.
 // The one check every path takes (engines, serve's flags, a worker's assignment).
 absl::Status CheckKvDtype(const std::string& device, KvDtype dtype);
+
+// The routed experts an expert-parallel rank holds (options.expert_owner's entries equal to
+// options.expert_exchange->rank(), ascending: its local expert order); InvalidArgument when the
+// options do not describe an expert-parallel group of `config` (a dense model, an owner out of
+// range, a rank that owns none). Every engine's check.
+absl::StatusOr<std::vector<int32_t>> ExpertsOfRank(const ModelConfig& config,
+                                                   const EngineOptions& options);
 
 // Shared validation of a batch against an engine's limits (used by every backend).
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,

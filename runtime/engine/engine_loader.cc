@@ -22,11 +22,6 @@ absl::StatusOr<std::unique_ptr<Engine>> LoadEngine(const std::filesystem::path& 
     if (!engine.ok()) return engine.status();
     return std::unique_ptr<Engine>(std::move(*engine));
   }
-  if (options.expert_exchange != nullptr && options.device != "cpu") {
-    return absl::UnimplementedError(
-        absl::StrCat("expert parallelism runs on the CPU engine for now; device \"", options.device,
-                     "\" has no expert exchange (the CUDA MoE layer does not take one yet)"));
-  }
   if (options.device == "cpu") {
     auto engine = CpuEngine::Load(model_dir, options);
     if (!engine.ok()) return engine.status();

@@ -204,7 +204,44 @@ absl::Status NcclTransport::Recv(int peer, void* data, int64_t bytes) {
   return state_->Wait(what);
 }
 
+absl::Status NcclTransport::Exchange(std::span<const Message> messages, const std::string& what) {
+  if (absl::Status s = state_->Usable(); !s.ok()) return s;
+  for (const Message& m : messages) {
+    const bool copy = m.peer == rank_;
+    if (m.peer < 0 || m.peer >= world_size_ || m.bytes < 0 ||
+        (copy ? (m.send == nullptr || m.recv == nullptr)
+              : ((m.send == nullptr) == (m.recv == nullptr)))) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": a message for rank ", m.peer, " of ",
+                                                     world_size_, " is malformed"));
+    }
+  }
+  cudaSetDevice(state_->device);
+  for (const Message& m : messages) {
+    if (m.peer != rank_ || m.bytes == 0) continue;
+    if (const cudaError_t e = cudaMemcpyAsync(m.recv, m.send, static_cast<size_t>(m.bytes),
+                                              cudaMemcpyDeviceToDevice, state_->stream);
+        e != cudaSuccess) {
+      return state_->End(CudaError(e, what.c_str()));
+    }
+  }
+  ncclResult_t r = ncclGroupStart();
+  for (const Message& m : messages) {
+    if (r != ncclSuccess && r != ncclInProgress) break;
+    if (m.peer == rank_ || m.bytes == 0) continue;
+    r = m.send != nullptr ? ncclSend(m.send, static_cast<size_t>(m.bytes), ncclInt8, m.peer,
+                                     state_->comm, state_->stream)
+                          : ncclRecv(m.recv, static_cast<size_t>(m.bytes), ncclInt8, m.peer,
+                                     state_->comm, state_->stream);
+  }
+  const ncclResult_t end = ncclGroupEnd();
+  if (r == ncclSuccess || r == ncclInProgress) r = end;
+  if (r != ncclSuccess && r != ncclInProgress) return state_->End(NcclError(r, what, state_->comm));
+  return state_->Wait(what);
+}
+
 void NcclTransport::Abort() { state_->abort_requested.store(true); }
+
+int NcclTransport::device() const { return state_->device; }
 
 #else  // !BITSERVE_WITH_NCCL
 
@@ -226,7 +263,11 @@ NcclTransport::NcclTransport(int rank, int world_size, std::unique_ptr<State> st
 NcclTransport::~NcclTransport() = default;
 absl::Status NcclTransport::Send(int, const void*, int64_t) { return NoNccl(); }
 absl::Status NcclTransport::Recv(int, void*, int64_t) { return NoNccl(); }
+absl::Status NcclTransport::Exchange(std::span<const Message>, const std::string&) {
+  return NoNccl();
+}
 void NcclTransport::Abort() {}
+int NcclTransport::device() const { return 0; }
 
 #endif
 

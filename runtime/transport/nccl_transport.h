@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -48,10 +49,24 @@ class NcclTransport final : public Transport {
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
+  int device() const;  // the CUDA device index
   // `data` is device memory on this transport's device.
   absl::Status Send(int peer, const void* data, int64_t bytes) override;
   absl::Status Recv(int peer, void* data, int64_t bytes) override;
   void Abort() override;
+
+  // One grouped round of messages (ncclGroupStart .. ncclGroupEnd): every send and receive at
+  // once, so ranks that send each other in both directions cannot deadlock, and copies within
+  // this rank (peer == rank(): `send` to `recv`, device to device). Exactly one of send / recv is
+  // set for another peer; messages of 0 bytes are skipped. Returns once all have completed; an
+  // error ends the communicator as Send and Recv do. `what` names the round in errors.
+  struct Message {
+    int peer = 0;
+    const void* send = nullptr;
+    void* recv = nullptr;
+    int64_t bytes = 0;
+  };
+  absl::Status Exchange(std::span<const Message> messages, const std::string& what);
 
   struct State;  // NCCL and CUDA handles (nccl_transport.cc)
 

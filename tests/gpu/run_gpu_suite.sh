@@ -5,7 +5,7 @@
 #     build/bench/cuda/official_kernel_benchmark build/bench/cuda/long_context_benchmark
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
-#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline llama70b moe
+#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep llama70b moe
 #                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
@@ -15,6 +15,8 @@
 # serve:    `bitserve serve --device cuda` on the bitnet-2b4t preset driven by `bench-serve`
 # longctx:  KV capacity, chunked prefill and decode at 4K..1M context for bf16/int8/int4
 # pipeline: tests/gpu/pipeline_gpu_test.sh (NCCL and TCP pipelines of CUDA worker processes)
+# ep:       tests/gpu/expert_parallel_gpu_test.sh (EP2 and PP2 x EP2 of CUDA worker processes over
+#           NCCL, a lost EP rank, local EP workers sharing one GPU over TCP)
 # llama70b: the llama-70b preset on one GPU: engine_benchmark (batch-1 step vs the bandwidth
 #           floor, batches 64/256, prefill) and served offline throughput at 128/128 and 512/512
 #           (bench-serve, everything submitted at once) with int8 and int4 KV.
@@ -182,6 +184,11 @@ fi
 if has pipeline; then
   timeout 500 bash tests/gpu/pipeline_gpu_test.sh "$bin/bitserve" 2>&1 | tee "$out/pipeline_gpu_test.log" | grep -E "^(ok|FAIL|PASS)"
   echo "pipeline_gpu_test exit ${PIPESTATUS[0]}"
+fi
+
+if has ep; then
+  timeout 500 bash tests/gpu/expert_parallel_gpu_test.sh "$bin/bitserve" 2>&1 | tee "$out/expert_parallel_gpu_test.log" | grep -E "^(ok|FAIL|PASS)"
+  echo "expert_parallel_gpu_test exit ${PIPESTATUS[0]}"
 fi
 
 has tests || has product || exit 0

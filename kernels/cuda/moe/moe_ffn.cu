@@ -56,21 +56,32 @@ absl::StatusOr<PackedTernaryMatrix> PackDown(FfnWeights& f) {
 
 }  // namespace
 
-absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const MoeShape& shape) {
-  const int num_experts = shape.num_experts;
+absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const MoeShape& shape,
+                                                          std::span<const int32_t> held) {
   const int64_t h = shape.hidden;
-  if (num_experts < 1 || static_cast<int>(w.experts.size()) != num_experts) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("MoE block has ", w.experts.size(), " experts, the shape says ", num_experts));
+  if (shape.num_experts < 1 || static_cast<int>(w.experts.size()) != shape.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("MoE block has ", w.experts.size(),
+                                                   " experts, the shape says ", shape.num_experts));
   }
-  const int64_t inter = w.experts[0].gate.rows;
+  std::vector<int32_t> ids(held.begin(), held.end());
+  if (ids.empty()) {
+    for (int e = 0; e < shape.num_experts; ++e) ids.push_back(e);
+  }
+  for (int32_t e : ids) {
+    if (e < 0 || e >= shape.num_experts || !w.holds(e)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MoE block: expert ", e, " is asked for but was not loaded"));
+    }
+  }
+  const int num_experts = static_cast<int>(ids.size());
+  const int64_t inter = w.experts[ids[0]].gate.rows;
   if (inter < 4 || inter % 4 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the CUDA MoE block needs an expert width that is a multiple of 4, got ", inter));
   }
-  if (static_cast<int64_t>(w.router.size()) != num_experts * h) {
+  if (static_cast<int64_t>(w.router.size()) != shape.num_experts * h) {
     return absl::InvalidArgumentError(
-        absl::StrCat("router has ", w.router.size(), " values, expected ", num_experts * h));
+        absl::StrCat("router has ", w.router.size(), " values, expected ", shape.num_experts * h));
   }
   DeviceMoeWeights d;
   std::vector<uint16_t> router = w.router;
@@ -82,7 +93,8 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
   std::vector<float> sub_norms;
   sub_norms.reserve(num_experts * inter);
   PackedTernaryMatrix gate_up_shape, down_shape;
-  for (int e = 0; e < num_experts; ++e) {
+  for (int i = 0; i < num_experts; ++i) {
+    const int e = ids[i];
     FfnWeights& f = w.experts[e];
     RETURN_IF_ERROR(CheckMatrix(f.gate, inter, h, "gate_proj", e));
     RETURN_IF_ERROR(CheckMatrix(f.up, inter, h, "up_proj", e));
@@ -96,7 +108,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
     ASSIGN_OR_RETURN(PackedTernaryMatrix gu, PackGateUp(f));
     ASSIGN_OR_RETURN(PackedTernaryMatrix dn, PackDown(f));
     down_scales.push_back(dn.scale);
-    if (e == 0) {
+    if (i == 0) {
       gate_up_words.reserve(gu.words.size() * num_experts);
       down_words.reserve(dn.words.size() * num_experts);
     }
@@ -105,7 +117,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
     sub_norms.insert(sub_norms.end(), f.sub_norm.begin(), f.sub_norm.end());
     gu.words.clear();
     dn.words.clear();
-    if (e == 0) gate_up_shape = std::move(gu), down_shape = std::move(dn);
+    if (i == 0) gate_up_shape = std::move(gu), down_shape = std::move(dn);
   }
   RETURN_IF_ERROR(UploadVector(&d.gate_up_, gate_up_words));
   RETURN_IF_ERROR(UploadVector(&d.down_, down_words));
@@ -161,8 +173,9 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
 }
 
 absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Random(const MoeShape& shape, int64_t inter,
-                                                          int64_t shared_inter, uint64_t seed) {
-  const int num_experts = shape.num_experts;
+                                                          int64_t shared_inter, uint64_t seed,
+                                                          int held) {
+  const int num_experts = held > 0 ? held : shape.num_experts;
   const int64_t h = shape.hidden;
   if (num_experts < 1 || h < 4 || h % 4 != 0 || inter < 4 || inter % 4 != 0 ||
       shared_inter % 4 != 0) {
@@ -175,7 +188,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Random(const MoeShape& shape,
                               1.0f / std::sqrt(0.5625f * static_cast<float>(in))};
   };
   DeviceMoeWeights d;
-  const int64_t router_rows = num_experts + (shared_inter > 0 ? 1 : 0);
+  const int64_t router_rows = shape.num_experts + (shared_inter > 0 ? 1 : 0);
   RETURN_IF_ERROR(Alloc(&d.router_, router_rows * h));
   RETURN_IF_ERROR(FillRandomBf16(d.router_.get(), router_rows * h, 0.0f,
                                  1.0f / std::sqrt(static_cast<float>(h)), seed ^ 1, nullptr));
@@ -241,7 +254,9 @@ absl::StatusOr<MoeFfnScratch> MoeFfnScratch::Create(const MoeShape& shape, int64
   const int64_t pairs = m * shape.top_k;
   const int64_t h = shape.hidden;
   s.max_tokens_ = m;
+  s.max_pairs_ = pairs;
   s.max_items_ = pairs;  // MaxGroupedItems never exceeds the row count
+  s.num_experts_ = shape.num_experts;
   RETURN_IF_ERROR(Alloc(&s.logits_, m * (shape.num_experts + 1)));
   RETURN_IF_ERROR(Alloc(&s.weights_, pairs));
   RETURN_IF_ERROR(Alloc(&s.experts_, pairs));
@@ -274,24 +289,31 @@ int64_t MoeFfnScratch::bytes() const {
          shared_act_sums_.bytes() + shared_y_.bytes();
 }
 
-absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
-                            const Int8Activations& nq, float* out, MoeFfnScratch& s,
-                            TernaryGemm* gemm, cudaStream_t stream) {
-  const int64_t m = nq.rows;
+absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
+                         int64_t m, MoeFfnScratch& s, cudaStream_t stream) {
   if (m > s.max_tokens_) {
     return absl::InvalidArgumentError(
         absl::StrCat("MoE block: ", m, " tokens, scratch for ", s.max_tokens_));
   }
   if (m == 0) return absl::OkStatus();
-  const int num_experts = shape.num_experts, k = shape.top_k;
-  const int64_t h = shape.hidden, pairs = m * k, inter = w.inter;
-  const bool shared = w.shared_inter > 0;
-  const int router_rows = num_experts + (shared ? 1 : 0);
-  float* logits = s.logits_.get();
-  RETURN_IF_ERROR(Bf16RowProducts(n, m, w.router, router_rows, h, logits, stream));
-  RETURN_IF_ERROR(SoftmaxTopK(logits, router_rows, m, num_experts, k, shape.norm_topk_prob,
-                              s.experts_.get(), s.weights_.get(), stream));
+  const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
+  RETURN_IF_ERROR(
+      Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, s.logits_.get(), stream));
+  return SoftmaxTopK(s.logits_.get(), router_rows, m, shape.num_experts, shape.top_k,
+                     shape.norm_topk_prob, s.experts_.get(), s.weights_.get(), stream);
+}
 
+absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t* experts,
+                            int top_k, const Int8Activations& x, MoeFfnScratch& s,
+                            cudaStream_t stream) {
+  const int64_t pairs = x.rows * top_k, inter = w.inter;
+  const int num_experts = w.gate_up.num_experts;
+  if (pairs > s.max_pairs_ || num_experts > s.num_experts_) {
+    return absl::InvalidArgumentError(absl::StrCat("MoE experts: ", pairs, " rows over ",
+                                                   num_experts, " experts, scratch for ",
+                                                   s.max_pairs_, " over ", s.num_experts_));
+  }
+  if (pairs == 0) return absl::OkStatus();
   const int per_item = GroupedRowsPerItem(
       static_cast<double>(pairs) / static_cast<double>(std::min<int64_t>(num_experts, pairs)));
   const int max_items = MaxGroupedItems(pairs, num_experts, per_item);
@@ -303,20 +325,29 @@ absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, c
   grouping.items = s.items_.get();
   grouping.num_items = s.num_items_.get();
   RETURN_IF_ERROR(
-      GroupByExpert(s.experts_.get(), m, k, num_experts, per_item, max_items, grouping, stream));
+      GroupByExpert(experts, x.rows, top_k, num_experts, per_item, max_items, grouping, stream));
 
   GroupedRows rows{s.items_.get(), s.num_items_.get(), max_items, per_item, s.source_rows_.get()};
-  RETURN_IF_ERROR(GroupedTernaryGemv(w.gate_up, nq, rows, nullptr, s.acc_.get(), stream));
+  RETURN_IF_ERROR(GroupedTernaryGemv(w.gate_up, x, rows, nullptr, s.acc_.get(), stream));
   const Int8ActivationsOut act{s.act_.get(), s.act_scales_.get(), s.act_sums_.get(),
                                PaddedInputs(inter)};
-  GroupedGateUp experts{s.row_expert_.get(), s.source_rows_.get(), w.gate_scales, w.up_scales,
+  GroupedGateUp grouped{s.row_expert_.get(), s.source_rows_.get(), w.gate_scales, w.up_scales,
                         w.sub_norms};
-  RETURN_IF_ERROR(GroupedGateUpRelu2NormQuantize(s.acc_.get(), nq.scales, experts, pairs, inter,
-                                                 shape.eps, act, stream));
+  RETURN_IF_ERROR(GroupedGateUpRelu2NormQuantize(s.acc_.get(), x.scales, grouped, pairs, inter, eps,
+                                                 act, stream));
   rows.source_rows = nullptr;  // the down product reads the grouped rows themselves
-  RETURN_IF_ERROR(GroupedTernaryGemv(w.down, Int8Activations(act, pairs, inter), rows, s.y_.get(),
-                                     nullptr, stream));
+  return GroupedTernaryGemv(w.down, Int8Activations(act, pairs, inter), rows, s.y_.get(), nullptr,
+                            stream);
+}
 
+absl::Status SharedExpertAndCombine(const MoeFfnWeightsView& w, const MoeShape& shape,
+                                    const Int8Activations& nq, const float* y,
+                                    const int32_t* pair_rows, float* out, MoeFfnScratch& s,
+                                    TernaryGemm* gemm, cudaStream_t stream) {
+  const int64_t m = nq.rows;
+  if (m == 0) return absl::OkStatus();
+  const bool shared = w.shared_inter > 0;
+  const int router_rows = shape.num_experts + (shared ? 1 : 0);
   if (shared) {
     const int64_t si = w.shared_inter;
     RETURN_IF_ERROR(TernaryMatmulInt32(gemm, w.shared_gate_up, nq, s.shared_acc_.get(), stream));
@@ -328,9 +359,19 @@ absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, c
     RETURN_IF_ERROR(TernaryMatmul(gemm, w.shared_down, Int8Activations(shared_act, m, si),
                                   s.shared_y_.get(), stream));
   }
-  return CombineExperts(s.y_.get(), s.pair_rows_.get(), s.weights_.get(), m, k, h,
-                        shared ? logits + num_experts : nullptr, router_rows,
+  return CombineExperts(y, pair_rows, s.weights_.get(), m, shape.top_k, shape.hidden,
+                        shared ? s.logits_.get() + shape.num_experts : nullptr, router_rows,
                         shared ? s.shared_y_.get() : nullptr, out, stream);
+}
+
+absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
+                            const Int8Activations& nq, float* out, MoeFfnScratch& s,
+                            TernaryGemm* gemm, cudaStream_t stream) {
+  const int64_t m = nq.rows;
+  RETURN_IF_ERROR(RouteTokens(w, shape, n, m, s, stream));
+  if (m == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(ExpertProducts(w, shape.eps, s.experts(), shape.top_k, nq, s, stream));
+  return SharedExpertAndCombine(w, shape, nq, s.y(), s.pair_rows(), out, s, gemm, stream);
 }
 
 }  // namespace bitserve::cuda

@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <span>
 
 #include "absl/status/statusor.h"
 #include "kernels/cpu/moe_ffn.h"
@@ -27,10 +28,12 @@ namespace bitserve::cuda {
 // What the block reads (non-owning device pointers).
 struct MoeFfnWeightsView {
   const uint16_t* router = nullptr;  // [num_experts (+1 with a shared expert), hidden] bf16
-  GroupedTernaryWeights gate_up;     // per expert [2 * inter, hidden]: [gate; up], int32 sums
-  const TernaryOutputScale* gate_scales = nullptr;  // [num_experts]
-  const TernaryOutputScale* up_scales = nullptr;    // [num_experts]
-  const float* sub_norms = nullptr;                 // [num_experts, inter]
+  // The routed experts this block holds (all, or an expert-parallel rank's own, in the order of
+  // its expert list): per expert [2 * inter, hidden], [gate; up], int32 sums.
+  GroupedTernaryWeights gate_up;
+  const TernaryOutputScale* gate_scales = nullptr;  // [experts held]
+  const TernaryOutputScale* up_scales = nullptr;    // [experts held]
+  const float* sub_norms = nullptr;                 // [experts held, inter]
   GroupedTernaryWeights down;                       // per expert [hidden, inter], float output
   int64_t inter = 0;
   // The shared expert; shared_inter == 0: none.
@@ -44,12 +47,15 @@ struct MoeFfnWeightsView {
 class DeviceMoeWeights {
  public:
   // Packs and uploads `w` (num_experts experts of the same shape); frees w's int8 values as it
-  // goes (host memory stays near one layer).
-  static absl::StatusOr<DeviceMoeWeights> Upload(MoeWeights& w, const MoeShape& shape);
+  // goes (host memory stays near one layer). `experts` (expert parallelism): only these routed
+  // experts, the view's expert i being experts[i] (the router stays whole); empty: all.
+  static absl::StatusOr<DeviceMoeWeights> Upload(MoeWeights& w, const MoeShape& shape,
+                                                 std::span<const int32_t> experts = {});
   // Random weights of these shapes made on the device (dummy-weight loads): ternary codes as
-  // `make-model`'s, scales that keep unit-RMS inputs near unit RMS, norms near 1.
+  // `make-model`'s, scales that keep unit-RMS inputs near unit RMS, norms near 1. `held`: how
+  // many routed experts this rank holds (0: all of shape.num_experts).
   static absl::StatusOr<DeviceMoeWeights> Random(const MoeShape& shape, int64_t inter,
-                                                 int64_t shared_inter, uint64_t seed);
+                                                 int64_t shared_inter, uint64_t seed, int held = 0);
   const MoeFfnWeightsView& view() const { return view_; }
   int64_t ternary_bytes() const { return ternary_bytes_; }
   // The routed experts' share of ternary_bytes (a decode step reads only those it routes to).
@@ -73,12 +79,27 @@ class MoeFfnScratch {
                                               int64_t shared_inter, int64_t max_tokens);
   int64_t bytes() const;
   int64_t max_tokens() const { return max_tokens_; }
+  int64_t max_pairs() const { return max_pairs_; }
+
+  // What the steps below leave here (device pointers), for the expert-parallel block.
+  const int32_t* experts() const { return experts_.get(); }  // RouteTokens: [m, top_k]
+  const float* weights() const { return weights_.get(); }    // RouteTokens: [m, top_k]
+  const float* logits() const { return logits_.get(); }      // RouteTokens: [m, router rows]
+  const float* y() const { return y_.get(); }                // ExpertProducts: grouped rows
+  float* y() { return y_.get(); }
+  const int32_t* pair_rows() const { return pair_rows_.get(); }      // ExpertProducts
+  const int32_t* expert_rows() const { return expert_rows_.get(); }  // ExpertProducts: [E + 1]
 
  private:
-  friend absl::Status MoeFeedForward(const MoeFfnWeightsView&, const MoeShape&, const float*,
-                                     const Int8Activations&, float*, MoeFfnScratch&, TernaryGemm*,
-                                     cudaStream_t);
-  int64_t max_tokens_ = 0, max_items_ = 0;
+  friend absl::Status RouteTokens(const MoeFfnWeightsView&, const MoeShape&, const float*, int64_t,
+                                  MoeFfnScratch&, cudaStream_t);
+  friend absl::Status ExpertProducts(const MoeFfnWeightsView&, float, const int32_t*, int,
+                                     const Int8Activations&, MoeFfnScratch&, cudaStream_t);
+  friend absl::Status SharedExpertAndCombine(const MoeFfnWeightsView&, const MoeShape&,
+                                             const Int8Activations&, const float*, const int32_t*,
+                                             float*, MoeFfnScratch&, TernaryGemm*, cudaStream_t);
+  int64_t max_tokens_ = 0, max_pairs_ = 0, max_items_ = 0;
+  int num_experts_ = 0;
   DeviceBuffer<float> logits_, weights_, y_, shared_y_;
   DeviceBuffer<int32_t> experts_, expert_rows_, source_rows_, row_expert_, pair_rows_, num_items_;
   DeviceBuffer<GroupedProductItem> items_;
@@ -90,9 +111,28 @@ class MoeFfnScratch {
 
 // n: [m, hidden] float (the post-attention RMSNorm output), nq: its int8 quantization (m = nq.rows
 // tokens); out: [m, hidden], the block's output (the caller adds it to the residual stream).
-// gemm: the shared expert's dense products (may be null).
+// gemm: the shared expert's dense products (may be null). RouteTokens, ExpertProducts and
+// SharedExpertAndCombine in turn.
 absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
                             const Int8Activations& nq, float* out, MoeFfnScratch& scratch,
                             TernaryGemm* gemm, cudaStream_t stream);
+
+// The block's steps, which the expert-parallel block runs with the exchange between them:
+// Router logits, softmax and top-k of the m tokens of n (scratch.experts(), weights(), logits()).
+absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
+                         int64_t m, MoeFfnScratch& scratch, cudaStream_t stream);
+// The routed experts over x.rows activation rows: pair (row t, slot j < top_k) runs expert
+// experts[t * top_k + j], an index into w's experts (device memory). Leaves each pair's output
+// in scratch.y() at grouped row scratch.pair_rows()[t * top_k + j], and the rows per expert in
+// scratch.expert_rows(). At most scratch.max_pairs() pairs.
+absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t* experts,
+                            int top_k, const Int8Activations& x, MoeFfnScratch& scratch,
+                            cudaStream_t stream);
+// out = the weighted sum, in top-k order, of y's rows pair_rows[t * top_k + j] with RouteTokens'
+// weights, + the shared expert (on nq, gated by its router logit) when the block has one.
+absl::Status SharedExpertAndCombine(const MoeFfnWeightsView& w, const MoeShape& shape,
+                                    const Int8Activations& nq, const float* y,
+                                    const int32_t* pair_rows, float* out, MoeFfnScratch& scratch,
+                                    TernaryGemm* gemm, cudaStream_t stream);
 
 }  // namespace bitserve::cuda
