@@ -50,7 +50,9 @@ void WorkerHub::AssignAll() {
     std::cerr << "bitserve serve: " << options_.num_stages << " expert-parallel group"
               << (options_.num_stages > 1 ? "s" : "") << " of " << ep << " ranks over "
               << pipeline_transport_ << ", " << config_.num_experts / ep
-              << " experts per rank (contiguous)" << std::endl;
+              << " experts per rank (contiguous), "
+              << (options_.expert_results == ExpertResultDtype::kBf16 ? "bf16" : "f32")
+              << " results" << std::endl;
   }
   for (int i = 0; i < n; ++i) {
     Link& link = *pipeline_[i];
@@ -73,7 +75,10 @@ void WorkerHub::AssignAll() {
     for (int e = 0; e < config_.num_experts; ++e) {
       if (ep == 1 || expert_owner_[e] == link.ep_rank) shard.add_expert_ids(e);
     }
-    if (ep > 1) shard.mutable_expert_owner()->Add(expert_owner_.begin(), expert_owner_.end());
+    if (ep > 1) {
+      shard.mutable_expert_owner()->Add(expert_owner_.begin(), expert_owner_.end());
+      shard.set_expert_results_bf16(options_.expert_results == ExpertResultDtype::kBf16);
+    }
     wire::KvCacheSpec& kv = *a.mutable_kv_cache();
     kv.set_block_size(options_.engine.block_size);
     if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeToProto(*options_.engine.kv_dtype));

@@ -384,14 +384,16 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
     std::vector<int> group(ep);
     for (int r = 0; r < ep; ++r) group[r] = shard.expert_group() * ep + r;
     // NCCL moves the rows in device memory; TCP in host memory.
+    const ExpertResultDtype results =
+        shard.expert_results_bf16() ? ExpertResultDtype::kBf16 : ExpertResultDtype::kF32;
     if (auto nccl = std::dynamic_pointer_cast<NcclTransport>(loaded.transport); nccl != nullptr) {
       ASSIGN_OR_RETURN(engine_options.expert_exchange,
                        NcclExpertExchange::Create(std::move(nccl), std::move(group),
-                                                  shard.rank_in_expert_group()));
+                                                  shard.rank_in_expert_group(), results));
     } else {
       ASSIGN_OR_RETURN(engine_options.expert_exchange,
                        TransportExpertExchange::Create(loaded.transport, std::move(group),
-                                                       shard.rank_in_expert_group()));
+                                                       shard.rank_in_expert_group(), results));
     }
     engine_options.expert_owner.assign(shard.expert_owner().begin(), shard.expert_owner().end());
     loaded.peers.expert_parallel = true;

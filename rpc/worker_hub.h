@@ -73,6 +73,8 @@ struct WorkerHubOptions {
   // num_stages * expert_parallel workers (DESIGN.md "Parallelism").
   int expert_parallel = 1;
   TransferDtype pp_transfer = TransferDtype::kInt8;  // hidden states between stages
+  // Expert parallelism: how expert results travel back (f32: the single engine's bits; bf16).
+  ExpertResultDtype expert_results = ExpertResultDtype::kF32;
   PipelineTransport pp_transport = PipelineTransport::kAuto;
   ServingMetrics* metrics = nullptr;  // optional: per-stage step times, steps in flight
 };

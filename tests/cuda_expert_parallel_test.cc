@@ -37,7 +37,8 @@ int GpuCount() {
   return count;
 }
 
-std::vector<std::shared_ptr<ExpertExchange>> TcpGroup(int ranks) {
+std::vector<std::shared_ptr<ExpertExchange>> TcpGroup(
+    int ranks, ExpertResultDtype dtype = ExpertResultDtype::kF32) {
   std::vector<std::unique_ptr<TcpListener>> listeners;
   std::vector<std::string> addresses;
   for (int r = 0; r < ranks; ++r) {
@@ -59,7 +60,8 @@ std::vector<std::shared_ptr<ExpertExchange>> TcpGroup(int ranks) {
   for (int r = 0; r < ranks; ++r) {
     auto t = pending[r].get();
     EXPECT_TRUE(t.ok()) << t.status();
-    auto x = TransportExpertExchange::Create(std::shared_ptr<Transport>(*std::move(t)), group, r);
+    auto x =
+        TransportExpertExchange::Create(std::shared_ptr<Transport>(*std::move(t)), group, r, dtype);
     EXPECT_TRUE(x.ok()) << x.status();
     out.push_back(*std::move(x));
   }
@@ -207,6 +209,45 @@ TEST(CudaExpertParallelTest, TwoGpusOverNcclGiveTheOneGpuLogits) {
   auto group = NcclGroup(2);
   ASSERT_EQ(group.size(), 2u);
   CheckAgainstOneGpu(std::move(group), {"cuda:0", "cuda:1"});
+}
+
+// bf16 results (serve --ep-results bf16): close to the one-GPU logits, not equal.
+TEST(CudaExpertParallelTest, Bf16ResultsStayCloseToTheOneGpuEngine) {
+  if (GpuCount() < 1) GTEST_SKIP() << "no CUDA device";
+  auto whole = LoadCudaEngine(kModel, Options("cuda:0"), CudaEngineOptions{.cuda_graphs = false});
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  auto exchanges = TcpGroup(2, ExpertResultDtype::kBf16);
+  std::vector<std::unique_ptr<Engine>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    EngineOptions o = Options("cuda:0");
+    o.expert_owner = {0, 0, 0, 0, 1, 1, 1, 1};
+    o.expert_exchange = exchanges[r];
+    auto e = LoadEngine(kModel, o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    ranks.push_back(*std::move(e));
+  }
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 32; ++i) prompt.push_back((i * 131 + 7) % 2000);
+  const std::vector<int32_t> table = {0, 1};
+  const BatchEntry entry{0, prompt, table, LogitsWanted::kAll};
+  std::vector<float> want, got;
+  ASSERT_TRUE((*whole)->Forward({&entry, 1}, &want).ok());
+  std::thread idle([&] {
+    std::vector<float> none;
+    EXPECT_TRUE(ranks[1]->Forward({}, &none).ok());
+  });
+  ASSERT_TRUE(ranks[0]->Forward({&entry, 1}, &got).ok());
+  idle.join();
+  ASSERT_EQ(got.size(), want.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * double{got[i] - want[i]};
+    den += want[i] * double{want[i]};
+  }
+  const double rel = std::sqrt(num / den);
+  std::printf("bf16 expert results on the GPU: logits relative L2 %.5f against one GPU\n", rel);
+  EXPECT_GT(rel, 0.0);
+  EXPECT_LT(rel, 0.02);
 }
 
 TEST(CudaExpertParallelTest, RefusesWhatIsNotAnExpertParallelGroup) {

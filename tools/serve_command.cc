@@ -38,6 +38,7 @@ struct ServeArgs {
   int pipeline_stages = 1;
   int expert_parallel = 1;
   std::string pp_transfer = "int8";
+  std::string ep_results = "f32";
   std::string pp_transport = "auto";
 };
 
@@ -232,6 +233,12 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.expert_parallel = args.expert_parallel;
     hub_options.metrics = &metrics;
     ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
+    if (args.ep_results == "bf16") {
+      hub_options.expert_results = ExpertResultDtype::kBf16;
+    } else if (args.ep_results != "f32") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ep-results must be f32 or bf16, got \"", args.ep_results, "\""));
+    }
     ASSIGN_OR_RETURN(hub_options.pp_transport, rpc::ParsePipelineTransport(args.pp_transport));
     ASSIGN_OR_RETURN(hub, rpc::WorkerHub::Create(hub_options));
     grpc::ServerBuilder builder;
@@ -349,6 +356,9 @@ void AddServeCommand(CLI::App& app) {
       "Split each MoE layer's experts over this many workers (per pipeline stage), "
       "attention data-parallel over them (without --worker-listen: local worker "
       "processes; --device cuda puts worker i on GPU i: NCCL between GPUs, TCP otherwise)");
+  cmd->add_option("--ep-results", args->ep_results,
+                  "Expert-parallel results back to their tokens' ranks: f32 (default: the "
+                  "single engine's results exactly) or bf16 (half the bytes)");
   cmd->add_option("--pp-transfer", args->pp_transfer,
                   "Hidden states between stages: int8 (default) or bf16");
   cmd->add_option(

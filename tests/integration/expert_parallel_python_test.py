@@ -138,6 +138,20 @@ def test_pp2_ep2_equals_one_process_pipeline(ctx):
     serve_and_compare(ctx, 2, 2)
 
 
+def test_bf16_results_serve(ctx):
+    """--ep-results bf16: results cross as bf16 (not bit-equal to f32: only served and counted)."""
+    server = ctx.serve(["--expert-parallel", "2", "--ep-results", "bf16"])
+    server.wait_listening(120)
+    assert any("bf16 results" in line for line in server.lines), server.log()
+    channel, stub, _ = stub_for(server)
+    try:
+        tokens = generate(stub, PROMPTS[0])
+        assert len(tokens) == MAX_TOKENS, tokens
+    finally:
+        channel.close()
+    stop(server)
+
+
 def test_in_process_expert_load(ctx):
     """Without EP the engine in serve's process reports the same expert load metrics (rank 0)."""
     server = ctx.serve([])
@@ -171,6 +185,8 @@ def test_bad_input_is_refused_clearly(ctx):
     refused(ctx, ["--expert-parallel", "3"], MODEL, "does not divide the model's 8 experts")
     refused(ctx, ["--expert-parallel", "2"], "models/shakespeare-dense", "this one is dense")
     refused(ctx, ["--expert-parallel", "0"], MODEL, "must be >= 1")
+    refused(ctx, ["--expert-parallel", "2", "--ep-results", "fp16"], MODEL,
+            "--ep-results must be f32 or bf16")
 
 
 def test_killed_ep_rank(ctx):
@@ -289,7 +305,7 @@ def test_remote_ep_rank_lost_and_replaced(ctx):
 
 
 TESTS = [test_ep2_equals_single_process, test_pp2_ep2_equals_one_process_pipeline,
-         test_in_process_expert_load,
+         test_bf16_results_serve, test_in_process_expert_load,
          test_bad_input_is_refused_clearly, test_killed_ep_rank, test_hung_ep_rank_replaced,
          test_remote_ep_rank_lost_and_replaced]
 
