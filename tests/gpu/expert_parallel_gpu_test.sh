@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Expert parallelism of CUDA worker processes (label gpu; run by run_gpu_suite.sh `ep`), on
 # models/shakespeare-moe (8 experts, top-2). Every check: four requests at once, greedy tokens equal
-# to the one-GPU engine's (`generate --device cuda`).
+# to the one-GPU engine's (`generate --device cuda`; with pipeline stages, the one-process CUDA
+# pipeline's `generate --device cuda --pipeline-stages 2`: hidden states cross stages as int8).
 #   1. EP2 over NCCL: `serve --worker-listen --expert-parallel 2 --pp-transport nccl` + two
 #      `bitserve worker --device cuda:N`: int8 rows and f32 results cross in device memory.
 #   2. An EP rank killed mid-stream: the request ends UNAVAILABLE, the coordinator stays up, the
@@ -31,13 +32,15 @@ wait_for() {  # FILE REGEX SECONDS
 tokens() { grep -o '"token_ids":\[[^]]*\]' | head -1; }
 prompts=("2043,50,60,70,80" "2043,318,1000,77,1500,12,13" "2043,900" "2043,40,41,42,43,44,45,46,47,48")
 declare -A want
-echo "references: generate --device cuda (one GPU, every expert)"
+echo "references: generate --device cuda (one GPU, every expert), also as a 2-stage pipeline"
 for p in "${prompts[@]}"; do
-  want[$p]=$("$bitserve" generate --model "$model" --device cuda --prompt-ids "$p" --max-tokens 24 \
-    --ignore-eos --json 2>"$tmp/reference.log" | tokens)
-  [ -n "${want[$p]}" ] || fail "no reference for $p"
+  for stages in 1 2; do
+    want[$stages:$p]=$("$bitserve" generate --model "$model" --device cuda --pipeline-stages $stages \
+      --prompt-ids "$p" --max-tokens 24 --ignore-eos --json 2>"$tmp/reference.log" | tokens)
+    [ -n "${want[$stages:$p]}" ] || fail "no reference for $p"
+  done
 done
-check_served() {  # ADDRESS WHAT
+check_served() {  # ADDRESS WHAT [STAGES]
   local i=0 clients=()
   for p in "${prompts[@]}"; do
     timeout 120 "$bitserve" client generate --server "$1" --prompt-ids "$p" --max-tokens 24 --ignore-eos --json \
@@ -49,10 +52,11 @@ check_served() {  # ADDRESS WHAT
   i=0
   for p in "${prompts[@]}"; do
     got=$(tokens <"$tmp/client_$i.json" || true)
-    [ "$got" == "${want[$p]}" ] || fail "$2: prompt $p served $got, reference ${want[$p]} ($(cat "$tmp/client_$i.err"))"
+    ref=${want[${3:-1}:$p]}
+    [ "$got" == "$ref" ] || fail "$2: prompt $p served $got, reference $ref ($(cat "$tmp/client_$i.err"))"
     i=$((i + 1))
   done
-  echo "ok: $2: ${#prompts[@]} concurrent requests equal the one-GPU engine"
+  echo "ok: $2: ${#prompts[@]} concurrent requests equal the one-GPU engine (${3:-1} stage(s))"
 }
 worker() {  # NAME DEVICE JOIN
   if [ "$gpus" -eq 1 ]; then
@@ -122,7 +126,7 @@ for n in d e f g; do
 done
 wait_for "$tmp/serve_pp.log" "listening on" 120
 grep -q "pipeline of 2 stages over nccl" "$tmp/serve_pp.log" || fail "PP2 x EP2 is not over NCCL"
-check_served "$(grep -oE "listening on \S+" "$tmp/serve_pp.log" | awk '{print $3}')" "PP2 x EP2 over NCCL"
+check_served "$(grep -oE "listening on \S+" "$tmp/serve_pp.log" | awk '{print $3}')" "PP2 x EP2 over NCCL" 2
 kill -TERM $serve
 wait $serve || fail "serve exited $?"
 unset NCCL_SOCKET_IFNAME
