@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/common/cublas_check.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/pdl.cuh"
 #include "kernels/cuda/head/lm_head.cuh"
@@ -12,16 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;
-
-#define BITSERVE_CUBLAS_V2_RETURN_IF_ERROR(statement)                          \
-  do {                                                                         \
-    const cublasStatus_t bitserve_status_ = (statement);                       \
-    if (bitserve_status_ != CUBLAS_STATUS_SUCCESS) {                           \
-      return absl::InternalError(                                              \
-          absl::StrCat(__FILE__, ":", __LINE__, ": ", #statement,              \
-                       " failed: ", cublasGetStatusString(bitserve_status_))); \
-    }                                                                          \
-  } while (0)
 
 // One block per output row: the CPU's RMSNorm operations, then round to bf16.
 __global__ void __launch_bounds__(kThreads)

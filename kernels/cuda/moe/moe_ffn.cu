@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "kernels/cuda/common/random_fill.cuh"
+#include "kernels/cuda/moe/moe_dispatch.cuh"
 #include "kernels/cuda/moe/moe_ffn.cuh"
 #include "kernels/cuda/moe/moe_routing.cuh"
 #include "kernels/cuda/norm/gated_ffn.cuh"
@@ -56,6 +57,11 @@ absl::StatusOr<PackedTernaryMatrix> PackDown(FfnWeights& f) {
 
 }  // namespace
 
+absl::Status DeviceMoeWeights::WidenRouter(DeviceMoeWeights& d) {
+  RETURN_IF_ERROR(Alloc(&d.router_f32_, d.router_.size()));
+  return Bf16ToFloat(d.router_.get(), d.router_.size(), d.router_f32_.get(), nullptr);
+}
+
 absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const MoeShape& shape,
                                                           std::span<const int32_t> held) {
   const int64_t h = shape.hidden;
@@ -87,6 +93,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
   std::vector<uint16_t> router = w.router;
   if (w.has_shared()) router.insert(router.end(), w.shared_gate.begin(), w.shared_gate.end());
   RETURN_IF_ERROR(UploadVector(&d.router_, router));
+  RETURN_IF_ERROR(WidenRouter(d));
 
   std::vector<uint32_t> gate_up_words, down_words;
   std::vector<TernaryOutputScale> gate_scales, up_scales, down_scales;
@@ -131,6 +138,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Upload(MoeWeights& w, const M
 
   MoeFfnWeightsView& v = d.view_;
   v.router = d.router_.get();
+  v.router_f32 = d.router_f32_.get();
   v.gate_up.first = PackedMatrixView(d.gate_up_.get(), gate_up_shape.rows, gate_up_shape.cols, {});
   v.gate_up.expert_words = static_cast<int64_t>(gate_up_words.size()) / num_experts;
   v.gate_up.num_experts = num_experts;
@@ -192,6 +200,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Random(const MoeShape& shape,
   RETURN_IF_ERROR(Alloc(&d.router_, router_rows * h));
   RETURN_IF_ERROR(FillRandomBf16(d.router_.get(), router_rows * h, 0.0f,
                                  1.0f / std::sqrt(static_cast<float>(h)), seed ^ 1, nullptr));
+  RETURN_IF_ERROR(WidenRouter(d));
   const int64_t gu_words = PaddedRows(2 * inter) * PaddedInputs(h) / 16;
   const int64_t down_words = PaddedRows(h) * PaddedInputs(inter) / 16;
   RETURN_IF_ERROR(Alloc(&d.gate_up_, gu_words * num_experts));
@@ -217,6 +226,7 @@ absl::StatusOr<DeviceMoeWeights> DeviceMoeWeights::Random(const MoeShape& shape,
 
   MoeFfnWeightsView& v = d.view_;
   v.router = d.router_.get();
+  v.router_f32 = d.router_f32_.get();
   v.gate_up.first = PackedMatrixView(d.gate_up_.get(), 2 * inter, h, {});
   v.gate_up.expert_words = gu_words;
   v.gate_up.num_experts = num_experts;
@@ -257,6 +267,9 @@ absl::StatusOr<MoeFfnScratch> MoeFfnScratch::Create(const MoeShape& shape, int64
   s.max_pairs_ = pairs;
   s.max_items_ = pairs;  // MaxGroupedItems never exceeds the row count
   s.num_experts_ = shape.num_experts;
+  if (m >= kRouterSgemmMinTokens) {
+    ASSIGN_OR_RETURN(s.router_sgemm_, RouterSgemm::Create());
+  }
   RETURN_IF_ERROR(Alloc(&s.logits_, m * (shape.num_experts + 1)));
   RETURN_IF_ERROR(Alloc(&s.weights_, pairs));
   RETURN_IF_ERROR(Alloc(&s.experts_, pairs));
@@ -297,8 +310,13 @@ absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, cons
   }
   if (m == 0) return absl::OkStatus();
   const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
-  RETURN_IF_ERROR(
-      Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, s.logits_.get(), stream));
+  if (m >= kRouterSgemmMinTokens && s.router_sgemm_ != nullptr && w.router_f32 != nullptr) {
+    RETURN_IF_ERROR(s.router_sgemm_->Run(n, m, w.router_f32, router_rows, shape.hidden,
+                                         s.logits_.get(), stream));
+  } else {
+    RETURN_IF_ERROR(
+        Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, s.logits_.get(), stream));
+  }
   return SoftmaxTopK(s.logits_.get(), router_rows, m, shape.num_experts, shape.top_k,
                      shape.norm_topk_prob, s.experts_.get(), s.weights_.get(), stream);
 }

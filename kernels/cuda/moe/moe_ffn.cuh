@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/cpu/moe_ffn.h"
 #include "kernels/cuda/common/device_buffer.cuh"
+#include "kernels/cuda/moe/moe_routing.cuh"
 #include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/ternary/ternary_gemm.cuh"
 #include "kernels/cuda/ternary/ternary_grouped_gemv.cuh"
@@ -27,7 +28,8 @@ namespace bitserve::cuda {
 
 // What the block reads (non-owning device pointers).
 struct MoeFfnWeightsView {
-  const uint16_t* router = nullptr;  // [num_experts (+1 with a shared expert), hidden] bf16
+  const uint16_t* router = nullptr;   // [num_experts (+1 with a shared expert), hidden] bf16
+  const float* router_f32 = nullptr;  // the same widened to float32 (RouterSgemm's input)
   // The routed experts this block holds (all, or an expert-parallel rank's own, in the order of
   // its expert list): per expert [2 * inter, hidden], [gate; up], int32 sums.
   GroupedTernaryWeights gate_up;
@@ -57,13 +59,18 @@ class DeviceMoeWeights {
   static absl::StatusOr<DeviceMoeWeights> Random(const MoeShape& shape, int64_t inter,
                                                  int64_t shared_inter, uint64_t seed, int held = 0);
   const MoeFfnWeightsView& view() const { return view_; }
+  DeviceMoeWeights(DeviceMoeWeights&&) = default;
+  DeviceMoeWeights& operator=(DeviceMoeWeights&&) = default;
   int64_t ternary_bytes() const { return ternary_bytes_; }
   // The routed experts' share of ternary_bytes (a decode step reads only those it routes to).
   int64_t expert_bytes() const { return 4 * (gate_up_.size() + down_.size()); }
   int64_t float_bytes() const { return float_bytes_; }
 
  private:
+  DeviceMoeWeights() = default;
+  static absl::Status WidenRouter(DeviceMoeWeights& d);  // router_f32_ from router_
   DeviceBuffer<uint16_t> router_;
+  DeviceBuffer<float> router_f32_;
   DeviceBuffer<uint32_t> gate_up_, down_;
   DeviceBuffer<TernaryOutputScale> gate_scales_, up_scales_, down_scales_;
   DeviceBuffer<float> sub_norms_, shared_sub_norm_;
@@ -99,6 +106,7 @@ class MoeFfnScratch {
                                              const Int8Activations&, const float*, const int32_t*,
                                              float*, MoeFfnScratch&, TernaryGemm*, cudaStream_t);
   int64_t max_tokens_ = 0, max_pairs_ = 0, max_items_ = 0;
+  std::unique_ptr<RouterSgemm> router_sgemm_;  // the router above kRouterSgemmMinTokens tokens
   int num_experts_ = 0;
   DeviceBuffer<float> logits_, weights_, y_, shared_y_;
   DeviceBuffer<int32_t> experts_, expert_rows_, source_rows_, row_expert_, pair_rows_, num_items_;

@@ -327,6 +327,21 @@ TEST_P(MoeBlockTest, RoutingMatchesCpu) {
     ASSERT_NEAR(gpu_logits[i], cpu_logits[i], 1e-4f * std::max(1.0f, std::fabs(cpu_logits[i])))
         << "logit " << i;
   }
+  // The many-token router (cuBLAS SGEMM over the widened router) within the same tolerance.
+  {
+    std::vector<float> widened(b.w.router.size());
+    for (size_t i = 0; i < widened.size(); ++i) widened[i] = Bf16ToFloat(b.w.router[i]);
+    DeviceBuffer<float> d_widened = Uploaded(widened), sgemm_logits = Alloc<float>(m * c.experts);
+    auto sgemm = RouterSgemm::Create();
+    ASSERT_TRUE(sgemm.ok()) << sgemm.status();
+    ASSERT_OK((*sgemm)->Run(d_n.get(), m, d_widened.get(), c.experts, c.hidden, sgemm_logits.get(),
+                            nullptr));
+    const std::vector<float> got = Download(sgemm_logits);
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], cpu_logits[i], 1e-4f * std::max(1.0f, std::fabs(cpu_logits[i])))
+          << "SGEMM logit " << i;
+    }
+  }
   // Top-k on the GPU's logits against the CPU's selection rule on the same logits.
   ASSERT_OK(SoftmaxTopK(logits.get(), c.experts, m, c.experts, c.top_k, c.norm_topk_prob,
                         experts.get(), weights.get(), nullptr));

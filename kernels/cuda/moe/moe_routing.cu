@@ -1,6 +1,10 @@
+#include <cublas_v2.h>
+
 #include <cub/block/block_scan.cuh>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/cuda/common/cublas_check.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/pdl.cuh"
 #include "kernels/cuda/moe/moe_routing.cuh"
@@ -13,27 +17,48 @@ constexpr int kMaxExperts = 1024;
 
 __device__ __forceinline__ float Bf16(uint32_t bits) { return __uint_as_float(bits << 16); }
 
-// Warp = (output row j, kRouterTokens tokens): lanes stride over k four inputs at a time.
+// Warp = (output row j, kRouterTokens tokens): lanes stride over k four inputs at a time,
+// kRouterUnroll strides' weights loaded at once (the first before the PDL wait: the router is never
+// written), so a warp has that many loads in flight instead of one: at decode the kernel is
+// latency-bound (a few warps per SM). Each lane still adds its inputs in ascending order.
+constexpr int kRouterUnroll = 8;
 __global__ void Bf16RowProductsKernel(const float* __restrict__ x, int m,
                                       const uint16_t* __restrict__ w, int n, int k,
                                       float* __restrict__ y) {
-  WaitForPrerequisites();
   const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / 32);
   const int lane = threadIdx.x % 32;
   const int groups = (m + kRouterTokens - 1) / kRouterTokens;
-  if (warp >= n * groups) return;
-  const int j = warp / groups, t0 = (warp % groups) * kRouterTokens;
-  float acc[kRouterTokens] = {};
+  const bool active = warp < n * groups;
+  const int j = active ? warp / groups : 0, t0 = active ? (warp % groups) * kRouterTokens : 0;
+  const int k4 = k / 4;
   const uint2* wr = reinterpret_cast<const uint2*>(w + static_cast<int64_t>(j) * k);
-  for (int i = lane; i < k / 4; i += 32) {
-    const uint2 b = __ldg(wr + i);
-    const float w0 = Bf16(b.x & 0xffffu), w1 = Bf16(b.x >> 16), w2 = Bf16(b.y & 0xffffu),
-                w3 = Bf16(b.y >> 16);
+  uint2 b[kRouterUnroll];
+  const auto load = [&](int base) {
 #pragma unroll
-    for (int t = 0; t < kRouterTokens; ++t) {
-      if (t0 + t < m) {
-        const float4 v = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + t) * k)[i];
-        acc[t] = fmaf(v.x, w0, fmaf(v.y, w1, fmaf(v.z, w2, fmaf(v.w, w3, acc[t]))));
+    for (int u = 0; u < kRouterUnroll; ++u) {
+      const int i = base + u * 32;
+      b[u] = active && i < k4 ? __ldg(wr + i) : make_uint2(0, 0);
+    }
+  };
+  load(lane);
+  WaitForPrerequisites();
+  AllowDependentLaunch();
+  if (!active) return;
+  float acc[kRouterTokens] = {};
+  for (int base = lane; base < k4; base += 32 * kRouterUnroll) {
+    if (base != lane) load(base);
+#pragma unroll
+    for (int u = 0; u < kRouterUnroll; ++u) {
+      const int i = base + u * 32;
+      if (i >= k4) break;
+      const float w0 = Bf16(b[u].x & 0xffffu), w1 = Bf16(b[u].x >> 16), w2 = Bf16(b[u].y & 0xffffu),
+                  w3 = Bf16(b[u].y >> 16);
+#pragma unroll
+      for (int t = 0; t < kRouterTokens; ++t) {
+        if (t0 + t < m) {
+          const float4 v = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + t) * k)[i];
+          acc[t] = fmaf(v.x, w0, fmaf(v.y, w1, fmaf(v.z, w2, fmaf(v.w, w3, acc[t]))));
+        }
       }
     }
   }
@@ -200,6 +225,40 @@ absl::Status Bf16RowProducts(const float* x, int64_t m, const uint16_t* w, int n
   BITSERVE_CUDA_RETURN_IF_ERROR(
       LaunchDependent(Bf16RowProductsKernel, dim3(static_cast<unsigned>(blocks)), dim3(kBlock), 0,
                       stream, 1, x, static_cast<int>(m), w, n, static_cast<int>(k), y));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<RouterSgemm>> RouterSgemm::Create() {
+  constexpr int64_t kWorkspaceBytes = 4 << 20;
+  std::unique_ptr<RouterSgemm> r(new RouterSgemm);
+  cublasHandle_t handle = nullptr;
+  BITSERVE_CUBLAS_V2_RETURN_IF_ERROR(cublasCreate(&handle));
+  r->handle_ = handle;
+  BITSERVE_CUBLAS_V2_RETURN_IF_ERROR(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  ASSIGN_OR_RETURN(r->workspace_, DeviceBuffer<uint8_t>::Create(kWorkspaceBytes));
+  BITSERVE_CUBLAS_V2_RETURN_IF_ERROR(
+      cublasSetWorkspace(handle, r->workspace_.get(), static_cast<size_t>(kWorkspaceBytes)));
+  return r;
+}
+
+RouterSgemm::~RouterSgemm() {
+  if (handle_ != nullptr) cublasDestroy(static_cast<cublasHandle_t>(handle_));
+}
+
+absl::Status RouterSgemm::Run(const float* x, int64_t m, const float* w, int n, int64_t k, float* y,
+                              cudaStream_t stream) {
+  if (m < 0 || n < 1 || k < 1 || m > 0x7fffffff || k > 0x7fffffff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RouterSgemm: bad shape [", m, ", ", k, "] x [", n, ", ", k, "]"));
+  }
+  if (m == 0) return absl::OkStatus();
+  auto handle = static_cast<cublasHandle_t>(handle_);
+  BITSERVE_CUBLAS_V2_RETURN_IF_ERROR(cublasSetStream(handle, stream));
+  // Column-major view of row-major data: y^T [n, m] = W (col-major [k, n], op T) x X^T [k, m].
+  const float alpha = 1.0f, beta = 0.0f;
+  BITSERVE_CUBLAS_V2_RETURN_IF_ERROR(
+      cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, static_cast<int>(m), static_cast<int>(k),
+                  &alpha, w, static_cast<int>(k), x, static_cast<int>(k), &beta, y, n));
   return absl::OkStatus();
 }
 

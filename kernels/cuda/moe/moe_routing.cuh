@@ -11,8 +11,11 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/ternary/ternary_grouped_gemv.cuh"
 
 namespace bitserve::cuda {
@@ -21,6 +24,26 @@ namespace bitserve::cuda {
 // the shared expert's gate). k: a multiple of 4; x and w 8-byte aligned.
 absl::Status Bf16RowProducts(const float* x, int64_t m, const uint16_t* w, int n, int64_t k,
                              float* y, cudaStream_t stream);
+
+// The router for many tokens (prefill): y [m, n] = x [m, k] times w [n, k], both float32 (the
+// bf16 router widened once at load: exact), by cuBLAS's fp32 SGEMM with the default math mode
+// (no TF32: every product is exact in float, only the order of the float sums differs from
+// Bf16RowProducts). Bf16RowProducts reads x once per output row, which at thousands of tokens
+// costs milliseconds a layer; SGEMM tiles it. Not inside CUDA graph capture (decode buckets stay
+// on Bf16RowProducts); RouteTokens (moe_ffn.cuh) takes it above kRouterSgemmMinTokens.
+inline constexpr int64_t kRouterSgemmMinTokens = 257;
+class RouterSgemm {
+ public:
+  static absl::StatusOr<std::unique_ptr<RouterSgemm>> Create();
+  ~RouterSgemm();
+  absl::Status Run(const float* x, int64_t m, const float* w, int n, int64_t k, float* y,
+                   cudaStream_t stream);
+
+ private:
+  RouterSgemm() = default;
+  void* handle_ = nullptr;  // cublasHandle_t, kept out of this header
+  DeviceBuffer<uint8_t> workspace_;
+};
 
 // For each token t: p = softmax(logits[t, 0 .. num_experts)), the top_k largest (descending, ties
 // to the lower index) into experts [m, top_k] and their weights (p, or p / sum of the top-k p when
