@@ -188,6 +188,10 @@ class WorkerHub::RemoteEngine final : public Engine {
         const Link& link = *step.links[i];
         metrics->StageStepDone(link.stage, answers[i].compute_seconds(),
                                answers[i].transfer_seconds());
+        if (ep() > 1) {
+          metrics->ExpertExchangeDone(link.stage, link.ep_rank,
+                                      answers[i].expert_exchange_seconds());
+        }
         for (const wire::ExpertLoad& load : answers[i].expert_load()) {
           for (int e = 0; e < load.rows_size(); ++e) {
             metrics->ExpertTokens(load.layer(), e, link.ep_rank, load.rows(e));

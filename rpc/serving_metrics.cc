@@ -156,6 +156,13 @@ ServingMetrics::ServingMetrics()
           "Tokens the experts of one expert-parallel rank ran, per MoE layer (its share of "
           "bitserve_expert_tokens_total): imbalance between ranks is time the others wait.",
           {"layer", "rank"})),
+      expert_exchange_(registry_.AddHistogram(
+          "bitserve_expert_exchange_seconds",
+          "Time one expert-parallel rank spent in its expert exchange for one step (the counts, "
+          "the dispatched rows and the results of every MoE layer, over NCCL or TCP, waits for "
+          "the other ranks included): against bitserve_pipeline_stage_compute_seconds it is "
+          "what dispatch and combine cost.",
+          StepDurationBuckets(), {"stage", "rank"})),
       rank_tokens_(registry_.AddCounter(
           "bitserve_expert_parallel_rank_tokens_total",
           "Tokens of the sequences each expert-parallel rank ran (attention runs data-parallel: "
@@ -213,6 +220,10 @@ void ServingMetrics::ExpertTokens(int layer, int expert, int rank, int64_t token
   const std::string l = std::to_string(layer);
   expert_tokens_.WithLabels({l, std::to_string(expert)}).Increment(static_cast<double>(tokens));
   expert_rank_tokens_.WithLabels({l, std::to_string(rank)}).Increment(static_cast<double>(tokens));
+}
+
+void ServingMetrics::ExpertExchangeDone(int stage, int rank, double seconds) {
+  expert_exchange_.WithLabels({std::to_string(stage), std::to_string(rank)}).Observe(seconds);
 }
 
 void ServingMetrics::RankTokens(int rank, int64_t tokens) {

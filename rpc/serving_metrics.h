@@ -67,6 +67,9 @@ class ServingMetrics {
   // Expert parallelism: `tokens` rows of MoE layer `layer` ran through routed expert `expert` on
   // expert-parallel rank `rank` in one step.
   void ExpertTokens(int layer, int expert, int rank, int64_t tokens);
+  // Expert parallelism: the time rank `rank` of stage `stage` spent in its expert exchange in one
+  // step (counts, dispatch and combine of every MoE layer, waits for the other ranks included).
+  void ExpertExchangeDone(int stage, int rank, double seconds);
   // Expert parallelism: `tokens` tokens of one step ran on rank `rank` (its sequences).
   void RankTokens(int rank, int64_t tokens);
   void SetState(int waiting, int running, int kv_blocks_used, int kv_blocks_free,
@@ -102,6 +105,7 @@ class ServingMetrics {
   HistogramFamily& stage_transfer_;
   CounterFamily& expert_tokens_;
   CounterFamily& expert_rank_tokens_;
+  HistogramFamily& expert_exchange_;
   CounterFamily& rank_tokens_;
   Gauge& steps_in_flight_;
   RateWindow generated_rate_;

@@ -308,7 +308,8 @@ absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string&
 // What an assignment loaded: the engine, and for a pipeline stage its transport to the others.
 struct Loaded {
   std::unique_ptr<Engine> engine;
-  std::shared_ptr<Transport> transport;  // shared with an expert exchange
+  std::shared_ptr<Transport> transport;             // shared with an expert exchange
+  std::shared_ptr<ExpertExchange> expert_exchange;  // expert parallelism (shared with the engine)
   StagePeers peers;
   std::optional<DeviceStageBuffers> device_buffers;  // NCCL: messages stay in device memory
   TransferDtype pp_transfer = TransferDtype::kInt8;
@@ -397,6 +398,7 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
     }
     engine_options.expert_owner.assign(shard.expert_owner().begin(), shard.expert_owner().end());
     loaded.peers.expert_parallel = true;
+    loaded.expert_exchange = engine_options.expert_exchange;
   }
   loaded.pp_transfer = engine_options.pp_transfer;
   const std::string model_dir = options.model_dir.empty() ? a.model_dir() : options.model_dir;
@@ -473,6 +475,9 @@ absl::StatusOr<bool> ServeSteps(const WorkerOptions& options, const std::string&
       AddExpertLoad(*loaded.engine, &result);
     } else {
       *result.mutable_status() = StatusToProto(status);
+    }
+    if (loaded.expert_exchange != nullptr) {
+      result.set_expert_exchange_seconds(loaded.expert_exchange->TakeSeconds());
     }
     result.set_compute_seconds(std::chrono::duration<double>(Clock::now() - start).count() -
                                transfer_seconds);

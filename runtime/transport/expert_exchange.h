@@ -19,8 +19,10 @@
 // rebuilt with the pipeline) and every later call fails with that error.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "absl/status/status.h"
 
@@ -54,6 +56,28 @@ class ExpertExchange {
   // results: [sum(recv_counts), hidden] of result_dtype, in the order Dispatch received the rows;
   // back: [sum(send_counts), hidden] of result_dtype, in the order Dispatch sent them.
   virtual absl::Status Combine(int64_t hidden, const void* results, void* back) = 0;
+
+  // Seconds spent in the three calls above since the last TakeSeconds (waits for the other ranks
+  // included): what dispatch and combine cost a step (the worker reports it per step).
+  double TakeSeconds() { return std::exchange(seconds_, 0.0); }
+
+ protected:
+  // Adds the time from its construction to its end to seconds_.
+  class Timed {
+   public:
+    explicit Timed(ExpertExchange& x) : x_(x), start_(std::chrono::steady_clock::now()) {}
+    ~Timed() {
+      x_.seconds_ +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    }
+
+   private:
+    ExpertExchange& x_;
+    std::chrono::steady_clock::time_point start_;
+  };
+
+ private:
+  double seconds_ = 0;
 };
 
 }  // namespace bitserve

@@ -71,6 +71,7 @@ NcclExpertExchange::~NcclExpertExchange() {
 
 absl::Status NcclExpertExchange::ExchangeCounts(std::span<const int64_t> send_counts,
                                                 std::span<int64_t> recv_counts) {
+  const Timed timed(*this);
   RETURN_IF_ERROR(broken_);
   const int n = group_size();
   if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
@@ -114,6 +115,7 @@ absl::Status NcclExpertExchange::Dispatch(int64_t hidden, const int8_t* send_val
                                           const float* send_scales, const int32_t* send_experts,
                                           int8_t* recv_values, float* recv_scales,
                                           int32_t* recv_experts) {
+  const Timed timed(*this);
   RETURN_IF_ERROR(broken_);
   std::vector<NcclTransport::Message> messages;
   const int n = group_size();
@@ -142,6 +144,7 @@ absl::Status NcclExpertExchange::Dispatch(int64_t hidden, const int8_t* send_val
 }
 
 absl::Status NcclExpertExchange::Combine(int64_t hidden, const void* results, void* back) {
+  const Timed timed(*this);
   RETURN_IF_ERROR(broken_);
   const int64_t row = hidden * ExpertResultBytes(result_dtype_);
   const auto* from = static_cast<const char*>(results);

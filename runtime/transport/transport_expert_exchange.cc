@@ -67,6 +67,7 @@ void TransportExpertExchange::CopyOwnRows(const void* from, void* to, int64_t pe
 
 absl::Status TransportExpertExchange::ExchangeCounts(std::span<const int64_t> send_counts,
                                                      std::span<int64_t> recv_counts) {
+  const Timed timed(*this);
   RETURN_IF_ERROR(broken_);
   const int n = group_size();
   if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
@@ -93,6 +94,7 @@ absl::Status TransportExpertExchange::Dispatch(int64_t hidden, const int8_t* sen
                                                const float* send_scales,
                                                const int32_t* send_experts, int8_t* recv_values,
                                                float* recv_scales, int32_t* recv_experts) {
+  const Timed timed(*this);
   CopyOwnRows(send_values, recv_values, hidden);
   CopyOwnRows(send_scales, recv_scales, 4);
   CopyOwnRows(send_experts, recv_experts, 4);
@@ -113,6 +115,7 @@ absl::Status TransportExpertExchange::Dispatch(int64_t hidden, const int8_t* sen
 }
 
 absl::Status TransportExpertExchange::Combine(int64_t hidden, const void* results, void* back) {
+  const Timed timed(*this);
   RETURN_IF_ERROR(broken_);
   const int64_t row_bytes = hidden * ExpertResultBytes(result_dtype_);
   // Results go back the way the rows came: what was received from p is sent to p.

@@ -128,7 +128,11 @@ void RunGroup(const std::vector<std::shared_ptr<Transport>>& transports, std::ve
     threads.emplace_back([&, r] {
       auto x = TransportExpertExchange::Create(transports[group[r]], group, r, dtype);
       ASSERT_TRUE(x.ok()) << x.status();
+      EXPECT_EQ((*x)->TakeSeconds(), 0.0);
       for (int i = 0; i < rounds; ++i) RunRank(**x, hidden, scale);
+      // The calls' time was counted (the worker reports it per step), then taken.
+      EXPECT_GT((*x)->TakeSeconds(), 0.0);
+      EXPECT_EQ((*x)->TakeSeconds(), 0.0);
     });
   }
   for (auto& t : threads) t.join();

@@ -122,6 +122,15 @@ def serve_and_compare(ctx, stages, ep):
             assert by_expert == by_rank > 0, f"layer {layer}: {by_expert} by expert, {by_rank} by rank"
             assert by_expert == 2 * sum(ranks.values()), \
                 f"layer {layer}: {by_expert} expert rows for {sum(ranks.values())} tokens"
+        # Every rank of every stage reported its time in the expert exchange, each step.
+        exchange = samples(text, "bitserve_expert_exchange_seconds_count")
+        spent = samples(text, "bitserve_expert_exchange_seconds_sum")
+        for stage in range(stages):
+            for r in range(ep):
+                key = f'stage="{stage}",rank="{r}"'
+                assert exchange.get(key, 0) > 0, f"no exchange time from {key}: {exchange}"
+                assert spent.get(key, -1) >= 0, spent
+        assert sum(spent.values()) > 0, spent
         print(f"  {stages} stage(s) x EP{ep}: {len(PROMPTS)} concurrent requests equal the "
               f"reference; tokens per rank {ranks}", flush=True)
     finally:
