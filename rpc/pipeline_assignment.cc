@@ -104,6 +104,7 @@ void WorkerHub::AssignAll() {
       }
     }
     a.set_max_batch_tokens(options_.engine.max_batch_tokens);
+    a.set_dummy_weights(options_.engine.load_format == LoadFormat::kDummy);
     a.set_max_model_len(static_cast<int32_t>(options_.engine.max_model_len));
     a.set_heartbeat_interval_ms(static_cast<int32_t>(options_.heartbeat_interval.count()));
     a.set_heartbeat_timeout_ms(static_cast<int32_t>(options_.heartbeat_timeout.count()));

@@ -349,6 +349,7 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   ASSIGN_OR_RETURN(engine_options.kv_dtype,
                    KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype"));
   engine_options.max_model_len = a.max_model_len();
+  if (a.dummy_weights()) engine_options.load_format = LoadFormat::kDummy;
   engine_options.max_batch_tokens = a.max_batch_tokens();
   const wire::ModelShard& shard = a.shard();
   engine_options.stage = {shard.pipeline_stage(), shard.num_pipeline_stages(), shard.layer_begin(),

@@ -170,12 +170,6 @@ absl::Status Serve(const ServeArgs& args) {
 
   rpc::ServingMetrics metrics;
   ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
-  if (options.engine.load_format == LoadFormat::kDummy &&
-      (args.pipeline_stages > 1 || args.expert_parallel > 1 || !args.worker_listen.empty())) {
-    return absl::InvalidArgumentError(
-        "--load-format dummy loads the model in this process: it does not reach workers (drop "
-        "--pipeline-stages / --expert-parallel / --worker-listen)");
-  }
   options.metrics = &metrics;
   std::unique_ptr<rpc::MetricsHttpServer> metrics_server;
   if (!args.metrics_listen.empty()) {

@@ -5,7 +5,7 @@
 #     build/bench/cuda/official_kernel_benchmark build/bench/cuda/long_context_benchmark
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
-#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep llama70b moe
+#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep ep2 llama70b moe
 #                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
@@ -17,6 +17,10 @@
 # pipeline: tests/gpu/pipeline_gpu_test.sh (NCCL and TCP pipelines of CUDA worker processes)
 # ep:       tests/gpu/expert_parallel_gpu_test.sh (EP2 and PP2 x EP2 of CUDA worker processes over
 #           NCCL, a lost EP rank, local EP workers sharing one GPU over TCP)
+# ep2:      (two GPUs) EP2 against one GPU on an MoE preset with dummy weights (EP2_PRESET, default
+#           qwen3-30b-a3b; EP2_RESULTS f32|bf16): served 128/128 (512 requests at once) and
+#           batch-1 TPOT, one GPU then `--expert-parallel 2 --device cuda`, and per EP rank the
+#           time in the expert exchange per step against the step (bitserve_expert_exchange_seconds)
 # llama70b: the llama-70b preset on one GPU: engine_benchmark (batch-1 step vs the bandwidth
 #           floor, batches 64/256, prefill) and served offline throughput at 128/128 and 512/512
 #           (bench-serve, everything submitted at once) with int8 and int4 KV.
@@ -184,6 +188,34 @@ fi
 if has pipeline; then
   timeout 500 bash tests/gpu/pipeline_gpu_test.sh "$bin/bitserve" 2>&1 | tee "$out/pipeline_gpu_test.log" | grep -E "^(ok|FAIL|PASS)"
   echo "pipeline_gpu_test exit ${PIPESTATUS[0]}"
+fi
+
+if has ep2; then
+  export NCCL_NVLS_ENABLE=0
+  preset=${EP2_PRESET:-qwen3-30b-a3b}
+  m=/tmp/bitserve-$preset
+  "$bin/bitserve" make-model --preset "$preset" --out "$m" --config-only --no-tokenizer >/dev/null 2>&1 ||
+    echo "make-model $preset failed"
+  scrape() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1"; }
+  for ep in 1 2; do
+    log="$out/ep2_serve_ep$ep.log"
+    extra=(); [ "$ep" -gt 1 ] && extra=(--expert-parallel "$ep" --ep-results "${EP2_RESULTS:-f32}")
+    "$bin/bitserve" serve --model "$m" --load-format dummy --device cuda --listen 127.0.0.1:0 \
+      --max-num-seqs 512 --metrics-listen 127.0.0.1:9471 "${extra[@]}" >/dev/null 2>"$log" &
+    spid=$!
+    for _ in $(seq 3000); do grep -q "listening on" "$log" && break; sleep 0.1; done
+    addr=$(grep -o "listening on .*" "$log" | awk '{print $3}')
+    for run in 128x512x512 128x16x1; do
+      set -- ${run//x/ }
+      echo "== $preset EP$ep: $1/$1, $2 requests, concurrency $3"
+      timeout 200 "$bin/bitserve" bench-serve --server "$addr" --num-prompts $2 --input-len $1 --output-len $1 \
+        --max-concurrency $3 --timeout 180 2>&1 | tee "$out/ep2_ep${ep}_$run.log" \
+        | grep -E "Successful|Failed|Output token throughput|Median TPOT"
+    done
+    scrape http://127.0.0.1:9471/metrics >"$out/ep2_ep$ep.prom"
+    grep -E "^bitserve_(expert_exchange_seconds|pipeline_stage_compute_seconds)_(sum|count)" "$out/ep2_ep$ep.prom"
+    kill -TERM $spid; wait $spid; echo "serve exit $?"
+  done
 fi
 
 if has ep; then
