@@ -19,8 +19,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/transport/nccl_expert_exchange.h"
 #include "runtime/transport/nccl_transport.h"
-#include "runtime/transport/tcp_transport.h"
-#include "runtime/transport/transport_expert_exchange.h"
+#include "runtime/transport/tcp_expert_group_for_tests.h"
 
 namespace bitserve {
 namespace {
@@ -35,37 +34,6 @@ int GpuCount() {
     return 0;
   }
   return count;
-}
-
-std::vector<std::shared_ptr<ExpertExchange>> TcpGroup(
-    int ranks, ExpertResultDtype dtype = ExpertResultDtype::kF32) {
-  std::vector<std::unique_ptr<TcpListener>> listeners;
-  std::vector<std::string> addresses;
-  for (int r = 0; r < ranks; ++r) {
-    auto l = TcpListener::Listen("127.0.0.1");
-    EXPECT_TRUE(l.ok()) << l.status();
-    addresses.push_back((*l)->address());
-    listeners.push_back(*std::move(l));
-  }
-  std::vector<std::future<absl::StatusOr<std::unique_ptr<TcpTransport>>>> pending;
-  for (int r = 0; r < ranks; ++r) {
-    pending.push_back(std::async(std::launch::async, [&, r, l = std::move(listeners[r])]() mutable {
-      return TcpTransport::Connect(std::move(l), r, addresses, milliseconds(5000),
-                                   milliseconds(20000));
-    }));
-  }
-  std::vector<int> group(ranks);
-  for (int r = 0; r < ranks; ++r) group[r] = r;
-  std::vector<std::shared_ptr<ExpertExchange>> out;
-  for (int r = 0; r < ranks; ++r) {
-    auto t = pending[r].get();
-    EXPECT_TRUE(t.ok()) << t.status();
-    auto x =
-        TransportExpertExchange::Create(std::shared_ptr<Transport>(*std::move(t)), group, r, dtype);
-    EXPECT_TRUE(x.ok()) << x.status();
-    out.push_back(*std::move(x));
-  }
-  return out;
 }
 
 // Ranks on cuda:0 .. cuda:ranks-1, one NCCL communicator formed in this process.
@@ -201,7 +169,7 @@ void CheckAgainstOneGpu(std::vector<std::shared_ptr<ExpertExchange>> exchanges,
 
 TEST(CudaExpertParallelTest, TwoRanksOnOneGpuOverTcpGiveTheOneGpuLogits) {
   if (GpuCount() < 1) GTEST_SKIP() << "no CUDA device";
-  CheckAgainstOneGpu(TcpGroup(2), {"cuda:0", "cuda:0"});
+  CheckAgainstOneGpu(TcpExpertGroup(2), {"cuda:0", "cuda:0"});
 }
 
 TEST(CudaExpertParallelTest, TwoGpusOverNcclGiveTheOneGpuLogits) {
@@ -216,7 +184,7 @@ TEST(CudaExpertParallelTest, Bf16ResultsStayCloseToTheOneGpuEngine) {
   if (GpuCount() < 1) GTEST_SKIP() << "no CUDA device";
   auto whole = LoadCudaEngine(kModel, Options("cuda:0"), CudaEngineOptions{.cuda_graphs = false});
   ASSERT_TRUE(whole.ok()) << whole.status();
-  auto exchanges = TcpGroup(2, ExpertResultDtype::kBf16);
+  auto exchanges = TcpExpertGroup(2, ExpertResultDtype::kBf16);
   std::vector<std::unique_ptr<Engine>> ranks;
   for (int r = 0; r < 2; ++r) {
     EngineOptions o = Options("cuda:0");
@@ -252,7 +220,7 @@ TEST(CudaExpertParallelTest, Bf16ResultsStayCloseToTheOneGpuEngine) {
 
 TEST(CudaExpertParallelTest, RefusesWhatIsNotAnExpertParallelGroup) {
   if (GpuCount() < 1) GTEST_SKIP() << "no CUDA device";
-  auto exchanges = TcpGroup(2);
+  auto exchanges = TcpExpertGroup(2);
   EngineOptions o = Options("cuda:0");
   o.expert_exchange = exchanges[0];
   o.expert_owner = {0, 0, 0, 0, 1, 1, 1};  // 7 of 8 experts

@@ -68,17 +68,6 @@ constexpr int kDecodeBuckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 constexpr int kLogitsChunk = 256;
 constexpr int kMinContextBucket = 256;
 
-template <typename T>
-absl::Status Alloc(DeviceBuffer<T>* b, int64_t n) {
-  ASSIGN_OR_RETURN(*b, DeviceBuffer<T>::Create(std::max<int64_t>(n, 1)));
-  return absl::OkStatus();
-}
-template <typename T>
-absl::Status Alloc(PinnedBuffer<T>* b, int64_t n) {
-  ASSIGN_OR_RETURN(*b, PinnedBuffer<T>::Create(std::max<int64_t>(n, 1)));
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 CudaEngine::~CudaEngine() {
@@ -278,7 +267,7 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
     layer.head_dim = c.head_dim;
     kv_layers_.push_back(layer);
   }
-  footprint_.scratch_bytes =
+  footprint_.scratch_bytes +=
       x_.bytes() + y_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() +
       acc_qkv_.bytes() + acc_gate_up_.bytes() + 2 * act_values_[0].bytes() + logits_.bytes() +
       lm_in_.bytes() + attn_workspace_.bytes() + gemm_->scratch_bytes() + stage_in_.bytes() +

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/status_macros.h"
 #include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/common/pinned_buffer.cuh"
@@ -34,6 +36,18 @@ struct RunShape {
   int max_context = 0;  // attention's bound
   int max_prefill_tokens = -1;
 };
+
+// The engine's buffers, all allocated at load (at least one element, so a view is never null).
+template <typename T>
+absl::Status Alloc(cuda::DeviceBuffer<T>* b, int64_t n) {
+  ASSIGN_OR_RETURN(*b, cuda::DeviceBuffer<T>::Create(std::max<int64_t>(n, 1)));
+  return absl::OkStatus();
+}
+template <typename T>
+absl::Status Alloc(cuda::PinnedBuffer<T>* b, int64_t n) {
+  ASSIGN_OR_RETURN(*b, cuda::PinnedBuffer<T>::Create(std::max<int64_t>(n, 1)));
+  return absl::OkStatus();
+}
 
 // An expert-parallel rank's tables, buffers and staging (cuda_expert_parallel.cu).
 struct CudaExpertParallel {

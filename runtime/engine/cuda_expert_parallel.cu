@@ -26,17 +26,6 @@
 namespace bitserve {
 namespace {
 
-template <typename T>
-absl::Status Alloc(cuda::DeviceBuffer<T>* b, int64_t n) {
-  ASSIGN_OR_RETURN(*b, cuda::DeviceBuffer<T>::Create(std::max<int64_t>(n, 1)));
-  return absl::OkStatus();
-}
-template <typename T>
-absl::Status Alloc(cuda::PinnedBuffer<T>* b, int64_t n) {
-  ASSIGN_OR_RETURN(*b, cuda::PinnedBuffer<T>::Create(std::max<int64_t>(n, 1)));
-  return absl::OkStatus();
-}
-
 // The grouping of the sender's pairs by key uses runs of at most this many rows (only the row
 // ranges matter here: no product reads these items).
 constexpr int kKeyRowsPerItem = 256;
@@ -117,7 +106,14 @@ absl::Status CudaEngine::InitExpertParallel(const EngineOptions& options,
   x.recv_counts.assign(x.ranks, 0);
   const int num_layers = w_.stage.layer_end - w_.stage.layer_begin;
   expert_rows_.assign(static_cast<size_t>(num_layers) * experts, 0);
-  footprint_.scratch_bytes += 2 * p * x.row_bytes + 2 * result_bytes + 24 * p;
+  for (int64_t bytes :
+       {x.keys.bytes(), x.key_rows.bytes(), x.source_rows.bytes(), x.row_key.bytes(),
+        x.pair_rows.bytes(), x.items.bytes(), x.send_values.bytes(), x.recv_values.bytes(),
+        x.send_scales.bytes(), x.recv_scales.bytes(), x.send_experts.bytes(),
+        x.recv_experts.bytes(), x.recv_sums.bytes(), x.recv_local.bytes(), x.results.bytes(),
+        x.back.bytes()}) {
+    footprint_.scratch_bytes += bytes;
+  }
   return absl::OkStatus();
 }
 

@@ -9,45 +9,12 @@
 
 #include "gtest/gtest.h"
 #include "runtime/engine/engine.h"
-#include "runtime/transport/tcp_transport.h"
-#include "runtime/transport/transport_expert_exchange.h"
+#include "runtime/transport/tcp_expert_group_for_tests.h"
 
 namespace bitserve {
 namespace {
 
-using std::chrono::milliseconds;
 const char kModel[] = "models/shakespeare-moe";
-
-std::vector<std::shared_ptr<ExpertExchange>> ConnectGroup(
-    int ranks, ExpertResultDtype dtype = ExpertResultDtype::kF32) {
-  std::vector<std::unique_ptr<TcpListener>> listeners;
-  std::vector<std::string> addresses;
-  for (int r = 0; r < ranks; ++r) {
-    auto l = TcpListener::Listen("127.0.0.1");
-    EXPECT_TRUE(l.ok()) << l.status();
-    addresses.push_back((*l)->address());
-    listeners.push_back(*std::move(l));
-  }
-  std::vector<std::future<absl::StatusOr<std::unique_ptr<TcpTransport>>>> pending;
-  for (int r = 0; r < ranks; ++r) {
-    pending.push_back(std::async(std::launch::async, [&, r, l = std::move(listeners[r])]() mutable {
-      return TcpTransport::Connect(std::move(l), r, addresses, milliseconds(5000),
-                                   milliseconds(20000));
-    }));
-  }
-  std::vector<int> group(ranks);
-  for (int r = 0; r < ranks; ++r) group[r] = r;
-  std::vector<std::shared_ptr<ExpertExchange>> out;
-  for (int r = 0; r < ranks; ++r) {
-    auto t = pending[r].get();
-    EXPECT_TRUE(t.ok()) << t.status();
-    auto x =
-        TransportExpertExchange::Create(std::shared_ptr<Transport>(*std::move(t)), group, r, dtype);
-    EXPECT_TRUE(x.ok()) << x.status();
-    out.push_back(*std::move(x));
-  }
-  return out;
-}
 
 EngineOptions Options() {
   EngineOptions o;
@@ -64,7 +31,7 @@ struct Seq {
 TEST(ExpertParallelTest, TwoRanksGiveTheSingleEngineLogitsBitForBit) {
   auto whole = LoadEngine(kModel, Options());
   ASSERT_TRUE(whole.ok()) << whole.status();
-  auto exchanges = ConnectGroup(2);
+  auto exchanges = TcpExpertGroup(2);
   std::vector<std::unique_ptr<Engine>> ranks;
   for (int r = 0; r < 2; ++r) {
     EngineOptions o = Options();
@@ -149,7 +116,7 @@ TEST(ExpertParallelTest, TwoRanksGiveTheSingleEngineLogitsBitForBit) {
 TEST(ExpertParallelTest, Bf16ResultsStayCloseToTheSingleEngine) {
   auto whole = LoadEngine(kModel, Options());
   ASSERT_TRUE(whole.ok()) << whole.status();
-  auto exchanges = ConnectGroup(2, ExpertResultDtype::kBf16);
+  auto exchanges = TcpExpertGroup(2, ExpertResultDtype::kBf16);
   std::vector<std::unique_ptr<Engine>> ranks;
   for (int r = 0; r < 2; ++r) {
     EngineOptions o = Options();
@@ -184,7 +151,7 @@ TEST(ExpertParallelTest, Bf16ResultsStayCloseToTheSingleEngine) {
 }
 
 TEST(ExpertParallelTest, RefusesWhatIsNotAnExpertParallelGroup) {
-  auto exchanges = ConnectGroup(2);
+  auto exchanges = TcpExpertGroup(2);
   EngineOptions o = Options();
   o.expert_exchange = exchanges[0];
   o.expert_owner = {0, 0, 0, 0, 1, 1, 1};  // 7 of 8 experts

@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace bitserve {
 
@@ -62,6 +63,39 @@ class ExpertExchange {
   double TakeSeconds() { return std::exchange(seconds_, 0.0); }
 
  protected:
+  // What every implementation's Create checks: group[i] is the transport rank (of world_size) of
+  // EP rank i, and this process is EP rank `rank`, transport rank `transport_rank`.
+  static absl::Status CheckGroup(std::span<const int> group, int rank, int world_size,
+                                 int transport_rank) {
+    if (rank < 0 || rank >= static_cast<int>(group.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert exchange: rank ", rank, " of a group of ", group.size()));
+    }
+    for (int t : group) {
+      if (t < 0 || t >= world_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert exchange: transport rank ", t, " is not one of ", world_size));
+      }
+    }
+    if (group[rank] != transport_rank) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert exchange: EP rank ", rank, " is transport rank ", group[rank],
+                       ", but this transport is rank ", transport_rank));
+    }
+    return absl::OkStatus();
+  }
+  // ExchangeCounts' check of its arguments: one count per rank of the group.
+  absl::Status CheckCounts(std::span<const int64_t> send_counts,
+                           std::span<int64_t> recv_counts) const {
+    const int n = group_size();
+    if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert exchange: counts for ", send_counts.size(), " and ",
+                       recv_counts.size(), " ranks in a group of ", n));
+    }
+    return absl::OkStatus();
+  }
+
   // Adds the time from its construction to its end to seconds_.
   class Timed {
    public:

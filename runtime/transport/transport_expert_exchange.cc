@@ -12,21 +12,7 @@ absl::StatusOr<std::unique_ptr<TransportExpertExchange>> TransportExpertExchange
     std::shared_ptr<Transport> transport, std::vector<int> group, int rank,
     ExpertResultDtype result_dtype) {
   if (transport == nullptr) return absl::InvalidArgumentError("expert exchange: no transport");
-  if (rank < 0 || rank >= static_cast<int>(group.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expert exchange: rank ", rank, " of a group of ", group.size()));
-  }
-  for (int t : group) {
-    if (t < 0 || t >= transport->world_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("expert exchange: transport rank ", t,
-                                                     " is not one of ", transport->world_size()));
-    }
-  }
-  if (group[rank] != transport->rank()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expert exchange: EP rank ", rank, " is transport rank ", group[rank],
-                     ", but this transport is rank ", transport->rank()));
-  }
+  RETURN_IF_ERROR(CheckGroup(group, rank, transport->world_size(), transport->rank()));
   return std::unique_ptr<TransportExpertExchange>(
       new TransportExpertExchange(std::move(transport), std::move(group), rank, result_dtype));
 }
@@ -69,12 +55,8 @@ absl::Status TransportExpertExchange::ExchangeCounts(std::span<const int64_t> se
                                                      std::span<int64_t> recv_counts) {
   const Timed timed(*this);
   RETURN_IF_ERROR(broken_);
+  RETURN_IF_ERROR(CheckCounts(send_counts, recv_counts));
   const int n = group_size();
-  if (static_cast<int>(send_counts.size()) != n || static_cast<int>(recv_counts.size()) != n) {
-    return absl::InvalidArgumentError(absl::StrCat("expert exchange: counts for ",
-                                                   send_counts.size(), " and ", recv_counts.size(),
-                                                   " ranks in a group of ", n));
-  }
   recv_counts[rank_] = send_counts[rank_];
   auto send = [&](int p) { return transport_->Send(group_[p], &send_counts[p], 8); };
   auto recv = [&](int p) -> absl::Status {
