@@ -5,6 +5,11 @@
 // touch, E * (1 - (1 - k/E)^tokens) of E under random routing.
 //
 //   moe_layer_benchmark [--shapes qwen3-30b-a3b,qwen3-235b-a22b] [--tokens 1,4,16,64,256,1024,4096]
+//                       [--sweep]
+//
+// --sweep: instead, the grouped gate/up and down products alone under every compiled grouped GEMV
+// configuration (AllGroupedGemvConfigs) and rows-per-item near the routing's mean, beside the
+// default choice (what DefaultGroupedGemvConfig / GroupedRowsPerItem are fitted from).
 //
 // Times are graph replays (bench/cuda/graph_timing.cuh) rotating over 4 layers' weights so that
 // the L2 cannot hold them; random routing (random inputs, random router).
@@ -135,6 +140,97 @@ void Run(const Shape& shape, const std::vector<int>& token_counts, double bandwi
   cudaStreamDestroy(stream);
 }
 
+// The grouped products alone: gate/up (int32 sums, gathered inputs) and down (float, grouped
+// inputs) under each configuration and rows per item, on one random routing per token count.
+void Sweep(const Shape& shape, const std::vector<int>& token_counts) {
+  constexpr int kCopies = 4;
+  const MoeShape moe{shape.hidden, shape.experts, shape.top_k, true, 1e-5f};
+  const int64_t h = shape.hidden, inter = shape.inter;
+  const int max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
+  const int64_t max_pairs = static_cast<int64_t>(max_tokens) * shape.top_k;
+  std::vector<DeviceMoeWeights> layers;
+  for (int i = 0; i < kCopies; ++i) {
+    auto w = DeviceMoeWeights::Random(moe, inter, 0, 1000 + i);
+    Check(w.status());
+    layers.push_back(std::move(w).value());
+  }
+  auto scratch = MoeFfnScratch::Create(moe, inter, 0, max_tokens);
+  Check(scratch.status());
+  DeviceBuffer<float> n = Buffer<float>(max_tokens * h);
+  FillRandomFloat<<<kFillBlocks, 256>>>(n.get(), max_tokens * h, 11, 2.0f);
+  const int64_t hs = PaddedInputs(h), is = PaddedInputs(inter);
+  DeviceBuffer<int8_t> q = Buffer<int8_t>(max_tokens * hs), act = Buffer<int8_t>(max_pairs * is);
+  DeviceBuffer<float> qs = Buffer<float>(max_tokens), act_s = Buffer<float>(max_pairs);
+  DeviceBuffer<int32_t> qsum = Buffer<int32_t>(max_tokens), act_sum = Buffer<int32_t>(max_pairs);
+  DeviceBuffer<float> act_f = Buffer<float>(max_pairs * inter);
+  FillRandomFloat<<<kFillBlocks, 256>>>(act_f.get(), max_pairs * inter, 13, 2.0f);
+  const Int8ActivationsOut qo{q.get(), qs.get(), qsum.get(), hs};
+  const Int8ActivationsOut ao{act.get(), act_s.get(), act_sum.get(), is};
+  Check(QuantizeActivations(n.get(), max_tokens, h, qo, nullptr));
+  Check(QuantizeActivations(act_f.get(), max_pairs, inter, ao, nullptr));
+  DeviceBuffer<int32_t> acc = Buffer<int32_t>(max_pairs * 2 * inter);
+  DeviceBuffer<float> y = Buffer<float>(max_pairs * h);
+  DeviceBuffer<int32_t> expert_rows = Buffer<int32_t>(shape.experts + 1),
+                        source = Buffer<int32_t>(max_pairs),
+                        row_expert = Buffer<int32_t>(max_pairs),
+                        pair_rows = Buffer<int32_t>(max_pairs), num_items = Buffer<int32_t>(1);
+  DeviceBuffer<GroupedProductItem> items = Buffer<GroupedProductItem>(max_pairs);
+  cudaStream_t stream;
+  cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  std::printf("\n%s grouped products (gate/up [%lld, %lld], down [%lld, %lld]), us per call\n",
+              shape.name.c_str(), static_cast<long long>(2 * inter), static_cast<long long>(h),
+              static_cast<long long>(h), static_cast<long long>(inter));
+  std::printf(
+      "| tokens | rows/expert | rows/item | configuration | gate/up (us) | down (us) |\n"
+      "|---:|---:|---:|---|---:|---:|\n");
+  for (int m : token_counts) {
+    const int64_t pairs = static_cast<int64_t>(m) * shape.top_k;
+    Check(RouteTokens(layers[0].view(), moe, n.get(), m, *scratch, stream));
+    const double mean = ExpectedRowsPerExpert(pairs, shape.experts);
+    const int default_per_item = GroupedRowsPerItem(mean);
+    for (int per_item : {1, 8, 16, 32, 64, 128}) {
+      if (per_item == 1 ? mean > 2.5 : (per_item > 4 * mean + 8 || per_item < mean / 4)) continue;
+      const int max_items = MaxGroupedItems(pairs, shape.experts, per_item);
+      const ExpertGrouping g{expert_rows.get(), source.get(), row_expert.get(),
+                             pair_rows.get(),   items.get(),  num_items.get()};
+      Check(GroupByExpert(scratch->experts(), m, shape.top_k, shape.experts, per_item, max_items, g,
+                          stream));
+      const auto time = [&](const TernaryGemvConfig* config) {
+        GroupedRows rows{items.get(), num_items.get(), max_items, per_item, source.get(), config};
+        GroupedRows down_rows = rows;
+        down_rows.source_rows = nullptr;
+        auto gu = TimePerCall(
+            [&](int i) {
+              return GroupedTernaryGemv(layers[i % kCopies].view().gate_up,
+                                        Int8Activations(qo, m, h), rows, nullptr, acc.get(),
+                                        stream);
+            },
+            kCopies, stream);
+        auto dn = TimePerCall(
+            [&](int i) {
+              return GroupedTernaryGemv(layers[i % kCopies].view().down,
+                                        Int8Activations(ao, pairs, inter), down_rows, y.get(),
+                                        nullptr, stream);
+            },
+            kCopies, stream);
+        return std::pair<double, double>(gu.ok() ? *gu : -1.0, dn.ok() ? *dn : -1.0);
+      };
+      const char* mark = per_item == default_per_item ? " (default rows/item)" : "";
+      const auto [dgu, ddn] = time(nullptr);
+      std::printf("| %d | %.1f | %d%s | default | %.1f | %.1f |\n", m, mean, per_item, mark, dgu,
+                  ddn);
+      for (const TernaryGemvConfig& c : AllGroupedGemvConfigs()) {
+        if ((c.kind == TernaryGemvConfig::Kind::kDp4a) != (per_item == 1)) continue;
+        if (c.kind == TernaryGemvConfig::Kind::kMma && c.tokens > 2 * per_item) continue;
+        const auto [gu, dn] = time(&c);
+        std::printf("| %d | %.1f | %d | %s | %.1f | %.1f |\n", m, mean, per_item, c.Name().c_str(),
+                    gu, dn);
+      }
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
 }  // namespace
 }  // namespace bitserve::cuda
 
@@ -142,9 +238,16 @@ int main(int argc, char** argv) {
   using namespace bitserve::cuda;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::string shapes = "qwen3-30b-a3b,qwen3-235b-a22b", tokens = "1,4,16,64,256,1024,4096";
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool sweep = false;
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--shapes") {
+    if (flag == "--sweep") {
+      sweep = true;
+      --i;
+    } else if (i + 1 >= argc) {
+      std::cerr << "flag " << flag << " needs a value\n";
+      return 2;
+    } else if (flag == "--shapes") {
       shapes = argv[i + 1];
     } else if (flag == "--tokens") {
       tokens = argv[i + 1];
@@ -171,7 +274,7 @@ int main(int argc, char** argv) {
     bool found = false;
     for (const Shape& s : kShapes) {
       if (s.name == name) {
-        Run(s, counts, bw);
+        sweep ? Sweep(s, counts) : Run(s, counts, bw);
         found = true;
       }
     }

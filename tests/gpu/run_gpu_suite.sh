@@ -91,7 +91,7 @@ if has moe; then
     echo "engine_benchmark $preset: $(( $(date +%s) - t0 )) s"
   done
   if [[ ${MOE_SERVE:-0} == 1 ]]; then
-    preset=${MOE_PRESETS%% *}; preset=${preset:-qwen3-30b-a3b}
+    presets=${MOE_PRESETS:-qwen3-30b-a3b}; preset=${presets%% *}
     "$bin/bitserve" serve --model /tmp/bitserve-$preset --load-format dummy --device cuda \
       --listen 127.0.0.1:0 --max-num-seqs 256 >/dev/null 2>"$out/${preset}_serve.log" &
     spid=$!

@@ -332,8 +332,7 @@ absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t
                                                    s.max_pairs_, " over ", s.num_experts_));
   }
   if (pairs == 0) return absl::OkStatus();
-  const int per_item = GroupedRowsPerItem(
-      static_cast<double>(pairs) / static_cast<double>(std::min<int64_t>(num_experts, pairs)));
+  const int per_item = GroupedRowsPerItem(ExpectedRowsPerExpert(pairs, num_experts));
   const int max_items = MaxGroupedItems(pairs, num_experts, per_item);
   ExpertGrouping grouping;
   grouping.expert_rows = s.expert_rows_.get();

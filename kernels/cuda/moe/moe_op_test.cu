@@ -73,6 +73,7 @@ struct GroupedCase {
   int64_t tokens, rows, cols;
   int rows_per_item;
   enum class Spread { kRandom, kOneExpert, kFewExperts } spread = Spread::kRandom;
+  int config = -1;  // an index into AllGroupedGemvConfigs(); -1: the default
 };
 
 std::vector<int32_t> Assign(const GroupedCase& c, Rng& rng) {
@@ -167,7 +168,8 @@ TEST_P(GroupedProductTest, MatchesPerExpertReference) {
   DeviceBuffer<float> y = Alloc<float>(pairs * c.rows);
   ASSERT_EQ(cudaMemset(acc.get(), kPoisonInt32, acc.bytes()), cudaSuccess);
   ASSERT_EQ(cudaMemset(y.get(), kPoisonFloat, y.bytes()), cudaSuccess);
-  const GroupedRows rows{items.get(), num_items.get(), max_items, c.rows_per_item, source.get()};
+  GroupedRows rows{items.get(), num_items.get(), max_items, c.rows_per_item, source.get()};
+  if (c.config >= 0) rows.config = &AllGroupedGemvConfigs()[c.config];
   ASSERT_OK(GroupedTernaryGemv(w, xa, rows, nullptr, acc.get(), nullptr));
   ASSERT_OK(GroupedTernaryGemv(w, xa, rows, y.get(), nullptr, nullptr));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -242,6 +244,26 @@ std::vector<GroupedCase> GroupedCases() {
       cases.push_back({"prefill_t" + std::to_string(t) + "_" + std::to_string(rows) + "x" +
                            std::to_string(cols),
                        32, 8, 700, rows, cols, t});
+    }
+  }
+  // Every compiled grouped configuration (the benchmarks may pick any): dp4a at one row per item;
+  // mma at items of fewer rows than its block and of several blocks, long and short inputs.
+  const std::vector<TernaryGemvConfig>& configs = AllGroupedGemvConfigs();
+  for (int i = 0; i < static_cast<int>(configs.size()); ++i) {
+    const bool dp4a = configs[i].kind == TernaryGemvConfig::Kind::kDp4a;
+    for (int t : dp4a ? std::vector<int>{1} : std::vector<int>{16, 64}) {
+      for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{200, 2048}, {96, 200}}) {
+        GroupedCase c{"config_" + configs[i].Name() + "_t" + std::to_string(t) + "_" +
+                          std::to_string(rows) + "x" + std::to_string(cols),
+                      16,
+                      4,
+                      40,
+                      rows,
+                      cols,
+                      t};
+        c.config = i;
+        cases.push_back(c);
+      }
     }
   }
   return cases;
@@ -397,6 +419,8 @@ std::vector<BlockCase> BlockCases() {
       // name, hidden, inter, tokens, experts, top_k, norm_topk_prob, shared, one_expert, tied
       {"decode1_e16_k4", 256, 128, 1, 16, 4, true, 0},
       {"decode8_e64_k8_most_empty", 512, 96, 8, 64, 8, false, 0},
+      {"decode3_e128_k8_shared", 512, 64, 3, 128, 8, true, 96},
+      {"decode2_tied_logits", 128, 64, 2, 8, 3, true, 0, false, true},
       {"batch40_e16_k2_shared", 256, 128, 40, 16, 2, true, 192},
       {"prefill300_e8_k2", 384, 256, 300, 8, 2, true, 0},
       {"prefill300_e32_k4_shared", 256, 128, 300, 32, 4, false, 128},

@@ -145,7 +145,8 @@ __global__ void __launch_bounds__(kRT* kKS * 32)
   int first = 0;
   if constexpr (kGrouped) {
     first = ResolveGroupItem(groups, a);
-    if (first < 0) return;
+    // Past the item, or past its rows (an item of more rows than a block takes several blocks).
+    if (first < 0 || static_cast<int>(blockIdx.x) * 8 * kNT >= a.m) return;
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/common/cuda_check.cuh"
@@ -15,59 +16,136 @@ using internal::GemvDp4aKernel;
 using internal::GemvMmaKernel;
 using internal::TernaryProductArgs;
 
+using LaunchFn = cudaError_t (*)(const TernaryProductArgs&, const ExpertGroupsArgs&,
+                                 int rows_per_item, int max_items, cudaStream_t);
+
 // Grid: z = work items; a block past this run's items returns at once.
 template <int kWarps, int kUnroll>
-cudaError_t LaunchGroupedDp4a(const TernaryProductArgs& a, const ExpertGroupsArgs& g, int max_items,
-                              cudaStream_t stream) {
+cudaError_t LaunchGroupedDp4a(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
+                              int rows_per_item, int max_items, cudaStream_t stream) {
+  if (rows_per_item != 1) return cudaErrorInvalidValue;
   return LaunchDependent(GemvDp4aKernel<1, kWarps, kUnroll, true>, dim3(a.row_tiles, 1, max_items),
                          dim3(kWarps * 32), 0, stream, 1, a, g);
 }
 
+// Grid: x = token blocks of an item (a block past its item's rows returns at once).
 template <int kNT, int kRT, int kRW, int kKS, int kUnroll>
-cudaError_t LaunchGroupedMma(const TernaryProductArgs& a, const ExpertGroupsArgs& g, int max_items,
-                             cudaStream_t stream) {
-  const dim3 grid(1, (a.row_tiles + kRT * kRW - 1) / (kRT * kRW), max_items);
+cudaError_t LaunchGroupedMma(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
+                             int rows_per_item, int max_items, cudaStream_t stream) {
+  const dim3 grid((rows_per_item + 8 * kNT - 1) / (8 * kNT),
+                  (a.row_tiles + kRT * kRW - 1) / (kRT * kRW), max_items);
   return LaunchDependent(GemvMmaKernel<kNT, kRT, kRW, kKS, kUnroll, true>, grid,
                          dim3(kRT * kKS * 32), 0, stream, 1, a, g);
 }
 
-// Short inputs (the experts' down products: 768 .. 1,536 inputs = 6 .. 12 k-tiles) leave split-K
-// warps idle at 8 per row tile, so they get 4. From 64 rows per item the tiled mma.sync kernel:
-// the 64-row GEMV items took 1.27 ms for qwen3-30b-a3b's block at 1,024 tokens on an H100, 7.7x
-// the dense product of the same active parameters (docs/perf.md).
-cudaError_t Launch(int rows_per_item, bool long_k, const TernaryProductArgs& a,
-                   const ExpertGroupsArgs& g, int max_items, cudaStream_t stream) {
-  switch (rows_per_item) {
-    case 1:
-      return long_k ? LaunchGroupedDp4a<8, 2>(a, g, max_items, stream)
-                    : LaunchGroupedDp4a<4, 2>(a, g, max_items, stream);
-    case 8:
-      return long_k ? LaunchGroupedMma<1, 1, 1, 8, 2>(a, g, max_items, stream)
-                    : LaunchGroupedMma<1, 1, 1, 4, 2>(a, g, max_items, stream);
-    case 16:
-      return long_k ? LaunchGroupedMma<2, 1, 1, 8, 2>(a, g, max_items, stream)
-                    : LaunchGroupedMma<2, 1, 1, 4, 2>(a, g, max_items, stream);
-    case 32:
-      return LaunchGroupedMma<4, 1, 2, 4, 1>(a, g, max_items, stream);
-    case 64:
-    case 128:
-    case 256:
-      return internal::LaunchGroupedTiled(a, g, rows_per_item, max_items, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
+struct Entry {
+  TernaryGemvConfig config;
+  LaunchFn launch;
+};
+
+template <int kWarps, int kUnroll>
+Entry Dp4aEntry() {
+  TernaryGemvConfig c;
+  c.kind = TernaryGemvConfig::Kind::kDp4a;
+  c.tokens = 1;
+  c.k_split = kWarps;
+  c.unroll = kUnroll;
+  return {c, &LaunchGroupedDp4a<kWarps, kUnroll>};
+}
+
+template <int kNT, int kRT, int kRW, int kKS, int kUnroll>
+Entry MmaEntry() {
+  TernaryGemvConfig c;
+  c.kind = TernaryGemvConfig::Kind::kMma;
+  c.tokens = 8 * kNT;
+  c.row_tiles = kRT;
+  c.warp_row_tiles = kRW;
+  c.k_split = kKS;
+  c.unroll = kUnroll;
+  return {c, &LaunchGroupedMma<kNT, kRT, kRW, kKS, kUnroll>};
+}
+
+// <n-tiles, warps along rows, row tiles per warp, split-K warps, unroll>. Row tiles per warp
+// (kRW) share one activation load: an item's few rows make the activations, not the weights, most
+// of a block's traffic (2 bytes per weight byte at 16 rows and kRW = 1).
+const std::vector<Entry>& Entries() {
+  static const std::vector<Entry>* entries = new std::vector<Entry>{
+      Dp4aEntry<8, 2>(),         Dp4aEntry<4, 2>(),         Dp4aEntry<8, 4>(),
+      Dp4aEntry<4, 4>(),         MmaEntry<1, 1, 1, 8, 2>(), MmaEntry<1, 1, 1, 4, 2>(),
+      MmaEntry<1, 1, 2, 8, 2>(), MmaEntry<1, 1, 2, 4, 2>(), MmaEntry<1, 1, 4, 4, 1>(),
+      MmaEntry<2, 1, 1, 8, 2>(), MmaEntry<2, 1, 1, 4, 2>(), MmaEntry<2, 1, 2, 8, 2>(),
+      MmaEntry<2, 1, 2, 4, 2>(), MmaEntry<2, 1, 4, 8, 1>(), MmaEntry<2, 1, 4, 4, 1>(),
+      MmaEntry<2, 2, 2, 4, 1>(), MmaEntry<4, 1, 2, 4, 1>(), MmaEntry<4, 1, 2, 8, 1>(),
+      MmaEntry<4, 1, 4, 4, 1>(), MmaEntry<4, 2, 2, 4, 1>(), MmaEntry<1, 1, 2, 2, 2>(),
+      MmaEntry<1, 2, 2, 2, 2>(), MmaEntry<1, 1, 4, 2, 2>(), MmaEntry<2, 2, 2, 2, 2>(),
+      MmaEntry<2, 2, 4, 2, 1>(), MmaEntry<2, 4, 2, 2, 1>(), MmaEntry<2, 2, 4, 4, 1>(),
+      MmaEntry<2, 4, 2, 4, 1>(), MmaEntry<4, 2, 2, 2, 1>(), MmaEntry<4, 4, 2, 4, 1>(),
+  };
+  return *entries;
+}
+
+bool SameConfig(const TernaryGemvConfig& a, const TernaryGemvConfig& b) {
+  return a.kind == b.kind && a.tokens == b.tokens && a.row_tiles == b.row_tiles &&
+         a.warp_row_tiles == b.warp_row_tiles && a.k_split == b.k_split && a.unroll == b.unroll;
+}
+
+TernaryGemvConfig Config(TernaryGemvConfig::Kind kind, int tokens, int row_warps,
+                         int warp_row_tiles, int k_split, int unroll) {
+  TernaryGemvConfig c;
+  c.kind = kind;
+  c.tokens = tokens;
+  c.row_tiles = row_warps;
+  c.warp_row_tiles = warp_row_tiles;
+  c.k_split = k_split;
+  c.unroll = unroll;
+  return c;
 }
 
 }  // namespace
 
+const std::vector<TernaryGemvConfig>& AllGroupedGemvConfigs() {
+  static const std::vector<TernaryGemvConfig>* configs = [] {
+    auto* v = new std::vector<TernaryGemvConfig>;
+    for (const Entry& e : Entries()) v->push_back(e.config);
+    return v;
+  }();
+  return *configs;
+}
+
+TernaryGemvConfig DefaultGroupedGemvConfig(const TernaryMatrixView& w, int rows_per_item) {
+  // From `moe_layer_benchmark --sweep` on an H100 (docs/perf.md), the qwen3-30b-a3b and
+  // qwen3-235b-a22b experts: long inputs are gate/up (16+ k-tiles), short ones down (6 .. 12
+  // k-tiles, where 8 split-K warps would idle). Items of 16+ rows want four warps along the rows,
+  // two row tiles each, sharing each activation load (2 split-K warps): 119 -> 57 us for the
+  // 30B shape's gate/up at 256 tokens, 61 -> 41 us for its down.
+  const bool long_k = w.k_tiles() >= 16;
+  using K = TernaryGemvConfig::Kind;
+  switch (rows_per_item) {
+    case 1:
+      return long_k ? Config(K::kDp4a, 1, 1, 1, 4, 4) : Config(K::kDp4a, 1, 1, 1, 4, 2);
+    case 8:
+      return long_k ? Config(K::kMma, 8, 1, 1, 4, 2) : Config(K::kMma, 8, 2, 2, 2, 2);
+    default:
+      return Config(K::kMma, 16, 4, 2, 2, 1);
+  }
+}
+
 int GroupedRowsPerItem(double rows_per_expert) {
-  if (rows_per_expert <= 1.5) return 1;
+  // The sweep's crossovers: one-row dp4a items up to ~1.3 rows an expert (8-row items win at
+  // 1.6), the tiled kernel from ~24 (at 32 it beat the best GEMV items by 17%, at 16 lost by 25%).
+  if (rows_per_expert <= 1.3) return 1;
   if (rows_per_expert <= 12) return 8;
   if (rows_per_expert <= 24) return 16;
-  if (rows_per_expert <= 48) return 32;
   if (rows_per_expert <= 96) return 64;
   if (rows_per_expert <= 192) return 128;
   return 256;
+}
+
+double ExpectedRowsPerExpert(int64_t grouped_rows, int num_experts) {
+  if (grouped_rows <= 0 || num_experts <= 0) return 0.0;
+  const double e = num_experts;
+  const double touched = e * (1.0 - std::pow(1.0 - 1.0 / e, static_cast<double>(grouped_rows)));
+  return static_cast<double>(grouped_rows) / std::max(touched, 1.0);
 }
 
 int MaxGroupedItems(int64_t grouped_rows, int num_experts, int rows_per_item) {
@@ -110,7 +188,24 @@ absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activa
   g.expert_uint4s = w.expert_words / 4;
   g.scales = y != nullptr ? w.scales : nullptr;
   g.source_rows = groups.source_rows;
-  BITSERVE_CUDA_RETURN_IF_ERROR(Launch(t, w.first.k_tiles() >= 16, a, g, groups.max_items, stream));
+  if (groups.config == nullptr && t >= 64) {
+    // From 64 rows per item the tiled mma.sync kernel: the 64-row GEMV items took 1.27 ms for
+    // qwen3-30b-a3b's block at 1,024 tokens on an H100, 7.7x the dense product of the same active
+    // parameters (docs/perf.md).
+    BITSERVE_CUDA_RETURN_IF_ERROR(internal::LaunchGroupedTiled(a, g, t, groups.max_items, stream));
+    return absl::OkStatus();
+  }
+  const TernaryGemvConfig config =
+      groups.config != nullptr ? *groups.config : DefaultGroupedGemvConfig(w.first, t);
+  const Entry* entry = nullptr;
+  for (const Entry& e : Entries()) {
+    if (SameConfig(e.config, config)) entry = &e;
+  }
+  if (entry == nullptr || (config.kind == TernaryGemvConfig::Kind::kDp4a && t != 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "grouped configuration ", config.Name(), " is not compiled in for ", t, " rows per item"));
+  }
+  BITSERVE_CUDA_RETURN_IF_ERROR(entry->launch(a, g, t, groups.max_items, stream));
   return absl::OkStatus();
 }
 

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "kernels/cuda/ternary/int8_activations.h"
@@ -46,12 +47,24 @@ struct GroupedRows {
   // Activation row of each grouped row (the product gathers its inputs); null: grouped row r reads
   // activation row r.
   const int32_t* source_rows = nullptr;
+  // The GEMV configuration (one of AllGroupedGemvConfigs, for benchmarks); null: the default,
+  // DefaultGroupedGemvConfig up to 32 rows per item and the tiled kernel from 64.
+  const TernaryGemvConfig* config = nullptr;
 };
 
 // Rows per work item for a run whose active experts get about `rows_per_expert` rows each.
 int GroupedRowsPerItem(double rows_per_expert);
+// The rows an active expert gets on average when `grouped_rows` rows fall on `num_experts`
+// experts uniformly at random: rows / E(1 - (1 - 1/E)^rows) (the experts a run touches, not all).
+double ExpectedRowsPerExpert(int64_t grouped_rows, int num_experts);
 // Bound on the items of `grouped_rows` rows over `num_experts` experts in runs of rows_per_item.
 int MaxGroupedItems(int64_t grouped_rows, int num_experts, int rows_per_item);
+
+// The GEMV configuration of a grouped run of `rows_per_item` (1 .. 32) over matrices like w.
+TernaryGemvConfig DefaultGroupedGemvConfig(const TernaryMatrixView& w, int rows_per_item);
+// Every GEMV configuration compiled for grouped products (a block of `tokens` rows; an item of
+// more rows takes several blocks).
+const std::vector<TernaryGemvConfig>& AllGroupedGemvConfigs();
 
 // y [grouped rows, rows] float32 (with the expert's scale), or acc [.., rows] int32: exactly one
 // non-null. x: the activations the grouped rows read (x.rows: how many there are).
