@@ -8,6 +8,7 @@ add_library(bitserve_metrics STATIC
   metrics.cc
   serving_metrics.cc
   metrics_http.cc
+  http_listen.cc
 )
 target_link_libraries(bitserve_metrics
   PUBLIC bitserve_options absl::status absl::statusor absl::strings Threads::Threads

