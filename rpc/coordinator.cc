@@ -389,6 +389,8 @@ void Coordinator::Impl::PublishState() {
                             scheduler->num_kv_blocks_used(), scheduler->num_kv_blocks_free(),
                             scheduler->kv_capacity_tokens(),
                             ready && !draining && !stopping && engine->Health().ok());
+  options.metrics->SetPrefixCache(scheduler->prefix_cache_queries(), scheduler->prefix_cache_hits(),
+                                  scheduler->num_prefix_cached_blocks());
 }
 
 void Coordinator::Impl::Finish(RequestState& r, const std::string& reason, absl::Status status,
@@ -522,6 +524,8 @@ void Coordinator::Impl::Complete(const InFlightStep& step, const absl::Status& s
       (void)scheduler->Cancel(id);
       Finish(*requests.at(id), "error", status, {}, out);
     }
+    // A replacement worker starts with empty KV memory: no cached block may be reused.
+    scheduler->ClearPrefixCache();
     return;
   }
   const std::vector<SampleResult>* answers = &results;

@@ -308,6 +308,8 @@ TEST(RateWindow, SlidesOverTenSeconds) {
 TEST(ServingMetrics, RendersEveryMetric) {
   ServingMetrics metrics;
   metrics.SetState(3, 5, 40, 24, 1024, true);
+  metrics.SetPrefixCache(100, 30, 4);
+  metrics.SetPrefixCache(250, 90, 6);  // totals: the counters follow them
   metrics.RequestFinished("stop", "OK", 1.5, 10, 20);
   metrics.RequestFinished("error", "UNAVAILABLE", 0.2, 7, 0);
   metrics.RequestFinished("length", "", 3.0, 5, 16);
@@ -330,7 +332,8 @@ TEST(ServingMetrics, RendersEveryMetric) {
         "bitserve_time_per_output_token_seconds", "bitserve_e2e_request_latency_seconds",
         "bitserve_prompt_tokens_total", "bitserve_generation_tokens_total", "bitserve_step_tokens",
         "bitserve_step_duration_seconds", "bitserve_preemptions_total",
-        "bitserve_generation_tokens_per_second"}) {
+        "bitserve_generation_tokens_per_second", "bitserve_prefix_cache_queries_total",
+        "bitserve_prefix_cache_hits_total", "bitserve_prefix_cache_blocks"}) {
     EXPECT_TRUE(e.type.count(name)) << name;
     EXPECT_TRUE(e.help.count(name)) << name;
   }
@@ -339,6 +342,9 @@ TEST(ServingMetrics, RendersEveryMetric) {
     EXPECT_NE(s, nullptr) << name;
     return s ? s->value : -1;
   };
+  EXPECT_EQ(value("bitserve_prefix_cache_queries_total"), 250);
+  EXPECT_EQ(value("bitserve_prefix_cache_hits_total"), 90);
+  EXPECT_EQ(value("bitserve_prefix_cache_blocks"), 6);
   EXPECT_EQ(value("bitserve_requests_total", {{"outcome", "stop"}, {"code", "OK"}}), 1);
   EXPECT_EQ(value("bitserve_requests_total", {{"outcome", "length"}, {"code", "OK"}}), 1);
   EXPECT_EQ(value("bitserve_requests_total", {{"outcome", "eos"}, {"code", "OK"}}), 0);

@@ -91,6 +91,20 @@ ServingMetrics::ServingMetrics()
           registry_
               .AddGauge("bitserve_kv_capacity_tokens", "Token positions the KV cache holds in all.")
               .Get()),
+      prefix_cache_queries_(
+          registry_
+              .AddCounter("bitserve_prefix_cache_queries_total",
+                          "Prompt tokens looked up in the prefix cache (sequences admitted).")
+              .Get()),
+      prefix_cache_hits_(
+          registry_
+              .AddCounter("bitserve_prefix_cache_hits_total",
+                          "Of the tokens looked up, those found in the prefix cache.")
+              .Get()),
+      prefix_cache_blocks_(registry_
+                               .AddGauge("bitserve_prefix_cache_blocks",
+                                         "KV blocks published in the prefix cache (held or idle).")
+                               .Get()),
       ready_(registry_
                  .AddGauge("bitserve_ready",
                            "1 when the server accepts requests, 0 while starting, "
@@ -240,6 +254,14 @@ void ServingMetrics::SetState(int waiting, int running, int kv_blocks_used, int 
   kv_blocks_free_.Set(kv_blocks_free);
   kv_capacity_tokens_.Set(static_cast<double>(kv_capacity_tokens));
   ready_.Set(ready ? 1 : 0);
+}
+
+void ServingMetrics::SetPrefixCache(uint64_t queries_total, uint64_t hits_total,
+                                    int cached_blocks) {
+  prefix_cache_queries_.Increment(static_cast<double>(queries_total) -
+                                  prefix_cache_queries_.Value());
+  prefix_cache_hits_.Increment(static_cast<double>(hits_total) - prefix_cache_hits_.Value());
+  prefix_cache_blocks_.Set(cached_blocks);
 }
 
 std::string ServingMetrics::RenderPrometheus() const {

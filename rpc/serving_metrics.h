@@ -74,6 +74,9 @@ class ServingMetrics {
   void RankTokens(int rank, int64_t tokens);
   void SetState(int waiting, int running, int kv_blocks_used, int kv_blocks_free,
                 int64_t kv_capacity_tokens, bool ready);
+  // Prefix caching: the scheduler's totals so far (tokens of admitted sequences looked up, and of
+  // those found cached; the counters follow them) and the blocks published now.
+  void SetPrefixCache(uint64_t queries_total, uint64_t hits_total, int cached_blocks);
 
   std::string RenderPrometheus() const;
 
@@ -91,6 +94,9 @@ class ServingMetrics {
   Gauge& kv_blocks_used_;
   Gauge& kv_blocks_free_;
   Gauge& kv_capacity_tokens_;
+  Counter& prefix_cache_queries_;
+  Counter& prefix_cache_hits_;
+  Gauge& prefix_cache_blocks_;
   Gauge& ready_;
   Gauge& throughput_;
   Histogram& ttft_;

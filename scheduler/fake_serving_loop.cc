@@ -72,12 +72,28 @@ void FakeServingLoop::RunToCompletion(const std::function<bool(int)>& before_tic
 void FakeServingLoop::CheckPlan(const StepPlan& plan) {
   const SchedulerConfig& config = scheduler_.config();
   std::set<uint64_t> busy;
-  std::map<int32_t, uint64_t> block_owner;
+  // Blocks are shared (prefix caching) only while no step writes them: a block an entry writes
+  // (one holding a position in [start_position, end)) is in no other table of the steps in flight.
+  std::map<int32_t, std::set<uint64_t>> holders;
+  std::map<int32_t, uint64_t> writer;
+  auto record = [&](const PlanEntry& e) {
+    const int first_written = static_cast<int>(e.start_position / config.block_size);
+    for (size_t i = 0; i < e.block_table.size(); ++i) {
+      holders[e.block_table[i]].insert(e.seq_id);
+      if (static_cast<int>(i) >= first_written) writer[e.block_table[i]] = e.seq_id;
+    }
+  };
   for (const StepPlan& other : in_flight_) {
     for (const PlanEntry& e : other.entries) {
       busy.insert(e.seq_id);
-      for (int32_t b : e.block_table) block_owner[b] = e.seq_id;
+      record(e);
     }
+  }
+  for (const PlanEntry& e : plan.entries) record(e);
+  for (const auto& [block, seq] : writer) {
+    EXPECT_EQ(holders[block].size(), 1u)
+        << "step " << plan.step_id << ": block " << block << " is written by sequence " << seq
+        << " and held by " << holders[block].size() << " sequences";
   }
   int tokens = 0;
   for (size_t i = 0; i < plan.entries.size(); ++i) {
@@ -96,11 +112,10 @@ void FakeServingLoop::CheckPlan(const StepPlan& plan) {
     EXPECT_EQ(static_cast<int64_t>(e.block_table.size()),
               (end + config.block_size - 1) / config.block_size)
         << "sequence " << e.seq_id << " at [" << e.start_position << ", " << end << ")";
+    std::set<int32_t> own;
     for (int32_t b : e.block_table) {
       EXPECT_TRUE(b >= 0 && b < config.num_kv_blocks) << b;
-      auto [it, inserted] = block_owner.emplace(b, e.seq_id);
-      EXPECT_TRUE(inserted || it->second == e.seq_id)
-          << "block " << b << " in the tables of " << it->second << " and " << e.seq_id;
+      EXPECT_TRUE(own.insert(b).second) << "block " << b << " twice in sequence " << e.seq_id;
     }
     const Sequence* seq = scheduler_.FindSequence(e.seq_id);
     if (seq == nullptr) {

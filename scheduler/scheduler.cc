@@ -173,15 +173,49 @@ bool Scheduler::ScheduleRunning(StepBuilder& step) {
 }
 
 void Scheduler::AdmitWaiting(StepBuilder& step) {
+  const int block_size = kv_blocks_.block_size();
   while (!waiting_.empty() && num_running() < config_.max_num_seqs && step.budget > 0 &&
          !step.full()) {
     Sequence& seq = *waiting_.begin()->second;
-    const int n = std::min({seq.num_pending_tokens(), config_.long_prefill_chunk, step.budget});
-    // Head-of-line: when the head does not fit, nothing behind it is admitted either, or a long
-    // prompt could wait forever behind a stream of short ones. Its pool (expert-parallel rank):
-    // the least loaded that fits.
-    const int pool = kv_blocks_.PoolFor(kv_blocks_.BlocksForTokens(n));
-    if (pool < 0 || !kv_blocks_.TryGrow(seq.id(), n, pool)) break;
+    // The blocks its tokens could find cached: full ones, short of its last token (computed in
+    // any case: its logits give the next token).
+    std::span<const BlockHash> hashes;
+    if (config_.enable_prefix_caching) {
+      const std::vector<BlockHash>& all = seq.FullBlockHashes(block_size);
+      hashes = std::span<const BlockHash>(all).first(
+          std::min(all.size(), static_cast<size_t>((seq.num_tokens() - 1) / block_size)));
+    }
+    // Its pool (expert-parallel rank): the longest cached prefix among those with room for its
+    // first chunk, then the least loaded (PoolFor's order). Head-of-line: when the head does not
+    // fit, nothing behind it is admitted either, or a long prompt could wait forever behind a
+    // stream of short ones.
+    int pool = -1, cached_blocks = 0, n = 0;
+    for (int p = 0; p < kv_blocks_.num_pools(); ++p) {
+      const KvBlockAllocator::PrefixMatch match =
+          hashes.empty() ? KvBlockAllocator::PrefixMatch{} : kv_blocks_.MatchPrefix(p, hashes);
+      const int cached = match.blocks * block_size;
+      const int chunk =
+          std::min({seq.num_tokens() - cached, config_.long_prefill_chunk, step.budget});
+      const int64_t new_blocks = kv_blocks_.BlocksForTokens(cached + chunk) - match.blocks;
+      if (kv_blocks_.num_free_blocks(p) - match.idle < new_blocks) continue;
+      const bool better = pool < 0 || match.blocks > cached_blocks ||
+                          (match.blocks == cached_blocks &&
+                           (kv_blocks_.num_sequences(p) < kv_blocks_.num_sequences(pool) ||
+                            (kv_blocks_.num_sequences(p) == kv_blocks_.num_sequences(pool) &&
+                             kv_blocks_.num_free_blocks(p) > kv_blocks_.num_free_blocks(pool))));
+      if (better) pool = p, cached_blocks = match.blocks, n = chunk;
+    }
+    if (pool < 0) break;
+    const int cached = cached_blocks * block_size;
+    kv_blocks_.AttachPrefix(seq.id(), pool, hashes, cached_blocks);
+    BITSERVE_CHECK(kv_blocks_.TryGrow(seq.id(), cached + n, pool))
+        << "sequence " << seq.id() << ": " << cached + n << " tokens in pool " << pool;
+    if (config_.enable_prefix_caching) {
+      prefix_cache_queries_ += seq.num_tokens();
+      prefix_cache_hits_ += cached;
+      seq.SetCachedPrefix(cached);
+      seq.set_num_published_blocks(cached_blocks);
+    }
     waiting_.erase(waiting_.begin());
     running_.emplace(KeyOf(seq), &seq);
     seq.set_state(SequenceState::kRunning);
@@ -224,6 +258,16 @@ bool Scheduler::HasInFlightBelow(const Sequence& seq, int pool) const {
     if (it->second->in_flight() && InPool(*it->second, pool)) return true;
   }
   return false;
+}
+
+void Scheduler::PublishComputedBlocks(Sequence& seq) {
+  const int block_size = kv_blocks_.block_size();
+  const int full = seq.num_computed_tokens() / block_size;
+  if (seq.num_published_blocks() >= full) return;
+  const std::vector<BlockHash>& hashes = seq.FullBlockHashes(block_size);
+  for (int i = seq.num_published_blocks(); i < full; ++i)
+    kv_blocks_.Publish(seq.id(), i, hashes[i]);
+  seq.set_num_published_blocks(full);
 }
 
 void Scheduler::Preempt(Sequence& seq) {
@@ -274,6 +318,7 @@ absl::StatusOr<std::vector<FinishedSequence>> Scheduler::Update(
       Forget(e.seq_id);
       continue;
     }
+    if (config_.enable_prefix_caching) PublishComputedBlocks(seq);
     if (!e.samples) continue;
     seq.AppendToken(tokens.at(e.seq_id));
     if (seq.num_output_tokens() >= seq.max_new_tokens() ||

@@ -11,6 +11,10 @@
 //      not starved by a stream of short ones; a waiting sequence of higher priority than a
 //      running one may preempt it. No admission in a step that had to preempt for memory: the
 //      freed blocks are for the sequences already running.
+// Prefix caching (config.enable_prefix_caching): a sequence admitted from the waiting queue
+// first attaches the longest run of published blocks that start its tokens (all but its last
+// token: that one is always computed, for its logits), in the pool with the longest such run, and
+// is scheduled from there; every full block a step computes is published when the step returns.
 // Expert parallelism: the KV blocks are one pool per rank (kv_block_allocator.h); a sequence is
 // admitted into the least loaded pool with room, and only sequences of the same pool are
 // preempted for it.
@@ -89,6 +93,13 @@ class Scheduler {
   int64_t kv_capacity_tokens() const { return kv_blocks_.capacity_tokens(); }
   int num_tokens_last_step() const { return num_tokens_last_step_; }
   uint64_t num_preemptions() const { return num_preemptions_; }
+  // Prefix caching, in tokens as vLLM counts them: tokens of the sequences admitted (looked up),
+  // and of those, tokens found in the cache.
+  uint64_t prefix_cache_queries() const { return prefix_cache_queries_; }
+  uint64_t prefix_cache_hits() const { return prefix_cache_hits_; }
+  int num_prefix_cached_blocks() const { return kv_blocks_.num_cached_blocks(); }
+  // The workers' KV memory is gone (a worker lost and replaced): no cached block may be reused.
+  void ClearPrefixCache() { kv_blocks_.ClearCache(); }
   const KvBlockAllocator& kv_blocks() const { return kv_blocks_; }
 
  private:
@@ -126,6 +137,8 @@ class Scheduler {
   Sequence* LowestIdleRunning(const Sequence* above, int pool = -1) const;
   bool HasInFlightBelow(const Sequence& seq, int pool = -1) const;
   bool InPool(const Sequence& seq, int pool) const;
+  // Publishes the full blocks of seq's computed tokens that are not yet published.
+  void PublishComputedBlocks(Sequence& seq);
   // Frees an idle running sequence's blocks and moves it to the waiting queue.
   void Preempt(Sequence& seq);
   absl::Status Release(uint64_t id, const char* what);
@@ -142,6 +155,8 @@ class Scheduler {
   uint64_t next_step_id_ = 0;
   int num_tokens_last_step_ = 0;
   uint64_t num_preemptions_ = 0;
+  uint64_t prefix_cache_queries_ = 0;
+  uint64_t prefix_cache_hits_ = 0;
 };
 
 }  // namespace bitserve::scheduler

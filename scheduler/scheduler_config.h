@@ -29,6 +29,9 @@ struct SchedulerConfig {
   // Prompt tokens of one sequence in one step, so that one long prompt cannot take a whole step and
   // delay the first token of the short prompts behind it.
   int long_prefill_chunk = 2048;
+  // Automatic prefix caching (kv_block_allocator.h): full blocks of computed KV are kept and
+  // shared by later sequences whose tokens start the same way.
+  bool enable_prefix_caching = true;
 
   int64_t kv_capacity_tokens() const { return int64_t{num_kv_blocks} * block_size; }
 

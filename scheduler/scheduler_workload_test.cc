@@ -67,6 +67,10 @@ struct WorkloadCase {
   int num_kv_blocks;
   int priorities;
   bool cancel_some;
+  // > 0: prompts start with one of this many shared documents (up to 200 tokens of it), so that
+  // prefix caching shares blocks between requests; 0: random prompts.
+  int shared_documents = 0;
+  bool prefix_caching = true;
 
   friend void PrintTo(const WorkloadCase& c, std::ostream* os) { *os << c.name; }
 };
@@ -85,13 +89,26 @@ TEST_P(RandomWorkload, AllCompleteWithSoloOutputs) {
   config.max_model_len = 1024;
   config.max_waiting = 1000;
   config.long_prefill_chunk = 96;
+  config.enable_prefix_caching = c.prefix_caching;
   auto s = Make(config);
 
   constexpr int kRequests = 1000;
   std::mt19937 rng(20240611 + c.steps_in_flight);
+  std::vector<std::vector<int32_t>> documents(c.shared_documents);
+  for (auto& d : documents) {
+    d.resize(200);
+    for (int32_t& t : d) t = std::uniform_int_distribution<int32_t>(0, kVocab - 1)(rng);
+  }
   std::map<uint64_t, Request> requests;
   for (uint64_t id = 0; id < kRequests; ++id) {
-    requests[id] = RandomRequest(id, rng, 300, 64, c.priorities);
+    requests[id] = RandomRequest(id, rng, documents.empty() ? 300 : 60, 64, c.priorities);
+    if (!documents.empty()) {
+      const auto& d =
+          documents[std::uniform_int_distribution<size_t>(0, documents.size() - 1)(rng)];
+      const int shared = std::uniform_int_distribution<int>(0, 200)(rng);
+      auto& p = requests[id].prompt_tokens;
+      p.insert(p.begin(), d.begin(), d.begin() + shared);
+    }
   }
   std::set<uint64_t> cancelled;
   FakeServingLoop loop(*s, kVocab, c.steps_in_flight);
@@ -129,18 +146,30 @@ TEST_P(RandomWorkload, AllCompleteWithSoloOutputs) {
     EXPECT_GT(s->num_preemptions(), 0u) << "the case meant to put the KV cache under pressure";
     EXPECT_FALSE(loop.preempted().empty());
   }
-  std::printf("%s: %d steps, %llu preemptions, %zu cancelled\n", c.name, loop.ticks(),
-              static_cast<unsigned long long>(s->num_preemptions()), cancelled.size());
+  if (c.shared_documents > 0 && c.prefix_caching) {
+    EXPECT_GT(s->prefix_cache_hits(), s->prefix_cache_queries() / 10)
+        << "the shared documents should be found in the cache";
+  }
+  if (!c.prefix_caching) EXPECT_EQ(s->prefix_cache_hits(), 0u);
+  EXPECT_EQ(s->kv_blocks().num_free_blocks(), config.num_kv_blocks) << "blocks not given back";
+  std::printf("%s: %d steps, %llu preemptions, %zu cancelled, prefix cache %llu of %llu tokens\n",
+              c.name, loop.ticks(), static_cast<unsigned long long>(s->num_preemptions()),
+              cancelled.size(), static_cast<unsigned long long>(s->prefix_cache_hits()),
+              static_cast<unsigned long long>(s->prefix_cache_queries()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, RandomWorkload,
-                         ::testing::Values(WorkloadCase{"ample_memory", 1, 2048, 1, false},
-                                           WorkloadCase{"kv_pressure", 1, 120, 1, false},
-                                           WorkloadCase{"kv_pressure_priorities", 1, 120, 3, false},
-                                           WorkloadCase{"three_steps_in_flight", 3, 120, 3, false},
-                                           WorkloadCase{"cancellations_two_in_flight", 2, 120, 2,
-                                                        true}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Cases, RandomWorkload,
+    ::testing::Values(WorkloadCase{"ample_memory", 1, 2048, 1, false},
+                      WorkloadCase{"kv_pressure", 1, 120, 1, false},
+                      WorkloadCase{"kv_pressure_priorities", 1, 120, 3, false},
+                      WorkloadCase{"three_steps_in_flight", 3, 120, 3, false},
+                      WorkloadCase{"cancellations_two_in_flight", 2, 120, 2, true},
+                      WorkloadCase{"no_prefix_caching", 1, 120, 1, false, 4, false},
+                      WorkloadCase{"shared_prefixes", 1, 2048, 1, false, 4},
+                      WorkloadCase{"shared_prefixes_kv_pressure", 1, 120, 2, false, 4},
+                      WorkloadCase{"shared_prefixes_in_flight_cancellations", 3, 120, 2, true, 3}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 // Preempted requests, told apart from the others: each finishes with exactly its solo output, and
 // its tokens were streamed once.

@@ -42,6 +42,25 @@ void Sequence::AppendToken(int32_t token) {
 void Sequence::DropCache() {
   BITSERVE_CHECK(!in_flight_) << "sequence " << id_ << " preempted while in flight";
   num_computed_ = 0;
+  num_published_blocks_ = 0;
+}
+
+void Sequence::SetCachedPrefix(int cached) {
+  BITSERVE_CHECK(!in_flight_ && num_computed_ == 0 && cached >= 0 && cached < num_tokens())
+      << "sequence " << id_ << ": cached prefix of " << cached << " tokens, " << num_computed_
+      << " computed of " << num_tokens();
+  num_computed_ = cached;
+}
+
+const std::vector<BlockHash>& Sequence::FullBlockHashes(int block_size) {
+  const size_t full = tokens_.size() / block_size;
+  while (block_hashes_.size() < full) {
+    const size_t i = block_hashes_.size();
+    const BlockHash parent = i == 0 ? RootBlockHash(block_size) : block_hashes_[i - 1];
+    block_hashes_.push_back(ChainBlockHash(
+        parent, std::span<const int32_t>(tokens_.data() + i * block_size, block_size)));
+  }
+  return block_hashes_;
 }
 
 }  // namespace bitserve::scheduler

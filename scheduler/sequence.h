@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "scheduler/block_hash.h"
+
 namespace bitserve::scheduler {
 
 struct Request {
@@ -61,6 +63,16 @@ class Sequence {
   void AppendToken(int32_t token);
   // Preemption by recompute: the KV cache is gone, every token is pending again.
   void DropCache();
+  // Prefix caching: a sequence holding no KV starts with its first `cached` tokens already in the
+  // cache (blocks computed for an earlier sequence with the same tokens); cached < num_tokens().
+  void SetCachedPrefix(int cached);
+
+  // The content address of every full block of tokens() so far (block_hash.h), computed once.
+  const std::vector<BlockHash>& FullBlockHashes(int block_size);
+  // Blocks of this sequence published to the prefix cache (the scheduler's count; 0 after
+  // DropCache).
+  int num_published_blocks() const { return num_published_blocks_; }
+  void set_num_published_blocks(int n) { num_published_blocks_ = n; }
 
  private:
   uint64_t id_;
@@ -70,6 +82,8 @@ class Sequence {
   int num_prompt_tokens_;
   std::vector<int32_t> tokens_;
   int num_computed_ = 0;
+  std::vector<BlockHash> block_hashes_;
+  int num_published_blocks_ = 0;
   bool in_flight_ = false;
   SequenceState state_ = SequenceState::kWaiting;
 };

@@ -22,6 +22,9 @@ void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_p
   cmd->add_option("--num-kv-blocks", flags->num_kv_blocks,
                   n + "KV cache blocks (0: sized automatically)");
   cmd->add_option("--block-size", flags->block_size, n + "Tokens per KV block");
+  cmd->add_flag("--no-prefix-caching", flags->no_prefix_caching,
+                n + "Compute every prompt in full (default: full KV blocks of earlier requests "
+                    "with the same leading tokens are reused)");
 }
 
 absl::StatusOr<rpc::CoordinatorOptions> ToCoordinatorOptions(const ServingFlags& flags,
@@ -55,6 +58,7 @@ absl::StatusOr<rpc::CoordinatorOptions> ToCoordinatorOptions(const ServingFlags&
   options.engine.max_batch_tokens = flags.max_batch_tokens;
   options.scheduler.max_num_seqs = flags.max_num_seqs;
   options.scheduler.max_waiting = flags.max_waiting;
+  options.scheduler.enable_prefix_caching = !flags.no_prefix_caching;
   options.scheduler.max_num_batched_tokens = flags.max_batch_tokens;
   options.scheduler.long_prefill_chunk =
       std::min(options.scheduler.long_prefill_chunk, flags.max_batch_tokens);

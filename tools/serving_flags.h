@@ -21,11 +21,13 @@ struct ServingFlags {
   int max_model_len = 0;  // 0: the scheduler's default, capped by the model's
   int num_kv_blocks = 0;  // 0: sized for the device
   int block_size = 16;
+  bool no_prefix_caching = false;
 };
 
 // Adds --device, --kv-dtype, --load-format, --max-num-seqs, --max-waiting, --max-batch-tokens,
 // --max-model-len,
-// --num-kv-blocks and --block-size. `in_process_note`: prefixed to each help text, e.g. "With
+// --num-kv-blocks, --block-size and --no-prefix-caching. `in_process_note`: prefixed to each help
+// text, e.g. "With
 // --model: " for commands that may also drive a remote server instead.
 void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_process_note = "");
 

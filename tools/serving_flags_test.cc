@@ -16,7 +16,7 @@ TEST(ServingFlags, ParsedFlagsBecomeTheOptionsOfEngineAndScheduler) {
   AddServingFlags(&app, &flags);
   app.parse(
       "--device cpu --kv-dtype int8 --max-num-seqs 16 --max-waiting 7 --max-batch-tokens 512 "
-      "--max-model-len 1000 --block-size 8",
+      "--max-model-len 1000 --block-size 8 --no-prefix-caching",
       /*program_name_included=*/false);
   auto options = ToCoordinatorOptions(flags, "/m");
   ASSERT_TRUE(options.ok()) << options.status();
@@ -32,6 +32,7 @@ TEST(ServingFlags, ParsedFlagsBecomeTheOptionsOfEngineAndScheduler) {
   EXPECT_EQ(options->scheduler.max_num_batched_tokens, 512);
   EXPECT_EQ(options->scheduler.max_model_len, 1000);
   EXPECT_EQ(options->scheduler.long_prefill_chunk, 512);  // never beyond a step's tokens
+  EXPECT_FALSE(options->scheduler.enable_prefix_caching);
 }
 
 TEST(ServingFlags, DefaultsAreServes) {
@@ -42,6 +43,7 @@ TEST(ServingFlags, DefaultsAreServes) {
   EXPECT_EQ(options->scheduler.max_num_batched_tokens, 8192);
   EXPECT_EQ(options->engine.block_size, 16);
   EXPECT_FALSE(options->engine.kv_dtype.has_value());
+  EXPECT_TRUE(options->scheduler.enable_prefix_caching);
 }
 
 TEST(ServingFlags, BadValuesNameTheFlag) {

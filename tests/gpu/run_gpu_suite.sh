@@ -5,7 +5,7 @@
 #     build/bench/cuda/official_kernel_benchmark build/bench/cuda/long_context_benchmark
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
-#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep ep2 llama70b moe
+#   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep ep2 prefix llama70b moe
 #                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
@@ -188,6 +188,14 @@ fi
 if has pipeline; then
   timeout 500 bash tests/gpu/pipeline_gpu_test.sh "$bin/bitserve" 2>&1 | tee "$out/pipeline_gpu_test.log" | grep -E "^(ok|FAIL|PASS)"
   echo "pipeline_gpu_test exit ${PIPESTATUS[0]}"
+fi
+
+# prefix:   prefix caching on a GPU (tests/gpu/prefix_cache_gpu_test.sh): the same tokens with and
+#           without the cache for each KV dtype, and the time to first token of a long document
+#           first and again.
+if has prefix; then
+  timeout 560 bash tests/gpu/prefix_cache_gpu_test.sh "$bin/bitserve" "$out" 2>&1 |
+    tee "$out/prefix_cache_gpu_test.log" | tail -20
 fi
 
 if has ep2; then
