@@ -21,6 +21,9 @@ class RemoteBackend::GenerateCall final : public grpc::ClientReadReactor<v1::Gen
     if (owner_->options_.request_timeout.count() > 0) {
       context_.set_deadline(std::chrono::system_clock::now() + owner_->options_.request_timeout);
     }
+    if (!owner_->options_.api_key.empty()) {
+      context_.AddMetadata("authorization", "Bearer " + owner_->options_.api_key);
+    }
     owner_->stub_->async()->Generate(&context_, &request_, this);
     AddHold();
     StartRead(&response_);
@@ -164,6 +167,7 @@ absl::StatusOr<std::vector<int32_t>> RemoteBackend::Tokenize(const std::string& 
                                                              bool add_special) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.unary_timeout);
+  if (!options_.api_key.empty()) context.AddMetadata("authorization", "Bearer " + options_.api_key);
   v1::TokenizeRequest request;
   request.set_text(text);
   request.set_add_special_tokens(add_special);
@@ -176,6 +180,7 @@ absl::StatusOr<std::vector<int32_t>> RemoteBackend::Tokenize(const std::string& 
 absl::StatusOr<ModelSummary> RemoteBackend::Info() {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.unary_timeout);
+  if (!options_.api_key.empty()) context.AddMetadata("authorization", "Bearer " + options_.api_key);
   v1::ModelInfoResponse response;
   grpc::Status status = stub_->ModelInfo(&context, v1::ModelInfoRequest(), &response);
   if (!status.ok()) return FromGrpcStatus(status);

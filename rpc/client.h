@@ -36,6 +36,8 @@ struct RemoteBackendOptions {
   // Deadline of Tokenize and Info.
   std::chrono::milliseconds unary_timeout{30000};
   int max_message_bytes = 64 << 20;
+  // Sent with every call as "authorization: Bearer KEY" (`serve --api-key-file`); empty: none.
+  std::string api_key;
 };
 
 class RemoteBackend : public GenerationBackend {

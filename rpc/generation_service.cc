@@ -87,7 +87,22 @@ grpc::Status GenerationService::Reply(RawStream* stream,
   return grpc::Status::OK;
 }
 
+grpc::Status GenerationService::CheckApiKey(const grpc::ServerContext& context) const {
+  if (options_.api_keys == nullptr || !options_.api_keys->enabled()) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  const absl::string_view value = it == metadata.end()
+                                      ? absl::string_view()
+                                      : absl::string_view(it->second.data(), it->second.size());
+  if (options_.api_keys->Allows(value)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(kApiKeyRequired));
+}
+
 grpc::Status GenerationService::GenerateBytes(grpc::ServerContext* context, RawStream* stream) {
+  if (grpc::Status key = CheckApiKey(*context); !key.ok()) {
+    if (options_.metrics) options_.metrics->RequestRejected("UNAUTHENTICATED");
+    return key;
+  }
   v1::GenerateRequest request;
   if (absl::Status s = ReadRequest(context, stream, "Generate", &request); !s.ok()) {
     if (options_.metrics) options_.metrics->RequestRejected(absl::StatusCodeToString(s.code()));
@@ -160,6 +175,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context,
 }
 
 grpc::Status GenerationService::TokenizeBytes(grpc::ServerContext* context, RawStream* stream) {
+  if (grpc::Status key = CheckApiKey(*context); !key.ok()) return key;
   v1::TokenizeRequest request;
   if (absl::Status s = ReadRequest(context, stream, "Tokenize", &request); !s.ok())
     return ToGrpcStatus(s);
@@ -172,6 +188,7 @@ grpc::Status GenerationService::TokenizeBytes(grpc::ServerContext* context, RawS
 }
 
 grpc::Status GenerationService::ModelInfoBytes(grpc::ServerContext* context, RawStream* stream) {
+  if (grpc::Status key = CheckApiKey(*context); !key.ok()) return key;
   v1::ModelInfoRequest request;
   if (absl::Status s = ReadRequest(context, stream, "ModelInfo", &request); !s.ok())
     return ToGrpcStatus(s);

@@ -17,6 +17,7 @@
 #include "bitserve/v1/bitserve.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "rpc/api_conversion.h"
+#include "rpc/api_keys.h"
 #include "rpc/generation_backend.h"
 #include "rpc/log_throttle.h"
 #include "rpc/serving_metrics.h"
@@ -30,6 +31,9 @@ struct GenerationServiceOptions {
   // Optional, not owned: Generate requests refused here (malformed bytes, a bad parameter) are
   // counted as rejected, as the backend counts its own refusals.
   ServingMetrics* metrics = nullptr;
+  // Optional, not owned: when it has keys, every call must carry one (metadata
+  // "authorization: Bearer KEY"), else UNAUTHENTICATED.
+  const ApiKeys* api_keys = nullptr;
 };
 
 class GenerationService final : public v1::Generation::Service {
@@ -41,6 +45,8 @@ class GenerationService final : public v1::Generation::Service {
   using RawStream = grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
   using Write = std::function<bool(const v1::GenerateResponse&)>;
 
+  // OK, or UNAUTHENTICATED when API keys are set and the call carries none of them.
+  grpc::Status CheckApiKey(const grpc::ServerContext& context) const;
   // The handlers of the three methods, on raw bytes.
   grpc::Status GenerateBytes(grpc::ServerContext* context, RawStream* stream);
   grpc::Status TokenizeBytes(grpc::ServerContext* context, RawStream* stream);

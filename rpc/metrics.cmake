@@ -9,6 +9,7 @@ add_library(bitserve_metrics STATIC
   serving_metrics.cc
   metrics_http.cc
   http_listen.cc
+  api_keys.cc
 )
 target_link_libraries(bitserve_metrics
   PUBLIC bitserve_options absl::status absl::statusor absl::strings Threads::Threads
@@ -17,4 +18,9 @@ target_link_libraries(bitserve_metrics
 bitserve_add_test(metrics_test
   SRCS metrics_test.cc
   DEPS bitserve_metrics PkgConfig::CPP_HTTPLIB
+  LABELS unit)
+
+bitserve_add_test(api_keys_test
+  SRCS api_keys_test.cc
+  DEPS bitserve_metrics
   LABELS unit)

@@ -6,7 +6,7 @@
 namespace bitserve::rpc {
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
-    const std::string& listen, std::function<std::string()> render) {
+    const std::string& listen, std::function<std::string()> render, const ApiKeys* keys) {
   absl::StatusOr<HttpListenAddress> address = ParseHttpListen(listen, "metrics listen address");
   if (!address.ok()) return address.status();
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
@@ -17,9 +17,16 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
   // One request per connection: an idle keep-alive connection would hold one of the two threads
   // and delay Stop() by the keep-alive timeout.
   http.set_keep_alive_max_count(1);
-  http.Get("/metrics", [render](const httplib::Request&, httplib::Response& response) {
-    response.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
-  });
+  http.Get(
+      "/metrics", [render, keys](const httplib::Request& request, httplib::Response& response) {
+        if (keys != nullptr && !keys->Allows(request.get_header_value("Authorization"))) {
+          response.status = 401;
+          response.set_header("WWW-Authenticate", "Bearer");
+          response.set_content(std::string(kApiKeyRequired) + "\n", "text/plain; charset=utf-8");
+          return;
+        }
+        response.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
+      });
   http.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("ok\n", "text/plain; charset=utf-8");
   });

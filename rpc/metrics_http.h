@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "rpc/api_keys.h"
 
 namespace httplib {
 class Server;
@@ -33,7 +34,7 @@ class MetricsHttpServer {
 
  private:
   friend absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
-      const std::string& listen, std::function<std::string()> render);
+      const std::string& listen, std::function<std::string()> render, const ApiKeys* keys);
   MetricsHttpServer() = default;
 
   std::unique_ptr<httplib::Server> server_;
@@ -45,7 +46,9 @@ class MetricsHttpServer {
 // `listen` is "host:port", "[ipv6]:port" or ":port" (all interfaces); port 0 picks a free one
 // (see port()). InvalidArgument for a malformed address, Unavailable when it cannot be bound.
 // `render` is called on a server thread for every scrape; it must be thread-safe.
+// `keys` (optional, not owned; `serve --metrics-auth`): /metrics then needs one of them
+// ("Authorization: Bearer KEY", else 401); /healthz stays open.
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
-    const std::string& listen, std::function<std::string()> render);
+    const std::string& listen, std::function<std::string()> render, const ApiKeys* keys = nullptr);
 
 }  // namespace bitserve::rpc

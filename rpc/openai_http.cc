@@ -283,6 +283,20 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
   http.Post("/v1/chat/completions", [handler](const httplib::Request& q, httplib::Response& r) {
     handler->Generate(openai::Endpoint::kChatCompletions, q, r);
   });
+  // API keys: checked before any route but /health (probes stay open).
+  if (const ApiKeys* keys = server->options_.api_keys; keys != nullptr && keys->enabled()) {
+    http.set_pre_routing_handler([keys](const httplib::Request& q, httplib::Response& r) {
+      if (q.path == "/health" || keys->Allows(q.get_header_value("Authorization"))) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      ApiError e;
+      e.status = 401;
+      e.message = std::string(kApiKeyRequired);
+      e.code = "invalid_api_key";
+      SendError(r, e);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
   // Routes that do not exist, a body too large, ...: OpenAI's error JSON.
   http.set_error_handler([](const httplib::Request& q, httplib::Response& r) {
     if (!r.body.empty()) return;  // the handlers' own error JSON

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "rpc/api_keys.h"
 #include "rpc/generation_backend.h"
 #include "rpc/openai_api.h"
 
@@ -32,6 +33,8 @@ struct OpenAiHttpOptions {
   int threads = 512;
   std::function<bool()> ready;       // /health; null: always ready
   openai::TokenBytesFn token_bytes;  // logprobs' token text; null: "token_id:N"
+  // Not owned; with keys, every route but /health needs "Authorization: Bearer KEY" (else 401).
+  const ApiKeys* api_keys = nullptr;
 };
 
 class OpenAiHttpServer {

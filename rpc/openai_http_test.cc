@@ -262,5 +262,39 @@ TEST_F(OpenAiHttpTest, DisconnectCancels) {
   Post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
 }
 
+// With API keys: every route but /health answers 401 (OpenAI's error JSON) without a key or with
+// a wrong one, and works with one.
+TEST_F(OpenAiHttpTest, ApiKeys) {
+  server_.reset();
+  const ApiKeys keys = ApiKeys::FromKeys({"sk-test-key-0123456789"});
+  OpenAiHttpOptions http;
+  http.listen = "127.0.0.1:0";
+  http.model_name = "tiny";
+  http.api_keys = &keys;
+  auto s = OpenAiHttpServer::Start(coordinator_.get(), http);
+  ASSERT_TRUE(s.ok()) << s.status();
+  server_ = std::move(s).value();
+  httplib::Client client("127.0.0.1", server_->port());
+  const std::string body = json{{"prompt", "x"}, {"max_tokens", 2}}.dump();
+  for (const char* header : {"", "Bearer wrong-key-0123456789", "sk-test-key-0123456789"}) {
+    httplib::Headers headers;
+    if (*header) headers.emplace("Authorization", header);
+    auto res = client.Post("/v1/completions", headers, body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << header;
+    EXPECT_EQ(json::parse(res->body)["error"]["code"], "invalid_api_key");
+    res = client.Get("/v1/models", headers);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << header;
+  }
+  httplib::Headers good{{"Authorization", "Bearer sk-test-key-0123456789"}};
+  auto res = client.Post("/v1/completions", good, body, "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  res = client.Get("/health");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << "health stays open for probes";
+}
+
 }  // namespace
 }  // namespace bitserve::rpc

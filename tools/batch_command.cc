@@ -29,9 +29,16 @@ constexpr int kExitRetryLater = 75;  // sysexits.h EX_TEMPFAIL
 
 struct Args {
   std::string model, server, input, output;
+  std::string api_key;  // with --server
   int max_in_flight = 0;
   ServingFlags serving;  // with --model
 };
+
+rpc::RemoteBackendOptions RemoteOptions(const Args& args) {
+  rpc::RemoteBackendOptions options;
+  options.api_key = ApiKey(args.api_key);
+  return options;
+}
 
 absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& args) {
   if (args.model.empty() == args.server.empty()) {
@@ -39,7 +46,7 @@ absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& 
   }
   if (!args.server.empty()) {
     absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> remote =
-        rpc::RemoteBackend::Connect(args.server);
+        rpc::RemoteBackend::Connect(args.server, RemoteOptions(args));
     if (!remote.ok()) {
       return absl::Status(remote.status().code(),
                           absl::StrCat("cannot reach the backend at ", args.server, ": ",
@@ -83,6 +90,7 @@ void AddBatchCommand(CLI::App& app) {
       "batch", "Generate for every line of a JSONL file, appending results to another (resumable)");
   auto* model = cmd->add_option("--model", args->model, "Checkpoint directory: run in-process");
   auto* server = cmd->add_option("--server", args->server, "host:port of a `bitserve serve`");
+  AddApiKeyOption(cmd, &args->api_key);
   model->excludes(server);
   cmd->add_option("--input", args->input,
                   "JSONL requests: {\"id\", \"prompt\" | \"messages\" | \"prompt_ids\", "

@@ -35,8 +35,9 @@ std::string BatchProgress::BarText(const BatchCounts& c, double elapsed) {
   std::string text = absl::StrFormat("%s %d/%d %.1f%% | %.1f tok/s | ETA %s", bar, done, c.total,
                                      100 * fraction, tokens_per_s, eta);
   if (c.prefill_total > 0) {
-    absl::StrAppend(&text, absl::StrFormat(" | prefill %d/%d tokens (%.1f%%)", c.prefill_done, c.prefill_total,
-                                           100.0 * c.prefill_done / c.prefill_total));
+    absl::StrAppend(
+        &text, absl::StrFormat(" | prefill %d/%d tokens (%.1f%%)", c.prefill_done, c.prefill_total,
+                               100.0 * c.prefill_done / c.prefill_total));
   }
   const int64_t errors = c.failed + c.malformed + c.duplicates;
   if (errors > 0) absl::StrAppend(&text, " | ", errors, errors == 1 ? " error" : " errors");

@@ -30,6 +30,7 @@ namespace {
 
 struct Args {
   std::string server, model;
+  std::string api_key;   // with --server
   ServingFlags serving;  // with --model
   std::string dataset;
   int num_prompts = -1;  // -1: 1000 random prompts, or every dataset line once
@@ -45,13 +46,19 @@ struct Args {
   std::string json;
 };
 
+rpc::RemoteBackendOptions RemoteOptions(const Args& args) {
+  rpc::RemoteBackendOptions options;
+  options.api_key = ApiKey(args.api_key);
+  return options;
+}
+
 absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& args) {
   if (args.model.empty() == args.server.empty()) {
     return absl::InvalidArgumentError("give exactly one of --server ADDR and --model DIR");
   }
   if (!args.server.empty()) {
     absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> remote =
-        rpc::RemoteBackend::Connect(args.server);
+        rpc::RemoteBackend::Connect(args.server, RemoteOptions(args));
     if (!remote.ok()) {
       return absl::Status(remote.status().code(),
                           absl::StrCat("cannot reach the server at ", args.server, ": ",
@@ -199,6 +206,7 @@ void AddBenchServeCommand(CLI::App& app) {
                          "Serving benchmark (as vLLM's `vllm bench serve`): TTFT, TPOT, ITL, E2EL, "
                          "throughput");
   auto* server = cmd->add_option("--server", args->server, "host:port of a `bitserve serve`");
+  AddApiKeyOption(cmd, &args->api_key);
   auto* model = cmd->add_option("--model", args->model,
                                 "Checkpoint directory: benchmark an in-process coordinator");
   model->excludes(server);

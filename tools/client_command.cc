@@ -40,12 +40,14 @@ constexpr std::chrono::seconds kCancelWait{5};
 struct ServerFlags {
   std::string address;
   double connect_timeout_s = 10;
+  std::string api_key;
 };
 
 void AddServerFlags(CLI::App* cmd, ServerFlags* flags) {
   cmd->add_option("--server", flags->address, "host:port of a `bitserve serve`")->required();
   cmd->add_option("--connect-timeout", flags->connect_timeout_s,
                   "Seconds to wait for the connection (default 10)");
+  AddApiKeyOption(cmd, &flags->api_key);
 }
 
 absl::StatusOr<std::chrono::milliseconds> Milliseconds(double seconds, absl::string_view flag) {
@@ -69,6 +71,7 @@ absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> Connect(const ServerFlags& f
   if (request_timeout_s > 0 && options.request_timeout.count() == 0) {
     options.request_timeout = std::chrono::milliseconds(1);  // 0 would mean "no deadline"
   }
+  options.api_key = ApiKey(flags.api_key);
   return rpc::RemoteBackend::Connect(flags.address, options);
 }
 

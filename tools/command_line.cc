@@ -54,6 +54,18 @@ absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value) {
   return *format;
 }
 
+void AddApiKeyOption(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--api-key", *value,
+                  "API key of the server (`serve --api-key-file`), sent as \"authorization: "
+                  "Bearer KEY\" (default: $BITSERVE_API_KEY)");
+}
+
+std::string ApiKey(const std::string& flag_value) {
+  if (!flag_value.empty()) return flag_value;
+  const char* env = std::getenv("BITSERVE_API_KEY");
+  return env != nullptr ? std::string(env) : std::string();
+}
+
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body) {
   absl::Status status = body();
   if (!status.ok()) {

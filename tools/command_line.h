@@ -30,6 +30,11 @@ absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value
 void AddLoadFormatOption(CLI::App* cmd, std::string* value);
 absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value);
 
+// --api-key KEY for the subcommands that talk to a `bitserve serve` (client, batch --server,
+// bench-serve --server); ApiKey() is the flag's value, or else $BITSERVE_API_KEY, or else empty.
+void AddApiKeyOption(CLI::App* cmd, std::string* value);
+std::string ApiKey(const std::string& flag_value);
+
 // Runs a subcommand body; a non-OK status prints "bitserve NAME: message" and exits with 1.
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body);
 

@@ -35,6 +35,8 @@ namespace {
 struct ServeArgs {
   std::string model, listen = "0.0.0.0:50051", metrics_listen;
   std::string http_listen, served_model_name;  // the OpenAI-compatible HTTP API (off when empty)
+  std::string api_key_file;                    // empty: no keys asked
+  bool metrics_auth = false;
   ServingFlags serving;
   double drain_timeout_s = 30;
   std::string worker_listen;  // empty: the engine runs in this process
@@ -174,12 +176,22 @@ absl::Status Serve(const ServeArgs& args) {
 
   rpc::ServingMetrics metrics;
   ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
+  rpc::ApiKeys api_keys;
+  if (!args.api_key_file.empty()) {
+    ASSIGN_OR_RETURN(api_keys, rpc::ApiKeys::Load(args.api_key_file));
+    std::cerr << "bitserve serve: API keys required (" << api_keys.size() << " in "
+              << args.api_key_file << (args.metrics_auth ? ", metrics included" : "") << ")"
+              << std::endl;
+  } else if (args.metrics_auth) {
+    return absl::InvalidArgumentError("--metrics-auth needs --api-key-file");
+  }
   options.metrics = &metrics;
   std::unique_ptr<rpc::MetricsHttpServer> metrics_server;
   if (!args.metrics_listen.empty()) {
-    ASSIGN_OR_RETURN(metrics_server, rpc::StartMetricsServer(args.metrics_listen, [&] {
-                       return metrics.RenderPrometheus();
-                     }));
+    ASSIGN_OR_RETURN(metrics_server,
+                     rpc::StartMetricsServer(
+                         args.metrics_listen, [&] { return metrics.RenderPrometheus(); },
+                         args.metrics_auth ? &api_keys : nullptr));
     // The bound port (the address may ask for port 0, any free one).
     const std::string& host = metrics_server->host();
     std::cerr << "bitserve serve: metrics on http://"
@@ -193,6 +205,7 @@ absl::Status Serve(const ServeArgs& args) {
   rpc::GrpcServerOptions server_options;
   server_options.listen_address = args.listen;
   server_options.service.metrics = &metrics;
+  server_options.service.api_keys = &api_keys;
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server,
                    rpc::GrpcServer::Start(&backend, server_options));
 
@@ -314,6 +327,7 @@ absl::Status Serve(const ServeArgs& args) {
     // A thread per request in flight: every running and waiting sequence, and some to spare.
     http.threads = std::clamp(info.max_num_seqs + info.max_waiting + 16, 64, 4096);
     http.ready = [&coordinator] { return coordinator->Ready(); };
+    http.api_keys = &api_keys;
     if (http_tokenizer) {
       http.token_bytes = [tok = http_tokenizer.get()](int32_t id) -> std::string {
         return id >= 0 && id < tok->vocab_size() ? tok->TokenBytes(id) : std::string();
@@ -370,6 +384,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--http-listen", args->http_listen,
                   "OpenAI-compatible HTTP API host:port (/v1/completions, /v1/chat/completions, "
                   "/v1/models, /health; off when empty; port 0: any free port)");
+  cmd->add_option("--api-key-file", args->api_key_file,
+                  "API keys, one per line: every gRPC and HTTP call must send one as "
+                  "\"authorization: Bearer KEY\" (health stays open)");
+  cmd->add_flag("--metrics-auth", args->metrics_auth,
+                "With --api-key-file: /metrics asks for a key too");
   cmd->add_option("--served-model-name", args->served_model_name,
                   "The model name the HTTP API lists and requests must give (default: --model)");
   AddServingFlags(cmd, &args->serving);

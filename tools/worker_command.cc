@@ -14,18 +14,24 @@ namespace bitserve::cli {
 void AddWorkerCommand(CLI::App& app) {
   auto options = std::make_shared<rpc::WorkerOptions>();
   auto connect_timeout_s = std::make_shared<double>(30);
-  CLI::App* cmd = app.add_subcommand("worker", "Join a coordinator (bitserve serve --worker-listen)");
-  cmd->add_option("--coordinator", options->coordinator_address, "The coordinator's worker address host:port")
+  CLI::App* cmd =
+      app.add_subcommand("worker", "Join a coordinator (bitserve serve --worker-listen)");
+  cmd->add_option("--coordinator", options->coordinator_address,
+                  "The coordinator's worker address host:port")
       ->required();
   cmd->add_option("--device", options->device, "cpu or cuda[:N]");
-  cmd->add_option("--model", options->model_dir,
-                  "Checkpoint directory here (default: the coordinator's path, e.g. a shared volume)");
-  cmd->add_option("--worker-id", options->worker_id, "Name in the coordinator's logs (default host:pid:device)");
-  cmd->add_option("--connect-timeout", *connect_timeout_s, "Seconds to wait for the coordinator (default 30)");
+  cmd->add_option(
+      "--model", options->model_dir,
+      "Checkpoint directory here (default: the coordinator's path, e.g. a shared volume)");
+  cmd->add_option("--worker-id", options->worker_id,
+                  "Name in the coordinator's logs (default host:pid:device)");
+  cmd->add_option("--connect-timeout", *connect_timeout_s,
+                  "Seconds to wait for the coordinator (default 30)");
   cmd->add_option("--transport-host", options->transport_host,
                   "This host's address as the other pipeline stages reach it (default 127.0.0.1)");
   cmd->callback([options, connect_timeout_s] {
-    options->connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(*connect_timeout_s * 1000));
+    options->connect_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(*connect_timeout_s * 1000));
     RunOrExit("worker", [&] { return rpc::RunWorker(*options); });
   });
 }
