@@ -101,7 +101,9 @@ absl::StatusOr<std::unique_ptr<RemoteBackend>> RemoteBackend::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(
+      address, options.credentials ? options.credentials : grpc::InsecureChannelCredentials(),
+      args);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + options.connect_timeout)) {
     return absl::UnavailableError(absl::StrCat("cannot connect to bitserve server at ", address,
                                                " within ", options.connect_timeout.count(), " ms"));

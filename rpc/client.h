@@ -38,6 +38,8 @@ struct RemoteBackendOptions {
   int max_message_bytes = 64 << 20;
   // Sent with every call as "authorization: Bearer KEY" (`serve --api-key-file`); empty: none.
   std::string api_key;
+  // TLS (rpc/tls.h GrpcChannelCredentials); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 class RemoteBackend : public GenerationBackend {

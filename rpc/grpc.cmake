@@ -45,7 +45,7 @@ endforeach()
 
 # The generated messages and stubs, and their conversion to the C++ types of
 # rpc/generation_backend.h (validation included), shared by the service and the client.
-add_library(bitserve_rpc_proto STATIC ${BITSERVE_PROTO_SRCS} api_conversion.cc)
+add_library(bitserve_rpc_proto STATIC ${BITSERVE_PROTO_SRCS} api_conversion.cc tls.cc)
 target_include_directories(bitserve_rpc_proto SYSTEM PUBLIC ${BITSERVE_PROTO_OUT_DIR})
 target_link_libraries(bitserve_rpc_proto PUBLIC bitserve_engine bitserve_text bitserve_options
                       protobuf::libprotobuf ${BITSERVE_GRPCPP})

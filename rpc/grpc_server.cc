@@ -17,7 +17,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(GenerationBackend*
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(
+      options.listen_address,
+      options.credentials ? options.credentials : grpc::InsecureServerCredentials(), &port);
   // gRPC binds with SO_REUSEPORT by default: a second server on a taken port would then start and
   // silently take half the connections. Refuse instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

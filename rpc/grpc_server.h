@@ -29,6 +29,8 @@ struct GrpcServerOptions {
   int max_message_bytes = 64 << 20;
   bool reflection = true;
   GenerationServiceOptions service;
+  // TLS (rpc/tls.h GrpcServerCredentials); null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class GrpcServer {

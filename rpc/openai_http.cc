@@ -262,7 +262,19 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
       ParseHttpListen(options.listen, "--http-listen address");
   if (!address.ok()) return address.status();
   std::unique_ptr<OpenAiHttpServer> server(new OpenAiHttpServer());
-  server->server_ = std::make_unique<httplib::Server>();
+  if (options.tls_cert.empty()) {
+    server->server_ = std::make_unique<httplib::Server>();
+  } else {
+    auto tls = std::make_unique<httplib::SSLServer>(
+        options.tls_cert.c_str(), options.tls_key.c_str(),
+        options.tls_client_ca.empty() ? nullptr : options.tls_client_ca.c_str());
+    if (!tls->is_valid()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the HTTP API cannot use --tls-cert ", options.tls_cert, " / --tls-key ",
+                       options.tls_key, " (not a certificate and its key)"));
+    }
+    server->server_ = std::move(tls);
+  }
   httplib::Server& http = *server->server_;
   // The handler and the options it reads live as long as the server's routes.
   auto handler = std::make_shared<Handler>(backend, server->options_ = std::move(options));

@@ -35,6 +35,9 @@ struct OpenAiHttpOptions {
   openai::TokenBytesFn token_bytes;  // logprobs' token text; null: "token_id:N"
   // Not owned; with keys, every route but /health needs "Authorization: Bearer KEY" (else 401).
   const ApiKeys* api_keys = nullptr;
+  // TLS (HTTPS): PEM files; empty cert: plain HTTP. client_ca: clients must present a
+  // certificate it signed (mutual TLS).
+  std::string tls_cert, tls_key, tls_client_ca;
 };
 
 class OpenAiHttpServer {

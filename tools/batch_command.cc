@@ -29,14 +29,16 @@ constexpr int kExitRetryLater = 75;  // sysexits.h EX_TEMPFAIL
 
 struct Args {
   std::string model, server, input, output;
-  std::string api_key;  // with --server
+  std::string api_key;      // with --server
+  rpc::ClientTlsFiles tls;  // with --server
   int max_in_flight = 0;
   ServingFlags serving;  // with --model
 };
 
-rpc::RemoteBackendOptions RemoteOptions(const Args& args) {
+absl::StatusOr<rpc::RemoteBackendOptions> RemoteOptions(const Args& args) {
   rpc::RemoteBackendOptions options;
   options.api_key = ApiKey(args.api_key);
+  ASSIGN_OR_RETURN(options.credentials, rpc::GrpcChannelCredentials(args.tls));
   return options;
 }
 
@@ -45,8 +47,9 @@ absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& 
     return absl::InvalidArgumentError("give exactly one of --model DIR and --server ADDR");
   }
   if (!args.server.empty()) {
+    ASSIGN_OR_RETURN(rpc::RemoteBackendOptions options, RemoteOptions(args));
     absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> remote =
-        rpc::RemoteBackend::Connect(args.server, RemoteOptions(args));
+        rpc::RemoteBackend::Connect(args.server, options);
     if (!remote.ok()) {
       return absl::Status(remote.status().code(),
                           absl::StrCat("cannot reach the backend at ", args.server, ": ",
@@ -91,6 +94,7 @@ void AddBatchCommand(CLI::App& app) {
   auto* model = cmd->add_option("--model", args->model, "Checkpoint directory: run in-process");
   auto* server = cmd->add_option("--server", args->server, "host:port of a `bitserve serve`");
   AddApiKeyOption(cmd, &args->api_key);
+  AddClientTlsOptions(cmd, &args->tls);
   model->excludes(server);
   cmd->add_option("--input", args->input,
                   "JSONL requests: {\"id\", \"prompt\" | \"messages\" | \"prompt_ids\", "

@@ -30,8 +30,9 @@ namespace {
 
 struct Args {
   std::string server, model;
-  std::string api_key;   // with --server
-  ServingFlags serving;  // with --model
+  std::string api_key;      // with --server
+  rpc::ClientTlsFiles tls;  // with --server
+  ServingFlags serving;     // with --model
   std::string dataset;
   int num_prompts = -1;  // -1: 1000 random prompts, or every dataset line once
   int input_len = 1024, output_len = 128;
@@ -46,9 +47,10 @@ struct Args {
   std::string json;
 };
 
-rpc::RemoteBackendOptions RemoteOptions(const Args& args) {
+absl::StatusOr<rpc::RemoteBackendOptions> RemoteOptions(const Args& args) {
   rpc::RemoteBackendOptions options;
   options.api_key = ApiKey(args.api_key);
+  ASSIGN_OR_RETURN(options.credentials, rpc::GrpcChannelCredentials(args.tls));
   return options;
 }
 
@@ -57,8 +59,9 @@ absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& 
     return absl::InvalidArgumentError("give exactly one of --server ADDR and --model DIR");
   }
   if (!args.server.empty()) {
+    ASSIGN_OR_RETURN(rpc::RemoteBackendOptions options, RemoteOptions(args));
     absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> remote =
-        rpc::RemoteBackend::Connect(args.server, RemoteOptions(args));
+        rpc::RemoteBackend::Connect(args.server, options);
     if (!remote.ok()) {
       return absl::Status(remote.status().code(),
                           absl::StrCat("cannot reach the server at ", args.server, ": ",
@@ -207,6 +210,7 @@ void AddBenchServeCommand(CLI::App& app) {
                          "throughput");
   auto* server = cmd->add_option("--server", args->server, "host:port of a `bitserve serve`");
   AddApiKeyOption(cmd, &args->api_key);
+  AddClientTlsOptions(cmd, &args->tls);
   auto* model = cmd->add_option("--model", args->model,
                                 "Checkpoint directory: benchmark an in-process coordinator");
   model->excludes(server);

@@ -41,6 +41,7 @@ struct ServerFlags {
   std::string address;
   double connect_timeout_s = 10;
   std::string api_key;
+  rpc::ClientTlsFiles tls;
 };
 
 void AddServerFlags(CLI::App* cmd, ServerFlags* flags) {
@@ -48,6 +49,7 @@ void AddServerFlags(CLI::App* cmd, ServerFlags* flags) {
   cmd->add_option("--connect-timeout", flags->connect_timeout_s,
                   "Seconds to wait for the connection (default 10)");
   AddApiKeyOption(cmd, &flags->api_key);
+  AddClientTlsOptions(cmd, &flags->tls);
 }
 
 absl::StatusOr<std::chrono::milliseconds> Milliseconds(double seconds, absl::string_view flag) {
@@ -72,6 +74,7 @@ absl::StatusOr<std::unique_ptr<rpc::RemoteBackend>> Connect(const ServerFlags& f
     options.request_timeout = std::chrono::milliseconds(1);  // 0 would mean "no deadline"
   }
   options.api_key = ApiKey(flags.api_key);
+  ASSIGN_OR_RETURN(options.credentials, rpc::GrpcChannelCredentials(flags.tls));
   return rpc::RemoteBackend::Connect(flags.address, options);
 }
 

@@ -60,6 +60,14 @@ void AddApiKeyOption(CLI::App* cmd, std::string* value) {
                   "Bearer KEY\" (default: $BITSERVE_API_KEY)");
 }
 
+void AddClientTlsOptions(CLI::App* cmd, rpc::ClientTlsFiles* files) {
+  cmd->add_option("--tls-ca", files->ca,
+                  "TLS: PEM certificate(s) of the CA that signed the server's (TLS is on with any "
+                  "--tls-* flag; without --tls-ca, the system's roots)");
+  cmd->add_option("--tls-cert", files->cert, "TLS: client certificate (PEM), for mutual TLS");
+  cmd->add_option("--tls-key", files->key, "TLS: the client certificate's private key (PEM)");
+}
+
 std::string ApiKey(const std::string& flag_value) {
   if (!flag_value.empty()) return flag_value;
   const char* env = std::getenv("BITSERVE_API_KEY");

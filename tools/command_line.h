@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "kernels/kv_cache_format.h"
+#include "rpc/tls.h"
 #include "runtime/engine/engine.h"
 
 namespace bitserve::cli {
@@ -34,6 +35,9 @@ absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value);
 // bench-serve --server); ApiKey() is the flag's value, or else $BITSERVE_API_KEY, or else empty.
 void AddApiKeyOption(CLI::App* cmd, std::string* value);
 std::string ApiKey(const std::string& flag_value);
+// --tls-ca, --tls-cert, --tls-key for the same subcommands: TLS to a `serve --tls-cert`
+// (rpc/tls.h), with a client certificate for mutual TLS.
+void AddClientTlsOptions(CLI::App* cmd, rpc::ClientTlsFiles* files);
 
 // Runs a subcommand body; a non-OK status prints "bitserve NAME: message" and exits with 1.
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body);

@@ -36,6 +36,7 @@ struct ServeArgs {
   std::string model, listen = "0.0.0.0:50051", metrics_listen;
   std::string http_listen, served_model_name;  // the OpenAI-compatible HTTP API (off when empty)
   std::string api_key_file;                    // empty: no keys asked
+  rpc::ServerTlsFiles tls;                     // of the gRPC and HTTP APIs
   bool metrics_auth = false;
   ServingFlags serving;
   double drain_timeout_s = 30;
@@ -176,6 +177,8 @@ absl::Status Serve(const ServeArgs& args) {
 
   rpc::ServingMetrics metrics;
   ASSIGN_OR_RETURN(rpc::CoordinatorOptions options, ToCoordinatorOptions(args.serving, args.model));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   rpc::GrpcServerCredentials(args.tls));
   rpc::ApiKeys api_keys;
   if (!args.api_key_file.empty()) {
     ASSIGN_OR_RETURN(api_keys, rpc::ApiKeys::Load(args.api_key_file));
@@ -206,6 +209,7 @@ absl::Status Serve(const ServeArgs& args) {
   server_options.listen_address = args.listen;
   server_options.service.metrics = &metrics;
   server_options.service.api_keys = &api_keys;
+  server_options.credentials = credentials;
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server,
                    rpc::GrpcServer::Start(&backend, server_options));
 
@@ -328,6 +332,9 @@ absl::Status Serve(const ServeArgs& args) {
     http.threads = std::clamp(info.max_num_seqs + info.max_waiting + 16, 64, 4096);
     http.ready = [&coordinator] { return coordinator->Ready(); };
     http.api_keys = &api_keys;
+    http.tls_cert = args.tls.cert;
+    http.tls_key = args.tls.key;
+    http.tls_client_ca = args.tls.client_ca;
     if (http_tokenizer) {
       http.token_bytes = [tok = http_tokenizer.get()](int32_t id) -> std::string {
         return id >= 0 && id < tok->vocab_size() ? tok->TokenBytes(id) : std::string();
@@ -335,13 +342,15 @@ absl::Status Serve(const ServeArgs& args) {
     }
     ASSIGN_OR_RETURN(http_server, rpc::OpenAiHttpServer::Start(&backend, std::move(http)));
     const std::string& host = http_server->host();
-    std::cerr << "bitserve serve: OpenAI API on http://"
+    std::cerr << "bitserve serve: OpenAI API on " << (args.tls.enabled() ? "https://" : "http://")
               << (host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host) << ":"
               << http_server->port() << "/v1 (model \""
               << (args.served_model_name.empty() ? args.model : args.served_model_name) << "\")"
               << std::endl;
   }
-  std::cerr << "bitserve serve: listening on " << server->address() << std::endl;
+  std::cerr << "bitserve serve: listening on " << server->address()
+            << (args.tls.enabled() ? (args.tls.client_ca.empty() ? " (TLS)" : " (mutual TLS)") : "")
+            << std::endl;
 
   // Readiness follows the coordinator (a lost worker turns it NOT_SERVING, a replacement back).
   int signal = 0;
@@ -387,6 +396,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--api-key-file", args->api_key_file,
                   "API keys, one per line: every gRPC and HTTP call must send one as "
                   "\"authorization: Bearer KEY\" (health stays open)");
+  cmd->add_option("--tls-cert", args->tls.cert,
+                  "TLS on the gRPC and HTTP APIs: the server's certificate chain (PEM)");
+  cmd->add_option("--tls-key", args->tls.key, "TLS: the certificate's private key (PEM)");
+  cmd->add_option("--tls-client-ca", args->tls.client_ca,
+                  "Mutual TLS: clients must present a certificate signed by this CA (PEM)");
   cmd->add_flag("--metrics-auth", args->metrics_auth,
                 "With --api-key-file: /metrics asks for a key too");
   cmd->add_option("--served-model-name", args->served_model_name,

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# TLS on the public APIs, end to end, with certificates made here by `openssl` (a test CA, a
+# server certificate for localhost / 127.0.0.1, a client certificate, and a rogue CA's client):
+#   1. serve --tls-cert/--tls-key: `bitserve client --tls-ca` works over gRPC, a plaintext client
+#      does not get through; the HTTP API answers HTTPS (the official openai client, trusting the
+#      CA through NODE_EXTRA_CA_CERTS).
+#   2. serve --tls-client-ca (mutual TLS): a client without a certificate, or with one of another
+#      CA, is refused (gRPC and HTTPS); with the CA's client certificate it works.
+#   3. Bad files: serve refuses a missing key or a non-PEM file, naming the flag.
+# Usage: tls_test.sh PATH/TO/bitserve
+set -euo pipefail
+bitserve=$(realpath "$1")
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  [[ -f $work/serve.log ]] && { echo "--- serve.log" >&2; tail -n 20 "$work/serve.log" >&2; }
+  exit 1
+}
+command -v openssl >/dev/null || fail "openssl is missing (scripts/install-deps.sh installs it)"
+
+# Certificates (EC keys: fast). ca -> server (localhost, 127.0.0.1) and client; rogue -> client.
+cd "$work"
+ca() {  # ca NAME
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" \
+    -out "$1.pem" -subj "/CN=bitserve test $1" -days 2 2>/dev/null
+}
+leaf() {  # leaf NAME CA EXT
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" \
+    -subj "/CN=$1" 2>/dev/null
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -out "$1.pem" \
+    -days 2 -extfile "$1.ext" 2>/dev/null
+}
+ca ca
+ca rogue
+leaf server ca "subjectAltName=DNS:localhost,IP:127.0.0.1"
+leaf client ca "extendedKeyUsage=clientAuth"
+leaf intruder rogue "extendedKeyUsage=clientAuth"
+cd - >/dev/null
+"$bitserve" make-model --preset tiny --out "$work/tiny" 2>/dev/null
+
+start() {  # start SERVE_FLAGS...: sets addr (gRPC, as localhost:PORT) and base (HTTPS)
+  "$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --served-model-name tiny --tls-cert "$work/server.pem" --tls-key "$work/server.key" "$@" \
+    2> "$work/serve.log" &
+  pid=$!
+  for _ in $(seq 600); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
+  local a
+  a=$(sed -n 's/^bitserve serve: listening on \([^ ]*\).*/\1/p' "$work/serve.log")
+  [[ -n $a ]] || fail "serve did not start"
+  addr=localhost:${a##*:}
+  base=$(sed -n 's|^bitserve serve: OpenAI API on \(https://[^ ]*\) .*|\1|p' "$work/serve.log")
+  [[ -n $base ]] || fail "no https address"
+  base=${base/127.0.0.1/localhost}
+}
+stop() {
+  kill -TERM "$pid"
+  wait "$pid" || true
+  pid=""
+}
+client() { timeout 60 "$bitserve" client "$@" --server "$addr" --connect-timeout 5 2> "$work/err"; }
+
+# 1. TLS.
+start
+grep -q "listening on .* (TLS)" "$work/serve.log" || fail "no (TLS) on the listening line"
+client info --tls-ca "$work/ca.pem" > /dev/null || fail "client --tls-ca: $(cat "$work/err")"
+if client info > /dev/null; then fail "a plaintext client got through"; fi
+if client info --tls-ca "$work/rogue.pem" > /dev/null; then fail "a client trusting another CA got through"; fi
+NODE_EXTRA_CA_CERTS=$work/ca.pem timeout 60 node --input-type=module - "$base" <<'JS' || fail "openai client over HTTPS"
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+const client = new OpenAI({ baseURL: process.argv[2], apiKey: "unused", maxRetries: 0 });
+const r = await client.completions.create({ model: "tiny", prompt: "Hi", max_tokens: 2 });
+assert.equal(r.usage.completion_tokens, 2);
+JS
+stop
+
+# 2. Mutual TLS.
+start --tls-client-ca "$work/ca.pem"
+grep -q "(mutual TLS)" "$work/serve.log" || fail "no (mutual TLS) on the listening line"
+if client info --tls-ca "$work/ca.pem" > /dev/null; then fail "mTLS: a client without a certificate got through"; fi
+if client info --tls-ca "$work/ca.pem" --tls-cert "$work/intruder.pem" --tls-key "$work/intruder.key" > /dev/null; then
+  fail "mTLS: a rogue CA's client got through"
+fi
+client generate --prompt Hi --max-tokens 2 --tls-ca "$work/ca.pem" --tls-cert "$work/client.pem" \
+  --tls-key "$work/client.key" > /dev/null || fail "mTLS client: $(cat "$work/err")"
+https_status() {  # https_status CERT_NAME (or none)
+  timeout 30 node - "$base/models" "$work" "$1" <<'JS'
+const https = require("node:https"), fs = require("node:fs");
+const [url, dir, name] = process.argv.slice(2);
+const opts = { ca: fs.readFileSync(dir + "/ca.pem") };
+if (name !== "none") { opts.cert = fs.readFileSync(`${dir}/${name}.pem`); opts.key = fs.readFileSync(`${dir}/${name}.key`); }
+https.get(url, opts, (r) => { console.log(r.statusCode); r.resume(); }).on("error", () => console.log("refused"));
+JS
+}
+[[ $(https_status client) == 200 ]] || fail "mTLS HTTPS with the client certificate"
+[[ $(https_status none) == refused ]] || fail "mTLS HTTPS without a certificate was not refused"
+[[ $(https_status intruder) == refused ]] || fail "mTLS HTTPS with a rogue certificate was not refused"
+stop
+
+# 3. Bad files.
+if timeout 30 "$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --tls-cert "$work/server.pem" \
+  2> "$work/bad.log"; then fail "serve started with a certificate and no key"; fi
+grep -q -- "--tls-key" "$work/bad.log" || fail "no --tls-key in: $(cat "$work/bad.log")"
+if timeout 30 "$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --tls-cert "$work/server.csr.none" \
+  --tls-key "$work/server.key" 2> "$work/bad.log"; then fail "serve started with a missing certificate"; fi
+grep -q -- "--tls-cert" "$work/bad.log" || fail "no --tls-cert in: $(cat "$work/bad.log")"
+echo "tls_test: passed"
