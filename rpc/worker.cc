@@ -257,6 +257,9 @@ absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string&
   }
   ASSIGN_OR_RETURN(session.listener, TcpListener::Listen(options.transport_host, 0));
   auto stub = wire::Coordinator::NewStub(session.channel);
+  if (!options.join_secret.empty()) {
+    session.context.AddMetadata("authorization", "Bearer " + options.join_secret);
+  }
   session.stream = stub->Attach(&session.context);
   session.sender = std::make_unique<Sender>(session.stream.get());
 

@@ -28,6 +28,8 @@ struct WorkerOptions {
   // Where the other pipeline stages reach this worker (this host's address as they see it).
   std::string transport_host = "127.0.0.1";
   std::chrono::milliseconds connect_timeout{30000};
+  // The coordinator's join secret (`serve --worker-secret-file`), sent when registering.
+  std::string join_secret;
 };
 
 // Runs until the coordinator sends Shutdown (OK), refuses the worker (FAILED_PRECONDITION,

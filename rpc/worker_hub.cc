@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "rpc/api_keys.h"
 #include "rpc/worker_link.h"
 #include "rpc/worker_protocol.h"
 #include "runtime/transport/nccl_transport.h"
@@ -152,6 +153,21 @@ void WorkerHub::Monitor() {
 }
 
 ::grpc::Status WorkerHub::Attach(::grpc::ServerContext* context, WorkerStream* stream) {
+  if (!options_.join_secret.empty()) {
+    const auto& metadata = context->client_metadata();
+    auto it = metadata.find("authorization");
+    const absl::string_view sent = it == metadata.end()
+                                       ? absl::string_view()
+                                       : absl::string_view(it->second.data(), it->second.size());
+    if (!ApiKeys::FromKeys({options_.join_secret}).Allows(sent)) {
+      std::cerr << "bitserve serve: refused a worker from " << context->peer()
+                << ": join secret missing or wrong" << std::endl;
+      return ::grpc::Status(::grpc::StatusCode::UNAUTHENTICATED,
+                            "the coordinator asks for a join secret (bitserve worker "
+                            "--secret-file F or $BITSERVE_WORKER_SECRET) and this one is missing "
+                            "or wrong");
+    }
+  }
   wire::WorkerMessage message;
   if (!stream->Read(&message) || !message.has_register_()) {
     return ::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT,

@@ -77,6 +77,9 @@ struct WorkerHubOptions {
   ExpertResultDtype expert_results = ExpertResultDtype::kF32;
   PipelineTransport pp_transport = PipelineTransport::kAuto;
   ServingMetrics* metrics = nullptr;  // optional: per-stage step times, steps in flight
+  // Non-empty: a worker must send it (metadata "authorization: Bearer SECRET") before it gets
+  // an assignment (and the model path and NCCL id with it); else UNAUTHENTICATED.
+  std::string join_secret;
 };
 
 class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {

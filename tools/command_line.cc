@@ -1,8 +1,10 @@
 #include "tools/command_line.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -72,6 +74,26 @@ std::string ApiKey(const std::string& flag_value) {
   if (!flag_value.empty()) return flag_value;
   const char* env = std::getenv("BITSERVE_API_KEY");
   return env != nullptr ? std::string(env) : std::string();
+}
+
+absl::StatusOr<std::string> WorkerSecret(const std::string& path, const std::string& flag) {
+  std::string secret;
+  if (!path.empty()) {
+    std::ifstream in(path);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot read it"));
+    std::getline(in, secret);
+  } else if (const char* env = std::getenv("BITSERVE_WORKER_SECRET")) {
+    secret = env;
+  } else {
+    return std::string();
+  }
+  secret = std::string(absl::StripAsciiWhitespace(secret));
+  if (secret.size() < 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.empty() ? "$BITSERVE_WORKER_SECRET" : flag + " " + path,
+                     ": the join secret must be at least 16 characters"));
+  }
+  return secret;
 }
 
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body) {

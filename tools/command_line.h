@@ -39,6 +39,11 @@ std::string ApiKey(const std::string& flag_value);
 // (rpc/tls.h), with a client certificate for mutual TLS.
 void AddClientTlsOptions(CLI::App* cmd, rpc::ClientTlsFiles* files);
 
+// The worker join secret: the first line of `path` (surrounding whitespace trimmed), or else
+// $BITSERVE_WORKER_SECRET when `path` is empty, or else empty (no secret). InvalidArgument naming
+// `flag` when the file cannot be read or the secret is shorter than 16 characters.
+absl::StatusOr<std::string> WorkerSecret(const std::string& path, const std::string& flag);
+
 // Runs a subcommand body; a non-OK status prints "bitserve NAME: message" and exits with 1.
 void RunOrExit(absl::string_view command, const std::function<absl::Status()>& body);
 

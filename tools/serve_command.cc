@@ -10,10 +10,12 @@
 #include <csignal>
 #include <iostream>
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -37,6 +39,7 @@ struct ServeArgs {
   std::string http_listen, served_model_name;  // the OpenAI-compatible HTTP API (off when empty)
   std::string api_key_file;                    // empty: no keys asked
   rpc::ServerTlsFiles tls;                     // of the gRPC and HTTP APIs
+  std::string worker_secret_file;              // workers' join secret
   bool metrics_auth = false;
   ServingFlags serving;
   double drain_timeout_s = 30;
@@ -59,7 +62,15 @@ class LocalWorkers {
  public:
   // Device "cuda" puts worker i on GPU i; "cuda:N" (and "cpu") puts every worker there.
   // Workers are numbered by pipeline slot: stage * expert_parallel + EP rank.
-  absl::Status Start(int count, const std::string& coordinator, const std::string& device) {
+  // `secret`: the join secret, handed to each worker in its environment (not its command line,
+  // which other users of the machine can read).
+  absl::Status Start(int count, const std::string& coordinator, const std::string& device,
+                     const std::string& secret) {
+    env_.clear();
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (!absl::StartsWith(*e, "BITSERVE_WORKER_SECRET=")) env_.push_back(*e);
+    }
+    env_.push_back("BITSERVE_WORKER_SECRET=" + secret);
     char self[4096] = {};
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0) return absl::InternalError("cannot find this executable (/proc/self/exe)");
@@ -136,6 +147,10 @@ class LocalWorkers {
     std::string killed_because;  // set by Kill until Check reaps the process
   };
   absl::Status Spawn(Worker& w) {
+    // Built before fork: the child only calls async-signal-safe functions.
+    std::vector<char*> envp;
+    for (std::string& e : env_) envp.push_back(e.data());
+    envp.push_back(nullptr);
     const pid_t pid = fork();
     if (pid < 0) return absl::InternalError("fork failed");
     if (pid == 0) {
@@ -147,7 +162,7 @@ class LocalWorkers {
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
-      execv(argv[0], argv.data());
+      execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     w.pid = pid;
@@ -155,7 +170,16 @@ class LocalWorkers {
     return absl::OkStatus();
   }
   std::vector<Worker> workers_;
+  std::vector<std::string> env_;  // the workers' environment
 };
+
+// 32 random hex digits.
+std::string RandomSecret() {
+  std::random_device device;
+  std::string secret;
+  for (int i = 0; i < 4; ++i) absl::StrAppend(&secret, absl::Hex(device(), absl::kZeroPad8));
+  return secret;
+}
 
 // SIGTERM/SIGINT taken within `timeout`, or 0.
 int TakeSignal(const sigset_t& signals, std::chrono::milliseconds timeout) {
@@ -247,6 +271,11 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.num_stages = args.pipeline_stages;
     hub_options.expert_parallel = args.expert_parallel;
     hub_options.metrics = &metrics;
+    // Local workers get a fresh random secret (another local process cannot join in their
+    // place); remote ones the shared one of --worker-secret-file.
+    ASSIGN_OR_RETURN(hub_options.join_secret,
+                     WorkerSecret(args.worker_secret_file, "--worker-secret-file"));
+    if (hub_options.join_secret.empty() && spawn_workers) hub_options.join_secret = RandomSecret();
     ASSIGN_OR_RETURN(hub_options.pp_transfer, ParseTransferDtype(args.pp_transfer));
     if (args.ep_results == "bf16") {
       hub_options.expert_results = ExpertResultDtype::kBf16;
@@ -268,14 +297,16 @@ absl::Status Serve(const ServeArgs& args) {
     }
     const std::string host = worker_listen.substr(0, worker_listen.rfind(':'));
     const std::string join_address = absl::StrCat(host, ":", port);
-    std::cerr << "bitserve serve: workers join at " << join_address;
+    std::cerr << "bitserve serve: workers join at " << join_address
+              << (hub_options.join_secret.empty() ? "" : " (join secret required)");
     if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
     if (args.expert_parallel > 1) {
       std::cerr << " (expert-parallel groups of " << args.expert_parallel << ")";
     }
     std::cerr << std::endl;
     if (spawn_workers)
-      RETURN_IF_ERROR(local_workers.Start(num_workers, join_address, args.serving.device));
+      RETURN_IF_ERROR(local_workers.Start(num_workers, join_address, args.serving.device,
+                                          hub_options.join_secret));
     while (!hub->WaitForWorker(std::chrono::steady_clock::now() + std::chrono::milliseconds(200))
                 .ok()) {
       // A local worker that hangs while the first pipeline forms is killed: serve then fails
@@ -427,6 +458,10 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option(
       "--pp-transport", args->pp_transport,
       "Between stages: auto (NCCL when every stage has a GPU of its own, else TCP), nccl or tcp");
+  cmd->add_option("--worker-secret-file", args->worker_secret_file,
+                  "Workers must send this join secret (first line of the file; default: "
+                  "$BITSERVE_WORKER_SECRET, or a random one for local workers) before they are "
+                  "assigned anything");
   cmd->add_option("--worker-heartbeat-timeout", args->worker_heartbeat_timeout_ms,
                   "Milliseconds without a heartbeat before a worker is lost (default 3000)");
   cmd->callback([args] { RunOrExit("serve", [&] { return Serve(*args); }); });

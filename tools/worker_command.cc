@@ -14,6 +14,7 @@ namespace bitserve::cli {
 void AddWorkerCommand(CLI::App& app) {
   auto options = std::make_shared<rpc::WorkerOptions>();
   auto connect_timeout_s = std::make_shared<double>(30);
+  auto secret_file = std::make_shared<std::string>();
   CLI::App* cmd =
       app.add_subcommand("worker", "Join a coordinator (bitserve serve --worker-listen)");
   cmd->add_option("--coordinator", options->coordinator_address,
@@ -29,10 +30,18 @@ void AddWorkerCommand(CLI::App& app) {
                   "Seconds to wait for the coordinator (default 30)");
   cmd->add_option("--transport-host", options->transport_host,
                   "This host's address as the other pipeline stages reach it (default 127.0.0.1)");
-  cmd->callback([options, connect_timeout_s] {
+  cmd->add_option("--secret-file", *secret_file,
+                  "The coordinator's join secret (serve --worker-secret-file), first line of this "
+                  "file (default: $BITSERVE_WORKER_SECRET)");
+  cmd->callback([options, connect_timeout_s, secret_file] {
     options->connect_timeout =
         std::chrono::milliseconds(static_cast<int64_t>(*connect_timeout_s * 1000));
-    RunOrExit("worker", [&] { return rpc::RunWorker(*options); });
+    RunOrExit("worker", [&]() -> absl::Status {
+      absl::StatusOr<std::string> secret = WorkerSecret(*secret_file, "--secret-file");
+      if (!secret.ok()) return secret.status();
+      options->join_secret = *secret;
+      return rpc::RunWorker(*options);
+    });
   });
 }
 
