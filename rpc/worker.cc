@@ -247,8 +247,9 @@ absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string&
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  session.channel = ::grpc::CreateCustomChannel(options.coordinator_address,
-                                                ::grpc::InsecureChannelCredentials(), args);
+  session.channel = ::grpc::CreateCustomChannel(
+      options.coordinator_address,
+      options.credentials ? options.credentials : ::grpc::InsecureChannelCredentials(), args);
   if (!session.channel->WaitForConnected(std::chrono::system_clock::now() +
                                          options.connect_timeout)) {
     return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ",

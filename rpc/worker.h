@@ -14,9 +14,11 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "grpcpp/security/credentials.h"
 
 namespace bitserve::rpc {
 
@@ -30,6 +32,8 @@ struct WorkerOptions {
   std::chrono::milliseconds connect_timeout{30000};
   // The coordinator's join secret (`serve --worker-secret-file`), sent when registering.
   std::string join_secret;
+  // TLS to the coordinator (`serve --worker-tls-cert`; rpc/tls.h); null: plaintext.
+  std::shared_ptr<::grpc::ChannelCredentials> credentials;
 };
 
 // Runs until the coordinator sends Shutdown (OK), refuses the worker (FAILED_PRECONDITION,

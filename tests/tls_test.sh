@@ -6,7 +6,9 @@
 #      CA through NODE_EXTRA_CA_CERTS).
 #   2. serve --tls-client-ca (mutual TLS): a client without a certificate, or with one of another
 #      CA, is refused (gRPC and HTTPS); with the CA's client certificate it works.
-#   3. Bad files: serve refuses a missing key or a non-PEM file, naming the flag.
+#   3. The worker link (--worker-tls-*, mutual): the CA's worker joins and serves; a plaintext
+#      worker and a rogue CA's are refused.
+#   4. Bad files: serve refuses a missing key or a non-PEM file, naming the flag.
 # Usage: tls_test.sh PATH/TO/bitserve
 set -euo pipefail
 bitserve=$(realpath "$1")
@@ -105,7 +107,33 @@ JS
 [[ $(https_status intruder) == refused ]] || fail "mTLS HTTPS with a rogue certificate was not refused"
 stop
 
-# 3. Bad files.
+# 3. The worker link with mutual TLS: a worker with the CA's client certificate joins and serves;
+#    a plaintext worker and one with a rogue CA's certificate do not get through.
+"$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --worker-listen 127.0.0.1:0 \
+  --worker-tls-cert "$work/server.pem" --worker-tls-key "$work/server.key" \
+  --worker-tls-client-ca "$work/ca.pem" 2> "$work/serve.log" &
+pid=$!
+for _ in $(seq 300); do grep -q "workers join at" "$work/serve.log" && break; sleep 0.1; done
+grep -q "workers join at .* (mutual TLS)" "$work/serve.log" || fail "no worker link with mutual TLS"
+join=$(sed -n 's/^bitserve serve: workers join at \([^ ]*\).*/\1/p' "$work/serve.log")
+join=localhost:${join##*:}
+worker() { timeout 30 "$bitserve" worker --coordinator "$join" --connect-timeout 3 "$@"; }
+if worker --worker-id plain 2> "$work/w1.log"; then fail "a plaintext worker joined"; fi
+if worker --worker-id rogue --tls-ca "$work/ca.pem" --tls-cert "$work/intruder.pem" \
+  --tls-key "$work/intruder.key" 2> "$work/w2.log"; then fail "a rogue CA's worker joined"; fi
+grep -q "listening on" "$work/serve.log" && fail "serve became ready without a trusted worker"
+timeout 120 "$bitserve" worker --coordinator "$join" --worker-id trusted --tls-ca "$work/ca.pem" \
+  --tls-cert "$work/client.pem" --tls-key "$work/client.key" 2> "$work/w3.log" &
+wpid=$!
+for _ in $(seq 600); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
+grep -q "listening on" "$work/serve.log" || fail "the trusted worker did not join: $(cat "$work/w3.log")"
+a=$(sed -n 's/^bitserve serve: listening on \([^ ]*\).*/\1/p' "$work/serve.log")
+timeout 60 "$bitserve" client generate --server "$a" --prompt Hi --max-tokens 2 > /dev/null 2> "$work/err" ||
+  fail "generate through the TLS worker link: $(cat "$work/err")"
+stop
+wait "$wpid" || true
+
+# 4. Bad files.
 if timeout 30 "$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --tls-cert "$work/server.pem" \
   2> "$work/bad.log"; then fail "serve started with a certificate and no key"; fi
 grep -q -- "--tls-key" "$work/bad.log" || fail "no --tls-key in: $(cat "$work/bad.log")"

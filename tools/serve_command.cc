@@ -40,6 +40,7 @@ struct ServeArgs {
   std::string api_key_file;                    // empty: no keys asked
   rpc::ServerTlsFiles tls;                     // of the gRPC and HTTP APIs
   std::string worker_secret_file;              // workers' join secret
+  rpc::ServerTlsFiles worker_tls;              // of the worker link (--worker-listen)
   bool metrics_auth = false;
   ServingFlags serving;
   double drain_timeout_s = 30;
@@ -285,9 +286,16 @@ absl::Status Serve(const ServeArgs& args) {
     }
     ASSIGN_OR_RETURN(hub_options.pp_transport, rpc::ParsePipelineTransport(args.pp_transport));
     ASSIGN_OR_RETURN(hub, rpc::WorkerHub::Create(hub_options));
+    if (args.worker_tls.enabled() && spawn_workers) {
+      return absl::InvalidArgumentError(
+          "--worker-tls-* is for remote workers (--worker-listen); local workers talk to serve "
+          "on loopback with a random join secret");
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> worker_credentials,
+                     rpc::GrpcServerCredentials(args.worker_tls));
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(worker_listen, grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(worker_listen, worker_credentials, &port);
     builder.SetMaxReceiveMessageSize(64 << 20);
     builder.SetMaxSendMessageSize(64 << 20);
     builder.RegisterService(hub.get());
@@ -298,7 +306,10 @@ absl::Status Serve(const ServeArgs& args) {
     const std::string host = worker_listen.substr(0, worker_listen.rfind(':'));
     const std::string join_address = absl::StrCat(host, ":", port);
     std::cerr << "bitserve serve: workers join at " << join_address
-              << (hub_options.join_secret.empty() ? "" : " (join secret required)");
+              << (hub_options.join_secret.empty() ? "" : " (join secret required)")
+              << (args.worker_tls.enabled()
+                      ? (args.worker_tls.client_ca.empty() ? " (TLS)" : " (mutual TLS)")
+                      : "");
     if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
     if (args.expert_parallel > 1) {
       std::cerr << " (expert-parallel groups of " << args.expert_parallel << ")";
@@ -462,6 +473,11 @@ void AddServeCommand(CLI::App& app) {
                   "Workers must send this join secret (first line of the file; default: "
                   "$BITSERVE_WORKER_SECRET, or a random one for local workers) before they are "
                   "assigned anything");
+  cmd->add_option("--worker-tls-cert", args->worker_tls.cert,
+                  "TLS on the worker link (--worker-listen): this server's certificate (PEM)");
+  cmd->add_option("--worker-tls-key", args->worker_tls.key, "The worker link's private key (PEM)");
+  cmd->add_option("--worker-tls-client-ca", args->worker_tls.client_ca,
+                  "Mutual TLS on the worker link: workers must present a certificate of this CA");
   cmd->add_option("--worker-heartbeat-timeout", args->worker_heartbeat_timeout_ms,
                   "Milliseconds without a heartbeat before a worker is lost (default 3000)");
   cmd->callback([args] { RunOrExit("serve", [&] { return Serve(*args); }); });

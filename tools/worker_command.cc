@@ -15,6 +15,7 @@ void AddWorkerCommand(CLI::App& app) {
   auto options = std::make_shared<rpc::WorkerOptions>();
   auto connect_timeout_s = std::make_shared<double>(30);
   auto secret_file = std::make_shared<std::string>();
+  auto tls = std::make_shared<rpc::ClientTlsFiles>();
   CLI::App* cmd =
       app.add_subcommand("worker", "Join a coordinator (bitserve serve --worker-listen)");
   cmd->add_option("--coordinator", options->coordinator_address,
@@ -33,13 +34,18 @@ void AddWorkerCommand(CLI::App& app) {
   cmd->add_option("--secret-file", *secret_file,
                   "The coordinator's join secret (serve --worker-secret-file), first line of this "
                   "file (default: $BITSERVE_WORKER_SECRET)");
-  cmd->callback([options, connect_timeout_s, secret_file] {
+  AddClientTlsOptions(cmd, tls.get());
+  cmd->callback([options, connect_timeout_s, secret_file, tls] {
     options->connect_timeout =
         std::chrono::milliseconds(static_cast<int64_t>(*connect_timeout_s * 1000));
     RunOrExit("worker", [&]() -> absl::Status {
       absl::StatusOr<std::string> secret = WorkerSecret(*secret_file, "--secret-file");
       if (!secret.ok()) return secret.status();
       options->join_secret = *secret;
+      absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+          rpc::GrpcChannelCredentials(*tls);
+      if (!credentials.ok()) return credentials.status();
+      options->credentials = *credentials;
       return rpc::RunWorker(*options);
     });
   });
