@@ -19,3 +19,13 @@ bitserve_add_test(openai_http_test
   SRCS openai_http_test.cc
   DEPS bitserve_openai_http bitserve_rpc_coordinator bitserve_generation PkgConfig::CPP_HTTPLIB
   LABELS integration)
+
+bitserve_add_fuzzer(openai_request_fuzz
+  SOURCES "${CMAKE_CURRENT_SOURCE_DIR}/openai_api.cc"
+          "${CMAKE_CURRENT_SOURCE_DIR}/openai_request_fuzz.cc"
+          "${PROJECT_SOURCE_DIR}/kernels/cpu/sampling.cc"
+  HEADERS "${CMAKE_CURRENT_SOURCE_DIR}/openai_api.h"
+          "${CMAKE_CURRENT_SOURCE_DIR}/generation_backend.h"
+  LIBS absl::status absl::statusor absl::strings absl::str_format absl::str_format_internal
+       nlohmann_json::nlohmann_json
+  CORPUS "${PROJECT_SOURCE_DIR}/tests/data/openai_request_corpus")

@@ -242,6 +242,14 @@ absl::StatusOr<JsonRequest> ParseRequestLine(absl::string_view line, std::option
     const size_t at = what.find("column");
     return absl::InvalidArgumentError(
         absl::StrCat("not valid JSON (", at == std::string::npos ? what : what.substr(at), ")"));
+  } catch (const json::exception& e) {
+    // Not a syntax error but a value the parser cannot hold, e.g. a number beyond double's range
+    // ("[json.exception.out_of_range.406] number overflow parsing '8e700'"; found by
+    // request_jsonl_fuzz).
+    std::string what = e.what();
+    const size_t at = what.find("] ");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not valid JSON (", at == std::string::npos ? what : what.substr(at + 2), ")"));
   }
   if (!parsed.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("expected a JSON object, got ", Shown(parsed)));

@@ -62,6 +62,9 @@ TEST(ParseRequestLine, Errors) {
   for (const Case& c : std::vector<Case>{
            {R"({"id": "a"})", "one of \"prompt\", \"messages\" or \"prompt_ids\" is required",
             true},
+           // A number beyond double's range: an error, not a crash (found by request_jsonl_fuzz).
+           {R"({"id": "a", "prompt": "x", "temperature": 8e700})",
+            "not valid JSON (number overflow", false},
            {R"({"id": "a", "prompt_ids": []})", "\"prompt_ids\": expected at least one", true},
            {R"({"id": "a", "prompt_ids": [1, -2]})", "\"prompt_ids[1]\": expected a non-negative",
             true},
