@@ -8,8 +8,10 @@ joins, readiness turns SERVING, a request is served, and SIGTERM ends both with 
     deploy_manifests_test.py --bitserve BUILD/tools/bitserve --proto-dir rpc/proto [--protoc P]
 """
 
+import json
 import os
 import shutil
+import urllib.request
 import signal
 import subprocess
 import sys
@@ -52,6 +54,15 @@ def main():
     assert cf["listen"].endswith(f":{ports['grpc']}"), (cf["listen"], ports)
     assert cf["worker-listen"].endswith(f":{ports['workers']}"), (cf["worker-listen"], ports)
     assert cf["metrics-listen"].endswith(f":{ports['metrics']}"), (cf["metrics-listen"], ports)
+    assert cf["http-listen"].endswith(f":{ports['http']}"), (cf["http-listen"], ports)
+    # The join secret: both read the same file of the same Secret.
+    assert cf["worker-secret-file"] == wf["secret-file"], (cf, wf)
+    for docs, c in ((coordinator_docs, coord), (worker_docs, work)):
+        d = [d for d in docs if d["kind"] == "Deployment"][0]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+        assert cf["worker-secret-file"].startswith(mounts["worker-secret"] + "/"), mounts
+        assert volumes["worker-secret"]["secret"]["secretName"] == "bitserve-worker-secret"
     (service,) = [d for d in coordinator_docs if d["kind"] == "Service"]
     service_ports = {p["name"]: p for p in service["spec"]["ports"]}
     for name, p in service_ports.items():
@@ -75,9 +86,13 @@ def main():
         model = os.path.join(tmp, "model")
         subprocess.run([args.bitserve, "make-model", "--preset", "test-gqa", "--out", model],
                        check=True, stdout=subprocess.DEVNULL)
-        api, join, metrics = free_port(), free_port(), free_port()
+        api, join, metrics, http = free_port(), free_port(), free_port(), free_port()
+        secret = os.path.join(tmp, "worker-secret")
+        with open(secret, "w") as f:
+            f.write(os.urandom(16).hex() + "\n")
         local = {cf["listen"]: f"127.0.0.1:{api}", cf["worker-listen"]: f"127.0.0.1:{join}",
                  cf["metrics-listen"]: f"127.0.0.1:{metrics}", wf["coordinator"]: f"127.0.0.1:{join}",
+                 cf["http-listen"]: f"127.0.0.1:{http}", cf["worker-secret-file"]: secret,
                  cf["model"]: model, "cuda:0": "cpu", "$(POD_IP)": "127.0.0.1"}
 
         def localize(argv):
@@ -104,6 +119,12 @@ def main():
             tokens.extend(r.token_ids)
         assert len(tokens) == 4, tokens
         channel.close()
+        # The HTTP API of the same coordinator.
+        body = json.dumps({"prompt": [1, 2, 3], "max_tokens": 3, "ignore_eos": True}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{http}/v1/completions", body,
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert json.load(r)["usage"]["completion_tokens"] == 3
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=60) == 0, server.log()
         assert worker.proc.wait(timeout=30) == 0, worker.log()
