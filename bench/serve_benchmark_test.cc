@@ -183,6 +183,26 @@ TEST(WorkloadTest, RandomLengthsInRangeIdsInVocabularyFixedOutputLength) {
   EXPECT_EQ(*output_lens.rbegin(), 30);
 }
 
+TEST(WorkloadTest, SharedPrefixStartsEveryPrompt) {
+  RandomWorkloadOptions o = SmallWorkload(3);
+  const std::vector<BenchRequest> plain = *MakeRandomWorkload(o);
+  o.prefix_len = 17;
+  const std::vector<BenchRequest> shared = *MakeRandomWorkload(o);
+  ASSERT_EQ(shared.size(), plain.size());
+  const auto& first = std::get<rpc::TokenInput>(shared[0].input).ids;
+  for (size_t i = 0; i < shared.size(); ++i) {
+    const auto& ids = std::get<rpc::TokenInput>(shared[i].input).ids;
+    const auto& own = std::get<rpc::TokenInput>(plain[i].input).ids;
+    ASSERT_EQ(ids.size(), own.size() + 17);
+    EXPECT_EQ(shared[i].prompt_len, static_cast<int>(ids.size()));
+    EXPECT_TRUE(std::equal(first.begin(), first.begin() + 17, ids.begin())) << i;
+    // After the prefix, the prompt it has without one.
+    EXPECT_TRUE(std::equal(own.begin(), own.end(), ids.begin() + 17)) << i;
+  }
+  o.prefix_len = -1;
+  EXPECT_THAT(MakeRandomWorkload(o).status().message(), HasSubstr("--prefix-len"));
+}
+
 TEST(WorkloadTest, DeterministicForASeed) {
   auto ids = [](uint64_t seed) {
     std::vector<std::vector<int32_t>> out;

@@ -15,7 +15,7 @@ namespace bitserve::bench {
 namespace {
 
 // One generator per purpose, so that e.g. the arrival times do not change with the prompt lengths.
-enum Stream : uint64_t { kLengths = 0, kArrivals = 1, kDatasetLengths = 2 };
+enum Stream : uint64_t { kLengths = 0, kArrivals = 1, kDatasetLengths = 2, kPrefix = 3 };
 
 std::mt19937_64 Generator(uint64_t seed, Stream stream) {
   std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
@@ -65,6 +65,17 @@ absl::StatusOr<std::vector<BenchRequest>> MakeRandomWorkload(const RandomWorkloa
     return absl::InvalidArgumentError(
         absl::StrCat("no token ids to draw prompts from (vocab_size ", o.vocab_size, ")"));
   }
+  if (o.prefix_len < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--prefix-len must be >= 0, got ", o.prefix_len));
+  }
+  // The shared prefix from a stream of its own: prompts without one are what they always were.
+  std::vector<int32_t> prefix(o.prefix_len);
+  {
+    std::mt19937_64 prefix_rng = Generator(o.seed, kPrefix);
+    std::uniform_int_distribution<size_t> pick(0, allowed.size() - 1);
+    for (int32_t& id : prefix) id = allowed[pick(prefix_rng)];
+  }
   // Lengths first for all requests, then the tokens (vLLM's order), from one seeded generator.
   std::mt19937_64 rng = Generator(o.seed, kLengths);
   std::uniform_int_distribution<int> input_len(in->first, in->second);
@@ -76,6 +87,8 @@ absl::StatusOr<std::vector<BenchRequest>> MakeRandomWorkload(const RandomWorkloa
   for (BenchRequest& r : requests) {
     std::vector<int32_t> ids(r.prompt_len);
     for (int32_t& id : ids) id = allowed[token(rng)];
+    ids.insert(ids.begin(), prefix.begin(), prefix.end());
+    r.prompt_len = static_cast<int>(ids.size());
     r.input = rpc::TokenInput{std::move(ids)};
     SetFixedLength(r.params, r.expected_output_len);
   }

@@ -39,6 +39,9 @@ struct RandomWorkloadOptions {
   uint64_t seed = 0;
   int vocab_size = 0;             // token ids are drawn from [0, vocab_size) ...
   std::vector<int> excluded_ids;  // ... except these (the model's eos ids)
+  // Tokens every prompt starts with (one random prefix shared by all, as vLLM's
+  // --random-prefix-len), before its own input_len tokens: a prefix-caching workload.
+  int prefix_len = 0;
 };
 
 // Inclusive bounds of a length drawn around `len` with range ratio `range`, as vLLM's

@@ -37,6 +37,7 @@ struct Args {
   int num_prompts = -1;  // -1: 1000 random prompts, or every dataset line once
   int input_len = 1024, output_len = 128;
   double input_len_range = 0, output_len_range = 0;
+  int prefix_len = 0;
   uint64_t seed = 0;
   int max_concurrency = 0;
   std::string request_rate = "inf";
@@ -112,6 +113,7 @@ absl::StatusOr<std::vector<bench::BenchRequest>> MakeWorkload(const Args& args,
   options.input_len = args.input_len;
   options.output_len = args.output_len;
   options.input_len_range = args.input_len_range;
+  options.prefix_len = args.prefix_len;
   options.output_len_range = args.output_len_range;
   options.seed = args.seed;
   options.vocab_size = info.vocab_size;
@@ -135,6 +137,7 @@ nlohmann::ordered_json Parameters(const Args& args, const rpc::ModelSummary& inf
   if (args.dataset.empty()) {
     p["input_len"] = args.input_len;
     p["input_len_range"] = args.input_len_range;
+    p["prefix_len"] = args.prefix_len;
   }
   p["output_len"] = args.output_len;
   p["output_len_range"] = args.output_len_range;
@@ -222,6 +225,9 @@ void AddBenchServeCommand(CLI::App& app) {
                   "Requests measured (default 1000; with --dataset every line once)");
   cmd->add_option("--input-len", args->input_len, "Prompt tokens of the random dataset");
   cmd->add_option("--output-len", args->output_len, "Tokens generated per request");
+  cmd->add_option("--prefix-len", args->prefix_len,
+                  "Random dataset: a prefix of this many tokens shared by every prompt, before "
+                  "its --input-len own (prefix caching; vLLM's --random-prefix-len)");
   cmd->add_option("--input-len-range", args->input_len_range,
                   "R in [0, 1): prompt lengths uniform in [L(1-R), L(1+R)]");
   cmd->add_option("--output-len-range", args->output_len_range,
