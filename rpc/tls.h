@@ -25,6 +25,12 @@ struct ClientTlsFiles {
   bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
 };
 
+// How serve's log lines name the link's protection: "", " (TLS)" or " (mutual TLS)".
+inline const char* TlsLabel(const ServerTlsFiles& files) {
+  if (!files.enabled()) return "";
+  return files.client_ca.empty() ? " (TLS)" : " (mutual TLS)";
+}
+
 // A file's contents; InvalidArgument naming `flag` when it cannot be read or is not PEM.
 absl::StatusOr<std::string> ReadPemFile(const std::string& path, const std::string& flag);
 // InvalidArgument naming the flag when cert and key do not come together, or a file is missing.

@@ -42,6 +42,10 @@ grep -q "asks for a join secret" "$work/w1.log" ||
   fail "worker without the secret: $(cat "$work/w1.log")"
 if worker --worker-id wrong --secret-file "$work/wrong" 2> "$work/w2.log"; then fail "a wrong secret joined"; fi
 grep -q "asks for a join secret" "$work/w2.log" || fail "wrong secret: $(cat "$work/w2.log")"
+# A secret too short to be one: the worker stops before dialing, naming the flag.
+echo "short" > "$work/short"
+if worker --worker-id short --secret-file "$work/short" 2> "$work/w4.log"; then fail "a short secret was used"; fi
+grep -q -- "--secret-file .*at least 16 characters" "$work/w4.log" || fail "short secret: $(cat "$work/w4.log")"
 [[ $(grep -c "refused a worker from .*: join secret missing or wrong" "$work/serve.log") == 2 ]] ||
   fail "serve did not log both refusals"
 if grep -q -e "$secret" -e wrong-secret "$work/serve.log"; then fail "a secret is in serve's log"; fi

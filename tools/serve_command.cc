@@ -307,9 +307,7 @@ absl::Status Serve(const ServeArgs& args) {
     const std::string join_address = absl::StrCat(host, ":", port);
     std::cerr << "bitserve serve: workers join at " << join_address
               << (hub_options.join_secret.empty() ? "" : " (join secret required)")
-              << (args.worker_tls.enabled()
-                      ? (args.worker_tls.client_ca.empty() ? " (TLS)" : " (mutual TLS)")
-                      : "");
+              << rpc::TlsLabel(args.worker_tls);
     if (args.pipeline_stages > 1) std::cerr << " (" << args.pipeline_stages << " pipeline stages)";
     if (args.expert_parallel > 1) {
       std::cerr << " (expert-parallel groups of " << args.expert_parallel << ")";
@@ -390,8 +388,7 @@ absl::Status Serve(const ServeArgs& args) {
               << (args.served_model_name.empty() ? args.model : args.served_model_name) << "\")"
               << std::endl;
   }
-  std::cerr << "bitserve serve: listening on " << server->address()
-            << (args.tls.enabled() ? (args.tls.client_ca.empty() ? " (TLS)" : " (mutual TLS)") : "")
+  std::cerr << "bitserve serve: listening on " << server->address() << rpc::TlsLabel(args.tls)
             << std::endl;
 
   // Readiness follows the coordinator (a lost worker turns it NOT_SERVING, a replacement back).

@@ -90,11 +90,6 @@ const std::vector<Entry>& Entries() {
   return *entries;
 }
 
-bool SameConfig(const TernaryGemvConfig& a, const TernaryGemvConfig& b) {
-  return a.kind == b.kind && a.tokens == b.tokens && a.row_tiles == b.row_tiles &&
-         a.warp_row_tiles == b.warp_row_tiles && a.k_split == b.k_split && a.unroll == b.unroll;
-}
-
 }  // namespace
 
 std::string TernaryGemvConfig::Name() const {
@@ -114,25 +109,8 @@ const std::vector<TernaryGemvConfig>& AllTernaryGemvConfigs() {
 
 namespace {
 
-TernaryGemvConfig Dp4a(int tokens, int warps, int unroll) {
-  TernaryGemvConfig c;
-  c.kind = TernaryGemvConfig::Kind::kDp4a;
-  c.tokens = tokens;
-  c.k_split = warps;
-  c.unroll = unroll;
-  return c;
-}
-
-TernaryGemvConfig Mma(int tokens, int row_warps, int warp_row_tiles, int k_split, int unroll) {
-  TernaryGemvConfig c;
-  c.kind = TernaryGemvConfig::Kind::kMma;
-  c.tokens = tokens;
-  c.row_tiles = row_warps;
-  c.warp_row_tiles = warp_row_tiles;
-  c.k_split = k_split;
-  c.unroll = unroll;
-  return c;
-}
+constexpr auto Dp4a = &TernaryGemvConfig::Dp4a;
+constexpr auto Mma = &TernaryGemvConfig::Mma;
 
 }  // namespace
 
@@ -243,7 +221,7 @@ absl::Status TernaryGemvWithConfig(const TernaryGemvConfig& config, const Ternar
   if (x.rows == 0) return absl::OkStatus();
   const Entry* entry = nullptr;
   for (const Entry& e : Entries()) {
-    if (SameConfig(e.config, config)) entry = &e;
+    if (e.config == config) entry = &e;
   }
   if (entry == nullptr) {
     return absl::InvalidArgumentError(

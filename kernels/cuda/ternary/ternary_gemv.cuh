@@ -73,6 +73,26 @@ struct TernaryGemvConfig {
   int k_split = 8;         // warps sharing one row tile's inputs
   int unroll = 4;          // k-tiles per batch; the register pipeline keeps two batches in flight
   std::string Name() const;
+  friend bool operator==(const TernaryGemvConfig&, const TernaryGemvConfig&) = default;
+
+  static TernaryGemvConfig Dp4a(int tokens, int warps, int unroll) {
+    TernaryGemvConfig c;
+    c.kind = Kind::kDp4a;
+    c.tokens = tokens;
+    c.k_split = warps;
+    c.unroll = unroll;
+    return c;
+  }
+  static TernaryGemvConfig Mma(int tokens, int row_warps, int warp_row_tiles, int k_split,
+                               int unroll) {
+    TernaryGemvConfig c;
+    c.tokens = tokens;
+    c.row_tiles = row_warps;
+    c.warp_row_tiles = warp_row_tiles;
+    c.k_split = k_split;
+    c.unroll = unroll;
+    return c;
+  }
 };
 
 // Every configuration compiled in, for benchmarks.

@@ -84,23 +84,6 @@ const std::vector<Entry>& Entries() {
   return *entries;
 }
 
-bool SameConfig(const TernaryGemvConfig& a, const TernaryGemvConfig& b) {
-  return a.kind == b.kind && a.tokens == b.tokens && a.row_tiles == b.row_tiles &&
-         a.warp_row_tiles == b.warp_row_tiles && a.k_split == b.k_split && a.unroll == b.unroll;
-}
-
-TernaryGemvConfig Config(TernaryGemvConfig::Kind kind, int tokens, int row_warps,
-                         int warp_row_tiles, int k_split, int unroll) {
-  TernaryGemvConfig c;
-  c.kind = kind;
-  c.tokens = tokens;
-  c.row_tiles = row_warps;
-  c.warp_row_tiles = warp_row_tiles;
-  c.k_split = k_split;
-  c.unroll = unroll;
-  return c;
-}
-
 }  // namespace
 
 const std::vector<TernaryGemvConfig>& AllGroupedGemvConfigs() {
@@ -119,14 +102,14 @@ TernaryGemvConfig DefaultGroupedGemvConfig(const TernaryMatrixView& w, int rows_
   // two row tiles each, sharing each activation load (2 split-K warps): 119 -> 57 us for the
   // 30B shape's gate/up at 256 tokens, 61 -> 41 us for its down.
   const bool long_k = w.k_tiles() >= 16;
-  using K = TernaryGemvConfig::Kind;
+  using C = TernaryGemvConfig;
   switch (rows_per_item) {
     case 1:
-      return long_k ? Config(K::kDp4a, 1, 1, 1, 4, 4) : Config(K::kDp4a, 1, 1, 1, 4, 2);
+      return long_k ? C::Dp4a(1, 4, 4) : C::Dp4a(1, 4, 2);
     case 8:
-      return long_k ? Config(K::kMma, 8, 1, 1, 4, 2) : Config(K::kMma, 8, 2, 2, 2, 2);
+      return long_k ? C::Mma(8, 1, 1, 4, 2) : C::Mma(8, 2, 2, 2, 2);
     default:
-      return Config(K::kMma, 16, 4, 2, 2, 1);
+      return C::Mma(16, 4, 2, 2, 1);
   }
 }
 
@@ -199,7 +182,7 @@ absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activa
       groups.config != nullptr ? *groups.config : DefaultGroupedGemvConfig(w.first, t);
   const Entry* entry = nullptr;
   for (const Entry& e : Entries()) {
-    if (SameConfig(e.config, config)) entry = &e;
+    if (e.config == config) entry = &e;
   }
   if (entry == nullptr || (config.kind == TernaryGemvConfig::Kind::kDp4a && t != 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
