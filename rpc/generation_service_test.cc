@@ -194,8 +194,8 @@ class GenerationServiceTest : public ::testing::Test {
   // A unary call with hand-encoded bytes (the health and reflection messages are tiny; encoding
   // them avoids generating stubs of protos that the gRPC library already registers).
   grpc::Status RawUnary(const std::string& method, const std::string& request,
-                        std::string* response) {
-    grpc::GenericStub stub(channel_);
+                        std::string* response, std::shared_ptr<grpc::Channel> channel = nullptr) {
+    grpc::GenericStub stub(channel ? channel : channel_);
     grpc::CompletionQueue cq;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -224,13 +224,13 @@ class GenerationServiceTest : public ::testing::Test {
 
   // grpc.health.v1.Health/Check: request {string service = 1}, response {enum status = 1},
   // SERVING = 1, NOT_SERVING = 2. Returns the status value, or -code on an RPC error.
-  int HealthStatus(const std::string& service) {
+  int HealthStatus(const std::string& service, std::shared_ptr<grpc::Channel> channel = nullptr) {
     std::string request;
     if (!service.empty()) {
       request = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
     }
     std::string response;
-    grpc::Status status = RawUnary("/grpc.health.v1.Health/Check", request, &response);
+    grpc::Status status = RawUnary("/grpc.health.v1.Health/Check", request, &response, channel);
     if (!status.ok()) return -static_cast<int>(status.error_code());
     if (response.size() == 2 && response[0] == 0x08) return response[1];
     return 0;  // UNKNOWN (field absent)
@@ -571,6 +571,48 @@ TEST_F(GenerationServiceTest, HealthReportsLivenessAndReadiness) {
   EXPECT_EQ(HealthStatus(kGenerationServiceName), kNotServing);
   EXPECT_EQ(HealthStatus(""), kServing);
   EXPECT_EQ(HealthStatus("no.such.Service"), -static_cast<int>(grpc::StatusCode::NOT_FOUND));
+}
+
+TEST_F(GenerationServiceTest, HealthPortServesOnlyHealthInPlaintextBesideTheApi) {
+  // The API with TLS would do too; what matters is that the health port is a second server that
+  // follows the API's statuses and carries nothing else.
+  GrpcServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.health_listen_address = "127.0.0.1:0";
+  options.service.metrics = &metrics_;
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(&backend_, options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_FALSE((*server)->health_address().empty());
+  EXPECT_NE((*server)->health_address(), (*server)->address());
+  auto health_channel =
+      grpc::CreateChannel((*server)->health_address(), grpc::InsecureChannelCredentials());
+  constexpr int kServing = 1, kNotServing = 2;
+  EXPECT_EQ(HealthStatus("", health_channel), kServing);
+  EXPECT_EQ(HealthStatus(kGenerationServiceName, health_channel), kNotServing);
+  (*server)->SetReady(true);
+  EXPECT_EQ(HealthStatus(kGenerationServiceName, health_channel), kServing);
+  // No generation on the health port.
+  auto stub = v1::Generation::NewStub(health_channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  auto reader = stub->Generate(&context, TextRequest("hello"));
+  v1::GenerateResponse response;
+  EXPECT_FALSE(reader->Read(&response));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // Shutdown: NOT_SERVING there too, then the port closes.
+  (*server)->Shutdown(std::chrono::system_clock::now() + 1s);
+  const int after = HealthStatus(kGenerationServiceName, health_channel);
+  EXPECT_TRUE(after == kNotServing || after < 0) << after;
+}
+
+TEST_F(GenerationServiceTest, HealthPortThatCannotBeBoundIsAnError) {
+  GrpcServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.health_listen_address = server_->address();  // taken
+  absl::StatusOr<std::unique_ptr<GrpcServer>> server = GrpcServer::Start(&backend_, options);
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(server.status().message(), HasSubstr("the health port"));
 }
 
 TEST_F(GenerationServiceTest, ReflectionListsTheServiceAndServesItsFile) {

@@ -4,13 +4,16 @@
 //
 // Health: service "" is SERVING while the process is up (liveness); "bitserve.v1.Generation" is
 // SERVING only while SetReady(true) holds (readiness: NOT_SERVING while starting, draining, or
-// with workers lost). Shutdown turns both NOT_SERVING.
+// with workers lost). Shutdown turns both NOT_SERVING. The same two statuses can also be served on
+// a second, plaintext port that carries nothing but grpc.health.v1 (`health_listen_address`): the
+// kubelet's gRPC probes speak no TLS, so an API port with TLS or mutual TLS needs one to be probed.
 #pragma once
 
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
@@ -31,6 +34,8 @@ struct GrpcServerOptions {
   GenerationServiceOptions service;
   // TLS (rpc/tls.h GrpcServerCredentials); null: plaintext.
   std::shared_ptr<grpc::ServerCredentials> credentials;
+  // host:port of the plaintext health-only server (port 0: any free one); none when empty.
+  std::string health_listen_address;
 };
 
 class GrpcServer {
@@ -44,6 +49,8 @@ class GrpcServer {
   // host:port actually bound (the chosen port when the listen address asked for port 0).
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // host:port of the health-only server; empty without one.
+  const std::string& health_address() const { return health_address_; }
 
   void SetReady(bool ready);
 
@@ -56,10 +63,13 @@ class GrpcServer {
 
  private:
   GrpcServer() = default;
+  // The API server's health service, and the health-only server's where there is one.
+  std::vector<grpc::HealthCheckServiceInterface*> HealthServices();
 
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::string address_;
+  std::unique_ptr<grpc::Server> health_server_;  // null without a health_listen_address
+  std::string address_, health_address_;
   int port_ = 0;
   std::mutex mu_;
   bool shut_down_ = false;

@@ -14,7 +14,8 @@ add_library(bitserve_rpc_worker STATIC
 #Pipelines of worker processes(2 and 3 stages, int8 and bf16 transfer) against the one - process
 #pipeline reference, and a stage lost and replaced.
                 bitserve_add_python_grpc_test(pipeline_python_test 600)
-#deploy / kubernetes/*.yaml: consistent, and their command lines serve on loopback.
+# deploy/kubernetes (LeaderWorkerSet base and overlays): rendered, validated, consistent, and their
+# command lines serve on loopback over TLS with an API key.
 bitserve_add_python_grpc_test(deploy_manifests_test 300)
 # Expert parallelism of worker processes (EP2, PP2 x EP2) against the one-process engine, bad
 # input, and a rank lost and replaced.

@@ -36,6 +36,7 @@ namespace {
 
 struct ServeArgs {
   std::string model, listen = "0.0.0.0:50051", metrics_listen;
+  std::string health_listen;  // plaintext grpc.health.v1 only, for probes (off when empty)
   std::string http_listen, served_model_name;  // the OpenAI-compatible HTTP API (off when empty)
   std::string api_key_file;                    // empty: no keys asked
   rpc::ServerTlsFiles tls;                     // of the gRPC and HTTP APIs
@@ -235,8 +236,13 @@ absl::Status Serve(const ServeArgs& args) {
   server_options.service.metrics = &metrics;
   server_options.service.api_keys = &api_keys;
   server_options.credentials = credentials;
+  server_options.health_listen_address = args.health_listen;
   ASSIGN_OR_RETURN(std::unique_ptr<rpc::GrpcServer> server,
                    rpc::GrpcServer::Start(&backend, server_options));
+  if (!server->health_address().empty()) {
+    std::cerr << "bitserve serve: health (grpc.health.v1, plaintext) on "
+              << server->health_address() << std::endl;
+  }
 
   std::unique_ptr<rpc::WorkerHub> hub;
   std::unique_ptr<grpc::Server> worker_server;
@@ -429,6 +435,9 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--listen", args->listen, "gRPC address host:port (port 0: any free port)");
   cmd->add_option("--metrics-listen", args->metrics_listen,
                   "Prometheus endpoint host:port (off when empty)");
+  cmd->add_option("--health-listen", args->health_listen,
+                  "A second gRPC port with only grpc.health.v1, in plaintext, host:port: for "
+                  "probes that speak no TLS (Kubernetes) when --tls-cert is set (off when empty)");
   cmd->add_option("--http-listen", args->http_listen,
                   "OpenAI-compatible HTTP API host:port (/v1/completions, /v1/chat/completions, "
                   "/v1/models, /health; off when empty; port 0: any free port)");
