@@ -43,12 +43,18 @@ foreach(proto bitserve/v1/bitserve bitserve/internal/worker)
   list(APPEND BITSERVE_PROTO_SRCS ${out}.pb.cc ${out}.grpc.pb.cc)
 endforeach()
 
+# TLS files of both APIs and the worker link: gRPC credentials, and the HTTP API's certificate that
+# follows its files.
+add_library(bitserve_tls STATIC tls.cc tls_reload.cc)
+target_link_libraries(bitserve_tls PUBLIC bitserve_base absl::status absl::statusor absl::strings
+                      ${BITSERVE_GRPCPP} OpenSSL::SSL OpenSSL::Crypto)
+
 # The generated messages and stubs, and their conversion to the C++ types of
 # rpc/generation_backend.h (validation included), shared by the service and the client.
-add_library(bitserve_rpc_proto STATIC ${BITSERVE_PROTO_SRCS} api_conversion.cc tls.cc)
+add_library(bitserve_rpc_proto STATIC ${BITSERVE_PROTO_SRCS} api_conversion.cc)
 target_include_directories(bitserve_rpc_proto SYSTEM PUBLIC ${BITSERVE_PROTO_OUT_DIR})
 target_link_libraries(bitserve_rpc_proto PUBLIC bitserve_engine bitserve_text bitserve_options
-                      protobuf::libprotobuf ${BITSERVE_GRPCPP})
+                      protobuf::libprotobuf ${BITSERVE_GRPCPP} bitserve_tls)
 
 add_library(bitserve_rpc_service STATIC generation_service.cc grpc_server.cc request_bytes.cc)
 target_link_libraries(bitserve_rpc_service PUBLIC bitserve_rpc_proto bitserve_metrics

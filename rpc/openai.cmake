@@ -8,7 +8,7 @@ add_library(bitserve_openai_http STATIC
 target_link_libraries(bitserve_openai_http
   PUBLIC bitserve_text bitserve_options absl::status absl::statusor absl::strings
          nlohmann_json::nlohmann_json Threads::Threads
-  PRIVATE bitserve_metrics PkgConfig::CPP_HTTPLIB)
+  PRIVATE bitserve_metrics bitserve_tls PkgConfig::CPP_HTTPLIB)
 
 bitserve_add_test(openai_api_test
   SRCS openai_api_test.cc

@@ -265,13 +265,16 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
   if (options.tls_cert.empty()) {
     server->server_ = std::make_unique<httplib::Server>();
   } else {
+    // The certificate follows its files (rpc/tls_reload.h); it outlives the server's SSL_CTX.
+    absl::StatusOr<std::shared_ptr<ReloadingServerCertificate>> certificate =
+        ReloadingServerCertificate::Load(
+            {.cert = options.tls_cert, .key = options.tls_key, .client_ca = options.tls_client_ca});
+    if (!certificate.ok()) return certificate.status();
+    server->certificate_ = *certificate;
     auto tls = std::make_unique<httplib::SSLServer>(
-        options.tls_cert.c_str(), options.tls_key.c_str(),
-        options.tls_client_ca.empty() ? nullptr : options.tls_client_ca.c_str());
+        [certificate = *certificate](SSL_CTX& ctx) { return certificate->Install(&ctx); });
     if (!tls->is_valid()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the HTTP API cannot use --tls-cert ", options.tls_cert, " / --tls-key ",
-                       options.tls_key, " (not a certificate and its key)"));
+      return absl::InternalError("the HTTP API's TLS context could not be made (OpenSSL)");
     }
     server->server_ = std::move(tls);
   }

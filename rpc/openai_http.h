@@ -19,6 +19,7 @@
 #include "rpc/api_keys.h"
 #include "rpc/generation_backend.h"
 #include "rpc/openai_api.h"
+#include "rpc/tls_reload.h"
 
 namespace httplib {
 class Server;
@@ -57,7 +58,8 @@ class OpenAiHttpServer {
 
  private:
   OpenAiHttpServer() = default;
-  OpenAiHttpOptions options_;  // read by the routes' handler
+  OpenAiHttpOptions options_;                                // read by the routes' handler
+  std::shared_ptr<ReloadingServerCertificate> certificate_;  // with TLS; outlives server_
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::string host_;

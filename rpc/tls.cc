@@ -6,6 +6,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+#include "rpc/tls_reload.h"
 
 namespace bitserve::rpc {
 
@@ -32,23 +35,31 @@ absl::Status CheckServerTlsFiles(const ServerTlsFiles& files) {
   if (!files.client_ca.empty()) {
     RETURN_IF_ERROR(ReadPemFile(files.client_ca, "--tls-client-ca").status());
   }
-  return absl::OkStatus();
+  // A certificate and key that parse and belong together.
+  return ReloadingServerCertificate::Load(files).status();
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(
     const ServerTlsFiles& files) {
   if (!files.enabled()) return grpc::InsecureServerCredentials();
   RETURN_IF_ERROR(CheckServerTlsFiles(files));
-  grpc::SslServerCredentialsOptions options;
-  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(files.cert, "--tls-cert"));
-  ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(files.key, "--tls-key"));
-  options.pem_key_cert_pairs.push_back(std::move(pair));
-  if (!files.client_ca.empty()) {
-    ASSIGN_OR_RETURN(options.pem_root_certs, ReadPemFile(files.client_ca, "--tls-client-ca"));
-    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  // gRPC re-reads the files every interval and serves new handshakes with a changed pair (one
+  // whose key does not match its certificate is skipped, keeping the previous pair).
+  const auto interval = static_cast<unsigned int>(kTlsReloadInterval.count());
+  auto provider = files.client_ca.empty()
+                      ? std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                            files.key, files.cert, interval)
+                      : std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+                            files.key, files.cert, files.client_ca, interval);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (files.client_ca.empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   }
-  return grpc::SslServerCredentials(options);
+  return grpc::experimental::TlsServerCredentials(options);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> GrpcChannelCredentials(

@@ -33,10 +33,13 @@ inline const char* TlsLabel(const ServerTlsFiles& files) {
 
 // A file's contents; InvalidArgument naming `flag` when it cannot be read or is not PEM.
 absl::StatusOr<std::string> ReadPemFile(const std::string& path, const std::string& flag);
-// InvalidArgument naming the flag when cert and key do not come together, or a file is missing.
+// InvalidArgument naming the flag when cert and key do not come together, a file is missing or
+// not PEM, or the key is not the certificate's.
 absl::Status CheckServerTlsFiles(const ServerTlsFiles& files);
 
-// Insecure credentials when TLS is off.
+// Insecure credentials when TLS is off. With TLS the files are watched: a changed certificate,
+// key or client CA serves new connections within rpc/tls_reload.h's kTlsReloadInterval, and open
+// connections keep theirs.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(
     const ServerTlsFiles& files);
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> GrpcChannelCredentials(

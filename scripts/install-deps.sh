@@ -10,7 +10,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libutf8proc-dev
   clang libclang-rt-14-dev clang-format
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
-  python3-grpcio python3-protobuf python3-yaml openssl yamllint
+  python3-grpcio python3-protobuf python3-yaml openssl libssl-dev yamllint
 )
 # Node.js and npm run the JS reference tokenizer; some machines have them from another source.
 command -v npm >/dev/null || packages+=(nodejs npm)

@@ -8,7 +8,10 @@
 #      CA, is refused (gRPC and HTTPS); with the CA's client certificate it works.
 #   3. The worker link (--worker-tls-*, mutual): the CA's worker joins and serves; a plaintext
 #      worker and a rogue CA's are refused.
-#   4. Bad files: serve refuses a missing key or a non-PEM file, naming the flag.
+#   4. Bad files: serve refuses a missing key, a non-PEM file or a key of another certificate,
+#      naming the flag.
+#   5. Renewal: the certificate files replaced under a running serve (another CA's) serve new gRPC
+#      and HTTPS connections within seconds, while a stream opened before goes on to its end.
 # Usage: tls_test.sh PATH/TO/bitserve
 set -euo pipefail
 bitserve=$(realpath "$1")
@@ -43,6 +46,7 @@ leaf() {  # leaf NAME CA EXT
 ca ca
 ca rogue
 leaf server ca "subjectAltName=DNS:localhost,IP:127.0.0.1"
+leaf renewed rogue "subjectAltName=DNS:localhost,IP:127.0.0.1"
 leaf client ca "extendedKeyUsage=clientAuth"
 leaf intruder rogue "extendedKeyUsage=clientAuth"
 cd - >/dev/null
@@ -140,4 +144,48 @@ grep -q -- "--tls-key" "$work/bad.log" || fail "no --tls-key in: $(cat "$work/ba
 if timeout 30 "$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --tls-cert "$work/server.csr.none" \
   --tls-key "$work/server.key" 2> "$work/bad.log"; then fail "serve started with a missing certificate"; fi
 grep -q -- "--tls-cert" "$work/bad.log" || fail "no --tls-cert in: $(cat "$work/bad.log")"
+if timeout 30 "$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --tls-cert "$work/server.pem" \
+  --tls-key "$work/client.key" 2> "$work/bad.log"; then fail "serve started with another certificate's key"; fi
+grep -q -- "is not the key of --tls-cert" "$work/bad.log" || fail "key mismatch: $(cat "$work/bad.log")"
+
+# 5. Renewal without a restart: serve reads copies of the files; they are replaced by the rogue
+#    CA's "renewed" pair while a long stream runs over a connection made with the old one.
+cp "$work/server.pem" "$work/live.pem"
+cp "$work/server.key" "$work/live.key"
+"$bitserve" serve --model "$work/tiny" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --served-model-name tiny --tls-cert "$work/live.pem" --tls-key "$work/live.key" \
+  2> "$work/serve.log" &
+pid=$!
+for _ in $(seq 600); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
+a=$(sed -n 's/^bitserve serve: listening on \([^ ]*\).*/\1/p' "$work/serve.log")
+addr=localhost:${a##*:}
+base=$(sed -n 's|^bitserve serve: OpenAI API on \(https://[^ ]*\) .*|\1|p' "$work/serve.log")
+base=${base/127.0.0.1/localhost}
+timeout 120 "$bitserve" client generate --server "$addr" --tls-ca "$work/ca.pem" --prompt-ids 1,2,3 \
+  --max-tokens 3000 --ignore-eos > "$work/stream.out" 2> "$work/stream.err" &
+stream=$!
+for _ in $(seq 100); do [[ -s $work/stream.out ]] && break; sleep 0.1; done
+[[ -s $work/stream.out ]] || fail "the long stream did not start: $(cat "$work/stream.err")"
+cp "$work/renewed.pem" "$work/live.pem.new" && mv "$work/live.pem.new" "$work/live.pem"
+cp "$work/renewed.key" "$work/live.key.new" && mv "$work/live.key.new" "$work/live.key"
+renewed=""
+for _ in $(seq 50); do
+  if client info --tls-ca "$work/rogue.pem" > /dev/null; then renewed=yes; break; fi
+  sleep 0.2
+done
+[[ -n $renewed ]] || fail "the renewed certificate was not served within 10 s: $(cat "$work/err")"
+if client info --tls-ca "$work/ca.pem" > /dev/null; then fail "the old certificate is still served"; fi
+NODE_EXTRA_CA_CERTS=$work/rogue.pem timeout 60 node --input-type=module - "$base" <<'JS' || fail "HTTPS with the renewed certificate"
+import OpenAI from "openai";
+const client = new OpenAI({ baseURL: process.argv[2], apiKey: "unused", maxRetries: 0 });
+for (let i = 0; ; i++) {  // the HTTP API looks at its files on handshakes, at most once a second
+  try { await client.models.list(); break; } catch (e) { if (i > 20) throw e; }
+  await new Promise((r) => setTimeout(r, 250));
+}
+JS
+grep -q "certificate files changed" "$work/serve.log" || fail "no reload line in the log"
+wait "$stream" || fail "the stream opened before the renewal failed: $(cat "$work/stream.err")"
+grep -q '^\[length\]$' "$work/stream.out" ||
+  fail "the stream opened before the renewal did not end at its length: $(tail -c 300 "$work/stream.out")"
+stop
 echo "tls_test: passed"
