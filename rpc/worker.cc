@@ -10,6 +10,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/device_name.h"
 #include "base/status_macros.h"
@@ -241,20 +242,48 @@ struct Answer {
   bool rejoin = false;                         // without an assignment: register again
 };
 
+// Why `channel` did not connect, as gRPC last saw it (connection refused, a TLS handshake that
+// failed), or "" when it does not know (still connecting). A call that does not wait for the
+// connection fails at once with the channel's last error; it is made only in TRANSIENT_FAILURE,
+// so it reaches no coordinator. A coordinator whose TLS handshake refuses the worker (no client
+// certificate, one of another CA, no TLS at all) just closes the connection (FIN, or RST when
+// the worker's data is still unread): say what that means.
+std::string ConnectionError(const std::shared_ptr<::grpc::Channel>& channel) {
+  if (channel->GetState(false) != GRPC_CHANNEL_TRANSIENT_FAILURE) return "";
+  ::grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  const ::grpc::Status s = wire::Coordinator::NewStub(channel)->Attach(&context)->Finish();
+  if (s.error_code() != ::grpc::StatusCode::UNAVAILABLE) return "";
+  std::string why = absl::StrCat(": ", s.error_message());
+  if (absl::StrContains(why, "Socket closed") || absl::StrContains(why, "Connection reset")) {
+    absl::StrAppend(&why,
+                    " (the coordinator closed the connection, as it does when its TLS handshake "
+                    "refuses this worker: it asks for TLS, --tls-ca, or does not accept this "
+                    "worker's certificate, --tls-cert; its log says which)");
+  }
+  return why;
+}
+
 // Step 1: dials the coordinator and registers. A refusal is an error with the coordinator's reason.
 absl::StatusOr<Answer> Register(const WorkerOptions& options, const std::string& worker_id,
                                 Session& session) {
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
+  // A coordinator that vanishes without closing the connection (its node lost, the network cut)
+  // is noticed: the connection ends when a keepalive ping or sent data (heartbeats) goes
+  // unacknowledged for the timeout (gRPC also sets it as TCP_USER_TIMEOUT), and the worker then
+  // leaves as for any coordinator gone, instead of waiting for TCP to give up (about 15 minutes).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(kWorkerKeepaliveTime.count()));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(kWorkerKeepaliveTimeout.count()));
   session.channel = ::grpc::CreateCustomChannel(
       options.coordinator_address,
       options.credentials ? options.credentials : ::grpc::InsecureChannelCredentials(), args);
   if (!session.channel->WaitForConnected(std::chrono::system_clock::now() +
                                          options.connect_timeout)) {
-    return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ",
-                                               options.coordinator_address, " within ",
-                                               options.connect_timeout.count(), " ms"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot reach the coordinator at ", options.coordinator_address, " within ",
+                     options.connect_timeout.count(), " ms", ConnectionError(session.channel)));
   }
   ASSIGN_OR_RETURN(session.listener, TcpListener::Listen(options.transport_host, 0));
   auto stub = wire::Coordinator::NewStub(session.channel);

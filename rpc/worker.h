@@ -36,6 +36,13 @@ struct WorkerOptions {
   std::shared_ptr<::grpc::ChannelCredentials> credentials;
 };
 
+// Keepalive of the worker's link to the coordinator: a ping after kWorkerKeepaliveTime without
+// anything received; the connection ends when a ping, or sent data, goes unacknowledged for
+// kWorkerKeepaliveTimeout. The coordinator's worker server accepts such pings
+// (WorkerHub::ConfigureServer).
+inline constexpr std::chrono::milliseconds kWorkerKeepaliveTime{5000};
+inline constexpr std::chrono::milliseconds kWorkerKeepaliveTimeout{5000};
+
 // Runs until the coordinator sends Shutdown (OK), refuses the worker (FAILED_PRECONDITION,
 // ALREADY_EXISTS, ... with its reason), goes away (UNAVAILABLE), or loading fails (that error,
 // also reported to the coordinator). A Shutdown that asks to rejoin (a peer stage was lost)

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "rpc/api_keys.h"
+#include "rpc/worker.h"
 #include "rpc/worker_link.h"
 #include "rpc/worker_protocol.h"
 #include "runtime/transport/nccl_transport.h"
@@ -69,6 +70,15 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
   }
   return std::unique_ptr<WorkerHub>(
       new WorkerHub(options, std::move(config), std::move(stages), std::move(expert_owner)));
+}
+
+void WorkerHub::ConfigureServer(::grpc::ServerBuilder& builder) {
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxSendMessageSize(64 << 20);
+  // gRPC's default refuses pings more often than every 5 minutes while the server sends nothing
+  // (an idle coordinator), ending the connection after a few: accept the workers' keepalive.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(kWorkerKeepaliveTime.count() / 2));
 }
 
 WorkerHub::WorkerHub(const WorkerHubOptions& options, ModelConfig config,

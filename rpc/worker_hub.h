@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "bitserve/internal/worker.grpc.pb.h"
+#include "grpcpp/server_builder.h"
 #include "rpc/serving_metrics.h"
 #include "runtime/checkpoint/model_config.h"
 #include "runtime/checkpoint/pipeline_stage.h"
@@ -93,6 +94,10 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
       ::grpc::ServerContext* context,
       ::grpc::ServerReaderWriter<::bitserve::internal::v1::CoordinatorMessage,
                                  ::bitserve::internal::v1::WorkerMessage>* stream) override;
+
+  // Settings of the gRPC server the hub is registered with: message sizes, and the workers'
+  // keepalive pings (rpc/worker.h) accepted however long the link is idle.
+  static void ConfigureServer(::grpc::ServerBuilder& builder);
 
   // Blocks until a worker is ready: OK, or DEADLINE_EXCEEDED.
   absl::Status WaitForWorker(std::chrono::steady_clock::time_point deadline);

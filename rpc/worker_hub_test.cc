@@ -1,8 +1,12 @@
 // The coordinator with its engine on a worker over the internal protocol, on loopback: a real
 // worker (RunWorker) gives exactly the tokens of the in-process engine; a worker that stops
 // heartbeating is detected and fails the step in flight; bad registrations are refused; a
-// replacement worker restores service.
+// replacement worker restores service; a worker that cannot connect says why.
 #include "rpc/worker_hub.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -62,6 +66,7 @@ struct Hub {
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    WorkerHub::ConfigureServer(builder);
     builder.RegisterService(hub.get());
     server = builder.BuildAndStart();
     address = "127.0.0.1:" + std::to_string(port);
@@ -296,6 +301,53 @@ TEST(WorkerHubTest, RefusesWrongVersionSecondWorkerAndOtherModels) {
   EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(end.error_message().find("vocab 7"), std::string::npos) << end.error_message();
   EXPECT_FALSE(hub.hub->Health().ok());
+}
+
+// A loopback TCP socket bound to a free port: listening, it accepts every connection and closes
+// it at once (what a TLS coordinator does to a worker it refuses); not listening, it refuses them.
+struct ClosingSocket {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int port = 0;
+  std::thread acceptor;
+
+  explicit ClosingSocket(bool listening) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t n = sizeof(a);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), n), 0);
+    EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n), 0);
+    port = ntohs(a.sin_port);
+    if (!listening) return;
+    EXPECT_EQ(listen(fd, 8), 0);
+    acceptor = std::thread([this] {
+      for (int c; (c = accept(fd, nullptr, nullptr)) >= 0;) close(c);
+    });
+  }
+  ~ClosingSocket() {
+    shutdown(fd, SHUT_RDWR);  // ends accept()
+    if (acceptor.joinable()) acceptor.join();
+    close(fd);
+  }
+};
+
+TEST(WorkerHubTest, WorkerThatCannotConnectSaysWhy) {
+  auto run = [](int port) {
+    WorkerOptions options;
+    options.coordinator_address = "127.0.0.1:" + std::to_string(port);
+    options.connect_timeout = milliseconds(1000);
+    return RunWorker(options);
+  };
+  const absl::Status refused = run(ClosingSocket(false).port);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("cannot reach the coordinator"), std::string::npos) << refused;
+  EXPECT_NE(refused.message().find("Connection refused"), std::string::npos) << refused;
+  ClosingSocket closing(true);
+  const absl::Status closed = run(closing.port);
+  EXPECT_EQ(closed.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(closed.message().find("as it does when its TLS handshake refuses this worker"),
+            std::string::npos)
+      << closed;
 }
 
 wire::DeviceInfo Device(const std::string& kind, const std::string& host, const std::string& bus) {

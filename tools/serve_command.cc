@@ -302,8 +302,7 @@ absl::Status Serve(const ServeArgs& args) {
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort(worker_listen, worker_credentials, &port);
-    builder.SetMaxReceiveMessageSize(64 << 20);
-    builder.SetMaxSendMessageSize(64 << 20);
+    rpc::WorkerHub::ConfigureServer(builder);
     builder.RegisterService(hub.get());
     worker_server = builder.BuildAndStart();
     if (worker_server == nullptr || port == 0) {
