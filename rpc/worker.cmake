@@ -20,3 +20,8 @@ bitserve_add_python_grpc_test(deploy_manifests_test 300)
 # Expert parallelism of worker processes (EP2, PP2 x EP2) against the one-process engine, bad
 # input, and a rank lost and replaced.
 bitserve_add_python_grpc_test(expert_parallel_python_test 600)
+# Several hosts on one machine: a node per network namespace (veth links to a bridge), a pipeline
+# over mutual TLS and a join secret, nodes cut off and replaced, rogue workers refused. Needs root;
+# exits 77 (skipped) where namespaces are not permitted.
+bitserve_add_python_grpc_test(multihost_netns_test 180)
+set_tests_properties(multihost_netns_test PROPERTIES SKIP_RETURN_CODE 77)
