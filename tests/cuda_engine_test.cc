@@ -685,7 +685,7 @@ INSTANTIATE_TEST_SUITE_P(
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaEngineKvTest,
     ::testing::Combine(::testing::Values("test-gqa", "test-odd", "tiny", "test-moe",
-                                         "shakespeare-moe"),
+                                         "shakespeare-moe", "rope-yarn", "rope-llama3"),
                        ::testing::Values(KvDtype::kBf16, KvDtype::kInt8, KvDtype::kInt4)),
     [](const ::testing::TestParamInfo<std::tuple<std::string, KvDtype>>& info) {
       std::string name = std::get<0>(info.param) + "_" + KvDtypeName(std::get<1>(info.param));

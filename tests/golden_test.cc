@@ -119,6 +119,7 @@ class Golden : public ::testing::TestWithParam<std::string> {
     EngineOptions options;
     options.max_sequences = 4;
     options.block_size = 4;  // small blocks: every sequence spans several
+    options.max_model_len = 256;  // Blocks(): 64 blocks of 4 (the RoPE cases' models hold fewer)
     options.trace = std::move(trace);
     auto engine = LoadEngine(dir() / "model", options);
     EXPECT_TRUE(engine.ok()) << engine.status();
@@ -182,19 +183,6 @@ class Golden : public ::testing::TestWithParam<std::string> {
     return report;
   }
 };
-
-TEST_P(Golden, MakeModelStillWritesTheCommittedCheckpoint) {
-  auto preset = FindModelPreset(GetParam());
-  ASSERT_TRUE(preset.ok());
-  fs::path tmp =
-      fs::temp_directory_path() / ("bitserve_golden_" + std::to_string(getpid()) + GetParam());
-  ASSERT_TRUE(WriteSyntheticCheckpoint(*preset, tmp, {}).ok());
-  for (const char* file : {"model.safetensors", "config.json"}) {
-    EXPECT_EQ(ReadAll(tmp / file), ReadAll(dir() / "model" / file))
-        << file << ": make-model output changed; regenerate tests/data/golden (make_golden.py)";
-  }
-  fs::remove_all(tmp);
-}
 
 TEST_P(Golden, ActivationsAgreeUpToRoundingTies) {
   int64_t compared = 0, total = 0;
@@ -343,7 +331,35 @@ TEST_P(Golden, BadBatchesChangeNothing) {
   EXPECT_EQ(logits, reference);
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, Golden, ::testing::Values("test-gqa", "test-odd"),
+// The presets' checkpoints, and test-gqa's weights under each RoPE scaling type (their config.json
+// differs: rope_theta 10000, a short max_position_embeddings, rope_scaling; positions go past the
+// original length, where scaling matters).
+INSTANTIATE_TEST_SUITE_P(Checkpoints, Golden,
+                         ::testing::Values("test-gqa", "test-odd", "rope-linear", "rope-dynamic",
+                                           "rope-yarn", "rope-llama3"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
+
+// The committed checkpoints are what make-model writes today.
+class GoldenPreset : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenPreset, MakeModelStillWritesTheCommittedCheckpoint) {
+  auto preset = FindModelPreset(GetParam());
+  ASSERT_TRUE(preset.ok());
+  fs::path tmp =
+      fs::temp_directory_path() / ("bitserve_golden_" + std::to_string(getpid()) + GetParam());
+  ASSERT_TRUE(WriteSyntheticCheckpoint(*preset, tmp, {}).ok());
+  for (const char* file : {"model.safetensors", "config.json"}) {
+    EXPECT_EQ(ReadAll(tmp / file), ReadAll(kGoldenRoot / GetParam() / "model" / file))
+        << file << ": make-model output changed; regenerate tests/data/golden (make_golden.py)";
+  }
+  fs::remove_all(tmp);
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, GoldenPreset, ::testing::Values("test-gqa", "test-odd"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name) c = c == '-' ? '_' : c;

@@ -34,7 +34,7 @@ void AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &args->kv_dtype);
   cmd->add_option("--context", args->context,
-                  "Tokens per window (default: the model's max_position_embeddings)");
+                  "Tokens per window (default: the model's context length)");
   cmd->add_option("--stride", args->stride, "Window start step (default: context / 2)");
   cmd->add_flag("--json", args->json, "Print {\"tokens\": N, \"nll\": X, \"ppl\": Y}");
   args->pipeline.Add(cmd);
@@ -48,16 +48,15 @@ void AddPerplexityCommand(CLI::App& app) {
         return absl::FailedPreconditionError(
             absl::StrCat(args->model, " has no tokenizer.json: perplexity reads text"));
       }
-      const int64_t context = args->context > 0 ? args->context : config.max_position_embeddings;
+      const int64_t context = args->context > 0 ? args->context : config.context_length();
       const int64_t stride = args->stride > 0 ? args->stride : std::max<int64_t>(1, context / 2);
       if (args->context < 0 || args->stride < 0) {
         return absl::InvalidArgumentError("--context and --stride must be positive");
       }
-      if (context > config.max_position_embeddings) {
+      if (context > config.context_length()) {
         return absl::InvalidArgumentError(absl::StrCat("--context ", context,
-                                                       " exceeds the model's "
-                                                       "max_position_embeddings ",
-                                                       config.max_position_embeddings));
+                                                       " exceeds the model's context length ",
+                                                       config.context_length()));
       }
       std::vector<int32_t> ids;
       if (config.bos_token_id >= 0) ids.push_back(config.bos_token_id);

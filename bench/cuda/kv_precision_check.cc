@@ -31,7 +31,7 @@ std::vector<float> Run(const ModelWeights& W, const std::vector<int32_t>& ids, b
   std::vector<float> s(m);
   std::vector<int32_t> pos(m);
   for (int i = 0; i < m; ++i) pos[i] = i;
-  auto inv = cpu::RopeInverseFrequencies(c.head_dim, c.rope_theta);
+  const RopeFrequencies rope = ModelRopeFrequencies(c);
   cpu::Bf16GatherRows(W.embedding.data(), h, ids.data(), m, x.data());
   float eps = c.rms_norm_eps;
   auto lin = [&](const float* in, int64_t dim, const TernaryMatrix& t, float* out) {
@@ -45,8 +45,10 @@ std::vector<float> Run(const ModelWeights& W, const std::vector<int32_t>& ids, b
     cpu::TernaryMatmul(aq.data(), s.data(), m, w.q.values.data(), qd, h, w.q.scale, q.data());
     cpu::TernaryMatmul(aq.data(), s.data(), m, w.k.values.data(), kvd, h, w.k.scale, k.data());
     cpu::TernaryMatmul(aq.data(), s.data(), m, w.v.values.data(), kvd, h, w.v.scale, v.data());
-    cpu::RopeNeox(q.data(), m, c.num_attention_heads, c.head_dim, pos.data(), inv.data());
-    cpu::RopeNeox(k.data(), m, c.num_key_value_heads, c.head_dim, pos.data(), inv.data());
+    cpu::RopeNeox(q.data(), m, c.num_attention_heads, c.head_dim, pos.data(), rope.inv_freq.data(),
+                  rope.attention_scaling);
+    cpu::RopeNeox(k.data(), m, c.num_key_value_heads, c.head_dim, pos.data(), rope.inv_freq.data(),
+                  rope.attention_scaling);
     if (bf16_kv) {
       for (auto& e : k) e = Bf16ToFloat(FloatToBf16(e));
       for (auto& e : v) e = Bf16ToFloat(FloatToBf16(e));

@@ -15,15 +15,15 @@ std::vector<float> RopeInverseFrequencies(int64_t head_dim, double theta) {
 }
 
 void RopeNeox(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32_t* positions,
-              const float* inv_freq) {
+              const float* inv_freq, float attention_scaling) {
   const int64_t half = head_dim / 2;
   std::vector<float> cos_f(half), sin_f(half);
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t i = 0; i < half; ++i) {
       // The angle is rounded to float32 first, as torch forms it (position * inv_freq in fp32).
       float angle = static_cast<float>(positions[t]) * inv_freq[i];
-      cos_f[i] = std::cos(angle);
-      sin_f[i] = std::sin(angle);
+      cos_f[i] = std::cos(angle) * attention_scaling;
+      sin_f[i] = std::sin(angle) * attention_scaling;
     }
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * head_dim;

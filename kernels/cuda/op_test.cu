@@ -515,14 +515,16 @@ enum class ModelOp { kEmbedding, kResidualNorm, kGatedFfn, kQkvRope, kLmHead };
 struct ModelOpCase {
   ModelOp op;
   int64_t m;
-  int64_t a, b = 0, c = 0;  // embedding: dim; residual: dim; gated: inter; qkv_rope: heads,
-                            // kv_heads, head_dim; lm_head: hidden, vocab
+  int64_t a, b = 0, c = 0;   // embedding: dim; residual: dim; gated: inter; qkv_rope: heads,
+                             // kv_heads, head_dim; lm_head: hidden, vocab
+  bool scaled_rope = false;  // qkv_rope: RoPE-scaled frequencies and a cos/sin factor (YaRN-like)
   std::string Name() const {
     static const char* kNames[] = {"embedding", "residual_norm", "gated_ffn", "qkv_rope",
                                    "lm_head"};
     std::string name = absl::StrCat(kNames[static_cast<int>(op)], "_m", m, "_", a);
     if (b > 0) absl::StrAppend(&name, "x", b);
     if (c > 0) absl::StrAppend(&name, "x", c);
+    if (scaled_rope) absl::StrAppend(&name, "_scaled");
     return name;
   }
 };
@@ -542,6 +544,7 @@ std::vector<ModelOpCase> AllModelOpCases() {
                             {64, 8, 128}}) {
       cases.push_back({ModelOp::kQkvRope, m, h, kv, d});
     }
+    cases.push_back({ModelOp::kQkvRope, m, 8, 2, 128, /*scaled_rope=*/true});
     if (m == 300) continue;  // prefill-sized: one block per row again; the LM head has its own
     for (auto [hidden, vocab] :
          {std::pair<int64_t, int64_t>{96, 777}, {128, 1024}, {2560, 32000}}) {
@@ -712,11 +715,20 @@ void RunQkvRope(const ModelOpCase& c, Rng& rng) {
       v[t * kvd + o] = ApplyTernaryOutputScale(acc[t * cols + qd + kvd + o], xs[t], vs);
     }
   }
-  const std::vector<float> inv_freq = cpu::RopeInverseFrequencies(shape.head_dim, 500000.0);
-  cpu::RopeNeox(q.data(), m, shape.heads, shape.head_dim, positions.data(), inv_freq.data());
-  cpu::RopeNeox(k.data(), m, shape.kv_heads, shape.head_dim, positions.data(), inv_freq.data());
+  std::vector<float> inv_freq = cpu::RopeInverseFrequencies(shape.head_dim, 500000.0);
+  float attention_scaling = 1.0f;
+  if (c.scaled_rope) {
+    // Any frequencies and multiplier go through the table (runtime/checkpoint/rope_scaling.h
+    // makes the real ones): the slow half interpolated by 4, cos and sin scaled as YaRN's 4x.
+    for (size_t i = inv_freq.size() / 2; i < inv_freq.size(); ++i) inv_freq[i] /= 4.0f;
+    attention_scaling = static_cast<float>(0.1 * std::log(4.0) + 1.0);
+  }
+  cpu::RopeNeox(q.data(), m, shape.heads, shape.head_dim, positions.data(), inv_freq.data(),
+                attention_scaling);
+  cpu::RopeNeox(k.data(), m, shape.kv_heads, shape.head_dim, positions.data(), inv_freq.data(),
+                attention_scaling);
 
-  const std::vector<float> table = RopeCosSinTable(inv_freq, max_positions);
+  const std::vector<float> table = RopeCosSinTable(inv_freq, max_positions, attention_scaling);
   auto d_acc = Alloc<int32_t>(m * cols);
   auto d_xs = Alloc<float>(m);
   auto d_pos = Alloc<int32_t>(m);

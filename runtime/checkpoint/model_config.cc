@@ -278,8 +278,6 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
   ASSIGN_OR_RETURN(bool attention_bias, f.Bool("attention_bias", false));
   if (attention_bias)
     return f.Error("attention_bias", "true is not supported (BitNet has no biases)");
-  if (f.Has("rope_scaling"))
-    return f.Error("rope_scaling", "is not supported (must be null or absent)");
 
   ModelConfig c;
   ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size", 4, kMaxDim));
@@ -308,7 +306,27 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
   }
   ASSIGN_OR_RETURN(c.vocab_size, f.Int("vocab_size", 1, 1 << 24));
   ASSIGN_OR_RETURN(c.max_position_embeddings, f.Int("max_position_embeddings", 1, 1 << 30));
-  ASSIGN_OR_RETURN(c.rope_theta, f.Number("rope_theta"));
+  // RoPE: rope_theta and rope_scaling, or transformers 5's rope_parameters holding both.
+  const char* rope_field = f.Has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  if (f.Has("rope_parameters") && f.Has("rope_scaling")) {
+    return f.Error("rope_scaling", "and rope_parameters are both set; keep one");
+  }
+  if (!f.Has("rope_theta") && f.Has("rope_parameters") && root["rope_parameters"].is_object() &&
+      root["rope_parameters"].contains("rope_theta")) {
+    const std::string rope_source = absl::StrCat(source, " rope_parameters");
+    Fields rope(root["rope_parameters"], rope_source);
+    ASSIGN_OR_RETURN(c.rope_theta, rope.Number("rope_theta"));
+  } else {
+    ASSIGN_OR_RETURN(c.rope_theta, f.Number("rope_theta"));
+  }
+  if (f.Has(rope_field)) {
+    absl::StatusOr<std::optional<RopeScaling>> scaling =
+        ParseRopeScaling(root[rope_field], rope_field);
+    if (!scaling.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", scaling.status().message()));
+    }
+    c.rope_scaling = *scaling;
+  }
   ASSIGN_OR_RETURN(c.rms_norm_eps, f.Number("rms_norm_eps"));
   ASSIGN_OR_RETURN(c.tie_word_embeddings, f.Bool("tie_word_embeddings", true));
   if (f.Has("bos_token_id")) {
@@ -319,6 +337,17 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
   absl::Status valid = c.Validate();
   if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", valid.message()));
   return c;
+}
+
+int64_t ModelConfig::context_length() const {
+  if (!rope_scaling || rope_scaling->type == RopeScaling::Type::kLlama3) {
+    return max_position_embeddings;
+  }
+  const int64_t base = rope_scaling->type == RopeScaling::Type::kYarn &&
+                               rope_scaling->original_max_position_embeddings > 0
+                           ? rope_scaling->original_max_position_embeddings
+                           : max_position_embeddings;
+  return static_cast<int64_t>(static_cast<double>(base) * rope_scaling->factor);
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir_or_file) {
@@ -367,6 +396,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
     j["norm_topk_prob"] = c.norm_topk_prob;
     j["shared_expert_intermediate_size"] = c.shared_expert_intermediate_size;
   }
+  if (c.rope_scaling) j["rope_scaling"] = RopeScalingToJson(*c.rope_scaling);
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_ids.size() == 1) {
     j["eos_token_id"] = c.eos_token_ids[0];

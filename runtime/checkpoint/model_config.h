@@ -4,12 +4,14 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "runtime/checkpoint/rope_scaling.h"
 
 namespace bitserve {
 
@@ -29,6 +31,7 @@ struct ModelConfig {
   int vocab_size = 0;
   int max_position_embeddings = 0;
   double rope_theta = 500000.0;
+  std::optional<RopeScaling> rope_scaling;  // none: plain RoPE
   double rms_norm_eps = 1e-5;
   bool tie_word_embeddings = true;
   int bos_token_id = -1;           // -1: none
@@ -45,6 +48,10 @@ struct ModelConfig {
   int shared_expert_intermediate_size = 0;  // 0: no shared expert
 
   bool is_moe() const { return num_experts > 0; }
+  // Positions the model serves by default: max_position_embeddings, extended by RoPE scaling as
+  // vLLM derives it (linear and dynamic: × factor; yarn: original_max_position_embeddings (or
+  // max_position_embeddings) × factor; llama3 configs already give the extended length).
+  int64_t context_length() const;
   int q_dim() const { return num_attention_heads * head_dim; }
   int kv_dim() const { return num_key_value_heads * head_dim; }
   int group_size() const { return num_attention_heads / num_key_value_heads; }
@@ -52,6 +59,13 @@ struct ModelConfig {
   // Checks every invariant the engines rely on; the message names the field.
   absl::Status Validate() const;
 };
+
+// The frequencies and cos/sin multiplier the engines rotate q and k with (rope_theta and
+// rope_scaling).
+inline RopeFrequencies ModelRopeFrequencies(const ModelConfig& c) {
+  return ComputeRopeFrequencies(c.head_dim, c.rope_theta, c.max_position_embeddings,
+                                c.rope_scaling);
+}
 
 // Parses config.json text. `source` (usually the file path) appears in every error message.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source);

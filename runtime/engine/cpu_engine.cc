@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
 namespace {
 
 int64_t ModelLen(const ModelConfig& c, const EngineOptions& options) {
-  return options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
+  return options.max_model_len > 0 ? options.max_model_len : c.context_length();
 }
 
 // Enough blocks for max_sequences sequences of max_model_len tokens (allocated lazily).
@@ -84,7 +84,7 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
           options.stage.end(weights_.config.num_hidden_layers) - options.stage.layer_begin),
       max_model_len_(ModelLen(weights_.config, options)),
       max_batch_tokens_(options.max_batch_tokens),
-      inv_freq_(cpu::RopeInverseFrequencies(weights_.config.head_dim, weights_.config.rope_theta)),
+      rope_(ModelRopeFrequencies(weights_.config)),
       trace_(options.trace),
       moe_shape_(LayerMoeShape(weights_.config)),
       expert_owner_(options.expert_owner),
@@ -284,9 +284,9 @@ absl::Status CpuEngine::Attention(int l) {
   cpu::TernaryMatmul(aq_.data(), scales_.data(), m, w.v.values.data(), kvd, h, w.v.scale,
                      v_.data());
   cpu::RopeNeox(q_.data(), m, c.num_attention_heads, c.head_dim, positions_.data(),
-                inv_freq_.data());
+                rope_.inv_freq.data(), rope_.attention_scaling);
   cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(),
-                inv_freq_.data());
+                rope_.inv_freq.data(), rope_.attention_scaling);
   SelfAttention(l);
   cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
   if (trace_) trace_("o_in", l, o_.data(), m, qd);

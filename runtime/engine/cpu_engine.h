@@ -75,7 +75,7 @@ class CpuEngine : public Engine, private DecoderBlocks {
   PagedKvCache kv_;
   int64_t max_model_len_;
   int max_batch_tokens_;
-  std::vector<float> inv_freq_;
+  RopeFrequencies rope_;
   ActivationTrace trace_;
   MoeShape moe_shape_;
   std::vector<int32_t> expert_owner_;                // empty without expert parallelism

@@ -132,13 +132,13 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   block_size_ = options.block_size;
   kv_dtype_ = options.kv_dtype.value_or(KvDtype::kBf16);
   max_batch_tokens_ = options.max_batch_tokens;
-  max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
+  max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.context_length();
   max_blocks_per_seq_ = static_cast<int>((max_model_len_ + block_size_ - 1) / block_size_);
   use_graphs_ = cuda_options.cuda_graphs;
   transfer_ = options.pp_transfer;
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 
-  std::vector<float> inv_freq = cpu::RopeInverseFrequencies(c.head_dim, c.rope_theta);
+  const RopeFrequencies rope = ModelRopeFrequencies(c);
   std::vector<int32_t> held;  // an expert-parallel rank's routed experts
   if (options.expert_exchange != nullptr) {
     ASSIGN_OR_RETURN(held, ExpertsOfRank(c, options));
@@ -191,7 +191,8 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   }
   if (!stage.first()) RETURN_IF_ERROR(Alloc(&stage_in_, TransferBytes(transfer_, m, h)));
   if (!stage.last()) RETURN_IF_ERROR(Alloc(&stage_out_, TransferBytes(transfer_, m, h)));
-  const std::vector<float> table = cuda::RopeCosSinTable(inv_freq, max_model_len_);
+  const std::vector<float> table =
+      cuda::RopeCosSinTable(rope.inv_freq, max_model_len_, rope.attention_scaling);
   RETURN_IF_ERROR(Alloc(&cos_sin_, static_cast<int64_t>(table.size())));
   RETURN_IF_ERROR(cos_sin_.CopyFromHost(table.data(), static_cast<int64_t>(table.size())));
   const size_t attn_bytes = cuda::PagedAttentionWorkspaceBytes(

@@ -44,9 +44,9 @@ struct EngineOptions {
   // KV blocks. 0: enough for max_sequences sequences of max_model_len tokens (CPU), or what fits in
   // kv_memory_fraction of the free device memory after weights and scratch (CUDA).
   int num_kv_blocks = 0;
-  int max_sequences = 8;        // sizing hint for num_kv_blocks = 0 on CPU
-  int64_t max_model_len = 0;    // positions per sequence; 0: the model's max_position_embeddings
-  int max_batch_tokens = 8192;  // tokens of one Forward/Step; scratch is sized for it at load
+  int max_sequences = 8;            // sizing hint for num_kv_blocks = 0 on CPU
+  int64_t max_model_len = 0;        // positions per sequence; 0: the model's context_length()
+  int max_batch_tokens = 8192;      // tokens of one Forward/Step; scratch is sized for it at load
   double kv_memory_fraction = 0.9;  // CUDA only
   // Element type of the KV cache (kernels/kv_cache_format.h). Unset: the device's default,
   // DefaultKvDtype(device). CPU: all four (f32 is the reference; the others quantize on write and

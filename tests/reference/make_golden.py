@@ -13,7 +13,11 @@ greedily by recomputing the whole sequence at every step, and writes
                         float32 implementations may round apart) from a real disagreement.
   NAME/reference.json   generated ids, top-1 margins and the library versions used.
 Run it where transformers has BitNet (>= 4.52), e.g. on the GPU host:
-  python3 tests/reference/make_golden.py tests/data/golden
+  python3 tests/reference/make_golden.py tests/data/golden [NAME...]
+The rope-* cases are test-gqa's weights (symlinked) under a config.json with rope_scaling: they
+check RoPE scaling as transformers computes it. rope-dynamic's sequences are exactly
+max_position_embeddings x factor long and generate nothing: transformers rescales dynamic RoPE with
+the current length, bitserve (like vLLM) for that fixed length.
 """
 import json
 import os
@@ -60,6 +64,12 @@ def run(case_dir):
             layer.get_submodule(path).register_forward_pre_hook(
                 lambda m, args, key=(i, j): captured.__setitem__(key, args[0][0].detach().float().numpy()))
     out = {"transformers": transformers.__version__, "torch": torch.__version__, "sequences": []}
+    rope = getattr(model.config, "rope_scaling", None) or getattr(model.config, "rope_parameters", None)
+    if rope:
+        emb = model.model.rotary_emb
+        out["rope"] = {"config": rope, "rope_type": getattr(emb, "rope_type", None),
+                       "attention_scaling": float(getattr(emb, "attention_scaling", 1.0))}
+        print(f"{case_dir}: RoPE {out['rope']}", flush=True)
     for k, seq in enumerate(prompts):
         ids = list(seq["prompt_ids"])
         margins = []
@@ -74,18 +84,22 @@ def run(case_dir):
         np.save(os.path.join(case_dir, f"logits_{k}.npy"), full.astype(np.float32))
         acts = np.concatenate([captured[key] for key in sorted(captured)], axis=1)
         np.save(os.path.join(case_dir, f"activations_{k}.npy"), acts.astype(np.float32))
+        margin = min(margins) if margins else None
         out["sequences"].append({"prompt_ids": seq["prompt_ids"],
                                  "generated_ids": ids[len(seq["prompt_ids"]):],
-                                 "min_greedy_margin": min(margins)})
+                                 "min_greedy_margin": margin})
         print(f"  sequence {k}: {len(ids)} tokens, generated {ids[len(seq['prompt_ids']):]}, "
-              f"min top-1 margin {min(margins):.4g}", flush=True)
+              f"min top-1 margin {margin}", flush=True)
     json.dump(out, open(os.path.join(case_dir, "reference.json"), "w"), indent=1)
 
 
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else "tests/data/golden"
+    only = set(sys.argv[2:])
     torch.manual_seed(0)
     for name in sorted(os.listdir(root)):
+        if only and name not in only:
+            continue
         case = os.path.join(root, name)
         if os.path.isdir(os.path.join(case, "model")):
             run(case)

@@ -150,15 +150,16 @@ dim3 Grid(const QkvShape& shape, int64_t tokens) {
 
 }  // namespace
 
-std::vector<float> RopeCosSinTable(const std::vector<float>& inv_freq, int64_t max_positions) {
+std::vector<float> RopeCosSinTable(const std::vector<float>& inv_freq, int64_t max_positions,
+                                   float attention_scaling) {
   const int64_t half = static_cast<int64_t>(inv_freq.size());
   std::vector<float> table(2 * max_positions * half);
   for (int64_t p = 0; p < max_positions; ++p) {
     for (int64_t i = 0; i < half; ++i) {
       // As cpu::RopeNeox: the angle rounded to float32 first, then float cos and sin.
       const float angle = static_cast<float>(p) * inv_freq[i];
-      table[p * half + i] = std::cos(angle);
-      table[(max_positions + p) * half + i] = std::sin(angle);
+      table[p * half + i] = std::cos(angle) * attention_scaling;
+      table[(max_positions + p) * half + i] = std::sin(angle) * attention_scaling;
     }
   }
   return table;

@@ -21,7 +21,9 @@ namespace bitserve::cuda {
 
 // [2][max_positions][head_dim / 2]: cos, then sin, of float(position) * inv_freq[i] as
 // cpu::RopeNeox computes them (inv_freq from cpu::RopeInverseFrequencies).
-std::vector<float> RopeCosSinTable(const std::vector<float>& inv_freq, int64_t max_positions);
+// Both multiplied by `attention_scaling` (YaRN's; 1 otherwise), as cpu::RopeNeox does.
+std::vector<float> RopeCosSinTable(const std::vector<float>& inv_freq, int64_t max_positions,
+                                   float attention_scaling = 1.0f);
 
 struct QkvShape {
   int heads = 0, kv_heads = 0, head_dim = 0;  // head_dim even
