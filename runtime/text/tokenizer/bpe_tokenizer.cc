@@ -16,6 +16,8 @@ namespace {
 
 // Ids index dense tables; a file claiming id 2^31 would otherwise make them 2^31 long.
 constexpr int64_t kMaxTokenId = (1 << 24) - 1;
+// Unused ids the tables may hold beyond one per token (see Create).
+constexpr int64_t kMaxIdGap = 1 << 16;
 
 absl::Status Invalid(absl::string_view source, absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", what));
@@ -53,6 +55,24 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(
                      absl::StrCat(id, " is larger than ", kMaxTokenId));
     }
     max_id = std::max<int64_t>(max_id, id);
+  }
+  // The tables hold a string per id up to the largest: ids far beyond the number of tokens would
+  // make a small file allocate as if it held millions of tokens (a 3 KB file with one id of
+  // 16777215 took 600 MB and seconds). Vocabularies are dense; as many unused ids as tokens, plus
+  // kMaxIdGap, are accepted.
+  const int64_t num_tokens = static_cast<int64_t>(spec.vocab.size() + spec.added_tokens.size());
+  if (max_id >= 2 * num_tokens + kMaxIdGap) {
+    std::string field;
+    for (const auto& [token, id] : spec.vocab) {
+      if (id == max_id) field = absl::StrCat("model.vocab[\"", token, "\"]");
+    }
+    for (size_t i = 0; i < spec.added_tokens.size(); ++i) {
+      if (spec.added_tokens[i].id == max_id) field = absl::StrCat("added_tokens[", i, "].id");
+    }
+    return Invalid(
+        source, field,
+        absl::StrCat("id ", max_id, " leaves most ids unused (", num_tokens, " tokens; ids below ",
+                     2 * num_tokens + kMaxIdGap, " are accepted)"));
   }
 
   // The vocabulary, by id and by string.

@@ -210,6 +210,17 @@ TEST(TokenizerJsonTest, InconsistentVocabulary) {
   EXPECT_THAT(LoadStatus(duplicated), FailsWith("model.vocab: token \"aa\" appears twice"));
 }
 
+// Ids index dense per-id tables: a small file claiming a huge id (16777215 took 600 MB and
+// seconds under the fuzzer's sanitizers) is refused; a gap of unused ids is still fine.
+TEST(TokenizerJsonTest, IdsFarBeyondTheTokensAreRefused) {
+  EXPECT_THAT(LoadMutated([](Json& j) { j["model"]["vocab"]["zz"] = (1 << 24) - 1; }),
+              FailsWith("model.vocab[\"zz\"]: id 16777215 leaves most ids unused (270 tokens; "
+                        "ids below 66076 are accepted)"));
+  EXPECT_THAT(LoadMutated([](Json& j) { j["added_tokens"][2]["id"] = 1 << 20; }),
+              FailsWith("added_tokens[2].id: id 1048576 leaves most ids unused"));
+  EXPECT_TRUE(LoadMutated([](Json& j) { j["added_tokens"][2]["id"] = 60000; }).ok());
+}
+
 TEST(TokenizerJsonTest, MergesOfUnknownTokens) {
   EXPECT_THAT(LoadMutated([](Json& j) { j["model"]["merges"].push_back("he qq"); }),
               FailsWith("model.merges[10]: token \"qq\" is not in model.vocab"));
