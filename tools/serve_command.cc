@@ -354,9 +354,9 @@ absl::Status Serve(const ServeArgs& args) {
             << "), max_model_len " << info.max_model_len << ", max_num_seqs " << info.max_num_seqs
             << std::endl;
   if (auto config = LoadModelConfig(args.model);
-      config.ok() && info.max_model_len > config->max_position_embeddings) {
+      config.ok() && info.max_model_len > config->context_length()) {
     std::cerr << "bitserve serve: warning: max_model_len " << info.max_model_len
-              << " is beyond the " << config->max_position_embeddings
+              << " is beyond the " << config->context_length()
               << " positions the model was trained for; RoPE goes on at any position, but quality "
                  "beyond the trained length is not promised"
               << std::endl;
