@@ -183,6 +183,14 @@ class WorkerHub::RemoteEngine final : public Engine {
           absl::StrCat("worker ", gone->Name(), " lost during a step: ", gone->lost_reason));
     }
     lock.unlock();
+    for (size_t i = 0; i < answers.size(); ++i) {
+      if (absl::Status s =
+              CheckExpertLoad(answers[i], h.config_.num_hidden_layers, h.config_.num_experts);
+          !s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("worker ", step.links[i]->Name(), ": ", s.message()));
+      }
+    }
     if (ServingMetrics* metrics = h.options_.metrics) {
       for (size_t i = 0; i < answers.size(); ++i) {
         const Link& link = *step.links[i];
@@ -210,8 +218,9 @@ class WorkerHub::RemoteEngine final : public Engine {
     results->assign(step.samples, SampleResult{});
     for (int r = 0; r < ranks; ++r) {
       const size_t last = answers.size() - ranks + r;
-      ASSIGN_OR_RETURN(std::vector<SampleResult> mine,
-                       DecodeResults(answers[last], step.sample_slots[r].size()));
+      ASSIGN_OR_RETURN(
+          std::vector<SampleResult> mine,
+          DecodeResults(answers[last], step.sample_slots[r].size(), h.config_.vocab_size));
       for (size_t j = 0; j < mine.size(); ++j) {
         (*results)[step.sample_slots[r][j]] = std::move(mine[j]);
       }

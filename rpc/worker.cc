@@ -388,7 +388,9 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
   engine_options.stage = {shard.pipeline_stage(), shard.num_pipeline_stages(), shard.layer_begin(),
                           shard.layer_end()};
   Loaded loaded;
-  const int ep = std::max(1, shard.expert_group_size());
+  // The expert-parallel group, checked against the world before anything is sized by it.
+  ASSIGN_OR_RETURN(std::vector<int> group, ExpertGroupRanks(a));
+  const int ep = static_cast<int>(group.size());
   if (a.world_size() > 1) {
     ASSIGN_OR_RETURN(engine_options.pp_transfer,
                      TransferDtypeFromProto(a.transport().activation_dtype(),
@@ -416,8 +418,6 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
     if (loaded.transport == nullptr) {
       return absl::InvalidArgumentError("an expert-parallel assignment names no transport");
     }
-    std::vector<int> group(ep);
-    for (int r = 0; r < ep; ++r) group[r] = shard.expert_group() * ep + r;
     // NCCL moves the rows in device memory; TCP in host memory.
     const ExpertResultDtype results =
         shard.expert_results_bf16() ? ExpertResultDtype::kBf16 : ExpertResultDtype::kF32;

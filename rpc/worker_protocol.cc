@@ -204,22 +204,74 @@ void EncodeResults(std::span<const SampleResult> results, std::span<const uint64
 }
 
 absl::StatusOr<std::vector<SampleResult>> DecodeResults(const wire::StepResult& result,
-                                                        size_t expected) {
+                                                        size_t expected, int32_t vocab_size) {
   if (static_cast<size_t>(result.tokens_size()) != expected) {
     return absl::InvalidArgumentError(absl::StrCat("step ", result.step_id(), ": ",
                                                    result.tokens_size(),
                                                    " sampled tokens, expected ", expected));
   }
+  auto outside = [&](size_t i, absl::string_view what, int32_t id) {
+    return absl::InvalidArgumentError(absl::StrCat("step ", result.step_id(), " token ", i, ": ",
+                                                   what, " ", id, " is outside the vocabulary [0, ",
+                                                   vocab_size, ")"));
+  };
   std::vector<SampleResult> out(expected);
   for (size_t i = 0; i < expected; ++i) {
     const wire::SampledToken& t = result.tokens(i);
+    if (t.token_id() < 0 || t.token_id() >= vocab_size) return outside(i, "token id", t.token_id());
     out[i].token = t.token_id();
     out[i].logprob = t.logprob();
     for (const wire::TopLogprob& top : t.top_logprobs()) {
+      if (top.token_id() < 0 || top.token_id() >= vocab_size) {
+        return outside(i, "top_logprobs token id", top.token_id());
+      }
       out[i].top_logprobs.push_back({top.token_id(), top.logprob()});
     }
   }
   return out;
+}
+
+absl::Status CheckExpertLoad(const wire::StepResult& result, int num_layers, int num_experts) {
+  for (const wire::ExpertLoad& load : result.expert_load()) {
+    if (load.layer() < 0 || load.layer() >= num_layers || load.rows_size() > num_experts) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "step ", result.step_id(), ": expert_load of layer ", load.layer(), " with ",
+          load.rows_size(), " experts; the model has ", num_layers, " layers of ", num_experts));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int>> ExpertGroupRanks(const wire::Assignment& assignment) {
+  const wire::ModelShard& shard = assignment.shard();
+  // In 64 bits: a group index times a group size from the wire must not overflow.
+  const int64_t world = assignment.world_size();
+  const int64_t size = shard.expert_group_size() == 0 ? 1 : shard.expert_group_size();
+  const int64_t first = int64_t{shard.expert_group()} * size;
+  if (world < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Assignment.world_size: ", world, " (expected at least 1)"));
+  }
+  if (size < 1 || shard.expert_group() < 0 || first + size > world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Assignment.shard: expert group ", shard.expert_group(), " of ", size,
+                     " ranks does not fit a world of ", world, " (Assignment.world_size)"));
+  }
+  // Every rank of a group holds an expert, so expert_owner (one entry per expert, real bytes of
+  // the message) bounds the group: a size claimed alone sizes no allocation.
+  if (size > 1 && size > shard.expert_owner_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("Assignment.shard.expert_group_size: ", size,
+                                                   " ranks for ", shard.expert_owner_size(),
+                                                   " experts (expert_owner)"));
+  }
+  if (shard.rank_in_expert_group() < 0 || shard.rank_in_expert_group() >= size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Assignment.shard.rank_in_expert_group: ", shard.rank_in_expert_group(),
+                     " is outside a group of ", size));
+  }
+  std::vector<int> ranks(size);
+  for (int64_t r = 0; r < size; ++r) ranks[r] = static_cast<int>(first + r);
+  return ranks;
 }
 
 }  // namespace bitserve::rpc

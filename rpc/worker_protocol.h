@@ -62,8 +62,18 @@ absl::Status DecodeStep(const wire::StepPlan& plan, DecodedStep* out);
 
 void EncodeResults(std::span<const SampleResult> results, std::span<const uint64_t> seq_ids,
                    wire::StepResult* out);
-// InvalidArgument when the result does not hold exactly `expected` tokens.
+// InvalidArgument when the result does not hold exactly `expected` tokens, or a sampled token or
+// alternative lies outside [0, vocab_size) (it would go on into the sequence and its next plan).
 absl::StatusOr<std::vector<SampleResult>> DecodeResults(const wire::StepResult& result,
-                                                        size_t expected);
+                                                        size_t expected, int32_t vocab_size);
+// InvalidArgument when the result's expert load names a layer outside [0, num_layers) or more
+// than num_experts experts: the coordinator keeps a metric series per (layer, expert) it names.
+absl::Status CheckExpertLoad(const wire::StepResult& result, int num_layers, int num_experts);
+
+// The transport ranks of the worker's expert-parallel group, [expert_group * expert_group_size,
+// (expert_group + 1) * expert_group_size) (group size 0: 1, no expert parallelism). InvalidArgument
+// naming the field when the group does not fit Assignment.world_size, has more ranks than
+// expert_owner has experts, or the worker's rank_in_expert_group does not fit the group.
+absl::StatusOr<std::vector<int>> ExpertGroupRanks(const wire::Assignment& assignment);
 
 }  // namespace bitserve::rpc

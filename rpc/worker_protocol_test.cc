@@ -2,6 +2,8 @@
 // when a penalty needs it), and a malformed plan or result is an error naming what is wrong.
 #include "rpc/worker_protocol.h"
 
+#include <limits>
+
 #include "gtest/gtest.h"
 
 namespace bitserve::rpc {
@@ -82,12 +84,12 @@ TEST(WorkerProtocolTest, ResultsAndStatusesRoundTrip) {
   const std::vector<uint64_t> ids = {0, 2};
   wire::StepResult r;
   EncodeResults(results, ids, &r);
-  auto back = DecodeResults(r, 2);
+  auto back = DecodeResults(r, 2, /*vocab_size=*/100);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ((*back)[0].token, 11);
   EXPECT_EQ((*back)[0].top_logprobs.size(), 2u);
   EXPECT_EQ((*back)[1].logprob, -0.1f);
-  EXPECT_EQ(DecodeResults(r, 3).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeResults(r, 3, 100).status().code(), absl::StatusCode::kInvalidArgument);
 
   const absl::Status lost = absl::UnavailableError("gone");
   EXPECT_EQ(StatusFromProto(StatusToProto(lost)), lost);
@@ -96,6 +98,88 @@ TEST(WorkerProtocolTest, ResultsAndStatusesRoundTrip) {
   odd.set_code(999);
   odd.set_message("from a newer peer");
   EXPECT_EQ(StatusFromProto(odd).code(), absl::StatusCode::kUnknown);
+}
+
+// A worker's sampled token goes on into the sequence and the next plan: one outside the
+// vocabulary, as a token or an alternative, is refused where it arrives.
+TEST(WorkerProtocolTest, ResultsOutsideTheVocabularyAreRefused) {
+  wire::StepResult r;
+  r.set_step_id(5);
+  r.add_tokens()->set_token_id(-3);
+  absl::Status s = DecodeResults(r, 1, 100).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("step 5 token 0: token id -3 is outside the vocabulary [0, 100)"),
+            std::string::npos)
+      << s;
+  r.mutable_tokens(0)->set_token_id(100);
+  EXPECT_EQ(DecodeResults(r, 1, 100).status().code(), absl::StatusCode::kInvalidArgument);
+  r.mutable_tokens(0)->set_token_id(99);
+  r.mutable_tokens(0)->add_top_logprobs()->set_token_id(1 << 30);
+  s = DecodeResults(r, 1, 100).status();
+  EXPECT_NE(s.message().find("top_logprobs token id 1073741824 is outside"), std::string::npos)
+      << s;
+}
+
+// The coordinator keeps a metric series per (layer, expert) a worker reports: a report beyond the
+// model is refused instead of making series without bound.
+TEST(WorkerProtocolTest, ExpertLoadBeyondTheModelIsRefused) {
+  wire::StepResult r;
+  wire::ExpertLoad* load = r.add_expert_load();
+  load->set_layer(3);
+  for (int e = 0; e < 8; ++e) load->add_rows(1);
+  EXPECT_TRUE(CheckExpertLoad(r, /*num_layers=*/4, /*num_experts=*/8).ok());
+  EXPECT_FALSE(CheckExpertLoad(r, 4, 7).ok());
+  load->set_layer(4);
+  absl::Status s = CheckExpertLoad(r, 4, 8);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("expert_load of layer 4 with 8 experts"), std::string::npos) << s;
+  load->set_layer(-1);
+  EXPECT_FALSE(CheckExpertLoad(r, 4, 8).ok());
+}
+
+// The expert group an Assignment places a worker in: the ranks of its slice of the world. A
+// group that does not fit was computed in int (a large group index overflowed) and sized by the
+// claimed group size alone (2^31 - 1 ranks: an 8 GB vector) before the exchange checked it.
+TEST(WorkerProtocolTest, ExpertGroupRanksFitTheWorld) {
+  wire::Assignment a;
+  a.set_world_size(4);
+  wire::ModelShard& shard = *a.mutable_shard();
+  shard.set_expert_group(1);
+  shard.set_expert_group_size(2);
+  shard.set_rank_in_expert_group(1);
+  for (int e = 0; e < 4; ++e) shard.add_expert_owner(e % 2);
+  auto ranks = ExpertGroupRanks(a);
+  ASSERT_TRUE(ranks.ok()) << ranks.status();
+  EXPECT_EQ(*ranks, (std::vector<int>{2, 3}));
+
+  wire::Assignment single;
+  single.set_world_size(1);
+  ASSERT_TRUE(ExpertGroupRanks(single).ok());
+  EXPECT_EQ(*ExpertGroupRanks(single), std::vector<int>{0});
+
+  auto fails_with = [](const wire::Assignment& bad, const std::string& text) {
+    const absl::Status s = ExpertGroupRanks(bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(s.message().find(text), std::string::npos) << s;
+  };
+  wire::Assignment overflow = a;
+  overflow.mutable_shard()->set_expert_group(1 << 30);
+  overflow.mutable_shard()->set_expert_group_size(4);
+  fails_with(overflow, "expert group 1073741824 of 4 ranks does not fit a world of 4");
+  wire::Assignment huge = a;
+  huge.set_world_size(std::numeric_limits<int32_t>::max());
+  huge.mutable_shard()->set_expert_group(0);
+  huge.mutable_shard()->set_expert_group_size(std::numeric_limits<int32_t>::max());
+  fails_with(huge, "expert_group_size: 2147483647 ranks for 4 experts");
+  wire::Assignment negative = a;
+  negative.mutable_shard()->set_expert_group_size(-2);
+  fails_with(negative, "of -2 ranks does not fit");
+  wire::Assignment outside = a;
+  outside.mutable_shard()->set_rank_in_expert_group(2);
+  fails_with(outside, "rank_in_expert_group: 2 is outside a group of 2");
+  wire::Assignment no_world = a;
+  no_world.set_world_size(0);
+  fails_with(no_world, "Assignment.world_size: 0");
 }
 
 // Element types cross the protocol as enums: every type both ways, an unspecified KV type is the
