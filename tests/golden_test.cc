@@ -118,7 +118,7 @@ class Golden : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Engine> MakeEngine(ActivationTrace trace = nullptr) {
     EngineOptions options;
     options.max_sequences = 4;
-    options.block_size = 4;  // small blocks: every sequence spans several
+    options.block_size = 4;       // small blocks: every sequence spans several
     options.max_model_len = 256;  // Blocks(): 64 blocks of 4 (the RoPE cases' models hold fewer)
     options.trace = std::move(trace);
     auto engine = LoadEngine(dir() / "model", options);
