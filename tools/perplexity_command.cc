@@ -54,9 +54,10 @@ void AddPerplexityCommand(CLI::App& app) {
         return absl::InvalidArgumentError("--context and --stride must be positive");
       }
       if (context > config.context_length()) {
-        return absl::InvalidArgumentError(absl::StrCat("--context ", context,
-                                                       " exceeds the model's context length ",
-                                                       config.context_length()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--context ", context, " exceeds the model's context length ", config.context_length(),
+            " (max_position_embeddings ", config.max_position_embeddings,
+            config.rope_scaling ? ", extended by rope_scaling)" : ")"));
       }
       std::vector<int32_t> ids;
       if (config.bos_token_id >= 0) ids.push_back(config.bos_token_id);
