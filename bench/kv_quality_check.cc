@@ -126,15 +126,37 @@ int Golden(const std::vector<std::string>& dirs) {
   return 0;
 }
 
+// An orthonormal Walsh-Hadamard transform of each n-element row (n a power of two), in place:
+// q . k is unchanged when both are rotated, while an outlier channel's energy is spread over all n
+// channels (QuaRot's rotation of keys before quantization).
+void HadamardRows(float* x, int64_t rows, int n) {
+  const float norm = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = x + r * n;
+    for (int h = 1; h < n; h *= 2) {
+      for (int i = 0; i < n; i += 2 * h) {
+        for (int j = i; j < i + h; ++j) {
+          const float a = row[j], b = row[j + h];
+          row[j] = a + b;
+          row[j + h] = a - b;
+        }
+      }
+    }
+    for (int i = 0; i < n; ++i) row[i] *= norm;
+  }
+}
+
 // Keys: head_dim 128, channels N(0, 1) except 4 outlier channels N(F, F) (a large, mostly
 // one-signed bias, as real models' outlier key channels have); values N(0, 1). 16 query tokens at
 // the end of the context, 4 query heads per KV head, q scaled so the attention scores have a
 // standard deviation of 2.5 (a softmax that is neither uniform nor one-hot). Each dtype's output
-// against the float32 keys and values.
+// against the float32 keys and values; "rotated": q and k Hadamard-rotated before k is quantized.
 int Attention() {
   constexpr int kDim = 128, kHeads = 4, kQueries = 16;
   constexpr int kOutlierChannels[] = {7, 42, 77, 100};
-  std::printf("| context | outlier channels | bf16 | int8 | int4 |\n|---:|---|---:|---:|---:|\n");
+  std::printf(
+      "| context | outlier channels | bf16 | int8 | int4 | int8, rotated | int4, rotated |\n"
+      "|---:|---|---:|---:|---:|---:|---:|\n");
   for (int context : {4096, 16384, 32768}) {
     for (float factor : {1.0f, 10.0f, 50.0f}) {
       std::mt19937 rng(static_cast<uint32_t>(context) * 31 + static_cast<uint32_t>(factor));
@@ -162,18 +184,27 @@ int Attention() {
       std::printf("| %dK | %s |", context / 1024,
                   factor > 1 ? (std::to_string(static_cast<int>(factor)) + "x (4 of 128)").c_str()
                              : "none");
+      std::vector<float> k_rot = k, q_rot = q;
+      HadamardRows(k_rot.data(), context, kDim);
+      HadamardRows(q_rot.data(), static_cast<int64_t>(kQueries) * kHeads, kDim);
+      std::vector<std::pair<KvDtype, bool>> columns;
+      for (KvDtype dtype : kCompressed) columns.push_back({dtype, false});
       for (KvDtype dtype : kCompressed) {
+        if (dtype != KvDtype::kBf16) columns.push_back({dtype, true});
+      }
+      for (auto [dtype, rotated] : columns) {
+        const std::vector<float>& keys = rotated ? k_rot : k;
         std::vector<float> kq(k.size()), vq(v.size());
         std::vector<uint8_t> data(KvHeadBytes(dtype, kDim));
         uint16_t params[2];
         for (int p = 0; p < context; ++p) {
-          for (auto [x, y] : {std::pair{&k, &kq}, {&v, &vq}}) {
+          for (auto [x, y] : {std::pair{&keys, &kq}, {&v, &vq}}) {
             cpu::QuantizeKvRow(dtype, x->data() + p * kDim, 1, kDim, data.data(), params);
             cpu::DequantizeKvRow(dtype, data.data(), params, 1, kDim, y->data() + p * kDim);
           }
         }
-        cpu::AttentionCausal(q.data(), kQueries, context - kQueries, kq.data(), vq.data(), kDim,
-                             shape, out.data());
+        cpu::AttentionCausal((rotated ? q_rot : q).data(), kQueries, context - kQueries, kq.data(),
+                             vq.data(), kDim, shape, out.data());
         std::printf(" %.2e |",
                     RelativeL2(out.data(), ref.data(), static_cast<int64_t>(out.size())));
       }
