@@ -30,12 +30,7 @@ absl::Status CheckServerTlsFiles(const ServerTlsFiles& files) {
         "--tls-cert and --tls-key go together (--tls-client-ca "
         "needs them too)");
   }
-  RETURN_IF_ERROR(ReadPemFile(files.cert, "--tls-cert").status());
-  RETURN_IF_ERROR(ReadPemFile(files.key, "--tls-key").status());
-  if (!files.client_ca.empty()) {
-    RETURN_IF_ERROR(ReadPemFile(files.client_ca, "--tls-client-ca").status());
-  }
-  // A certificate and key that parse and belong together.
+  // Readable PEM files (errors name the flag), a certificate and a key that belong together.
   return ReloadingServerCertificate::Load(files).status();
 }
 

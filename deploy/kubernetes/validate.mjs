@@ -43,7 +43,7 @@ function declaration(file) {
         : null;
     imports.set(m[1], from);
   }
-  const body = text.match(/^export interface \w+ \{\n([\s\S]*?)^\}/m);
+  const body = text.match(/^export interface \w+(?: extends [\w, ]+)? \{\n([\s\S]*?)^\}/m);
   let result = null;  // a leaf (a type alias such as IntOrString, Quantity, Time)
   if (body) {
     const fields = new Map();

@@ -67,6 +67,23 @@ def validate(text, what):
     assert out.returncode == 0, f"{what} is not valid:\n{out.stdout}{out.stderr}"
 
 
+def validator_refuses_bad_manifests(text):
+    """The validator is not a rubber stamp: each mistake in a rendered overlay is named."""
+    mistakes = {
+        "periodSeconds: 2": ("periodSecond: 2", "periodSecond: unknown field"),
+        "restartPolicy: None": ("restartPolicy: Never", "restartPolicy: must be equal to one"),
+        "containerPort: 8000": ('containerPort: "8000"', "containerPort must be integer"),
+        "maxUnavailable: 1\n  selector": ("maxUnavailabl: 1\n  selector",
+                                           "maxUnavailabl: unknown field"),
+    }
+    for right, (wrong, expected) in mistakes.items():
+        assert right in text, f"the rendered overlay no longer has {right!r}"
+        out = subprocess.run(["node", os.path.join(DEPLOY, "validate.mjs")],
+                             input=text.replace(right, wrong, 1), capture_output=True, text=True)
+        assert out.returncode == 1 and expected in out.stdout, \
+            f"{wrong!r} was not refused with {expected!r}:\n{out.stdout}{out.stderr}"
+
+
 def flags(args):
     return dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
 
@@ -313,6 +330,9 @@ def main():
             validate(text, name)
             plans[name] = check_overlay([d for d in yaml.safe_load_all(text) if d], name)
             print(f"PASS {name}: renders, validates, its parts agree")
+            if name == "pipeline":
+                validator_refuses_bad_manifests(text)
+                print("PASS the validator names a misspelt field, a bad enum, a string port")
     else:
         # The base has no patches: it renders with any kustomize.
         print("SKIP the overlays: this kubectl's kustomize is older than v4 and cannot render "
