@@ -5,7 +5,8 @@
 //     golden checkpoints (tests/data/golden/NAME): for bf16, int8 and int4 against float32, the
 //     relative L2 error of each logit row (prefill of prompt + golden continuation), argmax
 //     agreement (and, where it differs, how close float32's own top two logits were: their gap in
-//     row standard deviations), and greedy generations identical to float32's
+//     row standard deviations), and greedy generations identical to float32's; int8 and int4
+//     unrotated and with the Hadamard rotation of q and k (EngineOptions::kv_rotation)
 //   kv_quality_check attention
 //     synthetic attention at long context with outlier key channels: relative L2 error of the
 //     output per dtype
@@ -16,10 +17,12 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/file_io.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/hadamard.h"
 #include "kernels/cpu/kv_quant.h"
 #include "nlohmann/json.hpp"
 #include "runtime/engine/engine.h"
@@ -54,19 +57,26 @@ int Golden(const std::vector<std::string>& dirs) {
       return 1;
     }
     const nlohmann::json reference = nlohmann::json::parse(*text);
-    auto load = [&](KvDtype dtype) {
+    auto load = [&](KvDtype dtype, KvRotation rotation) {
       EngineOptions options;
       options.max_sequences = 1;
       options.kv_dtype = dtype;
+      options.kv_rotation = rotation;
       auto engine = LoadEngine(dir / "model", options);
       if (!engine.ok()) std::fprintf(stderr, "%s\n", engine.status().ToString().c_str());
       return engine.ok() ? *std::move(engine) : nullptr;
     };
-    auto f32 = load(KvDtype::kF32);
+    auto f32 = load(KvDtype::kF32, KvRotation::kNone);
     if (!f32) return 1;
     const int64_t vocab = f32->config().vocab_size;
+    // Each quantized type unrotated and rotated (EngineOptions::kv_rotation, its default).
+    std::vector<std::pair<KvDtype, KvRotation>> kinds;
     for (KvDtype dtype : kCompressed) {
-      auto engine = load(dtype);
+      kinds.push_back({dtype, KvRotation::kNone});
+      if (dtype != KvDtype::kBf16) kinds.push_back({dtype, KvRotation::kHadamard});
+    }
+    for (auto [dtype, rotation] : kinds) {
+      auto engine = load(dtype, rotation);
       if (!engine) return 1;
       double sum = 0, worst = 0, flip_gap = 0;
       int64_t rows = 0, agree = 0, tokens = 0, equal = 0, identical = 0, sequences = 0;
@@ -115,9 +125,10 @@ int Golden(const std::vector<std::string>& dirs) {
         ++sequences;
       }
       std::printf(
-          "| %s | %s | %lld | %.2e / %.2e | %lld / %lld | %.3f | %lld / %lld (before the "
+          "| %s | %s%s | %lld | %.2e / %.2e | %lld / %lld | %.3f | %lld / %lld (before the "
           "first difference) | %lld / %lld |\n",
-          dir.filename().string().c_str(), KvDtypeName(dtype), static_cast<long long>(rows),
+          dir.filename().string().c_str(), KvDtypeName(dtype),
+          rotation == KvRotation::kHadamard ? ", rotated" : "", static_cast<long long>(rows),
           sum / rows, worst, static_cast<long long>(agree), static_cast<long long>(rows), flip_gap,
           static_cast<long long>(equal), static_cast<long long>(tokens),
           static_cast<long long>(identical), static_cast<long long>(sequences));
@@ -126,31 +137,12 @@ int Golden(const std::vector<std::string>& dirs) {
   return 0;
 }
 
-// An orthonormal Walsh-Hadamard transform of each n-element row (n a power of two), in place:
-// q . k is unchanged when both are rotated, while an outlier channel's energy is spread over all n
-// channels (QuaRot's rotation of keys before quantization).
-void HadamardRows(float* x, int64_t rows, int n) {
-  const float norm = 1.0f / std::sqrt(static_cast<float>(n));
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = x + r * n;
-    for (int h = 1; h < n; h *= 2) {
-      for (int i = 0; i < n; i += 2 * h) {
-        for (int j = i; j < i + h; ++j) {
-          const float a = row[j], b = row[j + h];
-          row[j] = a + b;
-          row[j + h] = a - b;
-        }
-      }
-    }
-    for (int i = 0; i < n; ++i) row[i] *= norm;
-  }
-}
-
 // Keys: head_dim 128, channels N(0, 1) except 4 outlier channels N(F, F) (a large, mostly
 // one-signed bias, as real models' outlier key channels have); values N(0, 1). 16 query tokens at
 // the end of the context, 4 query heads per KV head, q scaled so the attention scores have a
 // standard deviation of 2.5 (a softmax that is neither uniform nor one-hot). Each dtype's output
-// against the float32 keys and values; "rotated": q and k Hadamard-rotated before k is quantized.
+// against the float32 keys and values; "rotated": q and k Hadamard-rotated before k is quantized
+// (kernels/cpu/hadamard.h, the engines' EngineOptions::kv_rotation).
 int Attention() {
   constexpr int kDim = 128, kHeads = 4, kQueries = 16;
   constexpr int kOutlierChannels[] = {7, 42, 77, 100};
@@ -185,8 +177,8 @@ int Attention() {
                   factor > 1 ? (std::to_string(static_cast<int>(factor)) + "x (4 of 128)").c_str()
                              : "none");
       std::vector<float> k_rot = k, q_rot = q;
-      HadamardRows(k_rot.data(), context, kDim);
-      HadamardRows(q_rot.data(), static_cast<int64_t>(kQueries) * kHeads, kDim);
+      cpu::HadamardRotateRows(k_rot.data(), context, kDim);
+      cpu::HadamardRotateRows(q_rot.data(), static_cast<int64_t>(kQueries) * kHeads, kDim);
       std::vector<std::pair<KvDtype, bool>> columns;
       for (KvDtype dtype : kCompressed) columns.push_back({dtype, false});
       for (KvDtype dtype : kCompressed) {

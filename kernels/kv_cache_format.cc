@@ -26,4 +26,27 @@ absl::StatusOr<KvDtype> ParseKvDtype(absl::string_view name) {
       absl::StrCat("KV cache dtype \"", name, "\" is not one of f32, bf16, int8, int4"));
 }
 
+const char* KvRotationName(KvRotation rotation) {
+  switch (rotation) {
+    case KvRotation::kNone:
+      return "none";
+    case KvRotation::kHadamard:
+      return "hadamard";
+  }
+  return "invalid";
+}
+
+absl::StatusOr<KvRotation> ParseKvRotation(absl::string_view name) {
+  for (KvRotation r : {KvRotation::kNone, KvRotation::kHadamard}) {
+    if (name == KvRotationName(r)) return r;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("KV rotation \"", name, "\" is not one of none, hadamard"));
+}
+
+KvRotation DefaultKvRotation(KvDtype dtype) {
+  return dtype == KvDtype::kInt8 || dtype == KvDtype::kInt4 ? KvRotation::kHadamard
+                                                            : KvRotation::kNone;
+}
+
 }  // namespace bitserve

@@ -57,6 +57,20 @@ const char* KvDtypeName(KvDtype dtype);
 // The inverse of KvDtypeName; anything else is InvalidArgument naming the accepted values.
 absl::StatusOr<KvDtype> ParseKvDtype(absl::string_view name);
 
+// What the cached keys are (and the queries that read them): RoPE'd as the model computes them
+// (kNone), or then rotated per head by kernels/cpu/hadamard.h's orthonormal Walsh-Hadamard
+// transform (kHadamard), which keeps q . k and spreads outlier key channels over the head before
+// int8 / int4 quantization. Values are never rotated. A cache written one way cannot be read the
+// other way, so the rotation is fixed for an engine's lifetime, like the dtype.
+enum class KvRotation : int { kNone = 0, kHadamard = 1 };
+
+// "none", "hadamard" ("invalid" for a value outside the enum).
+const char* KvRotationName(KvRotation rotation);
+// The inverse of KvRotationName; anything else is InvalidArgument naming the accepted values.
+absl::StatusOr<KvRotation> ParseKvRotation(absl::string_view name);
+// kHadamard for the quantized dtypes (int8, int4), kNone for f32 and bf16 (nothing to gain).
+KvRotation DefaultKvRotation(KvDtype dtype);
+
 // Bytes of one (token, KV head) row's data; head_dim must be even for kInt4.
 BITSERVE_HOST_DEVICE constexpr int64_t KvHeadBytes(KvDtype dtype, int64_t head_dim) {
   switch (dtype) {

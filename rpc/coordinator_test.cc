@@ -318,6 +318,7 @@ class PoisonedEngine final : public Engine {
   int max_batch_tokens() const override { return inner_->max_batch_tokens(); }
   std::string device_name() const override { return inner_->device_name(); }
   KvDtype kv_dtype() const override { return inner_->kv_dtype(); }
+  KvRotation kv_rotation() const override { return inner_->kv_rotation(); }
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override {
     return inner_->Forward(entries, logits);
   }

@@ -82,6 +82,8 @@ void WorkerHub::AssignAll() {
     wire::KvCacheSpec& kv = *a.mutable_kv_cache();
     kv.set_block_size(options_.engine.block_size);
     if (options_.engine.kv_dtype) kv.set_dtype(KvDtypeToProto(*options_.engine.kv_dtype));
+    if (options_.engine.kv_rotation)
+      kv.set_rotation(KvRotationToProto(*options_.engine.kv_rotation));
     kv.set_num_blocks(num_kv_blocks_ > 0 ? num_kv_blocks_ : options_.engine.num_kv_blocks);
     // Stages that share a GPU split its memory.
     int sharing = 0;
@@ -134,6 +136,20 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
             : std::string()));
   }
   link.kv_dtype = **kv_dtype;
+  // Every stage must rotate its keys as asked (or, unasked, as its dtype's default): a query of
+  // one convention against keys of the other is wrong attention, not a quality change.
+  const KvRotation expected_rotation =
+      options_.engine.kv_rotation.value_or(DefaultKvRotation(link.kv_dtype));
+  absl::StatusOr<std::optional<KvRotation>> kv_rotation =
+      KvRotationFromProto(r.kv_rotation(), "Ready.kv_rotation");
+  if (!kv_rotation.ok() || !kv_rotation->has_value() || **kv_rotation != expected_rotation) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("it rotates its cached keys by ",
+                     kv_rotation.ok() && kv_rotation->has_value() ? KvRotationName(**kv_rotation)
+                                                                  : "an unknown rotation",
+                     "; expected ", KvRotationName(expected_rotation)));
+  }
+  link.kv_rotation = **kv_rotation;
   if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
     return absl::FailedPreconditionError(
         absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ", r.block_size(),
@@ -170,6 +186,7 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
     }
     block_size_ = r.block_size();
     kv_dtype_ = pipeline_[0]->kv_dtype;
+    kv_rotation_ = pipeline_[0]->kv_rotation;
     const int stages = options_.num_stages, ep = options_.expert_parallel;
     device_name_ =
         n == 1 ? absl::StrCat("worker ", link.worker_id, " ", link.device)

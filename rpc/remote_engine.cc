@@ -26,6 +26,7 @@ class WorkerHub::RemoteEngine final : public Engine {
   int max_batch_tokens() const override { return hub_->max_batch_tokens_; }
   std::string device_name() const override { return hub_->device_name_; }
   KvDtype kv_dtype() const override { return hub_->kv_dtype_; }
+  KvRotation kv_rotation() const override { return hub_->kv_rotation_; }
   // One pool of blocks per expert-parallel rank: the first pipeline's per-worker blocks each.
   int num_kv_blocks() const override { return hub_->num_kv_blocks_ * ep(); }
   int num_kv_pools() const override { return ep(); }

@@ -366,6 +366,7 @@ wire::WorkerMessage ReadyMessage(const wire::Assignment& a, const Loaded& loaded
   r.set_max_batch_tokens(engine.max_batch_tokens());
   r.set_device_name(engine.device_name());
   r.set_kv_dtype(KvDtypeToProto(engine.kv_dtype()));
+  r.set_kv_rotation(KvRotationToProto(engine.kv_rotation()));
   return message;
 }
 
@@ -381,6 +382,8 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
     engine_options.kv_memory_fraction = a.kv_cache().memory_fraction();
   ASSIGN_OR_RETURN(engine_options.kv_dtype,
                    KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype"));
+  ASSIGN_OR_RETURN(engine_options.kv_rotation,
+                   KvRotationFromProto(a.kv_cache().rotation(), "Assignment.kv_cache.rotation"));
   engine_options.max_model_len = a.max_model_len();
   if (a.dummy_weights()) engine_options.load_format = LoadFormat::kDummy;
   engine_options.max_batch_tokens = a.max_batch_tokens();

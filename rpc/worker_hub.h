@@ -165,6 +165,7 @@ class WorkerHub final : public ::bitserve::internal::v1::Coordinator::Service {
   std::string device_name_;
   std::string pipeline_transport_;  // "nccl" or "tcp": of the pipeline assigned last
   KvDtype kv_dtype_ = KvDtype::kBf16;
+  KvRotation kv_rotation_ = KvRotation::kNone;
   std::thread monitor_;
 };
 

@@ -102,7 +102,7 @@ struct FakeWorker {
     EXPECT_TRUE(stream->Read(&m));
     return m;
   }
-  void SendReady(int num_kv_blocks) {
+  void SendReady(int num_kv_blocks, wire::KvRotation rotation = wire::KV_ROTATION_NONE) {
     auto config = LoadModelConfig(Model());
     ASSERT_TRUE(config.ok());
     wire::WorkerMessage m;
@@ -116,6 +116,7 @@ struct FakeWorker {
     r.set_max_batch_tokens(64);
     r.set_device_name("fake");
     r.set_kv_dtype(wire::KV_DTYPE_F32);
+    r.set_kv_rotation(rotation);
     ASSERT_TRUE(stream->Write(m));
   }
 };
@@ -301,6 +302,22 @@ TEST(WorkerHubTest, RefusesWrongVersionSecondWorkerAndOtherModels) {
   EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(end.error_message().find("vocab 7"), std::string::npos) << end.error_message();
   EXPECT_FALSE(hub.hub->Health().ok());
+}
+
+TEST(WorkerHubTest, RefusesAWorkerThatRotatesItsKeysOtherwise) {
+  // The coordinator asks for the f32 default (no rotation); a worker whose cached keys are
+  // Hadamard-rotated would answer every query against keys of the other convention.
+  Hub hub;
+  FakeWorker fake(hub.address);
+  ASSERT_TRUE(fake.Read().has_assignment());
+  fake.SendReady(64, wire::KV_ROTATION_HADAMARD);
+  wire::CoordinatorMessage ignored;
+  EXPECT_FALSE(fake.stream->Read(&ignored));
+  grpc::Status end = fake.stream->Finish();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(end.error_message().find("rotates its cached keys by hadamard; expected none"),
+            std::string::npos)
+      << end.error_message();
 }
 
 // A loopback TCP socket bound to a free port: listening, it accepts every connection and closes

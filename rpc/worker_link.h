@@ -42,6 +42,7 @@ struct WorkerHub::Link {
   int num_kv_blocks = 0, max_batch_tokens = 0;
   int64_t max_model_len = 0;
   KvDtype kv_dtype = KvDtype::kBf16;
+  KvRotation kv_rotation = KvRotation::kNone;
   std::string device;
   bool lost = false;
   bool lost_by_peer = false;  // lost only because another stage of its pipeline was

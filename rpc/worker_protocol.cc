@@ -36,6 +36,31 @@ absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, con
   }
 }
 
+wire::KvRotation KvRotationToProto(KvRotation rotation) {
+  switch (rotation) {
+    case KvRotation::kNone:
+      return wire::KV_ROTATION_NONE;
+    case KvRotation::kHadamard:
+      return wire::KV_ROTATION_HADAMARD;
+  }
+  return wire::KV_ROTATION_UNSPECIFIED;
+}
+
+absl::StatusOr<std::optional<KvRotation>> KvRotationFromProto(wire::KvRotation rotation,
+                                                              const char* field) {
+  switch (rotation) {
+    case wire::KV_ROTATION_UNSPECIFIED:
+      return std::optional<KvRotation>();
+    case wire::KV_ROTATION_NONE:
+      return KvRotation::kNone;
+    case wire::KV_ROTATION_HADAMARD:
+      return KvRotation::kHadamard;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": unknown KV rotation ", static_cast<int>(rotation)));
+  }
+}
+
 wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype) {
   return dtype == TransferDtype::kBf16 ? wire::ACTIVATION_DTYPE_BF16 : wire::ACTIVATION_DTYPE_INT8;
 }

@@ -20,12 +20,18 @@ namespace wire = ::bitserve::internal::v1;
 // A worker whose Register.protocol_version differs is refused. Bump on any incompatible change.
 // 2: element types as enums (KvDtype, ActivationDtype) instead of strings.
 // 3: expert parallelism (ModelShard.expert_owner, StepResult.expert_load).
-inline constexpr uint32_t kWorkerProtocolVersion = 3;
+// 4: KV rotation (KvCacheSpec.rotation, Ready.kv_rotation): a worker that ignored it would cache
+//    keys the coordinator's other stages read differently.
+inline constexpr uint32_t kWorkerProtocolVersion = 4;
 
 // Element types on the wire. An unspecified KV dtype is the device's default (nullopt); an
 // unknown value is InvalidArgument naming `field`.
 wire::KvDtype KvDtypeToProto(KvDtype dtype);
 absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, const char* field);
+// The same for the KV rotation: unspecified is the dtype's default (nullopt).
+wire::KvRotation KvRotationToProto(KvRotation rotation);
+absl::StatusOr<std::optional<KvRotation>> KvRotationFromProto(wire::KvRotation rotation,
+                                                              const char* field);
 wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype);
 absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype,
                                                      const char* field);

@@ -55,6 +55,9 @@ void FuzzStep(const wire::StepPlan& plan) {
 void FuzzAssignment(const wire::Assignment& a) {
   auto kv = bitserve::rpc::KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype");
   if (!kv.ok()) CheckError(kv.status());
+  auto rotation =
+      bitserve::rpc::KvRotationFromProto(a.kv_cache().rotation(), "Assignment.kv_cache.rotation");
+  if (!rotation.ok()) CheckError(rotation.status());
   auto transfer = bitserve::rpc::TransferDtypeFromProto(a.transport().activation_dtype(),
                                                         "Assignment.transport.activation_dtype");
   if (!transfer.ok()) CheckError(transfer.status());
@@ -108,6 +111,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       auto kv =
           bitserve::rpc::KvDtypeFromProto(to_coordinator.ready().kv_dtype(), "Ready.kv_dtype");
       if (!kv.ok()) CheckError(kv.status());
+      auto rotation = bitserve::rpc::KvRotationFromProto(to_coordinator.ready().kv_rotation(),
+                                                         "Ready.kv_rotation");
+      if (!rotation.ok()) CheckError(rotation.status());
     }
   }
   return 0;

@@ -25,8 +25,9 @@ struct BlockHash {
 // parent: a root that names what else the cache depends on, see RootBlockHash).
 BlockHash ChainBlockHash(const BlockHash& parent, std::span<const int32_t> tokens);
 
-// The parent of a sequence's first block: the block size (and a fixed tag). The KV cache's model
-// and dtype are fixed for a scheduler's lifetime, so nothing else needs naming.
+// The parent of a sequence's first block: the block size (and a fixed tag). The KV cache's model,
+// dtype and key rotation (EngineOptions::kv_dtype, kv_rotation) are fixed for a scheduler's
+// lifetime, so nothing else needs naming.
 BlockHash RootBlockHash(int block_size);
 
 }  // namespace bitserve::scheduler

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bitserve perplexity: --json shape, the stored PyTorch value within 1%, and clear errors.
+# bitserve perplexity: --json shape, the stored PyTorch value within 1%, --kv-rotation none, and
+# clear errors.
 set -euo pipefail
 BITSERVE=${1:?usage: perplexity_command_test.sh path/to/bitserve}
 MODEL=models/shakespeare-dense
@@ -24,5 +25,18 @@ if "$BITSERVE" perplexity --model "$MODEL" --input "$INPUT" --context 64 --strid
   fail "--stride > --context was accepted"
 fi
 grep -q "stride" /tmp/ppl_err.$$ || fail "unclear error: $(cat /tmp/ppl_err.$$)"
+# --kv-rotation: none is the int8 cache as it was before the rotation (66.5256, 2026-12-07); a
+# value outside none|hadamard is refused naming the flag.
+out=$("$BITSERVE" perplexity --model "$MODEL" --input "$INPUT" --context 256 --stride 128 \
+      --kv-dtype int8 --kv-rotation none --json)
+ppl=$(sed -E 's/.*"ppl":([0-9.e+-]+).*/\1/' <<<"$out")
+awk -v a="$ppl" 'BEGIN { d = a - 66.52561804; if (d < 0) d = -d; exit !(d <= 1e-6) }' ||
+  fail "int8 --kv-rotation none: ppl $ppl, expected the unrotated 66.52561804"
+if "$BITSERVE" perplexity --model "$MODEL" --input "$INPUT" --kv-dtype int4 --kv-rotation walsh \
+    2>/tmp/ppl_err.$$; then
+  fail "--kv-rotation walsh was accepted"
+fi
+grep -q -- "--kv-rotation: KV rotation \"walsh\" is not one of none, hadamard" /tmp/ppl_err.$$ ||
+  fail "unclear error: $(cat /tmp/ppl_err.$$)"
 rm -f /tmp/ppl_err.$$
 echo PASS

@@ -41,6 +41,22 @@ absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value
   return std::optional<KvDtype>(*dtype);
 }
 
+void AddKvRotationOption(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--kv-rotation", *value,
+                  "Rotation of q and k per head before keys are cached: none or hadamard (keeps "
+                  "q.k, spreads outlier key channels before int8/int4 quantization; default: "
+                  "hadamard for int8 and int4, none for f32 and bf16)");
+}
+
+absl::StatusOr<std::optional<KvRotation>> ParseKvRotationFlag(const std::string& value) {
+  if (value.empty()) return std::optional<KvRotation>();
+  absl::StatusOr<KvRotation> rotation = ParseKvRotation(value);
+  if (!rotation.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-rotation: ", rotation.status().message()));
+  }
+  return std::optional<KvRotation>(*rotation);
+}
+
 void AddLoadFormatOption(CLI::App* cmd, std::string* value) {
   cmd->add_option("--load-format", *value,
                   "Weights: safetensors (the checkpoint; default) or dummy (random weights of "

@@ -26,6 +26,12 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(absl::string_view text, absl:
 void AddKvDtypeOption(CLI::App* cmd, std::string* value);
 absl::StatusOr<std::optional<KvDtype>> ParseKvDtypeFlag(const std::string& value);
 
+// --kv-rotation none|hadamard beside --kv-dtype: "" leaves the default (hadamard for int8 / int4
+// caches, none for f32 / bf16: EngineOptions::kv_rotation); anything else is InvalidArgument
+// naming the flag and the accepted values.
+void AddKvRotationOption(CLI::App* cmd, std::string* value);
+absl::StatusOr<std::optional<KvRotation>> ParseKvRotationFlag(const std::string& value);
+
 // --load-format safetensors|dummy (runtime/engine/engine.h LoadFormat), for the subcommands that
 // load an engine; the parse names the flag.
 void AddLoadFormatOption(CLI::App* cmd, std::string* value);

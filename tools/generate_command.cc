@@ -20,7 +20,7 @@ namespace bitserve::cli {
 namespace {
 
 struct Args {
-  std::string model, device = "cpu", kv_dtype, load_format;
+  std::string model, device = "cpu", kv_dtype, kv_rotation, load_format;
   GenerationFlags gen;
   PipelineFlags pipeline;
 };
@@ -59,6 +59,7 @@ absl::Status Run(const Args& args) {
   EngineOptions options;
   options.device = args.device;
   ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
+  ASSIGN_OR_RETURN(options.kv_rotation, ParseKvRotationFlag(args.kv_rotation));
   ASSIGN_OR_RETURN(options.load_format, ParseLoadFormatFlag(args.load_format));
   options.max_sequences = 1;
   options.max_batch_tokens = std::max<int>(options.max_batch_tokens, request.prompt.size());
@@ -116,6 +117,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   args->pipeline.Add(cmd);
   AddKvDtypeOption(cmd, &args->kv_dtype);
+  AddKvRotationOption(cmd, &args->kv_rotation);
   AddLoadFormatOption(cmd, &args->load_format);
   cmd->callback([args] { RunOrExit("generate", [&] { return Run(*args); }); });
 }

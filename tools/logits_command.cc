@@ -13,7 +13,7 @@ namespace bitserve::cli {
 
 void AddLogitsCommand(CLI::App& app) {
   struct Args {
-    std::string model, tokens, out, trace_dir, device = "cpu", kv_dtype;
+    std::string model, tokens, out, trace_dir, device = "cpu", kv_dtype, kv_rotation;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("logits", "Write the logits of every prompt token as .npy");
@@ -22,6 +22,7 @@ void AddLogitsCommand(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output .npy file (float32 [tokens, vocab])")->required();
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &args->kv_dtype);
+  AddKvRotationOption(cmd, &args->kv_rotation);
   cmd->add_option(
       "--trace-dir", args->trace_dir,
       "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
@@ -31,6 +32,7 @@ void AddLogitsCommand(CLI::App& app) {
       EngineOptions options;
       options.device = args->device;
       ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args->kv_dtype));
+      ASSIGN_OR_RETURN(options.kv_rotation, ParseKvRotationFlag(args->kv_rotation));
       options.max_sequences = 1;
       absl::Status trace_status;
       if (!args->trace_dir.empty()) {

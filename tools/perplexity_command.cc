@@ -21,7 +21,7 @@ namespace bitserve::cli {
 
 void AddPerplexityCommand(CLI::App& app) {
   struct Args {
-    std::string model, input, device = "cpu", kv_dtype;
+    std::string model, input, device = "cpu", kv_dtype, kv_rotation;
     int64_t context = 0, stride = 0;
     bool json = false;
     PipelineFlags pipeline;
@@ -33,6 +33,7 @@ void AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--input", args->input, "UTF-8 text file")->required();
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &args->kv_dtype);
+  AddKvRotationOption(cmd, &args->kv_rotation);
   cmd->add_option("--context", args->context,
                   "Tokens per window (default: the model's context length)");
   cmd->add_option("--stride", args->stride, "Window start step (default: context / 2)");
@@ -67,6 +68,7 @@ void AddPerplexityCommand(CLI::App& app) {
       EngineOptions options;
       options.device = args->device;
       ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args->kv_dtype));
+      ASSIGN_OR_RETURN(options.kv_rotation, ParseKvRotationFlag(args->kv_rotation));
       options.max_sequences = 1;
       options.max_model_len = context;
       options.max_batch_tokens =

@@ -12,6 +12,7 @@ void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_p
   const std::string& n = in_process_note;
   cmd->add_option("--device", flags->device, n + "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &flags->kv_dtype);
+  AddKvRotationOption(cmd, &flags->kv_rotation);
   AddLoadFormatOption(cmd, &flags->load_format);
   cmd->add_option("--max-num-seqs", flags->max_num_seqs, n + "Sequences running at once");
   cmd->add_option("--max-waiting", flags->max_waiting,
@@ -51,6 +52,7 @@ absl::StatusOr<rpc::CoordinatorOptions> ToCoordinatorOptions(const ServingFlags&
       return absl::InvalidArgumentError(absl::StrCat("--kv-dtype: ", s.message()));
     }
   }
+  ASSIGN_OR_RETURN(options.engine.kv_rotation, ParseKvRotationFlag(flags.kv_rotation));
   ASSIGN_OR_RETURN(options.engine.load_format, ParseLoadFormatFlag(flags.load_format));
   options.engine.block_size = flags.block_size;
   options.engine.num_kv_blocks = flags.num_kv_blocks;

@@ -14,6 +14,7 @@ namespace bitserve::cli {
 struct ServingFlags {
   std::string device = "cpu";
   std::string kv_dtype;     // empty: the device's default
+  std::string kv_rotation;  // empty: the dtype's default (DefaultKvRotation)
   std::string load_format;  // empty: safetensors
   int max_num_seqs = 256;
   int max_waiting = 1024;
@@ -24,7 +25,8 @@ struct ServingFlags {
   bool no_prefix_caching = false;
 };
 
-// Adds --device, --kv-dtype, --load-format, --max-num-seqs, --max-waiting, --max-batch-tokens,
+// Adds --device, --kv-dtype, --kv-rotation, --load-format, --max-num-seqs, --max-waiting,
+// --max-batch-tokens,
 // --max-model-len,
 // --num-kv-blocks, --block-size and --no-prefix-caching. `in_process_note`: prefixed to each help
 // text, e.g. "With

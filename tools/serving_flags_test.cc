@@ -15,7 +15,8 @@ TEST(ServingFlags, ParsedFlagsBecomeTheOptionsOfEngineAndScheduler) {
   ServingFlags flags;
   AddServingFlags(&app, &flags);
   app.parse(
-      "--device cpu --kv-dtype int8 --max-num-seqs 16 --max-waiting 7 --max-batch-tokens 512 "
+      "--device cpu --kv-dtype int8 --kv-rotation none --max-num-seqs 16 --max-waiting 7 "
+      "--max-batch-tokens 512 "
       "--max-model-len 1000 --block-size 8 --no-prefix-caching",
       /*program_name_included=*/false);
   auto options = ToCoordinatorOptions(flags, "/m");
@@ -23,6 +24,7 @@ TEST(ServingFlags, ParsedFlagsBecomeTheOptionsOfEngineAndScheduler) {
   EXPECT_EQ(options->model_dir, "/m");
   EXPECT_EQ(options->engine.device, "cpu");
   EXPECT_EQ(options->engine.kv_dtype, KvDtype::kInt8);
+  EXPECT_EQ(options->engine.kv_rotation, KvRotation::kNone);
   EXPECT_EQ(options->engine.block_size, 8);
   EXPECT_EQ(options->engine.max_sequences, 16);
   EXPECT_EQ(options->engine.max_batch_tokens, 512);
@@ -43,6 +45,7 @@ TEST(ServingFlags, DefaultsAreServes) {
   EXPECT_EQ(options->scheduler.max_num_batched_tokens, 8192);
   EXPECT_EQ(options->engine.block_size, 16);
   EXPECT_FALSE(options->engine.kv_dtype.has_value());
+  EXPECT_FALSE(options->engine.kv_rotation.has_value());  // the engine's: DefaultKvRotation
   EXPECT_TRUE(options->scheduler.enable_prefix_caching);
 }
 
@@ -59,6 +62,18 @@ TEST(ServingFlags, BadValuesNameTheFlag) {
   unknown_dtype.kv_dtype = "fp8";
   EXPECT_THAT(std::string(ToCoordinatorOptions(unknown_dtype, "m").status().message()),
               HasSubstr("--kv-dtype"));
+  ServingFlags unknown_rotation;
+  unknown_rotation.kv_rotation = "random";
+  const absl::Status bad_rotation = ToCoordinatorOptions(unknown_rotation, "m").status();
+  EXPECT_EQ(bad_rotation.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad_rotation.message()),
+              HasSubstr("--kv-rotation: KV rotation \"random\" is not one of none, hadamard"));
+  ServingFlags hadamard;
+  hadamard.kv_dtype = "int4";
+  hadamard.kv_rotation = "hadamard";
+  auto rotated = ToCoordinatorOptions(hadamard, "m");
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->engine.kv_rotation, KvRotation::kHadamard);
   ServingFlags f32_on_gpu;  // refused before any worker starts
   f32_on_gpu.device = "cuda:0";
   f32_on_gpu.kv_dtype = "f32";

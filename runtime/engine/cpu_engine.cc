@@ -11,6 +11,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/bf16_matmul.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/hadamard.h"
 #include "kernels/cpu/moe_ffn.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/rope.h"
@@ -46,6 +47,7 @@ absl::StatusOr<std::unique_ptr<CpuEngine>> CpuEngine::Load(const std::filesystem
   if (options.max_batch_tokens < 1)
     return absl::InvalidArgumentError("max_batch_tokens must be >= 1");
   if (options.kv_dtype) RETURN_IF_ERROR(CheckKvDtype("cpu", *options.kv_dtype));
+  RETURN_IF_ERROR(CheckKvRotation(options.kv_rotation));
   std::vector<int32_t> experts;
   if (options.expert_exchange != nullptr) {
     ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
@@ -82,6 +84,8 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
       kv_(weights_.config, NumBlocks(weights_.config, options), options.block_size,
           options.kv_dtype.value_or(KvDtype::kF32), options.stage.layer_begin,
           options.stage.end(weights_.config.num_hidden_layers) - options.stage.layer_begin),
+      kv_rotation_(options.kv_rotation.value_or(
+          DefaultKvRotation(options.kv_dtype.value_or(KvDtype::kF32)))),
       max_model_len_(ModelLen(weights_.config, options)),
       max_batch_tokens_(options.max_batch_tokens),
       rope_(ModelRopeFrequencies(weights_.config)),
@@ -287,6 +291,11 @@ absl::Status CpuEngine::Attention(int l) {
                 rope_.inv_freq.data(), rope_.attention_scaling);
   cpu::RopeNeox(k_.data(), m, c.num_key_value_heads, c.head_dim, positions_.data(),
                 rope_.inv_freq.data(), rope_.attention_scaling);
+  if (kv_rotation_ == KvRotation::kHadamard) {
+    // Before k is cached and q reads it: q . k is kept, the keys' outlier channels are spread.
+    cpu::HadamardRotateRows(q_.data(), m * c.num_attention_heads, c.head_dim);
+    cpu::HadamardRotateRows(k_.data(), m * c.num_key_value_heads, c.head_dim);
+  }
   SelfAttention(l);
   cpu::RmsNorm(o_.data(), w.attn_sub_norm.data(), m, qd, eps, o_.data());
   if (trace_) trace_("o_in", l, o_.data(), m, qd);

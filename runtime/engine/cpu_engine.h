@@ -3,7 +3,8 @@
 // that each bring new tokens (prefill chunks and single decode tokens alike), with a paged KV cache
 // (runtime/paged_kv_cache.h): float32 by default (the reference), or bf16/int8/int4 quantized on
 // write and dequantized on read (EngineOptions::kv_dtype), which measures what those formats cost
-// with everything else exact.
+// with everything else exact. q and k may be Hadamard-rotated per head before the cache
+// (EngineOptions::kv_rotation; the default for int8 and int4).
 #pragma once
 
 #include <cstdint>
@@ -35,6 +36,7 @@ class CpuEngine : public Engine, private DecoderBlocks {
   int max_batch_tokens() const override { return max_batch_tokens_; }
   std::string device_name() const override { return "cpu"; }
   KvDtype kv_dtype() const override { return kv_.dtype(); }
+  KvRotation kv_rotation() const override { return kv_rotation_; }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
@@ -73,6 +75,7 @@ class CpuEngine : public Engine, private DecoderBlocks {
   PipelineStage stage_;
   TransferDtype transfer_;
   PagedKvCache kv_;
+  KvRotation kv_rotation_;  // of q and k before the cache (kernels/cpu/hadamard.h)
   int64_t max_model_len_;
   int max_batch_tokens_;
   RopeFrequencies rope_;

@@ -4,8 +4,9 @@
 //      buffers (fixed, so that a captured graph reads the next step's metadata from them);
 //   2. the layers (RunLayers: RunDecoderLayers over the blocks of LayerRun, decoder_layer.h):
 //      embedding, then per layer
-//        fused q/k/v product (int32) -> epilogue + RoPE -> WritePagedKv (one kernel with the
-//        epilogue for a bf16 cache) -> PagedAttention ->
+//        fused q/k/v product (int32) -> epilogue + RoPE -> [Hadamard rotation of q and k:
+//        EngineOptions::kv_rotation, the default for int8 / int4] -> WritePagedKv (one kernel
+//        with the epilogue for an unrotated bf16 cache) -> PagedAttention ->
 //        attn_sub_norm + quant -> o product -> residual + post-norm + quant -> fused gate/up
 //        product (int32) -> epilogue + relu^2 * up + ffn_sub_norm + quant -> down product ->
 //        residual + next layer's input norm + quant
@@ -37,6 +38,7 @@
 #include "base/device_name.h"
 #include "base/status_macros.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cuda/attention/hadamard_rotate.cuh"
 #include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/attention/qkv_rope.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
@@ -101,6 +103,7 @@ absl::StatusOr<std::unique_ptr<CudaEngine>> CudaEngine::Load(
   }
   const KvDtype kv_dtype = options.kv_dtype.value_or(DefaultKvDtype(options.device));
   RETURN_IF_ERROR(CheckKvDtype(options.device, kv_dtype));
+  RETURN_IF_ERROR(CheckKvRotation(options.kv_rotation));
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   ASSIGN_OR_RETURN(const ModelConfig config, LoadModelConfig(model_dir));
   RETURN_IF_ERROR(options.stage.Validate(config.num_hidden_layers));
@@ -131,6 +134,7 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   device_name_ = absl::StrCat("cuda:", device_, " (", prop.name, ")");
   block_size_ = options.block_size;
   kv_dtype_ = options.kv_dtype.value_or(KvDtype::kBf16);
+  kv_rotation_ = options.kv_rotation.value_or(DefaultKvRotation(kv_dtype_));
   max_batch_tokens_ = options.max_batch_tokens;
   max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.context_length();
   max_blocks_per_seq_ = static_cast<int>((max_model_len_ + block_size_ - 1) / block_size_);
@@ -381,7 +385,9 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
     RETURN_IF_ERROR(cuda::TernaryMatmulInt32(e_.gemm_.get(), w.qkv.view(),
                                              cuda::Int8Activations(act_out_[0], m_, h_),
                                              e_.acc_qkv_.get(), s_));
-    if (kv.dtype == KvDtype::kBf16) {  // one kernel instead of two
+    if (kv.dtype == KvDtype::kBf16 && e_.kv_rotation_ == KvRotation::kNone) {
+      // One kernel instead of two (a rotated bf16 cache, asked for explicitly, takes the path
+      // below: the rotation needs the float k between the epilogue and the cache write).
       RETURN_IF_ERROR(cuda::QkvEpilogueRopeWriteBf16Kv(
           e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, qkv_shape_,
           e_.dev_.positions.get(), e_.cos_sin_.get(), e_.max_model_len_, e_.q_.get(), batch_, kv,
@@ -391,6 +397,11 @@ class CudaEngine::LayerRun final : public DecoderBlocks {
           e_.acc_qkv_.get(), e_.act_scales_[0].get(), w.q_scale, w.k_scale, w.v_scale, m_,
           qkv_shape_, e_.dev_.positions.get(), e_.cos_sin_.get(), e_.max_model_len_, e_.q_.get(),
           e_.k_.get(), e_.v_.get(), s_));
+      if (e_.kv_rotation_ == KvRotation::kHadamard) {
+        // After RoPE, before k is cached and q reads it: kernels/cpu/hadamard.h, bit for bit.
+        RETURN_IF_ERROR(cuda::HadamardRotateQk(e_.q_.get(), e_.k_.get(), c_.num_attention_heads,
+                                               c_.num_key_value_heads, c_.head_dim, batch_, s_));
+      }
       RETURN_IF_ERROR(cuda::WritePagedKv(e_.k_.get(), e_.v_.get(), batch_, kv, s_));
     }
     RETURN_IF_ERROR(cuda::PagedAttention(e_.q_.get(), batch_, kv, c_.num_attention_heads, scale_,

@@ -88,6 +88,7 @@ class CudaEngine final : public Engine {
   int max_batch_tokens() const override { return max_batch_tokens_; }
   std::string device_name() const override { return device_name_; }
   KvDtype kv_dtype() const override { return kv_dtype_; }
+  KvRotation kv_rotation() const override { return kv_rotation_; }
   const PipelineStage& stage() const override { return w_.stage; }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
@@ -129,6 +130,7 @@ class CudaEngine final : public Engine {
   int block_size_ = 16, num_kv_blocks_ = 0, max_batch_tokens_ = 0, max_blocks_per_seq_ = 0;
   int64_t max_model_len_ = 0;
   KvDtype kv_dtype_ = KvDtype::kBf16;
+  KvRotation kv_rotation_ = KvRotation::kNone;  // of q and k before the cache (hadamard_rotate.cuh)
   bool use_graphs_ = true;
   TransferDtype transfer_ = TransferDtype::kInt8;
   cudaStream_t stream_ = nullptr;

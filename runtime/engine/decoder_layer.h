@@ -3,7 +3,8 @@
 // implements the blocks (DecoderBlocks) and runs its layers through RunDecoderLayers, so that a
 // new block type (the MoE FFN block on the GPU) is added in one place per backend: its method.
 //
-//   x += Attention(x):  RMSNorm_in -> ActQuant -> q, k, v -> RoPE -> paged attention (writes the
+//   x += Attention(x):  RMSNorm_in -> ActQuant -> q, k, v -> RoPE -> [Hadamard rotation of q and
+//                       k per head: EngineOptions::kv_rotation] -> paged attention (writes the
 //                       layer's K/V) -> attn_sub_norm -> ActQuant -> o
 //   x += Ffn(x):        RMSNorm_post, then the layer's block:
 //                         dense: ActQuant -> gate, up -> relu(gate)^2 * up -> ffn_sub_norm ->

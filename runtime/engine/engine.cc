@@ -35,6 +35,13 @@ absl::Status CheckKvDtype(const std::string& device, KvDtype dtype) {
       KvDtypeName(dtype), device == "cpu" ? "" : " (f32 is the CPU reference's)"));
 }
 
+absl::Status CheckKvRotation(std::optional<KvRotation> rotation) {
+  if (!rotation || *rotation == KvRotation::kNone || *rotation == KvRotation::kHadamard)
+    return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("kv_rotation ", static_cast<int>(*rotation), " is not none or hadamard"));
+}
+
 absl::Status ValidateBatch(std::span<const BatchEntry> entries, const ModelConfig& config,
                            int block_size, int num_kv_blocks, int64_t max_model_len,
                            int max_batch_tokens) {

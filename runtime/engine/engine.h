@@ -52,6 +52,10 @@ struct EngineOptions {
   // DefaultKvDtype(device). CPU: all four (f32 is the reference; the others quantize on write and
   // dequantize on read, for measuring quality); CUDA: bf16, int8, int4.
   std::optional<KvDtype> kv_dtype;
+  // q and k rotated per head before the keys are cached (kernels/kv_cache_format.h KvRotation,
+  // kernels/cpu/hadamard.h), so that outlier key channels do not set the int8 / int4 scales.
+  // Unset: DefaultKvRotation of the cache's dtype (hadamard for int8 / int4, none for f32 / bf16).
+  std::optional<KvRotation> kv_rotation;
   ActivationTrace trace;  // optional; CPU only
   // Where the weights come from: the checkpoint (safetensors), or random weights of the config's
   // shapes made on the device (kDummy, like vLLM's --load-format dummy: benchmarks of shapes whose
@@ -121,6 +125,8 @@ class Engine {
   virtual int max_batch_tokens() const = 0;
   virtual std::string device_name() const = 0;
   virtual KvDtype kv_dtype() const = 0;
+  // What the cached keys are rotated by (EngineOptions::kv_rotation, resolved).
+  virtual KvRotation kv_rotation() const { return DefaultKvRotation(kv_dtype()); }
   // OK while the engine can run steps. An engine in this process always can; one that drives a
   // remote worker (rpc/worker_hub.h) is UNAVAILABLE, naming why, while no worker is attached.
   virtual absl::Status Health() const { return absl::OkStatus(); }
@@ -195,6 +201,9 @@ std::vector<KvDtype> SupportedKvDtypes(const std::string& device);
 // OK when `device` keeps `dtype`; InvalidArgument naming both and what the device keeps otherwise.
 // The one check every path takes (engines, serve's flags, a worker's assignment).
 absl::Status CheckKvDtype(const std::string& device, KvDtype dtype);
+// OK for an unset rotation or one of KvRotation's values; InvalidArgument otherwise (every device
+// keeps both).
+absl::Status CheckKvRotation(std::optional<KvRotation> rotation);
 
 // The routed experts an expert-parallel rank holds (options.expert_owner's entries equal to
 // options.expert_exchange->rank(), ascending: its local expert order); InvalidArgument when the

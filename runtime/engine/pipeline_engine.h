@@ -27,6 +27,7 @@ class PipelineEngine final : public Engine {
   int max_batch_tokens() const override { return stages_.front()->max_batch_tokens(); }
   std::string device_name() const override;
   KvDtype kv_dtype() const override { return stages_.front()->kv_dtype(); }
+  KvRotation kv_rotation() const override { return stages_.front()->kv_rotation(); }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
