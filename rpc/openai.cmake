@@ -10,6 +10,13 @@ target_link_libraries(bitserve_openai_http
          nlohmann_json::nlohmann_json Threads::Threads
   PRIVATE bitserve_metrics bitserve_tls PkgConfig::CPP_HTTPLIB)
 
+# The client side: a GenerationBackend over the HTTP API (bench-serve --base-url).
+add_library(bitserve_openai_http_client STATIC openai_http_client.cc)
+target_link_libraries(bitserve_openai_http_client
+  PUBLIC bitserve_text absl::status absl::statusor absl::strings nlohmann_json::nlohmann_json
+         Threads::Threads
+  PRIVATE PkgConfig::CPP_HTTPLIB)
+
 bitserve_add_test(openai_api_test
   SRCS openai_api_test.cc
   DEPS bitserve_openai_http

@@ -201,6 +201,7 @@ constexpr const char* kCommon[] = {"model",
                                    "min_p",
                                    "repetition_penalty",
                                    "ignore_eos",
+                                   "return_token_ids",
                                    "stop_token_ids",
                                    "logit_bias",
                                    "user",
@@ -350,6 +351,10 @@ Error Fill(Endpoint endpoint, const json& body, int max_model_len, ParsedRequest
   if (auto it = body.find("ignore_eos"); it != body.end() && !it->is_null()) {
     if (!it->is_boolean()) return Expected("ignore_eos", "true or false", *it);
     p.ignore_eos = it->get<bool>();
+  }
+  if (auto it = body.find("return_token_ids"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return Expected("return_token_ids", "true or false", *it);
+    r->return_token_ids = it->get<bool>();
   }
   // logprobs: chat: a boolean with top_logprobs alternatives (0..20); completions: the number of
   // alternatives (0..20; OpenAI allows 5, vLLM 20).
@@ -569,6 +574,7 @@ json CompletionResponse(const ParsedRequest& request, const std::string& id, int
       choice["logprobs"] =
           logprobs ? CompletionLogprobs(c.logprobs, token_bytes, 0) : json(nullptr);
     }
+    if (request.return_token_ids) choice["token_ids"] = c.token_ids;
     list.push_back(std::move(choice));
   }
   out["choices"] = std::move(list);
@@ -579,7 +585,8 @@ json CompletionResponse(const ParsedRequest& request, const std::string& id, int
 json StreamChunk(const ParsedRequest& request, const std::string& id, int64_t created,
                  const std::string& model, int index, const std::string& text,
                  const std::vector<SampleResult>& logprobs, const std::string& finish_reason,
-                 bool role_only, const TokenBytesFn& token_bytes) {
+                 bool role_only, const TokenBytesFn& token_bytes,
+                 const std::vector<int32_t>& token_ids) {
   json out = Envelope(request, id, created, model, /*chunk=*/true);
   json choice = {
       {"index", index},
@@ -599,6 +606,7 @@ json StreamChunk(const ParsedRequest& request, const std::string& id, int64_t cr
     choice["logprobs"] =
         with_logprobs ? CompletionLogprobs(logprobs, token_bytes, 0) : json(nullptr);
   }
+  if (request.return_token_ids && !role_only) choice["token_ids"] = token_ids;
   out["choices"] = json::array({std::move(choice)});
   if (request.include_usage) out["usage"] = nullptr;
   return out;

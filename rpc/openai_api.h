@@ -51,6 +51,9 @@ struct ParsedRequest {
   bool stream = false;
   bool include_usage = false;
   int completion_logprobs = -1;  // completions: the `logprobs` alternatives asked for, -1: none
+  // vLLM's extension: each choice (and stream chunk) also carries "token_ids", the ids of its
+  // generated tokens (bench-serve counts tokens per chunk with it).
+  bool return_token_ids = false;
 };
 
 // `served_model`: the name GET /v1/models lists; a request for another model is a 404
@@ -70,6 +73,7 @@ struct ChoiceResult {
   std::vector<SampleResult> logprobs;  // one per generated token when logprobs were asked
   std::string finish_reason;           // the backend's: eos, stop, length, cancelled, error
   Usage usage;
+  std::vector<int32_t> token_ids;  // the generated tokens (ParsedRequest::return_token_ids)
 };
 
 // OpenAI's finish_reason of a backend one: eos and stop -> "stop", length -> "length",
@@ -82,13 +86,15 @@ nlohmann::json CompletionResponse(const ParsedRequest& request, const std::strin
                                   const std::vector<ChoiceResult>& choices,
                                   const TokenBytesFn& token_bytes);
 
-// A stream chunk of one choice: `text` and its tokens' logprobs, then (finish_reason non-empty)
-// its last chunk. With `role_only` (chat): the first chunk, {"role": "assistant", "content": ""}.
+// A stream chunk of one choice: `text` and its tokens' logprobs (and ids, when asked), then
+// (finish_reason non-empty) its last chunk. With `role_only` (chat): the first chunk,
+// {"role": "assistant", "content": ""}.
 nlohmann::json StreamChunk(const ParsedRequest& request, const std::string& id, int64_t created,
                            const std::string& model, int index, const std::string& text,
                            const std::vector<SampleResult>& logprobs,
                            const std::string& finish_reason, bool role_only,
-                           const TokenBytesFn& token_bytes);
+                           const TokenBytesFn& token_bytes,
+                           const std::vector<int32_t>& token_ids = {});
 
 // The usage chunk of stream_options.include_usage (choices: []), after every choice's last chunk.
 nlohmann::json UsageChunk(const ParsedRequest& request, const std::string& id, int64_t created,

@@ -164,8 +164,8 @@ TEST(OpenAiApi, ResponsesHaveOpenAisShape) {
                                          {"n", 2}});
   const TokenBytesFn bytes = [](int32_t id) { return id == 7 ? std::string("\xc3") : "t"; };
   std::vector<ChoiceResult> choices(2);
-  choices[0] = {"hello", {{7, -0.5f, {{7, -0.5f}}}}, "eos", {5, 1}};
-  choices[1] = {"hey", {{8, -1.0f, {{7, -0.5f}}}}, "length", {5, 1}};
+  choices[0] = {"hello", {{7, -0.5f, {{7, -0.5f}}}}, "eos", {5, 1}, {}};
+  choices[1] = {"hey", {{8, -1.0f, {{7, -0.5f}}}}, "length", {5, 1}, {}};
   const json out = CompletionResponse(r, "chatcmpl-1", 10, "m", choices, bytes);
   EXPECT_EQ(out["object"], "chat.completion");
   EXPECT_EQ(out["choices"][0]["message"]["content"], "hello");
@@ -200,6 +200,28 @@ TEST(OpenAiApi, ResponsesHaveOpenAisShape) {
   EXPECT_EQ(text["choices"][0]["text"], "hello");
   EXPECT_EQ(text["choices"][0]["logprobs"]["token_logprobs"][0], -0.5f);
   EXPECT_EQ(text["choices"][0]["logprobs"]["text_offset"][0], 0);
+  EXPECT_FALSE(text["choices"][0].contains("token_ids"));  // only when asked
+}
+
+TEST(OpenAiApi, ReturnTokenIdsAddsTheIdsToChoicesAndChunks) {
+  ParsedRequest r =
+      Parse(Endpoint::kCompletions, {{"prompt", {1, 2, 3}}, {"return_token_ids", true}});
+  EXPECT_TRUE(r.return_token_ids);
+  const TokenBytesFn bytes = [](int32_t) { return std::string("t"); };
+  ChoiceResult choice{"ab", {}, "length", {3, 2}, {17, 18}};
+  const json full = CompletionResponse(r, "cmpl-1", 10, "m", {choice}, bytes);
+  EXPECT_EQ(full["choices"][0]["token_ids"], json::array({17, 18}));
+  const json chunk = StreamChunk(r, "c", 1, "m", 0, "", {}, "", false, bytes, {42});
+  EXPECT_EQ(chunk["choices"][0]["token_ids"], json::array({42}));  // even with no text yet
+  EXPECT_EQ(chunk["choices"][0]["text"], "");
+  const ApiError e =
+      Refuse(Endpoint::kCompletions, R"({"prompt": "x", "return_token_ids": "yes"})");
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "return_token_ids");
+  r.return_token_ids = false;
+  EXPECT_FALSE(
+      StreamChunk(r, "c", 1, "m", 0, "x", {}, "", false, bytes, {42})["choices"][0].contains(
+          "token_ids"));
 }
 
 }  // namespace

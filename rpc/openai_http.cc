@@ -66,6 +66,25 @@ class Handler {
                     "application/json");
   }
 
+  // The model card, with vLLM's max_model_len and bitserve's own facts ("bitserve": what
+  // `bench-serve --base-url` needs to make random prompts) beside OpenAI's fields.
+  json ModelJson() const {
+    json card = {{"id", options_.model_name},
+                 {"object", "model"},
+                 {"created", created_},
+                 {"owned_by", "bitserve"}};
+    if (absl::StatusOr<ModelSummary> info = backend_->Info(); info.ok()) {
+      card["max_model_len"] = info->max_model_len;
+      card["bitserve"] = {{"vocab_size", info->vocab_size},
+                          {"eos_token_ids", info->eos_token_ids},
+                          {"max_num_seqs", info->max_num_seqs},
+                          {"kv_dtype", info->kv_dtype},
+                          {"kv_capacity_tokens", info->kv_capacity_tokens},
+                          {"device", info->device}};
+    }
+    return card;
+  }
+
   void Model(const httplib::Request& req, httplib::Response& res) const {
     if (req.matches[1] != options_.model_name) {
       ApiError e;
@@ -88,13 +107,6 @@ class Handler {
                 httplib::Response& res) const;
 
  private:
-  json ModelJson() const {
-    return {{"id", options_.model_name},
-            {"object", "model"},
-            {"created", created_},
-            {"owned_by", "bitserve"}};
-  }
-
   std::string TokenBytes(int32_t id) const {
     if (options_.token_bytes) return options_.token_bytes(id);
     return absl::StrCat("token_id:", id);
@@ -171,6 +183,7 @@ void Handler::Generate(openai::Endpoint endpoint, const httplib::Request& req,
         ChoiceResult& c = results[ev.choice];
         c.text += ev.chunk.text;
         for (SampleResult& lp : ev.chunk.logprobs) c.logprobs.push_back(std::move(lp));
+        c.token_ids.insert(c.token_ids.end(), ev.chunk.token_ids.begin(), ev.chunk.token_ids.end());
         if (ev.chunk.final) {
           c.finish_reason = ev.chunk.finish_reason;
           c.usage = ev.chunk.usage;
@@ -229,9 +242,11 @@ void Handler::Generate(openai::Endpoint endpoint, const httplib::Request& req,
               usage->completion_tokens += ch.usage.completion_tokens;
               if (ev.choice % request->n == 0) usage->prompt_tokens += ch.usage.prompt_tokens;
             }
-            if (ch.text.empty() && ch.logprobs.empty() && !ch.final) continue;
+            const bool ids = request->return_token_ids && !ch.token_ids.empty();
+            if (ch.text.empty() && ch.logprobs.empty() && !ids && !ch.final) continue;
             event(openai::StreamChunk(*request, id, created, model, ev.choice, ch.text, ch.logprobs,
-                                      ch.final ? ch.finish_reason : "", false, token_bytes));
+                                      ch.final ? ch.finish_reason : "", false, token_bytes,
+                                      ch.token_ids));
           }
           finished = call->open == 0;
         }

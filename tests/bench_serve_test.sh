@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End to end: `bitserve bench-serve` against a running `bitserve serve` on a small generated model
-# (every request completes, the numbers are sane, the JSON has vLLM's keys), a Poisson-rate run,
+# (every request completes, the numbers are sane, the JSON has vLLM's keys), the same over the
+# OpenAI HTTP API with a shared-prefix workload (--base-url), a Poisson-rate run,
 # rejected requests counted with their status code, the in-process --model path, and the server
 # still draining and exiting 0 on SIGTERM afterwards.
 # Usage: bench_serve_test.sh PATH/TO/bitserve
@@ -31,7 +32,8 @@ bench() {  # bench NAME ARGS...: runs bench-serve (bounded), stdout to NAME.out,
 "$bitserve" make-model --preset test-gqa --out "$work/model" 2>/dev/null
 
 : > "$work/server.err"  # exists before the server's own redirect does: the loop below reads it
-"$bitserve" serve --model "$work/model" --listen 127.0.0.1:0 2>> "$work/server.err" &
+"$bitserve" serve --model "$work/model" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  2>> "$work/server.err" &
 server_pid=$!
 addr=
 for _ in $(seq 1 600); do  # up to 60 s for the model to load
@@ -41,6 +43,8 @@ for _ in $(seq 1 600); do  # up to 60 s for the model to load
   sleep 0.1
 done
 [[ -n $addr ]] || fail "bitserve serve did not print its address within 60 s"
+http_url=$(sed -n 's/^bitserve serve: OpenAI API on \(http:[^ ]*\)\/v1 .*/\1/p' "$work/server.err" | head -1)
+[[ -n $http_url ]] || fail "no OpenAI API line: $(cat "$work/server.err")"
 
 # Fixed concurrency, random lengths: 16 measured requests after 2 warm-up ones.
 bench fixed --server "$addr" --num-prompts 16 --input-len 32 --output-len 16 \
@@ -88,6 +92,44 @@ assert r["completed"] == 12 and r["failed"] == 0, r["errors"]
 assert r["parameters"]["request_rate"] == 40, r["parameters"]
 assert r["output_lens"] == [8] * 12, r["output_lens"]
 PY
+
+# The same benchmark over the OpenAI HTTP API (streamed /v1/completions, one connection per
+# request), with a shared-prefix workload: 24 requests, each a 48-token prefix every prompt shares
+# and 16 own tokens, 12 output tokens each, counted per chunk from the streamed token ids.
+bench http --base-url "$http_url" --num-prompts 24 --prefix-len 48 --input-len 16 --output-len 12 \
+  --max-concurrency 6 --warmup 1 --seed 3 --json "$work/http.json"
+grep -q "^Successful requests: *24 *$" "$work/http.out" || fail "http: $(cat "$work/http.out")"
+$python - "$work/http.json" "$http_url" <<'PY' || fail "http.json: $(head -c 2000 "$work/http.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["completed"] == 24 and r["failed"] == 0, (r["completed"], r["errors"])
+p = r["parameters"]
+assert p["backend"] == "openai-http" and p["base_url"] == sys.argv[2], p
+assert p["prefix_len"] == 48 and p["max_concurrency"] == 6, p
+assert r["output_lens"] == [12] * 24, r["output_lens"]        # ignore_eos reached the server
+assert r["input_lens"] == [64] * 24, r["input_lens"]          # prefix + own tokens, server's count
+for ttft, e2el, itl in zip(r["ttfts"], r["latencies"], r["itls"]):
+    assert 0 < ttft <= e2el and len(itl) == 11, (ttft, e2el, len(itl))  # one token per chunk
+assert 1 <= r["max_concurrent_requests"] <= 6, r["max_concurrent_requests"]
+PY
+# The same seed over gRPC sends the same prompts: the same token counts.
+bench grpc_same --server "$addr" --num-prompts 24 --prefix-len 48 --input-len 16 --output-len 12 \
+  --max-concurrency 6 --warmup 1 --seed 3 --json "$work/grpc_same.json"
+$python - "$work/http.json" "$work/grpc_same.json" <<'PY' || fail "http vs grpc"
+import json, sys
+h, g = (json.load(open(f)) for f in sys.argv[1:3])
+assert h["input_lens"] == g["input_lens"] and h["output_lens"] == g["output_lens"], (h, g)
+PY
+# Over HTTP, a prompt beyond the model's positions is the server's 400, counted with its code.
+bench http_toolong --base-url "$http_url" --num-prompts 2 --input-len 600 --output-len 4 \
+  --json "$work/http_toolong.json"
+grep -q "^Failed requests: *2" "$work/http_toolong.out" || fail "http failures: $(cat "$work/http_toolong.out")"
+grep -q "INVALID_ARGUMENT 2" "$work/http_toolong.out" || fail "http code: $(cat "$work/http_toolong.out")"
+# A URL nobody serves: exit 1 naming it.
+if out=$("$bitserve" bench-serve --base-url http://127.0.0.1:1 --num-prompts 1 2>&1); then
+  fail "an unreachable --base-url was accepted"
+fi
+[[ $out == *"cannot reach http://127.0.0.1:1"* ]] || fail "unreachable error: $out"
 
 # Prompts longer than the model's 512 positions: each request fails, counted with its code.
 bench toolong --server "$addr" --num-prompts 3 --input-len 600 --output-len 4 --json "$work/toolong.json"

@@ -1,10 +1,11 @@
-// bitserve bench-serve (--server ADDR | --model DIR [--device D] ...) [workload] [arrivals]
-//                      [--json FILE]
+// bitserve bench-serve (--server ADDR | --base-url URL | --model DIR [--device D] ...) [workload]
+//                      [arrivals] [--json FILE]
 // A serving benchmark in the manner of vLLM's `vllm bench serve` (bench/serve_*.h): drives a
-// running `bitserve serve` through the gRPC client, or an in-process coordinator with the same
-// driver, and prints vLLM's "Serving Benchmark Result" block on stdout (progress on stderr).
-// Exit status 0 when the benchmark ran (failed requests are counted in the report), 1 when it
-// could not (bad flags, unreachable server, unreadable dataset, unwritable --json).
+// running `bitserve serve` through the gRPC client or its OpenAI-compatible HTTP API
+// (rpc/openai_http_client.h), or an in-process coordinator with the same driver, and prints vLLM's
+// "Serving Benchmark Result" block on stdout (progress on stderr). Exit status 0 when the benchmark
+// ran (failed requests are counted in the report), 1 when it could not (bad flags, unreachable
+// server, unreadable dataset, unwritable --json).
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -22,6 +23,7 @@
 #include "bench/serve_report.h"
 #include "rpc/client.h"
 #include "rpc/coordinator.h"
+#include "rpc/openai_http_client.h"
 #include "tools/command_line.h"
 #include "tools/serving_flags.h"
 
@@ -30,9 +32,11 @@ namespace {
 
 struct Args {
   std::string server, model;
-  std::string api_key;      // with --server
-  rpc::ClientTlsFiles tls;  // with --server
-  ServingFlags serving;     // with --model
+  std::string base_url;      // the OpenAI-compatible HTTP API instead of gRPC
+  std::string served_model;  // with --base-url: the model to name (default: the first listed)
+  std::string api_key;       // with --server
+  rpc::ClientTlsFiles tls;   // with --server
+  ServingFlags serving;      // with --model
   std::string dataset;
   int num_prompts = -1;  // -1: 1000 random prompts, or every dataset line once
   int input_len = 1024, output_len = 128;
@@ -56,8 +60,20 @@ absl::StatusOr<rpc::RemoteBackendOptions> RemoteOptions(const Args& args) {
 }
 
 absl::StatusOr<std::unique_ptr<rpc::GenerationBackend>> MakeBackend(const Args& args) {
-  if (args.model.empty() == args.server.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --server ADDR and --model DIR");
+  if (args.model.empty() + args.server.empty() + args.base_url.empty() != 2) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --server ADDR, --base-url URL and --model DIR");
+  }
+  if (!args.base_url.empty()) {
+    rpc::OpenAiHttpClientOptions options;
+    options.api_key = ApiKey(args.api_key);
+    options.ca_file = args.tls.ca;
+    options.cert_file = args.tls.cert;
+    options.key_file = args.tls.key;
+    options.model = args.served_model;
+    ASSIGN_OR_RETURN(std::unique_ptr<rpc::OpenAiHttpBackend> http,
+                     rpc::OpenAiHttpBackend::Connect(args.base_url, options));
+    return std::unique_ptr<rpc::GenerationBackend>(std::move(http));
   }
   if (!args.server.empty()) {
     ASSIGN_OR_RETURN(rpc::RemoteBackendOptions options, RemoteOptions(args));
@@ -125,8 +141,11 @@ nlohmann::ordered_json Parameters(const Args& args, const rpc::ModelSummary& inf
                                   const std::vector<double>& percentiles, int num_requests) {
   nlohmann::ordered_json p;
   p["date"] = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
-  p["backend"] = args.server.empty() ? "in-process" : "server";
+  p["backend"] = !args.base_url.empty() ? "openai-http"
+                 : args.server.empty()  ? "in-process"
+                                        : "server";
   if (!args.server.empty()) p["server"] = args.server;
+  if (!args.base_url.empty()) p["base_url"] = args.base_url;
   p["model"] = info.model_dir;
   p["device"] = info.device;
   p["max_model_len"] = info.max_model_len;
@@ -169,9 +188,11 @@ absl::Status Run(const Args& args) {
               << ": longer ones are cut short or rejected" << std::endl;
   }
   std::cerr << "bitserve bench-serve: " << requests.size() << " requests to "
-            << (args.server.empty() ? "in-process " + info.model_dir : args.server) << " ("
-            << info.device << "), request rate " << rate << ", burstiness " << args.burstiness
-            << ", max concurrency "
+            << (!args.base_url.empty() ? args.base_url
+                : args.server.empty()  ? "in-process " + info.model_dir
+                                       : args.server)
+            << " (" << info.device << "), request rate " << rate << ", burstiness "
+            << args.burstiness << ", max concurrency "
             << (args.max_concurrency > 0 ? absl::StrCat(args.max_concurrency) : "none")
             << std::endl;
 
@@ -217,6 +238,15 @@ void AddBenchServeCommand(CLI::App& app) {
   auto* model = cmd->add_option("--model", args->model,
                                 "Checkpoint directory: benchmark an in-process coordinator");
   model->excludes(server);
+  auto* base_url = cmd->add_option(
+      "--base-url", args->base_url,
+      "http(s)://host:port of an OpenAI-compatible server (`bitserve serve --http-listen`): "
+      "streamed /v1/completions, one connection per request");
+  base_url->excludes(server);
+  base_url->excludes(model);
+  cmd->add_option("--served-model-name", args->served_model,
+                  "With --base-url: the model to name in requests (default: the first one "
+                  "/v1/models lists)");
   AddServingFlags(cmd, &args->serving, "With --model: ");
   cmd->add_option("--dataset", args->dataset,
                   "JSONL prompts ({\"prompt\": ...}, or `bitserve batch` input lines) instead of "
