@@ -1,9 +1,11 @@
 // The trained MoE fixture (models/shakespeare-moe) on the GPU against the CPU engine: held-out
-// perplexity within 0.1% and greedy continuations identical, for every KV dtype the GPU offers
-// (the CPU keeps float32 K/V against the GPU's bf16, the same dtype for int8 / int4).
+// perplexity within 0.1% and the same greedy tokens, for every KV dtype the GPU offers
+// (the CPU keeps float32 K/V against the GPU's bf16, the same dtype for int8 / int4); greedy
+// tokens compared in lockstep, near ties of the CPU's logits excepted.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -45,27 +47,46 @@ std::unique_ptr<Engine> Load(const std::string& device, KvDtype kv) {
   return e.ok() ? std::move(*e) : nullptr;
 }
 
-// Greedy continuation of `prompt` by `n` tokens: one prefill, then one decode step per token.
-std::vector<int32_t> Greedy(Engine& engine, std::vector<int32_t> prompt, int n) {
+// Greedy continuation of `prompt` by `n` tokens on the CPU, with the GPU fed the same tokens in
+// lockstep (one prefill, then one decode step per token): per step the CPU's argmax, whether the
+// GPU's differs, and by how much the CPU prefers its own token there, in row standard deviations
+// of the CPU's logits (a near tie when small).
+struct Lockstep {
+  std::vector<int32_t> tokens;
+  int differing = 0;
+  double worst_margin = 0;  // the largest CPU margin (in row stds) where the GPU chose otherwise
+};
+
+Lockstep GreedyLockstep(Engine& cpu, Engine& gpu, std::vector<int32_t> prompt, int n) {
   std::vector<int32_t> table(16);
   for (int i = 0; i < 16; ++i) table[i] = i;
-  const int vocab = engine.config().vocab_size;
-  std::vector<int32_t> out;
-  std::vector<float> logits;
+  const int vocab = cpu.config().vocab_size;
+  Lockstep r;
+  std::vector<float> cl, gl;
   int32_t position = 0;
   std::vector<int32_t> feed = prompt;
   for (int i = 0; i < n; ++i) {
-    BatchEntry e{position, feed, table, LogitsWanted::kLast};
-    const absl::Status s = engine.Forward({&e, 1}, &logits);
-    EXPECT_TRUE(s.ok()) << s;
-    if (!s.ok()) return out;
+    BatchEntry ce{position, feed, table, LogitsWanted::kLast};
+    BatchEntry ge{position, feed, table, LogitsWanted::kLast};
+    const absl::Status cs = cpu.Forward({&ce, 1}, &cl), gs = gpu.Forward({&ge, 1}, &gl);
+    EXPECT_TRUE(cs.ok() && gs.ok()) << cs << " " << gs;
+    if (!cs.ok() || !gs.ok()) return r;
     position += static_cast<int32_t>(feed.size());
-    const int32_t next = static_cast<int32_t>(
-        std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin());
-    out.push_back(next);
-    feed = {next};
+    const auto c_top = std::max_element(cl.begin(), cl.begin() + vocab) - cl.begin();
+    const auto g_top = std::max_element(gl.begin(), gl.begin() + vocab) - gl.begin();
+    if (c_top != g_top) {
+      double mean = 0, sq = 0;
+      for (int v = 0; v < vocab; ++v) mean += cl[v];
+      mean /= vocab;
+      for (int v = 0; v < vocab; ++v) sq += (cl[v] - mean) * (cl[v] - mean);
+      const double sd = std::sqrt(sq / vocab);
+      ++r.differing;
+      r.worst_margin = std::max(r.worst_margin, (cl[c_top] - cl[g_top]) / sd);
+    }
+    r.tokens.push_back(static_cast<int32_t>(c_top));
+    feed = {static_cast<int32_t>(c_top)};
   }
-  return out;
+  return r;
 }
 
 class CudaTrainedMoe : public ::testing::TestWithParam<KvDtype> {
@@ -97,19 +118,34 @@ TEST_P(CudaTrainedMoe, PerplexityWithinATenthOfAPercentOfTheCpu) {
             << ", CPU ppl " << c->ppl << " (" << c->tokens << " tokens)" << std::endl;
 }
 
+// The GPU picks the CPU's greedy token at every step of three 64-token continuations (fed the
+// CPU's tokens), except at near ties of the CPU's logits: within 0.02 row standard deviations, at
+// most 6 steps of 192. Measured on an H100 (2026-12-07): bf16 and int8 0 steps; int4 (q and k
+// Hadamard-rotated, EngineOptions::kv_rotation) 3 steps, margins <= 7.1e-4 row stds. Free-running
+// continuations compared for equality part for good at the first such tie.
 TEST_P(CudaTrainedMoe, GreedyContinuationsEqualTheCpu) {
   auto cpu = Load("cpu", cpu_kv());
   auto gpu = Load("cuda", gpu_kv());
   ASSERT_TRUE(cpu && gpu);
   auto tokenizer = Tokenizer::Load(kModel);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  int differing = 0;
+  double worst = 0;
   for (const char* prompt : {"ROMEO:\nBut soft, what light", "First Citizen:\nBefore we proceed",
                              "KING HENRY:\nOnce more unto the"}) {
     std::vector<int32_t> ids = {cpu->config().bos_token_id};
     const std::vector<int32_t> body = (*tokenizer)->Encode(prompt);
     ids.insert(ids.end(), body.begin(), body.end());
-    EXPECT_EQ(Greedy(*gpu, ids, 64), Greedy(*cpu, ids, 64)) << prompt;
+    const Lockstep r = GreedyLockstep(*cpu, *gpu, ids, 64);
+    EXPECT_EQ(r.tokens.size(), 64u) << prompt;
+    differing += r.differing;
+    worst = std::max(worst, r.worst_margin);
   }
+  std::cout << "[ numbers  ] shakespeare-moe " << KvDtypeName(gpu_kv())
+            << " KV: GPU argmax differs from the CPU's at " << differing
+            << " of 192 steps, CPU margin there at most " << worst << " row stds" << std::endl;
+  EXPECT_LE(differing, 6);
+  EXPECT_LE(worst, 0.02);
 }
 
 INSTANTIATE_TEST_SUITE_P(KvDtypes, CudaTrainedMoe,

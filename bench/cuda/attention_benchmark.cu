@@ -7,7 +7,8 @@
 // device-to-device cudaMemcpy of 1 GiB (bytes read + written) and a streaming read kernel measured
 // in the same run. Prefill: one chunk of 512 and 4096 tokens from position 0 (and 512 tokens after
 // 32K cached ones) in TFLOP/s (4 x head_dim x heads x causal pairs), both MMA variants, beside
-// cuBLAS bf16 GEMM 8192^3.
+// cuBLAS bf16 GEMM 8192^3. Decode over int8 and int4 caches: the tensor-core kernel beside the
+// CUDA-core one at batch 1, 16, 64 and contexts 4K, 32K, 128K, in bytes read (data and params).
 //
 // Method: random data (never zeros); block tables scatter each sequence over a shuffled pool;
 // small cases rotate over copies of the KV data (>= 300 MB in all) so that the 50 MB L2 cannot
@@ -17,6 +18,7 @@
 // Usage: attention_benchmark
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -86,6 +88,20 @@ absl::StatusOr<DeviceBatch> MakeBatch(const std::vector<std::pair<int, int>>& en
   b.view.max_blocks_per_seq = max_blocks;
   b.view.max_context = max_context;
   return b;
+}
+
+// Valid fp16 KV params: scale in [1/64, 1/32); int4 (pairs): zero in [-1, 1) in the high half.
+__global__ void FillKvParams(uint16_t* p, int64_t n, bool pairs, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    const float u = static_cast<float>(x & 0xffffff) / 16777216.0f;
+    const bool is_zero = pairs && (i & 1);
+    p[i] = __half_as_ushort(__float2half(is_zero ? 2.0f * u - 1.0f : (1.0f + u) / 64.0f));
+  }
 }
 
 absl::Status Run() {
@@ -208,6 +224,72 @@ absl::Status Run() {
       std::fflush(stdout);
     }
   }
+
+  // Quantized caches: the tensor-core decode kernel (default) beside the CUDA-core one, on random
+  // bytes with valid fp16 params (scale in [1/64, 1/32), int4 zero in [-1, 1)).
+  for (KvDtype dtype : {KvDtype::kInt8, KvDtype::kInt4}) {
+    const int64_t rows = pool_blocks * kBlockSize;
+    const int64_t data_bytes = rows * kKvHeads * KvHeadBytes(dtype, kHeadDim);
+    const int64_t param_halves = rows * kKvHeads * KvParamHalves(dtype);
+    // The bf16 pools' bytes hold the data planes (K in k_pool, V in v_pool); params separately.
+    ASSIGN_OR_RETURN(auto kp, DeviceBuffer<uint16_t>::Create(param_halves));
+    ASSIGN_OR_RETURN(auto vp, DeviceBuffer<uint16_t>::Create(param_halves));
+    FillRandomWords<<<4096, 256, 0, stream>>>(reinterpret_cast<uint32_t*>(k_pool.get()),
+                                              data_bytes / 4, 5);
+    FillRandomWords<<<4096, 256, 0, stream>>>(reinterpret_cast<uint32_t*>(v_pool.get()),
+                                              data_bytes / 4, 6);
+    FillKvParams<<<4096, 256, 0, stream>>>(kp.get(), param_halves, dtype == KvDtype::kInt4, 7);
+    FillKvParams<<<4096, 256, 0, stream>>>(vp.get(), param_halves, dtype == KvDtype::kInt4, 8);
+    PagedKvLayer qcache = cache;
+    qcache.dtype = dtype;
+    qcache.k_params = kp.get();
+    qcache.v_params = vp.get();
+    const int64_t position_bytes = PagedKvBytesPerPosition(dtype, kKvHeads, kHeadDim);
+    std::printf("\ndecode, %s KV (%lld bytes per position and layer with params)\n",
+                KvDtypeName(dtype), static_cast<long long>(position_bytes));
+    std::printf(
+        "| batch | context | us, tensor cores | GB/s | %% of read | us, tensor cores, 3 blocks/SM "
+        "| "
+        "us, CUDA cores | GB/s | %% of read |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int batch : {1, 16, 64}) {
+      for (int context : {4096, 32768, 131072}) {
+        const int64_t blocks = int64_t{batch} * (context / kBlockSize);
+        const int64_t kv_bytes = int64_t{batch} * context * position_bytes;
+        const int copies = static_cast<int>(
+            std::min<int64_t>(std::max<int64_t>(1, (kRotationBytes + kv_bytes - 1) / kv_bytes),
+                              pool_blocks / blocks));
+        std::vector<DeviceBatch> batches;
+        for (int c = 0; c < copies; ++c) {
+          std::vector<std::pair<int, int>> entries(batch, {context - 1, 1});
+          ASSIGN_OR_RETURN(auto b, MakeBatch(entries, c * blocks, rng));
+          batches.push_back(std::move(b));
+        }
+        double us[3];  // CUDA cores, tensor cores (default), tensor cores bounded for 3 blocks
+        for (int variant = 2; variant >= 0; --variant) {
+          ASSIGN_OR_RETURN(us[variant], TimePerCall(
+                                            [&](int i) -> absl::Status {
+                                              AttentionBatch view = batches[i % copies].view;
+                                              view.max_prefill_tokens = 0;
+                                              PagedAttentionOptions options;
+                                              options.decode_tensor_cores = variant >= 1;
+                                              if (variant == 2)
+                                                options.decode_mma_blocks_per_sm = 3;
+                                              return PagedAttentionWithOptions(
+                                                  q.get(), view, qcache, kHeads, scale, out.get(),
+                                                  ws.get(), ws_bytes, options, stream);
+                                            },
+                                            copies, stream, kTiming));
+        }
+        const double tc = kv_bytes / (us[1] * 1e3), cc = kv_bytes / (us[0] * 1e3);
+        std::printf("| %d | %dK | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.0f | %.0f%% |\n", batch,
+                    context / 1024, us[1], tc, 100 * tc / read_gbs, us[2], us[0], cc,
+                    100 * cc / read_gbs);
+        std::fflush(stdout);
+      }
+    }
+  }
+  FillBf16<<<4096, 256, 0, stream>>>(k_pool.get(), pool_elems, 2, 1.0f);
+  FillBf16<<<4096, 256, 0, stream>>>(v_pool.get(), pool_elems, 3, 1.0f);
 
   // The split heuristic's evidence: time per call against forced split counts.
   std::printf(

@@ -73,12 +73,15 @@ absl::Status ValidateCache(const AttentionBatch& batch, const PagedKvLayer& cach
 using paged_attention::Aligned16;
 using paged_attention::CombineArgs;
 using paged_attention::DecodeArgs;
+using paged_attention::DecodeMmaResidentBlocksPerSm;
+using paged_attention::DecodeMmaSupports;
 using paged_attention::DecodeResidentBlocksPerSm;
 using paged_attention::kLog2e;
 using paged_attention::kMaxSplitRecords;
 using paged_attention::kPrefillRows;
 using paged_attention::LaunchCombine;
 using paged_attention::LaunchDecode;
+using paged_attention::LaunchDecodeMma;
 using paged_attention::LaunchPrefill;
 using paged_attention::Log2;
 using paged_attention::MaxSplitsFor;
@@ -122,8 +125,12 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
   const int log2_block_size = Log2(cache.block_size);
   const int entries = batch.num_entries;
 
-  // Decode: one block per (split, KV head x head slice, entry).
-  const int group_per_block = group >= 8 ? 8 : (group > 4 ? 8 : (group > 2 ? 4 : group));
+  // Decode: one block per (split, KV head x head slice, entry). The tensor-core kernel takes up
+  // to 16 heads of a group per block (its MMA rows), the CUDA-core kernel 1, 2, 4 or 8.
+  const bool mma = options.decode_tensor_cores && DecodeMmaSupports(head_dim, cache.dtype);
+  const int mma_blocks = options.decode_mma_blocks_per_sm == 3 ? 3 : 2;
+  const int group_per_block =
+      mma ? std::min(group, 16) : (group >= 8 ? 8 : (group > 4 ? 8 : (group > 2 ? 4 : group)));
   const int subgroups = (group + group_per_block - 1) / group_per_block;
   const int kv_blocks = cache.num_kv_heads * subgroups;
   int splits = MaxSplitsFor(batch.max_context);
@@ -135,8 +142,10 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
     // second wave idles SMs. Much work: ~2.7 waves of blocks of >= 2048 keys, which keeps every
     // slot busy and makes the last wave's tail small (measured on the H100: at batch 16 and 64,
     // 32K-128K, 7-13% faster than one wave; at batch 1, 32K-128K, 10-23% slower).
-    const int64_t resident = static_cast<int64_t>(GetCurrentDeviceTraits().multiprocessors) *
-                             DecodeResidentBlocksPerSm(head_dim, group_per_block, cache.dtype);
+    const int64_t resident =
+        static_cast<int64_t>(GetCurrentDeviceTraits().multiprocessors) *
+        (mma ? DecodeMmaResidentBlocksPerSm(head_dim, group_per_block, mma_blocks, cache.dtype)
+             : DecodeResidentBlocksPerSm(head_dim, group_per_block, cache.dtype));
     const int64_t per_split = static_cast<int64_t>(entries) * kv_blocks;
     const int64_t one_wave = std::max<int64_t>(1, resident / per_split);
     const int64_t many_waves =
@@ -177,6 +186,7 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
   d.num_kv_heads = cache.num_kv_heads;
   d.group = group;
   d.subgroups = subgroups;
+  d.heads_per_block = group_per_block;
   d.log2_block_size = log2_block_size;
   d.scale_log2 = scale * kLog2e;
   d.num_splits = splits;
@@ -187,7 +197,11 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
                      ? d.partial_o + static_cast<int64_t>(entries) * num_heads * splits * head_dim
                      : nullptr;
   const dim3 decode_grid(splits, kv_blocks, entries);
-  LaunchDecode(head_dim, group_per_block, cache.dtype, d, decode_grid, stream);
+  if (mma) {
+    LaunchDecodeMma(head_dim, group_per_block, mma_blocks, cache.dtype, d, decode_grid, stream);
+  } else {
+    LaunchDecode(head_dim, group_per_block, cache.dtype, d, decode_grid, stream);
+  }
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (splits > 1) {
     CombineArgs c;

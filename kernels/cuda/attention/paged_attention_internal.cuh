@@ -2,6 +2,7 @@
 // stays readable and nvcc compiles them in parallel):
 //   paged_attention.cu          host entry points: validation, split-KV choice, launches
 //   paged_attention_decode.cu   decode (split-KV, CUDA cores) and the split combine kernels
+//   paged_attention_decode_mma.cu  decode over int8 / int4 caches on tensor cores
 //   paged_attention_prefill.cu  prefill (tensor cores)
 //   paged_kv_write.cu           WritePagedKv (quantize on write)
 // and qkv_rope.cu's q/k/v epilogue that writes a bf16 cache itself (KvDestination).
@@ -166,6 +167,7 @@ struct DecodeArgs {
   int num_entries;
   const int32_t* device_num_entries;
   int num_heads, num_kv_heads, group, subgroups;
+  int heads_per_block;  // of the group (the last slice may have fewer)
   int log2_block_size;
   float scale_log2;
   int num_splits, split_len;
@@ -213,6 +215,13 @@ void LaunchDecode(int head_dim, int group_per_block, KvDtype dtype, const Decode
                   dim3 grid, cudaStream_t stream);
 // Decode blocks one SM holds at once (registers bound it).
 int DecodeResidentBlocksPerSm(int head_dim, int group_per_block, KvDtype dtype);
+// The tensor-core decode kernel for int8 / int4 caches (paged_attention_decode_mma.cu): which
+// shapes it takes, its launcher (heads_per_block <= 16; min_blocks 2 or 3: the resident blocks
+// per SM its registers are bounded for, above 8 heads always 2) and its resident blocks per SM.
+bool DecodeMmaSupports(int head_dim, KvDtype dtype);
+void LaunchDecodeMma(int head_dim, int heads_per_block, int min_blocks, KvDtype dtype,
+                     const DecodeArgs& args, dim3 grid, cudaStream_t stream);
+int DecodeMmaResidentBlocksPerSm(int head_dim, int heads_per_block, int min_blocks, KvDtype dtype);
 void LaunchCombine(const CombineArgs& args, dim3 grid, cudaStream_t stream);
 absl::Status LaunchPrefill(int head_dim, bool split_bf16, KvDtype dtype, const PrefillArgs& args,
                            dim3 grid, cudaStream_t stream);

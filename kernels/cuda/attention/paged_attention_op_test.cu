@@ -20,7 +20,10 @@
 // too. The plain-bf16 prefill variant (q and p rounded to bf16) measured 2.6e-3 and gets 1e-2 /
 // 5e-2. int8 / int4 caches (H100, 2026-11-23, bench/cuda/results/h100_kv_dtype_op_test.txt): at
 // most 1.3e-5 (decode) and 3.6e-5 (prefill, the chunk after 32K keys, int4) for the whole output,
-// 2.1e-4 for a row. Each case prints its measured errors.
+// 2.1e-4 for a row. The tensor-core decode kernel for int8 / int4 (H100, 2026-12-07,
+// bench/cuda/results/h100_op_test_mma_decode.log): 1e-6 typical, at most 5.5e-5 for the whole
+// output (int4, 64K context); the CUDA-core kernel stays tested on the same shapes (_cudacores),
+// and the 3-blocks-per-SM register bound too (_mmablocks3). Each case prints its measured errors.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -56,6 +59,8 @@ struct AttnCase {
   bool split_bf16 = true;     // PagedAttentionOptions::prefill_split_bf16
   bool graph_bounds = false;  // host bounds above the true counts, true counts on the device
   KvDtype dtype = KvDtype::kBf16;
+  bool cuda_cores = false;  // PagedAttentionOptions::decode_tensor_cores = false
+  int mma_blocks = 0;       // PagedAttentionOptions::decode_mma_blocks_per_sm (0: default)
 
   std::string Name() const {
     std::string name = absl::StrCat(label, "_", KvDtypeName(dtype), "_h", heads, "_kv", kv_heads,
@@ -63,6 +68,8 @@ struct AttnCase {
     if (decode_splits > 0) absl::StrAppend(&name, "_splits", decode_splits);
     if (!split_bf16) absl::StrAppend(&name, "_plainbf16");
     if (graph_bounds) absl::StrAppend(&name, "_graphbounds");
+    if (cuda_cores) absl::StrAppend(&name, "_cudacores");
+    if (mma_blocks > 0) absl::StrAppend(&name, "_mmablocks", mma_blocks);
     return name;
   }
 };
@@ -124,7 +131,23 @@ std::vector<AttnCase> AllAttentionCases() {
     add({"decode", 6, 2, 64, 16, decode8});  // shakespeare-dense
     add({"decode", 20, 5, 128, 16, decode8, 1});
     add({"decode", 20, 5, 128, 16, decode8, 7});
+    // More than 8 heads per KV head: all 16 MMA rows of the tensor-core kernel, and two slices.
+    add({"decode", 32, 2, 128, 16, decode8});
+    add({"decode", 32, 2, 64, 16, decode8});
+    add({"decode", 64, 2, 128, 16, {{3000, 1}, {77, 1}}});
     add({"decode_long", 20, 5, 128, 16, {{32767, 1}, {20001, 1}, {9, 1}}});
+    add({"decode_long", 64, 8, 128, 16, {{65535, 1}, {40000, 1}}});
+    // The CUDA-core kernel on the shapes the tensor-core kernel takes by default.
+    for (AttnCase a : std::vector<AttnCase>{{"decode", 20, 5, 128, 16, decode8},
+                                            {"decode", 6, 2, 64, 16, decode8},
+                                            {"decode_long", 20, 5, 128, 16, {{32767, 1}, {9, 1}}},
+                                            {"mixed", 20, 5, 128, 16, mixed, 0, true, true}}) {
+      a.cuda_cores = true;
+      add(a);
+      a.cuda_cores = false;  // and the tensor-core kernel bounded for 3 blocks per SM
+      a.mma_blocks = 3;
+      add(a);
+    }
     add({"prefill", 20, 5, 128, 16, {{0, 100}}});
     add({"prefill", 20, 5, 128, 16, {{37, 200}, {0, 2}, {5, 64}}});
     add({"prefill", 4, 2, 32, 16, {{0, 300}, {300, 77}}});
@@ -323,6 +346,8 @@ void RunPagedAttentionCase(const AttnCase& c, Rng& rng) {
   auto d_ws = Alloc<float>(static_cast<int64_t>(ws_bytes / sizeof(float)));
   PagedAttentionOptions options;
   options.decode_splits = c.decode_splits;
+  options.decode_tensor_cores = !c.cuda_cores;
+  if (c.mma_blocks > 0) options.decode_mma_blocks_per_sm = c.mma_blocks;
   options.prefill_split_bf16 = c.split_bf16;
 
   ASSERT_OK(WritePagedKv(d_knew.get(), d_vnew.get(), batch, cache, nullptr));

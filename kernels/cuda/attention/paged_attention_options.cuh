@@ -16,6 +16,14 @@ struct PagedAttentionOptions {
   // rounded to bf16: ~2e-3 relative error), for timing the difference. bf16 caches only: int8 and
   // int4 caches always take the hi + lo path.
   bool prefill_split_bf16 = true;
+  // Decode over int8 / int4 caches with head_dim 64 or 128 on tensor cores
+  // (paged_attention_decode_mma.cu); false = the CUDA-core kernel every other shape takes, for
+  // comparing the two.
+  bool decode_tensor_cores = true;
+  // The tensor-core kernel's register bound (up to 8 heads per KV head): 2 resident blocks per SM
+  // (no spills), or 3 (<= 168 registers, a few spilled), for comparing the two. Measured on an H100
+  // (docs/perf.md): 3 is 5-25% slower at 32K-128K, so 2 it is.
+  int decode_mma_blocks_per_sm = 2;
 };
 
 // Decode splits are at least this many keys long (the split length is a multiple of 32 anyway).
