@@ -90,14 +90,18 @@ def generate_stubs(protoc, proto_dir, out_dir):
 
 
 class Process:
-    """A bitserve child process; its stderr lines are collected and can be waited for."""
+    """A bitserve child process; its stderr lines are collected with their arrival times
+    (time.monotonic()) and can be waited for. `prefix` runs it under another command (a network
+    namespace: multihost_netns_test.py); `where` goes into the "starting" line."""
 
-    def __init__(self, cmd, name=None):
-        print("starting:", " ".join(cmd), flush=True)
+    def __init__(self, cmd, name=None, prefix=(), where=""):
+        print(f"starting{where}:", " ".join(cmd), flush=True)
         self.name = name or f"bitserve {cmd[1]}"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, errors="replace")
+        self.proc = subprocess.Popen([*prefix, *cmd], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
         self.lines = []
+        self.times = []  # arrival time of each line
+        self.ended = None  # arrival time of the end of stderr: when the process exited
         self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -106,29 +110,49 @@ class Process:
         for line in self.proc.stderr:
             with self.changed:
                 self.lines.append(line.rstrip("\n"))
+                self.times.append(time.monotonic())
                 self.changed.notify_all()
+        with self.changed:
+            self.ended = time.monotonic()
+            self.changed.notify_all()
+
+    def mark(self):
+        """The index of the next line, for wait_line(..., since=mark())."""
+        with self.changed:
+            return len(self.lines)
 
     def log(self, last=40):
-        return "\n".join(self.lines[-last:])
+        with self.changed:
+            return "\n".join(self.lines[-last:])
 
-    def wait_line(self, pattern, timeout=180):
-        """The first match of regex `pattern` in a stderr line; raises when the process exits or
-        `timeout` passes first."""
-        deadline = time.time() + timeout
+    def wait_line(self, pattern, timeout=180, since=0):
+        """The first match of regex `pattern` in a stderr line from index `since`; raises when the
+        process exits or `timeout` passes first."""
+        return self.wait_line_at(pattern, timeout, since)[0]
+
+    def wait_line_at(self, pattern, timeout=180, since=0):
+        """wait_line's match and the time.monotonic() its line arrived."""
+        deadline = time.monotonic() + timeout
         with self.changed:
             while True:
-                for line in self.lines:
-                    m = re.search(pattern, line)
+                for i in range(since, len(self.lines)):
+                    m = re.search(pattern, self.lines[i])
                     if m:
-                        return m
+                        return m, self.times[i]
                 if self.proc.poll() is not None and not self.reader.is_alive():
                     raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before "
                                        f"printing {pattern!r}:\n{self.log()}")
-                left = deadline - time.time()
+                left = deadline - time.monotonic()
                 if left <= 0:
                     raise RuntimeError(f"{self.name} did not print {pattern!r} within {timeout} s:"
                                        f"\n{self.log()}")
                 self.changed.wait(min(left, 0.2))
+
+    def wait_exit(self, timeout):
+        """The exit code, once stderr is read to its end too."""
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return code
 
     def kill(self):
         if self.proc.poll() is None:

@@ -42,11 +42,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 # No grpc import here: the test enters the coordinator's namespace first (see main).
-from grpc_harness import argument_parser, generate_stubs, load_stubs, run_checks
+from grpc_harness import Process, argument_parser, generate_stubs, load_stubs, run_checks
 
 SKIP = 77
 HEARTBEAT_TIMEOUT_MS = 1500
@@ -160,64 +159,13 @@ class Network:
         self.made.clear()
 
 
-class NodeProcess:
-    """A bitserve process run in a node's namespace (killed if this test dies: pdeathsig); its
-    stderr lines are kept with their arrival times and can be waited for."""
+class NodeProcess(Process):
+    """A bitserve process run in a node's namespace (killed if this test dies: pdeathsig)."""
 
     def __init__(self, net, node, cmd, name):
-        self.name = name
-        full = ["ip", "netns", "exec", net.ns(node), "setpriv", "--pdeathsig", "KILL", "--", *cmd]
-        print(f"starting on {node}: {' '.join(cmd)}", flush=True)
-        self.proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, errors="replace")
-        self.lines = []  # (time.monotonic(), line)
-        self.ended = None  # time.monotonic() of the end of its stderr: when it exited
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            with self.changed:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
-                self.changed.notify_all()
-        with self.changed:
-            self.ended = time.monotonic()
-            self.changed.notify_all()
-
-    def mark(self):
-        with self.changed:
-            return len(self.lines)
-
-    def log(self, last=40):
-        with self.changed:
-            return "\n".join(line for _, line in self.lines[-last:])
-
-    def wait_line(self, pattern, timeout=60, since=0):
-        """(match, arrival time) of the first line from index `since` matching `pattern`."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for t, line in self.lines[since:]:
-                    m = re.search(pattern, line)
-                    if m:
-                        return m, t
-                if self.proc.poll() is not None and not self.reader.is_alive():
-                    raise AssertionError(f"{self.name} exited with {self.proc.returncode} before "
-                                         f"printing {pattern!r}:\n{self.log()}")
-                left = deadline - time.monotonic()
-                assert left > 0, f"{self.name} printed no {pattern!r} in {timeout} s:\n{self.log()}"
-                self.changed.wait(min(left, 0.2))
-
-    def wait_exit(self, timeout):
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout=5)
-        return code
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(cmd, name, where=f" on {node}",
+                         prefix=["ip", "netns", "exec", net.ns(node), "setpriv", "--pdeathsig",
+                                 "KILL", "--"])
 
 
 class Context:
@@ -326,7 +274,7 @@ def test_pipeline_across_nodes(ctx):
         "--worker-tls-key", ctx.path("coordinator.key"),
         "--worker-tls-client-ca", ctx.path("ca.pem"),
         "--worker-secret-file", ctx.path("secret")], "serve on coord")
-    m, _ = ctx.server.wait_line(r"workers join at (\S+) \(join secret required\) \(mutual TLS\)",
+    m = ctx.server.wait_line(r"workers join at (\S+) \(join secret required\) \(mutual TLS\)",
                                 30)
     ctx.join = m.group(1)
     # Stages go by registration order; the coordinator sees each worker at its node's address.
@@ -334,7 +282,7 @@ def test_pipeline_across_nodes(ctx):
     ctx.registered("w1", "node1", 0)
     ctx.worker("node2", "w2")
     ctx.registered("w2", "node2", 1)
-    m, _ = ctx.server.wait_line(r"bitserve serve: listening on (\S+)", 60)
+    m = ctx.server.wait_line(r"bitserve serve: listening on (\S+)", 60)
     ctx.channel = grpc.insecure_channel(m.group(1))  # loopback of the coordinator's node
     _, pb_grpc, health_pb, health_grpc, _, _ = load_stubs()
     ctx.stub = pb_grpc.GenerationStub(ctx.channel)
@@ -354,8 +302,8 @@ def cut_off(ctx, node, worker_id, stage):
     since = ctx.server.mark()
     start = time.monotonic()
     ctx.net.set_link(node, up=False)
-    m, seen = ctx.server.wait_line(rf"worker {worker_id} \(stage {stage}\) lost: no heartbeat for "
-                                   r"(\d+) ms", HEARTBEAT_TIMEOUT_MS / 1000 + 10, since)
+    m, seen = ctx.server.wait_line_at(rf"worker {worker_id} \(stage {stage}\) lost: no heartbeat "
+                                      r"for (\d+) ms", HEARTBEAT_TIMEOUT_MS / 1000 + 10, since)
     detected = seen - start
     assert detected < HEARTBEAT_TIMEOUT_MS / 1000 + DETECTION_MARGIN_S, (
         f"{worker_id} cut off: lost after {detected:.2f} s, the heartbeat timeout is "
@@ -410,7 +358,7 @@ def test_link_restored(ctx):
     assert code == 1, f"the fenced worker exited {code}:\n{w2.log()}"
     assert "went away" in w2.log(3), w2.log()
     print(f"  link up: the fenced w2 exited {code} after {time.monotonic() - start:.2f} s "
-          f"({w2.lines[-1][1]})", flush=True)
+          f"({w2.lines[-1]})", flush=True)
     assert ctx.readiness() == ctx.NOT_SERVING
     since = ctx.server.mark()
     ctx.worker("node2", "w2")  # restarted, as Kubernetes would
@@ -438,7 +386,7 @@ def test_replacement_node(ctx):
           flush=True)
     left = wait_worker_left(ctx, "w2", cut)
     print(f"  w2, still cut off, left by itself {left:.2f} s after the cut: "
-          f"{ctx.workers['w2'].lines[-1][1]}", flush=True)
+          f"{ctx.workers['w2'].lines[-1]}", flush=True)
     ctx.net.set_link("node2", up=True)
     assert ctx.readiness() == ctx.SERVING
     ctx.check_tokens("after node2's link came back")
@@ -476,7 +424,7 @@ def test_rogue_certificate_refused(ctx):
     # worker only sees the connection closed, and says what that means.
     ctx.server.wait_line(r"Handshake failed .*certificate verify failed", 10, since)
     assert "its TLS handshake refuses this worker" in rogue.log(), rogue.log()
-    print(f"  rogue CA: {rogue.lines[-1][1]}", flush=True)
+    print(f"  rogue CA: {rogue.lines[-1]}", flush=True)
     assert ctx.readiness() == ctx.SERVING
     ctx.check_tokens("after a rogue worker was refused")
 
@@ -487,10 +435,10 @@ def test_wrong_secret_refused(ctx):
     code = wrong.wait_exit(30)
     assert code == 1, f"the worker with a wrong secret exited {code}:\n{wrong.log()}"
     assert "asks for a join secret" in wrong.log(), wrong.log()
-    m, _ = ctx.server.wait_line(r"refused a worker from (\S+): join secret missing or wrong", 10,
+    m = ctx.server.wait_line(r"refused a worker from (\S+): join secret missing or wrong", 10,
                                 since)
     assert re.fullmatch(rf"ipv4:{re.escape(ctx.net.address('node2'))}:\d+", m.group(1)), m.group(0)
-    assert "registered" not in "\n".join(line for _, line in ctx.server.lines[since:])
+    assert "registered" not in "\n".join(ctx.server.lines[since:])
     assert ctx.readiness() == ctx.SERVING
     ctx.check_tokens("after a wrong secret was refused")
 
