@@ -125,6 +125,20 @@ bench http_toolong --base-url "$http_url" --num-prompts 2 --input-len 600 --outp
   --json "$work/http_toolong.json"
 grep -q "^Failed requests: *2" "$work/http_toolong.out" || fail "http failures: $(cat "$work/http_toolong.out")"
 grep -q "INVALID_ARGUMENT 2" "$work/http_toolong.out" || fail "http code: $(cat "$work/http_toolong.out")"
+# A run cut short over HTTP (--timeout): the requests in flight are cancelled on the server (the
+# client closes their streams), the rest never sent; all counted DEADLINE_EXCEEDED (3 requests of
+# 480 tokens take ~1.6 s here).
+cancelled_before=$(grep -c "outcome=cancelled" "$work/server.err" || true)
+bench http_timeout --base-url "$http_url" --num-prompts 12 --input-len 8 --output-len 480 \
+  --max-concurrency 3 --timeout 0.3
+grep -q "^Failed requests by status code: DEADLINE_EXCEEDED 12" "$work/http_timeout.out" \
+  || fail "http timeout: $(cat "$work/http_timeout.out")"
+for _ in $(seq 1 50); do  # the server notices the closed streams within its poll interval
+  (( $(grep -c "outcome=cancelled" "$work/server.err" || true) >= cancelled_before + 3 )) && break
+  sleep 0.1
+done
+(( $(grep -c "outcome=cancelled" "$work/server.err" || true) >= cancelled_before + 3 )) \
+  || fail "the 3 streamed requests in flight were not cancelled on the server"
 # A URL nobody serves: exit 1 naming it.
 if out=$("$bitserve" bench-serve --base-url http://127.0.0.1:1 --num-prompts 1 2>&1); then
   fail "an unreachable --base-url was accepted"
