@@ -25,9 +25,9 @@
 // K/V tiles of 64 keys (4 warps x 16) stream into shared memory through a cp.async ring of
 // kStages tiles; each key's (scale, offset) pairs are loaded two tiles ahead into registers and
 // stored beside them. Splits, the partial records and the combine are the CUDA-core kernel's.
-// Measured (docs/perf.md, H100): 1.6-1.75x the CUDA-core kernel at >= 32K; int8 61-68% and int4
-// 35-42% of the streaming-read bandwidth: still latency-bound (~25-29 SM clocks per key, 8 warps
-// per SM at 212 registers).
+// Measured (docs/perf.md, H100): 1.3-1.75x the CUDA-core kernel at >= 32K; int8 up to 68% and
+// int4 up to 42% of the streaming-read bandwidth: still latency-bound (~25-29 SM clocks per key,
+// 8 warps per SM at 212 registers).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
