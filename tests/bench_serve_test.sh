@@ -139,6 +139,32 @@ for _ in $(seq 1 50); do  # the server notices the closed streams within its pol
 done
 (( $(grep -c "outcome=cancelled" "$work/server.err" || true) >= cancelled_before + 3 )) \
   || fail "the 3 streamed requests in flight were not cancelled on the server"
+# An OpenAI server whose model card has no vocabulary size (not bitserve's): random prompts are
+# refused with what to do instead.
+$python - > "$work/fake.port" <<'PY' &
+import http.server, json, sys
+class Card(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Card)
+print(server.server_address[1], flush=True)
+server.timeout = 30
+server.handle_request()
+PY
+fake_pid=$!
+for _ in $(seq 1 50); do [[ -s $work/fake.port ]] && break; sleep 0.1; done
+if out=$("$bitserve" bench-serve --base-url "http://127.0.0.1:$(cat "$work/fake.port")" 2>&1); then
+  fail "random prompts without a vocabulary size were accepted"
+fi
+[[ $out == *"does not give it"*"--dataset"* ]] || fail "no-vocabulary error: $out"
+wait "$fake_pid" || true
 # A URL nobody serves: exit 1 naming it.
 if out=$("$bitserve" bench-serve --base-url http://127.0.0.1:1 --num-prompts 1 2>&1); then
   fail "an unreachable --base-url was accepted"

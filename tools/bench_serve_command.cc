@@ -124,6 +124,14 @@ absl::StatusOr<std::vector<bench::BenchRequest>> MakeWorkload(const Args& args,
     return bench::LoadJsonlWorkload(args.dataset, std::max(args.num_prompts, 0), args.output_len,
                                     args.output_len_range, args.seed);
   }
+  if (info.vocab_size <= 0) {
+    // An OpenAI-compatible server other than bitserve's lists no vocabulary size.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "random prompts need the model's vocabulary size, and ",
+        args.base_url.empty() ? "the server" : args.base_url + "/v1/models",
+        " does not give it (bitserve's model card has bitserve.vocab_size): use --dataset "
+        "FILE.jsonl with text prompts"));
+  }
   bench::RandomWorkloadOptions options;
   options.num_prompts = args.num_prompts < 0 ? 1000 : args.num_prompts;
   options.input_len = args.input_len;
