@@ -207,31 +207,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) DecodeKernel(DecodeArgs a) 
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < heads_here * kHeadDim; idx += kDecodeWarps * 32) {
-    const int g = idx / kHeadDim, d = idx % kHeadDim;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, s_m[w][g]);  // finite: key `begin`
-    float sum = 0, o = 0;
-#pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      const float c = exp2f(s_m[w][g] - mx);
-      sum += s_l[w][g] * c;
-      o += s_acc[w][g][d] * c;
-    }
-    const int head = head0 + g;
-    if (a.num_splits == 1) {
-      a.out[(static_cast<int64_t>(t) * a.num_heads + head) * kHeadDim + d] = o / sum;
-    } else {
-      const int64_t record =
-          (static_cast<int64_t>(e) * a.num_heads + head) * a.num_splits + blockIdx.x;
-      a.partial_o[record * kHeadDim + d] = o;
-      if (d == 0) {
-        a.partial_ml[record * 2] = mx;
-        a.partial_ml[record * 2 + 1] = sum;
-      }
-    }
-  }
+  StoreDecodeBlockResult<kHeadDim>(a, &s_acc[0][0][0], kHeadDim, &s_m[0][0], &s_l[0][0], kGroup,
+                                   heads_here, head0, e, t);
 }
 
 // One block per (head, entry): out = sum_s o_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). The block's

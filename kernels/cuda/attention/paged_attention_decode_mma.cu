@@ -36,6 +36,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/attention/mma_fragments.cuh"
 #include "kernels/cuda/attention/paged_attention_internal.cuh"
 #include "kernels/cuda/common/cp_async.cuh"
 #include "kernels/cuda/common/pdl.cuh"
@@ -43,6 +44,13 @@
 namespace bitserve::cuda::paged_attention {
 namespace {
 
+using attention_mma::AsBf162;
+using attention_mma::AsHalf2;
+using attention_mma::Bits;
+using attention_mma::MmaBf16;
+using attention_mma::MmaF16;
+using attention_mma::SplitBf16;
+using attention_mma::SplitHalf;
 using internal::CpAsync16;
 using internal::CpAsyncCommit;
 using internal::CpAsyncWait;
@@ -65,45 +73,6 @@ struct MmaShape {
   static constexpr int kMergeBytes = kDecodeWarps * 16 * kAccStride * 4 + 2 * kDecodeWarps * 16 * 4;
   static constexpr int kSharedBytes = std::max(kStages * kStageBytes, kMergeBytes);
 };
-
-__device__ __forceinline__ void MmaF16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                       uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void MmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t Bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
-__device__ __forceinline__ uint32_t Bits(__nv_bfloat162 h) {
-  return *reinterpret_cast<uint32_t*>(&h);
-}
-__device__ __forceinline__ __half2 AsHalf2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
-__device__ __forceinline__ __nv_bfloat162 AsBf162(uint32_t u) {
-  return *reinterpret_cast<__nv_bfloat162*>(&u);
-}
-
-// x = hi + lo, fp16 (q: already scaled into [2^13, 2^14) at most).
-__device__ __forceinline__ void SplitHalf(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const __half2 h = __floats2half2_rn(x0, x1);
-  hi = Bits(h);
-  lo = Bits(__floats2half2_rn(x0 - __low2float(h), x1 - __high2float(h)));
-}
-// x = hi + lo, bf16.
-__device__ __forceinline__ void SplitBf16(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
-  hi = Bits(h);
-  lo = Bits(__floats2bfloat162_rn(x0 - __low2float(h), x1 - __high2float(h)));
-}
 
 // Within lane t's D/4 dims of a key, the dim of k-step ks's B row r (r = 0, 1: rows 2t, 2t+1;
 // r = 2, 3: rows 2t+8, 2t+9), as KeyPairs below converts them.
@@ -447,31 +416,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kMinBlocks) DecodeMmaKernel
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < heads_here * kHeadDim; idx += kDecodeWarps * 32) {
-    const int r = idx / kHeadDim, d = idx % kHeadDim;
-    float mx = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, s_m[w * 16 + r]);  // finite: key begin
-    float sum = 0.0f, out = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      const float c = exp2f(s_m[w * 16 + r] - mx);
-      sum += s_l[w * 16 + r] * c;
-      out += s_acc[(w * 16 + r) * Shape::kAccStride + d] * c;
-    }
-    const int head = head0 + r;
-    if (a.num_splits == 1) {
-      a.out[(static_cast<int64_t>(t_tok) * a.num_heads + head) * kHeadDim + d] = out / sum;
-    } else {
-      const int64_t record =
-          (static_cast<int64_t>(e) * a.num_heads + head) * a.num_splits + blockIdx.x;
-      a.partial_o[record * kHeadDim + d] = out;
-      if (d == 0) {
-        a.partial_ml[record * 2] = mx;
-        a.partial_ml[record * 2 + 1] = sum;
-      }
-    }
-  }
+  StoreDecodeBlockResult<kHeadDim>(a, s_acc, Shape::kAccStride, s_m, s_l, 16, heads_here, head0, e,
+                                   t_tok);
 }
 
 template <int kHeadDim, KvDtype kType, bool kRows16, int kMinBlocks>

@@ -14,6 +14,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -174,6 +175,44 @@ struct DecodeArgs {
   float* partial_o;   // [entry][head][split][head_dim], when num_splits > 1
   float* partial_ml;  // [entry][head][split][2]: max (log2 domain), sum
 };
+
+// The end of a decode block (both decode kernels): its warps' partial results merged and heads
+// head0 .. head0 + heads_here - 1 of token t written, normalized to out (one split) or as the
+// split's record (unnormalized output, max, sum) for the combine kernel. Warp w's row r (head
+// head0 + r) is at s_m[w * rows + r], s_l[...] (max in the log2 domain, sum) and
+// s_acc[(w * rows + r) * acc_stride ...] (kHeadDim floats). Call after the __syncthreads that
+// publishes them; every warp's max is finite or -inf with sum 0 (warp 0 saw key `begin`).
+template <int kHeadDim>
+__device__ __forceinline__ void StoreDecodeBlockResult(const DecodeArgs& a, const float* s_acc,
+                                                       int acc_stride, const float* s_m,
+                                                       const float* s_l, int rows, int heads_here,
+                                                       int head0, int e, int t) {
+  for (int idx = threadIdx.x; idx < heads_here * kHeadDim; idx += kDecodeWarps * 32) {
+    const int r = idx / kHeadDim, d = idx % kHeadDim;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, s_m[w * rows + r]);
+    float sum = 0, o = 0;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      const float c = exp2f(s_m[w * rows + r] - mx);
+      sum += s_l[w * rows + r] * c;
+      o += s_acc[(w * rows + r) * acc_stride + d] * c;
+    }
+    const int head = head0 + r;
+    if (a.num_splits == 1) {
+      a.out[(static_cast<int64_t>(t) * a.num_heads + head) * kHeadDim + d] = o / sum;
+    } else {
+      const int64_t record =
+          (static_cast<int64_t>(e) * a.num_heads + head) * a.num_splits + blockIdx.x;
+      a.partial_o[record * kHeadDim + d] = o;
+      if (d == 0) {
+        a.partial_ml[record * 2] = mx;
+        a.partial_ml[record * 2 + 1] = sum;
+      }
+    }
+  }
+}
 
 struct CombineArgs {
   const float* partial_o;

@@ -27,6 +27,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/cuda/attention/mma_fragments.cuh"
 #include "kernels/cuda/attention/paged_attention_internal.cuh"
 #include "kernels/cuda/common/cp_async.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
@@ -34,6 +35,9 @@
 namespace bitserve::cuda::paged_attention {
 namespace {
 
+using attention_mma::MmaBf16;
+using attention_mma::PackBf16;
+using attention_mma::SplitBf16;
 using internal::CpAsync16;
 using internal::CpAsyncCommit;
 using internal::CpAsyncWait;
@@ -48,28 +52,6 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* p)
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(SharedAddress(p)));
-}
-
-// c += a (16x16, row) * b (16x8, col); bf16 inputs, fp32 accumulators.
-__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// x = hi + lo with hi = bf16(x), lo = bf16(x - hi): ~16 significant bits.
-__device__ __forceinline__ void SplitPack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  lo = PackBf16(x0 - __low2float(h), x1 - __high2float(h));
 }
 
 template <int kHeadDim, bool kSplit, KvDtype kType>
@@ -122,10 +104,8 @@ __device__ __forceinline__ void RawToBf16(const uint4& raw, __nv_bfloat16* dst) 
   }
 }
 
-// Fragment layouts (PTX ISA, mma.m16n8k16): lane = 4 g + t; A regs: (row g | g+8) x (cols 2t,
-// 2t+1 | 2t+8, 2t+9); B regs: k rows 2t, 2t+1 | 2t+8, 2t+9 at column g; C: rows g | g+8, columns
-// 2t, 2t+1. The S accumulators of two adjacent 8-key tiles are exactly the A fragment of P for
-// 16 keys, so P never leaves registers.
+// Fragment layouts: mma_fragments.cuh. The S accumulators of two adjacent 8-key tiles are exactly
+// the A fragment of P for 16 keys, so P never leaves registers.
 template <int kHeadDim, bool kSplit, KvDtype kType>
 __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
   constexpr bool kQuantized = kType != KvDtype::kBf16;
@@ -182,8 +162,8 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
         x.x *= a.scale_log2, x.y *= a.scale_log2, x.z *= a.scale_log2, x.w *= a.scale_log2;
       }
       uint2 hi, lo;
-      SplitPack(x.x, x.y, hi.x, lo.x);
-      SplitPack(x.z, x.w, hi.y, lo.y);
+      SplitBf16(x.x, x.y, hi.x, lo.x);
+      SplitBf16(x.z, x.w, hi.y, lo.y);
       *reinterpret_cast<uint2*>(sq + r * kStride + c) = hi;
       if constexpr (kSplit) *reinterpret_cast<uint2*>(sq + (kPrefillRows + r) * kStride + c) = lo;
     }
@@ -319,11 +299,11 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
             uint32_t kb[4];
             LdMatrixX4(kb, tk + (np * 16 + (lane & 7) + (lane >> 4) * 8) * kStride + ks * 16 +
                                ((lane >> 3) & 1) * 8);
-            Mma(s[2 * np], qa, kb[0], kb[1]);
-            Mma(s[2 * np + 1], qa, kb[2], kb[3]);
+            MmaBf16(s[2 * np], qa, kb[0], kb[1]);
+            MmaBf16(s[2 * np + 1], qa, kb[2], kb[3]);
             if constexpr (kSplit) {
-              Mma(s[2 * np], ql, kb[0], kb[1]);
-              Mma(s[2 * np + 1], ql, kb[2], kb[3]);
+              MmaBf16(s[2 * np], ql, kb[0], kb[1]);
+              MmaBf16(s[2 * np + 1], ql, kb[2], kb[3]);
             }
           }
         }
@@ -389,20 +369,20 @@ __global__ void __launch_bounds__(128, 2) PrefillKernel(PrefillArgs a) {
 #pragma unroll
         for (int kk = 0; kk < kKeyTiles / 2; ++kk) {
           uint32_t pa[4], pl[4];
-          SplitPack(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
-          SplitPack(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
-          SplitPack(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
-          SplitPack(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
+          SplitBf16(s[2 * kk][0], s[2 * kk][1], pa[0], pl[0]);
+          SplitBf16(s[2 * kk][2], s[2 * kk][3], pa[1], pl[1]);
+          SplitBf16(s[2 * kk + 1][0], s[2 * kk + 1][1], pa[2], pl[2]);
+          SplitBf16(s[2 * kk + 1][2], s[2 * kk + 1][3], pa[3], pl[3]);
 #pragma unroll
           for (int dp = 0; dp < kDimSteps; ++dp) {
             uint32_t vb[4];
             LdMatrixX4Trans(vb, tv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride +
                                     dp * 16 + (lane >> 4) * 8);
-            Mma(o[2 * dp], pa, vb[0], vb[1]);
-            Mma(o[2 * dp + 1], pa, vb[2], vb[3]);
+            MmaBf16(o[2 * dp], pa, vb[0], vb[1]);
+            MmaBf16(o[2 * dp + 1], pa, vb[2], vb[3]);
             if constexpr (kSplit) {
-              Mma(o[2 * dp], pl, vb[0], vb[1]);
-              Mma(o[2 * dp + 1], pl, vb[2], vb[3]);
+              MmaBf16(o[2 * dp], pl, vb[0], vb[1]);
+              MmaBf16(o[2 * dp + 1], pl, vb[2], vb[3]);
             }
           }
         }
