@@ -155,19 +155,29 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, GoldenGreedy, ::testing::Values("test-gqa"
                            return name;
                          });
 
+// BOS and the CI excerpt of the held-out text, tokenized by the model's tokenizer (empty on a
+// failure, which is reported).
+std::vector<int32_t> ExcerptIds(const fs::path& dir, int32_t bos) {
+  auto tokenizer = Tokenizer::Load(dir);
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto text = ReadFileToString("models/data/shakespeare-valid-excerpt.txt");
+  EXPECT_TRUE(text.ok()) << text.status();
+  if (!tokenizer.ok() || !text.ok()) return {};
+  std::vector<int32_t> ids = {bos};
+  const std::vector<int32_t> body = (*tokenizer)->Encode(*text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
 TEST(TrainedModelKv, Int4PerplexityWithinFivePercentOfFloat32) {
   const fs::path dir = "models/shakespeare-dense";
-  auto tokenizer = Tokenizer::Load(dir);
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  auto text = ReadFileToString("models/data/shakespeare-valid-excerpt.txt");
-  ASSERT_TRUE(text.ok()) << text.status();
   double f32_ppl = 0;
+  std::vector<int32_t> ids;
   for (KvDtype dtype : {KvDtype::kF32, KvDtype::kInt8, KvDtype::kInt4}) {
     auto engine = CpuEngineWith(dir, dtype);
     ASSERT_NE(engine, nullptr);
-    std::vector<int32_t> ids = {engine->config().bos_token_id};
-    const std::vector<int32_t> body = (*tokenizer)->Encode(*text);
-    ids.insert(ids.end(), body.begin(), body.end());
+    if (ids.empty()) ids = ExcerptIds(dir, engine->config().bos_token_id);
+    ASSERT_FALSE(ids.empty());
     auto r = ComputePerplexity(*engine, ids, 256, 128);
     ASSERT_TRUE(r.ok()) << r.status();
     std::cout << "shakespeare-dense excerpt, " << KvDtypeName(dtype) << " KV: ppl " << r->ppl
@@ -186,17 +196,13 @@ TEST(TrainedModelKv, Int4PerplexityWithinFivePercentOfFloat32) {
 // float32 sums are deterministic, so they repeat to the last digit printed).
 TEST(TrainedModelKv, RotationNoneReproducesTheUnrotatedCache) {
   const fs::path dir = "models/shakespeare-dense";
-  auto tokenizer = Tokenizer::Load(dir);
-  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  auto text = ReadFileToString("models/data/shakespeare-valid-excerpt.txt");
-  ASSERT_TRUE(text.ok()) << text.status();
+  std::vector<int32_t> ids;
   for (auto [dtype, before] :
        {std::pair{KvDtype::kInt8, 66.52561804483422}, {KvDtype::kInt4, 66.49051758690487}}) {
     auto engine = CpuEngineWith(dir, dtype, KvRotation::kNone);
     ASSERT_NE(engine, nullptr);
-    std::vector<int32_t> ids = {engine->config().bos_token_id};
-    const std::vector<int32_t> body = (*tokenizer)->Encode(*text);
-    ids.insert(ids.end(), body.begin(), body.end());
+    if (ids.empty()) ids = ExcerptIds(dir, engine->config().bos_token_id);
+    ASSERT_FALSE(ids.empty());
     auto r = ComputePerplexity(*engine, ids, 256, 128);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_NEAR(r->ppl, before, 1e-9 * before) << KvDtypeName(dtype);
