@@ -170,6 +170,10 @@ if out=$("$bitserve" bench-serve --base-url http://127.0.0.1:1 --num-prompts 1 2
   fail "an unreachable --base-url was accepted"
 fi
 [[ $out == *"cannot reach http://127.0.0.1:1"* ]] || fail "unreachable error: $out"
+if out=$("$bitserve" bench-serve --base-url 127.0.0.1:8000 --num-prompts 1 2>&1); then
+  fail "a --base-url without its scheme was accepted"
+fi
+[[ $out == *"--base-url: expected http://HOST:PORT or https://HOST:PORT"* ]] || fail "scheme error: $out"
 
 # Prompts longer than the model's 512 positions: each request fails, counted with its code.
 bench toolong --server "$addr" --num-prompts 3 --input-len 600 --output-len 4 --json "$work/toolong.json"
