@@ -6,6 +6,7 @@
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
 #   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep ep2 prefix llama70b moe
+#                                breakdown
 #                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
@@ -36,6 +37,9 @@
 #           128/128 and 512/512 with int8 and int4 KV (PP2_KV), and per run the stages' compute,
 #           NCCL time per step and the pipeline bubble (bench/pipeline_stage_report.py). PP2_RUNS
 #           lists LENxCONCURRENCYxREQUESTS (default "128x1x16 128x1024x1024 512x512x512").
+# breakdown: where llama-70b's decode step goes at batch 1, 64, 256, 1,024 (dummy weights; ncu per
+#           kernel category) and a served 128/128 run split into scheduler steps and the time
+#           between them (bench/cuda/decode_step_breakdown.sh; BREAKDOWN_PRESET, default llama-70b)
 # Logs go to $OUT (or ./out).
 set -uo pipefail
 out=${OUT:-out}
@@ -46,6 +50,10 @@ parts=${*:-tests product}
 has() { [[ " $parts " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 date -u | tee -a "$out/gpu.txt"
+
+if has breakdown; then
+  BIN=$bin bash bench/cuda/decode_step_breakdown.sh "${BREAKDOWN_PRESET:-llama-70b}" "$out"
+fi
 
 if has official; then
   timeout 240 "$bin/official_kernel_benchmark" --official .bundle/libbitnet.so 2>&1 | tee "$out/official_kernel_benchmark.log"
