@@ -75,6 +75,7 @@ void WorkerHub::AssignAll() {
     for (int e = 0; e < config_.num_experts; ++e) {
       if (ep == 1 || expert_owner_[e] == link.ep_rank) shard.add_expert_ids(e);
     }
+    shard.set_lm_head_dtype(LmHeadDtypeToProto(options_.engine.lm_head_dtype));
     if (ep > 1) {
       shard.mutable_expert_owner()->Add(expert_owner_.begin(), expert_owner_.end());
       shard.set_expert_results_bf16(options_.expert_results == ExpertResultDtype::kBf16);
@@ -150,6 +151,13 @@ absl::Status WorkerHub::AcceptReady(Link& link, const wire::Ready& r) {
                      "; expected ", KvRotationName(expected_rotation)));
   }
   link.kv_rotation = **kv_rotation;
+  absl::StatusOr<LmHeadDtype> lm_head =
+      LmHeadDtypeFromProto(r.lm_head_dtype(), "Ready.lm_head_dtype");
+  if (!lm_head.ok() || *lm_head != options_.engine.lm_head_dtype) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "its LM head is ", lm_head.ok() ? LmHeadDtypeName(*lm_head) : "of an unknown type",
+        "; expected ", LmHeadDtypeName(options_.engine.lm_head_dtype)));
+  }
   if (r.num_kv_blocks() <= 0 || r.block_size() != options_.engine.block_size) {
     return absl::FailedPreconditionError(
         absl::StrCat("it allocated ", r.num_kv_blocks(), " KV blocks of ", r.block_size(),

@@ -27,6 +27,8 @@ class WorkerHub::RemoteEngine final : public Engine {
   std::string device_name() const override { return hub_->device_name_; }
   KvDtype kv_dtype() const override { return hub_->kv_dtype_; }
   KvRotation kv_rotation() const override { return hub_->kv_rotation_; }
+  // Every worker was checked to hold the head as asked (WorkerHub::AcceptReady).
+  LmHeadDtype lm_head_dtype() const override { return hub_->options_.engine.lm_head_dtype; }
   // One pool of blocks per expert-parallel rank: the first pipeline's per-worker blocks each.
   int num_kv_blocks() const override { return hub_->num_kv_blocks_ * ep(); }
   int num_kv_pools() const override { return ep(); }

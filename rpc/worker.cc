@@ -367,6 +367,7 @@ wire::WorkerMessage ReadyMessage(const wire::Assignment& a, const Loaded& loaded
   r.set_device_name(engine.device_name());
   r.set_kv_dtype(KvDtypeToProto(engine.kv_dtype()));
   r.set_kv_rotation(KvRotationToProto(engine.kv_rotation()));
+  r.set_lm_head_dtype(LmHeadDtypeToProto(engine.lm_head_dtype()));
   return message;
 }
 
@@ -384,6 +385,9 @@ absl::StatusOr<Loaded> LoadAssignment(const WorkerOptions& options, const std::s
                    KvDtypeFromProto(a.kv_cache().dtype(), "Assignment.kv_cache.dtype"));
   ASSIGN_OR_RETURN(engine_options.kv_rotation,
                    KvRotationFromProto(a.kv_cache().rotation(), "Assignment.kv_cache.rotation"));
+  ASSIGN_OR_RETURN(
+      engine_options.lm_head_dtype,
+      LmHeadDtypeFromProto(a.shard().lm_head_dtype(), "Assignment.shard.lm_head_dtype"));
   engine_options.max_model_len = a.max_model_len();
   if (a.dummy_weights()) engine_options.load_format = LoadFormat::kDummy;
   engine_options.max_batch_tokens = a.max_batch_tokens();

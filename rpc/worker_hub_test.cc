@@ -102,7 +102,8 @@ struct FakeWorker {
     EXPECT_TRUE(stream->Read(&m));
     return m;
   }
-  void SendReady(int num_kv_blocks, wire::KvRotation rotation = wire::KV_ROTATION_NONE) {
+  void SendReady(int num_kv_blocks, wire::KvRotation rotation = wire::KV_ROTATION_NONE,
+                 wire::LmHeadDtype lm_head = wire::LM_HEAD_DTYPE_BF16) {
     auto config = LoadModelConfig(Model());
     ASSERT_TRUE(config.ok());
     wire::WorkerMessage m;
@@ -117,6 +118,7 @@ struct FakeWorker {
     r.set_device_name("fake");
     r.set_kv_dtype(wire::KV_DTYPE_F32);
     r.set_kv_rotation(rotation);
+    r.set_lm_head_dtype(lm_head);
     ASSERT_TRUE(stream->Write(m));
   }
 };
@@ -317,6 +319,23 @@ TEST(WorkerHubTest, RefusesAWorkerThatRotatesItsKeysOtherwise) {
   EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(end.error_message().find("rotates its cached keys by hadamard; expected none"),
             std::string::npos)
+      << end.error_message();
+}
+
+// The coordinator asks for the bf16 head (the default); a worker that quantized its head would
+// sample from other logits than the coordinator's configuration says.
+TEST(WorkerHubTest, RefusesAWorkerWhoseLmHeadDiffers) {
+  Hub hub;
+  FakeWorker fake(hub.address);
+  const wire::CoordinatorMessage assignment = fake.Read();
+  ASSERT_TRUE(assignment.has_assignment());
+  EXPECT_EQ(assignment.assignment().shard().lm_head_dtype(), wire::LM_HEAD_DTYPE_BF16);
+  fake.SendReady(64, wire::KV_ROTATION_NONE, wire::LM_HEAD_DTYPE_INT8);
+  wire::CoordinatorMessage ignored;
+  EXPECT_FALSE(fake.stream->Read(&ignored));
+  grpc::Status end = fake.stream->Finish();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(end.error_message().find("its LM head is int8; expected bf16"), std::string::npos)
       << end.error_message();
 }
 

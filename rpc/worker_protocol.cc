@@ -46,6 +46,23 @@ wire::KvRotation KvRotationToProto(KvRotation rotation) {
   return wire::KV_ROTATION_UNSPECIFIED;
 }
 
+wire::LmHeadDtype LmHeadDtypeToProto(LmHeadDtype dtype) {
+  return dtype == LmHeadDtype::kInt8 ? wire::LM_HEAD_DTYPE_INT8 : wire::LM_HEAD_DTYPE_BF16;
+}
+
+absl::StatusOr<LmHeadDtype> LmHeadDtypeFromProto(wire::LmHeadDtype dtype, const char* field) {
+  switch (dtype) {
+    case wire::LM_HEAD_DTYPE_UNSPECIFIED:
+    case wire::LM_HEAD_DTYPE_BF16:
+      return LmHeadDtype::kBf16;
+    case wire::LM_HEAD_DTYPE_INT8:
+      return LmHeadDtype::kInt8;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": unknown LM head dtype ", static_cast<int>(dtype)));
+  }
+}
+
 absl::StatusOr<std::optional<KvRotation>> KvRotationFromProto(wire::KvRotation rotation,
                                                               const char* field) {
   switch (rotation) {

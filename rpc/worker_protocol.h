@@ -22,7 +22,9 @@ namespace wire = ::bitserve::internal::v1;
 // 3: expert parallelism (ModelShard.expert_owner, StepResult.expert_load).
 // 4: KV rotation (KvCacheSpec.rotation, Ready.kv_rotation): a worker that ignored it would cache
 //    keys the coordinator's other stages read differently.
-inline constexpr uint32_t kWorkerProtocolVersion = 4;
+// 5: the LM head's element type (ModelShard.lm_head_dtype, Ready.lm_head_dtype): a worker that
+//    ignored it would serve the bf16 head's logits for an int8 head's coordinator.
+inline constexpr uint32_t kWorkerProtocolVersion = 5;
 
 // Element types on the wire. An unspecified KV dtype is the device's default (nullopt); an
 // unknown value is InvalidArgument naming `field`.
@@ -32,6 +34,9 @@ absl::StatusOr<std::optional<KvDtype>> KvDtypeFromProto(wire::KvDtype dtype, con
 wire::KvRotation KvRotationToProto(KvRotation rotation);
 absl::StatusOr<std::optional<KvRotation>> KvRotationFromProto(wire::KvRotation rotation,
                                                               const char* field);
+// The LM head's element type: unspecified is bf16.
+wire::LmHeadDtype LmHeadDtypeToProto(LmHeadDtype dtype);
+absl::StatusOr<LmHeadDtype> LmHeadDtypeFromProto(wire::LmHeadDtype dtype, const char* field);
 wire::ActivationDtype TransferDtypeToProto(TransferDtype dtype);
 absl::StatusOr<TransferDtype> TransferDtypeFromProto(wire::ActivationDtype dtype,
                                                      const char* field);

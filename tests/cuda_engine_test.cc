@@ -457,6 +457,87 @@ TEST(CudaEngineDummyLoad, RandomWeightsRunAndRepeat) {
   }
 }
 
+// --lm-head-dtype int8: the GPU's int8 head against the CPU's (the head itself is bit-exact in the
+// op tests; here the hidden states differ by the engines' float rounding, so the logits are
+// compared as MatchesCpuEngine does), near the bf16 head's logits, the quantized head in the
+// footprint, and the decode graph's greedy tokens equal to Forward's argmax. `tiny` has the LLaMA-3
+// vocabulary (128,256 rows: the GEMV's and the GEMM's real width); rows 1..3 take the GEMV, the
+// 13-token prefill with every row's logits the cuBLASLt GEMM.
+TEST(CudaEngineLmHead, Int8HeadMatchesTheCpuInt8Head) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  for (const char* model : {"test-gqa", "tiny"}) {
+    EngineOptions o = Options("cuda");
+    o.lm_head_dtype = LmHeadDtype::kInt8;
+    auto gpu = LoadCudaEngine(ModelDir(model), o);
+    ASSERT_TRUE(gpu.ok()) << model << ": " << gpu.status();
+    EXPECT_EQ((*gpu)->lm_head_dtype(), LmHeadDtype::kInt8);
+    o.device = "cpu";
+    auto cpu = LoadEngine(ModelDir(model), o);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    auto bf16 = LoadCudaEngine(ModelDir(model), Options("cuda"));
+    ASSERT_TRUE(bf16.ok()) << bf16.status();
+    const int64_t vocab = (*gpu)->config().vocab_size, h = (*gpu)->config().hidden_size;
+    const CudaEngineFootprint* fp = GetCudaEngineFootprint(**gpu);
+    ASSERT_NE(fp, nullptr);
+    EXPECT_EQ(fp->lm_head_bytes, (vocab + 15) / 16 * 16 * ((h + 15) / 16 * 16) + 4 * vocab);
+    std::mt19937 rng(77);
+    const std::vector<std::vector<int32_t>> tables = {{3, 1}, {0, 2}, {5, 4}};
+    std::vector<std::vector<int32_t>> seqs = {
+        RandomTokens(13, vocab, rng), RandomTokens(7, vocab, rng), RandomTokens(9, vocab, rng)};
+    Comparison stats;
+    std::vector<BatchEntry> batch;
+    for (int i = 0; i < 3; ++i) {
+      batch.push_back({0, seqs[i], tables[i], i == 0 ? LogitsWanted::kAll : LogitsWanted::kLast});
+    }
+    std::vector<float> lc, lg, lb;
+    ASSERT_OK((*cpu)->Forward(batch, &lc));
+    ASSERT_OK((*gpu)->Forward(batch, &lg));
+    ASSERT_OK((*bf16)->Forward(batch, &lb));
+    CompareLogits(lc, lg, vocab, std::string(model) + " int8 head prefill", &stats);
+    // Against the bf16 head: what the quantization costs (no greedy check: near ties may flip).
+    double against_bf16 = 0;
+    for (size_t r = 0; r < lb.size() / vocab; ++r) {
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < vocab; ++i) {
+        num += std::pow(double{lg[r * vocab + i]} - lb[r * vocab + i], 2);
+        den += std::pow(double{lb[r * vocab + i]}, 2);
+      }
+      against_bf16 = std::max(against_bf16, std::sqrt(num / den));
+    }
+    EXPECT_LE(against_bf16, 0.05) << model;
+    for (int step = 0; step < 3; ++step) {
+      std::vector<BatchEntry> decode;
+      std::vector<std::vector<int32_t>> fed(3);
+      for (int i = 0; i < 3; ++i) {
+        const int64_t row = (i == 0 ? 12 : 12 + i);  // the last row of each entry of `lc`
+        const int32_t next = step == 0 ? ArgMax(lc.data() + row * vocab, vocab)
+                                       : ArgMax(lc.data() + i * vocab, vocab);
+        seqs[i].push_back(next);
+        fed[i] = {next};
+        decode.push_back(
+            {static_cast<int32_t>(seqs[i].size()) - 1, fed[i], tables[i], LogitsWanted::kLast});
+      }
+      ASSERT_OK((*cpu)->Forward(decode, &lc));
+      ASSERT_OK((*gpu)->Forward(decode, &lg));
+      CompareLogits(lc, lg, vocab, std::string(model) + " int8 head decode", &stats);
+      // The same positions again through the decode graph: its greedy tokens are Forward's.
+      SamplingParams greedy_params;
+      std::vector<SampleSpec> specs(3);
+      for (SampleSpec& spec : specs) spec.params = &greedy_params;
+      std::vector<SampleResult> results;
+      ASSERT_OK((*gpu)->Step(decode, specs, &results));
+      ASSERT_EQ(results.size(), 3u);
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(results[i].token, ArgMax(lg.data() + i * vocab, vocab))
+            << model << " step " << step;
+      }
+    }
+    std::cout << "[ numbers  ] " << model << " int8 LM head: " << stats.rows
+              << " rows, worst relative L2 error against the CPU's " << stats.worst
+              << ", against the bf16 head's " << against_bf16 << std::endl;
+  }
+}
+
 // The automatic KV block count (kv_memory_fraction of the free memory) follows the bytes a
 // position takes in each dtype, and the footprint reports them.
 TEST(CudaEngineKvCapacity, AutomaticBlockCountFollowsTheDtype) {

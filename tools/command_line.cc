@@ -72,6 +72,22 @@ absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value) {
   return *format;
 }
 
+void AddLmHeadDtypeOption(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--lm-head-dtype", *value,
+                  "LM head weights: bf16 (the checkpoint's; default) or int8 (a scale per "
+                  "vocabulary row, the normed row quantized per token: half the LM head's bytes, "
+                  "a small perplexity cost measured in docs/quality.md)");
+}
+
+absl::StatusOr<LmHeadDtype> ParseLmHeadDtypeFlag(const std::string& value) {
+  if (value.empty()) return LmHeadDtype::kBf16;
+  absl::StatusOr<LmHeadDtype> dtype = ParseLmHeadDtype(value);
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--lm-head-dtype: ", dtype.status().message()));
+  }
+  return *dtype;
+}
+
 void AddApiKeyOption(CLI::App* cmd, std::string* value) {
   cmd->add_option("--api-key", *value,
                   "API key of the server (`serve --api-key-file`), sent as \"authorization: "

@@ -37,6 +37,11 @@ absl::StatusOr<std::optional<KvRotation>> ParseKvRotationFlag(const std::string&
 void AddLoadFormatOption(CLI::App* cmd, std::string* value);
 absl::StatusOr<LoadFormat> ParseLoadFormatFlag(const std::string& value);
 
+// --lm-head-dtype bf16|int8 (runtime/engine/engine.h LmHeadDtype), for the subcommands that load
+// an engine; "" is bf16; the parse names the flag.
+void AddLmHeadDtypeOption(CLI::App* cmd, std::string* value);
+absl::StatusOr<LmHeadDtype> ParseLmHeadDtypeFlag(const std::string& value);
+
 // --api-key KEY for the subcommands that talk to a `bitserve serve` (client, batch --server,
 // bench-serve --server); ApiKey() is the flag's value, or else $BITSERVE_API_KEY, or else empty.
 void AddApiKeyOption(CLI::App* cmd, std::string* value);

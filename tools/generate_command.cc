@@ -20,7 +20,7 @@ namespace bitserve::cli {
 namespace {
 
 struct Args {
-  std::string model, device = "cpu", kv_dtype, kv_rotation, load_format;
+  std::string model, device = "cpu", kv_dtype, kv_rotation, lm_head_dtype, load_format;
   GenerationFlags gen;
   PipelineFlags pipeline;
 };
@@ -60,6 +60,7 @@ absl::Status Run(const Args& args) {
   options.device = args.device;
   ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args.kv_dtype));
   ASSIGN_OR_RETURN(options.kv_rotation, ParseKvRotationFlag(args.kv_rotation));
+  ASSIGN_OR_RETURN(options.lm_head_dtype, ParseLmHeadDtypeFlag(args.lm_head_dtype));
   ASSIGN_OR_RETURN(options.load_format, ParseLoadFormatFlag(args.load_format));
   options.max_sequences = 1;
   options.max_batch_tokens = std::max<int>(options.max_batch_tokens, request.prompt.size());
@@ -118,6 +119,7 @@ void AddGenerateCommand(CLI::App& app) {
   args->pipeline.Add(cmd);
   AddKvDtypeOption(cmd, &args->kv_dtype);
   AddKvRotationOption(cmd, &args->kv_rotation);
+  AddLmHeadDtypeOption(cmd, &args->lm_head_dtype);
   AddLoadFormatOption(cmd, &args->load_format);
   cmd->callback([args] { RunOrExit("generate", [&] { return Run(*args); }); });
 }

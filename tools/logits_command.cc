@@ -13,7 +13,7 @@ namespace bitserve::cli {
 
 void AddLogitsCommand(CLI::App& app) {
   struct Args {
-    std::string model, tokens, out, trace_dir, device = "cpu", kv_dtype, kv_rotation;
+    std::string model, tokens, out, trace_dir, device = "cpu", kv_dtype, kv_rotation, lm_head_dtype;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("logits", "Write the logits of every prompt token as .npy");
@@ -23,6 +23,7 @@ void AddLogitsCommand(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &args->kv_dtype);
   AddKvRotationOption(cmd, &args->kv_rotation);
+  AddLmHeadDtypeOption(cmd, &args->lm_head_dtype);
   cmd->add_option(
       "--trace-dir", args->trace_dir,
       "Also write every activation before int8 quantization as DIR/L<layer>_<name>.npy");
@@ -33,6 +34,7 @@ void AddLogitsCommand(CLI::App& app) {
       options.device = args->device;
       ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args->kv_dtype));
       ASSIGN_OR_RETURN(options.kv_rotation, ParseKvRotationFlag(args->kv_rotation));
+      ASSIGN_OR_RETURN(options.lm_head_dtype, ParseLmHeadDtypeFlag(args->lm_head_dtype));
       options.max_sequences = 1;
       absl::Status trace_status;
       if (!args->trace_dir.empty()) {

@@ -21,7 +21,7 @@ namespace bitserve::cli {
 
 void AddPerplexityCommand(CLI::App& app) {
   struct Args {
-    std::string model, input, device = "cpu", kv_dtype, kv_rotation;
+    std::string model, input, device = "cpu", kv_dtype, kv_rotation, lm_head_dtype;
     int64_t context = 0, stride = 0;
     bool json = false;
     PipelineFlags pipeline;
@@ -34,6 +34,7 @@ void AddPerplexityCommand(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu or cuda[:N]");
   AddKvDtypeOption(cmd, &args->kv_dtype);
   AddKvRotationOption(cmd, &args->kv_rotation);
+  AddLmHeadDtypeOption(cmd, &args->lm_head_dtype);
   cmd->add_option("--context", args->context,
                   "Tokens per window (default: the model's context length)");
   cmd->add_option("--stride", args->stride, "Window start step (default: context / 2)");
@@ -69,6 +70,7 @@ void AddPerplexityCommand(CLI::App& app) {
       options.device = args->device;
       ASSIGN_OR_RETURN(options.kv_dtype, ParseKvDtypeFlag(args->kv_dtype));
       ASSIGN_OR_RETURN(options.kv_rotation, ParseKvRotationFlag(args->kv_rotation));
+      ASSIGN_OR_RETURN(options.lm_head_dtype, ParseLmHeadDtypeFlag(args->lm_head_dtype));
       options.max_sequences = 1;
       options.max_model_len = context;
       options.max_batch_tokens =

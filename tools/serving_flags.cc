@@ -14,6 +14,7 @@ void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_p
   AddKvDtypeOption(cmd, &flags->kv_dtype);
   AddKvRotationOption(cmd, &flags->kv_rotation);
   AddLoadFormatOption(cmd, &flags->load_format);
+  AddLmHeadDtypeOption(cmd, &flags->lm_head_dtype);
   cmd->add_option("--max-num-seqs", flags->max_num_seqs, n + "Sequences running at once");
   cmd->add_option("--max-waiting", flags->max_waiting,
                   n + "Queued requests before RESOURCE_EXHAUSTED");
@@ -54,6 +55,7 @@ absl::StatusOr<rpc::CoordinatorOptions> ToCoordinatorOptions(const ServingFlags&
   }
   ASSIGN_OR_RETURN(options.engine.kv_rotation, ParseKvRotationFlag(flags.kv_rotation));
   ASSIGN_OR_RETURN(options.engine.load_format, ParseLoadFormatFlag(flags.load_format));
+  ASSIGN_OR_RETURN(options.engine.lm_head_dtype, ParseLmHeadDtypeFlag(flags.lm_head_dtype));
   options.engine.block_size = flags.block_size;
   options.engine.num_kv_blocks = flags.num_kv_blocks;
   options.engine.max_sequences = flags.max_num_seqs;

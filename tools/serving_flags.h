@@ -13,9 +13,10 @@ namespace bitserve::cli {
 
 struct ServingFlags {
   std::string device = "cpu";
-  std::string kv_dtype;     // empty: the device's default
-  std::string kv_rotation;  // empty: the dtype's default (DefaultKvRotation)
-  std::string load_format;  // empty: safetensors
+  std::string kv_dtype;       // empty: the device's default
+  std::string kv_rotation;    // empty: the dtype's default (DefaultKvRotation)
+  std::string load_format;    // empty: safetensors
+  std::string lm_head_dtype;  // empty: bf16
   int max_num_seqs = 256;
   int max_waiting = 1024;
   int max_batch_tokens = 8192;
@@ -25,12 +26,10 @@ struct ServingFlags {
   bool no_prefix_caching = false;
 };
 
-// Adds --device, --kv-dtype, --kv-rotation, --load-format, --max-num-seqs, --max-waiting,
-// --max-batch-tokens,
-// --max-model-len,
-// --num-kv-blocks, --block-size and --no-prefix-caching. `in_process_note`: prefixed to each help
-// text, e.g. "With
-// --model: " for commands that may also drive a remote server instead.
+// Adds --device, --kv-dtype, --kv-rotation, --load-format, --lm-head-dtype, --max-num-seqs,
+// --max-waiting, --max-batch-tokens, --max-model-len, --num-kv-blocks, --block-size and
+// --no-prefix-caching. `in_process_note`: prefixed to each help text, e.g. "With --model: " for
+// commands that may also drive a remote server instead.
 void AddServingFlags(CLI::App* cmd, ServingFlags* flags, const std::string& in_process_note = "");
 
 // The coordinator's options for `model_dir` (metrics off, request logs on: callers change those).

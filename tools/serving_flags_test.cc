@@ -74,6 +74,15 @@ TEST(ServingFlags, BadValuesNameTheFlag) {
   auto rotated = ToCoordinatorOptions(hadamard, "m");
   ASSERT_TRUE(rotated.ok()) << rotated.status();
   EXPECT_EQ(rotated->engine.kv_rotation, KvRotation::kHadamard);
+  ServingFlags int8_head;
+  int8_head.lm_head_dtype = "int8";
+  auto quantized = ToCoordinatorOptions(int8_head, "m");
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  EXPECT_EQ(quantized->engine.lm_head_dtype, LmHeadDtype::kInt8);
+  ServingFlags int4_head;
+  int4_head.lm_head_dtype = "int4";
+  EXPECT_THAT(std::string(ToCoordinatorOptions(int4_head, "m").status().message()),
+              HasSubstr("--lm-head-dtype: LM head dtype \"int4\" is not one of bf16, int8"));
   ServingFlags f32_on_gpu;  // refused before any worker starts
   f32_on_gpu.device = "cuda:0";
   f32_on_gpu.kv_dtype = "f32";

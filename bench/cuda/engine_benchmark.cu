@@ -4,16 +4,22 @@
 // decode step must read / the measured device-to-device copy bandwidth), and prefill tokens/s.
 //
 //   engine_benchmark [--model DIR] [--load-format dummy] [--batches 1,16,64,256] [--prompt 512]
-//                    [--steps 32] [--prefill 512,4096]
+//                    [--steps 32] [--prefill 512,4096] [--profile-steps N]
+//                    [--lm-head-dtype bf16|int8]
 //
 // --load-format dummy: random weights of DIR's config.json made on the GPU (`make-model
 // --config-only`), for shapes whose checkpoint would not fit the disk (qwen3-235b-a22b).
 // MoE models: the floor reads the experts a step can touch, E * (1 - (1 - k/E)^batch) of each
 // layer's E (random routing), besides every dense weight.
 //
+// --profile-steps N: the last N timed decode steps of each batch run between cudaProfilerStart and
+// cudaProfilerStop, so that `ncu --profile-from-start off` sees only them (no prefill, no warm-up;
+// bench/cuda/decode_step_breakdown.sh).
+//
 // Decode steps are Engine::Step with greedy sampling (CUDA graphs, tokens back to the host), timed
 // on the host clock around each synchronous step: the number includes every per-step host cost.
 // Medians over the timed steps after 3 warm-up steps (the first captures the graph).
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -42,8 +48,8 @@ using Clock = std::chrono::steady_clock;
 
 int Run(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear as they are measured, also into a pipe
-  std::string model, batches = "1,16,64,256", prefills = "512,4096", load_format;
-  int prompt = 512, steps = 32;
+  std::string model, batches = "1,16,64,256", prefills = "512,4096", load_format, lm_head_dtype;
+  int prompt = 512, steps = 32, profile_steps = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--model")
@@ -58,6 +64,10 @@ int Run(int argc, char** argv) {
       steps = std::atoi(value.c_str());
     else if (flag == "--load-format")
       load_format = value;
+    else if (flag == "--lm-head-dtype")
+      lm_head_dtype = value;
+    else if (flag == "--profile-steps")
+      profile_steps = std::atoi(value.c_str());
     else {
       std::cerr << "unknown flag " << flag << "\n";
       return 2;
@@ -91,6 +101,14 @@ int Run(int argc, char** argv) {
       return 2;
     }
     options.load_format = *format;
+  }
+  if (!lm_head_dtype.empty()) {
+    auto dtype = ParseLmHeadDtype(lm_head_dtype);
+    if (!dtype.ok()) {
+      std::cerr << dtype.status() << "\n";
+      return 2;
+    }
+    options.lm_head_dtype = *dtype;
   }
   const auto t0 = Clock::now();
   auto loaded = LoadCudaEngine(model, options);
@@ -148,9 +166,12 @@ int Run(int argc, char** argv) {
         entries.push_back({prompt + step, next[s], tables[s], LogitsWanted::kLast});
       }
       std::vector<SampleResult> results;
+      const bool profiled = step >= steps + 3 - profile_steps;
+      if (profiled) cudaProfilerStart();
       const auto a = Clock::now();
       const absl::Status st = engine.Step(entries, specs, &results);
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - a).count();
+      if (profiled) cudaProfilerStop();
       if (!st.ok()) {
         std::cerr << st << "\n";
         return 1;

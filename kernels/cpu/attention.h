@@ -9,7 +9,7 @@ struct AttentionShape {
   int64_t heads = 0;     // query heads
   int64_t kv_heads = 0;  // key/value heads; query head h reads kv head h / (heads / kv_heads)
   int64_t head_dim = 0;
-  float scale = 0;       // 1 / sqrt(head_dim)
+  float scale = 0;  // 1 / sqrt(head_dim)
 };
 
 // q: [tokens, heads, head_dim] for the tokens at positions start_pos .. start_pos + tokens - 1.

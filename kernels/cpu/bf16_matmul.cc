@@ -1,5 +1,7 @@
 #include "kernels/cpu/bf16_matmul.h"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "base/bf16.h"
@@ -45,6 +47,25 @@ void Bf16GatherRows(const uint16_t* table, int64_t dim, const int32_t* ids, int6
     const uint16_t* src = table + static_cast<int64_t>(ids[t]) * dim;
     for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = Bf16ToFloat(src[i]);
   }
+}
+
+void QuantizeBf16RowsInt8(const uint16_t* w, int64_t rows, int64_t cols, int8_t* q,
+                          int64_t q_stride, float* d) {
+  ParallelFor(rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const uint16_t* row = w + r * cols;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(Bf16ToFloat(row[i])));
+      const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+      d[r] = scale;
+      int8_t* out = q + r * q_stride;
+      for (int64_t i = 0; i < cols; ++i) {
+        const float v = std::nearbyint(Bf16ToFloat(row[i]) / scale);
+        out[i] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+      }
+      std::fill(out + cols, out + q_stride, int8_t{0});
+    }
+  });
 }
 
 }  // namespace bitserve::cpu

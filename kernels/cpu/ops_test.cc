@@ -210,6 +210,48 @@ TEST(Bf16Matmul, MatchesFloat64AndGathers) {
   for (int i = 0; i < k; ++i) EXPECT_EQ(rows[2 * k + i], Bf16ToFloat(w[300 * k + i]));
 }
 
+// The int8 LM head's weights: the row's largest magnitude maps to +-127, every value within half
+// a step of its dequantization, a zero row gets scale 1, padding columns zero.
+TEST(QuantizeBf16RowsInt8, RowScalesAndHalfStepError) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  const int64_t rows = 5, cols = 37, stride = 48;
+  std::vector<uint16_t> w(rows * cols);
+  for (uint16_t& x : w) x = FloatToBf16(normal(rng));
+  for (int64_t i = 0; i < cols; ++i) w[3 * cols + i] = 0;  // a zero row
+  w[1 * cols + 4] = FloatToBf16(-0.75f);                   // row 1's largest magnitude, negative
+  std::vector<int8_t> q(rows * stride, 99);
+  std::vector<float> d(rows);
+  cpu::QuantizeBf16RowsInt8(w.data(), rows, cols, q.data(), stride, d.data());
+  EXPECT_EQ(d[3], 1.0f);
+  EXPECT_EQ(d[1], 0.75f / 127.0f);
+  EXPECT_EQ(q[1 * stride + 4], -127);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < cols; ++i) {
+      const float v = Bf16ToFloat(w[r * cols + i]);
+      EXPECT_LE(std::fabs(q[r * stride + i] * d[r] - v), 0.5f * d[r] * (1 + 1e-6f))
+          << r << " " << i;
+      EXPECT_LE(std::abs(q[r * stride + i]), 127);
+    }
+    for (int64_t i = cols; i < stride; ++i) EXPECT_EQ(q[r * stride + i], 0);
+  }
+}
+
+TEST(Int8MatmulRowScales, ExactSumsTimesBothScales) {
+  const int8_t x[] = {1, -2, 3, 127, -128, 0};  // 2 rows of 3
+  const float xs[] = {2.0f, 0.5f};
+  const int8_t w[] = {1, 1, 1, -1, 0, 2, 127, 127, 127, 0, 0, 0};  // 4 rows of 3
+  const float ws[] = {0.25f, 1.0f, 3.0f, 7.0f};
+  float y[8];
+  cpu::Int8MatmulRowScales(x, xs, 2, w, 4, 3, ws, y);
+  const int32_t acc[2][4] = {{2, 5, 254, 0}, {-1, -127, -127, 0}};
+  for (int t = 0; t < 2; ++t) {
+    for (int o = 0; o < 4; ++o) {
+      EXPECT_EQ(y[t * 4 + o], static_cast<float>(acc[t][o]) / xs[t] * ws[o]) << t << " " << o;
+    }
+  }
+}
+
 TEST(ParallelFor, CoversEveryIndexOnce) {
   for (int64_t n : {0, 1, 7, 1000, 100003}) {
     std::vector<int> hits(n, 0);

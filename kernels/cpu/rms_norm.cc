@@ -6,7 +6,8 @@
 
 namespace bitserve::cpu {
 
-void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out) {
+void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps,
+             float* out) {
   ParallelFor(rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* xr = x + r * dim;

@@ -7,11 +7,11 @@
 namespace bitserve::cpu {
 namespace {
 
-// Dots of one weight row with m token rows; |sum| <= 128 * in, so int32 holds it for in < 2^24.
+// Dots of one weight row with m token rows; |sum| <= 128 * 128 * in: int32 holds it for in < 2^17.
 // Compiled twice (AVX2 and baseline x86-64), picked at load time: the result is exact either way.
 __attribute__((target_clones("avx2", "default"))) void DotRow(const int8_t* xq, int64_t m,
-                                                               const int8_t* w, int64_t in,
-                                                               int32_t* acc) {
+                                                              const int8_t* w, int64_t in,
+                                                              int32_t* acc) {
   for (int64_t t = 0; t < m; ++t) {
     const int8_t* a = xq + t * in;
     int32_t sum = 0;
@@ -46,6 +46,13 @@ void TernaryMatmul(const int8_t* xq, const float* x_scale, int64_t m, const int8
       y[t * out + o] = static_cast<float>(acc) / x_scale[t] * ws.value;
     });
   }
+}
+
+void Int8MatmulRowScales(const int8_t* xq, const float* x_scale, int64_t m, const int8_t* w,
+                         int64_t out, int64_t in, const float* w_scale, float* y) {
+  ForEachDot(xq, m, w, out, in, [&](int64_t t, int64_t o, int32_t acc) {
+    y[t * out + o] = static_cast<float>(acc) / x_scale[t] * w_scale[o];
+  });
 }
 
 void TernaryMatmulInt32(const int8_t* xq, int64_t m, const int8_t* w, int64_t out, int64_t in,

@@ -39,6 +39,11 @@ namespace bitserve::cpu {
 void TernaryMatmul(const int8_t* xq, const float* x_scale, int64_t m, const int8_t* w, int64_t out,
                    int64_t in, WeightScale ws, float* y);
 
+// Any int8 weights [out, in] with a multiplier per output row (the int8 LM head: weights from
+// QuantizeBf16RowsInt8, bf16_matmul.h): y[t][o] = acc / x_scale[t] * w_scale[o].
+void Int8MatmulRowScales(const int8_t* xq, const float* x_scale, int64_t m, const int8_t* w,
+                         int64_t out, int64_t in, const float* w_scale, float* y);
+
 // The int32 sums alone (for bit-exact kernel tests): acc: [m, out].
 void TernaryMatmulInt32(const int8_t* xq, int64_t m, const int8_t* w, int64_t out, int64_t in,
                         int32_t* acc);

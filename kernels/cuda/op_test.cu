@@ -560,38 +560,6 @@ std::vector<uint16_t> RandomBf16(int64_t n, float sd, Rng& rng) {
   return v;
 }
 
-// Rows of a fused RMSNorm + quantization: identical normed rows must quantize identically; a row
-// whose float64 sum rounded the variance to the neighbouring float (act_quant.cuh) may differ by
-// one int8 step and must be within 1e-6 relative, at most max(1, m/16) such rows.
-void ExpectNormQuantMatches(const std::vector<float>& g_normed, const std::vector<float>& normed,
-                            const std::vector<int8_t>& g_q, const std::vector<int8_t>& q_dense,
-                            const std::vector<float>& g_s, const std::vector<float>& s, int64_t m,
-                            int64_t dim, int64_t stride) {
-  int64_t off_rows = 0;
-  for (int64_t r = 0; r < m; ++r) {
-    const bool same = std::memcmp(&g_normed[r * dim], &normed[r * dim], dim * sizeof(float)) == 0;
-    for (int64_t i = dim; i < stride; ++i)
-      ASSERT_EQ(g_q[r * stride + i], 0) << "padding, row " << r;
-    if (same) {
-      for (int64_t i = 0; i < dim; ++i) {
-        ASSERT_EQ(g_q[r * stride + i], q_dense[r * dim + i]) << "row " << r << " col " << i;
-      }
-      ASSERT_EQ(std::memcmp(&g_s[r], &s[r], 4), 0) << "scale of row " << r;
-      continue;
-    }
-    ++off_rows;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < dim; ++i) {
-      ASSERT_FALSE(std::isnan(g_normed[r * dim + i])) << "row " << r << " col " << i;
-      num += std::pow(double{g_normed[r * dim + i]} - normed[r * dim + i], 2);
-      den += std::pow(double{normed[r * dim + i]}, 2);
-      EXPECT_LE(std::abs(g_q[r * stride + i] - q_dense[r * dim + i]), 1) << "row " << r;
-    }
-    EXPECT_LE(std::sqrt(num / std::max(den, 1e-300)), 1e-6) << "RMSNorm row " << r;
-  }
-  EXPECT_LE(off_rows, std::max<int64_t>(1, m / 16)) << "too many rows off by the sum order";
-}
-
 void RunEmbedding(const ModelOpCase& c, Rng& rng) {
   const int64_t vocab = 1000, dim = c.a;
   const std::vector<uint16_t> table = RandomBf16(vocab * dim, 1.0f, rng);

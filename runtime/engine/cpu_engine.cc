@@ -86,6 +86,7 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
           options.stage.end(weights_.config.num_hidden_layers) - options.stage.layer_begin),
       kv_rotation_(options.kv_rotation.value_or(
           DefaultKvRotation(options.kv_dtype.value_or(KvDtype::kF32)))),
+      lm_head_dtype_(options.lm_head_dtype),
       max_model_len_(ModelLen(weights_.config, options)),
       max_batch_tokens_(options.max_batch_tokens),
       rope_(ModelRopeFrequencies(weights_.config)),
@@ -95,6 +96,16 @@ CpuEngine::CpuEngine(ModelWeights weights, const EngineOptions& options)
       expert_exchange_(options.expert_exchange),
       sampler_(std::make_unique<Sampler>(SamplingParams{.seed = 0}, std::span<const int32_t>{})) {
   stage_.layer_end = stage_.end(weights_.config.num_hidden_layers);
+  if (lm_head_dtype_ == LmHeadDtype::kInt8 && stage_.last()) {
+    const ModelConfig& c = weights_.config;
+    lm_head_int8_.resize(static_cast<size_t>(c.vocab_size) * c.hidden_size);
+    lm_head_scales_.resize(c.vocab_size);
+    cpu::QuantizeBf16RowsInt8(weights_.lm_head_data(), c.vocab_size, c.hidden_size,
+                              lm_head_int8_.data(), c.hidden_size, lm_head_scales_.data());
+    // The bf16 copy is not read again, unless it is the embedding table of a first stage.
+    weights_.lm_head = {};
+    if (!stage_.first()) weights_.embedding = {};
+  }
 }
 
 absl::Status CpuEngine::Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) {
@@ -145,6 +156,16 @@ void CpuEngine::Logits(std::span<const BatchEntry> entries, std::vector<float>* 
   logits->resize(rows * c.vocab_size);
   if (rows == 0) return;
   cpu::RmsNorm(logits_in_.data(), weights_.final_norm.data(), rows, h, eps, logits_in_.data());
+  if (lm_head_dtype_ == LmHeadDtype::kInt8) {
+    if (static_cast<int64_t>(logits_in_int8_.size()) < rows * h) logits_in_int8_.resize(rows * h);
+    Grow(logits_in_scales_, rows);
+    cpu::ActQuantPerToken(logits_in_.data(), rows, h, logits_in_int8_.data(),
+                          logits_in_scales_.data());
+    cpu::Int8MatmulRowScales(logits_in_int8_.data(), logits_in_scales_.data(), rows,
+                             lm_head_int8_.data(), c.vocab_size, h, lm_head_scales_.data(),
+                             logits->data());
+    return;
+  }
   cpu::Bf16Matmul(logits_in_.data(), rows, weights_.lm_head_data(), c.vocab_size, h,
                   logits->data());
 }

@@ -37,6 +37,7 @@ class CpuEngine : public Engine, private DecoderBlocks {
   std::string device_name() const override { return "cpu"; }
   KvDtype kv_dtype() const override { return kv_.dtype(); }
   KvRotation kv_rotation() const override { return kv_rotation_; }
+  LmHeadDtype lm_head_dtype() const override { return lm_head_dtype_; }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
@@ -76,6 +77,11 @@ class CpuEngine : public Engine, private DecoderBlocks {
   TransferDtype transfer_;
   PagedKvCache kv_;
   KvRotation kv_rotation_;  // of q and k before the cache (kernels/cpu/hadamard.h)
+  LmHeadDtype lm_head_dtype_;
+  // --lm-head-dtype int8: the LM head as int8 [vocab, hidden] and a multiplier per vocabulary row
+  // (cpu::QuantizeBf16RowsInt8); empty otherwise.
+  std::vector<int8_t> lm_head_int8_;
+  std::vector<float> lm_head_scales_;
   int64_t max_model_len_;
   int max_batch_tokens_;
   RopeFrequencies rope_;
@@ -101,8 +107,8 @@ class CpuEngine : public Engine, private DecoderBlocks {
   std::vector<float> x_, a_, q_, k_, v_, o_, logits_in_, step_logits_;
   MoeScratch ffn_scratch_;
   std::vector<float> kv_keys_, kv_values_;
-  std::vector<int8_t> aq_;
-  std::vector<float> scales_;
+  std::vector<int8_t> aq_, logits_in_int8_;
+  std::vector<float> scales_, logits_in_scales_;
   std::vector<int32_t> positions_, ids_;
   std::unique_ptr<Sampler> sampler_;  // scratch of Step's sampling
 };

@@ -135,6 +135,7 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   block_size_ = options.block_size;
   kv_dtype_ = options.kv_dtype.value_or(KvDtype::kBf16);
   kv_rotation_ = options.kv_rotation.value_or(DefaultKvRotation(kv_dtype_));
+  lm_head_dtype_ = options.lm_head_dtype;
   max_batch_tokens_ = options.max_batch_tokens;
   max_model_len_ = options.max_model_len > 0 ? options.max_model_len : c.context_length();
   max_blocks_per_seq_ = static_cast<int>((max_model_len_ + block_size_ - 1) / block_size_);
@@ -160,6 +161,16 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   footprint_.expert_weight_bytes = w_.expert_bytes;
   footprint_.norm_bytes = w_.norm_bytes;
   footprint_.lm_head_bytes = stage.last() ? int64_t{2} * c.vocab_size * h : 0;
+  if (stage.last() && lm_head_dtype_ == LmHeadDtype::kInt8) {
+    // Quantized once here, on the device, from the bf16 head (the checkpoint's or the dummy's);
+    // the bf16 copy is then released, unless it is the embedding table of a first stage.
+    ASSIGN_OR_RETURN(lm_head_int8_,
+                     cuda::QuantizeLmHeadInt8(w_.lm_head_data(), c.vocab_size, h, nullptr));
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    w_.lm_head = {};
+    if (!stage.first()) w_.embedding = {};
+    footprint_.lm_head_bytes = lm_head_int8_.bytes();
+  }
 
   // Scratch, all of it now: a step allocates nothing.
   const int64_t m = max_batch_tokens_;
@@ -191,7 +202,12 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
   const int64_t chunk = std::min<int64_t>(kLogitsChunk, m);
   if (stage.last()) {
     RETURN_IF_ERROR(Alloc(&logits_, chunk * c.vocab_size));
-    RETURN_IF_ERROR(Alloc(&lm_in_, chunk * h));
+    if (lm_head_dtype_ == LmHeadDtype::kInt8) {
+      RETURN_IF_ERROR(Alloc(&lm_in_int8_, chunk * cuda::Int8LmHeadStride(h)));
+      RETURN_IF_ERROR(Alloc(&lm_in_scales_, chunk));
+    } else {
+      RETURN_IF_ERROR(Alloc(&lm_in_, chunk * h));
+    }
   }
   if (!stage.first()) RETURN_IF_ERROR(Alloc(&stage_in_, TransferBytes(transfer_, m, h)));
   if (!stage.last()) RETURN_IF_ERROR(Alloc(&stage_out_, TransferBytes(transfer_, m, h)));
@@ -207,7 +223,11 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
     ASSIGN_OR_RETURN(gemm_, cuda::TernaryGemm::Create(max_rows, widest, m));
   }
   if (stage.last()) {
-    ASSIGN_OR_RETURN(lm_head_, cuda::Bf16LmHead::Create(stream_));
+    if (lm_head_dtype_ == LmHeadDtype::kInt8) {
+      ASSIGN_OR_RETURN(int8_lm_head_, cuda::Int8LmHead::Create(c.vocab_size, chunk));
+    } else {
+      ASSIGN_OR_RETURN(lm_head_, cuda::Bf16LmHead::Create(stream_));
+    }
     ASSIGN_OR_RETURN(sampler_, cuda::GpuSampler::Create(chunk, c.vocab_size));
   }
   const int64_t tables = m * max_blocks_per_seq_;
@@ -276,7 +296,9 @@ absl::Status CudaEngine::Init(const std::filesystem::path& model_dir, const Engi
       x_.bytes() + y_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() +
       acc_qkv_.bytes() + acc_gate_up_.bytes() + 2 * act_values_[0].bytes() + logits_.bytes() +
       lm_in_.bytes() + attn_workspace_.bytes() + gemm_->scratch_bytes() + stage_in_.bytes() +
-      stage_out_.bytes() + moe_in_.bytes() + (moe_scratch_ ? moe_scratch_->bytes() : 0);
+      stage_out_.bytes() + moe_in_.bytes() + (moe_scratch_ ? moe_scratch_->bytes() : 0) +
+      lm_in_int8_.bytes() + lm_in_scales_.bytes() +
+      (int8_lm_head_ ? int8_lm_head_->scratch_bytes() : 0);
   return absl::OkStatus();
 }
 
@@ -332,6 +354,15 @@ absl::Status CudaEngine::UploadBatch(std::span<const BatchEntry> entries,
 
 absl::Status CudaEngine::LmHead(int row_begin, int rows, cudaStream_t stream) {
   const ModelConfig& c = config();
+  if (lm_head_dtype_ == LmHeadDtype::kInt8) {
+    const int64_t stride = cuda::Int8LmHeadStride(c.hidden_size);
+    const cuda::Int8ActivationsOut out{lm_in_int8_.get(), lm_in_scales_.get(), nullptr, stride};
+    RETURN_IF_ERROR(cuda::RmsNormQuantizeRows(
+        x_.get(), dev_.logit_rows.get() + row_begin, rows, c.hidden_size, w_.final_norm.get(),
+        static_cast<float>(c.rms_norm_eps), out, nullptr, stream));
+    return int8_lm_head_->Run(lm_head_int8_, cuda::Int8Activations(out, rows, c.hidden_size),
+                              logits_.get(), stream);
+  }
   RETURN_IF_ERROR(cuda::RmsNormToBf16(
       x_.get(), dev_.logit_rows.get() + row_begin, rows, c.hidden_size, w_.final_norm.get(),
       static_cast<float>(c.rms_norm_eps), lm_in_.get(), nullptr, stream));

@@ -19,6 +19,7 @@
 #include "kernels/cuda/attention/paged_attention.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/common/pinned_buffer.cuh"
+#include "kernels/cuda/head/int8_lm_head.cuh"
 #include "kernels/cuda/head/lm_head.cuh"
 #include "kernels/cuda/head/sampling.cuh"
 #include "kernels/cuda/moe/moe_ffn.cuh"
@@ -89,6 +90,7 @@ class CudaEngine final : public Engine {
   std::string device_name() const override { return device_name_; }
   KvDtype kv_dtype() const override { return kv_dtype_; }
   KvRotation kv_rotation() const override { return kv_rotation_; }
+  LmHeadDtype lm_head_dtype() const override { return lm_head_dtype_; }
   const PipelineStage& stage() const override { return w_.stage; }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
@@ -131,6 +133,7 @@ class CudaEngine final : public Engine {
   int64_t max_model_len_ = 0;
   KvDtype kv_dtype_ = KvDtype::kBf16;
   KvRotation kv_rotation_ = KvRotation::kNone;  // of q and k before the cache (hadamard_rotate.cuh)
+  LmHeadDtype lm_head_dtype_ = LmHeadDtype::kBf16;
   bool use_graphs_ = true;
   TransferDtype transfer_ = TransferDtype::kInt8;
   cudaStream_t stream_ = nullptr;
@@ -139,6 +142,11 @@ class CudaEngine final : public Engine {
   // Kernel helpers.
   std::unique_ptr<cuda::TernaryGemm> gemm_;
   std::unique_ptr<cuda::Bf16LmHead> lm_head_;
+  // --lm-head-dtype int8 (int8_lm_head.cuh): the quantized head, its kernels and the normed rows.
+  cuda::Int8LmHeadWeights lm_head_int8_;
+  std::unique_ptr<cuda::Int8LmHead> int8_lm_head_;
+  cuda::DeviceBuffer<int8_t> lm_in_int8_;
+  cuda::DeviceBuffer<float> lm_in_scales_;
   std::unique_ptr<cuda::GpuSampler> sampler_;
 
   // KV cache: one allocation; per layer the planes of paged_attention.cuh (k data, v data, k

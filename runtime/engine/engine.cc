@@ -24,6 +24,17 @@ absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name) {
       absl::StrCat("load format \"", name, "\" is not one of safetensors, dummy"));
 }
 
+absl::StatusOr<LmHeadDtype> ParseLmHeadDtype(absl::string_view name) {
+  if (name == "bf16") return LmHeadDtype::kBf16;
+  if (name == "int8") return LmHeadDtype::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("LM head dtype \"", name, "\" is not one of bf16, int8"));
+}
+
+const char* LmHeadDtypeName(LmHeadDtype dtype) {
+  return dtype == LmHeadDtype::kInt8 ? "int8" : "bf16";
+}
+
 absl::Status CheckKvDtype(const std::string& device, KvDtype dtype) {
   const std::vector<KvDtype> supported = SupportedKvDtypes(device);
   if (std::find(supported.begin(), supported.end(), dtype) != supported.end())

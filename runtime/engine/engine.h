@@ -35,6 +35,11 @@ using ActivationTrace = std::function<void(const std::string& name, int layer, c
                                            int64_t rows, int64_t dim)>;
 
 enum class LoadFormat { kSafetensors, kDummy };
+// Element type of the LM head's weights (EngineOptions::lm_head_dtype).
+enum class LmHeadDtype { kBf16, kInt8 };
+// "bf16" / "int8"; InvalidArgument naming the accepted values otherwise.
+absl::StatusOr<LmHeadDtype> ParseLmHeadDtype(absl::string_view name);
+const char* LmHeadDtypeName(LmHeadDtype dtype);
 // "safetensors" / "dummy"; InvalidArgument naming the accepted values otherwise.
 absl::StatusOr<LoadFormat> ParseLoadFormat(absl::string_view name);
 
@@ -56,6 +61,12 @@ struct EngineOptions {
   // kernels/cpu/hadamard.h), so that outlier key channels do not set the int8 / int4 scales.
   // Unset: DefaultKvRotation of the cache's dtype (hadamard for int8 / int4, none for f32 / bf16).
   std::optional<KvRotation> kv_rotation;
+  // The LM head's weights: bf16 as the checkpoint holds them (default), or int8 with a scale per
+  // vocabulary row (kernels/cpu/bf16_matmul.h QuantizeBf16RowsInt8) multiplied by the final-normed
+  // row quantized to int8 per token (the activation quantization of the ternary layers), int32
+  // sums: half the bytes of a decode step's largest read, at a measured perplexity cost
+  // (docs/quality.md). A tied embedding stays bf16 for the lookup. CPU and CUDA, bit-identical.
+  LmHeadDtype lm_head_dtype = LmHeadDtype::kBf16;
   ActivationTrace trace;  // optional; CPU only
   // Where the weights come from: the checkpoint (safetensors), or random weights of the config's
   // shapes made on the device (kDummy, like vLLM's --load-format dummy: benchmarks of shapes whose
@@ -127,6 +138,8 @@ class Engine {
   virtual KvDtype kv_dtype() const = 0;
   // What the cached keys are rotated by (EngineOptions::kv_rotation, resolved).
   virtual KvRotation kv_rotation() const { return DefaultKvRotation(kv_dtype()); }
+  // The LM head's weights (EngineOptions::lm_head_dtype) on the engine that holds it.
+  virtual LmHeadDtype lm_head_dtype() const { return LmHeadDtype::kBf16; }
   // OK while the engine can run steps. An engine in this process always can; one that drives a
   // remote worker (rpc/worker_hub.h) is UNAVAILABLE, naming why, while no worker is attached.
   virtual absl::Status Health() const { return absl::OkStatus(); }

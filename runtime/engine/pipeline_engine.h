@@ -28,6 +28,7 @@ class PipelineEngine final : public Engine {
   std::string device_name() const override;
   KvDtype kv_dtype() const override { return stages_.front()->kv_dtype(); }
   KvRotation kv_rotation() const override { return stages_.front()->kv_rotation(); }
+  LmHeadDtype lm_head_dtype() const override { return stages_.back()->lm_head_dtype(); }
 
   absl::Status Forward(std::span<const BatchEntry> entries, std::vector<float>* logits) override;
   absl::Status Step(std::span<const BatchEntry> entries, std::span<const SampleSpec> samples,
