@@ -461,8 +461,8 @@ TEST(CudaEngineDummyLoad, RandomWeightsRunAndRepeat) {
 // op tests; here the hidden states differ by the engines' float rounding, so the logits are
 // compared as MatchesCpuEngine does), near the bf16 head's logits, the quantized head in the
 // footprint, and the decode graph's greedy tokens equal to Forward's argmax. `tiny` has the LLaMA-3
-// vocabulary (128,256 rows: the GEMV's and the GEMM's real width); rows 1..3 take the GEMV, the
-// 13-token prefill with every row's logits the cuBLASLt GEMM.
+// vocabulary (128,256 rows: the GEMV's and the GEMM's real width); decode steps of 1 and 2
+// sequences take the GEMV, the prefill (15 rows of logits) and a step of 3 the cuBLASLt GEMM.
 TEST(CudaEngineLmHead, Int8HeadMatchesTheCpuInt8Head) {
   if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
   for (const char* model : {"test-gqa", "tiny"}) {
@@ -505,15 +505,18 @@ TEST(CudaEngineLmHead, Int8HeadMatchesTheCpuInt8Head) {
       against_bf16 = std::max(against_bf16, std::sqrt(num / den));
     }
     EXPECT_LE(against_bf16, 0.05) << model;
+    // The greedy token after each sequence, from the CPU's logits of its last row.
+    std::vector<int32_t> next = {ArgMax(lc.data() + 12 * vocab, vocab),
+                                 ArgMax(lc.data() + 13 * vocab, vocab),
+                                 ArgMax(lc.data() + 14 * vocab, vocab)};
+    // Decode steps of 3, 2 and 1 sequences: the GEMM (3 rows), then the GEMV (2 and 1).
     for (int step = 0; step < 3; ++step) {
+      const int n = 3 - step;
       std::vector<BatchEntry> decode;
-      std::vector<std::vector<int32_t>> fed(3);
-      for (int i = 0; i < 3; ++i) {
-        const int64_t row = (i == 0 ? 12 : 12 + i);  // the last row of each entry of `lc`
-        const int32_t next = step == 0 ? ArgMax(lc.data() + row * vocab, vocab)
-                                       : ArgMax(lc.data() + i * vocab, vocab);
-        seqs[i].push_back(next);
-        fed[i] = {next};
+      std::vector<std::vector<int32_t>> fed(n);
+      for (int i = 0; i < n; ++i) {
+        seqs[i].push_back(next[i]);
+        fed[i] = {next[i]};
         decode.push_back(
             {static_cast<int32_t>(seqs[i].size()) - 1, fed[i], tables[i], LogitsWanted::kLast});
       }
@@ -522,14 +525,15 @@ TEST(CudaEngineLmHead, Int8HeadMatchesTheCpuInt8Head) {
       CompareLogits(lc, lg, vocab, std::string(model) + " int8 head decode", &stats);
       // The same positions again through the decode graph: its greedy tokens are Forward's.
       SamplingParams greedy_params;
-      std::vector<SampleSpec> specs(3);
+      std::vector<SampleSpec> specs(n);
       for (SampleSpec& spec : specs) spec.params = &greedy_params;
       std::vector<SampleResult> results;
       ASSERT_OK((*gpu)->Step(decode, specs, &results));
-      ASSERT_EQ(results.size(), 3u);
-      for (int i = 0; i < 3; ++i) {
+      ASSERT_EQ(results.size(), static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) {
         EXPECT_EQ(results[i].token, ArgMax(lg.data() + i * vocab, vocab))
             << model << " step " << step;
+        next[i] = ArgMax(lc.data() + i * vocab, vocab);
       }
     }
     std::cout << "[ numbers  ] " << model << " int8 LM head: " << stats.rows

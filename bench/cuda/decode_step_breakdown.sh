@@ -9,7 +9,7 @@
 #        output length x requests submitted at once; empty: no served run)
 #
 # 1. engine_benchmark: the decode step at each batch, host-timed around Engine::Step (CUDA graph,
-#    greedy sampling, tokens back to the host), median of 16 steps after `BREAKDOWN_PROMPT`-token
+#    greedy sampling, tokens back to the host), median of 8 steps after `BREAKDOWN_PROMPT`-token
 #    prompts.
 # 2. ncu: one decode step per batch (engine_benchmark --profile-steps 1, ncu --profile-from-start
 #    off), every kernel's device time summed by category (bench/cuda/ncu_kernel_times.py
@@ -33,7 +33,7 @@ m=/tmp/bitserve-$preset-dummy
 
 echo "== $preset: decode step by batch (prompt $prompt)"
 timeout 300 "$bin/engine_benchmark" --model "$m" --load-format dummy --batches "${batches// /,}" \
-  --prompt "$prompt" --steps 16 --prefill none 2>&1 | tee "$out/${preset}_breakdown_engine.log" |
+  --prompt "$prompt" --steps 8 --prefill none 2>&1 | tee "$out/${preset}_breakdown_engine.log" |
   grep -E "^\||GPU|loaded"
 
 for b in $batches; do

@@ -1,7 +1,8 @@
 // The LM head alone (not a test): bf16 (cuBLAS, what `--lm-head-dtype bf16` runs) beside int8
 // (int8_lm_head.cuh: the GEMV up to 8 rows, cuBLASLt's int8 GEMM beyond, and each path at every
 // row count), for the vocabulary x hidden shapes of bitnet-2b4t and llama-70b, at 1..256 rows,
-// beside the floor of reading the weights once at the measured copy bandwidth. Each time is a
+// beside the floor of reading the weights once at the measured copy bandwidth (bytes read + written
+// per second, as engine_benchmark's floors). Each time is a
 // median of graph replays with the weights rotated over enough copies to defeat the L2
 // (graph_timing.cuh); the norm + quantization of the rows is not included (a few us either way).
 //
@@ -99,7 +100,7 @@ int Run(int argc, char** argv) {
     std::printf(
         "\n%s: vocab %lld, hidden %lld; bf16 %.0f MB, int8 %.0f MB (floor %.1f / %.1f us)\n",
         s.name, static_cast<long long>(s.vocab), static_cast<long long>(s.hidden), bf16_bytes / 1e6,
-        int8_bytes / 1e6, bf16_bytes / copy_bw * 2e6, int8_bytes / copy_bw * 2e6);
+        int8_bytes / 1e6, bf16_bytes / copy_bw * 1e6, int8_bytes / copy_bw * 1e6);
     std::printf(
         "| rows | bf16 cuBLAS (us) | int8 default (us) | int8 GEMV (us) | int8 GEMM (us) "
         "| bf16 / int8 |\n|---:|---:|---:|---:|---:|---:|\n");

@@ -18,7 +18,9 @@ CATEGORIES = [
     ("MoE routing / dispatch", r"SoftmaxTopK|GroupByExpert|MapExperts|CombineExperts|GatherDispatch|"
                                r"LocalExpertRows|ResultsInReceivedOrder|Bf16RowProducts"),
     ("attention", r"paged_attention::|DecodeMmaKernel|HadamardRotate"),
-    ("ternary products", r"Gemv|Ternary|PermuteForWgmma"),
+    # cuBLASLt's int8 kernels (i8i32) are the ternary products' unpack + cuBLASLt path at the
+    # largest batches; the int8 LM head's GEMM (--lm-head-dtype int8, off here) would count there too.
+    ("ternary products", r"Gemv|Ternary|PermuteForWgmma|i8i32"),
     ("q/k/v epilogue + RoPE + KV write", r"QkvEpilogueRope|WriteBf16Kernel|WriteQuantizedKernel"),
     ("LM head (norm + GEMM)", r"RmsNormToBf16|nvjet|gemm|Gemm|cublas|xmma|Int8LmHead"),
     ("norms / quantization / residual", r"FusedNormQuantize|QuantizeRows|AddKernel|GatedFfn|Residual"),

@@ -290,8 +290,8 @@ absl::Status Int8LmHead::RunGemv(const Int8LmHeadWeights& w, const Int8Activatio
   const int64_t stride = Int8LmHeadStride(w.hidden);
   const int64_t warps = (w.vocab + kGemvVocabPerWarp - 1) / kGemvVocabPerWarp;
   const dim3 grid(static_cast<unsigned>((warps + kGemvThreads / 32 - 1) / (kGemvThreads / 32)));
-  for (int64_t r0 = 0; r0 < x.rows; r0 += kMaxGemvRows) {
-    const int rows = static_cast<int>(std::min<int64_t>(kMaxGemvRows, x.rows - r0));
+  for (int64_t r0 = 0; r0 < x.rows; r0 += kGemvPassRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kGemvPassRows, x.rows - r0));
     const int8_t* xv = x.values + r0 * x.stride;
     const float* xs = x.scales + r0;
     float* out = logits + r0 * w.vocab;

@@ -5,8 +5,8 @@
 //   rows:                 cpu::RmsNorm + cpu::ActQuantPerToken (act_quant.cuh: only the float64
 //                         sum of squares is added in another order)
 //   logits:               cpu::Int8MatmulRowScales: float(acc) / s_x[r] * d[v]
-// Few rows (decode) run a GEMV that streams the int8 table once with 16-byte loads (dp4a); more
-// run cuBLASLt's int8 tensor-core GEMM into an int32 scratch and a scaling epilogue.
+// One or two rows run a GEMV that streams the int8 table once with 16-byte loads (dp4a); more run
+// cuBLASLt's int8 tensor-core GEMM into an int32 scratch and a scaling epilogue.
 #pragma once
 
 #include <cublasLt.h>
@@ -59,8 +59,11 @@ class Int8LmHead {
   // logits [rows, vocab] float32 from x (int8 [rows, x.stride] with scales, x.cols = hidden).
   absl::Status Run(const Int8LmHeadWeights& w, const Int8Activations& x, float* logits,
                    cudaStream_t stream);
-  // Rows up to this run the GEMV; more the GEMM. The GEMV alone can run any count (tests).
-  static constexpr int kMaxGemvRows = 8;
+  // Rows up to this run the GEMV; more the GEMM (lm_head_benchmark: the GEMV is ahead at 1-2 rows
+  // on the H100 and the H200, the GEMM from 4 on the H200 and from 8 on the H100). The GEMV alone
+  // can run any count, in passes of kGemvPassRows (tests, benchmarks).
+  static constexpr int kMaxGemvRows = 2;
+  static constexpr int kGemvPassRows = 8;
   absl::Status RunGemv(const Int8LmHeadWeights& w, const Int8Activations& x, float* logits,
                        cudaStream_t stream);
   absl::Status RunGemm(const Int8LmHeadWeights& w, const Int8Activations& x, float* logits,
