@@ -5,8 +5,9 @@
 //    head's (measured 2026-12-07: shakespeare-dense 66.5105 -> 66.5190, +0.013%; shakespeare-moe
 //    63.8301 -> 63.8388, +0.014%; docs/quality.md);
 //  - on the golden checkpoints (random weights, near-tied logits): every teacher-forced row's
-//    logits within 3% (relative L2) of the bf16 head's (measured worst 1.2%), and a different greedy token only where the
-//    bf16 head's top two logits are within kTieMargin row standard deviations;
+//    logits within 3% (relative L2) of the bf16 head's (measured worst 1.2%), and a different
+//    greedy token only where the bf16 head's top two logits are within kTieMargin row standard
+//    deviations;
 //  - a pipeline of two stages follows the option (the last stage quantizes the head; the first,
 //    whose tied embedding is the head, keeps it bf16);
 //  - the engine reports the dtype; the untied / tied bf16 copy it no longer reads is released.
