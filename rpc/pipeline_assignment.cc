@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "rpc/worker_hub.h"
 #include "rpc/worker_link.h"
 #include "rpc/worker_protocol.h"
@@ -42,9 +43,14 @@ void WorkerHub::AssignAll() {
   }
   pipeline_transport_ = nccl_id.empty() ? "tcp" : "nccl";
   if (options_.num_stages > 1) {
+    std::vector<int> layers;
+    for (const PipelineStage& st : stages_) layers.push_back(st.layer_end - st.layer_begin);
     std::cerr << "bitserve serve: pipeline of " << options_.num_stages << " stages over "
               << pipeline_transport_ << " (" << TransferDtypeName(options_.pp_transfer)
-              << " hidden states)" << std::endl;
+              << " hidden states), layers per stage " << absl::StrJoin(layers, ",")
+              << (options_.pipeline_split.empty() ? " (balanced by decode bytes)"
+                                                  : " (--pipeline-split)")
+              << std::endl;
   }
   if (ep > 1) {
     std::cerr << "bitserve serve: " << options_.num_stages << " expert-parallel group"

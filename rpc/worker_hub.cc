@@ -50,7 +50,14 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
                                                    " ms) must exceed the heartbeat interval (",
                                                    options.heartbeat_interval.count(), " ms) > 0"));
   }
-  ASSIGN_OR_RETURN(std::vector<PipelineStage> stages, BalanceStages(config, options.num_stages));
+  absl::StatusOr<std::vector<PipelineStage>> stages =
+      options.pipeline_split.empty()
+          ? BalanceStages(config, options.num_stages)
+          : StagesFromSplit(config, options.num_stages, options.pipeline_split);
+  if (!stages.ok()) {
+    return absl::Status(stages.status().code(), absl::StrCat(stages.status().message(), " (",
+                                                             options.model_dir.string(), ")"));
+  }
   std::vector<int32_t> expert_owner;
   if (options.expert_parallel != 1) {
     absl::StatusOr<scheduler::ExpertPlacement> placement =
@@ -69,7 +76,7 @@ absl::StatusOr<std::unique_ptr<WorkerHub>> WorkerHub::Create(const WorkerHubOpti
     }
   }
   return std::unique_ptr<WorkerHub>(
-      new WorkerHub(options, std::move(config), std::move(stages), std::move(expert_owner)));
+      new WorkerHub(options, std::move(config), *std::move(stages), std::move(expert_owner)));
 }
 
 void WorkerHub::ConfigureServer(::grpc::ServerBuilder& builder) {

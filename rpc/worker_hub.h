@@ -70,6 +70,8 @@ struct WorkerHubOptions {
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{3000};
   int num_stages = 1;  // pipeline stages
+  // Layers per stage (StagesFromSplit); empty: BalanceStages (decode bytes).
+  std::vector<int> pipeline_split;
   // Workers of each stage's expert-parallel group (1: none); the pipeline then has
   // num_stages * expert_parallel workers (DESIGN.md "Parallelism").
   int expert_parallel = 1;

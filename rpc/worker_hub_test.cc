@@ -49,9 +49,11 @@ struct Hub {
   std::string address;
 
   explicit Hub(int num_kv_blocks = 64, milliseconds timeout = milliseconds(600), int num_stages = 1,
-               PipelineTransport transport = PipelineTransport::kAuto) {
+               PipelineTransport transport = PipelineTransport::kAuto,
+               std::vector<int> pipeline_split = {}) {
     WorkerHubOptions options;
     options.num_stages = num_stages;
+    options.pipeline_split = std::move(pipeline_split);
     options.pp_transport = transport;
     options.model_dir = Model();
     options.engine.block_size = 4;
@@ -403,6 +405,36 @@ std::pair<wire::CoordinatorMessage, wire::CoordinatorMessage> FormPipeline(
   auto m1 = second.Read();
   hub.hub->Shutdown();
   return {m0, m1};
+}
+
+// --pipeline-split: the two stages are assigned exactly the counts' layers; a split that does not
+// add up to the model is refused at Create, naming the model.
+TEST(WorkerHubTest, AssignsTheLayersOfAnExplicitSplit) {
+  auto config = LoadModelConfig(Model());
+  ASSERT_TRUE(config.ok());
+  const int n = config->num_hidden_layers;
+  ASSERT_GE(n, 2);
+  Hub hub(64, milliseconds(600), 2, PipelineTransport::kAuto, {n - 1, 1});
+  const auto cpu = Device("cpu", "node-a", "");
+  auto [m0, m1] = FormPipeline(hub, cpu, cpu);
+  ASSERT_TRUE(m0.has_assignment() && m1.has_assignment());
+  const bool swapped = m0.assignment().shard().pipeline_stage() == 1;
+  const wire::ModelShard& s0 = (swapped ? m1 : m0).assignment().shard();
+  const wire::ModelShard& s1 = (swapped ? m0 : m1).assignment().shard();
+  EXPECT_EQ(s0.pipeline_stage(), 0);
+  EXPECT_EQ(s0.layer_begin(), 0);
+  EXPECT_EQ(s0.layer_end(), n - 1);
+  EXPECT_EQ(s1.layer_begin(), n - 1);
+  EXPECT_EQ(s1.layer_end(), n);
+
+  WorkerHubOptions options;
+  options.model_dir = Model();
+  options.num_stages = 2;
+  options.pipeline_split = {n, 1};
+  const absl::Status bad = WorkerHub::Create(options).status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("summing to the model's"), std::string::npos) << bad;
+  EXPECT_NE(bad.message().find(Model().string()), std::string::npos) << bad;
 }
 
 // NCCL when every stage is a CUDA worker on a GPU of its own (a fresh 128-byte unique id, the same

@@ -27,6 +27,7 @@
 #include "rpc/serving_metrics.h"
 #include "rpc/worker_hub.h"
 #include "runtime/checkpoint/model_config.h"
+#include "runtime/checkpoint/pipeline_stage.h"
 #include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/serving_flags.h"
@@ -52,6 +53,7 @@ struct ServeArgs {
   std::string pp_transfer = "int8";
   std::string ep_results = "f32";
   std::string pp_transport = "auto";
+  std::string pipeline_split;  // empty: balanced by decode bytes
 };
 
 // `bitserve worker` processes of this machine, started by serve and stopped with it. One that exits
@@ -259,6 +261,10 @@ absl::Status Serve(const ServeArgs& args) {
                                                    ") and --expert-parallel (",
                                                    args.expert_parallel, ") must be >= 1"));
   }
+  if (!args.pipeline_split.empty() && args.pipeline_stages < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("--pipeline-split ", args.pipeline_split,
+                                                   " needs --pipeline-stages of 2 or more"));
+  }
   // More than one worker without remote workers: this machine's workers, one process per stage
   // and expert-parallel rank.
   const int num_workers = args.pipeline_stages * args.expert_parallel;
@@ -276,6 +282,13 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.heartbeat_interval =
         std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
     hub_options.num_stages = args.pipeline_stages;
+    if (!args.pipeline_split.empty()) {
+      auto split = ParsePipelineSplit(args.pipeline_split);
+      if (!split.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("--pipeline-split: ", split.status().message()));
+      hub_options.pipeline_split = *split;
+    }
     hub_options.expert_parallel = args.expert_parallel;
     hub_options.metrics = &metrics;
     // Local workers get a fresh random secret (another local process cannot join in their
@@ -461,6 +474,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--pipeline-stages", args->pipeline_stages,
                   "Split the layers over this many workers (without --worker-listen: local worker "
                   "processes, one per stage; --device cuda puts stage i on GPU i)");
+  cmd->add_option("--pipeline-split", args->pipeline_split,
+                  "Layers per pipeline stage, e.g. 45,35 (default: balanced by the bytes a decode "
+                  "step reads, which suits batch 1; at large batch a step's time follows the "
+                  "layers' compute: bench/pipeline_stage_report.py suggests a split from the "
+                  "stages' measured times)");
   cmd->add_option(
       "--expert-parallel", args->expert_parallel,
       "Split each MoE layer's experts over this many workers (per pipeline stage), "

@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace bitserve {
 
@@ -68,6 +71,42 @@ absl::StatusOr<std::vector<PipelineStage>> BalanceStages(const ModelConfig& c, i
     begin = st.layer_end;
   }
   return stages;
+}
+
+absl::StatusOr<std::vector<PipelineStage>> StagesFromSplit(const ModelConfig& c, int num_stages,
+                                                           const std::vector<int>& layers) {
+  const int n = c.num_hidden_layers;
+  int64_t sum = 0;
+  bool positive = true;
+  for (int l : layers) {
+    sum += l;
+    positive = positive && l >= 1;
+  }
+  if (static_cast<int>(layers.size()) != num_stages || !positive || sum != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pipeline split ", absl::StrJoin(layers, ","), ": need ", num_stages,
+        " layer counts (one per stage), each >= 1, summing to the model's ", n, " layers"));
+  }
+  std::vector<PipelineStage> stages(num_stages);
+  int begin = 0;
+  for (int s = 0; s < num_stages; ++s) {
+    stages[s] = {s, num_stages, begin, begin + layers[s]};
+    begin += layers[s];
+  }
+  return stages;
+}
+
+absl::StatusOr<std::vector<int>> ParsePipelineSplit(absl::string_view text) {
+  std::vector<int> layers;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pipeline split \"", text, "\" is not a comma-separated list of layer counts"));
+    }
+    layers.push_back(v);
+  }
+  return layers;
 }
 
 }  // namespace bitserve

@@ -37,4 +37,15 @@ struct PipelineStage {
 // are fewer layers than stages.
 absl::StatusOr<std::vector<PipelineStage>> BalanceStages(const ModelConfig& config, int num_stages);
 
+// An explicit split (`serve --pipeline-split 45,35`): stage s holds layers_per_stage[s] layers, in
+// order. For the batch a deployment serves, where a step's time does not follow its bytes (at
+// large batch the LM head costs about a layer, not the ~10 layers of bytes BalanceStages counts for
+// 70B); bench/pipeline_stage_report.py suggests one from measured stage times. InvalidArgument
+// unless there are num_stages counts, each >= 1, summing to the model's layers.
+absl::StatusOr<std::vector<PipelineStage>> StagesFromSplit(
+    const ModelConfig& config, int num_stages, const std::vector<int>& layers_per_stage);
+
+// "45,35" -> {45, 35}; InvalidArgument naming the text otherwise.
+absl::StatusOr<std::vector<int>> ParsePipelineSplit(absl::string_view text);
+
 }  // namespace bitserve

@@ -41,6 +41,37 @@ TEST(BalanceStagesTest, ContiguousNonEmptyAndHeavierHeadStageGetsFewerLayers) {
   EXPECT_FALSE(bad.Validate(30).ok());  // the last stage must end at the last layer
 }
 
+// --pipeline-split: the stages hold exactly the given counts, in order; bad splits are refused
+// naming what is wrong.
+TEST(StagesFromSplitTest, HoldsTheGivenCountsAndRefusesBadOnes) {
+  auto preset = FindModelPreset("llama-70b");
+  ASSERT_TRUE(preset.ok());
+  const ModelConfig& c = preset->config;
+  auto split = ParsePipelineSplit("42,38");
+  ASSERT_TRUE(split.ok()) << split.status();
+  auto stages = StagesFromSplit(c, 2, *split);
+  ASSERT_TRUE(stages.ok()) << stages.status();
+  ASSERT_EQ(stages->size(), 2u);
+  EXPECT_EQ((*stages)[0].layer_begin, 0);
+  EXPECT_EQ((*stages)[0].layer_end, 42);
+  EXPECT_EQ((*stages)[1].layer_begin, 42);
+  EXPECT_EQ((*stages)[1].layer_end, 80);
+  for (const PipelineStage& st : *stages) EXPECT_TRUE(st.Validate(80).ok());
+  // The decode-bytes balance gives the head's stage fewer layers (the 2.1 GB head weighs ~10).
+  auto balanced = BalanceStages(c, 2);
+  ASSERT_TRUE(balanced.ok());
+  EXPECT_EQ((*balanced)[0].layer_end, 45);
+  for (const std::vector<int>& bad :
+       {std::vector<int>{40, 39}, {80}, {0, 80}, {41, 40, -1}, {40, 40, 0}}) {
+    const absl::Status s = StagesFromSplit(c, 2, bad).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("summing to the model's 80 layers"), std::string::npos) << s;
+  }
+  EXPECT_FALSE(ParsePipelineSplit("42;38").ok());
+  EXPECT_FALSE(ParsePipelineSplit("42,").ok());
+  EXPECT_NE(ParsePipelineSplit("x").status().message().find("comma-separated"), std::string::npos);
+}
+
 TEST(TransferFormatTest, Int8AndBf16RoundTrips) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0, 1);

@@ -35,7 +35,8 @@
 # pp2:      (two GPUs) the same llama-70b served as a 2-stage pipeline of local workers over NCCL
 #           (`serve --pipeline-stages 2 --device cuda`): batch-1 TPOT, offline throughput at
 #           128/128 and 512/512 with int8 and int4 KV (PP2_KV), and per run the stages' compute,
-#           NCCL time per step and the pipeline bubble (bench/pipeline_stage_report.py). PP2_RUNS
+#           NCCL time per step, the pipeline bubble and the split that would balance the stages'
+#           measured compute (bench/pipeline_stage_report.py; PP2_SPLIT=40,40 serves that split). PP2_RUNS
 #           lists LENxCONCURRENCYxREQUESTS (default "128x1x16 128x1024x1024 512x512x512").
 # breakdown: where llama-70b's decode step goes at batch 1, 64, 256, 1,024 (dummy weights; ncu per
 #           kernel category) and a served 128/128 run split into scheduler steps and the time
@@ -170,7 +171,8 @@ if has pp2; then
   scrape() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1"; }
   for kv in ${PP2_KV:-int8 int4}; do
     log="$out/pp2_serve_$kv.log"
-    "$bin/bitserve" serve --model "$m" --pipeline-stages 2 --device cuda --kv-dtype $kv --listen 127.0.0.1:0 \
+    "$bin/bitserve" serve --model "$m" --pipeline-stages 2 ${PP2_SPLIT:+--pipeline-split $PP2_SPLIT} \
+      --device cuda --kv-dtype $kv --listen 127.0.0.1:0 \
       --max-num-seqs 1024 --metrics-listen 127.0.0.1:9470 >/dev/null 2>"$log" &
     spid=$!
     for _ in $(seq 3000); do grep -q "listening on" "$log" && break; sleep 0.1; done
@@ -186,8 +188,9 @@ if has pp2; then
         | grep -E "Successful|Failed|Output token throughput|Median TPOT|P99 TPOT"
       wall=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
       scrape http://127.0.0.1:9470/metrics >"$out/pp2_after.prom"
+      layers=$(grep -o "layers per stage [0-9,]*" "$log" | head -1 | awk '{print $4}')
       python3 bench/pipeline_stage_report.py "$out/pp2_before.prom" "$out/pp2_after.prom" "$wall" \
-        | tee "$out/pp2_${kv}_$1_c$2_stages.md"
+        ${layers:+--layers $layers} | tee "$out/pp2_${kv}_$1_c$2_stages.md"
     done
     kill -TERM $spid; wait $spid; echo "serve exit $?"
   done
