@@ -78,6 +78,7 @@ expect_error "auto, nccl or tcp" "$bitserve" serve --model "$work/one" --listen 
 expect_error "needs --pipeline-stages of 2 or more" "$bitserve" serve --model "$work/one" --listen 127.0.0.1:0 --pipeline-split 1,1
 expect_error "summing to the model's" "$bitserve" serve --model "$work/one" --listen 127.0.0.1:0 --pipeline-stages 2 --pipeline-split 1,99
 expect_error "--pipeline-split: pipeline split \"1;1\" is not a comma-separated" "$bitserve" serve --model "$work/one" --listen 127.0.0.1:0 --pipeline-stages 2 --pipeline-split "1;1"
+expect_error "--pipeline-split 1,1 needs --pipeline-stages of 2 or more" "$bitserve" generate --model "$work/one" --prompt-ids 1 --pipeline-split 1,1
 expect_error "--lm-head-dtype: LM head dtype \"fp8\" is not one of bf16, int8" "$bitserve" generate --model "$work/one" --prompt-ids 1 --lm-head-dtype fp8
 # A local stage worker that cannot start (no such GPU here) fails serve, naming it, instead of
 # leaving it waiting for a pipeline that will never form.

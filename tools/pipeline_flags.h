@@ -1,12 +1,15 @@
-// --pipeline-stages / --pp-transfer for the one-process commands (generate, perplexity, logits):
-// the layers split over stage engines chained in this process (runtime/pipeline_engine.h), which
-// computes what a served pipeline (`bitserve serve --pipeline-stages S`) computes.
+// --pipeline-stages / --pp-transfer / --pipeline-split for the one-process commands (generate,
+// perplexity, logits): the layers split over stage engines chained in this process
+// (runtime/pipeline_engine.h), which computes what a served pipeline (`bitserve serve
+// --pipeline-stages S`) computes.
 #pragma once
 
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "runtime/checkpoint/pipeline_stage.h"
 #include "runtime/engine/engine.h"
 
 namespace bitserve::cli {
@@ -14,6 +17,7 @@ namespace bitserve::cli {
 struct PipelineFlags {
   int stages = 1;
   std::string transfer = "int8";
+  std::string split;  // empty: balanced by decode bytes
 
   void Add(CLI::App* cmd) {
     cmd->add_option("--pipeline-stages", stages,
@@ -21,11 +25,26 @@ struct PipelineFlags {
                     "pipeline's numerics)");
     cmd->add_option("--pp-transfer", transfer,
                     "Hidden states between stages: int8 (default) or bf16");
+    cmd->add_option("--pipeline-split", split,
+                    "Layers per stage, e.g. 4,2 (as serve --pipeline-split; default: balanced by "
+                    "decode bytes)");
   }
   absl::Status Apply(EngineOptions* options) const {
     if (stages < 1) return absl::InvalidArgumentError("--pipeline-stages must be >= 1");
     options->local_pipeline_stages = stages;
     ASSIGN_OR_RETURN(options->pp_transfer, ParseTransferDtype(transfer));
+    if (!split.empty()) {
+      if (stages < 2) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--pipeline-split ", split, " needs --pipeline-stages of 2 or more"));
+      }
+      absl::StatusOr<std::vector<int>> layers = ParsePipelineSplit(split);
+      if (!layers.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--pipeline-split: ", layers.status().message()));
+      }
+      options->local_pipeline_split = *layers;
+    }
     return absl::OkStatus();
   }
 };

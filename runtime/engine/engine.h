@@ -80,6 +80,9 @@ struct EngineOptions {
   // > 1: LoadEngine splits the layers over this many stage engines chained in this process
   // (runtime/pipeline_engine.h): what a served pipeline computes, without workers.
   int local_pipeline_stages = 1;
+  // Layers per local stage (StagesFromSplit, `--pipeline-split`, as `serve` takes it); empty:
+  // BalanceStages.
+  std::vector<int> local_pipeline_split;
   // Expert parallelism (DESIGN.md "Parallelism"; CPU and CUDA engines): this engine is rank
   // expert_exchange->rank() of an EP group. It holds the dense weights, loads only the routed
   // experts that expert_owner ([num_experts]: the rank holding each, scheduler/

@@ -10,7 +10,10 @@ namespace bitserve {
 absl::StatusOr<std::unique_ptr<PipelineEngine>> PipelineEngine::Load(
     const std::filesystem::path& model_dir, const EngineOptions& options, int num_stages) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
-  ASSIGN_OR_RETURN(std::vector<PipelineStage> split, BalanceStages(config, num_stages));
+  ASSIGN_OR_RETURN(std::vector<PipelineStage> split,
+                   options.local_pipeline_split.empty()
+                       ? BalanceStages(config, num_stages)
+                       : StagesFromSplit(config, num_stages, options.local_pipeline_split));
   std::vector<std::unique_ptr<Engine>> stages;
   for (const PipelineStage& stage : split) {
     EngineOptions o = options;

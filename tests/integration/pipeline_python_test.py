@@ -6,6 +6,8 @@
     --pipeline-stages S`: the same stage engines chained in one process), for int8 and bf16
     transfer, with many requests batched together; how often it agrees with the unsplit model is
     printed (the transfer format is lossy by design: runtime/engine/pipeline_stage_test.cc bounds it).
+    With `--pipeline-split 1,5` (not the decode-bytes balance) on both sides, the same; serve logs
+    the split it serves.
   * remote stage workers (`serve --worker-listen --pipeline-stages 2` + `bitserve worker`): a stage
     killed mid-stream ends the request UNAVAILABLE within seconds, readiness drops, the surviving
     stage registers again, a replacement joins, the rebuilt pipeline serves the same tokens, and
@@ -60,11 +62,11 @@ class Context:
             p.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def reference(self, prompt, stages, transfer):
+    def reference(self, prompt, stages, transfer, split=None):
         out = subprocess.run([self.args.bitserve, "generate", "--model", MODEL, "--prompt-ids",
                               ",".join(map(str, prompt)), "--max-tokens", str(MAX_TOKENS),
                               "--ignore-eos", "--json", "--pipeline-stages", str(stages),
-                              "--pp-transfer", transfer],
+                              "--pp-transfer", transfer] + (["--pipeline-split", split] if split else []),
                              check=True, capture_output=True, text=True).stdout
         return json.loads(out)["token_ids"]
 
@@ -74,8 +76,9 @@ class Context:
         return server
 
 
-def check_local_pipeline(ctx, stages, transfer):
-    server = ctx.serve(["--pipeline-stages", str(stages), "--pp-transfer", transfer])
+def check_local_pipeline(ctx, stages, transfer, split=None):
+    server = ctx.serve(["--pipeline-stages", str(stages), "--pp-transfer", transfer] +
+                       (["--pipeline-split", split] if split else []))
     server.wait_listening(120)
     channel, stub, _ = stub_for(server)
     try:
@@ -83,7 +86,7 @@ def check_local_pipeline(ctx, stages, transfer):
             served = list(pool.map(lambda p: generate(stub, p), PROMPTS))
         same_as_whole = 0
         for i, prompt in enumerate(PROMPTS):
-            want = ctx.reference(prompt, stages, transfer)
+            want = ctx.reference(prompt, stages, transfer, split)
             assert served[i] == want, f"prompt {i}: served {served[i]}, reference {want}"
             whole = ctx.reference(prompt, 1, transfer)
             same_as_whole += sum(a == b for a, b in zip(whole, served[i]))
@@ -103,6 +106,8 @@ def check_local_pipeline(ctx, stages, transfer):
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=60) == 0, server.log()
     assert "local-" in "\n".join(server.lines), "no local workers were started"
+    if split:
+        assert f"layers per stage {split} (--pipeline-split)" in "\n".join(server.lines), server.log()
 
 
 def test_two_stages_int8(ctx):
@@ -115,6 +120,12 @@ def test_three_stages_int8(ctx):
 
 def test_two_stages_bf16(ctx):
     check_local_pipeline(ctx, 2, "bf16")
+
+
+def test_two_stages_given_split(ctx):
+    # The decode-bytes balance gives the LM head's stage the fewest layers; this split does the
+    # opposite, so a side that ignored it would compute at another boundary and differ.
+    check_local_pipeline(ctx, 2, "int8", "1,5")
 
 
 def serve_remote_pipeline(ctx):
@@ -288,7 +299,7 @@ def test_hung_remote_stage_fenced(ctx):
     assert server.proc.wait(timeout=60) == 0, server.log()
 
 
-TESTS = [test_two_stages_int8, test_three_stages_int8, test_two_stages_bf16,
+TESTS = [test_two_stages_int8, test_three_stages_int8, test_two_stages_bf16, test_two_stages_given_split,
          test_remote_stage_lost_and_replaced, test_local_stage_restarted,
          test_hung_local_stage_replaced, test_hung_remote_stage_fenced]
 
