@@ -38,6 +38,7 @@
 #include "runtime/generation/generation.h"
 #include "runtime/generation/perplexity.h"
 #include "runtime/text/tokenizer/tokenizer.h"
+#include "tests/logit_checks.h"
 
 namespace bitserve {
 namespace {
@@ -63,24 +64,6 @@ std::unique_ptr<Engine> CpuEngineWith(const fs::path& model, KvDtype dtype,
   EXPECT_EQ((*engine)->kv_dtype(), dtype);
   EXPECT_EQ((*engine)->kv_rotation(), rotation.value_or(DefaultKvRotation(dtype)));
   return *std::move(engine);
-}
-
-// How far (in standard deviations of the row) float32's best logit is above its logit of `token`.
-double GapInRowSd(std::span<const float> row, int32_t token) {
-  double mean = 0, var = 0;
-  for (float x : row) mean += x;
-  mean /= row.size();
-  for (float x : row) var += (x - mean) * (x - mean);
-  return (double{row[ArgMax(row)]} - row[token]) / std::sqrt(var / row.size());
-}
-
-double RelativeL2(std::span<const float> a, std::span<const float> ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (double{a[i]} - ref[i]) * (double{a[i]} - ref[i]);
-    den += double{ref[i]} * ref[i];
-  }
-  return std::sqrt(num / den);
 }
 
 class GoldenGreedy : public ::testing::TestWithParam<const char*> {};
@@ -154,20 +137,6 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, GoldenGreedy, ::testing::Values("test-gqa"
                            for (char& c : name) c = c == '-' ? '_' : c;
                            return name;
                          });
-
-// BOS and the CI excerpt of the held-out text, tokenized by the model's tokenizer (empty on a
-// failure, which is reported).
-std::vector<int32_t> ExcerptIds(const fs::path& dir, int32_t bos) {
-  auto tokenizer = Tokenizer::Load(dir);
-  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-  auto text = ReadFileToString("models/data/shakespeare-valid-excerpt.txt");
-  EXPECT_TRUE(text.ok()) << text.status();
-  if (!tokenizer.ok() || !text.ok()) return {};
-  std::vector<int32_t> ids = {bos};
-  const std::vector<int32_t> body = (*tokenizer)->Encode(*text);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
-}
 
 TEST(TrainedModelKv, Int4PerplexityWithinFivePercentOfFloat32) {
   const fs::path dir = "models/shakespeare-dense";

@@ -24,6 +24,7 @@
 #include "runtime/generation/generation.h"
 #include "runtime/generation/perplexity.h"
 #include "runtime/text/tokenizer/tokenizer.h"
+#include "tests/logit_checks.h"
 
 namespace bitserve {
 namespace {
@@ -44,18 +45,6 @@ std::unique_ptr<Engine> CpuEngine(const fs::path& model, LmHeadDtype head, int s
   if (!engine.ok()) return nullptr;
   EXPECT_EQ((*engine)->lm_head_dtype(), head);
   return *std::move(engine);
-}
-
-std::vector<int32_t> ExcerptIds(const fs::path& dir, int32_t bos) {
-  auto tokenizer = Tokenizer::Load(dir);
-  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-  auto text = ReadFileToString("models/data/shakespeare-valid-excerpt.txt");
-  EXPECT_TRUE(text.ok()) << text.status();
-  if (!tokenizer.ok() || !text.ok()) return {};
-  std::vector<int32_t> ids = {bos};
-  const std::vector<int32_t> body = (*tokenizer)->Encode(*text);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return ids;
 }
 
 TEST(LmHeadDtype, Int8PerplexityOfTheTrainedFixtures) {
@@ -83,14 +72,6 @@ TEST(LmHeadDtype, Int8PerplexityOfTheTrainedFixtures) {
   }
 }
 
-double RowSd(std::span<const float> row) {
-  double mean = 0, var = 0;
-  for (float x : row) mean += x;
-  mean /= row.size();
-  for (float x : row) var += (x - mean) * (x - mean);
-  return std::sqrt(var / row.size());
-}
-
 TEST(LmHeadDtype, Int8LogitsNearTheBf16HeadsOnTheGoldenCheckpoints) {
   for (const char* name : {"test-gqa", "test-odd"}) {
     const fs::path dir = fs::path("tests/data/golden") / name;
@@ -114,16 +95,10 @@ TEST(LmHeadDtype, Int8LogitsNearTheBf16HeadsOnTheGoldenCheckpoints) {
       for (size_t r = 0; r < ids.size(); ++r, ++rows) {
         const std::span<const float> w(want.data() + r * vocab, vocab);
         const std::span<const float> g(got.data() + r * vocab, vocab);
-        double num = 0, den = 0;
-        for (size_t i = 0; i < vocab; ++i) {
-          num += (double{g[i]} - w[i]) * (double{g[i]} - w[i]);
-          den += double{w[i]} * w[i];
-        }
-        worst = std::max(worst, std::sqrt(num / den));
-        const int32_t a = ArgMax(w), b = ArgMax(g);
-        if (a != b) {
+        worst = std::max(worst, RelativeL2(g, w));
+        if (ArgMax(w) != ArgMax(g)) {
           ++flips;
-          EXPECT_LE(w[a] - w[b], kTieMargin * RowSd(w)) << name << " row " << r;
+          EXPECT_LE(GapInRowSd(w, ArgMax(g)), kTieMargin) << name << " row " << r;
         }
       }
     }
@@ -132,15 +107,6 @@ TEST(LmHeadDtype, Int8LogitsNearTheBf16HeadsOnTheGoldenCheckpoints) {
     EXPECT_LE(worst, kLogitError) << name;
     EXPECT_GT(worst, 0) << name << ": the int8 head changed nothing";
   }
-}
-
-double RelativeL2(const std::vector<float>& a, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (double{a[i]} - ref[i]) * (double{a[i]} - ref[i]);
-    den += double{ref[i]} * ref[i];
-  }
-  return std::sqrt(num / den);
 }
 
 // Two stages follow the option. The hidden states crossing between them are rounded (bf16 here), by

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "kernels/cuda/common/cublas_check.cuh"
+#include "kernels/cuda/common/cublaslt_int8.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/common/pdl.cuh"
 #include "kernels/cuda/head/int8_lm_head.cuh"
@@ -14,7 +14,6 @@ namespace {
 constexpr int kQuantizeThreads = 256;
 constexpr int kGemvThreads = 256;
 constexpr int kGemvVocabPerWarp = 2;  // vocabulary rows a warp streams at once
-constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;
 
 __device__ __forceinline__ float Bf16BitsToFloat(uint16_t bits) {
   return __uint_as_float(static_cast<uint32_t>(bits) << 16);
@@ -189,20 +188,6 @@ absl::Status RmsNormQuantizeRows(const float* x, const int32_t* row_index, int64
                                                  weight, rows, dim, eps, no_sums, normed, stream);
 }
 
-struct Int8LmHead::Plan {
-  int64_t padded_vocab = 0, stride = 0, rows = 0, x_stride = 0;
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-
-  ~Plan() {
-    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
-    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
-    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
-    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
-  }
-};
-
 absl::StatusOr<std::unique_ptr<Int8LmHead>> Int8LmHead::Create(int64_t vocab, int64_t max_rows) {
   if (vocab <= 0 || max_rows <= 0) {
     return absl::InvalidArgumentError(
@@ -210,74 +195,15 @@ absl::StatusOr<std::unique_ptr<Int8LmHead>> Int8LmHead::Create(int64_t vocab, in
   }
   std::unique_ptr<Int8LmHead> head(new Int8LmHead);
   head->max_rows_ = max_rows;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&head->handle_));
   if (max_rows > kMaxGemvRows) {
+    ASSIGN_OR_RETURN(head->matmul_, CublasLtInt8Matmul::Create());
     ASSIGN_OR_RETURN(head->products_,
                      DeviceBuffer<int32_t>::Create(Int8LmHeadPaddedVocab(vocab) * max_rows));
-    ASSIGN_OR_RETURN(head->workspace_, DeviceBuffer<uint8_t>::Create(kWorkspaceBytes));
   }
   return head;
 }
 
-Int8LmHead::~Int8LmHead() {
-  plans_.clear();
-  if (handle_ != nullptr) cublasLtDestroy(handle_);
-}
-
-absl::StatusOr<const Int8LmHead::Plan*> Int8LmHead::FindPlan(int64_t padded_vocab, int64_t stride,
-                                                             int64_t rows, int64_t x_stride) {
-  for (const auto& p : plans_) {
-    if (p->padded_vocab == padded_vocab && p->stride == stride && p->rows == rows &&
-        p->x_stride == x_stride) {
-      return p.get();
-    }
-  }
-  auto plan = std::make_unique<Plan>();
-  plan->padded_vocab = padded_vocab;
-  plan->stride = stride;
-  plan->rows = rows;
-  plan->x_stride = x_stride;
-  // Column-major view of row-major data, the "TN" form of cuBLASLt's int8 kernels:
-  // products^T [padded_vocab, rows] = W (stride x padded_vocab, op T) x X^T (stride x rows, op N).
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32I, CUDA_R_32I));
-  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_8I, stride, padded_vocab, stride));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_8I, stride, rows, x_stride));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32I, padded_vocab, rows, padded_vocab));
-  cublasLtMatmulPreference_t pref = nullptr;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
-  const uint64_t workspace = static_cast<uint64_t>(workspace_.bytes());
-  const uint32_t b_alignment = 16;  // a row offset of the activation buffer
-  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace));
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                  &b_alignment, sizeof(b_alignment));
-  }
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->c, plan->c,
-                                            pref, 1, &result, &found);
-  }
-  cublasLtMatmulPreferenceDestroy(pref);
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(status);
-  if (found == 0) {
-    return absl::UnimplementedError(absl::StrCat("cuBLASLt has no int8 algorithm for ",
-                                                 padded_vocab, " x ", stride, " x ", rows));
-  }
-  plan->algo = result.algo;
-  plans_.push_back(std::move(plan));
-  return plans_.back().get();
-}
+Int8LmHead::~Int8LmHead() = default;
 
 absl::Status Int8LmHead::Run(const Int8LmHeadWeights& w, const Int8Activations& x, float* logits,
                              cudaStream_t stream) {
@@ -319,7 +245,7 @@ absl::Status Int8LmHead::RunGemm(const Int8LmHeadWeights& w, const Int8Activatio
                                  float* logits, cudaStream_t stream) {
   RETURN_IF_ERROR(CheckOperands(w, x, logits, max_rows_));
   if (x.rows == 0) return absl::OkStatus();
-  if (products_.get() == nullptr) {
+  if (matmul_ == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("Int8LmHead: made for ", max_rows_, " rows, too few for the GEMM path"));
   }
@@ -327,12 +253,8 @@ absl::Status Int8LmHead::RunGemm(const Int8LmHeadWeights& w, const Int8Activatio
     return absl::InvalidArgumentError("Int8LmHead: activations must be 16-byte aligned");
   }
   const int64_t padded = Int8LmHeadPaddedVocab(w.vocab), stride = Int8LmHeadStride(w.hidden);
-  ASSIGN_OR_RETURN(const Plan* plan, FindPlan(padded, stride, x.rows, x.stride));
-  const int32_t alpha = 1, beta = 0;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmul(handle_, plan->desc, &alpha, w.values.get(), plan->a, x.values, plan->b, &beta,
-                     products_.get(), plan->c, products_.get(), plan->c, &plan->algo,
-                     workspace_.get(), static_cast<size_t>(workspace_.bytes()), stream));
+  RETURN_IF_ERROR(matmul_->Run(w.values.get(), padded, stride, x.values, x.rows, x.stride,
+                               products_.get(), padded, stream));
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((w.vocab + 255) / 256, 1024)),
                   static_cast<unsigned>(std::min<int64_t>(x.rows, 65535)));
   Int8LmHeadEpilogueKernel<<<grid, 256, 0, stream>>>(

@@ -9,14 +9,13 @@
 // cuBLASLt's int8 tensor-core GEMM into an int32 scratch and a scaling epilogue.
 #pragma once
 
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <memory>
-#include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cuda/common/cublaslt_int8.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/ternary/int8_activations.h"
 
@@ -46,7 +45,7 @@ absl::Status RmsNormQuantizeRows(const float* x, const int32_t* row_index, int64
                                  int64_t dim, const float* weight, float eps,
                                  const Int8ActivationsOut& out, float* normed, cudaStream_t stream);
 
-// Owns the cuBLASLt handle, its plans, workspace and the int32 scratch of the GEMM path. One per
+// Owns the GEMM path's cuBLASLt int8 matmul (common/cublaslt_int8.cuh) and int32 scratch. One per
 // stream; calls can be captured in CUDA graphs.
 class Int8LmHead {
  public:
@@ -68,19 +67,16 @@ class Int8LmHead {
                        cudaStream_t stream);
   absl::Status RunGemm(const Int8LmHeadWeights& w, const Int8Activations& x, float* logits,
                        cudaStream_t stream);
-  int64_t scratch_bytes() const { return products_.bytes() + workspace_.bytes(); }
+  int64_t scratch_bytes() const {
+    return products_.bytes() + (matmul_ ? matmul_->workspace_bytes() : 0);
+  }
 
  private:
-  struct Plan;
   Int8LmHead() = default;
-  absl::StatusOr<const Plan*> FindPlan(int64_t padded_vocab, int64_t stride, int64_t rows,
-                                       int64_t x_stride);
 
-  cublasLtHandle_t handle_ = nullptr;
   int64_t max_rows_ = 0;
-  DeviceBuffer<int32_t> products_;  // [max_rows, padded vocab]
-  DeviceBuffer<uint8_t> workspace_;
-  std::vector<std::unique_ptr<Plan>> plans_;
+  std::unique_ptr<CublasLtInt8Matmul> matmul_;  // null when made for GEMV rows only
+  DeviceBuffer<int32_t> products_;              // [max_rows, padded vocab]
 };
 
 }  // namespace bitserve::cuda

@@ -2,7 +2,8 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/common/cublas_check.cuh"
+#include "base/status_macros.h"
+#include "kernels/cuda/common/cublaslt_int8.cuh"
 #include "kernels/cuda/common/cuda_check.cuh"
 #include "kernels/cuda/ternary/ternary_gemm.cuh"
 #include "kernels/cuda/ternary/ternary_kernel_common.cuh"
@@ -13,8 +14,6 @@ namespace {
 
 using internal::kCodeMask;
 using internal::ScaleOutput;
-
-constexpr int64_t kWorkspaceBytes = int64_t{32} << 20;
 
 // One thread per packed uint4 (16 rows x 128 inputs per warp, ternary_layout.h): four 16-byte
 // rows of int8 out. Codes become w = c - 1 with one byte-wise subtraction per 4 values; padding
@@ -82,20 +81,6 @@ int64_t Alignment(const void* p) {
 
 }  // namespace
 
-struct TernaryGemm::Plan {
-  int64_t padded_rows = 0, padded_cols = 0, m = 0, x_stride = 0, ldc = 0;
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-
-  ~Plan() {
-    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
-    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
-    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
-    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
-  }
-};
-
 absl::StatusOr<std::unique_ptr<TernaryGemm>> TernaryGemm::Create(int64_t max_rows, int64_t max_cols,
                                                                  int64_t max_tokens) {
   if (max_rows <= 0 || max_cols <= 0 || max_tokens <= 0) {
@@ -107,90 +92,25 @@ absl::StatusOr<std::unique_ptr<TernaryGemm>> TernaryGemm::Create(int64_t max_row
   gemm->max_rows_ = PaddedRows(max_rows);
   gemm->max_cols_ = PaddedInputs(max_cols);
   gemm->max_tokens_ = max_tokens;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&gemm->handle_));
+  auto matmul = CublasLtInt8Matmul::Create();
+  if (!matmul.ok()) return matmul.status();
+  gemm->matmul_ = std::move(matmul).value();
   auto unpacked = DeviceBuffer<int8_t>::Create(gemm->max_rows_ * gemm->max_cols_);
   if (!unpacked.ok()) return unpacked.status();
   gemm->unpacked_ = std::move(unpacked).value();
   auto products = DeviceBuffer<int32_t>::Create(gemm->max_rows_ * max_tokens);
   if (!products.ok()) return products.status();
   gemm->products_ = std::move(products).value();
-  auto workspace = DeviceBuffer<uint8_t>::Create(kWorkspaceBytes);
-  if (!workspace.ok()) return workspace.status();
-  gemm->workspace_ = std::move(workspace).value();
   auto permuted = DeviceBuffer<int8_t>::Create(gemm->max_tokens_ * gemm->max_cols_);
   if (!permuted.ok()) return permuted.status();
   gemm->permuted_ = std::move(permuted).value();
   return gemm;
 }
 
-TernaryGemm::~TernaryGemm() {
-  plans_.clear();
-
-  if (handle_ != nullptr) cublasLtDestroy(handle_);
-}
+TernaryGemm::~TernaryGemm() = default;
 
 int64_t TernaryGemm::scratch_bytes() const {
-  return unpacked_.bytes() + products_.bytes() + workspace_.bytes() + permuted_.bytes();
-}
-
-absl::StatusOr<const TernaryGemm::Plan*> TernaryGemm::FindPlan(int64_t padded_rows,
-                                                               int64_t padded_cols, int64_t m,
-                                                               int64_t x_stride, int64_t ldc) {
-  for (const auto& p : plans_) {
-    if (p->padded_rows == padded_rows && p->padded_cols == padded_cols && p->m == m &&
-        p->x_stride == x_stride && p->ldc == ldc) {
-      return p.get();
-    }
-  }
-  auto plan = std::make_unique<Plan>();
-  plan->padded_rows = padded_rows;
-  plan->padded_cols = padded_cols;
-  plan->m = m;
-  plan->x_stride = x_stride;
-  plan->ldc = ldc;
-  // Column-major view of row-major data: C^T [padded_rows, m] = W [padded_rows, K] x X^T, with W
-  // stored as a K x padded_rows column-major matrix (op T) and X as K x m (op N): the "TN" form
-  // cuBLASLt's int8 kernels require (leading dimensions multiples of 4: all are of 16 here).
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32I, CUDA_R_32I));
-  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-      plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_8I, padded_cols, padded_rows, padded_cols));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_8I, padded_cols, m, x_stride));
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(
-      cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32I, padded_rows, m, ldc));
-
-  cublasLtMatmulPreference_t pref = nullptr;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
-  const uint64_t workspace = static_cast<uint64_t>(workspace_.bytes());
-  // The activations need only be 16-byte aligned (a row offset of a larger buffer, say).
-  const uint32_t b_alignment = 16;
-  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
-      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace));
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                  &b_alignment, sizeof(b_alignment));
-  }
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->c, plan->c,
-                                            pref, 1, &result, &found);
-  }
-  cublasLtMatmulPreferenceDestroy(pref);
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(status);
-  if (found == 0) {
-    return absl::UnimplementedError(absl::StrCat("cuBLASLt has no int8 algorithm for ", padded_rows,
-                                                 " x ", padded_cols, " x ", m));
-  }
-  plan->algo = result.algo;
-  plans_.push_back(std::move(plan));
-  return plans_.back().get();
+  return unpacked_.bytes() + products_.bytes() + matmul_->workspace_bytes() + permuted_.bytes();
 }
 
 absl::Status TernaryGemm::Multiply(const TernaryMatrixView& w, const Int8Activations& x, float* y,
@@ -207,9 +127,6 @@ absl::Status TernaryGemm::Multiply(const TernaryMatrixView& w, const Int8Activat
   }
   // One product over all rows. (Row chunks whose epilogues overlap the next chunk's product on a
   // second stream were measured slower: 610 vs 550 us at 8192x8192, M = 4096.)
-  auto plan = FindPlan(w.padded_rows, w.padded_cols, x.rows, x.stride, w.padded_rows);
-  if (!plan.ok()) return plan.status();
-
   const int64_t lanes = w.padded_rows * w.padded_cols / 64;
   const int unpack_blocks = static_cast<int>(std::min<int64_t>((lanes + 255) / 256, 132 * 16));
   UnpackTernaryKernel<<<unpack_blocks, 256, 0, stream>>>(
@@ -218,11 +135,8 @@ absl::Status TernaryGemm::Multiply(const TernaryMatrixView& w, const Int8Activat
       unpacked_.get());
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
 
-  const int32_t alpha = 1, beta = 0;
-  BITSERVE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(
-      handle_, (*plan)->desc, &alpha, unpacked_.get(), (*plan)->a, x.values, (*plan)->b, &beta,
-      products_.get(), (*plan)->c, products_.get(), (*plan)->c, &(*plan)->algo, workspace_.get(),
-      static_cast<size_t>(workspace_.bytes()), stream));
+  RETURN_IF_ERROR(matmul_->Run(unpacked_.get(), w.padded_rows, w.padded_cols, x.values, x.rows,
+                               x.stride, products_.get(), w.padded_rows, stream));
 
   const dim3 grid(static_cast<unsigned>((w.rows + 255) / 256),
                   static_cast<unsigned>(std::min<int64_t>(x.rows, 65535)));

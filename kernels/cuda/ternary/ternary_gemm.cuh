@@ -8,7 +8,6 @@
 // the MMA GEMV kernels to place the crossover.
 #pragma once
 
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -16,15 +15,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cuda/common/cublaslt_int8.cuh"
 #include "kernels/cuda/common/device_buffer.cuh"
 #include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
 
 namespace bitserve::cuda {
 
-// Owns the cuBLASLt handle, the scratch memory and the cached matmul plans. Not thread-safe: one
-// per stream. Plans are looked up on the first call for a shape, so capture CUDA graphs after
-// one plain call of each shape.
+// Owns the scratch memory and the cuBLASLt int8 matmul (common/cublaslt_int8.cuh). Not
+// thread-safe: one per stream. Plans are looked up on the first call for a shape, so capture CUDA
+// graphs after one plain call of each shape.
 class TernaryGemm {
  public:
   // Scratch for matrices up to [max_rows, max_cols] and up to max_tokens tokens.
@@ -48,20 +48,15 @@ class TernaryGemm {
   int8_t* tiled_scratch() const { return permuted_.get(); }
 
  private:
-  struct Plan;
   TernaryGemm() = default;
-  absl::StatusOr<const Plan*> FindPlan(int64_t padded_rows, int64_t padded_cols, int64_t m,
-                                       int64_t x_stride, int64_t ldc);
   absl::Status Multiply(const TernaryMatrixView& w, const Int8Activations& x, float* y,
                         int32_t* acc, cudaStream_t stream);
 
   int64_t max_rows_ = 0, max_cols_ = 0, max_tokens_ = 0;
-  cublasLtHandle_t handle_ = nullptr;
-  DeviceBuffer<int8_t> unpacked_;    // [padded_rows, padded_cols] row-major
-  DeviceBuffer<int32_t> products_;   // [m, padded_rows]
-  DeviceBuffer<uint8_t> workspace_;  // cuBLASLt's
-  DeviceBuffer<int8_t> permuted_;    // the tiled wgmma kernels' activations [max_tokens, max_cols]
-  std::vector<std::unique_ptr<Plan>> plans_;
+  std::unique_ptr<CublasLtInt8Matmul> matmul_;
+  DeviceBuffer<int8_t> unpacked_;   // [padded_rows, padded_cols] row-major
+  DeviceBuffer<int32_t> products_;  // [m, padded_rows]
+  DeviceBuffer<int8_t> permuted_;   // the tiled wgmma kernels' activations [max_tokens, max_cols]
 };
 
 // The three ways to a ternary product, by token count (bench/cuda/kernel_benchmark.cu measures
