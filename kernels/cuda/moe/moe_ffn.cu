@@ -302,6 +302,42 @@ int64_t MoeFfnScratch::bytes() const {
          shared_act_sums_.bytes() + shared_y_.bytes();
 }
 
+namespace {
+
+// Rows per work item and the bound on items of `pairs` grouped rows over num_experts experts.
+struct GroupedWork {
+  int per_item, max_items;
+};
+GroupedWork GroupedWorkFor(int64_t pairs, int num_experts) {
+  const int per_item = GroupedRowsPerItem(ExpectedRowsPerExpert(pairs, num_experts));
+  return {per_item, MaxGroupedItems(pairs, num_experts, per_item)};
+}
+
+}  // namespace
+
+// MoeFfnScratch's friends (declared there).
+// The router's logits of the m tokens of n into s.logits_ (rows of num_experts (+ 1)).
+absl::Status RouterLogits(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
+                          int64_t m, MoeFfnScratch& s, cudaStream_t stream) {
+  const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
+  if (m >= kRouterSgemmMinTokens && s.router_sgemm_ != nullptr && w.router_f32 != nullptr) {
+    return s.router_sgemm_->Run(n, m, w.router_f32, router_rows, shape.hidden, s.logits_.get(),
+                                stream);
+  }
+  return Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, s.logits_.get(), stream);
+}
+
+ExpertGrouping GroupingIn(MoeFfnScratch& s) {
+  ExpertGrouping g;
+  g.expert_rows = s.expert_rows_.get();
+  g.source_rows = s.source_rows_.get();
+  g.row_expert = s.row_expert_.get();
+  g.pair_rows = s.pair_rows_.get();
+  g.items = s.items_.get();
+  g.num_items = s.num_items_.get();
+  return g;
+}
+
 absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
                          int64_t m, MoeFfnScratch& s, cudaStream_t stream) {
   if (m > s.max_tokens_) {
@@ -309,42 +345,19 @@ absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, cons
         absl::StrCat("MoE block: ", m, " tokens, scratch for ", s.max_tokens_));
   }
   if (m == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(RouterLogits(w, shape, n, m, s, stream));
   const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
-  if (m >= kRouterSgemmMinTokens && s.router_sgemm_ != nullptr && w.router_f32 != nullptr) {
-    RETURN_IF_ERROR(s.router_sgemm_->Run(n, m, w.router_f32, router_rows, shape.hidden,
-                                         s.logits_.get(), stream));
-  } else {
-    RETURN_IF_ERROR(
-        Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, s.logits_.get(), stream));
-  }
   return SoftmaxTopK(s.logits_.get(), router_rows, m, shape.num_experts, shape.top_k,
                      shape.norm_topk_prob, s.experts_.get(), s.weights_.get(), stream);
 }
 
-absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t* experts,
-                            int top_k, const Int8Activations& x, MoeFfnScratch& s,
-                            cudaStream_t stream) {
-  const int64_t pairs = x.rows * top_k, inter = w.inter;
-  const int num_experts = w.gate_up.num_experts;
-  if (pairs > s.max_pairs_ || num_experts > s.num_experts_) {
-    return absl::InvalidArgumentError(absl::StrCat("MoE experts: ", pairs, " rows over ",
-                                                   num_experts, " experts, scratch for ",
-                                                   s.max_pairs_, " over ", s.num_experts_));
-  }
-  if (pairs == 0) return absl::OkStatus();
-  const int per_item = GroupedRowsPerItem(ExpectedRowsPerExpert(pairs, num_experts));
-  const int max_items = MaxGroupedItems(pairs, num_experts, per_item);
-  ExpertGrouping grouping;
-  grouping.expert_rows = s.expert_rows_.get();
-  grouping.source_rows = s.source_rows_.get();
-  grouping.row_expert = s.row_expert_.get();
-  grouping.pair_rows = s.pair_rows_.get();
-  grouping.items = s.items_.get();
-  grouping.num_items = s.num_items_.get();
-  RETURN_IF_ERROR(
-      GroupByExpert(experts, x.rows, top_k, num_experts, per_item, max_items, grouping, stream));
-
-  GroupedRows rows{s.items_.get(), s.num_items_.get(), max_items, per_item, s.source_rows_.get()};
+absl::Status GroupedExpertProducts(const MoeFfnWeightsView& w, float eps, int64_t pairs,
+                                   const Int8Activations& x, MoeFfnScratch& s,
+                                   cudaStream_t stream) {
+  const int64_t inter = w.inter;
+  const GroupedWork work = GroupedWorkFor(pairs, w.gate_up.num_experts);
+  GroupedRows rows{s.items_.get(), s.num_items_.get(), work.max_items, work.per_item,
+                   s.source_rows_.get()};
   RETURN_IF_ERROR(GroupedTernaryGemv(w.gate_up, x, rows, nullptr, s.acc_.get(), stream));
   const Int8ActivationsOut act{s.act_.get(), s.act_scales_.get(), s.act_sums_.get(),
                                PaddedInputs(inter)};
@@ -355,6 +368,23 @@ absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t
   rows.source_rows = nullptr;  // the down product reads the grouped rows themselves
   return GroupedTernaryGemv(w.down, Int8Activations(act, pairs, inter), rows, s.y_.get(), nullptr,
                             stream);
+}
+
+absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t* experts,
+                            int top_k, const Int8Activations& x, MoeFfnScratch& s,
+                            cudaStream_t stream) {
+  const int64_t pairs = x.rows * top_k;
+  const int num_experts = w.gate_up.num_experts;
+  if (pairs > s.max_pairs_ || num_experts > s.num_experts_) {
+    return absl::InvalidArgumentError(absl::StrCat("MoE experts: ", pairs, " rows over ",
+                                                   num_experts, " experts, scratch for ",
+                                                   s.max_pairs_, " over ", s.num_experts_));
+  }
+  if (pairs == 0) return absl::OkStatus();
+  const GroupedWork work = GroupedWorkFor(pairs, num_experts);
+  RETURN_IF_ERROR(GroupByExpert(experts, x.rows, top_k, num_experts, work.per_item, work.max_items,
+                                GroupingIn(s), stream));
+  return GroupedExpertProducts(w, eps, pairs, x, s, stream);
 }
 
 absl::Status SharedExpertAndCombine(const MoeFfnWeightsView& w, const MoeShape& shape,
@@ -385,9 +415,19 @@ absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, c
                             const Int8Activations& nq, float* out, MoeFfnScratch& s,
                             TernaryGemm* gemm, cudaStream_t stream) {
   const int64_t m = nq.rows;
-  RETURN_IF_ERROR(RouteTokens(w, shape, n, m, s, stream));
-  if (m == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(ExpertProducts(w, shape.eps, s.experts(), shape.top_k, nq, s, stream));
+  if (m == 1 && shape.top_k <= s.max_pairs_ && w.gate_up.num_experts == shape.num_experts) {
+    // Batch-1 decode: the top-k and the grouping in one launch.
+    RETURN_IF_ERROR(RouterLogits(w, shape, n, m, s, stream));
+    const GroupedWork work = GroupedWorkFor(shape.top_k, shape.num_experts);
+    RETURN_IF_ERROR(SoftmaxTopKGroupOneToken(
+        s.logits_.get(), shape.num_experts, shape.top_k, shape.norm_topk_prob, s.experts_.get(),
+        s.weights_.get(), work.per_item, work.max_items, GroupingIn(s), stream));
+    RETURN_IF_ERROR(GroupedExpertProducts(w, shape.eps, shape.top_k, nq, s, stream));
+  } else {
+    RETURN_IF_ERROR(RouteTokens(w, shape, n, m, s, stream));
+    if (m == 0) return absl::OkStatus();
+    RETURN_IF_ERROR(ExpertProducts(w, shape.eps, s.experts(), shape.top_k, nq, s, stream));
+  }
   return SharedExpertAndCombine(w, shape, nq, s.y(), s.pair_rows(), out, s, gemm, stream);
 }
 

@@ -102,6 +102,14 @@ class MoeFfnScratch {
                                   MoeFfnScratch&, cudaStream_t);
   friend absl::Status ExpertProducts(const MoeFfnWeightsView&, float, const int32_t*, int,
                                      const Int8Activations&, MoeFfnScratch&, cudaStream_t);
+  friend absl::Status GroupedExpertProducts(const MoeFfnWeightsView&, float, int64_t,
+                                            const Int8Activations&, MoeFfnScratch&, cudaStream_t);
+  friend absl::Status MoeFeedForward(const MoeFfnWeightsView&, const MoeShape&, const float*,
+                                     const Int8Activations&, float*, MoeFfnScratch&, TernaryGemm*,
+                                     cudaStream_t);
+  friend absl::Status RouterLogits(const MoeFfnWeightsView&, const MoeShape&, const float*, int64_t,
+                                   MoeFfnScratch&, cudaStream_t);
+  friend ExpertGrouping GroupingIn(MoeFfnScratch&);
   friend absl::Status SharedExpertAndCombine(const MoeFfnWeightsView&, const MoeShape&,
                                              const Int8Activations&, const float*, const int32_t*,
                                              float*, MoeFfnScratch&, TernaryGemm*, cudaStream_t);
@@ -136,6 +144,11 @@ absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, cons
 absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t* experts,
                             int top_k, const Int8Activations& x, MoeFfnScratch& scratch,
                             cudaStream_t stream);
+// ExpertProducts after the grouping (scratch's expert_rows, source_rows, row_expert, pair_rows,
+// items already hold `pairs` grouped rows): the grouped gate/up, epilogue and down products.
+absl::Status GroupedExpertProducts(const MoeFfnWeightsView& w, float eps, int64_t pairs,
+                                   const Int8Activations& x, MoeFfnScratch& scratch,
+                                   cudaStream_t stream);
 // out = the weighted sum, in top-k order, of y's rows pair_rows[t * top_k + j] with RouteTokens'
 // weights, + the shared expert (on nq, gated by its router logit) when the block has one.
 absl::Status SharedExpertAndCombine(const MoeFfnWeightsView& w, const MoeShape& shape,

@@ -376,6 +376,51 @@ TEST_P(MoeBlockTest, RoutingMatchesCpu) {
   for (size_t i = 0; i < gpu_weights.size(); ++i) {
     ASSERT_NEAR(gpu_weights[i], ref_weights[i], 1e-6f) << "weight " << i;
   }
+
+  // The batch-1 launch (top-k + grouping of one token) against SoftmaxTopK + GroupByExpert on
+  // the last token's logits: the same experts, weights and grouping, bit for bit.
+  const float* last = logits.get() + (m - 1) * c.experts;
+  const int per_item = GroupedRowsPerItem(ExpectedRowsPerExpert(c.top_k, c.experts));
+  const int max_items = MaxGroupedItems(c.top_k, c.experts, per_item);
+  struct Grouped {
+    DeviceBuffer<int32_t> experts, expert_rows, source, row_expert, pair_rows, num_items;
+    DeviceBuffer<float> weights;
+    DeviceBuffer<GroupedProductItem> items;
+    ExpertGrouping view() {
+      return {expert_rows.get(), source.get(), row_expert.get(),
+              pair_rows.get(),   items.get(),  num_items.get()};
+    }
+  };
+  const auto make = [&] {
+    Grouped g{Alloc<int32_t>(c.top_k), Alloc<int32_t>(c.experts + 1),
+              Alloc<int32_t>(c.top_k), Alloc<int32_t>(c.top_k),
+              Alloc<int32_t>(c.top_k), Alloc<int32_t>(1),
+              Alloc<float>(c.top_k),   Alloc<GroupedProductItem>(max_items)};
+    EXPECT_EQ(cudaMemset(g.items.get(), 0, g.items.bytes()), cudaSuccess);
+    return g;
+  };
+  Grouped two = make(), one = make();
+  ASSERT_OK(SoftmaxTopK(last, c.experts, 1, c.experts, c.top_k, c.norm_topk_prob, two.experts.get(),
+                        two.weights.get(), nullptr));
+  ASSERT_OK(GroupByExpert(two.experts.get(), 1, c.top_k, c.experts, per_item, max_items, two.view(),
+                          nullptr));
+  ASSERT_OK(SoftmaxTopKGroupOneToken(last, c.experts, c.top_k, c.norm_topk_prob, one.experts.get(),
+                                     one.weights.get(), per_item, max_items, one.view(), nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(Download(one.experts), Download(two.experts)) << "experts";
+  EXPECT_EQ(Download(one.weights), Download(two.weights)) << "weights";
+  EXPECT_EQ(Download(one.expert_rows), Download(two.expert_rows)) << "expert_rows";
+  EXPECT_EQ(Download(one.source), Download(two.source)) << "source_rows";
+  EXPECT_EQ(Download(one.row_expert), Download(two.row_expert)) << "row_expert";
+  EXPECT_EQ(Download(one.pair_rows), Download(two.pair_rows)) << "pair_rows";
+  const std::vector<int32_t> n_one = Download(one.num_items), n_two = Download(two.num_items);
+  ASSERT_EQ(n_one, n_two) << "num_items";
+  const std::vector<GroupedProductItem> i_one = Download(one.items), i_two = Download(two.items);
+  for (int i = 0; i < n_one[0]; ++i) {
+    EXPECT_EQ(i_one[i].expert, i_two[i].expert) << "item " << i;
+    EXPECT_EQ(i_one[i].row_begin, i_two[i].row_begin) << "item " << i;
+    EXPECT_EQ(i_one[i].rows, i_two[i].rows) << "item " << i;
+  }
 }
 
 TEST_P(MoeBlockTest, BlockMatchesCpu) {
@@ -428,6 +473,10 @@ std::vector<BlockCase> BlockCases() {
       {"k_equals_e", 256, 64, 17, 4, 4, true, 64},
       {"tied_logits_lower_index_wins", 128, 64, 9, 8, 3, true, 0, false, true},
       {"qwen3_moe_slice", 2048, 768, 20, 128, 8, true, 0},
+      // Expert counts off the warp / float4 grid, and the most SoftmaxTopK takes.
+      {"decode1_e150_k6", 128, 64, 1, 150, 6, true, 0},
+      {"batch5_e256_k8_shared", 128, 64, 5, 256, 8, false, 64},
+      {"decode2_e1024_k16", 128, 32, 2, 1024, 16, true, 0},
   };
 }
 

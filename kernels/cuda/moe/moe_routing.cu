@@ -70,76 +70,111 @@ __global__ void Bf16RowProductsKernel(const float* __restrict__ x, int m,
   }
 }
 
-// Warp = one token; its probabilities live in shared memory (kWarps tokens per block).
-constexpr int kTopKWarps = 4;
-__global__ void SoftmaxTopKKernel(const float* __restrict__ logits, int64_t stride, int m,
-                                  int num_experts, int top_k, bool norm_topk_prob,
-                                  int32_t* __restrict__ experts, float* __restrict__ weights) {
-  extern __shared__ float probs[];  // [kTopKWarps][num_experts]
-  WaitForPrerequisites();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int t = blockIdx.x * kTopKWarps + warp;
-  if (t >= m) return;
-  float* p = probs + warp * num_experts;
-  const float* l = logits + static_cast<int64_t>(t) * stride;
-  float mx = -INFINITY;
-  for (int e = lane; e < num_experts; e += 32) mx = fmaxf(mx, l[e]);
+// Softmax + top-k of one token's logits by one block of >= num_experts threads (whole warps),
+// one thread per expert. The selection is a rank, not k rounds of a warp arg-max: expert e's slot
+// is the number of experts ahead of it (larger p, or equal p and a lower index), so every thread
+// knows at once whether and where it lands; a thread stops counting once it is k behind. The
+// probability sum stays one thread's sum in expert order (as the CPU adds), from float4 shared
+// loads. probs4: dynamic shared memory of ceil(num_experts / 4) float4s. Ends with the block
+// synchronized and te / tw written.
+__device__ void SoftmaxTopKOfToken(const float* __restrict__ l_row, int num_experts, int top_k,
+                                   bool norm_topk_prob, float4* probs4, int32_t* __restrict__ te,
+                                   float* __restrict__ tw) {
+  __shared__ float reduce[kMaxExperts / 32];
+  __shared__ float picked[kMaxExperts];  // the top-k weights in slot order (norm_topk_prob)
+  float* p = reinterpret_cast<float*>(probs4);
+  const int e = threadIdx.x, lane = e % 32, warp = e / 32, warps = blockDim.x / 32;
+  const int e4 = (num_experts + 3) / 4;
+  const float l = e < num_experts ? l_row[e] : -INFINITY;
+  float mx = l;
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  for (int e = lane; e < num_experts; e += 32) p[e] = expf(__fsub_rn(l[e], mx));
-  __syncwarp();
-  float sum = 0.0f;  // in expert order, as the CPU
-  if (lane == 0) {
-    for (int e = 0; e < num_experts; ++e) sum = __fadd_rn(sum, p[e]);
-  }
-  sum = __shfl_sync(0xffffffffu, sum, 0);
-  for (int e = lane; e < num_experts; e += 32) p[e] = __fdiv_rn(p[e], sum);
-  __syncwarp();
-  int32_t* te = experts + static_cast<int64_t>(t) * top_k;
-  float* tw = weights + static_cast<int64_t>(t) * top_k;
-  for (int j = 0; j < top_k; ++j) {
-    // This lane's best untaken expert (taken ones hold -1; p >= 0), then the warp's: larger p,
-    // on a tie the lower index.
-    float best = -1.0f;
-    int index = num_experts;
-    for (int e = lane; e < num_experts; e += 32) {
-      if (p[e] > best) best = p[e], index = e;
+  if (lane == 0) reduce[warp] = mx;
+  __syncthreads();
+  mx = reduce[0];
+  for (int w = 1; w < warps; ++w) mx = fmaxf(mx, reduce[w]);
+  const float ex = expf(__fsub_rn(l, mx));
+  if (e < num_experts) p[e] = ex;
+  if (e >= num_experts && e < 4 * e4) p[e] = -1.0f;
+  __syncthreads();
+  if (e == 0) {
+    float sum = 0.0f;  // in expert order, as the CPU
+    for (int i = 0; i < e4; ++i) {
+      const float4 v = probs4[i];
+      sum = __fadd_rn(sum, v.x);
+      if (4 * i + 1 < num_experts) sum = __fadd_rn(sum, v.y);
+      if (4 * i + 2 < num_experts) sum = __fadd_rn(sum, v.z);
+      if (4 * i + 3 < num_experts) sum = __fadd_rn(sum, v.w);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) {
-      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, index, o);
-      if (ob > best || (ob == best && oi < index)) best = ob, index = oi;
-    }
-    if (index >= num_experts) index = j, best = 0.0f;  // only NaN logits leave none
-    if (lane == 0) {
-      te[j] = index;
-      tw[j] = best;
-      p[index] = -1.0f;
-    }
-    __syncwarp();
+    reduce[0] = sum;
   }
-  if (lane == 0 && norm_topk_prob) {
-    float top_sum = 0.0f;
-    for (int j = 0; j < top_k; ++j) top_sum = __fadd_rn(top_sum, tw[j]);
-    for (int j = 0; j < top_k; ++j) tw[j] = __fdiv_rn(tw[j], top_sum);
+  __syncthreads();
+  const float pe = e < num_experts ? __fdiv_rn(ex, reduce[0]) : -1.0f;
+  __syncthreads();  // everyone has read the sum and the exps
+  if (e < num_experts) p[e] = pe;
+  __syncthreads();
+  // Only NaN probabilities (a NaN or infinite logit makes every one NaN) leave slots unfilled.
+  const bool valid = e < num_experts && !isnan(pe);
+  const int num_valid = __syncthreads_count(valid);
+  if (valid) {
+    int ahead = 0;
+    for (int i = 0; i < e4 && ahead < top_k; ++i) {
+      const float4 v = probs4[i];
+      const int o = 4 * i;
+      ahead += (v.x > pe || (v.x == pe && o < e)) + (v.y > pe || (v.y == pe && o + 1 < e)) +
+               (v.z > pe || (v.z == pe && o + 2 < e)) + (v.w > pe || (v.w == pe && o + 3 < e));
+    }
+    if (ahead < top_k) {
+      te[ahead] = e;
+      picked[ahead] = pe;
+    }
   }
+  if (e >= num_valid && e < top_k) {
+    te[e] = e;
+    picked[e] = 0.0f;
+  }
+  __syncthreads();
+  if (norm_topk_prob) {
+    if (e == 0) {
+      float top_sum = 0.0f;
+      for (int j = 0; j < top_k; ++j) top_sum = __fadd_rn(top_sum, picked[j]);
+      reduce[0] = top_sum;
+    }
+    __syncthreads();
+    if (e < top_k) tw[e] = __fdiv_rn(picked[e], reduce[0]);
+  } else if (e < top_k) {
+    tw[e] = picked[e];
+  }
+  __syncthreads();
 }
 
-// One block of kMaxExperts threads: counts, the two exclusive scans (rows, items), the work list,
-// then every pair's grouped row.
-__global__ void __launch_bounds__(kMaxExperts)
-    GroupByExpertKernel(const int32_t* __restrict__ experts, int pairs, int top_k, int num_experts,
-                        int rows_per_item, ExpertGrouping out) {
-  using Scan = cub::BlockScan<int, kMaxExperts>;
-  __shared__ typename Scan::TempStorage scan;
-  __shared__ int counts[kMaxExperts];
-  __shared__ int cursor[kMaxExperts];
+// One block per token (blockDim: num_experts rounded up to whole warps).
+__global__ void SoftmaxTopKKernel(const float* __restrict__ logits, int64_t stride, int num_experts,
+                                  int top_k, bool norm_topk_prob, int32_t* __restrict__ experts,
+                                  float* __restrict__ weights) {
+  extern __shared__ float4 probs4[];  // [ceil(num_experts / 4)]: p, padded with -1
   WaitForPrerequisites();
+  AllowDependentLaunch();
+  const int64_t t = blockIdx.x;
+  SoftmaxTopKOfToken(logits + t * stride, num_experts, top_k, norm_topk_prob, probs4,
+                     experts + t * top_k, weights + t * top_k);
+}
+
+// One block of kThreads >= num_experts threads (the smallest that holds the experts: the scans
+// are most of a decode step's grouping): counts, the two exclusive scans (rows, items), the work
+// list, then every pair's grouped row. `experts` is read through the coherent path: the fused
+// kernel below has just written it.
+template <int kThreads>
+__device__ void GroupPairs(const int32_t* experts, int pairs, int top_k, int num_experts,
+                           int rows_per_item, const ExpertGrouping& out) {
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan;
+  __shared__ int counts[kThreads];
+  __shared__ int cursor[kThreads];
   const int e = threadIdx.x;
   counts[e] = 0;
   __syncthreads();
-  for (int i = e; i < pairs; i += kMaxExperts) atomicAdd(&counts[experts[i]], 1);
+  for (int i = e; i < pairs; i += kThreads) atomicAdd(&counts[experts[i]], 1);
   __syncthreads();
   const int count = e < num_experts ? counts[e] : 0;
   int first_row = 0, first_item = 0, total_items = 0;
@@ -163,7 +198,7 @@ __global__ void __launch_bounds__(kMaxExperts)
     *out.num_items = total_items;
   }
   __syncthreads();
-  for (int i = e; i < pairs; i += kMaxExperts) {
+  for (int i = e; i < pairs; i += kThreads) {
     const int x = experts[i];
     const int row = atomicAdd(&cursor[x], 1);
     out.source_rows[row] = i / top_k;
@@ -172,42 +207,90 @@ __global__ void __launch_bounds__(kMaxExperts)
   }
 }
 
-__global__ void CombineExpertsKernel(const float* __restrict__ y,
-                                     const int32_t* __restrict__ pair_rows,
-                                     const float* __restrict__ weights, int top_k, int hidden4,
-                                     const float* __restrict__ shared_logits, int64_t logit_stride,
-                                     const float* __restrict__ shared, float* __restrict__ out) {
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    GroupByExpertKernel(const int32_t* __restrict__ experts, int pairs, int top_k, int num_experts,
+                        int rows_per_item, ExpertGrouping out) {
   WaitForPrerequisites();
+  AllowDependentLaunch();
+  GroupPairs<kThreads>(experts, pairs, top_k, num_experts, rows_per_item, out);
+}
+
+// One token (batch-1 decode): its softmax + top-k and the grouping of its top_k pairs in one
+// block, one launch fewer on the step's critical path. The grouping reads the experts this block
+// has just written (visible to it after the barrier SoftmaxTopKOfToken ends with).
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    SoftmaxTopKGroupOneKernel(const float* __restrict__ logits, int num_experts, int top_k,
+                              bool norm_topk_prob, int32_t* __restrict__ experts,
+                              float* __restrict__ weights, int rows_per_item, ExpertGrouping out) {
+  extern __shared__ float4 probs4[];
+  WaitForPrerequisites();
+  AllowDependentLaunch();
+  SoftmaxTopKOfToken(logits, num_experts, top_k, norm_topk_prob, probs4, experts, weights);
+  GroupPairs<kThreads>(experts, top_k, top_k, num_experts, rows_per_item, out);
+}
+
+// Block (x: token t, y: kCombineThreads float4s of its row). The token's top-k rows and weights
+// go to shared memory first, and each thread issues all of a group's row loads before it adds:
+// at decode (a few tokens) the kernel is a few dependent load latencies, not bandwidth.
+constexpr int kCombineThreads = 128;
+constexpr int kCombineLoads = 8;  // rows loaded before adding
+__global__ void __launch_bounds__(kCombineThreads)
+    CombineExpertsKernel(const float* __restrict__ y, const int32_t* __restrict__ pair_rows,
+                         const float* __restrict__ weights, int top_k, int hidden4,
+                         const float* __restrict__ shared_logits, int64_t logit_stride,
+                         const float* __restrict__ shared, float* __restrict__ out) {
+  __shared__ float w[kMaxExperts];
+  __shared__ int32_t rows[kMaxExperts];
+  WaitForPrerequisites();
+  AllowDependentLaunch();
   const int64_t t = blockIdx.x;
+  for (int j = threadIdx.x; j < top_k; j += blockDim.x) {
+    w[j] = weights[t * top_k + j];
+    rows[j] = pair_rows[t * top_k + j];
+  }
   float shared_gate = 0.0f;
   if (shared != nullptr) {
     const float l = shared_logits[t * logit_stride];
     shared_gate = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-l)));
   }
-  for (int i = threadIdx.x; i < hidden4; i += blockDim.x) {
-    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int j = 0; j < top_k; ++j) {
-      const float w = weights[t * top_k + j];
-      const float4 v = reinterpret_cast<const float4*>(
-          y + static_cast<int64_t>(pair_rows[t * top_k + j]) * hidden4 * 4)[i];
-      if (j == 0) {
-        o = make_float4(__fmul_rn(w, v.x), __fmul_rn(w, v.y), __fmul_rn(w, v.z), __fmul_rn(w, v.w));
-      } else {
-        o.x = __fadd_rn(o.x, __fmul_rn(w, v.x));
-        o.y = __fadd_rn(o.y, __fmul_rn(w, v.y));
-        o.z = __fadd_rn(o.z, __fmul_rn(w, v.z));
-        o.w = __fadd_rn(o.w, __fmul_rn(w, v.w));
+  __syncthreads();
+  const int i = blockIdx.y * kCombineThreads + threadIdx.x;
+  if (i >= hidden4) return;
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int j0 = 0; j0 < top_k; j0 += kCombineLoads) {
+    float4 v[kCombineLoads];
+#pragma unroll
+    for (int u = 0; u < kCombineLoads; ++u) {
+      if (j0 + u < top_k) {
+        v[u] = reinterpret_cast<const float4*>(y +
+                                               static_cast<int64_t>(rows[j0 + u]) * hidden4 * 4)[i];
       }
     }
-    if (shared != nullptr) {
-      const float4 s = reinterpret_cast<const float4*>(shared + t * hidden4 * 4)[i];
-      o.x = __fadd_rn(o.x, __fmul_rn(shared_gate, s.x));
-      o.y = __fadd_rn(o.y, __fmul_rn(shared_gate, s.y));
-      o.z = __fadd_rn(o.z, __fmul_rn(shared_gate, s.z));
-      o.w = __fadd_rn(o.w, __fmul_rn(shared_gate, s.w));
+#pragma unroll
+    for (int u = 0; u < kCombineLoads; ++u) {
+      if (j0 + u >= top_k) break;
+      const float wj = w[j0 + u];
+      if (j0 + u == 0) {
+        o = make_float4(__fmul_rn(wj, v[u].x), __fmul_rn(wj, v[u].y), __fmul_rn(wj, v[u].z),
+                        __fmul_rn(wj, v[u].w));
+      } else {
+        o.x = __fadd_rn(o.x, __fmul_rn(wj, v[u].x));
+        o.y = __fadd_rn(o.y, __fmul_rn(wj, v[u].y));
+        o.z = __fadd_rn(o.z, __fmul_rn(wj, v[u].z));
+        o.w = __fadd_rn(o.w, __fmul_rn(wj, v[u].w));
+      }
     }
-    reinterpret_cast<float4*>(out + t * hidden4 * 4)[i] = o;
   }
+  if (shared != nullptr) {
+    const float4 s = reinterpret_cast<const float4*>(shared + t * hidden4 * 4)[i];
+    o.x = __fadd_rn(o.x, __fmul_rn(shared_gate, s.x));
+    o.y = __fadd_rn(o.y, __fmul_rn(shared_gate, s.y));
+    o.z = __fadd_rn(o.z, __fmul_rn(shared_gate, s.z));
+    o.w = __fadd_rn(o.w, __fmul_rn(shared_gate, s.w));
+  }
+  reinterpret_cast<float4*>(out + t * hidden4 * 4)[i] = o;
 }
 
 }  // namespace
@@ -271,11 +354,11 @@ absl::Status SoftmaxTopK(const float* logits, int64_t logit_stride, int64_t m, i
                                                    " experts (at most ", kMaxExperts, ")"));
   }
   if (m == 0) return absl::OkStatus();
-  const size_t shared = sizeof(float) * kTopKWarps * num_experts;
+  const int threads = (num_experts + 31) / 32 * 32;
+  const size_t shared = sizeof(float4) * ((num_experts + 3) / 4);
   BITSERVE_CUDA_RETURN_IF_ERROR(LaunchDependent(
-      SoftmaxTopKKernel, dim3(static_cast<unsigned>((m + kTopKWarps - 1) / kTopKWarps)),
-      dim3(32 * kTopKWarps), shared, stream, 1, logits, logit_stride, static_cast<int>(m),
-      num_experts, top_k, norm_topk_prob, experts, weights));
+      SoftmaxTopKKernel, dim3(static_cast<unsigned>(m)), dim3(threads), shared, stream, 1, logits,
+      logit_stride, num_experts, top_k, norm_topk_prob, experts, weights));
   return absl::OkStatus();
 }
 
@@ -293,9 +376,42 @@ absl::Status GroupByExpert(const int32_t* experts, int64_t m, int top_k, int num
         absl::StrCat("GroupByExpert: room for ", max_items, " work items, ",
                      MaxGroupedItems(pairs, num_experts, rows_per_item), " may be needed"));
   }
-  BITSERVE_CUDA_RETURN_IF_ERROR(LaunchDependent(GroupByExpertKernel, dim3(1), dim3(kMaxExperts), 0,
-                                                stream, 1, experts, static_cast<int>(pairs), top_k,
-                                                num_experts, rows_per_item, out));
+  const auto launch = [&](auto kernel, int threads) {
+    return LaunchDependent(kernel, dim3(1), dim3(threads), 0, stream, 1, experts,
+                           static_cast<int>(pairs), top_k, num_experts, rows_per_item, out);
+  };
+  BITSERVE_CUDA_RETURN_IF_ERROR(num_experts <= 128   ? launch(GroupByExpertKernel<128>, 128)
+                                : num_experts <= 256 ? launch(GroupByExpertKernel<256>, 256)
+                                : num_experts <= 512 ? launch(GroupByExpertKernel<512>, 512)
+                                                     : launch(GroupByExpertKernel<1024>, 1024));
+  return absl::OkStatus();
+}
+
+absl::Status SoftmaxTopKGroupOneToken(const float* logits, int num_experts, int top_k,
+                                      bool norm_topk_prob, int32_t* experts, float* weights,
+                                      int rows_per_item, int max_items, const ExpertGrouping& out,
+                                      cudaStream_t stream) {
+  if (num_experts < 1 || num_experts > kMaxExperts || top_k < 1 || top_k > num_experts ||
+      rows_per_item < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("SoftmaxTopKGroupOneToken: top ", top_k, " of ",
+                                                   num_experts, " experts (at most ", kMaxExperts,
+                                                   ")"));
+  }
+  if (max_items < MaxGroupedItems(top_k, num_experts, rows_per_item)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SoftmaxTopKGroupOneToken: room for ", max_items, " work items, ",
+                     MaxGroupedItems(top_k, num_experts, rows_per_item), " may be needed"));
+  }
+  const size_t shared = sizeof(float4) * ((num_experts + 3) / 4);
+  const auto launch = [&](auto kernel, int threads) {
+    return LaunchDependent(kernel, dim3(1), dim3(threads), shared, stream, 1, logits, num_experts,
+                           top_k, norm_topk_prob, experts, weights, rows_per_item, out);
+  };
+  BITSERVE_CUDA_RETURN_IF_ERROR(num_experts <= 128   ? launch(SoftmaxTopKGroupOneKernel<128>, 128)
+                                : num_experts <= 256 ? launch(SoftmaxTopKGroupOneKernel<256>, 256)
+                                : num_experts <= 512
+                                    ? launch(SoftmaxTopKGroupOneKernel<512>, 512)
+                                    : launch(SoftmaxTopKGroupOneKernel<1024>, 1024));
   return absl::OkStatus();
 }
 
@@ -309,10 +425,14 @@ absl::Status CombineExperts(const float* y, const int32_t* pair_rows, const floa
   }
   if (m == 0) return absl::OkStatus();
   const int hidden4 = static_cast<int>(hidden / 4);
-  const int block = hidden4 >= 256 ? 256 : ((hidden4 + 31) / 32) * 32;
-  BITSERVE_CUDA_RETURN_IF_ERROR(LaunchDependent(
-      CombineExpertsKernel, dim3(static_cast<unsigned>(m)), dim3(block), 0, stream, 1, y, pair_rows,
-      weights, top_k, hidden4, shared_logits, logit_stride, shared, out));
+  if (top_k > kMaxExperts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CombineExperts: top ", top_k, " (at most ", kMaxExperts, ")"));
+  }
+  const dim3 grid(static_cast<unsigned>(m), (hidden4 + kCombineThreads - 1) / kCombineThreads);
+  BITSERVE_CUDA_RETURN_IF_ERROR(LaunchDependent(CombineExpertsKernel, grid, dim3(kCombineThreads),
+                                                0, stream, 1, y, pair_rows, weights, top_k, hidden4,
+                                                shared_logits, logit_stride, shared, out));
   return absl::OkStatus();
 }
 

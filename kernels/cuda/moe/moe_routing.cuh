@@ -68,6 +68,13 @@ absl::Status GroupByExpert(const int32_t* experts, int64_t m, int top_k, int num
                            int rows_per_item, int max_items, const ExpertGrouping& out,
                            cudaStream_t stream);
 
+// One token (batch-1 decode): SoftmaxTopK and GroupByExpert of its top_k pairs in one launch,
+// with the same outputs as the two (logits: [num_experts (+ more)] of the one token).
+absl::Status SoftmaxTopKGroupOneToken(const float* logits, int num_experts, int top_k,
+                                      bool norm_topk_prob, int32_t* experts, float* weights,
+                                      int rows_per_item, int max_items, const ExpertGrouping& out,
+                                      cudaStream_t stream);
+
 // out [m, hidden] = sum over j in top-k order of weights[t, j] * y[pair_rows[t * top_k + j]], and
 // then, when `shared` is not null, + sigmoid(shared_logits[t * logit_stride]) * shared[t].
 // y: [grouped rows, hidden]; hidden a multiple of 4.
