@@ -166,7 +166,8 @@ TEST(Int8LmHeadOpTest, RefusesBadOperands) {
   EXPECT_FALSE(QuantizeLmHeadInt8(d_table.get(), 0, 32, nullptr).ok());
   auto w = QuantizeLmHeadInt8(d_table.get(), 64, 32, nullptr);
   ASSERT_OK(w.status());
-  auto head = Int8LmHead::Create(64, 4);
+  // A head for at most the GEMV's rows: it has no GEMM path.
+  auto head = Int8LmHead::Create(64, Int8LmHead::kMaxGemvRows);
   ASSERT_OK(head.status());
   auto d_xq = Alloc<int8_t>(16 * 32);
   auto d_s = Alloc<float>(16);
@@ -177,7 +178,9 @@ TEST(Int8LmHeadOpTest, RefusesBadOperands) {
   EXPECT_FALSE(width.ok());
   EXPECT_NE(width.message().find("against a head of [64, 32]"), std::string::npos) << width;
   EXPECT_FALSE((*head)
-                   ->Run(*w, Int8Activations({d_xq.get(), d_s.get(), nullptr, 32}, 5, 32),
+                   ->Run(*w,
+                         Int8Activations({d_xq.get(), d_s.get(), nullptr, 32},
+                                         Int8LmHead::kMaxGemvRows + 1, 32),
                          d_logits.get(), nullptr)
                    .ok());
   EXPECT_FALSE((*head)
