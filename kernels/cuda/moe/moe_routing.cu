@@ -1,5 +1,6 @@
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cub/block/block_scan.cuh>
 
 #include "absl/strings/str_cat.h"
@@ -160,10 +161,10 @@ __global__ void SoftmaxTopKKernel(const float* __restrict__ logits, int64_t stri
                      experts + t * top_k, weights + t * top_k);
 }
 
-// One block of kThreads >= num_experts threads (the smallest that holds the experts: the scans
-// are most of a decode step's grouping): counts, the two exclusive scans (rows, items), the work
-// list, then every pair's grouped row. `experts` is read through the coherent path: the fused
-// kernel below has just written it.
+// One block of kThreads >= num_experts threads (at small batches the smallest that holds the
+// experts: the scans are most of the grouping; more threads for many pairs): counts, the two
+// exclusive scans (rows, items), the work list, then every pair's grouped row. `experts` is read
+// through the coherent path: the fused kernel below has just written it.
 template <int kThreads>
 __device__ void GroupPairs(const int32_t* experts, int pairs, int top_k, int num_experts,
                            int rows_per_item, const ExpertGrouping& out) {
@@ -380,10 +381,12 @@ absl::Status GroupByExpert(const int32_t* experts, int64_t m, int top_k, int num
     return LaunchDependent(kernel, dim3(1), dim3(threads), 0, stream, 1, experts,
                            static_cast<int>(pairs), top_k, num_experts, rows_per_item, out);
   };
-  BITSERVE_CUDA_RETURN_IF_ERROR(num_experts <= 128   ? launch(GroupByExpertKernel<128>, 128)
-                                : num_experts <= 256 ? launch(GroupByExpertKernel<256>, 256)
-                                : num_experts <= 512 ? launch(GroupByExpertKernel<512>, 512)
-                                                     : launch(GroupByExpertKernel<1024>, 1024));
+  // At least a thread per expert; more for many pairs (their loops run pairs / threads times).
+  const int64_t want = std::max<int64_t>(num_experts, pairs / 2);
+  BITSERVE_CUDA_RETURN_IF_ERROR(want <= 128   ? launch(GroupByExpertKernel<128>, 128)
+                                : want <= 256 ? launch(GroupByExpertKernel<256>, 256)
+                                : want <= 512 ? launch(GroupByExpertKernel<512>, 512)
+                                              : launch(GroupByExpertKernel<1024>, 1024));
   return absl::OkStatus();
 }
 
