@@ -477,6 +477,10 @@ std::vector<BlockCase> BlockCases() {
       {"decode1_e150_k6", 128, 64, 1, 150, 6, true, 0},
       {"batch5_e256_k8_shared", 128, 64, 5, 256, 8, false, 64},
       {"decode2_e1024_k16", 128, 32, 2, 1024, 16, true, 0},
+      // Router rows split over 4 and 8 warps (one and two batches of loads a warp).
+      {"hidden4096_e16_k4", 4096, 64, 5, 16, 4, false, 0},
+      {"hidden8192_e8_k2", 8192, 32, 3, 8, 2, true, 0},
+      {"decode1_hidden12288_e8_k2_shared", 12288, 32, 1, 8, 2, true, 32},
   };
 }
 

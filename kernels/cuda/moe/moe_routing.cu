@@ -18,47 +18,57 @@ constexpr int kMaxExperts = 1024;
 
 __device__ __forceinline__ float Bf16(uint32_t bits) { return __uint_as_float(bits << 16); }
 
-// Warp = (output row j, kRouterTokens tokens): lanes stride over k four inputs at a time,
-// kRouterUnroll strides' weights loaded at once (the first before the PDL wait: the router is never
-// written), so a warp has that many loads in flight instead of one: at decode the kernel is
-// latency-bound (a few warps per SM). Each lane still adds its inputs in ascending order.
+// Item = (output row j, kRouterTokens tokens), run by `splits` warps of one block (1, 2, 4 or 8),
+// each over its own contiguous share of k: lanes stride over the share four inputs at a time,
+// kRouterUnroll strides' weights loaded at once, the first before the PDL wait (the router is never
+// written). At decode the kernel is latency-bound (a few warps per SM); with the row split so that
+// one batch of loads covers each share (hidden <= 8,192), every weight is in flight before the
+// wait and what follows it is one round of activation loads. Each lane adds its inputs in
+// ascending order, the lanes by a shuffle tree, the shares in order.
 constexpr int kRouterUnroll = 8;
-__global__ void Bf16RowProductsKernel(const float* __restrict__ x, int m,
-                                      const uint16_t* __restrict__ w, int n, int k,
-                                      float* __restrict__ y) {
+constexpr int kRouterBlock = 256;
+__global__ void __launch_bounds__(kRouterBlock)
+    Bf16RowProductsKernel(const float* __restrict__ x, int m, const uint16_t* __restrict__ w, int n,
+                          int k, int splits, float* __restrict__ y) {
+  __shared__ float shares[kRouterBlock / 32][kRouterTokens];
   const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) / 32);
-  const int lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32, warp_here = threadIdx.x / 32;
   const int groups = (m + kRouterTokens - 1) / kRouterTokens;
-  const bool active = warp < n * groups;
-  const int j = active ? warp / groups : 0, t0 = active ? (warp % groups) * kRouterTokens : 0;
+  const int item = warp / splits, share = warp % splits;
+  const bool active = item < n * groups;
+  const int j = active ? item / groups : 0, t0 = active ? (item % groups) * kRouterTokens : 0;
   const int k4 = k / 4;
+  const int span = (k4 + splits - 1) / splits;
+  const int first = share * span, last = min(k4, first + span);
   const uint2* wr = reinterpret_cast<const uint2*>(w + static_cast<int64_t>(j) * k);
   uint2 b[kRouterUnroll];
   const auto load = [&](int base) {
 #pragma unroll
     for (int u = 0; u < kRouterUnroll; ++u) {
       const int i = base + u * 32;
-      b[u] = active && i < k4 ? __ldg(wr + i) : make_uint2(0, 0);
+      b[u] = active && i < last ? __ldg(wr + i) : make_uint2(0, 0);
     }
   };
-  load(lane);
+  load(first + lane);
   WaitForPrerequisites();
   AllowDependentLaunch();
-  if (!active) return;
   float acc[kRouterTokens] = {};
-  for (int base = lane; base < k4; base += 32 * kRouterUnroll) {
-    if (base != lane) load(base);
+  if (active) {
+    for (int base = first + lane; base < last; base += 32 * kRouterUnroll) {
+      if (base != first + lane) load(base);
 #pragma unroll
-    for (int u = 0; u < kRouterUnroll; ++u) {
-      const int i = base + u * 32;
-      if (i >= k4) break;
-      const float w0 = Bf16(b[u].x & 0xffffu), w1 = Bf16(b[u].x >> 16), w2 = Bf16(b[u].y & 0xffffu),
-                  w3 = Bf16(b[u].y >> 16);
+      for (int u = 0; u < kRouterUnroll; ++u) {
+        const int i = base + u * 32;
+        if (i >= last) break;
+        const float w0 = Bf16(b[u].x & 0xffffu), w1 = Bf16(b[u].x >> 16),
+                    w2 = Bf16(b[u].y & 0xffffu), w3 = Bf16(b[u].y >> 16);
 #pragma unroll
-      for (int t = 0; t < kRouterTokens; ++t) {
-        if (t0 + t < m) {
-          const float4 v = reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + t) * k)[i];
-          acc[t] = fmaf(v.x, w0, fmaf(v.y, w1, fmaf(v.z, w2, fmaf(v.w, w3, acc[t]))));
+        for (int t = 0; t < kRouterTokens; ++t) {
+          if (t0 + t < m) {
+            const float4 v =
+                reinterpret_cast<const float4*>(x + static_cast<int64_t>(t0 + t) * k)[i];
+            acc[t] = fmaf(v.x, w0, fmaf(v.y, w1, fmaf(v.z, w2, fmaf(v.w, w3, acc[t]))));
+          }
         }
       }
     }
@@ -67,7 +77,23 @@ __global__ void Bf16RowProductsKernel(const float* __restrict__ x, int m,
   for (int t = 0; t < kRouterTokens; ++t) {
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
-    if (lane == 0 && t0 + t < m) y[static_cast<int64_t>(t0 + t) * n + j] = acc[t];
+  }
+  if (splits == 1) {
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) {
+      if (active && lane == 0 && t0 + t < m) y[static_cast<int64_t>(t0 + t) * n + j] = acc[t];
+    }
+    return;
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int t = 0; t < kRouterTokens; ++t) shares[warp_here][t] = acc[t];
+  }
+  __syncthreads();
+  if (active && share == 0 && lane < kRouterTokens && t0 + lane < m) {
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += shares[warp_here + s][lane];
+    y[static_cast<int64_t>(t0 + lane) * n + j] = sum;
   }
 }
 
@@ -303,12 +329,14 @@ absl::Status Bf16RowProducts(const float* x, int64_t m, const uint16_t* w, int n
         absl::StrCat("Bf16RowProducts: bad shape [", m, ", ", k, "] x [", n, ", ", k, "]"));
   }
   if (m == 0) return absl::OkStatus();
-  const int64_t warps = n * ((m + kRouterTokens - 1) / kRouterTokens);
-  constexpr int kBlock = 256;
-  const int64_t blocks = (warps * 32 + kBlock - 1) / kBlock;
-  BITSERVE_CUDA_RETURN_IF_ERROR(
-      LaunchDependent(Bf16RowProductsKernel, dim3(static_cast<unsigned>(blocks)), dim3(kBlock), 0,
-                      stream, 1, x, static_cast<int>(m), w, n, static_cast<int>(k), y));
+  // Warps a row: enough that one batch of loads covers each warp's share, at most a block's.
+  const int64_t batches = (k / 4 + 32 * kRouterUnroll - 1) / (32 * kRouterUnroll);
+  const int splits = batches <= 1 ? 1 : batches <= 2 ? 2 : batches <= 4 ? 4 : kRouterBlock / 32;
+  const int64_t warps = n * ((m + kRouterTokens - 1) / kRouterTokens) * splits;
+  const int64_t blocks = (warps * 32 + kRouterBlock - 1) / kRouterBlock;
+  BITSERVE_CUDA_RETURN_IF_ERROR(LaunchDependent(
+      Bf16RowProductsKernel, dim3(static_cast<unsigned>(blocks)), dim3(kRouterBlock), 0, stream, 1,
+      x, static_cast<int>(m), w, n, static_cast<int>(k), splits, y));
   return absl::OkStatus();
 }
 
