@@ -315,26 +315,23 @@ GroupedWork GroupedWorkFor(int64_t pairs, int num_experts) {
 
 }  // namespace
 
-// MoeFfnScratch's friends (declared there).
-// The router's logits of the m tokens of n into s.logits_ (rows of num_experts (+ 1)).
-absl::Status RouterLogits(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
-                          int64_t m, MoeFfnScratch& s, cudaStream_t stream) {
+absl::Status MoeFfnScratch::RouterLogits(const MoeFfnWeightsView& w, const MoeShape& shape,
+                                         const float* n, int64_t m, cudaStream_t stream) {
   const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
-  if (m >= kRouterSgemmMinTokens && s.router_sgemm_ != nullptr && w.router_f32 != nullptr) {
-    return s.router_sgemm_->Run(n, m, w.router_f32, router_rows, shape.hidden, s.logits_.get(),
-                                stream);
+  if (m >= kRouterSgemmMinTokens && router_sgemm_ != nullptr && w.router_f32 != nullptr) {
+    return router_sgemm_->Run(n, m, w.router_f32, router_rows, shape.hidden, logits_.get(), stream);
   }
-  return Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, s.logits_.get(), stream);
+  return Bf16RowProducts(n, m, w.router, router_rows, shape.hidden, logits_.get(), stream);
 }
 
-ExpertGrouping GroupingIn(MoeFfnScratch& s) {
+ExpertGrouping MoeFfnScratch::Grouping() {
   ExpertGrouping g;
-  g.expert_rows = s.expert_rows_.get();
-  g.source_rows = s.source_rows_.get();
-  g.row_expert = s.row_expert_.get();
-  g.pair_rows = s.pair_rows_.get();
-  g.items = s.items_.get();
-  g.num_items = s.num_items_.get();
+  g.expert_rows = expert_rows_.get();
+  g.source_rows = source_rows_.get();
+  g.row_expert = row_expert_.get();
+  g.pair_rows = pair_rows_.get();
+  g.items = items_.get();
+  g.num_items = num_items_.get();
   return g;
 }
 
@@ -345,7 +342,7 @@ absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, cons
         absl::StrCat("MoE block: ", m, " tokens, scratch for ", s.max_tokens_));
   }
   if (m == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(RouterLogits(w, shape, n, m, s, stream));
+  RETURN_IF_ERROR(s.RouterLogits(w, shape, n, m, stream));
   const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
   return SoftmaxTopK(s.logits_.get(), router_rows, m, shape.num_experts, shape.top_k,
                      shape.norm_topk_prob, s.experts_.get(), s.weights_.get(), stream);
@@ -383,7 +380,7 @@ absl::Status ExpertProducts(const MoeFfnWeightsView& w, float eps, const int32_t
   if (pairs == 0) return absl::OkStatus();
   const GroupedWork work = GroupedWorkFor(pairs, num_experts);
   RETURN_IF_ERROR(GroupByExpert(experts, x.rows, top_k, num_experts, work.per_item, work.max_items,
-                                GroupingIn(s), stream));
+                                s.Grouping(), stream));
   return GroupedExpertProducts(w, eps, pairs, x, s, stream);
 }
 
@@ -417,11 +414,11 @@ absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, c
   const int64_t m = nq.rows;
   if (m == 1 && shape.top_k <= s.max_pairs_ && w.gate_up.num_experts == shape.num_experts) {
     // Batch-1 decode: the top-k and the grouping in one launch.
-    RETURN_IF_ERROR(RouterLogits(w, shape, n, m, s, stream));
+    RETURN_IF_ERROR(s.RouterLogits(w, shape, n, m, stream));
     const GroupedWork work = GroupedWorkFor(shape.top_k, shape.num_experts);
     RETURN_IF_ERROR(SoftmaxTopKGroupOneToken(
         s.logits_.get(), shape.num_experts, shape.top_k, shape.norm_topk_prob, s.experts_.get(),
-        s.weights_.get(), work.per_item, work.max_items, GroupingIn(s), stream));
+        s.weights_.get(), work.per_item, work.max_items, s.Grouping(), stream));
     RETURN_IF_ERROR(GroupedExpertProducts(w, shape.eps, shape.top_k, nq, s, stream));
   } else {
     RETURN_IF_ERROR(RouteTokens(w, shape, n, m, s, stream));

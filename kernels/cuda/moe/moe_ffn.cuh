@@ -107,12 +107,14 @@ class MoeFfnScratch {
   friend absl::Status MoeFeedForward(const MoeFfnWeightsView&, const MoeShape&, const float*,
                                      const Int8Activations&, float*, MoeFfnScratch&, TernaryGemm*,
                                      cudaStream_t);
-  friend absl::Status RouterLogits(const MoeFfnWeightsView&, const MoeShape&, const float*, int64_t,
-                                   MoeFfnScratch&, cudaStream_t);
-  friend ExpertGrouping GroupingIn(MoeFfnScratch&);
   friend absl::Status SharedExpertAndCombine(const MoeFfnWeightsView&, const MoeShape&,
                                              const Int8Activations&, const float*, const int32_t*,
                                              float*, MoeFfnScratch&, TernaryGemm*, cudaStream_t);
+  // The router's logits of the m tokens of n into logits_ (rows of num_experts (+ 1)).
+  absl::Status RouterLogits(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
+                            int64_t m, cudaStream_t stream);
+  // The grouping outputs (GroupByExpert's) in this scratch.
+  ExpertGrouping Grouping();
   int64_t max_tokens_ = 0, max_pairs_ = 0, max_items_ = 0;
   std::unique_ptr<RouterSgemm> router_sgemm_;  // the router above kRouterSgemmMinTokens tokens
   int num_experts_ = 0;
