@@ -130,7 +130,8 @@ class MoeFfnScratch {
 // n: [m, hidden] float (the post-attention RMSNorm output), nq: its int8 quantization (m = nq.rows
 // tokens); out: [m, hidden], the block's output (the caller adds it to the residual stream).
 // gemm: the shared expert's dense products (may be null). RouteTokens, ExpertProducts and
-// SharedExpertAndCombine in turn.
+// SharedExpertAndCombine in turn; at one token (batch-1 decode) the top-k and the grouping run as
+// one launch (SoftmaxTopKGroupOneToken), then GroupedExpertProducts.
 absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
                             const Int8Activations& nq, float* out, MoeFfnScratch& scratch,
                             TernaryGemm* gemm, cudaStream_t stream);
