@@ -6,7 +6,7 @@
 #   (plus, for `official`, a libbitnet.so you built from a fetched microsoft/BitNet in .bundle/)
 #
 #   run_gpu_suite.sh [PART...]   PART: tests product official serve longctx pipeline ep ep2 prefix llama70b moe
-#                                breakdown
+#                                breakdown http
 #                                (default: tests product)
 #
 # tests:    every CUDA op test and engine test (label gpu)
@@ -86,8 +86,10 @@ fi
 # moe:      the MoE presets (issue 18) from dummy weights made on the GPU (`make-model
 #           --config-only` + `--load-format dummy`): engine_benchmark decode steps at batch 1, 16,
 #           64, 256 beside the floor of the experts a step can touch, prefill; MOE_PRESETS picks
-#           (default "qwen3-30b-a3b qwen3-235b-a22b"); MOE_SERVE=1 adds a served 128/128 run of
-#           the first preset with bench-serve.
+#           (default "qwen3-30b-a3b qwen3-235b-a22b"); MOE_SERVE=1 adds served runs of each preset
+#           with bench-serve: MOE_SERVE_RUNS lists LENxREQUESTS[cCONCURRENCY] (input = output
+#           length; default "128x512 512x256 128x8c1", the last the batch-1 TPOT). qwen3-235b-a22b
+#           needs an H200 for its KV cache at 256 x 1,024 positions (58 GB of weights).
 if has moe; then
   for preset in ${MOE_PRESETS:-qwen3-30b-a3b qwen3-235b-a22b}; do
     m=/tmp/bitserve-$preset
@@ -100,17 +102,54 @@ if has moe; then
     echo "engine_benchmark $preset: $(( $(date +%s) - t0 )) s"
   done
   if [[ ${MOE_SERVE:-0} == 1 ]]; then
-    presets=${MOE_PRESETS:-qwen3-30b-a3b}; preset=${presets%% *}
-    "$bin/bitserve" serve --model /tmp/bitserve-$preset --load-format dummy --device cuda \
-      --listen 127.0.0.1:0 --max-num-seqs 256 >/dev/null 2>"$out/${preset}_serve.log" &
-    spid=$!
-    for _ in $(seq 3000); do grep -q "listening on" "$out/${preset}_serve.log" && break; sleep 0.1; done
-    addr=$(grep -o "listening on .*" "$out/${preset}_serve.log" | awk '{print $3}')
-    timeout 200 "$bin/bitserve" bench-serve --server "$addr" --num-prompts 512 --input-len 128 \
-      --output-len 128 --timeout 180 --json "$out/${preset}_serve_128.json" 2>&1 |
-      tee "$out/${preset}_serve_128.log" | grep -E "Successful|Failed|throughput|Median|P99"
-    kill -TERM $spid; wait $spid; echo "serve exit $?"
+    for preset in ${MOE_PRESETS:-qwen3-30b-a3b qwen3-235b-a22b}; do
+      "$bin/bitserve" serve --model /tmp/bitserve-$preset --load-format dummy --device cuda \
+        --listen 127.0.0.1:0 --max-num-seqs 256 >/dev/null 2>"$out/${preset}_serve.log" &
+      spid=$!
+      for _ in $(seq 3000); do grep -q "listening on" "$out/${preset}_serve.log" && break; sleep 0.1; done
+      addr=$(grep -o "listening on .*" "$out/${preset}_serve.log" | awk '{print $3}')
+      for run in ${MOE_SERVE_RUNS:-128x512 512x256 128x8c1}; do
+        set -- ${run//[xc]/ }
+        conc=(); [ -n "${3:-}" ] && conc=(--max-concurrency "$3")
+        echo "== $preset served $1/$1, $2 requests ${3:+(concurrency $3)}"
+        timeout 280 "$bin/bitserve" bench-serve --server "$addr" --num-prompts "$2" --input-len "$1" \
+          --output-len "$1" "${conc[@]}" --timeout 260 --json "$out/${preset}_serve_$run.json" 2>&1 |
+          tee "$out/${preset}_serve_$run.log" | grep -E "Successful|Failed|throughput|Median|P99"
+      done
+      kill -TERM $spid; wait $spid; echo "serve exit $?"
+    done
   fi
+fi
+
+# http:     bench-serve over the OpenAI HTTP API (`serve --http-listen`) on the bitnet-2b4t preset
+#           (dummy weights), a shared-prefix workload (issue 20 item 7): HTTP_REQUESTS requests
+#           (default 256) of a shared HTTP_PREFIX-token prefix (2,048) + 128 own tokens, 128 out,
+#           concurrency 64; with prefix caching (two runs: the first fills the cache) and with
+#           --no-prefix-caching, and the same workload over gRPC on each server.
+if has http; then
+  m=/tmp/bitserve-bitnet-2b4t-dummy
+  "$bin/bitserve" make-model --preset bitnet-2b4t --out "$m" --config-only >/dev/null 2>&1 ||
+    "$bin/bitserve" make-model --preset bitnet-2b4t --out "$m" --config-only --no-tokenizer >/dev/null 2>&1
+  for cache in prefix noprefix; do
+    flags=(); [ $cache = noprefix ] && flags=(--no-prefix-caching)
+    log="$out/http_${cache}_serve.log"
+    "$bin/bitserve" serve --model "$m" --load-format dummy --device cuda --listen 127.0.0.1:0 \
+      --http-listen 127.0.0.1:0 --max-num-seqs 64 --max-model-len 4096 "${flags[@]}" >/dev/null 2>"$log" &
+    spid=$!
+    for _ in $(seq 3000); do grep -q "OpenAI API on" "$log" && grep -q "listening on" "$log" && break; sleep 0.1; done
+    base=$(sed -n 's|^bitserve serve: OpenAI API on \(http://[^ ]*\) .*|\1|p' "$log")
+    addr=$(grep -o "listening on .*" "$log" | awk '{print $3}')
+    common=(--num-prompts "${HTTP_REQUESTS:-256}" --prefix-len "${HTTP_PREFIX:-2048}" --input-len 128
+      --output-len 128 --max-concurrency 64 --seed 1 --timeout 200)
+    for api in http1 http2 grpc; do
+      target=(--base-url "$base"); [ $api = grpc ] && target=(--server "$addr")
+      echo "== $cache caching, $api"
+      timeout 220 "$bin/bitserve" bench-serve "${target[@]}" "${common[@]}" \
+        --json "$out/http_${cache}_$api.json" 2>&1 | tee "$out/http_${cache}_$api.log" |
+        grep -E "Successful|Failed|Output token|Mean TTFT|Median TPOT"
+    done
+    kill -TERM $spid; wait $spid; echo "serve exit $?"
+  done
 fi
 
 if has llama70b; then
