@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,22 @@
 #include "runtime/engine/engine.h"
 
 namespace bitserve::cli {
+
+// `--pipeline-split TEXT` for a pipeline of `stages` stages (serve's and the one-process commands'
+// flag): the layer counts, or InvalidArgument naming the flag. Whether the counts fit the model is
+// StagesFromSplit's check.
+inline absl::StatusOr<std::vector<int>> ParseSplitFlag(const std::string& text, int stages) {
+  if (stages < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--pipeline-split ", text, " needs --pipeline-stages of 2 or more"));
+  }
+  absl::StatusOr<std::vector<int>> layers = ParsePipelineSplit(text);
+  if (!layers.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--pipeline-split: ", layers.status().message()));
+  }
+  return layers;
+}
 
 struct PipelineFlags {
   int stages = 1;
@@ -34,16 +51,7 @@ struct PipelineFlags {
     options->local_pipeline_stages = stages;
     ASSIGN_OR_RETURN(options->pp_transfer, ParseTransferDtype(transfer));
     if (!split.empty()) {
-      if (stages < 2) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--pipeline-split ", split, " needs --pipeline-stages of 2 or more"));
-      }
-      absl::StatusOr<std::vector<int>> layers = ParsePipelineSplit(split);
-      if (!layers.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--pipeline-split: ", layers.status().message()));
-      }
-      options->local_pipeline_split = *layers;
+      ASSIGN_OR_RETURN(options->local_pipeline_split, ParseSplitFlag(split, stages));
     }
     return absl::OkStatus();
   }

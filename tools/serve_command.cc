@@ -27,9 +27,9 @@
 #include "rpc/serving_metrics.h"
 #include "rpc/worker_hub.h"
 #include "runtime/checkpoint/model_config.h"
-#include "runtime/checkpoint/pipeline_stage.h"
 #include "runtime/text/model_tokenizer.h"
 #include "tools/command_line.h"
+#include "tools/pipeline_flags.h"
 #include "tools/serving_flags.h"
 
 namespace bitserve::cli {
@@ -261,9 +261,9 @@ absl::Status Serve(const ServeArgs& args) {
                                                    ") and --expert-parallel (",
                                                    args.expert_parallel, ") must be >= 1"));
   }
-  if (!args.pipeline_split.empty() && args.pipeline_stages < 2) {
-    return absl::InvalidArgumentError(absl::StrCat("--pipeline-split ", args.pipeline_split,
-                                                   " needs --pipeline-stages of 2 or more"));
+  std::vector<int> pipeline_split;
+  if (!args.pipeline_split.empty()) {
+    ASSIGN_OR_RETURN(pipeline_split, ParseSplitFlag(args.pipeline_split, args.pipeline_stages));
   }
   // More than one worker without remote workers: this machine's workers, one process per stage
   // and expert-parallel rank.
@@ -282,13 +282,7 @@ absl::Status Serve(const ServeArgs& args) {
     hub_options.heartbeat_interval =
         std::min(std::chrono::milliseconds(500), hub_options.heartbeat_timeout / 4);
     hub_options.num_stages = args.pipeline_stages;
-    if (!args.pipeline_split.empty()) {
-      auto split = ParsePipelineSplit(args.pipeline_split);
-      if (!split.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat("--pipeline-split: ", split.status().message()));
-      hub_options.pipeline_split = *split;
-    }
+    hub_options.pipeline_split = pipeline_split;
     hub_options.expert_parallel = args.expert_parallel;
     hub_options.metrics = &metrics;
     // Local workers get a fresh random secret (another local process cannot join in their

@@ -313,11 +313,16 @@ GroupedWork GroupedWorkFor(int64_t pairs, int num_experts) {
   return {per_item, MaxGroupedItems(pairs, num_experts, per_item)};
 }
 
+// Rows of the router's logits: the routed experts, and the shared expert's gate when it has one.
+int RouterRows(const MoeFfnWeightsView& w, const MoeShape& shape) {
+  return shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
+}
+
 }  // namespace
 
 absl::Status MoeFfnScratch::RouterLogits(const MoeFfnWeightsView& w, const MoeShape& shape,
                                          const float* n, int64_t m, cudaStream_t stream) {
-  const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
+  const int router_rows = RouterRows(w, shape);
   if (m >= kRouterSgemmMinTokens && router_sgemm_ != nullptr && w.router_f32 != nullptr) {
     return router_sgemm_->Run(n, m, w.router_f32, router_rows, shape.hidden, logits_.get(), stream);
   }
@@ -343,8 +348,7 @@ absl::Status RouteTokens(const MoeFfnWeightsView& w, const MoeShape& shape, cons
   }
   if (m == 0) return absl::OkStatus();
   RETURN_IF_ERROR(s.RouterLogits(w, shape, n, m, stream));
-  const int router_rows = shape.num_experts + (w.shared_inter > 0 ? 1 : 0);
-  return SoftmaxTopK(s.logits_.get(), router_rows, m, shape.num_experts, shape.top_k,
+  return SoftmaxTopK(s.logits_.get(), RouterRows(w, shape), m, shape.num_experts, shape.top_k,
                      shape.norm_topk_prob, s.experts_.get(), s.weights_.get(), stream);
 }
 
@@ -391,7 +395,6 @@ absl::Status SharedExpertAndCombine(const MoeFfnWeightsView& w, const MoeShape& 
   const int64_t m = nq.rows;
   if (m == 0) return absl::OkStatus();
   const bool shared = w.shared_inter > 0;
-  const int router_rows = shape.num_experts + (shared ? 1 : 0);
   if (shared) {
     const int64_t si = w.shared_inter;
     RETURN_IF_ERROR(TernaryMatmulInt32(gemm, w.shared_gate_up, nq, s.shared_acc_.get(), stream));
@@ -404,15 +407,15 @@ absl::Status SharedExpertAndCombine(const MoeFfnWeightsView& w, const MoeShape& 
                                   s.shared_y_.get(), stream));
   }
   return CombineExperts(y, pair_rows, s.weights_.get(), m, shape.top_k, shape.hidden,
-                        shared ? s.logits_.get() + shape.num_experts : nullptr, router_rows,
-                        shared ? s.shared_y_.get() : nullptr, out, stream);
+                        shared ? s.logits_.get() + shape.num_experts : nullptr,
+                        RouterRows(w, shape), shared ? s.shared_y_.get() : nullptr, out, stream);
 }
 
 absl::Status MoeFeedForward(const MoeFfnWeightsView& w, const MoeShape& shape, const float* n,
                             const Int8Activations& nq, float* out, MoeFfnScratch& s,
                             TernaryGemm* gemm, cudaStream_t stream) {
   const int64_t m = nq.rows;
-  if (m == 1 && shape.top_k <= s.max_pairs_ && w.gate_up.num_experts == shape.num_experts) {
+  if (m == 1) {
     // Batch-1 decode: the top-k and the grouping in one launch.
     RETURN_IF_ERROR(s.RouterLogits(w, shape, n, m, stream));
     const GroupedWork work = GroupedWorkFor(shape.top_k, shape.num_experts);

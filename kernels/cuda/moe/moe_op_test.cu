@@ -487,5 +487,34 @@ std::vector<BlockCase> BlockCases() {
 INSTANTIATE_TEST_SUITE_P(Moe, MoeBlockTest, ::testing::ValuesIn(BlockCases()),
                          [](const auto& info) { return info.param.name; });
 
+// The routing launches refuse shapes they cannot run before touching the device, naming what is
+// wrong.
+TEST(MoeRoutingTest, RefusesBadShapes) {
+  if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
+  const auto refused = [](const absl::Status& status, const std::string& says) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_NE(status.message().find(says), std::string::npos) << status;
+  };
+  refused(SoftmaxTopK(nullptr, 8, 1, 8, 9, true, nullptr, nullptr, nullptr), "top 9 of 8 experts");
+  refused(SoftmaxTopK(nullptr, 8, 1, 2048, 8, true, nullptr, nullptr, nullptr), "at most 1024");
+  refused(SoftmaxTopK(nullptr, 4, 1, 8, 2, true, nullptr, nullptr, nullptr), "logit rows of 4");
+  refused(GroupByExpert(nullptr, 4, 2, 8, 1, 1, ExpertGrouping{}, nullptr),
+          "GroupByExpert: room for 1 work items");
+  refused(SoftmaxTopKGroupOneToken(nullptr, 8, 0, true, nullptr, nullptr, 1, 8, ExpertGrouping{},
+                                   nullptr),
+          "top 0 of 8 experts");
+  refused(SoftmaxTopKGroupOneToken(nullptr, 8, 2, true, nullptr, nullptr, 0, 8, ExpertGrouping{},
+                                   nullptr),
+          "0 rows per item");
+  refused(SoftmaxTopKGroupOneToken(nullptr, 8, 4, true, nullptr, nullptr, 1, 2, ExpertGrouping{},
+                                   nullptr),
+          "room for 2 work items");
+  refused(
+      CombineExperts(nullptr, nullptr, nullptr, 1, 1025, 64, nullptr, 0, nullptr, nullptr, nullptr),
+      "top 1025");
+  refused(CombineExperts(nullptr, nullptr, nullptr, 1, 2, 6, nullptr, 0, nullptr, nullptr, nullptr),
+          "hidden 6");
+}
+
 }  // namespace
 }  // namespace bitserve::cuda

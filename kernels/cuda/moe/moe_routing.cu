@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cub/block/block_scan.cuh>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -320,6 +321,36 @@ __global__ void __launch_bounds__(kCombineThreads)
   reinterpret_cast<float4*>(out + t * hidden4 * 4)[i] = o;
 }
 
+// The selection's bounds (SoftmaxTopK and the one-token launch).
+absl::Status CheckTopK(const char* what, int num_experts, int top_k) {
+  if (num_experts < 1 || num_experts > kMaxExperts || top_k < 1 || top_k > num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": top ", top_k, " of ", num_experts,
+                                                   " experts (at most ", kMaxExperts, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Room for the work items of `pairs` grouped rows (GroupByExpert and the one-token launch).
+absl::Status CheckItems(const char* what, int64_t pairs, int num_experts, int rows_per_item,
+                        int max_items) {
+  const int needed = MaxGroupedItems(pairs, num_experts, rows_per_item);
+  if (max_items < needed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": room for ", max_items, " work items, ", needed, " may be needed"));
+  }
+  return absl::OkStatus();
+}
+
+// launch(std::integral_constant<int, N>) for the smallest block N of 128, 256, 512 or 1,024
+// threads that is >= want (the grouping kernels' block sizes).
+template <typename Launch>
+cudaError_t WithBlockThreads(int64_t want, Launch&& launch) {
+  if (want <= 128) return launch(std::integral_constant<int, 128>{});
+  if (want <= 256) return launch(std::integral_constant<int, 256>{});
+  if (want <= 512) return launch(std::integral_constant<int, 512>{});
+  return launch(std::integral_constant<int, 1024>{});
+}
+
 }  // namespace
 
 absl::Status Bf16RowProducts(const float* x, int64_t m, const uint16_t* w, int n, int64_t k,
@@ -377,10 +408,10 @@ absl::Status RouterSgemm::Run(const float* x, int64_t m, const float* w, int n, 
 absl::Status SoftmaxTopK(const float* logits, int64_t logit_stride, int64_t m, int num_experts,
                          int top_k, bool norm_topk_prob, int32_t* experts, float* weights,
                          cudaStream_t stream) {
-  if (num_experts < 1 || num_experts > kMaxExperts || top_k < 1 || top_k > num_experts ||
-      logit_stride < num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat("SoftmaxTopK: top ", top_k, " of ", num_experts,
-                                                   " experts (at most ", kMaxExperts, ")"));
+  RETURN_IF_ERROR(CheckTopK("SoftmaxTopK", num_experts, top_k));
+  if (logit_stride < num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("SoftmaxTopK: logit rows of ", logit_stride,
+                                                   " for ", num_experts, " experts"));
   }
   if (m == 0) return absl::OkStatus();
   const int threads = (num_experts + 31) / 32 * 32;
@@ -400,21 +431,15 @@ absl::Status GroupByExpert(const int32_t* experts, int64_t m, int top_k, int num
     return absl::InvalidArgumentError(absl::StrCat("GroupByExpert: ", m, " tokens x top ", top_k,
                                                    " over ", num_experts, " experts"));
   }
-  if (max_items < MaxGroupedItems(pairs, num_experts, rows_per_item)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("GroupByExpert: room for ", max_items, " work items, ",
-                     MaxGroupedItems(pairs, num_experts, rows_per_item), " may be needed"));
-  }
-  const auto launch = [&](auto kernel, int threads) {
-    return LaunchDependent(kernel, dim3(1), dim3(threads), 0, stream, 1, experts,
-                           static_cast<int>(pairs), top_k, num_experts, rows_per_item, out);
-  };
+  RETURN_IF_ERROR(CheckItems("GroupByExpert", pairs, num_experts, rows_per_item, max_items));
   // At least a thread per expert; more for many pairs (their loops run pairs / threads times).
-  const int64_t want = std::max<int64_t>(num_experts, pairs / 2);
-  BITSERVE_CUDA_RETURN_IF_ERROR(want <= 128   ? launch(GroupByExpertKernel<128>, 128)
-                                : want <= 256 ? launch(GroupByExpertKernel<256>, 256)
-                                : want <= 512 ? launch(GroupByExpertKernel<512>, 512)
-                                              : launch(GroupByExpertKernel<1024>, 1024));
+  BITSERVE_CUDA_RETURN_IF_ERROR(
+      WithBlockThreads(std::max<int64_t>(num_experts, pairs / 2), [&](auto threads) {
+        constexpr int kThreads = decltype(threads)::value;
+        return LaunchDependent(GroupByExpertKernel<kThreads>, dim3(1), dim3(kThreads), 0, stream, 1,
+                               experts, static_cast<int>(pairs), top_k, num_experts, rows_per_item,
+                               out);
+      }));
   return absl::OkStatus();
 }
 
@@ -422,27 +447,20 @@ absl::Status SoftmaxTopKGroupOneToken(const float* logits, int num_experts, int 
                                       bool norm_topk_prob, int32_t* experts, float* weights,
                                       int rows_per_item, int max_items, const ExpertGrouping& out,
                                       cudaStream_t stream) {
-  if (num_experts < 1 || num_experts > kMaxExperts || top_k < 1 || top_k > num_experts ||
-      rows_per_item < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("SoftmaxTopKGroupOneToken: top ", top_k, " of ",
-                                                   num_experts, " experts (at most ", kMaxExperts,
-                                                   ")"));
-  }
-  if (max_items < MaxGroupedItems(top_k, num_experts, rows_per_item)) {
+  RETURN_IF_ERROR(CheckTopK("SoftmaxTopKGroupOneToken", num_experts, top_k));
+  if (rows_per_item < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("SoftmaxTopKGroupOneToken: room for ", max_items, " work items, ",
-                     MaxGroupedItems(top_k, num_experts, rows_per_item), " may be needed"));
+        absl::StrCat("SoftmaxTopKGroupOneToken: ", rows_per_item, " rows per item"));
   }
+  RETURN_IF_ERROR(
+      CheckItems("SoftmaxTopKGroupOneToken", top_k, num_experts, rows_per_item, max_items));
   const size_t shared = sizeof(float4) * ((num_experts + 3) / 4);
-  const auto launch = [&](auto kernel, int threads) {
-    return LaunchDependent(kernel, dim3(1), dim3(threads), shared, stream, 1, logits, num_experts,
-                           top_k, norm_topk_prob, experts, weights, rows_per_item, out);
-  };
-  BITSERVE_CUDA_RETURN_IF_ERROR(num_experts <= 128   ? launch(SoftmaxTopKGroupOneKernel<128>, 128)
-                                : num_experts <= 256 ? launch(SoftmaxTopKGroupOneKernel<256>, 256)
-                                : num_experts <= 512
-                                    ? launch(SoftmaxTopKGroupOneKernel<512>, 512)
-                                    : launch(SoftmaxTopKGroupOneKernel<1024>, 1024));
+  BITSERVE_CUDA_RETURN_IF_ERROR(WithBlockThreads(num_experts, [&](auto threads) {
+    constexpr int kThreads = decltype(threads)::value;
+    return LaunchDependent(SoftmaxTopKGroupOneKernel<kThreads>, dim3(1), dim3(kThreads), shared,
+                           stream, 1, logits, num_experts, top_k, norm_topk_prob, experts, weights,
+                           rows_per_item, out);
+  }));
   return absl::OkStatus();
 }
 
