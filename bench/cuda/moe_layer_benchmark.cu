@@ -8,7 +8,8 @@
 //                       [--sweep]
 //
 // --sweep: instead, the grouped gate/up and down products alone under every compiled grouped GEMV
-// configuration (AllGroupedGemvConfigs) and rows-per-item near the routing's mean, beside the
+// and tiled configuration (AllGroupedGemvConfigs, AllGroupedTiledConfigs) and rows-per-item near
+// the routing's mean, beside the
 // default choice (what DefaultGroupedGemvConfig / GroupedRowsPerItem are fitted from).
 //
 // Times are graph replays (bench/cuda/graph_timing.cuh) rotating over 4 layers' weights so that
@@ -188,15 +189,17 @@ void Sweep(const Shape& shape, const std::vector<int>& token_counts) {
     Check(RouteTokens(layers[0].view(), moe, n.get(), m, *scratch, stream));
     const double mean = ExpectedRowsPerExpert(pairs, shape.experts);
     const int default_per_item = GroupedRowsPerItem(mean);
-    for (int per_item : {1, 8, 16, 32, 64, 128}) {
+    for (int per_item : {1, 8, 16, 32, 64, 128, 256}) {
       if (per_item == 1 ? mean > 2.5 : (per_item > 4 * mean + 8 || per_item < mean / 4)) continue;
       const int max_items = MaxGroupedItems(pairs, shape.experts, per_item);
       const ExpertGrouping g{expert_rows.get(), source.get(), row_expert.get(),
                              pair_rows.get(),   items.get(),  num_items.get()};
       Check(GroupByExpert(scratch->experts(), m, shape.top_k, shape.experts, per_item, max_items, g,
                           stream));
-      const auto time = [&](const TernaryGemvConfig* config) {
+      const auto time = [&](const TernaryGemvConfig* config,
+                            const TernaryTiledConfig* tiled = nullptr) {
         GroupedRows rows{items.get(), num_items.get(), max_items, per_item, source.get(), config};
+        rows.tiled = tiled;
         GroupedRows down_rows = rows;
         down_rows.source_rows = nullptr;
         auto gu = TimePerCall(
@@ -223,6 +226,12 @@ void Sweep(const Shape& shape, const std::vector<int>& token_counts) {
         if ((c.kind == TernaryGemvConfig::Kind::kDp4a) != (per_item == 1)) continue;
         if (c.kind == TernaryGemvConfig::Kind::kMma && c.tokens > 2 * per_item) continue;
         const auto [gu, dn] = time(&c);
+        std::printf("| %d | %.1f | %d | %s | %.1f | %.1f |\n", m, mean, per_item, c.Name().c_str(),
+                    gu, dn);
+      }
+      for (const TernaryTiledConfig& c : AllGroupedTiledConfigs()) {
+        if (per_item < 16 || per_item % c.block_tokens() != 0) continue;
+        const auto [gu, dn] = time(nullptr, &c);
         std::printf("| %d | %.1f | %d | %s | %.1f | %.1f |\n", m, mean, per_item, c.Name().c_str(),
                     gu, dn);
       }

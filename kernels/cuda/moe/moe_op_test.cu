@@ -74,6 +74,7 @@ struct GroupedCase {
   int rows_per_item;
   enum class Spread { kRandom, kOneExpert, kFewExperts } spread = Spread::kRandom;
   int config = -1;  // an index into AllGroupedGemvConfigs(); -1: the default
+  int tiled = -1;   // instead, an index into AllGroupedTiledConfigs()
 };
 
 std::vector<int32_t> Assign(const GroupedCase& c, Rng& rng) {
@@ -170,6 +171,7 @@ TEST_P(GroupedProductTest, MatchesPerExpertReference) {
   ASSERT_EQ(cudaMemset(y.get(), kPoisonFloat, y.bytes()), cudaSuccess);
   GroupedRows rows{items.get(), num_items.get(), max_items, c.rows_per_item, source.get()};
   if (c.config >= 0) rows.config = &AllGroupedGemvConfigs()[c.config];
+  if (c.tiled >= 0) rows.tiled = &AllGroupedTiledConfigs()[c.tiled];
   ASSERT_OK(GroupedTernaryGemv(w, xa, rows, nullptr, acc.get(), nullptr));
   ASSERT_OK(GroupedTernaryGemv(w, xa, rows, y.get(), nullptr, nullptr));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -266,7 +268,59 @@ std::vector<GroupedCase> GroupedCases() {
       }
     }
   }
+  // Every grouped tiled configuration: items of one block, of several blocks and past the last
+  // partly filled block of an expert; long and short inputs, partial row tiles. 150 tokens over
+  // 16 experts (top 4) put ~38 rows on each, 300 over 4 (top 2) ~150.
+  const std::vector<TernaryTiledConfig>& tiled = AllGroupedTiledConfigs();
+  for (int i = 0; i < static_cast<int>(tiled.size()); ++i) {
+    for (int t : {16, 32, 64, 128, 256}) {
+      if (t % tiled[i].block_tokens() != 0) continue;
+      const std::string name = "tiled_" + tiled[i].Name() + "_t" + std::to_string(t);
+      for (GroupedCase c : {GroupedCase{name + "_200x2048", 16, 4, 150, 200, 2048, t},
+                            GroupedCase{name + "_136x768_e4", 4, 2, 300, 136, 768, t},
+                            GroupedCase{name + "_96x200", 16, 4, 150, 96, 200, t}}) {
+        c.tiled = i;
+        cases.push_back(c);
+      }
+    }
+    GroupedCase one{
+        "tiled_" + tiled[i].Name() + "_one_expert", 8, 2, 70, 160, 384, 64, S::kOneExpert};
+    one.tiled = i;
+    cases.push_back(one);
+  }
   return cases;
+}
+
+// A tiled configuration whose token blocks do not divide the rows per item is refused, not run.
+TEST(GroupedProductConfigTest, RefusesTiledBlocksThatDoNotDivideItems) {
+  if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
+  const TernaryTiledConfig* wide = nullptr;
+  for (const TernaryTiledConfig& c : AllGroupedTiledConfigs()) {
+    if (c.block_tokens() == 64) wide = &c;
+  }
+  ASSERT_NE(wide, nullptr);
+  GroupedTernaryWeights w;
+  DeviceBuffer<uint32_t> words = Alloc<uint32_t>(PaddedRows(128) * PaddedInputs(256) / 16);
+  w.first = PackedMatrixView(words.get(), 128, 256, {});
+  w.expert_words = PaddedRows(128) * PaddedInputs(256) / 16;
+  w.num_experts = 1;
+  DeviceBuffer<int8_t> x = Alloc<int8_t>(4 * PaddedInputs(256));
+  DeviceBuffer<float> xs = Alloc<float>(4);
+  DeviceBuffer<int32_t> sums = Alloc<int32_t>(4), acc = Alloc<int32_t>(4 * 128),
+                        num_items = Alloc<int32_t>(1);
+  DeviceBuffer<GroupedProductItem> items = Alloc<GroupedProductItem>(4);
+  Int8Activations xa;
+  xa.values = x.get();
+  xa.scales = xs.get();
+  xa.sums = sums.get();
+  xa.rows = 4;
+  xa.cols = 256;
+  xa.stride = PaddedInputs(256);
+  GroupedRows rows{items.get(), num_items.get(), 4, 32, nullptr};
+  rows.tiled = wide;
+  const absl::Status s = GroupedTernaryGemv(w, xa, rows, nullptr, acc.get(), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("32 rows per item"), std::string::npos) << s;
 }
 
 INSTANTIATE_TEST_SUITE_P(Moe, GroupedProductTest, ::testing::ValuesIn(GroupedCases()),

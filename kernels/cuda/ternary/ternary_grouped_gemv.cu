@@ -113,6 +113,23 @@ TernaryGemvConfig DefaultGroupedGemvConfig(const TernaryMatrixView& w, int rows_
   }
 }
 
+const std::vector<TernaryTiledConfig>& AllGroupedTiledConfigs() {
+  return internal::GroupedTiledConfigs();
+}
+
+TernaryTiledConfig DefaultGroupedTiledConfig(const TernaryMatrixView& w, int rows_per_item) {
+  // `moe_layer_benchmark --sweep` on an H100 (docs/perf.md), qwen3-30b-a3b and qwen3-235b-a22b
+  // experts: an expert's rows are padded to whole token blocks, so small blocks win while the
+  // experts get few rows (16-token blocks at ~16 rows an expert: the 235B down product 152 -> 93
+  // us against the best GEMV items; 32-token blocks at ~64), and 64-token blocks (more tokens per
+  // unpacked weight tile) once they get hundreds, but for short inputs (down, <= 8 k-tiles).
+  constexpr TernaryTiledConfig k128x16{4, 1, 2, 2, 4}, k128x32{2, 2, 4, 2, 4},
+      k128x64{2, 2, 4, 4, 4};
+  if (rows_per_item <= 32) return k128x16;
+  if (rows_per_item <= 128 || w.k_tiles() <= 8) return k128x32;
+  return k128x64;
+}
+
 int GroupedRowsPerItem(double rows_per_expert) {
   // The sweep's crossovers: one-row dp4a items up to ~1.3 rows an expert (8-row items win at
   // 1.6), the tiled kernel from ~24 (at 32 it beat the best GEMV items by 17%, at 16 lost by 25%).
@@ -171,11 +188,23 @@ absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activa
   g.expert_uint4s = w.expert_words / 4;
   g.scales = y != nullptr ? w.scales : nullptr;
   g.source_rows = groups.source_rows;
-  if (groups.config == nullptr && t >= 64) {
-    // From 64 rows per item the tiled mma.sync kernel: the 64-row GEMV items took 1.27 ms for
-    // qwen3-30b-a3b's block at 1,024 tokens on an H100, 7.7x the dense product of the same active
-    // parameters (docs/perf.md).
-    BITSERVE_CUDA_RETURN_IF_ERROR(internal::LaunchGroupedTiled(a, g, t, groups.max_items, stream));
+  if (groups.tiled != nullptr || (groups.config == nullptr && t >= 16)) {
+    // From 16 rows per item the tiled mma.sync kernel: at ~16 rows an expert its 16-token blocks
+    // beat the best GEMV items by 20-40% (the 64-row GEMV items took 1.27 ms for qwen3-30b-a3b's
+    // block at 1,024 tokens on an H100, 7.7x the dense product of the same active parameters;
+    // docs/perf.md).
+    const TernaryTiledConfig tiled =
+        groups.tiled != nullptr ? *groups.tiled : DefaultGroupedTiledConfig(w.first, t);
+    const std::vector<TernaryTiledConfig>& compiled = AllGroupedTiledConfigs();
+    const bool known = std::any_of(compiled.begin(), compiled.end(),
+                                   [&](const auto& c) { return c.Name() == tiled.Name(); });
+    if (!known || t % tiled.block_tokens() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("grouped tiled configuration ", tiled.Name(),
+                                                     " is not compiled in for ", t,
+                                                     " rows per item"));
+    }
+    BITSERVE_CUDA_RETURN_IF_ERROR(
+        internal::LaunchGroupedTiled(tiled, a, g, t, groups.max_items, stream));
     return absl::OkStatus();
   }
   const TernaryGemvConfig config =

@@ -6,8 +6,8 @@
 //
 // Built from the product kernels: the GEMV kernels of ternary_gemv.cuh (dp4a for one row per item,
 // int8 mma.m16n8k32 streaming for 8 .. 32), the tiled mma.sync kernel of ternary_tiled_gemm.cuh
-// (128 x 64 tiles) for 64, 128 and 256 rows per item. Results are those of the plain products on
-// each expert's rows: the int32 sums exact, the float epilogue bit for bit.
+// (128-row tiles of 16, 32 or 64 tokens) from 16 rows per item. Results are those of the plain
+// products on each expert's rows: the int32 sums exact, the float epilogue bit for bit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "kernels/cuda/ternary/int8_activations.h"
 #include "kernels/cuda/ternary/ternary_gemv.cuh"
+#include "kernels/cuda/ternary/ternary_tiled_gemm.cuh"
 
 namespace bitserve::cuda {
 
@@ -48,8 +49,11 @@ struct GroupedRows {
   // activation row r.
   const int32_t* source_rows = nullptr;
   // The GEMV configuration (one of AllGroupedGemvConfigs, for benchmarks); null: the default,
-  // DefaultGroupedGemvConfig up to 32 rows per item and the tiled kernel from 64.
+  // DefaultGroupedGemvConfig up to 8 rows per item and the tiled kernel from 16.
   const TernaryGemvConfig* config = nullptr;
+  // Instead, a tiled configuration (one of AllGroupedTiledConfigs, for benchmarks) whose token
+  // blocks divide rows_per_item; null: the default (DefaultGroupedTiledConfig from 16 rows).
+  const TernaryTiledConfig* tiled = nullptr;
 };
 
 // Rows per work item for a run whose active experts get about `rows_per_expert` rows each.
@@ -60,8 +64,13 @@ double ExpectedRowsPerExpert(int64_t grouped_rows, int num_experts);
 // Bound on the items of `grouped_rows` rows over `num_experts` experts in runs of rows_per_item.
 int MaxGroupedItems(int64_t grouped_rows, int num_experts, int rows_per_item);
 
-// The GEMV configuration of a grouped run of `rows_per_item` (1 .. 32) over matrices like w.
+// The GEMV configuration of a grouped run of `rows_per_item` (1 .. 32) over matrices like w
+// (the default up to 8 rows per item; 16 and 32 for benchmarks).
 TernaryGemvConfig DefaultGroupedGemvConfig(const TernaryMatrixView& w, int rows_per_item);
+// The tiled configuration of a grouped run of `rows_per_item` (16 .. 256) over matrices like w.
+TernaryTiledConfig DefaultGroupedTiledConfig(const TernaryMatrixView& w, int rows_per_item);
+// Every tiled configuration compiled for grouped products (128-row blocks of 16 .. 64 tokens).
+const std::vector<TernaryTiledConfig>& AllGroupedTiledConfigs();
 // Every GEMV configuration compiled for grouped products (a block of `tokens` rows; an item of
 // more rows takes several blocks).
 const std::vector<TernaryGemvConfig>& AllGroupedGemvConfigs();

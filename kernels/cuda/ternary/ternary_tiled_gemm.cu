@@ -252,16 +252,16 @@ bool SameConfig(const TernaryTiledConfig& a, const TernaryTiledConfig& b) {
          a.stages == b.stages && a.min_blocks == b.min_blocks && a.wgmma == b.wgmma;
 }
 
-}  // namespace
+using GroupedLaunchFn = cudaError_t (*)(const TernaryProductArgs&, const ExpertGroupsArgs&,
+                                        int rows_per_item, int max_items, cudaStream_t);
 
-namespace internal {
-
-// The grouped form of the 128 x 64 mma.sync configuration: items of up to rows_per_item rows (a
-// multiple of 64), rows_per_item / 64 blocks along x per item.
-cudaError_t LaunchGroupedTiled(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
-                               int rows_per_item, int max_items, cudaStream_t stream) {
-  using S = TiledShape<2, 2, 4, 4, 4>;
-  auto* kernel = &TernaryTiledKernel<2, 2, 4, 4, 4, 1, true>;
+// Grid: x = the token blocks of an item (rows_per_item / block tokens; a block past its item's
+// rows returns at once), y = row blocks, z = work items.
+template <int kWR, int kWN, int kRT, int kNT, int kStages>
+cudaError_t LaunchGroupedTiledShape(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
+                                    int rows_per_item, int max_items, cudaStream_t stream) {
+  using S = TiledShape<kWR, kWN, kRT, kNT, kStages>;
+  auto* kernel = &TernaryTiledKernel<kWR, kWN, kRT, kNT, kStages, 1, true>;
   static const cudaError_t attribute =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSharedBytes);
   if (attribute != cudaSuccess) return attribute;
@@ -270,6 +270,53 @@ cudaError_t LaunchGroupedTiled(const TernaryProductArgs& a, const ExpertGroupsAr
                   (a.row_tiles + S::kBlockRowTiles - 1) / S::kBlockRowTiles, max_items);
   kernel<<<grid, S::kThreads, S::kSharedBytes, stream>>>(a, g);
   return cudaGetLastError();
+}
+
+struct GroupedEntry {
+  TernaryTiledConfig config;
+  GroupedLaunchFn launch;
+};
+
+template <int kWR, int kWN, int kRT, int kNT, int kStages>
+GroupedEntry MakeGroupedEntry() {
+  return {TernaryTiledConfig{kWR, kWN, kRT, kNT, kStages, 1},
+          &LaunchGroupedTiledShape<kWR, kWN, kRT, kNT, kStages>};
+}
+
+// An item's rows are padded to whole token blocks, so a block of fewer tokens wastes fewer MMAs
+// on an expert's last, partly filled block (at 64 rows an expert on average, 64-token blocks
+// compute ~1.5 blocks per expert) but unpacks each weight tile for fewer tokens.
+const std::vector<GroupedEntry>& GroupedEntries() {
+  static const std::vector<GroupedEntry>* entries = new std::vector<GroupedEntry>{
+      MakeGroupedEntry<2, 2, 4, 4, 4>(),  // 128 rows x 64 tokens, 4 warps
+      MakeGroupedEntry<4, 2, 2, 4, 4>(),  // 128 x 64, 8 warps
+      MakeGroupedEntry<2, 2, 4, 2, 4>(),  // 128 x 32, 4 warps
+      MakeGroupedEntry<4, 2, 2, 2, 4>(),  // 128 x 32, 8 warps
+      MakeGroupedEntry<4, 1, 2, 2, 4>(),  // 128 x 16, 4 warps
+  };
+  return *entries;
+}
+
+}  // namespace
+
+namespace internal {
+
+const std::vector<TernaryTiledConfig>& GroupedTiledConfigs() {
+  static const std::vector<TernaryTiledConfig>* configs = [] {
+    auto* v = new std::vector<TernaryTiledConfig>;
+    for (const GroupedEntry& e : GroupedEntries()) v->push_back(e.config);
+    return v;
+  }();
+  return *configs;
+}
+
+cudaError_t LaunchGroupedTiled(const TernaryTiledConfig& config, const TernaryProductArgs& a,
+                               const ExpertGroupsArgs& g, int rows_per_item, int max_items,
+                               cudaStream_t stream) {
+  for (const GroupedEntry& e : GroupedEntries()) {
+    if (SameConfig(e.config, config)) return e.launch(a, g, rows_per_item, max_items, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace internal

@@ -5,8 +5,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cuda/ternary/ternary_kernel_common.cuh"
+#include "kernels/cuda/ternary/ternary_tiled_gemm.cuh"
 
 namespace bitserve::cuda::internal {
 
@@ -20,8 +22,12 @@ cudaError_t PermuteActivationsForWgmma(const int8_t* x, int64_t stride, int m, i
 // that is not compiled in.
 cudaError_t LaunchTernaryWgmma(int warpgroups, int tokens, int stages, int min_blocks,
                                const TernaryProductArgs& a, cudaStream_t stream);
-// The grouped tiled product (ternary_grouped_gemv.cuh) for rows_per_item 64, 128 and 256.
-cudaError_t LaunchGroupedTiled(const TernaryProductArgs& a, const ExpertGroupsArgs& g,
-                               int rows_per_item, int max_items, cudaStream_t stream);
+// The grouped tiled products (ternary_grouped_gemv.cuh): the configurations compiled in, and the
+// launch of one (cudaErrorInvalidValue for one that is not, or whose token blocks do not divide
+// rows_per_item).
+const std::vector<TernaryTiledConfig>& GroupedTiledConfigs();
+cudaError_t LaunchGroupedTiled(const TernaryTiledConfig& config, const TernaryProductArgs& a,
+                               const ExpertGroupsArgs& g, int rows_per_item, int max_items,
+                               cudaStream_t stream);
 
 }  // namespace bitserve::cuda::internal
