@@ -2,8 +2,10 @@
 // one run.
 //
 // Decode: the bitnet-2b4t attention shape (20 query heads, 5 KV heads, head_dim 128, bf16 KV
-// blocks of 16 tokens) at batch 1, 16, 64 and contexts 1K, 4K, 32K, 128K: time per call and the KV
-// bytes it must read (batch x context x 5 heads x 128 x 2 bytes x K and V) per second, against a
+// blocks of 16 tokens) at batch 1, 16, 64 and contexts 1K, 4K, 32K, 128K (and batch 64, 256 at
+// 128 and 512: many short requests), the CUDA-core kernel (the default for bf16) beside the
+// tensor-core one (PagedAttentionOptions::decode_tensor_cores_bf16): time per call and the KV bytes
+// it must read (batch x context x 5 heads x 128 x 2 bytes x K and V) per second, against a
 // device-to-device cudaMemcpy of 1 GiB (bytes read + written) and a streaming read kernel measured
 // in the same run. Prefill: one chunk of 512 and 4096 tokens from position 0 (and 512 tokens after
 // 32K cached ones) in TFLOP/s (4 x head_dim x heads x causal pairs), both MMA variants, beside
@@ -15,7 +17,7 @@
 // hold them; each measurement is a CUDA graph of back-to-back calls, replayed after warm-up; the
 // median replay over the calls in it is the time per call.
 //
-// Usage: attention_benchmark
+// Usage: attention_benchmark [--bf16-decode-only]   (only the ceilings and the bf16 decode table)
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -28,6 +30,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -104,7 +107,7 @@ __global__ void FillKvParams(uint16_t* p, int64_t n, bool pairs, uint64_t seed) 
   }
 }
 
-absl::Status Run() {
+absl::Status Run(bool decode_only) {
   cudaDeviceProp prop;
   BITSERVE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, 0));
   cudaStream_t stream;
@@ -184,13 +187,19 @@ absl::Status Run() {
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   std::mt19937_64 rng(42);
 
-  std::printf("decode (20 q heads, 5 KV heads, head_dim 128, bf16 KV, block 16)\n");
+  std::printf(
+      "decode (20 q heads, 5 KV heads, head_dim 128, bf16 KV, block 16; the CUDA-core kernel, "
+      "the default, beside the tensor-core one, decode_tensor_cores_bf16)\n");
   std::printf(
       "| batch | context | us | KV MB read | GB/s | %% of copy | %% of read | "
-      "us incl. prefill launch | us, 1 split |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
-      "---:|\n");
-  for (int batch : {1, 16, 64}) {
-    for (int context : {1024, 4096, 32768, 131072}) {
+      "us incl. prefill launch | us, 1 split | us, tensor cores | GB/s | %% of read |\n"
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (int batch : {1, 16, 64, 256}) {
+    for (int context : {128, 512, 1024, 4096, 32768, 131072}) {
+      // Short contexts at large batches (decode of many short requests), long ones at small.
+      if ((context < 1024 && batch < 64) || int64_t{batch} * context > int64_t{64} * 131072) {
+        continue;
+      }
       const int64_t blocks = int64_t{batch} * (context / kBlockSize);
       const int64_t kv_bytes = 2 * int64_t{batch} * context * kRowBytes;
       const int copies = static_cast<int>(std::min<int64_t>(
@@ -202,13 +211,14 @@ absl::Status Run() {
         ASSIGN_OR_RETURN(auto b, MakeBatch(entries, c * blocks, rng));
         batches.push_back(std::move(b));
       }
-      auto timed = [&](int prefill_bound, int splits) {
+      auto timed = [&](int prefill_bound, int splits, bool tensor_cores = false) {
         return TimePerCall(
             [&](int i) -> absl::Status {
               AttentionBatch view = batches[i % copies].view;
               view.max_prefill_tokens = prefill_bound;
               PagedAttentionOptions options;
               options.decode_splits = splits;
+              options.decode_tensor_cores_bf16 = tensor_cores;
               return PagedAttentionWithOptions(q.get(), view, cache, kHeads, scale, out.get(),
                                                ws.get(), ws_bytes, options, stream);
             },
@@ -217,12 +227,20 @@ absl::Status Run() {
       ASSIGN_OR_RETURN(const double us, timed(0, 0));
       ASSIGN_OR_RETURN(const double us_prefill_launch, timed(-1, 0));
       ASSIGN_OR_RETURN(const double us_one_split, timed(0, 1));
-      const double gbs = kv_bytes / (us * 1e3);
-      std::printf("| %d | %dK | %.1f | %.1f | %.0f | %.0f%% | %.0f%% | %.1f | %.1f |\n", batch,
-                  context / 1024, us, kv_bytes / 1e6, gbs, 100 * gbs / copy_gbs,
-                  100 * gbs / read_gbs, us_prefill_launch, us_one_split);
+      ASSIGN_OR_RETURN(const double us_tensor_cores, timed(0, 0, true));
+      const double gbs = kv_bytes / (us * 1e3), tc = kv_bytes / (us_tensor_cores * 1e3);
+      std::printf(
+          "| %d | %d | %.1f | %.1f | %.0f | %.0f%% | %.0f%% | %.1f | %.1f | %.1f | %.0f | %.0f%% "
+          "|\n",
+          batch, context, us, kv_bytes / 1e6, gbs, 100 * gbs / copy_gbs, 100 * gbs / read_gbs,
+          us_prefill_launch, us_one_split, us_tensor_cores, tc, 100 * tc / read_gbs);
       std::fflush(stdout);
     }
+  }
+
+  if (decode_only) {
+    BITSERVE_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
+    return absl::OkStatus();
   }
 
   // Quantized caches: the tensor-core decode kernel (default) beside the CUDA-core one, on random
@@ -377,8 +395,13 @@ absl::Status Run() {
 }  // namespace
 }  // namespace bitserve::cuda
 
-int main() {
-  const absl::Status status = bitserve::cuda::Run();
+int main(int argc, char** argv) {
+  const bool decode_only = argc == 2 && std::string(argv[1]) == "--bf16-decode-only";
+  if (argc > 1 && !decode_only) {
+    std::fprintf(stderr, "usage: attention_benchmark [--bf16-decode-only]\n");
+    return 2;
+  }
+  const absl::Status status = bitserve::cuda::Run(decode_only);
   if (!status.ok()) {
     std::fprintf(stderr, "attention_benchmark: %s\n", std::string(status.message()).c_str());
     return 1;

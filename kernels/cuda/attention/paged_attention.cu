@@ -127,7 +127,8 @@ absl::Status PagedAttentionWithOptions(const float* q, const AttentionBatch& bat
 
   // Decode: one block per (split, KV head x head slice, entry). The tensor-core kernel takes up
   // to 16 heads of a group per block (its MMA rows), the CUDA-core kernel 1, 2, 4 or 8.
-  const bool mma = options.decode_tensor_cores && DecodeMmaSupports(head_dim, cache.dtype);
+  const bool mma = options.decode_tensor_cores && DecodeMmaSupports(head_dim, cache.dtype) &&
+                   (cache.dtype != KvDtype::kBf16 || options.decode_tensor_cores_bf16);
   const int mma_blocks = options.decode_mma_blocks_per_sm == 3 ? 3 : 2;
   const int group_per_block =
       mma ? std::min(group, 16) : (group >= 8 ? 8 : (group > 4 ? 8 : (group > 2 ? 4 : group)));

@@ -1,19 +1,22 @@
-// Decode attention over an int8 or int4 paged cache on tensor cores (head_dim 64 or 128); see
+// Decode attention over a bf16, int8 or int4 paged cache on tensor cores (head_dim 64 or 128); see
 // paged_attention_internal.cuh for the family's files. The CUDA-core decode kernel
-// (paged_attention_decode.cu) serves bf16 caches and the other head sizes.
+// (paged_attention_decode.cu) serves the other head sizes, and bf16 caches unless
+// PagedAttentionOptions::decode_tensor_cores_bf16 asks for this one.
 //
 // Why: on CUDA cores a quantized key costs ~100 warp instructions (dequantization, 64 FMAs per
 // lane group, shuffle reductions, an exp per head in every lane), so the int8 / int4 kernels were
 // issue-bound at 39-44% / 23-25% of HBM bandwidth (docs/perf.md). Here one warp takes 16 keys at a
 // time through mma.sync m16n8k16, with the query heads of one KV head as the 16 rows:
 //   S = q K^T: A = q (fp16 hi + lo, per-row power-of-two prescale), B = the keys' integers c,
-//              exact in fp16 (int8 q; int4 n - 7.5);
-//   O = P V:   A = P s_v (bf16 hi + lo), B = the values' integers, exact in bf16.
+//              exact in fp16 (int8 q; int4 n - 7.5); bf16 caches: A = q as bf16 hi + lo, B =
+//              the keys as stored;
+//   O = P V:   A = P s_v (bf16 hi + lo), B = the values' integers, exact in bf16 (bf16 caches:
+//              the values as stored, s_v = 1).
 // Scales and offsets go around the MMAs exactly as in the prefill kernel:
 //   S[r, j] = s_kj (q_r . c_kj) + o_kj sum(q_r),  O[r] = sum_j (P[r, j] s_vj) c_vj + sum_j P o_vj,
-// with o = 0 (int8) or zero + 7.5 s (int4). P s_v is bf16 (fp32's exponent range, so no value
-// scale underflows); q is fp16 (its 11-bit mantissa, two halves: ~22 bits) scaled by 2^e so its
-// largest element is in [2^13, 2^14), which keeps both halves normal.
+// with o = 0 (int8, bf16: s = 1) or zero + 7.5 s (int4). P s_v is bf16 (fp32's exponent range, so
+// no value scale underflows); q is fp16 (its 11-bit mantissa, two halves: ~22 bits) scaled by 2^e
+// so its largest element is in [2^13, 2^14), which keeps both halves normal.
 //
 // Each lane needs contiguous bytes only, because the dot products do not care which element of
 // a row meets which element of the other operand as long as both agree:
@@ -27,7 +30,9 @@
 // stored beside them. Splits, the partial records and the combine are the CUDA-core kernel's.
 // Measured (docs/perf.md, H100): 1.3-1.75x the CUDA-core kernel at >= 32K; int8 up to 68% and
 // int4 up to 42% of the streaming-read bandwidth: still latency-bound (~25-29 SM clocks per key,
-// 8 warps per SM at 212 registers).
+// 8 warps per SM at 212 registers). bf16 caches (twice int8's bytes a key, no dequantization) came
+// later, for large batches of short contexts, where the CUDA-core kernel's ~2K FMAs per key and
+// KV head (8 query heads) made it issue-bound at a third of the bandwidth.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -61,7 +66,7 @@ template <int kHeadDim, KvDtype kType>
 struct MmaShape {
   static constexpr int kHeadBytes = static_cast<int>(KvHeadBytes(kType, kHeadDim));
   static constexpr int kStride = kHeadBytes + 16;  // shared row stride: spreads lanes over banks
-  static constexpr int kStages = kType == KvDtype::kInt8 ? 3 : 4;
+  static constexpr int kStages = kType == KvDtype::kInt4 ? 4 : 3;
   static constexpr int kKLaneBytes = kHeadBytes / 4;  // one key's bytes per lane (4 lanes a key)
   static constexpr int kVLaneBytes = kHeadBytes / 8;  // one value row's bytes per lane (8 lanes)
   static constexpr int kTileBytes = kTileKeys * kStride;
@@ -78,8 +83,8 @@ struct MmaShape {
 // r = 2, 3: rows 2t+8, 2t+9), as KeyPairs below converts them.
 template <KvDtype kType>
 __device__ __forceinline__ int DimOfK(int ks, int r) {
-  if constexpr (kType == KvDtype::kInt8) {
-    return 4 * ks + r;  // word ks: bytes (0, 1) -> b0, (2, 3) -> b1
+  if constexpr (kType != KvDtype::kInt4) {
+    return 4 * ks + r;  // int8 word ks: bytes (0, 1) -> b0, (2, 3) -> b1; bf16 words 2ks, 2ks + 1
   } else {
     // word ks / 2, half h = ks % 2: b0 = nibbles (2h, 2h + 4), b1 = nibbles (2h + 1, 2h + 5)
     const int h = ks & 1;
@@ -89,11 +94,14 @@ __device__ __forceinline__ int DimOfK(int ks, int r) {
 }
 
 // The B fragment (b0, b1) of k-step ks from the lane's key words: fp16 integers c (int8: q;
-// int4: n - 7.5), exact.
+// int4: n - 7.5), exact; bf16: the stored pairs themselves.
 template <KvDtype kType>
 __device__ __forceinline__ void KeyPairs(const uint32_t* words, int ks, uint32_t& b0,
                                          uint32_t& b1) {
-  if constexpr (kType == KvDtype::kInt8) {
+  if constexpr (kType == KvDtype::kBf16) {
+    b0 = words[2 * ks];
+    b1 = words[2 * ks + 1];
+  } else if constexpr (kType == KvDtype::kInt8) {
     const uint32_t x = words[ks] ^ 0x80808080u;                   // q + 128
     const __half2 bias = __half2half2(__ushort_as_half(0x6480));  // 1152 = 1024 + 128
     // 0x64uu as fp16 is 1024 + uu.
@@ -111,10 +119,14 @@ __device__ __forceinline__ void KeyPairs(const uint32_t* words, int ks, uint32_t
   }
 }
 
-// The B fragment of value n-tile nd: bf16 integers c of (key a, key b) at the lane's element nd.
+// The B fragment of value n-tile nd: bf16 integers c of (key a, key b) at the lane's element nd
+// (bf16 caches: the stored elements).
 template <KvDtype kType>
 __device__ __forceinline__ uint32_t ValuePair(const uint32_t* wa, const uint32_t* wb, int nd) {
-  if constexpr (kType == KvDtype::kInt8) {
+  if constexpr (kType == KvDtype::kBf16) {
+    // Element nd is half nd % 2 of word nd / 2: key a's half low, key b's high.
+    return __byte_perm(wa[nd >> 1], wb[nd >> 1], (nd & 1) ? 0x7632u : 0x5410u);
+  } else if constexpr (kType == KvDtype::kInt8) {
     const int word = nd >> 2, byte = nd & 3;
     // fp32 2^23 + (q + 128), minus 2^23 + 128: q exactly; then both to bf16 (exact).
     const uint32_t sel = 0x7650u | static_cast<uint32_t>(byte);
@@ -158,6 +170,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kMinBlocks) DecodeMmaKernel
   AllowDependentLaunch();
   using Shape = MmaShape<kHeadDim, kType>;
   constexpr bool kHasZero = kType == KvDtype::kInt4;
+  constexpr bool kQuantized = kType != KvDtype::kBf16;
   constexpr int kStages = Shape::kStages;
   constexpr int kKSteps = kHeadDim / 16;
   constexpr int kNTiles = kHeadDim / 8;
@@ -216,9 +229,16 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kMinBlocks) DecodeMmaKernel
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
       const float s = ldexpf(1.0f, shift);
-      SplitHalf(x[DimOfK<kType>(ks, 0)] * s, x[DimOfK<kType>(ks, 1)] * s, qhi[ks][h], qlo[ks][h]);
-      SplitHalf(x[DimOfK<kType>(ks, 2)] * s, x[DimOfK<kType>(ks, 3)] * s, qhi[ks][2 + h],
-                qlo[ks][2 + h]);
+      const auto split = [](float x0, float x1, uint32_t& hi, uint32_t& lo) {
+        if constexpr (kQuantized) {
+          SplitHalf(x0, x1, hi, lo);
+        } else {
+          SplitBf16(x0, x1, hi, lo);
+        }
+      };
+      split(x[DimOfK<kType>(ks, 0)] * s, x[DimOfK<kType>(ks, 1)] * s, qhi[ks][h], qlo[ks][h]);
+      split(x[DimOfK<kType>(ks, 2)] * s, x[DimOfK<kType>(ks, 3)] * s, qhi[ks][2 + h],
+            qlo[ks][2 + h]);
     }
   }
 
@@ -257,16 +277,19 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kMinBlocks) DecodeMmaKernel
     CpAsyncCommit();  // an empty group past the end keeps the wait counts uniform
   };
   // Thread i < 64: key i's K params of tile j; thread 64 + i: its V params (0 past the split).
+  // bf16 caches have none (scale 1, offset 0 at the use).
   const auto load_params = [&](int j) -> uint32_t {
     const int p = begin + j * kTileKeys + (threadIdx.x & (kTileKeys - 1));
-    if (j >= num_tiles || p >= end) return 0;
+    if (!kQuantized || j >= num_tiles || p >= end) return 0;
     const int64_t index = CacheRow(table, p, a.log2_block_size) * a.num_kv_heads + kv_head;
     return KvChunk<kType>::LoadParams(threadIdx.x < kTileKeys ? a.k_params : a.v_params, index);
   };
   const auto store_params = [&](int j, uint32_t params) {
-    const float scale = HalfBitsToFloat(params);
-    const float offset = kHasZero ? fmaf(7.5f, scale, HalfBitsToFloat(params >> 16)) : 0.0f;
-    stage_params(j % kStages)[threadIdx.x] = make_float2(scale, offset);
+    if constexpr (kQuantized) {
+      const float scale = HalfBitsToFloat(params);
+      const float offset = kHasZero ? fmaf(7.5f, scale, HalfBitsToFloat(params >> 16)) : 0.0f;
+      stage_params(j % kStages)[threadIdx.x] = make_float2(scale, offset);
+    }
   };
 
   float o[kNTiles][4];
@@ -306,8 +329,13 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kMinBlocks) DecodeMmaKernel
       for (int ks = 0; ks < kKSteps; ++ks) {
         uint32_t b0, b1;
         KeyPairs<kType>(kw, ks, b0, b1);
-        MmaF16(s[nt], qhi[ks], b0, b1);
-        MmaF16(s_lo[nt], qlo[ks], b0, b1);  // a second chain: half the dependent MMAs each
+        if constexpr (kQuantized) {
+          MmaF16(s[nt], qhi[ks], b0, b1);
+          MmaF16(s_lo[nt], qlo[ks], b0, b1);  // a second chain: half the dependent MMAs each
+        } else {
+          MmaBf16(s[nt], qhi[ks], b0, b1);
+          MmaBf16(s_lo[nt], qlo[ks], b0, b1);
+        }
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[nt][i] += s_lo[nt][i];
@@ -320,8 +348,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32, kMinBlocks) DecodeMmaKernel
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         const int key = nt * 8 + 2 * t + c;
-        const float2 kp = kparams[key];
-        vp[nt][c] = vparams[key];
+        const float2 kp = kQuantized ? kparams[key] : make_float2(1.0f, 0.0f);
+        vp[nt][c] = kQuantized ? vparams[key] : make_float2(1.0f, 0.0f);
         const bool valid = key0 + key < end;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -466,6 +494,7 @@ struct MmaDispatch {
   }
   template <int kHeadDim>
   void ForDtype(KvDtype dtype, bool rows16, int min_blocks) {
+    if (dtype == KvDtype::kBf16) return ForRows<kHeadDim, KvDtype::kBf16>(rows16, min_blocks);
     return dtype == KvDtype::kInt8 ? ForRows<kHeadDim, KvDtype::kInt8>(rows16, min_blocks)
                                    : ForRows<kHeadDim, KvDtype::kInt4>(rows16, min_blocks);
   }
@@ -479,7 +508,7 @@ struct MmaDispatch {
 
 bool DecodeMmaSupports(int head_dim, KvDtype dtype) {
   return (head_dim == 64 || head_dim == 128) &&
-         (dtype == KvDtype::kInt8 || dtype == KvDtype::kInt4);
+         (dtype == KvDtype::kBf16 || dtype == KvDtype::kInt8 || dtype == KvDtype::kInt4);
 }
 
 void LaunchDecodeMma(int head_dim, int heads_per_block, int min_blocks, KvDtype dtype,

@@ -23,7 +23,9 @@
 // 2.1e-4 for a row. The tensor-core decode kernel for int8 / int4 (H100, 2026-12-07,
 // bench/cuda/results/h100_op_test_mma_decode.log): 1e-6 typical, at most 5.5e-5 for the whole
 // output (int4, 64K context); the CUDA-core kernel stays tested on the same shapes (_cudacores),
-// and the 3-blocks-per-SM register bound too (_mmablocks3). Each case prints its measured errors.
+// and the 3-blocks-per-SM register bound too (_mmablocks3). bf16 caches on the tensor-core decode
+// kernel (opt-in, _bf16mma; q and p as hi + lo bf16 against the stored keys and values) are held
+// to the same tolerance; written 2026-12-08, not yet run on a GPU. Each case prints its errors.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -61,6 +63,7 @@ struct AttnCase {
   KvDtype dtype = KvDtype::kBf16;
   bool cuda_cores = false;  // PagedAttentionOptions::decode_tensor_cores = false
   int mma_blocks = 0;       // PagedAttentionOptions::decode_mma_blocks_per_sm (0: default)
+  bool bf16_mma = false;    // PagedAttentionOptions::decode_tensor_cores_bf16
 
   std::string Name() const {
     std::string name = absl::StrCat(label, "_", KvDtypeName(dtype), "_h", heads, "_kv", kv_heads,
@@ -70,6 +73,7 @@ struct AttnCase {
     if (graph_bounds) absl::StrAppend(&name, "_graphbounds");
     if (cuda_cores) absl::StrAppend(&name, "_cudacores");
     if (mma_blocks > 0) absl::StrAppend(&name, "_mmablocks", mma_blocks);
+    if (bf16_mma) absl::StrAppend(&name, "_bf16mma");
     return name;
   }
 };
@@ -95,6 +99,27 @@ std::vector<AttnCase> AllAttentionCases() {
   // Long contexts.
   c.push_back({"decode_long", 20, 5, 128, 16, {{32767, 1}, {20001, 1}, {9, 1}}});
   c.push_back({"decode_long", 8, 1, 128, 16, {{32000, 1}}, 5});
+  // bf16 decode on the tensor-core kernel (opt-in, decode_tensor_cores_bf16): GQA 4, 3 and 8,
+  // 16 heads per KV head (all 16 MMA rows), two head slices, forced splits, a long context, the
+  // 3-blocks bound, a mixed batch with graph-style bounds.
+  for (AttnCase a : std::vector<AttnCase>{
+           {"decode", 20, 5, 128, 16, decode8},
+           {"decode", 6, 2, 64, 16, decode8},
+           {"decode", 12, 4, 64, 16, decode8},
+           {"decode", 32, 4, 128, 16, {{511, 1}, {130, 1}, {2, 1}}},  // qwen3-30b-a3b
+           {"decode", 32, 2, 128, 16, decode8},
+           {"decode", 64, 4, 128, 16, {{3000, 1}, {77, 1}, {0, 1}}},  // qwen3-235b-a22b
+           {"decode", 64, 2, 64, 16, {{3000, 1}, {77, 1}}},
+           {"decode", 20, 5, 128, 16, decode8, 7},
+           {"decode_long", 20, 5, 128, 16, {{32767, 1}, {9, 1}}},
+           {"mixed", 20, 5, 128, 16, {{100, 1}, {0, 33}, {2047, 1}}, 0, true, true}}) {
+    a.bf16_mma = true;
+    c.push_back(a);
+  }
+  AttnCase bounded{"decode", 20, 5, 128, 16, decode8};
+  bounded.bf16_mma = true;
+  bounded.mma_blocks = 3;
+  c.push_back(bounded);
   // Prefill only: from position 0, chunks that start mid-block, two-token chunks, several entries.
   c.push_back({"prefill", 20, 5, 128, 16, {{0, 100}}});
   c.push_back({"prefill", 20, 5, 128, 16, {{37, 200}, {0, 2}, {5, 64}}});
@@ -347,6 +372,7 @@ void RunPagedAttentionCase(const AttnCase& c, Rng& rng) {
   PagedAttentionOptions options;
   options.decode_splits = c.decode_splits;
   options.decode_tensor_cores = !c.cuda_cores;
+  options.decode_tensor_cores_bf16 = c.bf16_mma;
   if (c.mma_blocks > 0) options.decode_mma_blocks_per_sm = c.mma_blocks;
   options.prefill_split_bf16 = c.split_bf16;
 

@@ -20,6 +20,11 @@ struct PagedAttentionOptions {
   // (paged_attention_decode_mma.cu); false = the CUDA-core kernel every other shape takes, for
   // comparing the two.
   bool decode_tensor_cores = true;
+  // bf16 caches on the same tensor-core kernel (q and p as hi + lo bf16 against the stored keys
+  // and values), for large batches of short contexts where the CUDA-core kernel is issue-bound at
+  // a third of the bandwidth (docs/perf.md, llama-70b at batch 256). Off by default until its op
+  // tests and the bf16 decode benchmark have run on a GPU (written 2026-12-08, no device lent).
+  bool decode_tensor_cores_bf16 = false;
   // The tensor-core kernel's register bound (up to 8 heads per KV head): 2 resident blocks per SM
   // (no spills), or 3 (<= 168 registers, a few spilled), for comparing the two. Measured on an H100
   // (docs/perf.md): 3 is 5-25% slower at 32K-128K, so 2 it is.

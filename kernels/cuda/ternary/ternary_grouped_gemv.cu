@@ -16,6 +16,10 @@ using internal::GemvDp4aKernel;
 using internal::GemvMmaKernel;
 using internal::TernaryProductArgs;
 
+// Rows per item from which the default is the tiled kernel (DefaultGroupedTiledConfig). 16 once
+// the 16-token blocks have passed their op tests on a GPU (docs/perf.md: 20-40% faster there).
+constexpr int kGroupedTiledMinRows = 64;
+
 using LaunchFn = cudaError_t (*)(const TernaryProductArgs&, const ExpertGroupsArgs&,
                                  int rows_per_item, int max_items, cudaStream_t);
 
@@ -120,9 +124,11 @@ const std::vector<TernaryTiledConfig>& AllGroupedTiledConfigs() {
 TernaryTiledConfig DefaultGroupedTiledConfig(const TernaryMatrixView& w, int rows_per_item) {
   // `moe_layer_benchmark --sweep` on an H100 (docs/perf.md), qwen3-30b-a3b and qwen3-235b-a22b
   // experts: an expert's rows are padded to whole token blocks, so small blocks win while the
-  // experts get few rows (16-token blocks at ~16 rows an expert: the 235B down product 152 -> 93
-  // us against the best GEMV items; 32-token blocks at ~64), and 64-token blocks (more tokens per
-  // unpacked weight tile) once they get hundreds, but for short inputs (down, <= 8 k-tiles).
+  // experts get few rows (32-token blocks at ~64 rows an expert: the 235B down product 274 -> 243
+  // us), and 64-token blocks (more tokens per unpacked weight tile) once they get hundreds, but
+  // for short inputs (down, <= 8 k-tiles). 16-token blocks timed best at ~16 rows (the 235B down
+  // product 152 -> 93 us against the GEMV items) but have not run their op tests on a GPU yet, so
+  // the default takes the tiled kernel from kGroupedTiledMinRows only.
   constexpr TernaryTiledConfig k128x16{4, 1, 2, 2, 4}, k128x32{2, 2, 4, 2, 4},
       k128x64{2, 2, 4, 4, 4};
   if (rows_per_item <= 32) return k128x16;
@@ -188,11 +194,10 @@ absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activa
   g.expert_uint4s = w.expert_words / 4;
   g.scales = y != nullptr ? w.scales : nullptr;
   g.source_rows = groups.source_rows;
-  if (groups.tiled != nullptr || (groups.config == nullptr && t >= 16)) {
-    // From 16 rows per item the tiled mma.sync kernel: at ~16 rows an expert its 16-token blocks
-    // beat the best GEMV items by 20-40% (the 64-row GEMV items took 1.27 ms for qwen3-30b-a3b's
-    // block at 1,024 tokens on an H100, 7.7x the dense product of the same active parameters;
-    // docs/perf.md).
+  if (groups.tiled != nullptr || (groups.config == nullptr && t >= kGroupedTiledMinRows)) {
+    // The tiled mma.sync kernel from 64 rows per item: the 64-row GEMV items took 1.27 ms for
+    // qwen3-30b-a3b's block at 1,024 tokens on an H100, 7.7x the dense product of the same active
+    // parameters (docs/perf.md).
     const TernaryTiledConfig tiled =
         groups.tiled != nullptr ? *groups.tiled : DefaultGroupedTiledConfig(w.first, t);
     const std::vector<TernaryTiledConfig>& compiled = AllGroupedTiledConfigs();

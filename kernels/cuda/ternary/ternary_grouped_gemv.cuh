@@ -6,8 +6,9 @@
 //
 // Built from the product kernels: the GEMV kernels of ternary_gemv.cuh (dp4a for one row per item,
 // int8 mma.m16n8k32 streaming for 8 .. 32), the tiled mma.sync kernel of ternary_tiled_gemm.cuh
-// (128-row tiles of 16, 32 or 64 tokens) from 16 rows per item. Results are those of the plain
-// products on each expert's rows: the int32 sums exact, the float epilogue bit for bit.
+// (128-row tiles of 32 or 64 tokens by default, 16 on request) from 64 rows per item. Results are
+// those of the plain products on each expert's rows: the int32 sums exact, the float epilogue bit
+// for bit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -49,10 +50,10 @@ struct GroupedRows {
   // activation row r.
   const int32_t* source_rows = nullptr;
   // The GEMV configuration (one of AllGroupedGemvConfigs, for benchmarks); null: the default,
-  // DefaultGroupedGemvConfig up to 8 rows per item and the tiled kernel from 16.
+  // DefaultGroupedGemvConfig up to 32 rows per item and the tiled kernel from 64.
   const TernaryGemvConfig* config = nullptr;
   // Instead, a tiled configuration (one of AllGroupedTiledConfigs, for benchmarks) whose token
-  // blocks divide rows_per_item; null: the default (DefaultGroupedTiledConfig from 16 rows).
+  // blocks divide rows_per_item; null: the default (DefaultGroupedTiledConfig from 64 rows).
   const TernaryTiledConfig* tiled = nullptr;
 };
 
@@ -64,10 +65,10 @@ double ExpectedRowsPerExpert(int64_t grouped_rows, int num_experts);
 // Bound on the items of `grouped_rows` rows over `num_experts` experts in runs of rows_per_item.
 int MaxGroupedItems(int64_t grouped_rows, int num_experts, int rows_per_item);
 
-// The GEMV configuration of a grouped run of `rows_per_item` (1 .. 32) over matrices like w
-// (the default up to 8 rows per item; 16 and 32 for benchmarks).
+// The GEMV configuration of a grouped run of `rows_per_item` (1 .. 32) over matrices like w.
 TernaryGemvConfig DefaultGroupedGemvConfig(const TernaryMatrixView& w, int rows_per_item);
-// The tiled configuration of a grouped run of `rows_per_item` (16 .. 256) over matrices like w.
+// The tiled configuration of a grouped run of `rows_per_item` (16 .. 256) over matrices like w
+// (the default from 64 rows per item).
 TernaryTiledConfig DefaultGroupedTiledConfig(const TernaryMatrixView& w, int rows_per_item);
 // Every tiled configuration compiled for grouped products (128-row blocks of 16 .. 64 tokens).
 const std::vector<TernaryTiledConfig>& AllGroupedTiledConfigs();
