@@ -291,38 +291,6 @@ std::vector<GroupedCase> GroupedCases() {
   return cases;
 }
 
-// A tiled configuration whose token blocks do not divide the rows per item is refused, not run.
-TEST(GroupedProductConfigTest, RefusesTiledBlocksThatDoNotDivideItems) {
-  if (!HaveCudaDevice()) GTEST_SKIP() << "no CUDA device";
-  const TernaryTiledConfig* wide = nullptr;
-  for (const TernaryTiledConfig& c : AllGroupedTiledConfigs()) {
-    if (c.block_tokens() == 64) wide = &c;
-  }
-  ASSERT_NE(wide, nullptr);
-  GroupedTernaryWeights w;
-  DeviceBuffer<uint32_t> words = Alloc<uint32_t>(PaddedRows(128) * PaddedInputs(256) / 16);
-  w.first = PackedMatrixView(words.get(), 128, 256, {});
-  w.expert_words = PaddedRows(128) * PaddedInputs(256) / 16;
-  w.num_experts = 1;
-  DeviceBuffer<int8_t> x = Alloc<int8_t>(4 * PaddedInputs(256));
-  DeviceBuffer<float> xs = Alloc<float>(4);
-  DeviceBuffer<int32_t> sums = Alloc<int32_t>(4), acc = Alloc<int32_t>(4 * 128),
-                        num_items = Alloc<int32_t>(1);
-  DeviceBuffer<GroupedProductItem> items = Alloc<GroupedProductItem>(4);
-  Int8Activations xa;
-  xa.values = x.get();
-  xa.scales = xs.get();
-  xa.sums = sums.get();
-  xa.rows = 4;
-  xa.cols = 256;
-  xa.stride = PaddedInputs(256);
-  GroupedRows rows{items.get(), num_items.get(), 4, 32, nullptr};
-  rows.tiled = wide;
-  const absl::Status s = GroupedTernaryGemv(w, xa, rows, nullptr, acc.get(), nullptr);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("32 rows per item"), std::string::npos) << s;
-}
-
 INSTANTIATE_TEST_SUITE_P(Moe, GroupedProductTest, ::testing::ValuesIn(GroupedCases()),
                          [](const auto& info) { return info.param.name; });
 
