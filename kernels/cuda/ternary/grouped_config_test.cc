@@ -17,7 +17,7 @@ namespace {
 
 bool Compiled(const TernaryTiledConfig& c) {
   const auto& all = AllGroupedTiledConfigs();
-  return std::any_of(all.begin(), all.end(), [&](const auto& a) { return a.Name() == c.Name(); });
+  return std::find(all.begin(), all.end(), c) != all.end();
 }
 
 TEST(GroupedConfigTest, DefaultsAreCompiledAndFitTheirItems) {

@@ -201,9 +201,8 @@ absl::Status GroupedTernaryGemv(const GroupedTernaryWeights& w, const Int8Activa
     const TernaryTiledConfig tiled =
         groups.tiled != nullptr ? *groups.tiled : DefaultGroupedTiledConfig(w.first, t);
     const std::vector<TernaryTiledConfig>& compiled = AllGroupedTiledConfigs();
-    const bool known = std::any_of(compiled.begin(), compiled.end(),
-                                   [&](const auto& c) { return c.Name() == tiled.Name(); });
-    if (!known || t % tiled.block_tokens() != 0) {
+    if (std::find(compiled.begin(), compiled.end(), tiled) == compiled.end() ||
+        t % tiled.block_tokens() != 0) {
       return absl::InvalidArgumentError(absl::StrCat("grouped tiled configuration ", tiled.Name(),
                                                      " is not compiled in for ", t,
                                                      " rows per item"));

@@ -246,12 +246,6 @@ const std::vector<Entry>& Entries() {
   return *entries;
 }
 
-bool SameConfig(const TernaryTiledConfig& a, const TernaryTiledConfig& b) {
-  return a.row_warps == b.row_warps && a.token_warps == b.token_warps &&
-         a.warp_row_tiles == b.warp_row_tiles && a.warp_token_tiles == b.warp_token_tiles &&
-         a.stages == b.stages && a.min_blocks == b.min_blocks && a.wgmma == b.wgmma;
-}
-
 using GroupedLaunchFn = cudaError_t (*)(const TernaryProductArgs&, const ExpertGroupsArgs&,
                                         int rows_per_item, int max_items, cudaStream_t);
 
@@ -314,7 +308,7 @@ cudaError_t LaunchGroupedTiled(const TernaryTiledConfig& config, const TernaryPr
                                const ExpertGroupsArgs& g, int rows_per_item, int max_items,
                                cudaStream_t stream) {
   for (const GroupedEntry& e : GroupedEntries()) {
-    if (SameConfig(e.config, config)) return e.launch(a, g, rows_per_item, max_items, stream);
+    if (e.config == config) return e.launch(a, g, rows_per_item, max_items, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -404,7 +398,7 @@ absl::Status TernaryTiledMatmulWithConfig(const TernaryTiledConfig& config,
   if (x.rows == 0) return absl::OkStatus();
   const Entry* entry = nullptr;
   for (const Entry& e : Entries()) {
-    if (SameConfig(e.config, config)) entry = &e;
+    if (e.config == config) entry = &e;
   }
   if (entry == nullptr) {
     return absl::InvalidArgumentError(

@@ -38,6 +38,7 @@ struct TernaryTiledConfig {
   // warpgroup, warp_row_tiles = token_warps = 1.
   bool wgmma = false;
 
+  friend bool operator==(const TernaryTiledConfig&, const TernaryTiledConfig&) = default;
   int block_rows() const { return row_warps * warp_row_tiles * 16; }
   int block_tokens() const { return token_warps * warp_token_tiles * 8; }
   std::string Name() const;
